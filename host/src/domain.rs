@@ -1,0 +1,510 @@
+//! The domain vocabulary shared by every layer: ids, Malops, actions.
+//!
+//! Cybereason ids look numeric (`11.-7780537507363356527`) but are opaque strings: they are
+//! wrapped in newtypes that never parse them, so a Malop id cannot be passed where a machine
+//! guid is expected.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps the server's spelling of the id, unchanged.
+            pub fn new(id: impl Into<String>) -> Self {
+                Self(id.into())
+            }
+
+            /// The id exactly as the server spells it.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                Self(id.to_owned())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                Self(id)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A Malop guid: `11.-7780537507363356527` (crimes/unified) or `AAAA0ws7O-MUgDmB` (inbox, mmng/v2).
+    MalopId
+);
+string_id!(
+    /// A machine element guid, the key of `actionsByMachine`: `-1845090846.1198775089551518743`.
+    MachineGuid
+);
+string_id!(
+    /// A process, file, registry or user element guid.
+    ElementGuid
+);
+string_id!(
+    /// A sensor id used for isolation: `PYLUMCLIENT_<ORG>_<HOST>_<MAC>`.
+    PylumId
+);
+string_id!(
+    /// A remediation id assigned by the server (a UUID).
+    RemediationId
+);
+
+/// Milliseconds since the Unix epoch, on the server's clock.
+pub type TimestampMs = i64;
+
+/// Which element a Malop is built on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ElementKind {
+    /// `MalopProcess`.
+    #[serde(rename = "MalopProcess")]
+    Process,
+    /// `MalopLogonSession`.
+    #[serde(rename = "MalopLogonSession")]
+    LogonSession,
+}
+
+impl ElementKind {
+    /// Both kinds, in the order the poller queries them.
+    pub const ALL: [ElementKind; 2] = [ElementKind::Process, ElementKind::LogonSession];
+
+    /// The server's `requestedType` spelling.
+    pub fn as_api(self) -> &'static str {
+        match self {
+            ElementKind::Process => "MalopProcess",
+            ElementKind::LogonSession => "MalopLogonSession",
+        }
+    }
+}
+
+/// The analyst-facing state of a Malop (`managementStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ManagementStatus {
+    Unread,
+    Todo,
+    Open,
+    Closed,
+    #[serde(rename = "FP")]
+    FalsePositive,
+    #[serde(rename = "REOPEN")]
+    Reopened,
+    /// A value this version does not know.
+    Unknown,
+}
+
+impl ManagementStatus {
+    /// Parses the server's spelling; unknown values map to [`ManagementStatus::Unknown`].
+    pub fn from_api(value: &str) -> Self {
+        match value.to_ascii_uppercase().as_str() {
+            "UNREAD" => Self::Unread,
+            "TODO" => Self::Todo,
+            "OPEN" | "ACTIVE" => Self::Open,
+            "CLOSED" | "CLOSE" | "RESOLVED" => Self::Closed,
+            "FP" => Self::FalsePositive,
+            "REOPEN" | "REOPENED" => Self::Reopened,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The server's spelling for `crimes/status`, or `None` for [`ManagementStatus::Unknown`].
+    pub fn as_api(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Unread => "UNREAD",
+            Self::Todo => "TODO",
+            Self::Open => "OPEN",
+            Self::Closed => "CLOSED",
+            Self::FalsePositive => "FP",
+            Self::Reopened => "REOPEN",
+            Self::Unknown => return None,
+        })
+    }
+}
+
+/// The server's priority for a Malop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Priority {
+    High,
+    Medium,
+    Low,
+    Unknown,
+}
+
+impl Priority {
+    /// Parses the server's spelling; unknown values map to [`Priority::Unknown`].
+    pub fn from_api(value: &str) -> Self {
+        match value.to_ascii_uppercase().as_str() {
+            "HIGH" => Self::High,
+            "MEDIUM" => Self::Medium,
+            "LOW" => Self::Low,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// An element the server names as a root cause.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootCause {
+    pub name: String,
+    pub element_type: String,
+    pub hashes: Vec<String>,
+}
+
+/// A machine touched by a Malop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub guid: MachineGuid,
+    pub name: String,
+    pub pylum_id: Option<PylumId>,
+    pub os: String,
+    pub connected: bool,
+    pub isolated: bool,
+}
+
+/// A registry value giving a suspect process persistence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryEntry {
+    pub guid: ElementGuid,
+    pub name: String,
+}
+
+/// A suspect process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspect {
+    pub guid: ElementGuid,
+    pub name: String,
+    pub machine_guid: MachineGuid,
+    pub image_sha1: Option<String>,
+    #[serde(default)]
+    pub autorun_keys: Vec<RegistryEntry>,
+}
+
+/// A file marked for remediation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileItem {
+    pub guid: ElementGuid,
+    pub name: String,
+    pub md5: Option<String>,
+    pub sha1: Option<String>,
+    pub machine_guid: MachineGuid,
+}
+
+/// A user affected by a Malop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub guid: ElementGuid,
+    pub name: String,
+}
+
+/// One Malop, normalised from whichever server API it came from. Mirrors the WIT `malop` record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Malop {
+    pub id: MalopId,
+    pub kind: ElementKind,
+    pub display_name: String,
+    pub detection_type: String,
+    pub activity_types: Vec<String>,
+    pub management_status: ManagementStatus,
+    pub priority: Priority,
+    pub creation_time: TimestampMs,
+    pub last_update_time: TimestampMs,
+    #[serde(default)]
+    pub root_causes: Vec<RootCause>,
+    #[serde(default)]
+    pub machines: Vec<Machine>,
+    #[serde(default)]
+    pub suspects: Vec<Suspect>,
+    #[serde(default)]
+    pub files: Vec<FileItem>,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub ip_addresses: Vec<String>,
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+/// A remediation action the server offers (`actionType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RemediationKind {
+    KillProcess,
+    QuarantineFile,
+    UnquarantineFile,
+    DeleteRegistryKey,
+    BlockFile,
+    KillPreventUnsuspend,
+    UnsuspendProcess,
+}
+
+impl RemediationKind {
+    /// The server's `actionType` spelling.
+    pub fn as_api(self) -> &'static str {
+        match self {
+            Self::KillProcess => "KILL_PROCESS",
+            Self::QuarantineFile => "QUARANTINE_FILE",
+            Self::UnquarantineFile => "UNQUARANTINE_FILE",
+            Self::DeleteRegistryKey => "DELETE_REGISTRY_KEY",
+            Self::BlockFile => "BLOCK_FILE",
+            Self::KillPreventUnsuspend => "KILL_PREVENT_UNSUSPEND",
+            Self::UnsuspendProcess => "UNSUSPEND_PROCESS",
+        }
+    }
+
+    /// Parses the server's `actionType` spelling.
+    pub fn from_api(value: &str) -> Option<Self> {
+        Some(match value {
+            "KILL_PROCESS" => Self::KillProcess,
+            "QUARANTINE_FILE" => Self::QuarantineFile,
+            "UNQUARANTINE_FILE" => Self::UnquarantineFile,
+            "DELETE_REGISTRY_KEY" => Self::DeleteRegistryKey,
+            "BLOCK_FILE" => Self::BlockFile,
+            "KILL_PREVENT_UNSUSPEND" => Self::KillPreventUnsuspend,
+            "UNSUSPEND_PROCESS" => Self::UnsuspendProcess,
+            _ => return None,
+        })
+    }
+}
+
+/// One item of a remediation request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RemediationTarget {
+    pub machine_guid: MachineGuid,
+    pub target_guid: ElementGuid,
+    pub kind: RemediationKind,
+}
+
+/// Server-side progress of a remediation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RemediationProgress {
+    Pending,
+    InProgress,
+    Success,
+    Failure,
+    Unknown,
+}
+
+impl RemediationProgress {
+    /// Parses a `statusLog` status.
+    pub fn from_api(value: &str) -> Self {
+        match value {
+            "PENDING" => Self::Pending,
+            "IN_PROGRESS" => Self::InProgress,
+            "SUCCESS" => Self::Success,
+            "FAILURE" | "FAILED" => Self::Failure,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// Whether the server will not change this status any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Success | Self::Failure)
+    }
+}
+
+/// A custom reputation verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Blacklist,
+    Whitelist,
+}
+
+/// What a reputation key is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyKind {
+    FileHash,
+    IpAddress,
+    Domain,
+}
+
+/// A reputation key with its kind.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReputationKey {
+    pub kind: KeyKind,
+    pub value: String,
+}
+
+/// Every operation a plugin can ask the host for: the unit of grants in the operator's policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Operation {
+    ListMalops,
+    GetMalop,
+    Remediate,
+    RemediationStatus,
+    Isolate,
+    Unisolate,
+    SetReputation,
+    RemoveReputation,
+    SetStatus,
+    AddComment,
+}
+
+impl Operation {
+    /// Every operation, in a stable order.
+    pub const ALL: [Operation; 10] = [
+        Self::ListMalops,
+        Self::GetMalop,
+        Self::Remediate,
+        Self::RemediationStatus,
+        Self::Isolate,
+        Self::Unisolate,
+        Self::SetReputation,
+        Self::RemoveReputation,
+        Self::SetStatus,
+        Self::AddComment,
+    ];
+
+    /// The kebab-case name used in configuration and the audit trail.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ListMalops => "list-malops",
+            Self::GetMalop => "get-malop",
+            Self::Remediate => "remediate",
+            Self::RemediationStatus => "remediation-status",
+            Self::Isolate => "isolate",
+            Self::Unisolate => "unisolate",
+            Self::SetReputation => "set-reputation",
+            Self::RemoveReputation => "remove-reputation",
+            Self::SetStatus => "set-status",
+            Self::AddComment => "add-comment",
+        }
+    }
+
+    /// Whether the operation changes state on the server (and so goes through budgets,
+    /// protection, shadow mode and the exactly-once ledger).
+    pub fn is_action(self) -> bool {
+        !matches!(
+            self,
+            Self::ListMalops | Self::GetMalop | Self::RemediationStatus
+        )
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An action a plugin asks for, fully described: what policy decides on, what the ledger keys
+/// on, what shadow mode records and what the client executes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum ActionRequest {
+    Remediate {
+        malop_id: Option<MalopId>,
+        targets: Vec<RemediationTarget>,
+    },
+    Isolate {
+        malop_id: Option<MalopId>,
+        machines: Vec<MachineGuid>,
+    },
+    Unisolate {
+        malop_id: Option<MalopId>,
+        machines: Vec<MachineGuid>,
+    },
+    SetReputation {
+        keys: Vec<ReputationKey>,
+        verdict: Verdict,
+        prevent: bool,
+    },
+    RemoveReputation {
+        keys: Vec<ReputationKey>,
+    },
+    SetStatus {
+        malop_id: MalopId,
+        status: ManagementStatus,
+    },
+    AddComment {
+        malop_id: MalopId,
+        text: String,
+    },
+}
+
+impl ActionRequest {
+    /// The operation this request belongs to.
+    pub fn operation(&self) -> Operation {
+        match self {
+            Self::Remediate { .. } => Operation::Remediate,
+            Self::Isolate { .. } => Operation::Isolate,
+            Self::Unisolate { .. } => Operation::Unisolate,
+            Self::SetReputation { .. } => Operation::SetReputation,
+            Self::RemoveReputation { .. } => Operation::RemoveReputation,
+            Self::SetStatus { .. } => Operation::SetStatus,
+            Self::AddComment { .. } => Operation::AddComment,
+        }
+    }
+
+    /// The Malop the action is about, if any.
+    pub fn malop_id(&self) -> Option<&MalopId> {
+        match self {
+            Self::Remediate { malop_id, .. }
+            | Self::Isolate { malop_id, .. }
+            | Self::Unisolate { malop_id, .. } => malop_id.as_ref(),
+            Self::SetStatus { malop_id, .. } | Self::AddComment { malop_id, .. } => Some(malop_id),
+            Self::SetReputation { .. } | Self::RemoveReputation { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_serialize_as_the_servers_string() {
+        let id = MalopId::new("11.-7780537507363356527");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            "\"11.-7780537507363356527\""
+        );
+        let back: MalopId = serde_json::from_str("\"11.-7780537507363356527\"").unwrap();
+        assert_eq!(back, id);
+    }
+
+    #[test]
+    fn remediation_kind_round_trips_the_api_spelling() {
+        for kind in [
+            RemediationKind::KillProcess,
+            RemediationKind::QuarantineFile,
+            RemediationKind::UnquarantineFile,
+            RemediationKind::DeleteRegistryKey,
+            RemediationKind::BlockFile,
+            RemediationKind::KillPreventUnsuspend,
+            RemediationKind::UnsuspendProcess,
+        ] {
+            assert_eq!(RemediationKind::from_api(kind.as_api()), Some(kind));
+        }
+        assert_eq!(RemediationKind::from_api("ISOLATE_EVERYTHING"), None);
+    }
+
+    #[test]
+    fn status_spellings_from_different_clients_agree() {
+        assert_eq!(ManagementStatus::from_api("CLOSE"), ManagementStatus::Closed);
+        assert_eq!(ManagementStatus::from_api("fp"), ManagementStatus::FalsePositive);
+        assert_eq!(ManagementStatus::from_api("SOMETHING"), ManagementStatus::Unknown);
+        assert_eq!(ManagementStatus::Unknown.as_api(), None);
+    }
+}
