@@ -469,6 +469,251 @@ impl ActionRequest {
     }
 }
 
+/// What happened to an action the gate let through (mirrors the WIT `disposition`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    /// Sent to the server, or found already sent: actions run exactly once.
+    Submitted,
+    /// Shadow mode: recorded as a would-be action, not executed.
+    Shadowed,
+    /// Held for an operator's approval.
+    AwaitingApproval,
+}
+
+/// The host's answer to an accepted action request (mirrors the WIT `receipt`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The host's id for the action, in the ledger and the audit trail.
+    pub action_id: String,
+    pub disposition: Disposition,
+}
+
+/// Why a host call did not happen (mirrors the WIT `error` variant). Each carries plain words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "error", content = "detail", rename_all = "kebab-case")]
+pub enum CallError {
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error("budget exhausted: {0}")]
+    BudgetExhausted(String),
+    #[error("protected target: {0}")]
+    ProtectedTarget(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("server error: {0}")]
+    ServerError(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("plugin failed: {0}")]
+    Failed(String),
+}
+
+string_id!(
+    /// The operator's name for a plugin, unique within one configuration (`[[plugins]] name`).
+    PluginName
+);
+
+/// A sha256 digest: plugin pins, audit hashes, input digests. Serialized as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sha256Digest(pub [u8; 32]);
+
+impl Sha256Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::digest(bytes).into())
+    }
+
+    /// Parses 64 hex digits (either case).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        if text.len() != 64 || hex::decode_to_slice(text, &mut out).is_err() {
+            return None;
+        }
+        Some(Self(out))
+    }
+
+    /// The 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256Digest({})", self.to_hex())
+    }
+}
+
+impl Serialize for Sha256Digest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::from_hex(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a sha256 digest (64 hex digits)"
+            ))
+        })
+    }
+}
+
+/// The unit of grants, budgets, approvals and shadow promotion: each remediation action type,
+/// and each other state-changing operation. Spelled in kebab-case in configuration and audit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    KillProcess,
+    QuarantineFile,
+    UnquarantineFile,
+    DeleteRegistryKey,
+    BlockFile,
+    KillPreventUnsuspend,
+    UnsuspendProcess,
+    Isolate,
+    Unisolate,
+    SetReputation,
+    RemoveReputation,
+    SetStatus,
+    AddComment,
+}
+
+impl ActionKind {
+    /// Every action kind, in a stable order.
+    pub const ALL: [ActionKind; 13] = [
+        Self::KillProcess,
+        Self::QuarantineFile,
+        Self::UnquarantineFile,
+        Self::DeleteRegistryKey,
+        Self::BlockFile,
+        Self::KillPreventUnsuspend,
+        Self::UnsuspendProcess,
+        Self::Isolate,
+        Self::Unisolate,
+        Self::SetReputation,
+        Self::RemoveReputation,
+        Self::SetStatus,
+        Self::AddComment,
+    ];
+
+    /// The kebab-case name used in configuration and the audit trail.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KillProcess => "kill-process",
+            Self::QuarantineFile => "quarantine-file",
+            Self::UnquarantineFile => "unquarantine-file",
+            Self::DeleteRegistryKey => "delete-registry-key",
+            Self::BlockFile => "block-file",
+            Self::KillPreventUnsuspend => "kill-prevent-unsuspend",
+            Self::UnsuspendProcess => "unsuspend-process",
+            Self::Isolate => "isolate",
+            Self::Unisolate => "unisolate",
+            Self::SetReputation => "set-reputation",
+            Self::RemoveReputation => "remove-reputation",
+            Self::SetStatus => "set-status",
+            Self::AddComment => "add-comment",
+        }
+    }
+
+    /// Parses the kebab-case name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// The operation that carries this kind of action.
+    pub fn operation(self) -> Operation {
+        match self {
+            Self::Isolate => Operation::Isolate,
+            Self::Unisolate => Operation::Unisolate,
+            Self::SetReputation => Operation::SetReputation,
+            Self::RemoveReputation => Operation::RemoveReputation,
+            Self::SetStatus => Operation::SetStatus,
+            Self::AddComment => Operation::AddComment,
+            _ => Operation::Remediate,
+        }
+    }
+
+    /// The remediation action type, for the kinds carried by `remediate`.
+    pub fn remediation(self) -> Option<RemediationKind> {
+        Some(match self {
+            Self::KillProcess => RemediationKind::KillProcess,
+            Self::QuarantineFile => RemediationKind::QuarantineFile,
+            Self::UnquarantineFile => RemediationKind::UnquarantineFile,
+            Self::DeleteRegistryKey => RemediationKind::DeleteRegistryKey,
+            Self::BlockFile => RemediationKind::BlockFile,
+            Self::KillPreventUnsuspend => RemediationKind::KillPreventUnsuspend,
+            Self::UnsuspendProcess => RemediationKind::UnsuspendProcess,
+            _ => return None,
+        })
+    }
+
+    /// Whether the action harms its target if wrong (kill, quarantine, delete, block,
+    /// isolate, set a reputation). Inverses (unquarantine, unsuspend, unisolate, remove a
+    /// reputation) and bookkeeping (status, comment) are not destructive.
+    pub fn is_destructive(self) -> bool {
+        matches!(
+            self,
+            Self::KillProcess
+                | Self::QuarantineFile
+                | Self::DeleteRegistryKey
+                | Self::BlockFile
+                | Self::KillPreventUnsuspend
+                | Self::Isolate
+                | Self::SetReputation
+        )
+    }
+}
+
+impl From<RemediationKind> for ActionKind {
+    fn from(kind: RemediationKind) -> Self {
+        match kind {
+            RemediationKind::KillProcess => Self::KillProcess,
+            RemediationKind::QuarantineFile => Self::QuarantineFile,
+            RemediationKind::UnquarantineFile => Self::UnquarantineFile,
+            RemediationKind::DeleteRegistryKey => Self::DeleteRegistryKey,
+            RemediationKind::BlockFile => Self::BlockFile,
+            RemediationKind::KillPreventUnsuspend => Self::KillPreventUnsuspend,
+            RemediationKind::UnsuspendProcess => Self::UnsuspendProcess,
+        }
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl ActionRequest {
+    /// The distinct action kinds this request carries, in [`ActionKind::ALL`] order (a
+    /// remediation may mix several).
+    pub fn action_kinds(&self) -> Vec<ActionKind> {
+        let mut kinds: Vec<ActionKind> = match self {
+            Self::Remediate { targets, .. } => targets.iter().map(|t| t.kind.into()).collect(),
+            Self::Isolate { .. } => vec![ActionKind::Isolate],
+            Self::Unisolate { .. } => vec![ActionKind::Unisolate],
+            Self::SetReputation { .. } => vec![ActionKind::SetReputation],
+            Self::RemoveReputation { .. } => vec![ActionKind::RemoveReputation],
+            Self::SetStatus { .. } => vec![ActionKind::SetStatus],
+            Self::AddComment { .. } => vec![ActionKind::AddComment],
+        };
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
