@@ -1,0 +1,167 @@
+//! A cache of precompiled components, authenticated before they are deserialized.
+//!
+//! `Component::deserialize` trusts its input completely: arbitrary bytes can execute
+//! arbitrary code. Every artifact is therefore stored with an HMAC-SHA256 tag under a key
+//! that only the host can read, and its tag is checked before wasmtime sees the bytes. The
+//! cache key covers the engine's compatibility hash and the component's sha256, so an
+//! artifact is only ever used by the engine configuration that produced it.
+
+use super::Error;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+type HmacSha256 = Hmac<Sha256>;
+const TAG_LEN: usize = 32;
+const KEY_FILE: &str = "artifact.key";
+
+/// A directory of authenticated precompiled components.
+pub struct ArtifactCache {
+    dir: PathBuf,
+    key: [u8; 32],
+}
+
+impl ArtifactCache {
+    /// Opens (or creates) the cache in `dir`, creating its secret key on first use.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        restrict_permissions(dir, 0o700)?;
+        let key_path = dir.join(KEY_FILE);
+        let key = match std::fs::read(&key_path) {
+            Ok(bytes) if bytes.len() == 32 => bytes.try_into().expect("length checked"),
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not a 32-byte key", key_path.display()),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => new_key(&key_path)?,
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            key,
+        })
+    }
+
+    /// The artifact file for a component under `engine`.
+    pub fn artifact_path(&self, engine: &Engine, component_sha256: &str) -> PathBuf {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        hasher.0.update(component_sha256.as_bytes());
+        self.dir
+            .join(format!("{}.cwasm", hex::encode(hasher.0.finalize())))
+    }
+
+    /// Loads the precompiled artifact if there is one. A tag that does not verify is an
+    /// error and the bytes are never deserialized.
+    pub fn load_precompiled(
+        &self,
+        engine: &Engine,
+        plugin: &str,
+        component_sha256: &str,
+    ) -> Result<Option<Component>, Error> {
+        let path = self.artifact_path(engine, component_sha256);
+        let stored = match std::fs::read(&path) {
+            Ok(stored) => stored,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        let refuse = |detail: &str| Error::Artifact {
+            plugin: plugin.to_owned(),
+            detail: format!("{}: {detail}", path.display()),
+        };
+        if stored.len() < TAG_LEN {
+            return Err(refuse("shorter than its authentication tag"));
+        }
+        let (tag, artifact) = stored.split_at(TAG_LEN);
+        self.mac(&path, artifact)
+            .verify_slice(tag)
+            .map_err(|_| refuse("authentication tag does not match: the file was modified or not written by this host"))?;
+        // SAFETY: the bytes carry a valid HMAC under the host's secret key, so they are an
+        // artifact this host serialized itself with a compatible engine configuration.
+        let component = unsafe { Component::deserialize(engine, artifact) }
+            .map_err(|e| refuse(&format!("{e:#}")))?;
+        Ok(Some(component))
+    }
+
+    /// Loads the authenticated artifact, or compiles `bytes` and stores a new one. An
+    /// artifact that fails authentication is refused, removed and replaced.
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        plugin: &str,
+        component_sha256: &str,
+        bytes: &[u8],
+    ) -> Result<Component, Error> {
+        match self.load_precompiled(engine, plugin, component_sha256) {
+            Ok(Some(component)) => return Ok(component),
+            Ok(None) => {}
+            Err(refused) => {
+                tracing::warn!(plugin, "{refused}; recompiling from the verified component");
+                let _ = std::fs::remove_file(self.artifact_path(engine, component_sha256));
+            }
+        }
+        let component = Component::new(engine, bytes).map_err(|e| Error::Compile {
+            plugin: plugin.to_owned(),
+            detail: format!("{e:#}"),
+        })?;
+        if let Err(e) = self.store(engine, component_sha256, &component) {
+            tracing::warn!(plugin, "cannot write the precompiled artifact: {e}");
+        }
+        Ok(component)
+    }
+
+    fn store(&self, engine: &Engine, component_sha256: &str, component: &Component) -> std::io::Result<()> {
+        let artifact = component
+            .serialize()
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        let path = self.artifact_path(engine, component_sha256);
+        let tag = self.mac(&path, &artifact).finalize().into_bytes();
+        let tmp = path.with_extension("tmp");
+        let mut contents = Vec::with_capacity(TAG_LEN + artifact.len());
+        contents.extend_from_slice(&tag);
+        contents.extend_from_slice(&artifact);
+        std::fs::write(&tmp, contents)?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// The MAC binds the artifact to its file name (engine hash + component digest), so an
+    /// authentic artifact cannot be swapped in for another component.
+    fn mac(&self, path: &Path, artifact: &[u8]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        mac.update(name.as_bytes());
+        mac.update(artifact);
+        mac
+    }
+}
+
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only used through Hash::hash, never finished")
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+fn new_key(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    std::fs::write(path, key)?;
+    restrict_permissions(path, 0o600)?;
+    Ok(key)
+}
+
+fn restrict_permissions(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}

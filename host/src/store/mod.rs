@@ -1,0 +1,494 @@
+//! The durable state of the service, in an embedded SQLite database.
+//!
+//! One [`Store`] holds everything riposte must remember across restarts and crashes:
+//!
+//! - **Watermarks** per polled source, on the server's own clock ([`Store::watermark`]), and the
+//!   time of the last poll (for `riposte status`).
+//! - **Malops handled per plugin**, keyed by (plugin, Malop id, last update time), so a Malop
+//!   updated later is offered again but one seen twice in the poll overlap is not
+//!   ([`Store::mark_handled`], [`Store::is_handled`]).
+//! - **The action ledger** (G4, exactly once). Every action gets an [`ActionKey`] (sha256 of
+//!   the Malop, the action kinds, the canonical targets and the plugin digest) and is written
+//!   as [`ActionState::Planned`] in its own committed transaction *before* the server is
+//!   called ([`Store::begin_action`]). A second request with the same key finds the existing
+//!   record and its state, so nothing is ever sent twice. After a crash,
+//!   [`Store::unresolved_actions`] lists the actions whose outcome is unknown: the caller checks
+//!   them on the server before re-sending anything.
+//! - **Budget events** (G3): one event per target and spend, so sliding windows, fan-out per
+//!   machine and per-target cooldowns are exact ([`Store::spend`], [`Store::spend_all`]).
+//! - **The approval queue** (G6), bound to the sha256 of the exact request, with expiry and a
+//!   claim that hands an approved action to exactly one worker ([`Store::approve`],
+//!   [`Store::claim_approved`]).
+//! - **Undo records** (G8): the inverse of each executed destructive action
+//!   ([`inverse_of`], [`Store::record_undo`]).
+//! - **Plugin health**: consecutive traps and an exponential-backoff pause
+//!   ([`Store::record_trap`]).
+//! - **A key-value store** per plugin with a total size limit ([`Store::kv_set`]).
+//! - **A status snapshot** for `riposte status` ([`Store::status`]).
+//!
+//! # Time
+//!
+//! The store never reads a clock for its decisions: every timestamp is milliseconds since the
+//! Unix epoch passed in by the caller (`now_ms`), so tests and replays are deterministic and
+//! the same code runs against several hosts sharing one database. (The only exception is the
+//! `applied_at_ms` of a schema migration, which is informational.)
+//!
+//! # Durability and concurrency
+//!
+//! A file database is opened in WAL mode with `synchronous = FULL` (a `Planned` row must
+//! survive a power cut, not just a crash, or an action could be sent twice), a busy timeout
+//! and foreign keys on. The connection sits behind a [`Mutex`]: share the store as
+//! `Arc<Store>`. Every method is one short transaction; write transactions are `BEGIN
+//! IMMEDIATE`, so two processes on the same file (the service and `riposte approve`, say)
+//! serialise on the write lock instead of failing on a lock upgrade. The methods block: from
+//! async code they are short enough to call directly, or wrap them in
+//! `tokio::task::spawn_blocking` under load. Every state change is a guarded `UPDATE ...
+//! WHERE state IN (...)` whose row count is checked, so the same statements stay correct when
+//! several hosts share a database without a process-wide mutex.
+//!
+//! # Schema and portability (PostgreSQL)
+//!
+//! The schema is versioned in `schema_version`; [`schema::MIGRATIONS`] are applied in order,
+//! all in one transaction, when the store is opened. A database written by a newer riposte is
+//! refused with [`Error::FutureSchema`] rather than misread.
+//!
+//! The SQL is kept portable so that PostgreSQL can back several hosts later: only `TEXT`,
+//! `BIGINT` and `BLOB` columns; no `AUTOINCREMENT` or rowid reliance (ids are UUIDs made in
+//! Rust); no SQLite-only functions (only `COUNT`, `SUM`, `MAX`, `COALESCE`); timestamps are
+//! `BIGINT` milliseconds passed from Rust, never `CURRENT_TIMESTAMP`; upserts use
+//! `INSERT ... ON CONFLICT (...) DO UPDATE/NOTHING`, and `RETURNING`, which both support.
+//! Moving to PostgreSQL would change:
+//!
+//! - the driver (`postgres`/`sqlx` instead of `rusqlite`) and placeholders (`$1` for `?1`);
+//! - `BLOB` becomes `BYTEA` (the only column is `plugin_kv.value`);
+//! - the `PRAGMA`s of [`Store::open`] go away (WAL, busy timeout and foreign keys are
+//!   PostgreSQL's defaults or not needed); `BEGIN IMMEDIATE` becomes `BEGIN` plus
+//!   `SELECT ... FOR UPDATE` on the rows a transaction reads and then changes (the approve,
+//!   claim and spend paths), or `SERIALIZABLE` isolation with a retry on serialisation
+//!   failures;
+//! - budget spends should take a per-(scope, kind) advisory lock (`pg_advisory_xact_lock`) so
+//!   that two hosts cannot both see room for the last slot;
+//! - the process-wide mutex becomes a connection pool.
+//!
+//! The table definitions themselves need no change.
+
+mod actions;
+mod approvals;
+mod budget;
+mod health;
+mod kv;
+mod polling;
+pub mod schema;
+mod status;
+mod undo;
+
+pub use actions::{
+    ActionFilter, ActionId, ActionKey, ActionMode, ActionRecord, ActionState, BeginOutcome,
+    NewAction, Outcome, RetryDecision, request_hash,
+};
+pub use approvals::{ApprovalStatus, ApprovedAction, PendingApproval};
+pub use budget::{BudgetCharge, SpendOutcome};
+pub use health::{Backoff, PauseState, PausedPlugin};
+pub use kv::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
+pub use status::{SourceStatus, StatusSnapshot};
+pub use undo::{UndoRecord, inverse_of};
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long a statement waits for another process's write lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The one error type of the store. Every message names the database and the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// SQLite failed (I/O, a lock held past the busy timeout, a constraint, ...).
+    #[error("state database {path}: {op} failed: {source}")]
+    Sqlite {
+        /// The database file (or `:memory:`).
+        path: String,
+        /// The store operation, e.g. `begin_action`.
+        op: &'static str,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer riposte whose schema this one does not know.
+    #[error(
+        "state database {path}: {op}: schema version {found} is newer than the newest this riposte knows ({known}); run a newer riposte or use another database"
+    )]
+    FutureSchema {
+        /// The database file.
+        path: String,
+        /// The store operation (`open`).
+        op: &'static str,
+        /// The version stored in the database.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// The row the operation is about does not exist.
+    #[error("state database {path}: {op}: {what} not found")]
+    NotFound {
+        /// The database file.
+        path: String,
+        /// The store operation.
+        op: &'static str,
+        /// What was looked for, e.g. `action 3f2a...`.
+        what: String,
+    },
+    /// The operation was refused: an illegal state transition, an expired or already decided
+    /// approval, a hash mismatch, a size limit.
+    #[error("state database {path}: {op}: {refusal}")]
+    Refused {
+        /// The database file.
+        path: String,
+        /// The store operation.
+        op: &'static str,
+        /// Why, in a form the caller can match on.
+        refusal: Refusal,
+    },
+    /// A stored value could not be read back (edited by hand, or written by a buggy build).
+    #[error("state database {path}: {op}: unreadable stored data: {detail}")]
+    Corrupt {
+        /// The database file.
+        path: String,
+        /// The store operation.
+        op: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// The refusal, when the operation was refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Error::Refused { refusal, .. } => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// Whether the error is [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}
+
+/// Why the store refused an operation. Matchable, and shown in plain words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The action is not in a state the operation can move it from.
+    IllegalTransition {
+        /// The action.
+        action: ActionId,
+        /// Its current state.
+        from: ActionState,
+        /// The state the operation wanted.
+        to: ActionState,
+    },
+    /// The approval expired before the decision.
+    ApprovalExpired {
+        /// The action awaiting approval.
+        action: ActionId,
+        /// When it expired (ms).
+        expired_at_ms: i64,
+    },
+    /// The approval was already decided (approved, denied or expired).
+    AlreadyDecided {
+        /// The action.
+        action: ActionId,
+        /// The decision already taken.
+        status: ApprovalStatus,
+    },
+    /// The action no longer matches the hash the approval is bound to (or the hash the
+    /// operator saw).
+    HashMismatch {
+        /// The action.
+        action: ActionId,
+        /// The hash the approval is bound to.
+        expected: String,
+        /// The hash of the action as stored now.
+        found: String,
+    },
+    /// A plugin's key-value store would exceed its total size limit.
+    KvQuota {
+        /// The plugin.
+        plugin: String,
+        /// Bytes the plugin would use after the write.
+        would_use: u64,
+        /// Its limit in bytes.
+        limit: u64,
+    },
+    /// A key or value is larger than allowed.
+    TooLarge {
+        /// `key` or `value`.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The action was already undone.
+    AlreadyUndone {
+        /// The original action.
+        action: ActionId,
+    },
+    /// An argument the store cannot use.
+    InvalidArgument(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::IllegalTransition { action, from, to } => {
+                write!(f, "action {action} is {from}, it cannot become {to}")
+            }
+            Refusal::ApprovalExpired {
+                action,
+                expired_at_ms,
+            } => write!(
+                f,
+                "the approval of action {action} expired at {expired_at_ms} ms"
+            ),
+            Refusal::AlreadyDecided { action, status } => {
+                write!(f, "the approval of action {action} is already {status}")
+            }
+            Refusal::HashMismatch {
+                action,
+                expected,
+                found,
+            } => write!(
+                f,
+                "action {action} does not match its approval: the approval is bound to sha256 {expected}, the action is now {found}"
+            ),
+            Refusal::KvQuota {
+                plugin,
+                would_use,
+                limit,
+            } => write!(
+                f,
+                "plugin `{plugin}` would use {would_use} bytes of key-value storage, over its limit of {limit}"
+            ),
+            Refusal::TooLarge { what, len, max } => {
+                write!(f, "the {what} is {len} bytes, over the maximum of {max}")
+            }
+            Refusal::AlreadyUndone { action } => write!(f, "action {action} was already undone"),
+            Refusal::InvalidArgument(detail) => write!(f, "invalid argument: {detail}"),
+        }
+    }
+}
+
+/// The result type of the store.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error inside one operation, before it is tagged with the path and operation name.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Sql(rusqlite::Error),
+    NotFound(String),
+    Refused(Refusal),
+    Corrupt(String),
+    FutureSchema { found: i64, known: i64 },
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        Failure::Refused(r)
+    }
+}
+
+pub(crate) type Op<T> = std::result::Result<T, Failure>;
+
+/// The durable state of one riposte service. Share it as `Arc<Store>`.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, switches it to WAL mode with a busy
+    /// timeout and foreign keys, and applies the pending schema migrations.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let tag = |op: &'static str| {
+            let shown = shown.clone();
+            move |source| Error::Sqlite {
+                path: shown.clone(),
+                op,
+                source,
+            }
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(tag("open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(tag("open"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(tag("open: set WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Corrupt {
+                path: shown,
+                op: "open: set WAL mode",
+                detail: format!("the database stayed in journal mode `{mode}`"),
+            });
+        }
+        Self::configure(conn, shown)
+    }
+
+    /// Opens a private in-memory database (for tests and `--dry-run` style tools).
+    pub fn open_in_memory() -> Result<Store> {
+        let shown = ":memory:".to_owned();
+        let conn = Connection::open_in_memory().map_err(|source| Error::Sqlite {
+            path: shown.clone(),
+            op: "open",
+            source,
+        })?;
+        Self::configure(conn, shown)
+    }
+
+    fn configure(conn: Connection, path: String) -> Result<Store> {
+        let pragmas = "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
+        conn.execute_batch(pragmas)
+            .map_err(|source| Error::Sqlite {
+                path: path.clone(),
+                op: "open: set pragmas",
+                source,
+            })?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            path,
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        store.write("open: migrate", |tx| schema::migrate(tx, now_ms))?;
+        Ok(store)
+    }
+
+    /// The database path as shown in messages (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.read("schema_version", |tx| Ok(schema::current_version(tx)?))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves no transaction open (a dropped transaction
+        // rolls back), so the connection is still consistent.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn tag(&self, op: &'static str, failure: Failure) -> Error {
+        let path = self.path.clone();
+        match failure {
+            Failure::Sql(source) => Error::Sqlite { path, op, source },
+            Failure::NotFound(what) => Error::NotFound { path, op, what },
+            Failure::Refused(refusal) => Error::Refused { path, op, refusal },
+            Failure::Corrupt(detail) => Error::Corrupt { path, op, detail },
+            Failure::FutureSchema { found, known } => Error::FutureSchema {
+                path,
+                op,
+                found,
+                known,
+            },
+        }
+    }
+
+    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committing if it returns `Ok`.
+    pub(crate) fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<T>,
+    ) -> Result<T> {
+        self.write_then(op, |tx| f(tx).map(Ok))
+    }
+
+    /// Runs `f` in a write transaction and commits even when `f` returns an inner refusal,
+    /// for operations that record something *and* refuse (an approval found expired is
+    /// marked expired, then refused).
+    pub(crate) fn write_then<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<std::result::Result<T, Failure>>,
+    ) -> Result<T> {
+        let mut conn = self.lock();
+        let run = || -> Op<std::result::Result<T, Failure>> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        match run() {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(failure)) | Err(failure) => Err(self.tag(op, failure)),
+        }
+    }
+
+    /// Runs `f` in a read transaction (`BEGIN DEFERRED`), so it sees one consistent snapshot.
+    pub(crate) fn read<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<T>,
+    ) -> Result<T> {
+        let mut conn = self.lock();
+        let run = || -> Op<T> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run().map_err(|failure| self.tag(op, failure))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_memory_store_opens_at_the_newest_schema() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(store.schema_version().unwrap(), schema::LATEST_VERSION);
+        assert_eq!(store.path(), ":memory:");
+    }
+
+    #[test]
+    fn errors_name_the_database_and_the_operation() {
+        let store = Store::open_in_memory().unwrap();
+        let err = store
+            .get_action(&ActionId::parse("0123456789abcdef0123456789abcdef").unwrap())
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(":memory:"), "{text}");
+        assert!(text.contains("get_action"), "{text}");
+        assert!(err.is_not_found());
+    }
+
+    #[test]
+    fn store_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Store>();
+    }
+}
