@@ -1,0 +1,196 @@
+//! Finding the plugins under `plugins/`: a directory with a `Cargo.toml` is a Rust plugin, a
+//! directory with a `pyproject.toml` (or the marker file `riposte-python`) is a Python plugin.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+
+/// The language a plugin is written in, which decides how it is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// A cargo package (`crate-type = ["cdylib"]`), member of the plugins workspace.
+    Rust,
+    /// A Python module built with componentize-py.
+    Python,
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Language::Rust => "rust",
+            Language::Python => "python",
+        })
+    }
+}
+
+/// One plugin found under the plugins directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginSource {
+    /// The plugin's name: the cargo package name, or the Python project's name; the output is
+    /// `<name>.wasm`.
+    pub name: String,
+    /// The plugin's directory.
+    pub dir: PathBuf,
+    /// How it is built.
+    pub language: Language,
+    /// Rust: the file stem cargo gives the cdylib (the lib name, `-` replaced by `_`).
+    /// Python: the module componentize-py loads (`[tool.riposte] module`, default `app`).
+    pub artifact: String,
+}
+
+/// The marker file that makes a directory without `pyproject.toml` a Python plugin.
+pub const PYTHON_MARKER: &str = "riposte-python";
+
+/// Lists the plugins directly under `plugins_dir`, sorted by name. Directories that are neither
+/// Rust nor Python plugins (and `target`, hidden directories) are skipped.
+pub fn discover(plugins_dir: &Path) -> Result<Vec<PluginSource>, Error> {
+    let entries = std::fs::read_dir(plugins_dir).map_err(|source| Error::Io {
+        context: format!("reading the plugins directory {}", plugins_dir.display()),
+        source,
+    })?;
+    let mut plugins = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Io {
+            context: format!("reading the plugins directory {}", plugins_dir.display()),
+            source,
+        })?;
+        let dir = entry.path();
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if !dir.is_dir() || file_name.starts_with('.') || file_name == "target" {
+            continue;
+        }
+        if dir.join("Cargo.toml").is_file() {
+            plugins.push(rust_plugin(&dir)?);
+        } else if dir.join("pyproject.toml").is_file() || dir.join(PYTHON_MARKER).is_file() {
+            plugins.push(python_plugin(&dir, &file_name)?);
+        }
+    }
+    plugins.sort_by(|a, b| a.name.cmp(&b.name));
+    for pair in plugins.windows(2) {
+        if pair[0].name == pair[1].name {
+            return Err(Error::InvalidPlugin {
+                plugin: pair[0].name.clone(),
+                dir: pair[1].dir.clone(),
+                detail: format!("the name is also used by {}", pair[0].dir.display()),
+            });
+        }
+    }
+    Ok(plugins)
+}
+
+fn read_toml(dir: &Path, file: &str, plugin: &str) -> Result<toml::Table, Error> {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+        context: format!("reading {}", path.display()),
+        source,
+    })?;
+    text.parse::<toml::Table>()
+        .map_err(|e| Error::InvalidPlugin {
+            plugin: plugin.to_owned(),
+            dir: dir.to_owned(),
+            detail: format!("{file} is not valid TOML: {e}"),
+        })
+}
+
+fn rust_plugin(dir: &Path) -> Result<PluginSource, Error> {
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let manifest = read_toml(dir, "Cargo.toml", &dir_name)?;
+    let name = manifest
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .ok_or_else(|| Error::InvalidPlugin {
+            plugin: dir_name.clone(),
+            dir: dir.to_owned(),
+            detail: "Cargo.toml has no [package] name".into(),
+        })?
+        .to_owned();
+    let lib = manifest.get("lib");
+    let crate_types: Vec<&str> = lib
+        .and_then(|l| l.get("crate-type"))
+        .and_then(|t| t.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if !crate_types.contains(&"cdylib") {
+        return Err(Error::InvalidPlugin {
+            plugin: name,
+            dir: dir.to_owned(),
+            detail: "a Rust plugin needs `[lib] crate-type = [\"cdylib\"]` in its Cargo.toml"
+                .into(),
+        });
+    }
+    let artifact = lib
+        .and_then(|l| l.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or(&name)
+        .replace('-', "_");
+    Ok(PluginSource {
+        name,
+        dir: dir.to_owned(),
+        language: Language::Rust,
+        artifact,
+    })
+}
+
+fn python_plugin(dir: &Path, dir_name: &str) -> Result<PluginSource, Error> {
+    let (name, module) = if dir.join("pyproject.toml").is_file() {
+        let project = read_toml(dir, "pyproject.toml", dir_name)?;
+        let name = project
+            .get("project")
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or(dir_name)
+            .to_owned();
+        let module = project
+            .get("tool")
+            .and_then(|t| t.get("riposte"))
+            .and_then(|r| r.get("module"))
+            .and_then(|m| m.as_str())
+            .unwrap_or("app")
+            .to_owned();
+        (name, module)
+    } else {
+        (dir_name.to_owned(), "app".to_owned())
+    };
+    if !dir.join(format!("{module}.py")).is_file() && !dir.join(&module).is_dir() {
+        return Err(Error::InvalidPlugin {
+            plugin: name,
+            dir: dir.to_owned(),
+            detail: format!(
+                "the Python module `{module}` ({module}.py) does not exist; set [tool.riposte] module in pyproject.toml"
+            ),
+        });
+    }
+    Ok(PluginSource {
+        name,
+        dir: dir.to_owned(),
+        language: Language::Python,
+        artifact: module,
+    })
+}
+
+/// The examples of the guest SDK (`[[example]]` names in `guest-sdk/Cargo.toml`), built with
+/// the Rust plugins so they stay real. Empty when there is no SDK next to the plugins.
+pub fn sdk_examples(sdk_dir: &Path) -> Result<Vec<String>, Error> {
+    if !sdk_dir.join("Cargo.toml").is_file() {
+        return Ok(Vec::new());
+    }
+    let manifest = read_toml(sdk_dir, "Cargo.toml", "riposte-guest")?;
+    Ok(manifest
+        .get("example")
+        .and_then(|e| e.as_array())
+        .map(|examples| {
+            examples
+                .iter()
+                .filter_map(|e| e.get("name").and_then(|n| n.as_str()))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default())
+}
