@@ -1,0 +1,201 @@
+//! How to reach the server: base URL, credentials, TLS, timeouts and retries.
+
+use super::error::{Error, Result};
+use super::secret::Secret;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Environment variable holding the username.
+pub const ENV_USERNAME: &str = "RIPOSTE_USERNAME";
+/// Environment variable holding the password.
+pub const ENV_PASSWORD: &str = "RIPOSTE_PASSWORD";
+
+/// A username and password. The password is a [`Secret`] and never printed.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// The console user (an API user without 2FA).
+    pub username: String,
+    /// The password.
+    pub password: Secret,
+}
+
+impl Credentials {
+    /// Builds credentials from values already in hand.
+    pub fn new(username: impl Into<String>, password: impl Into<Secret>) -> Self {
+        Self {
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+
+    /// Reads `RIPOSTE_USERNAME` and `RIPOSTE_PASSWORD`.
+    pub fn from_env() -> Result<Self> {
+        let get = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| Error::Config(format!("environment variable {name} is not set")))
+        };
+        Ok(Self::new(
+            get(ENV_USERNAME)?,
+            Secret::new(get(ENV_PASSWORD)?),
+        ))
+    }
+
+    /// Reads a credentials file with the lines `username = ...` and `password = ...`
+    /// (blank lines and `#` comments are ignored; values may be double-quoted).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read credentials file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Self::parse_file(&text)
+            .map_err(|why| Error::Config(format!("credentials file {}: {why}", path.display())))
+    }
+
+    fn parse_file(text: &str) -> std::result::Result<Self, String> {
+        let (mut user, mut pass) = (None, None);
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(format!("line {}: expected `key = value`", n + 1));
+            };
+            let value = value.trim().trim_matches('"').to_owned();
+            match key.trim() {
+                "username" => user = Some(value),
+                "password" => pass = Some(Secret::new(value)),
+                other => return Err(format!("line {}: unknown key {other:?}", n + 1)),
+            }
+        }
+        match (user, pass) {
+            (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Ok(Self::new(u, p)),
+            _ => Err("both `username` and `password` are required".into()),
+        }
+    }
+
+    /// The file if one is given, else the environment.
+    pub fn from_file_or_env(file: Option<&Path>) -> Result<Self> {
+        match file {
+            Some(path) => Self::from_file(path),
+            None => Self::from_env(),
+        }
+    }
+}
+
+/// Time limits for every call.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Limit for establishing a connection.
+    pub connect: Duration,
+    /// Limit for a whole request, body included.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            request: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Retries with exponential backoff and jitter, for calls that are safe to repeat.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Total tries of one call, the first included (1 = no retry).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled each time.
+    pub base_delay: Duration,
+    /// Upper bound of one delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `retry` (1-based): `base * 2^(retry-1)` capped, with
+    /// "equal jitter" (half fixed, half random).
+    pub fn delay(&self, retry: u32, random: u64) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(20));
+        let capped = exp.min(self.max_delay);
+        let half = capped / 2;
+        let jitter_ms = half.as_millis() as u64;
+        let extra = if jitter_ms == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(random % (jitter_ms + 1))
+        };
+        half + extra
+    }
+}
+
+/// Everything [`super::Client::new`] needs.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `https://tenant.cybereason.net:8443` (no trailing path).
+    pub base_url: String,
+    /// Who to log in as.
+    pub credentials: Credentials,
+    /// An extra PEM CA bundle to trust besides the built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Retry policy for calls safe to repeat.
+    pub retry: RetryPolicy,
+}
+
+impl ClientConfig {
+    /// A configuration with default timeouts and retries.
+    pub fn new(base_url: impl Into<String>, credentials: Credentials) -> Self {
+        Self {
+            base_url: base_url.into(),
+            credentials,
+            ca_file: None,
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_file_parses_and_hides_the_password() {
+        let c =
+            Credentials::parse_file("# x\nusername = api@corp\npassword = \"s3cr3t\"\n").unwrap();
+        assert_eq!(c.username, "api@corp");
+        assert_eq!(c.password.expose(), "s3cr3t");
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(Credentials::parse_file("username = a\n").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(300),
+        };
+        assert!(p.delay(1, 0) >= Duration::from_millis(50));
+        assert!(p.delay(1, u64::MAX) <= Duration::from_millis(100));
+        assert!(p.delay(10, u64::MAX) <= Duration::from_millis(300));
+    }
+}

@@ -1,0 +1,201 @@
+//! `visualsearch/query/simple` queries the rules need, and `get_malop_details`, which
+//! assembles a complete Malop from them and from `sensors/query`.
+
+use super::http::{Call, Safety};
+use super::parse;
+use super::{Client, Element, Result, Sensor};
+use crate::domain::{
+    ElementGuid, ElementKind, FileItem, MachineGuid, Malop, MalopId, PylumId, RegistryEntry,
+    Suspect,
+};
+use serde_json::{Value, json};
+
+impl Client {
+    /// Runs a raw query path; the last path element must carry `"isResult": true`.
+    pub async fn visual_search(
+        &self,
+        query_path: Value,
+        custom_fields: &[&str],
+    ) -> Result<Vec<Element>> {
+        let body = json!({"queryPath": query_path, "totalResultLimit": 1000, "perGroupLimit": 100,
+            "perFeatureLimit": 100, "templateContext": "SPECIFIC", "queryTimeout": 120000,
+            "customFields": custom_fields});
+        let call = Call::post("/rest/visualsearch/query/simple", body, Safety::Repeatable);
+        self.fetch(call, parse::visual_elements).await
+    }
+
+    /// Elements linked to a Malop through `feature`, of type `result_type`.
+    async fn malop_linked(
+        &self,
+        kind: ElementKind,
+        id: &MalopId,
+        feature: &str,
+        result_type: &str,
+        fields: &[&str],
+    ) -> Result<Vec<Element>> {
+        let path = json!([
+            {"requestedType": kind.as_api(), "guidList": [id], "filters": [],
+             "connectionFeature": {"elementInstanceType": kind.as_api(), "featureName": feature}},
+            {"requestedType": result_type, "filters": [], "isResult": true}]);
+        self.visual_search(path, fields).await
+    }
+
+    /// The suspect processes of a Malop, with their machine, image sha1 and autorun evidence.
+    pub async fn malop_suspects(&self, kind: ElementKind, id: &MalopId) -> Result<Vec<Suspect>> {
+        let fields = [
+            "elementDisplayName",
+            "ownerMachine",
+            "imageFile.sha1String",
+            "hasAutorunEvidence",
+        ];
+        let elements = self
+            .malop_linked(kind, id, "suspects", "Process", &fields)
+            .await?;
+        Ok(elements.iter().map(suspect).collect())
+    }
+
+    /// The files to remediate of a Malop, with hashes and machine.
+    pub async fn malop_files(&self, kind: ElementKind, id: &MalopId) -> Result<Vec<FileItem>> {
+        let fields = [
+            "elementDisplayName",
+            "md5String",
+            "sha1String",
+            "ownerMachine",
+        ];
+        let elements = self
+            .malop_linked(kind, id, "filesToRemediate", "File", &fields)
+            .await?;
+        Ok(elements.iter().map(file).collect())
+    }
+
+    /// Remote IPs and domains of the connections of a Malop's suspect processes (sorted, unique).
+    pub async fn malop_network(
+        &self,
+        kind: ElementKind,
+        id: &MalopId,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let path = json!([
+            {"requestedType": kind.as_api(), "guidList": [id], "filters": [],
+             "connectionFeature": {"elementInstanceType": kind.as_api(), "featureName": "suspects"}},
+            {"requestedType": "Process", "filters": [],
+             "connectionFeature": {"elementInstanceType": "Process", "featureName": "connections"}},
+            {"requestedType": "Connection", "filters": [], "isResult": true}]);
+        let fields = [
+            "elementDisplayName",
+            "remoteAddressCanonicalString",
+            "domainName",
+        ];
+        let elements = self.visual_search(path, &fields).await?;
+        let mut ips: Vec<String> = elements
+            .iter()
+            .filter_map(|e| e.first("remoteAddressCanonicalString").map(str::to_owned))
+            .collect();
+        let mut domains: Vec<String> = elements
+            .iter()
+            .flat_map(|e| e.all("domainName").iter().cloned())
+            .collect();
+        for list in [&mut ips, &mut domains] {
+            list.retain(|s| !s.is_empty());
+            list.sort();
+            list.dedup();
+        }
+        Ok((ips, domains))
+    }
+
+    /// A machine's pylumId by host name, through visualsearch (`Machine.pylumId`).
+    pub async fn machine_pylum_id(&self, machine_name: &str) -> Result<Option<PylumId>> {
+        let path = json!([{"requestedType": "Machine", "isResult": true, "filters": [
+            {"facetName": "elementDisplayName", "values": [machine_name], "filterType": "Equals"}]}]);
+        let elements = self
+            .visual_search(
+                path,
+                &[
+                    "elementDisplayName",
+                    "pylumId",
+                    "isActiveProbeConnected",
+                    "isIsolated",
+                ],
+            )
+            .await?;
+        Ok(elements.iter().find_map(|e| {
+            e.first("pylumId")
+                .filter(|p| !p.is_empty())
+                .map(PylumId::new)
+        }))
+    }
+
+    /// A complete Malop: the crimes/unified record, its suspects (with autorun evidence),
+    /// files, IPs and domains, and machines with pylumId and connection state from sensors.
+    pub async fn get_malop_details(&self, id: &MalopId) -> Result<Malop> {
+        let mut malop = self.get_malop(id).await?;
+        let kind = malop.kind;
+        malop.suspects = self.malop_suspects(kind, id).await?;
+        malop.files = self.malop_files(kind, id).await?;
+        let (ips, domains) = self.malop_network(kind, id).await?;
+        malop.ip_addresses = ips;
+        malop.domains = domains;
+        let names: Vec<&str> = malop.machines.iter().map(|m| m.name.as_str()).collect();
+        let sensors = self.sensors_by_name(&names).await?;
+        for machine in &mut malop.machines {
+            if let Some(s) = matching_sensor(&sensors, &machine.guid, &machine.name) {
+                machine.pylum_id = Some(s.pylum_id.clone());
+                machine.connected = s.is_online();
+                machine.isolated = s.isolated;
+                if machine.os.is_empty() {
+                    machine.os = s.os_type.clone();
+                }
+            }
+        }
+        Ok(malop)
+    }
+}
+
+fn matching_sensor<'a>(
+    sensors: &'a [Sensor],
+    guid: &MachineGuid,
+    name: &str,
+) -> Option<&'a Sensor> {
+    sensors
+        .iter()
+        .find(|s| s.machine_guid.as_ref() == Some(guid))
+        .or_else(|| {
+            sensors
+                .iter()
+                .find(|s| s.machine_name.eq_ignore_ascii_case(name))
+        })
+}
+
+fn owner(e: &Element) -> MachineGuid {
+    MachineGuid::new(
+        e.refs("ownerMachine")
+            .first()
+            .map_or("", |r| r.guid.as_str()),
+    )
+}
+
+fn suspect(e: &Element) -> Suspect {
+    Suspect {
+        guid: ElementGuid::new(e.guid.clone()),
+        name: e.first("elementDisplayName").unwrap_or_default().to_owned(),
+        machine_guid: owner(e),
+        image_sha1: e.first("imageFile.sha1String").map(str::to_owned),
+        autorun_keys: e
+            .refs("hasAutorunEvidence")
+            .iter()
+            .map(|r| RegistryEntry {
+                guid: ElementGuid::new(r.guid.clone()),
+                name: r.name.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn file(e: &Element) -> FileItem {
+    FileItem {
+        guid: ElementGuid::new(e.guid.clone()),
+        name: e.first("elementDisplayName").unwrap_or_default().to_owned(),
+        md5: e.first("md5String").map(str::to_owned),
+        sha1: e.first("sha1String").map(str::to_owned),
+        machine_guid: owner(e),
+    }
+}
