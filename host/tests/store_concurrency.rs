@@ -113,3 +113,15 @@ fn a_budget_is_never_overspent_under_contention() {
             ))
     );
 }
+
+#[test]
+fn many_processes_can_open_a_fresh_file_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let versions = race(move |_| Store::open(&path).unwrap().schema_version().unwrap());
+    assert!(
+        versions
+            .iter()
+            .all(|v| *v == riposte::store::schema::LATEST_VERSION)
+    );
+}

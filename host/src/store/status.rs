@@ -1,7 +1,7 @@
 //! The snapshot `riposte status` shows.
 
 use super::health::{PausedPlugin, paused};
-use super::{ActionState, Failure, Result, Store};
+use super::{ActionState, ApprovalStatus, Failure, Result, Store};
 use std::collections::BTreeMap;
 
 /// One polled source.
@@ -60,8 +60,8 @@ impl Store {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let pending: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND expires_at_ms > ?1",
-                [now_ms],
+                "SELECT COUNT(*) FROM approvals WHERE status = ?1 AND expires_at_ms > ?2",
+                rusqlite::params![ApprovalStatus::Pending.as_str(), now_ms],
                 |r| r.get(0),
             )?;
             let counts = tx
