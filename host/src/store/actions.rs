@@ -411,7 +411,7 @@ pub enum RetryDecision {
 }
 
 /// One action as recorded in the ledger.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ActionRecord {
     /// The host's id.
     pub id: ActionId,

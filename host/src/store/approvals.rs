@@ -13,7 +13,8 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use std::fmt;
 
 /// Where an approval is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ApprovalStatus {
     /// Waiting for an operator.
     Pending,
@@ -51,7 +52,7 @@ impl fmt::Display for ApprovalStatus {
 }
 
 /// An action waiting for an operator, with what they need to decide.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PendingApproval {
     /// The action (its request, plugin, Malop and reason).
     pub action: ActionRecord,
@@ -64,7 +65,7 @@ pub struct PendingApproval {
 }
 
 /// An action just approved.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ApprovedAction {
     /// The action, now [`ActionState::Approved`].
     pub action: ActionRecord,
@@ -377,6 +378,40 @@ impl Store {
         })
     }
 
+    /// Puts the expired approval of `id` back in the queue until `expires_at_ms`, bound to
+    /// the same hash (for instance when its Malop is updated and the plugin asks again):
+    /// `Expired` → `AwaitingApproval`. A denied action stays denied.
+    pub fn requeue_expired(&self, id: &ActionId, expires_at_ms: i64, now_ms: i64) -> Result<()> {
+        let to = ActionState::AwaitingApproval;
+        self.write("requeue_expired", |tx| {
+            if expires_at_ms <= now_ms {
+                return Err(Refusal::InvalidArgument(format!(
+                    "an approval expiring at {expires_at_ms} ms is already expired at {now_ms} ms"
+                ))
+                .into());
+            }
+            let from = check_state(tx, id, &[ActionState::Expired], to)?;
+            let changed = tx.execute(
+                "UPDATE approvals SET status = ?1, requested_at_ms = ?2, expires_at_ms = ?3, \
+                 decided_by = NULL, decided_at_ms = NULL WHERE action_id = ?4 AND status = ?5",
+                params![
+                    ApprovalStatus::Pending.as_str(),
+                    now_ms,
+                    expires_at_ms,
+                    id.as_str(),
+                    ApprovalStatus::Expired.as_str()
+                ],
+            )?;
+            one_row(changed, id, from, to)?;
+            let changed = tx.execute(
+                "UPDATE actions SET state = ?1, updated_at_ms = ?2, finished_at_ms = NULL \
+                 WHERE id = ?3 AND state = ?4",
+                params![to.as_str(), now_ms, id.as_str(), from.as_str()],
+            )?;
+            one_row(changed, id, from, to)
+        })
+    }
+
     /// How many approvals are pending (not yet expired) at `now_ms`.
     pub fn pending_approvals_count(&self, now_ms: i64) -> Result<u64> {
         self.read("pending_approvals_count", |tx| {
@@ -487,6 +522,17 @@ mod tests {
             ActionState::Expired
         );
         assert!(store.claim_approved(700).unwrap().is_empty());
+
+        // An expired approval can be queued again; a denied one cannot.
+        store.requeue_expired(&expiring, 2_000, 1_000).unwrap();
+        assert_eq!(
+            store.get_action(&expiring).unwrap().state,
+            ActionState::AwaitingApproval
+        );
+        assert_eq!(store.list_pending(1_001).unwrap().len(), 1);
+        store.approve(&expiring, "alice", None, 1_002).unwrap();
+        assert!(store.requeue_expired(&denied, 2_000, 1_000).is_err());
+        assert!(store.requeue_expired(&late, 1_000, 1_000).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct BudgetCharge {
 }
 
 /// The answer of [`Store::spend`] and [`Store::spend_all`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum SpendOutcome {
     /// Recorded: every target was charged to every budget.
     Granted {

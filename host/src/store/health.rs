@@ -40,7 +40,7 @@ impl Backoff {
 }
 
 /// A plugin's state after a trap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PauseState {
     /// Traps in a row, this one included.
     pub consecutive_traps: u32,
@@ -49,7 +49,7 @@ pub struct PauseState {
 }
 
 /// The health of one plugin that has trapped.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PausedPlugin {
     /// The plugin.
     pub plugin: String,

@@ -487,8 +487,9 @@ mod tests {
     }
 
     #[test]
-    fn store_is_shareable_across_threads() {
-        fn assert_send_sync<T: Send + Sync>() {}
+    fn store_and_errors_are_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<Store>();
+        assert_send_sync::<Error>();
     }
 }

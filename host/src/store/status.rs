@@ -5,7 +5,7 @@ use super::{ActionState, ApprovalStatus, Failure, Result, Store};
 use std::collections::BTreeMap;
 
 /// One polled source.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SourceStatus {
     /// The source, e.g. `crimes/unified:MalopProcess`.
     pub source: String,
@@ -16,7 +16,7 @@ pub struct SourceStatus {
 }
 
 /// What the store knows for `riposte status`, read in one consistent snapshot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StatusSnapshot {
     /// Every polled source, by name.
     pub sources: Vec<SourceStatus>,
@@ -150,5 +150,9 @@ mod tests {
         );
         assert_eq!(status.unresolved_actions(), 2);
         assert_eq!(store.status(2_000).unwrap().pending_approvals, 0);
+
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["actions_by_state"]["planned"], 2);
+        assert_eq!(json["paused_plugins"][0]["plugin"], "crashy");
     }
 }

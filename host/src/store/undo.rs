@@ -61,7 +61,7 @@ pub fn inverse_of(request: &ActionRequest) -> Option<ActionRequest> {
 }
 
 /// The recorded inverse of one action.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct UndoRecord {
     /// The original action.
     pub action_id: ActionId,
