@@ -153,8 +153,8 @@ pub mod config {
         get(key).map(|v| split_list(&v)).unwrap_or_default()
     }
 
-    /// A boolean value: `true`, `yes`, `on` or `1` (any case) are true; anything else, or unset,
-    /// is `default`... except the explicit `false`, `no`, `off`, `0`, which are false.
+    /// A boolean value: `true`, `yes`, `on`, `1` are true and `false`, `no`, `off`, `0` are
+    /// false (any case); unset or anything else is `default`.
     pub fn flag(key: &str, default: bool) -> bool {
         match get(key) {
             Some(v) => parse_flag(&v).unwrap_or(default),
@@ -598,6 +598,17 @@ impl fmt::Display for ReputationKey {
             KeyKind::Domain => "domain",
         };
         write!(f, "{kind}:{}", self.value)
+    }
+}
+
+impl fmt::Display for Disposition {
+    /// `submitted`, `shadowed` or `awaiting-approval`, as in the WIT.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Disposition::Submitted => "submitted",
+            Disposition::Shadowed => "shadowed",
+            Disposition::AwaitingApproval => "awaiting-approval",
+        })
     }
 }
 

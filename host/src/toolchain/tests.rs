@@ -321,3 +321,31 @@ fn finds_the_workspace_root_from_a_subdirectory() {
     let root = find_root(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src")).unwrap();
     assert!(root.join("wit").is_dir() && root.join("plugins").is_dir());
 }
+
+/// The real build: every plugin of the repository, from source, into `target/plugins`.
+/// Slow (minutes the first time): `cargo test -p riposte --lib toolchain -- --ignored`.
+#[test]
+#[ignore = "builds every plugin from source; run with --ignored"]
+fn builds_every_plugin_of_the_repository() {
+    let root = find_root(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let opts = BuildOptions::new(&root);
+    let built = build_plugins(&opts).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = built.iter().map(|b| b.name.as_str()).collect();
+    for expected in [
+        "cleanup",
+        "python-triage",
+        "ransomware-containment",
+        "reputation-feed",
+        "minimal-rule",
+    ] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    for plugin in &built {
+        let bytes = fs::read(&plugin.path).unwrap();
+        assert_eq!(wasm_kind(&bytes), WasmKind::Component, "{}", plugin.name);
+        assert_eq!(sha256_hex(&bytes), plugin.sha256);
+    }
+    let manifest = read_manifest(&opts.out_dir).unwrap();
+    assert!(manifest.plugins.contains_key("ransomware-containment"));
+    assert!(manifest.plugins.contains_key("examples/minimal-rule"));
+}

@@ -131,7 +131,7 @@ impl Rule for Cleanup {
         );
         let receipt = remediation::remediate(Some(&malop.id), &plan.targets, &reason)?;
         info!(
-            "{}: remediation {} ({:?}) for {} target(s)",
+            "{}: remediation {} ({}) for {} target(s)",
             malop.id,
             receipt.action_id,
             receipt.disposition,

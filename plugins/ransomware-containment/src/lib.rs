@@ -147,7 +147,7 @@ impl Rule for RansomwareContainment {
             );
             match isolation::isolate(Some(&malop.id), &plan.isolate, &reason) {
                 Ok(receipt) => info!(
-                    "{}: isolation {} ({:?})",
+                    "{}: isolation {} ({})",
                     malop.id, receipt.action_id, receipt.disposition
                 ),
                 Err(e) => {
@@ -170,7 +170,7 @@ impl Rule for RansomwareContainment {
             );
             match remediation::remediate(Some(&malop.id), &plan.kill, &reason) {
                 Ok(receipt) => info!(
-                    "{}: kill remediation {} ({:?})",
+                    "{}: kill remediation {} ({})",
                     malop.id, receipt.action_id, receipt.disposition
                 ),
                 Err(e) => {
