@@ -236,7 +236,7 @@ pub fn ensure_offline_packages(install: bool, echo: bool) -> Result<(), Error> {
         .env("DEBIAN_FRONTEND", "noninteractive");
     command::run_ok(&mut update, "apt-get update", echo)?;
     let mut apt = Command::new("apt-get");
-    apt.args(["install", "-y", "--no-install-recommends"])
+    apt.args(["install", "-y"])
         .args(OFFLINE_PACKAGES)
         .env("DEBIAN_FRONTEND", "noninteractive");
     command::run_ok(&mut apt, "apt-get install (offline Rust route)", echo)?;

@@ -349,3 +349,48 @@ fn builds_every_plugin_of_the_repository() {
     assert!(manifest.plugins.contains_key("ransomware-containment"));
     assert!(manifest.plugins.contains_key("examples/minimal-rule"));
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "target" || name == "__pycache__" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to.join(&name));
+        } else {
+            fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// A compile error names the plugin and carries the compiler's stderr tail. Builds a copy of
+/// the plugins with one broken, in the shared plugin build dir (so std is not rebuilt).
+#[test]
+#[ignore = "compiles plugins; run with --ignored"]
+fn a_compile_error_names_the_plugin_and_shows_stderr() {
+    let root = find_root(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in ["plugins", "guest-sdk", "wit"] {
+        copy_tree(&root.join(dir), &tmp.path().join(dir));
+    }
+    fs::write(tmp.path().join("Cargo.toml"), "# not a workspace\n").unwrap();
+    let lib = tmp.path().join("plugins/cleanup/src/lib.rs");
+    let broken = fs::read_to_string(&lib).unwrap() + "\nfn broken() -> u32 { \"not a number\" }\n";
+    fs::write(&lib, broken).unwrap();
+
+    let mut opts = BuildOptions::new(tmp.path());
+    opts.build_dir = root.join("target/plugin-build");
+    opts.only = vec!["cleanup".into(), "reputation-feed".into()];
+    let err = build_plugins(&opts).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::PluginBuild { ref plugin, .. } if plugin == "cleanup"),
+        "{msg}"
+    );
+    assert!(msg.contains("mismatched types"), "{msg}");
+    assert!(msg.contains("cargo"), "{msg}");
+    assert!(!opts.out_dir.join("cleanup.wasm").exists());
+}
