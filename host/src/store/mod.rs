@@ -14,8 +14,11 @@
 //!   record and its state, so nothing is ever sent twice. After a crash,
 //!   [`Store::unresolved_actions`] lists the actions whose outcome is unknown: the caller checks
 //!   them on the server before re-sending anything.
-//! - **Budget events** (G3): one event per target and spend, so sliding windows, fan-out per
-//!   machine and per-target cooldowns are exact ([`Store::spend`], [`Store::spend_all`]).
+//! - **Budget charges** (G3): one charge per (plugin, action kind, target) of every allowed
+//!   action, so sliding windows, fan-out per machine and per-target cooldowns are exact.
+//!   [`Store::spend_charges`] is the atomic check-and-record step of the policy gate's
+//!   `BudgetLedger`; [`Store::spend`]/[`Store::spend_all`] are simpler per-scope counters
+//!   with a fixed maximum, for callers without a policy.
 //! - **The approval queue** (G6), bound to the sha256 of the exact request, with expiry and a
 //!   claim that hands an approved action to exactly one worker ([`Store::approve`],
 //!   [`Store::claim_approved`]).
@@ -75,6 +78,7 @@
 mod actions;
 mod approvals;
 mod budget;
+mod charges;
 mod health;
 mod kv;
 mod polling;
@@ -88,6 +92,7 @@ pub use actions::{
 };
 pub use approvals::{ApprovalStatus, ApprovedAction, PendingApproval};
 pub use budget::{BudgetCharge, SpendOutcome};
+pub use charges::{ChargeItem, ChargeView};
 pub use health::{Backoff, PauseState, PausedPlugin};
 pub use kv::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
 pub use status::{SourceStatus, StatusSnapshot};

@@ -26,26 +26,27 @@ const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (
 )";
 
 /// Every migration this build knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    statements: &[
-        // Polling.
-        "CREATE TABLE watermarks (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        statements: &[
+            // Polling.
+            "CREATE TABLE watermarks (
             source TEXT PRIMARY KEY,
             watermark_ms BIGINT NOT NULL,
             last_poll_ms BIGINT NOT NULL
         )",
-        "CREATE TABLE handled_malops (
+            "CREATE TABLE handled_malops (
             plugin TEXT NOT NULL,
             malop_id TEXT NOT NULL,
             last_update_ms BIGINT NOT NULL,
             handled_at_ms BIGINT NOT NULL,
             PRIMARY KEY (plugin, malop_id)
         )",
-        "CREATE INDEX handled_malops_age ON handled_malops (handled_at_ms)",
-        // The action ledger.
-        "CREATE TABLE actions (
+            "CREATE INDEX handled_malops_age ON handled_malops (handled_at_ms)",
+            // The action ledger.
+            "CREATE TABLE actions (
             id TEXT PRIMARY KEY,
             action_key TEXT NOT NULL UNIQUE,
             plugin TEXT NOT NULL,
@@ -69,11 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             submitted_at_ms BIGINT,
             finished_at_ms BIGINT
         )",
-        "CREATE INDEX actions_state ON actions (state, created_at_ms)",
-        "CREATE INDEX actions_plugin ON actions (plugin, created_at_ms)",
-        "CREATE INDEX actions_malop ON actions (malop_id)",
-        // Approvals (G6).
-        "CREATE TABLE approvals (
+            "CREATE INDEX actions_state ON actions (state, created_at_ms)",
+            "CREATE INDEX actions_plugin ON actions (plugin, created_at_ms)",
+            "CREATE INDEX actions_malop ON actions (malop_id)",
+            // Approvals (G6).
+            "CREATE TABLE approvals (
             action_id TEXT PRIMARY KEY REFERENCES actions (id),
             action_hash TEXT NOT NULL,
             status TEXT NOT NULL,
@@ -83,19 +84,19 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             decided_at_ms BIGINT,
             claimed_at_ms BIGINT
         )",
-        "CREATE INDEX approvals_status ON approvals (status, expires_at_ms)",
-        // Budgets (G3): one row per target per spend.
-        "CREATE TABLE budget_events (
+            "CREATE INDEX approvals_status ON approvals (status, expires_at_ms)",
+            // Budgets (G3): one row per target per spend.
+            "CREATE TABLE budget_events (
             id TEXT PRIMARY KEY,
             scope TEXT NOT NULL,
             kind TEXT NOT NULL,
             target TEXT NOT NULL,
             at_ms BIGINT NOT NULL
         )",
-        "CREATE INDEX budget_events_window ON budget_events (scope, kind, at_ms)",
-        "CREATE INDEX budget_events_target ON budget_events (target, at_ms)",
-        // Undo (G8).
-        "CREATE TABLE undo_records (
+            "CREATE INDEX budget_events_window ON budget_events (scope, kind, at_ms)",
+            "CREATE INDEX budget_events_target ON budget_events (target, at_ms)",
+            // Undo (G8).
+            "CREATE TABLE undo_records (
             action_id TEXT PRIMARY KEY REFERENCES actions (id),
             inverse_json TEXT NOT NULL,
             recorded_at_ms BIGINT NOT NULL,
@@ -103,16 +104,16 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             undone_by TEXT,
             undo_action_id TEXT REFERENCES actions (id)
         )",
-        // Plugin health.
-        "CREATE TABLE plugin_health (
+            // Plugin health.
+            "CREATE TABLE plugin_health (
             plugin TEXT PRIMARY KEY,
             consecutive_traps BIGINT NOT NULL,
             total_traps BIGINT NOT NULL,
             last_trap_at_ms BIGINT,
             paused_until_ms BIGINT
         )",
-        // Plugin key-value store.
-        "CREATE TABLE plugin_kv (
+            // Plugin key-value store.
+            "CREATE TABLE plugin_kv (
             plugin TEXT NOT NULL,
             kv_key TEXT NOT NULL,
             value BLOB NOT NULL,
@@ -120,11 +121,30 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             updated_at_ms BIGINT NOT NULL,
             PRIMARY KEY (plugin, kv_key)
         )",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "policy-charges",
+        statements: &[
+            // The policy gate's budget ledger (`policy::BudgetLedger`): one charge per
+            // (plugin, action kind, target) of every allowed action.
+            "CREATE TABLE budget_charges (
+            id TEXT PRIMARY KEY,
+            plugin TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            target TEXT NOT NULL,
+            at_ms BIGINT NOT NULL
+        )",
+            "CREATE INDEX budget_charges_window ON budget_charges (at_ms, kind)",
+            "CREATE INDEX budget_charges_plugin ON budget_charges (plugin, at_ms)",
+            "CREATE INDEX budget_charges_target ON budget_charges (plugin, kind, target, at_ms)",
+        ],
+    },
+];
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 1;
+pub const LATEST_VERSION: i64 = 2;
 
 /// The version recorded in the database (0 for a database never migrated). The
 /// `schema_version` table must exist.
@@ -175,8 +195,8 @@ mod tests {
         assert_eq!(MIGRATIONS.last().unwrap().version, LATEST_VERSION);
     }
 
-    const V2: Migration = Migration {
-        version: 2,
+    const NEXT: Migration = Migration {
+        version: LATEST_VERSION + 1,
         name: "test-extra",
         statements: &["CREATE TABLE extra (id TEXT PRIMARY KEY)"],
     };
@@ -188,23 +208,24 @@ mod tests {
         assert_eq!(migrate_with(&tx, &MIGRATIONS[..1], 1).unwrap(), 1);
         tx.commit().unwrap();
 
-        let both = [
-            Migration {
-                version: 1,
-                name: "initial",
-                statements: MIGRATIONS[0].statements,
-            },
-            V2,
-        ];
+        let all: Vec<Migration> = MIGRATIONS
+            .iter()
+            .map(|m| Migration {
+                version: m.version,
+                name: m.name,
+                statements: m.statements,
+            })
+            .chain([NEXT])
+            .collect();
         for _ in 0..2 {
             let tx = conn.transaction().unwrap();
-            assert_eq!(migrate_with(&tx, &both, 2).unwrap(), 2);
+            assert_eq!(migrate_with(&tx, &all, 2).unwrap(), LATEST_VERSION + 1);
             tx.commit().unwrap();
         }
         let rows: i64 = conn
             .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(rows, 2);
+        assert_eq!(rows, LATEST_VERSION + 1);
         conn.execute("INSERT INTO extra (id) VALUES ('x')", [])
             .unwrap();
     }
