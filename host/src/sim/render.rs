@@ -1,0 +1,344 @@
+//! JSON as the real server shapes it: strings for scalars in `simpleValues`, envelopes,
+//! remediation reports, sensors, inbox and mmng models.
+
+use super::data::{SimConnection, SimFile, SimMachine, SimMalop, SimProcess};
+use super::state::{FINAL_STEP, SimRemediation, SimState};
+use crate::domain::ManagementStatus;
+use serde_json::{Map, Value, json};
+
+type Refs = Vec<(&'static str, String, String)>;
+
+fn simple(fields: Vec<(&str, Vec<String>)>) -> Value {
+    let map: Map<String, Value> = fields
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), json!({"totalValues": v.len(), "values": v})))
+        .collect();
+    Value::Object(map)
+}
+
+fn refs(fields: Vec<(&str, Refs)>) -> Value {
+    let map: Map<String, Value> = fields
+        .into_iter()
+        .map(|(k, list)| {
+            let items: Vec<Value> = list
+                .iter()
+                .map(|(t, g, n)| {
+                    json!({"elementType": t, "guid": g, "name": n,
+                                        "hasSuspicions": true, "hasMalops": false})
+                })
+                .collect();
+            let v = json!({"totalValues": items.len(), "totalSuspicious": 0,
+                "totalMalicious": 0, "guessedTotal": 0, "elementValues": items});
+            (k.to_owned(), v)
+        })
+        .collect();
+    Value::Object(map)
+}
+
+fn element(guid: &str, simple_values: Value, element_values: Value) -> Value {
+    json!({"simpleValues": simple_values, "elementValues": element_values, "suspicions": {},
+        "filterData": {"sortInGroupValue": guid, "groupByValue": guid}, "isMalicious": false,
+        "suspicionCount": 0, "guidString": guid, "labelsIds": null, "malopPriority": null,
+        "malicious": false, "suspect": false})
+}
+
+/// The visualsearch / crimes/unified envelope around result elements.
+pub fn envelope(results: Map<String, Value>) -> Value {
+    let n = results.len();
+    json!({"status": "SUCCESS", "message": "", "hidePartialSuccess": false,
+        "expectedResults": n, "failures": 0,
+        "failedServersInfo": {"onlineFailedServers": [], "offlineServers": [],
+            "onlineFailedServersPercentage": 0.0, "totalFailedServersPercentage": 0.0},
+        "data": {"resultIdToElementDataMap": results, "suspicionsMap": {}, "evidenceMap": {},
+            "totalPossibleResults": n, "guessedPossibleResults": 0, "queryLimits": {},
+            "queryTerminated": false, "pathResultCounts": [], "guids": [],
+            "paginationToken": null}})
+}
+
+/// A 200-with-error body.
+pub fn failure(message: &str) -> Value {
+    json!({"status": "FAILURE", "message": message, "data": null})
+}
+
+fn s(v: impl ToString) -> Vec<String> {
+    vec![v.to_string()]
+}
+
+fn machine_ref(st: &SimState, guid: &str) -> (&'static str, String, String) {
+    let name = st.machine(guid).map_or(String::new(), |m| m.name.clone());
+    ("Machine", guid.to_owned(), name)
+}
+
+/// A Malop element; `with_elements` false mimics templateContext OVERVIEW (`elementValues: {}`).
+pub fn malop(st: &SimState, m: &SimMalop, with_elements: bool) -> Value {
+    let hashes: Vec<String> = m
+        .suspects
+        .first()
+        .map(|p| p.sha1.clone())
+        .into_iter()
+        .collect();
+    let status = m.status.as_api().unwrap_or("UNREAD");
+    let sv = simple(vec![
+        ("elementDisplayName", s(&m.name)),
+        ("detectionType", s(&m.detection_type)),
+        ("malopActivityTypes", m.activity_types.clone()),
+        ("creationTime", s(m.creation_time)),
+        ("malopStartTime", s(m.creation_time)),
+        ("malopLastUpdateTime", s(m.last_update_time)),
+        ("managementStatus", s(status)),
+        (
+            "decisionFeature",
+            s(format!("Process.{}(Malop decision)", decision(m))),
+        ),
+        ("rootCauseElementNames", s(&m.name)),
+        (
+            "rootCauseElementTypes",
+            s(if m.kind == crate::domain::ElementKind::Process {
+                "Process"
+            } else {
+                "LogonSession"
+            }),
+        ),
+        ("rootCauseElementHashes", hashes),
+        ("isBlocked", s("false")),
+        (
+            "hasRansomwareSuspendedProcesses",
+            s(m.detection_type == "RANSOMWARE"),
+        ),
+        ("malopPriority", s(&m.priority)),
+    ]);
+    let ev = if with_elements {
+        refs(vec![
+            (
+                "affectedMachines",
+                m.machines.iter().map(|g| machine_ref(st, g)).collect(),
+            ),
+            (
+                "affectedUsers",
+                m.users
+                    .iter()
+                    .map(|(g, n)| ("User", g.clone(), n.clone()))
+                    .collect(),
+            ),
+            (
+                "suspects",
+                m.suspects
+                    .iter()
+                    .map(|p| ("Process", p.guid.clone(), p.name.clone()))
+                    .collect(),
+            ),
+            (
+                "filesToRemediate",
+                m.files
+                    .iter()
+                    .map(|f| ("File", f.guid.clone(), f.name.clone()))
+                    .collect(),
+            ),
+            (
+                "rootCauseElements",
+                m.suspects
+                    .iter()
+                    .take(1)
+                    .map(|p| ("Process", p.guid.clone(), p.name.clone()))
+                    .collect(),
+            ),
+        ])
+    } else {
+        json!({})
+    };
+    let mut e = element(&m.guid, sv, ev);
+    e["malopPriority"] = json!(m.priority);
+    e
+}
+
+fn decision(m: &SimMalop) -> &'static str {
+    match m.detection_type.as_str() {
+        "BLACKLIST" => "blackListedFileHash",
+        "RANSOMWARE" => "ransomwareBehavior",
+        "KNOWN_MALWARE" => "knownMalware",
+        _ => "lateralMovement",
+    }
+}
+
+/// A Process element.
+pub fn process(st: &SimState, p: &SimProcess) -> Value {
+    let sv = simple(vec![
+        ("elementDisplayName", s(&p.name)),
+        ("imageFile.sha1String", s(&p.sha1)),
+        ("commandLine", s(format!("C:\\Users\\Public\\{}", p.name))),
+    ]);
+    let ev = refs(vec![
+        ("ownerMachine", vec![machine_ref(st, &p.machine)]),
+        (
+            "hasAutorunEvidence",
+            p.autoruns
+                .iter()
+                .map(|(g, n)| ("RegistryEntry", g.clone(), n.clone()))
+                .collect(),
+        ),
+        (
+            "connections",
+            p.connections
+                .iter()
+                .map(|c| ("Connection", c.guid.clone(), c.remote_ip.clone()))
+                .collect(),
+        ),
+    ]);
+    element(&p.guid, sv, ev)
+}
+
+/// A File element.
+pub fn file(st: &SimState, f: &SimFile) -> Value {
+    let sv = simple(vec![
+        ("elementDisplayName", s(&f.name)),
+        ("md5String", s(&f.md5)),
+        ("sha1String", s(&f.sha1)),
+        ("correctedPath", s(format!("c:\\users\\public\\{}", f.name))),
+    ]);
+    element(
+        &f.guid,
+        sv,
+        refs(vec![("ownerMachine", vec![machine_ref(st, &f.machine)])]),
+    )
+}
+
+/// A Connection element.
+pub fn connection(c: &SimConnection) -> Value {
+    let mut fields = vec![
+        (
+            "elementDisplayName",
+            s(format!("10.0.0.1:49152 > {}:443", c.remote_ip)),
+        ),
+        ("remoteAddressCanonicalString", s(&c.remote_ip)),
+    ];
+    if let Some(d) = &c.domain {
+        fields.push(("domainName", s(d)));
+    }
+    element(&c.guid, simple(fields), json!({}))
+}
+
+/// A Machine element.
+pub fn machine(m: &SimMachine) -> Value {
+    let sv = simple(vec![
+        ("elementDisplayName", s(&m.name)),
+        ("pylumId", s(&m.pylum_id)),
+        ("isActiveProbeConnected", s(m.online)),
+        ("isIsolated", s(m.isolated)),
+        ("osType", s(&m.os)),
+    ]);
+    element(&m.guid, sv, json!({}))
+}
+
+/// A named element with no other fields (User, RegistryEntry).
+pub fn named(guid: &str, name: &str) -> Value {
+    element(
+        guid,
+        simple(vec![("elementDisplayName", s(name))]),
+        json!({}),
+    )
+}
+
+fn machines_model(st: &SimState, m: &SimMalop) -> Vec<Value> {
+    m.machines
+        .iter()
+        .filter_map(|g| st.machine(g))
+        .map(|x| {
+            json!({"@class": ".MachineInboxModel", "guid": x.guid, "displayName": x.name,
+            "osType": x.os, "connected": x.online, "isolated": x.isolated,
+            "lastConnected": st.clock_ms, "pylumId": x.pylum_id})
+        })
+        .collect()
+}
+
+fn users_model(m: &SimMalop) -> Vec<Value> {
+    m.users
+        .iter()
+        .map(|(g, n)| {
+            json!({"guid": g, "displayName": n, "admin": false,
+            "localSystem": false, "domainUser": true})
+        })
+        .collect()
+}
+
+/// A `detection/inbox` MalopInboxModel.
+pub fn inbox_model(st: &SimState, m: &SimMalop) -> Value {
+    let hash = m.suspects.first().map_or(String::new(), |p| p.sha1.clone());
+    json!({"@class": ".MalopInboxModel", "guid": m.guid, "displayName": m.name,
+        "rootCauseElementType": root_type(m), "primaryRootCauseName": m.name,
+        "detectionEngines": ["EDR"], "detectionTypes": m.activity_types,
+        "malopDetectionType": m.detection_type, "creationTime": m.creation_time,
+        "lastUpdateTime": m.last_update_time, "priority": m.priority,
+        "rootCauseElementHashes": hash, "status": inbox_status(m.status),
+        "severity": m.priority, "machines": machines_model(st, m), "users": users_model(m),
+        "labels": [], "decisionStatuses": [], "malopCloseTime": null, "closerName": null,
+        "edr": true, "closed": m.status == ManagementStatus::Closed})
+}
+
+/// An `mmng/v2/malops` model.
+pub fn mmng_model(st: &SimState, m: &SimMalop) -> Value {
+    let hashes: Vec<&String> = m.suspects.first().map(|p| &p.sha1).into_iter().collect();
+    json!({"guid": m.guid, "displayName": m.name, "rootCauseElementType": root_type(m),
+        "primaryRootCauseName": m.name, "detectionEngines": ["EDR"],
+        "detectionTypes": m.activity_types, "malopDetectionType": m.detection_type,
+        "creationTime": m.creation_time, "lastUpdateTime": m.last_update_time,
+        "metadataUpdateTime": m.last_update_time, "priority": m.priority,
+        "rootCauseElementHashes": hashes, "status": inbox_status(m.status),
+        "investigationStatus": "Pending", "severity": m.priority,
+        "machines": machines_model(st, m), "users": users_model(m), "labels": [],
+        "mitreTactics": [], "mitreTechniques": [], "iocs": [], "groups": [], "isEdr": true})
+}
+
+fn root_type(m: &SimMalop) -> &'static str {
+    match m.kind {
+        crate::domain::ElementKind::Process => "Process",
+        crate::domain::ElementKind::LogonSession => "LogonSession",
+    }
+}
+
+fn inbox_status(s: ManagementStatus) -> &'static str {
+    match s {
+        ManagementStatus::Closed => "Closed",
+        ManagementStatus::FalsePositive => "Excluded",
+        _ => "Active",
+    }
+}
+
+/// A remediation reply at its current step.
+pub fn remediation(r: &SimRemediation) -> Value {
+    let log: Vec<Value> = r
+        .actions
+        .iter()
+        .map(|a| {
+            let (status, error) = if r.aborted && r.steps < FINAL_STEP {
+                (
+                    "FAILURE",
+                    Some((
+                        "Remediation aborted by user".to_owned(),
+                        "ABORTED".to_owned(),
+                    )),
+                )
+            } else {
+                match (r.steps, &a.error) {
+                    (0, _) => ("PENDING", None),
+                    (1, _) => ("IN_PROGRESS", None),
+                    (_, None) => ("SUCCESS", None),
+                    (_, Some(e)) => ("FAILURE", Some(e.clone())),
+                }
+            };
+            json!({"machineId": a.machine, "targetId": a.target, "status": status,
+                "actionType": a.action, "timestamp": r.end.unwrap_or(r.start),
+                "error": error.map(|(m, t)| json!({"message": m, "errorType": t}))})
+        })
+        .collect();
+    json!({"malopId": r.malop_id, "remediationId": r.id, "start": r.start, "end": r.end,
+        "initiatingUser": r.initiator, "statusLog": log})
+}
+
+/// A sensor of `sensors/query`.
+pub fn sensor(m: &SimMachine) -> Value {
+    json!({"sensorId": format!("5e77883de4b0575ddcf824ef:{}", m.pylum_id), "pylumId": m.pylum_id,
+        "guid": m.guid, "machineName": m.name, "fqdn": format!("{}.corp.local", m.name.to_ascii_lowercase()),
+        "internalIpAddress": m.ip, "externalIpAddress": "203.0.113.10",
+        "status": if m.online { "Online" } else { "Offline" }, "isolated": m.isolated,
+        "osType": m.os, "groupId": "00000000-0000-0000-0000-000000000000", "groupName": "Default"})
+}
