@@ -4,5 +4,6 @@ pub mod cli;
 pub mod client;
 pub mod domain;
 pub mod runtime;
+pub mod sim;
 pub mod store;
 pub mod toolchain;
