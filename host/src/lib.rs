@@ -1,8 +1,11 @@
 //! riposte: runs detection-to-remediation rules for Cybereason EDR as sandboxed WebAssembly components.
 
+pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod domain;
+pub mod policy;
 pub mod runtime;
 pub mod sim;
 pub mod store;

@@ -1,0 +1,441 @@
+//! Writing the trail: the file log, the in-memory log, and the thread-safe sink.
+
+use super::{Entry, Error, FsyncPolicy, GENESIS, RecordRef, Tamper, decode, encode};
+use crate::domain::Sha256Digest;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The sidecar head file of a log: `<log>.head`.
+pub fn head_path(log: &Path) -> PathBuf {
+    let mut name = log.file_name().unwrap_or_default().to_os_string();
+    name.push(".head");
+    log.with_file_name(name)
+}
+
+/// Size of the head file: the JSON, padded with spaces, then `\n`.
+const HEAD_LEN: usize = 128;
+
+/// Reads a head file; `Ok(None)` if there is none, `Err(detail)` if it is unreadable.
+pub(crate) fn read_head(log: &Path) -> Result<Option<RecordRef>, String> {
+    match std::fs::read_to_string(head_path(log)) {
+        Ok(text) => serde_json::from_str(text.trim())
+            .map(Some)
+            .map_err(|e| format!("head file {}: {e}", head_path(log).display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("head file {}: {e}", head_path(log).display())),
+    }
+}
+
+/// An append-only, hash-chained audit log file.
+///
+/// Opening resumes the chain after the last record, after checking that record (and the
+/// head file) so that nothing is appended to a damaged or truncated log. It does not check
+/// the whole file: that is [`super::verify`]'s job.
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    head: File,
+    fsync: FsyncPolicy,
+    next_seq: u64,
+    prev: Sha256Digest,
+    unsynced: u64,
+    poisoned: bool,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .field("next_seq", &self.next_seq)
+            .field("prev", &self.prev)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens (creating it and its directory if needed) the log at `path`.
+    pub fn open(path: impl AsRef<Path>, fsync: FsyncPolicy) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        let io = |action: &'static str| {
+            let path = path.clone();
+            move |source| Error::Io {
+                path,
+                action,
+                source,
+            }
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io("create its directory"))?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io("open"))?;
+        let last = last_record(&path, &mut file)?;
+        let corrupt = |line: u64, detail: String| Error::CorruptTail {
+            path: path.clone(),
+            line,
+            detail,
+        };
+        match read_head(&path) {
+            Err(detail) => return Err(corrupt(last.map_or(0, |l| l.0), detail)),
+            Ok(Some(head)) => {
+                let (line, rec) = last.unwrap_or((
+                    0,
+                    RecordRef {
+                        seq: 0,
+                        hash: GENESIS,
+                    },
+                ));
+                if head.seq > rec.seq {
+                    return Err(corrupt(
+                        line,
+                        format!(
+                            "the log ends at seq {} but its head file records seq {}: records were deleted from the end",
+                            rec.seq, head.seq
+                        ),
+                    ));
+                }
+                if head.seq == rec.seq && head.hash != rec.hash {
+                    return Err(corrupt(
+                        line,
+                        format!(
+                            "the last record's hash {} differs from the head file's {}",
+                            rec.hash, head.hash
+                        ),
+                    ));
+                }
+            }
+            Ok(None) => {}
+        }
+        let head = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(head_path(&path))
+            .map_err(io("open the head file"))?;
+        let (next_seq, prev) = match last {
+            Some((_, r)) => (r.seq + 1, r.hash),
+            None => (1, GENESIS),
+        };
+        Ok(Self {
+            path,
+            file,
+            head,
+            fsync,
+            next_seq,
+            prev,
+            unsynced: 0,
+            poisoned: false,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last record written (or found on open), if any.
+    pub fn head(&self) -> Option<RecordRef> {
+        (self.next_seq > 1).then_some(RecordRef {
+            seq: self.next_seq - 1,
+            hash: self.prev,
+        })
+    }
+
+    /// Appends one record, fsyncs as the policy says, and updates the head file.
+    pub fn append(&mut self, entry: &Entry) -> Result<RecordRef, Error> {
+        if self.poisoned {
+            return Err(Error::Poisoned {
+                path: self.path.clone(),
+            });
+        }
+        let (line, hash) = encode(self.next_seq, self.prev, entry)?;
+        let result = self.write(
+            line.as_bytes(),
+            RecordRef {
+                seq: self.next_seq,
+                hash,
+            },
+        );
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result?;
+        let r = RecordRef {
+            seq: self.next_seq,
+            hash,
+        };
+        self.next_seq += 1;
+        self.prev = hash;
+        Ok(r)
+    }
+
+    fn write(&mut self, line: &[u8], r: RecordRef) -> Result<(), Error> {
+        let path = self.path.clone();
+        let io = move |action: &'static str| {
+            move |source| Error::Io {
+                path,
+                action,
+                source,
+            }
+        };
+        self.file.write_all(line).map_err(io.clone()("append"))?;
+        self.unsynced += 1;
+        let sync = match self.fsync {
+            FsyncPolicy::EveryRecord => true,
+            FsyncPolicy::Interval(n) => self.unsynced >= n.max(1),
+            FsyncPolicy::Never => false,
+        };
+        if sync {
+            self.file.sync_data().map_err(io.clone()("fsync"))?;
+            self.unsynced = 0;
+        }
+        let mut head = serde_json::to_string(&r).map_err(|e| Error::Encode(e.to_string()))?;
+        while head.len() < HEAD_LEN - 1 {
+            head.push(' ');
+        }
+        head.push('\n');
+        self.head
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.head.write_all(head.as_bytes()))
+            .map_err(io.clone()("write the head file"))?;
+        if sync {
+            self.head.sync_data().map_err(io("fsync the head file"))?;
+        }
+        Ok(())
+    }
+
+    /// Forces everything written so far to disk.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.file
+            .sync_data()
+            .and_then(|_| self.head.sync_data())
+            .map_err(|source| Error::Io {
+                path: self.path.clone(),
+                action: "fsync",
+                source,
+            })?;
+        self.unsynced = 0;
+        Ok(())
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        if self.unsynced > 0 && !self.poisoned {
+            let _ = self.sync();
+        }
+    }
+}
+
+/// Finds and checks the last record of the file: `(line number, its seq and hash)`.
+fn last_record(path: &Path, file: &mut File) -> Result<Option<(u64, RecordRef)>, Error> {
+    let io = |action: &'static str| {
+        move |source| Error::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    };
+    let len = file.seek(SeekFrom::End(0)).map_err(io("seek"))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    // Read backwards until the tail holds the whole last line.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut pos = len;
+    let mut chunk = 8192u64;
+    let start_of_last = loop {
+        let step = chunk.min(pos);
+        pos -= step;
+        let mut buf = vec![0u8; step as usize];
+        file.seek(SeekFrom::Start(pos)).map_err(io("seek"))?;
+        file.read_exact(&mut buf).map_err(io("read"))?;
+        buf.extend_from_slice(&tail);
+        tail = buf;
+        // Skip the final byte (the last line's own newline).
+        let search = &tail[..tail.len() - 1];
+        if let Some(i) = search.iter().rposition(|b| *b == b'\n') {
+            break pos + i as u64 + 1;
+        }
+        if pos == 0 {
+            break 0;
+        }
+        chunk = chunk.saturating_mul(2);
+    };
+    let line_no = || -> Result<u64, Error> {
+        // Only on the error path or once on open: count lines before the last one.
+        let mut f = File::open(path).map_err(io("read"))?;
+        let mut count = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut read = 0u64;
+        while read < start_of_last {
+            let n = f.read(&mut buf).map_err(io("read"))?;
+            if n == 0 {
+                break;
+            }
+            let take = (n as u64).min(start_of_last - read) as usize;
+            count += buf[..take].iter().filter(|b| **b == b'\n').count() as u64;
+            read += n as u64;
+        }
+        Ok(count + 1)
+    };
+    let offset = (start_of_last - pos) as usize;
+    let last = &tail[offset..];
+    let corrupt = |detail: String| -> Result<Option<(u64, RecordRef)>, Error> {
+        Err(Error::CorruptTail {
+            path: path.to_path_buf(),
+            line: line_no()?,
+            detail,
+        })
+    };
+    if last.last() != Some(&b'\n') {
+        return corrupt(
+            "the last line is incomplete (no newline): the file was truncated or a write was interrupted"
+                .into(),
+        );
+    }
+    let text = match std::str::from_utf8(&last[..last.len() - 1]) {
+        Ok(t) => t,
+        Err(_) => return corrupt("the last line is not UTF-8".into()),
+    };
+    match decode(text) {
+        Ok(record) => Ok(Some((
+            line_no()?,
+            RecordRef {
+                seq: record.seq,
+                hash: record.hash,
+            },
+        ))),
+        Err(t @ (Tamper::Malformed(_) | Tamper::HashMismatch { .. })) => {
+            corrupt(format!("the last record is damaged: {t}"))
+        }
+        Err(other) => corrupt(other.to_string()),
+    }
+}
+
+/// An audit log kept in memory: for tests and benchmarks. Same encoding and chain as the file.
+#[derive(Debug)]
+pub struct MemoryLog {
+    lines: Vec<String>,
+    prev: Sha256Digest,
+}
+
+impl Default for MemoryLog {
+    fn default() -> Self {
+        Self {
+            lines: Vec::new(),
+            prev: GENESIS,
+        }
+    }
+}
+
+impl MemoryLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one record.
+    pub fn append(&mut self, entry: &Entry) -> Result<RecordRef, Error> {
+        let seq = self.lines.len() as u64 + 1;
+        let (line, hash) = encode(seq, self.prev, entry)?;
+        self.lines.push(line);
+        self.prev = hash;
+        Ok(RecordRef { seq, hash })
+    }
+
+    /// The lines written, each with its `\n`.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    /// The last record, if any.
+    pub fn head(&self) -> Option<RecordRef> {
+        (!self.lines.is_empty()).then_some(RecordRef {
+            seq: self.lines.len() as u64,
+            hash: self.prev,
+        })
+    }
+}
+
+enum Backend {
+    File(AuditLog),
+    Memory(MemoryLog),
+}
+
+/// A log shared by concurrent writers (`Arc<AuditSink>`): appends are serialized, so seqs
+/// and the chain follow the order in which appends complete.
+pub struct AuditSink {
+    inner: Mutex<Backend>,
+}
+
+impl std::fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSink").finish_non_exhaustive()
+    }
+}
+
+impl AuditSink {
+    /// Opens a file log (see [`AuditLog::open`]).
+    pub fn open(path: impl AsRef<Path>, fsync: FsyncPolicy) -> Result<Self, Error> {
+        AuditLog::open(path, fsync).map(Self::file)
+    }
+
+    /// Wraps an open file log.
+    pub fn file(log: AuditLog) -> Self {
+        Self {
+            inner: Mutex::new(Backend::File(log)),
+        }
+    }
+
+    /// An in-memory log.
+    pub fn memory() -> Self {
+        Self {
+            inner: Mutex::new(Backend::Memory(MemoryLog::new())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Backend> {
+        // A panic while holding the lock cannot leave a half-written record: the file
+        // backend poisons itself on a failed write.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends one record.
+    pub fn append(&self, entry: &Entry) -> Result<RecordRef, Error> {
+        match &mut *self.lock() {
+            Backend::File(log) => log.append(entry),
+            Backend::Memory(log) => log.append(entry),
+        }
+    }
+
+    /// The last record, if any.
+    pub fn head(&self) -> Option<RecordRef> {
+        match &*self.lock() {
+            Backend::File(log) => log.head(),
+            Backend::Memory(log) => log.head(),
+        }
+    }
+
+    /// For an in-memory sink, the lines written (each with its `\n`); empty for a file.
+    pub fn memory_lines(&self) -> Vec<String> {
+        match &*self.lock() {
+            Backend::File(_) => Vec::new(),
+            Backend::Memory(log) => log.lines().to_vec(),
+        }
+    }
+
+    /// Forces a file log to disk; nothing for memory.
+    pub fn sync(&self) -> Result<(), Error> {
+        match &mut *self.lock() {
+            Backend::File(log) => log.sync(),
+            Backend::Memory(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,1083 @@
+//! The policy gate: decides every call a plugin makes before anything reaches the server
+//! (guarantees G1, G3, G5, G6).
+//!
+//! # Order of checks
+//!
+//! For an action ([`Gate::decide`]):
+//! 1. **grant**: the operation, and for `remediate` each remediation kind, must be granted;
+//! 2. **arguments**: non-empty target lists, well-formed ids and reputation keys, `prevent`
+//!    only with file hashes, a known status, a sane comment;
+//! 3. **protected targets**: destructive kinds (kill, quarantine, delete a registry key,
+//!    block, kill-prevent-unsuspend, isolate, set a reputation) may not touch a protected
+//!    machine (by guid, name glob or group); a machine whose name/group the caller could not
+//!    resolve is treated as protected when name or group rules exist (fail closed); a
+//!    blacklist may not touch a protected reputation value.
+//!    *Inverses are not blocked*: un-isolate, unquarantine, unsuspend and remove-reputation
+//!    restore a machine to normal, and the undo of a mistake must always be possible. They
+//!    still need their grants and pass shadow mode, approval and budgets;
+//! 4. **shadow**: if any kind of the request is not enforced for the plugin (shadow mode,
+//!    not promoted), the whole request is shadowed: recorded as would-be, nothing spent;
+//! 5. **approval**: if any kind needs an operator's approval, the request waits (nothing
+//!    spent yet; once approved, [`Gate::decide_approved`] runs every other check again);
+//! 6. **cooldown and budgets**: per-target cooldown of the plugin, then the plugin's budgets,
+//!    then the global ones; all-or-nothing: a call that would exceed any budget is denied
+//!    whole and spends nothing. Spending is atomic with the decision (see [`BudgetLedger`]).
+//!
+//! # Counting
+//!
+//! A call spends one unit per distinct (action kind, target): a target is a machine (a call
+//! isolating 40 machines spends 40), a reputation key, or the Malop (status, comment). A
+//! remediation that kills a process and quarantines a file on one machine spends one
+//! `kill-process` and one `quarantine-file`; an `any` budget counts both.
+
+mod ledger;
+
+pub use ledger::{
+    BudgetLedger, BudgetScope, ChargeRecord, LedgerView, MemoryLedger, Refusal, SpendPlan,
+    evaluate_plan, has_cooldown, window_start,
+};
+
+use crate::audit::{DecisionKind, DecisionRecord};
+use crate::config::{Budget, Mode, OperatorConfig, PluginConfig, ProtectedAssets};
+use crate::domain::{
+    ActionKind, ActionRequest, KeyKind, MachineGuid, Malop, MalopId, ManagementStatus, Operation,
+    PluginName, ReputationKey, TimestampMs, Verdict,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+/// Longest comment accepted, in characters.
+pub const MAX_COMMENT_CHARS: usize = 10_000;
+
+/// Failures of the gate itself (not decisions).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A protected-asset glob does not compile.
+    #[error("protected asset glob `{pattern}` is invalid: {detail}")]
+    BadGlob {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        detail: String,
+    },
+    /// The budget ledger failed.
+    #[error("budget ledger: {0}")]
+    Ledger(String),
+}
+
+/// The WIT `error` case a denial maps onto.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCategory {
+    /// `denied`: not granted (or the gate could not decide).
+    Denied,
+    /// `budget-exhausted`: a budget is spent or a target is cooling down.
+    BudgetExhausted,
+    /// `protected-target`.
+    ProtectedTarget,
+    /// `invalid-argument`.
+    InvalidArgument,
+}
+
+/// The WIT `disposition` of an accepted action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    /// `submitted`.
+    Submitted,
+    /// `shadowed`.
+    Shadowed,
+    /// `awaiting-approval`.
+    AwaitingApproval,
+}
+
+/// What an action touches: the unit of budgets and cooldowns.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "kebab-case")]
+pub enum TargetKey {
+    /// A machine, by element guid.
+    Machine(MachineGuid),
+    /// A reputation key, its value normalised (lowercase; IPs in canonical form).
+    Reputation(ReputationKey),
+    /// A Malop (status, comment).
+    Malop(MalopId),
+}
+
+impl TargetKey {
+    /// A stable string for storage: `machine:<guid>`, `file-hash:<v>`, `ip-address:<v>`,
+    /// `domain:<v>`, `malop:<id>`.
+    pub fn storage_key(&self) -> String {
+        match self {
+            Self::Machine(g) => format!("machine:{g}"),
+            Self::Reputation(k) => format!("{}:{}", key_kind_name(k.kind), k.value),
+            Self::Malop(m) => format!("malop:{m}"),
+        }
+    }
+}
+
+impl fmt::Display for TargetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Machine(g) => write!(f, "machine {g}"),
+            Self::Reputation(k) => write!(f, "{} {}", key_kind_name(k.kind), k.value),
+            Self::Malop(m) => write!(f, "Malop {m}"),
+        }
+    }
+}
+
+fn key_kind_name(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::FileHash => "file-hash",
+        KeyKind::IpAddress => "ip-address",
+        KeyKind::Domain => "domain",
+    }
+}
+
+/// One unit of spending.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Charge {
+    /// The action kind.
+    pub kind: ActionKind,
+    /// The target.
+    pub target: TargetKey,
+}
+
+/// What the caller knows of a machine (from the Malop, the sensors list).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineFacts {
+    /// Host name.
+    pub name: Option<String>,
+    /// Sensor group.
+    pub group: Option<String>,
+}
+
+/// The machines of a request, resolved by the caller.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetFacts {
+    machines: HashMap<MachineGuid, MachineFacts>,
+}
+
+impl TargetFacts {
+    /// No facts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Names (no groups) of the machines of a Malop.
+    pub fn from_malop(malop: &Malop) -> Self {
+        let mut facts = Self::new();
+        for m in &malop.machines {
+            facts.insert(m.guid.clone(), Some(m.name.clone()), None);
+        }
+        facts
+    }
+
+    /// Adds or replaces a machine.
+    pub fn insert(&mut self, guid: MachineGuid, name: Option<String>, group: Option<String>) {
+        self.machines.insert(guid, MachineFacts { name, group });
+    }
+
+    /// Sets the group of a machine (adding it if unknown).
+    pub fn set_group(&mut self, guid: &MachineGuid, group: impl Into<String>) {
+        self.machines.entry(guid.clone()).or_default().group = Some(group.into());
+    }
+
+    /// A machine's facts.
+    pub fn get(&self, guid: &MachineGuid) -> Option<&MachineFacts> {
+        self.machines.get(guid)
+    }
+}
+
+/// The protection rule that matched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "rule", content = "value", rename_all = "kebab-case")]
+pub enum ProtectionRule {
+    /// `protected.machine_guids`.
+    Guid,
+    /// `protected.machine_name_globs` (the pattern).
+    NameGlob(String),
+    /// `protected.groups` (the group).
+    Group(String),
+    /// `protected.reputation_globs` (the pattern).
+    ReputationGlob(String),
+    /// The machine's name or group is unknown, and name/group rules exist: fail closed.
+    Unresolved,
+}
+
+impl fmt::Display for ProtectionRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Guid => f.write_str("its guid is in protected.machine_guids"),
+            Self::NameGlob(p) => write!(f, "its name matches protected glob `{p}`"),
+            Self::Group(g) => write!(f, "it is in protected group `{g}`"),
+            Self::ReputationGlob(p) => write!(f, "it matches protected reputation glob `{p}`"),
+            Self::Unresolved => f.write_str(
+                "its name or group could not be resolved, so it is treated as protected",
+            ),
+        }
+    }
+}
+
+/// A malformed request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "kebab-case")]
+pub enum ArgumentError {
+    /// A list that must not be empty is.
+    EmptyList {
+        /// `targets`, `machine-guids`, `keys`.
+        what: &'static str,
+    },
+    /// An id is empty.
+    EmptyId {
+        /// Which id.
+        what: &'static str,
+    },
+    /// `prevent` is only valid for file hashes.
+    PreventNeedsFileHash {
+        /// The offending key.
+        key: ReputationKey,
+    },
+    /// A reputation key's value does not fit its kind.
+    MalformedKey {
+        /// The key.
+        key: ReputationKey,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// `unknown` is never accepted as a status.
+    UnknownStatus,
+    /// The comment is empty or too long.
+    BadComment {
+        /// Its length in characters.
+        chars: usize,
+    },
+    /// The operation is an action: it must go through `decide`.
+    NotAQuery(Operation),
+}
+
+impl fmt::Display for ArgumentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptyList { what } => write!(f, "`{what}` is empty"),
+            Self::EmptyId { what } => write!(f, "a {what} is empty"),
+            Self::PreventNeedsFileHash { key } => write!(
+                f,
+                "`prevent` is only valid for file hashes, not {} `{}`",
+                key_kind_name(key.kind),
+                key.value
+            ),
+            Self::MalformedKey { key, expected } => write!(
+                f,
+                "`{}` is not a valid {}: expected {expected}",
+                key.value,
+                key_kind_name(key.kind)
+            ),
+            Self::UnknownStatus => f.write_str("status `unknown` cannot be set"),
+            Self::BadComment { chars } => write!(
+                f,
+                "a comment must have 1 to {MAX_COMMENT_CHARS} characters, this one has {chars}"
+            ),
+            Self::NotAQuery(op) => write!(f, "`{op}` is an action, not a query"),
+        }
+    }
+}
+
+/// Why the gate refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum DenyReason {
+    /// The operation, or the remediation kind, is not granted.
+    NotGranted {
+        /// The operation.
+        operation: Operation,
+        /// The remediation kind, when the operation is granted but the kind is not.
+        kind: Option<ActionKind>,
+    },
+    /// A destructive action would touch a protected asset.
+    ProtectedTarget {
+        /// The target.
+        target: TargetKey,
+        /// The machine's name, if known.
+        name: Option<String>,
+        /// The rule that matched.
+        rule: ProtectionRule,
+    },
+    /// A budget would be exceeded.
+    BudgetSpent {
+        /// Whose budget.
+        scope: BudgetScope,
+        /// Which budget.
+        budget: Budget,
+        /// Units already spent in the window.
+        used: u64,
+        /// Units this call needs.
+        requested: u64,
+    },
+    /// The same kind of action hit this target too recently.
+    Cooldown {
+        /// The target.
+        target: TargetKey,
+        /// The kind.
+        kind: ActionKind,
+        /// When it may be acted on again (ms).
+        until_ms: TimestampMs,
+    },
+    /// The request is malformed.
+    InvalidArgument(ArgumentError),
+    /// The budget ledger failed: fail closed.
+    LedgerUnavailable(String),
+}
+
+impl DenyReason {
+    /// The WIT error case.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Self::NotGranted { .. } | Self::LedgerUnavailable(_) => ErrorCategory::Denied,
+            Self::ProtectedTarget { .. } => ErrorCategory::ProtectedTarget,
+            Self::BudgetSpent { .. } | Self::Cooldown { .. } => ErrorCategory::BudgetExhausted,
+            Self::InvalidArgument(_) => ErrorCategory::InvalidArgument,
+        }
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotGranted {
+                operation,
+                kind: None,
+            } => write!(f, "operation `{operation}` is not granted to this plugin"),
+            Self::NotGranted {
+                operation,
+                kind: Some(kind),
+            } => write!(
+                f,
+                "`{operation}` is granted but remediation kind `{kind}` is not"
+            ),
+            Self::ProtectedTarget { target, name, rule } => {
+                match (target, name) {
+                    (TargetKey::Machine(g), Some(n)) => write!(f, "machine `{n}` ({g})")?,
+                    (t, _) => write!(f, "{t}")?,
+                }
+                write!(
+                    f,
+                    " is protected: {rule}; no destructive action may touch it"
+                )
+            }
+            Self::BudgetSpent {
+                scope,
+                budget,
+                used,
+                requested,
+            } => write!(
+                f,
+                "{scope} ({budget}) is spent: {used} used in the window, this call needs {requested}, {} left",
+                budget.max.saturating_sub(*used)
+            ),
+            Self::Cooldown {
+                target,
+                kind,
+                until_ms,
+            } => write!(
+                f,
+                "{target} is cooling down after a recent `{kind}`: not before {}",
+                crate::audit::render_time_ms(*until_ms)
+            ),
+            Self::InvalidArgument(e) => write!(f, "invalid argument: {e}"),
+            Self::LedgerUnavailable(e) => {
+                write!(f, "the budget ledger is unavailable ({e}); refusing to act")
+            }
+        }
+    }
+}
+
+/// The gate's verdict on one call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "kebab-case")]
+pub enum Decision {
+    /// Carry it out. For actions, `charges` were spent from the budgets.
+    Allow {
+        /// What was spent (empty for queries).
+        charges: Vec<Charge>,
+    },
+    /// Record it as would-be; execute nothing.
+    Shadow {
+        /// The kinds not enforced for this plugin.
+        kinds: Vec<ActionKind>,
+    },
+    /// Hold it for an operator.
+    AwaitApproval {
+        /// The kinds that need approval.
+        kinds: Vec<ActionKind>,
+    },
+    /// Refuse it.
+    Deny(DenyReason),
+}
+
+impl Decision {
+    /// The verdict's kind, as filtered in the audit trail.
+    pub fn kind(&self) -> DecisionKind {
+        match self {
+            Self::Allow { .. } => DecisionKind::Allow,
+            Self::Shadow { .. } => DecisionKind::Shadow,
+            Self::AwaitApproval { .. } => DecisionKind::AwaitApproval,
+            Self::Deny(_) => DecisionKind::Deny,
+        }
+    }
+
+    /// For accepted calls, the WIT disposition; `None` for denials.
+    pub fn disposition(&self) -> Option<Disposition> {
+        match self {
+            Self::Allow { .. } => Some(Disposition::Submitted),
+            Self::Shadow { .. } => Some(Disposition::Shadowed),
+            Self::AwaitApproval { .. } => Some(Disposition::AwaitingApproval),
+            Self::Deny(_) => None,
+        }
+    }
+
+    /// For denials, the WIT error case and its detail; `None` otherwise.
+    pub fn wit_error(&self) -> Option<(ErrorCategory, String)> {
+        match self {
+            Self::Deny(reason) => Some((reason.category(), reason.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The decision as the audit trail records it.
+    pub fn to_record(&self) -> DecisionRecord {
+        DecisionRecord {
+            kind: self.kind(),
+            category: match self {
+                Self::Deny(reason) => Some(reason.category()),
+                _ => None,
+            },
+            detail: self.to_string(),
+        }
+    }
+}
+
+fn kinds_list(kinds: &[ActionKind]) -> String {
+    kinds
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Allow { charges } if charges.is_empty() => f.write_str("allowed"),
+            Self::Allow { charges } => {
+                let mut per_kind: Vec<(ActionKind, usize)> = Vec::new();
+                for c in charges {
+                    match per_kind.iter_mut().find(|(k, _)| *k == c.kind) {
+                        Some((_, n)) => *n += 1,
+                        None => per_kind.push((c.kind, 1)),
+                    }
+                }
+                let spent: Vec<String> =
+                    per_kind.iter().map(|(k, n)| format!("{n} × {k}")).collect();
+                write!(f, "allowed; spends {}", spent.join(", "))
+            }
+            Self::Shadow { kinds } => write!(
+                f,
+                "shadowed: the plugin runs in shadow mode for {}; recorded as a would-be action, not executed",
+                kinds_list(kinds)
+            ),
+            Self::AwaitApproval { kinds } => write!(
+                f,
+                "awaiting approval: {} needs an operator's approval",
+                kinds_list(kinds)
+            ),
+            Self::Deny(reason) => write!(f, "denied: {reason}"),
+        }
+    }
+}
+
+impl From<&Decision> for DecisionRecord {
+    fn from(decision: &Decision) -> Self {
+        decision.to_record()
+    }
+}
+
+/// What the gate needs of one plugin's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginPolicy {
+    /// The plugin.
+    pub name: PluginName,
+    /// Its configuration.
+    pub config: Arc<PluginConfig>,
+}
+
+impl From<&PluginConfig> for PluginPolicy {
+    fn from(config: &PluginConfig) -> Self {
+        Self {
+            name: config.name.clone(),
+            config: Arc::new(config.clone()),
+        }
+    }
+}
+
+/// Budget use, for `riposte status` and metrics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BudgetStatus {
+    /// Whose budget.
+    pub scope: BudgetScope,
+    /// Which.
+    pub budget: Budget,
+    /// Units spent in the current window.
+    pub used: u64,
+    /// Units left.
+    pub remaining: u64,
+}
+
+struct Protection {
+    guids: BTreeSet<MachineGuid>,
+    names: globset::GlobSet,
+    name_patterns: Vec<String>,
+    groups: Vec<String>,
+    reputation: globset::GlobSet,
+    reputation_patterns: Vec<String>,
+}
+
+fn globset(patterns: &[String]) -> Result<globset::GlobSet, Error> {
+    let mut set = globset::GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = globset::GlobBuilder::new(pattern)
+            .case_insensitive(true)
+            .build()
+            .map_err(|e| Error::BadGlob {
+                pattern: pattern.clone(),
+                detail: e.kind().to_string(),
+            })?;
+        set.add(glob);
+    }
+    set.build().map_err(|e| Error::BadGlob {
+        pattern: patterns.join(", "),
+        detail: e.to_string(),
+    })
+}
+
+impl Protection {
+    fn new(assets: &ProtectedAssets) -> Result<Self, Error> {
+        Ok(Self {
+            guids: assets.machine_guids.iter().cloned().collect(),
+            names: globset(&assets.machine_name_globs)?,
+            name_patterns: assets.machine_name_globs.clone(),
+            groups: assets.groups.iter().map(|g| g.to_lowercase()).collect(),
+            reputation: globset(&assets.reputation_globs)?,
+            reputation_patterns: assets.reputation_globs.clone(),
+        })
+    }
+
+    fn machine(&self, guid: &MachineGuid, facts: &TargetFacts) -> Option<DenyReason> {
+        let known = facts.get(guid);
+        let name = known.and_then(|f| f.name.clone());
+        let deny = |rule| {
+            Some(DenyReason::ProtectedTarget {
+                target: TargetKey::Machine(guid.clone()),
+                name: name.clone(),
+                rule,
+            })
+        };
+        if self.guids.contains(guid) {
+            return deny(ProtectionRule::Guid);
+        }
+        if !self.name_patterns.is_empty() {
+            match known.and_then(|f| f.name.as_deref()) {
+                None => return deny(ProtectionRule::Unresolved),
+                Some(n) => {
+                    if let Some(i) = self.names.matches(n).into_iter().min() {
+                        return deny(ProtectionRule::NameGlob(self.name_patterns[i].clone()));
+                    }
+                }
+            }
+        }
+        if !self.groups.is_empty() {
+            match known.and_then(|f| f.group.as_deref()) {
+                None => return deny(ProtectionRule::Unresolved),
+                Some(g) => {
+                    let g = g.to_lowercase();
+                    if let Some(hit) = self.groups.iter().find(|p| **p == g) {
+                        return deny(ProtectionRule::Group(hit.clone()));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn reputation(&self, key: &ReputationKey) -> Option<DenyReason> {
+        let i = self.reputation.matches(&key.value).into_iter().min()?;
+        Some(DenyReason::ProtectedTarget {
+            target: TargetKey::Reputation(key.clone()),
+            name: None,
+            rule: ProtectionRule::ReputationGlob(self.reputation_patterns[i].clone()),
+        })
+    }
+}
+
+/// The policy gate. Shared by all invocations (`Arc<Gate>`); budget state lives in its ledger.
+pub struct Gate {
+    protection: Protection,
+    global_budgets: Vec<Budget>,
+    approvals: BTreeSet<ActionKind>,
+    ledger: Arc<dyn BudgetLedger>,
+}
+
+impl fmt::Debug for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gate")
+            .field("global_budgets", &self.global_budgets)
+            .field("approvals", &self.approvals)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gate {
+    /// A gate for a loaded configuration.
+    pub fn new(config: &OperatorConfig, ledger: Arc<dyn BudgetLedger>) -> Result<Self, Error> {
+        Self::from_parts(
+            &config.protected,
+            config.global_budgets.clone(),
+            config.approvals.required.clone(),
+            ledger,
+        )
+    }
+
+    /// A gate from its parts.
+    pub fn from_parts(
+        protected: &ProtectedAssets,
+        global_budgets: Vec<Budget>,
+        approvals: BTreeSet<ActionKind>,
+        ledger: Arc<dyn BudgetLedger>,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            protection: Protection::new(protected)?,
+            global_budgets,
+            approvals,
+            ledger,
+        })
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<dyn BudgetLedger> {
+        &self.ledger
+    }
+
+    /// Decides a non-action call (`list-malops`, `get-malop`, `remediation-status`): grants
+    /// only.
+    pub fn check_query(&self, plugin: &PluginPolicy, operation: Operation) -> Decision {
+        if operation.is_action() {
+            return Decision::Deny(DenyReason::InvalidArgument(ArgumentError::NotAQuery(
+                operation,
+            )));
+        }
+        if !plugin.config.grants.allows_operation(operation) {
+            return Decision::Deny(DenyReason::NotGranted {
+                operation,
+                kind: None,
+            });
+        }
+        Decision::Allow {
+            charges: Vec::new(),
+        }
+    }
+
+    /// Decides an action (see the module docs for the order of checks). An `Allow` has
+    /// already spent its budget.
+    pub fn decide(
+        &self,
+        plugin: &PluginPolicy,
+        request: &ActionRequest,
+        targets: &TargetFacts,
+        now_ms: TimestampMs,
+    ) -> Decision {
+        self.decide_inner(plugin, request, targets, now_ms, false)
+    }
+
+    /// Decides an action an operator approved: every check again except approval.
+    pub fn decide_approved(
+        &self,
+        plugin: &PluginPolicy,
+        request: &ActionRequest,
+        targets: &TargetFacts,
+        now_ms: TimestampMs,
+    ) -> Decision {
+        self.decide_inner(plugin, request, targets, now_ms, true)
+    }
+
+    fn decide_inner(
+        &self,
+        plugin: &PluginPolicy,
+        request: &ActionRequest,
+        targets: &TargetFacts,
+        now_ms: TimestampMs,
+        approved: bool,
+    ) -> Decision {
+        let config = &plugin.config;
+        let operation = request.operation();
+        let kinds = request.action_kinds();
+
+        // 1. grants
+        if !config.grants.allows_operation(operation) {
+            return Decision::Deny(DenyReason::NotGranted {
+                operation,
+                kind: None,
+            });
+        }
+        if let Some(kind) = kinds.iter().find(|k| !config.grants.allows_kind(**k)) {
+            return Decision::Deny(DenyReason::NotGranted {
+                operation,
+                kind: Some(*kind),
+            });
+        }
+
+        // 2. arguments
+        let charges = match check_arguments(request) {
+            Ok(charges) => charges,
+            Err(e) => return Decision::Deny(DenyReason::InvalidArgument(e)),
+        };
+
+        // 3. protected targets
+        if let Some(reason) = self.protected(request, targets) {
+            return Decision::Deny(reason);
+        }
+
+        // 4. shadow
+        let shadowed: Vec<ActionKind> = kinds
+            .iter()
+            .copied()
+            .filter(|k| !config.enforces(*k))
+            .collect();
+        if !shadowed.is_empty() {
+            return Decision::Shadow { kinds: shadowed };
+        }
+
+        // 5. approval
+        if !approved {
+            let held: Vec<ActionKind> = kinds
+                .iter()
+                .copied()
+                .filter(|k| self.approvals.contains(k))
+                .collect();
+            if !held.is_empty() {
+                return Decision::AwaitApproval { kinds: held };
+            }
+        }
+
+        // 6. cooldown and budgets, atomically with spending
+        let mut limits: Vec<(BudgetScope, Budget)> = config
+            .budgets
+            .iter()
+            .map(|b| (BudgetScope::Plugin(plugin.name.clone()), *b))
+            .collect();
+        limits.extend(
+            self.global_budgets
+                .iter()
+                .map(|b| (BudgetScope::Global, *b)),
+        );
+        let plan = SpendPlan {
+            plugin: &plugin.name,
+            now_ms,
+            charges: &charges,
+            limits,
+            cooldown_ms: config.cooldown_secs.saturating_mul(1000),
+        };
+        match self.ledger.try_spend(&plan) {
+            Ok(None) => Decision::Allow { charges },
+            Ok(Some(Refusal::Budget {
+                scope,
+                budget,
+                used,
+                requested,
+            })) => Decision::Deny(DenyReason::BudgetSpent {
+                scope,
+                budget,
+                used,
+                requested,
+            }),
+            Ok(Some(Refusal::Cooldown {
+                target,
+                kind,
+                until_ms,
+            })) => Decision::Deny(DenyReason::Cooldown {
+                target,
+                kind,
+                until_ms,
+            }),
+            Err(e) => Decision::Deny(DenyReason::LedgerUnavailable(e.to_string())),
+        }
+    }
+
+    fn protected(&self, request: &ActionRequest, facts: &TargetFacts) -> Option<DenyReason> {
+        match request {
+            ActionRequest::Remediate { targets, .. } => targets
+                .iter()
+                .filter(|t| ActionKind::from(t.kind).is_destructive())
+                .find_map(|t| self.protection.machine(&t.machine_guid, facts)),
+            ActionRequest::Isolate { machines, .. } => machines
+                .iter()
+                .find_map(|m| self.protection.machine(m, facts)),
+            ActionRequest::SetReputation {
+                keys,
+                verdict: Verdict::Blacklist,
+                ..
+            } => keys.iter().find_map(|k| self.protection.reputation(k)),
+            _ => None,
+        }
+    }
+
+    /// How much of every budget that applies to `plugin` (or only the global ones, for
+    /// `None`) is used now.
+    pub fn budget_status(
+        &self,
+        plugin: Option<&PluginPolicy>,
+        now_ms: TimestampMs,
+    ) -> Result<Vec<BudgetStatus>, Error> {
+        let mut budgets: Vec<(BudgetScope, Budget)> = Vec::new();
+        if let Some(p) = plugin {
+            budgets.extend(
+                p.config
+                    .budgets
+                    .iter()
+                    .map(|b| (BudgetScope::Plugin(p.name.clone()), *b)),
+            );
+        }
+        budgets.extend(
+            self.global_budgets
+                .iter()
+                .map(|b| (BudgetScope::Global, *b)),
+        );
+        budgets
+            .into_iter()
+            .map(|(scope, budget)| {
+                let who = match &scope {
+                    BudgetScope::Global => None,
+                    BudgetScope::Plugin(name) => Some(name),
+                };
+                let used = self.ledger.used(
+                    who,
+                    budget.action,
+                    window_start(now_ms, budget.window_secs),
+                )?;
+                Ok(BudgetStatus {
+                    remaining: budget.max.saturating_sub(used),
+                    scope,
+                    budget,
+                    used,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether the plugin is in shadow mode at all (for status displays).
+pub fn is_shadow(config: &PluginConfig) -> bool {
+    config.mode == Mode::Shadow
+}
+
+/// Checks a request's arguments; returns its charges (one per distinct kind and target).
+pub fn check_arguments(request: &ActionRequest) -> Result<Vec<Charge>, ArgumentError> {
+    let mut charges: BTreeSet<Charge> = BTreeSet::new();
+    match request {
+        ActionRequest::Remediate { malop_id, targets } => {
+            check_optional_malop(malop_id)?;
+            if targets.is_empty() {
+                return Err(ArgumentError::EmptyList { what: "targets" });
+            }
+            for t in targets {
+                if t.machine_guid.as_str().trim().is_empty() {
+                    return Err(ArgumentError::EmptyId {
+                        what: "machine guid",
+                    });
+                }
+                if t.target_guid.as_str().trim().is_empty() {
+                    return Err(ArgumentError::EmptyId {
+                        what: "target guid",
+                    });
+                }
+                charges.insert(Charge {
+                    kind: t.kind.into(),
+                    target: TargetKey::Machine(t.machine_guid.clone()),
+                });
+            }
+        }
+        ActionRequest::Isolate { malop_id, machines }
+        | ActionRequest::Unisolate { malop_id, machines } => {
+            check_optional_malop(malop_id)?;
+            if machines.is_empty() {
+                return Err(ArgumentError::EmptyList {
+                    what: "machine-guids",
+                });
+            }
+            let kind = request.action_kinds()[0];
+            for m in machines {
+                if m.as_str().trim().is_empty() {
+                    return Err(ArgumentError::EmptyId {
+                        what: "machine guid",
+                    });
+                }
+                charges.insert(Charge {
+                    kind,
+                    target: TargetKey::Machine(m.clone()),
+                });
+            }
+        }
+        ActionRequest::SetReputation { keys, prevent, .. } => {
+            if keys.is_empty() {
+                return Err(ArgumentError::EmptyList { what: "keys" });
+            }
+            for key in keys {
+                if *prevent && key.kind != KeyKind::FileHash {
+                    return Err(ArgumentError::PreventNeedsFileHash { key: key.clone() });
+                }
+                charges.insert(Charge {
+                    kind: ActionKind::SetReputation,
+                    target: TargetKey::Reputation(normalise_key(key)?),
+                });
+            }
+        }
+        ActionRequest::RemoveReputation { keys } => {
+            if keys.is_empty() {
+                return Err(ArgumentError::EmptyList { what: "keys" });
+            }
+            for key in keys {
+                charges.insert(Charge {
+                    kind: ActionKind::RemoveReputation,
+                    target: TargetKey::Reputation(normalise_key(key)?),
+                });
+            }
+        }
+        ActionRequest::SetStatus { malop_id, status } => {
+            check_malop(malop_id)?;
+            if *status == ManagementStatus::Unknown {
+                return Err(ArgumentError::UnknownStatus);
+            }
+            charges.insert(Charge {
+                kind: ActionKind::SetStatus,
+                target: TargetKey::Malop(malop_id.clone()),
+            });
+        }
+        ActionRequest::AddComment { malop_id, text } => {
+            check_malop(malop_id)?;
+            let chars = text.chars().count();
+            if text.trim().is_empty() || chars > MAX_COMMENT_CHARS {
+                return Err(ArgumentError::BadComment { chars });
+            }
+            charges.insert(Charge {
+                kind: ActionKind::AddComment,
+                target: TargetKey::Malop(malop_id.clone()),
+            });
+        }
+    }
+    Ok(charges.into_iter().collect())
+}
+
+fn check_malop(id: &MalopId) -> Result<(), ArgumentError> {
+    if id.as_str().trim().is_empty() {
+        Err(ArgumentError::EmptyId { what: "Malop id" })
+    } else {
+        Ok(())
+    }
+}
+
+fn check_optional_malop(id: &Option<MalopId>) -> Result<(), ArgumentError> {
+    id.as_ref().map_or(Ok(()), check_malop)
+}
+
+/// Checks a reputation key's shape and normalises its value (lowercase hashes and domains,
+/// canonical IPs).
+pub fn normalise_key(key: &ReputationKey) -> Result<ReputationKey, ArgumentError> {
+    let value = key.value.trim();
+    let bad = |expected| ArgumentError::MalformedKey {
+        key: key.clone(),
+        expected,
+    };
+    let normal = match key.kind {
+        KeyKind::FileHash => {
+            if !matches!(value.len(), 32 | 40 | 64) || !value.chars().all(|c| c.is_ascii_hexdigit())
+            {
+                return Err(bad("an md5 (32), sha1 (40) or sha256 (64) hex digest"));
+            }
+            value.to_ascii_lowercase()
+        }
+        KeyKind::IpAddress => value
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| bad("an IPv4 or IPv6 address"))?
+            .to_string(),
+        KeyKind::Domain => {
+            let d = value.trim_end_matches('.').to_ascii_lowercase();
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                });
+            if !ok {
+                return Err(bad("a domain name such as `evil.example.com`"));
+            }
+            d
+        }
+    };
+    Ok(ReputationKey {
+        kind: key.kind,
+        value: normal,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked_and_normalised() {
+        let k = |kind, v: &str| ReputationKey {
+            kind,
+            value: v.to_string(),
+        };
+        assert_eq!(
+            normalise_key(&k(KeyKind::FileHash, "D41D8CD98F00B204E9800998ECF8427E"))
+                .unwrap()
+                .value,
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
+        assert!(normalise_key(&k(KeyKind::FileHash, "xyz")).is_err());
+        assert_eq!(
+            normalise_key(&k(KeyKind::IpAddress, "10.0.0.1"))
+                .unwrap()
+                .value,
+            "10.0.0.1"
+        );
+        assert!(normalise_key(&k(KeyKind::IpAddress, "10.0.0.300")).is_err());
+        assert_eq!(
+            normalise_key(&k(KeyKind::Domain, "Evil.Example.COM."))
+                .unwrap()
+                .value,
+            "evil.example.com"
+        );
+        assert!(normalise_key(&k(KeyKind::Domain, "bad domain")).is_err());
+    }
+
+    #[test]
+    fn wit_mapping() {
+        let d = Decision::Deny(DenyReason::Cooldown {
+            target: TargetKey::Machine(MachineGuid::new("m")),
+            kind: ActionKind::Isolate,
+            until_ms: 0,
+        });
+        assert_eq!(d.wit_error().unwrap().0, ErrorCategory::BudgetExhausted);
+        assert_eq!(d.disposition(), None);
+        assert_eq!(
+            Decision::Shadow { kinds: vec![] }.disposition(),
+            Some(Disposition::Shadowed)
+        );
+        assert_eq!(d.to_record().kind, DecisionKind::Deny);
+    }
+}
