@@ -1,0 +1,337 @@
+//! The simulator speaks the real server's quirks (raw HTTP, no riposte client involved).
+
+use riposte::sim::{SimConfig, SimHandle, Simulator};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "S1m-Password";
+
+async fn sim(seed: u64) -> SimHandle {
+    let cfg = SimConfig {
+        seed,
+        malops: 12,
+        password: PASSWORD.into(),
+        ..SimConfig::default()
+    };
+    Simulator::start(cfg).await.unwrap()
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+fn cookie_of(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("JSESSIONID="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+async fn login(s: &SimHandle, password: &str) -> (reqwest::Response, Option<String>) {
+    let resp = http()
+        .post(format!("{}/login.html", s.base_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "username=analyst%40riposte.local&password={password}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let cookie = cookie_of(&resp);
+    (resp, cookie)
+}
+
+async fn rest(s: &SimHandle, cookie: &str, path: &str, body: Value) -> reqwest::Response {
+    http()
+        .post(format!("{}{path}", s.base_url()))
+        .header("cookie", format!("JSESSIONID={cookie}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn login_page_and_login_quirks() {
+    let s = sim(1).await;
+    let page = http()
+        .get(format!("{}/login.html", s.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let text = page.text().await.unwrap();
+    assert!(text.contains("<title>Cybereason | Login</title>") && text.contains("<app-login>"));
+
+    // A bad password: 200, the login page again, and a cookie that is no session.
+    let (resp, bad_cookie) = login(&s, "wrong").await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("<app-login>"));
+    let bad_cookie = bad_cookie.expect("the quirk: a cookie even on failure");
+    let r = rest(&s, &bad_cookie, "/rest/crimes/unified", json!({})).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/login.html");
+
+    let (resp, cookie) = login(&s, PASSWORD).await;
+    assert_eq!(resp.status(), 200);
+    let cookie = cookie.unwrap();
+    assert_eq!(cookie.len(), 32);
+    assert!(cookie.chars().all(|c| matches!(c, '0'..='9' | 'A'..='F')));
+    let r = rest(
+        &s,
+        &cookie,
+        "/rest/sensors/query",
+        json!({"limit": 1, "offset": 0}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    // The log shows every request and never the password.
+    let log = s.requests();
+    assert_eq!(log.len(), 5);
+    assert!(log.iter().all(|r| !r.body.contains(PASSWORD)));
+    assert!(log[1].body.contains("password=[redacted]"));
+}
+
+#[tokio::test]
+async fn unauthenticated_rest_is_a_redirect_to_the_login_page() {
+    let s = sim(1).await;
+    let r = http()
+        .post(format!("{}/rest/remediate", s.base_url()))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/login.html");
+    assert!(s.with_state(|st| st.remediations.is_empty()));
+}
+
+#[tokio::test]
+async fn ids_have_the_real_formats_and_data_is_seeded() {
+    let (a, b, c) = (sim(11).await, sim(11).await, sim(12).await);
+    let (ma, mb, mc) = (a.malops(), b.malops(), c.malops());
+    let ids = |m: &[riposte::sim::SimMalop]| m.iter().map(|x| x.guid.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&ma), ids(&mb), "same seed, same data");
+    assert_ne!(ids(&ma), ids(&mc), "another seed, other data");
+    let kinds: std::collections::BTreeSet<_> =
+        ma.iter().map(|m| m.detection_type.as_str()).collect();
+    assert_eq!(
+        kinds.len(),
+        4,
+        "ransomware, known malware, blacklist, lateral movement"
+    );
+    for m in &ma {
+        let (p, n) = m.guid.split_once('.').unwrap();
+        assert_eq!(p, "11");
+        n.parse::<i64>().unwrap();
+    }
+    for m in a.machines() {
+        let (x, y) = m.guid.split_once('.').unwrap();
+        x.parse::<i32>().unwrap();
+        y.parse::<i64>().unwrap();
+        let rest = m.pylum_id.strip_prefix("PYLUMCLIENT_RIPOSTE_").unwrap();
+        let (host, mac) = rest.rsplit_once('_').unwrap();
+        assert_eq!(host, m.name);
+        assert!(mac.len() == 12 && mac.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+    assert!(
+        a.machines().iter().any(|m| !m.online),
+        "some sensors are offline"
+    );
+    assert!(
+        ma.iter()
+            .flat_map(|m| &m.suspects)
+            .any(|p| !p.autoruns.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn failures_come_back_as_200_bodies_and_400s() {
+    let s = sim(1).await;
+    let (_, cookie) = login(&s, PASSWORD).await;
+    let cookie = cookie.unwrap();
+    let r = rest(
+        &s,
+        &cookie,
+        "/rest/visualsearch/query/simple",
+        json!({"queryPath": [{"requestedType": "Registry", "isResult": true}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "FAILURE");
+    let r = rest(
+        &s,
+        &cookie,
+        "/rest/monitor/global/commands/isolate",
+        json!({"pylumIds": ["PYLUMCLIENT_X_Y_Z"]}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("NO_MATCHING_SENSORS"));
+    let r = rest(
+        &s,
+        &cookie,
+        "/rest/classification/update",
+        json!({"keys": ["a"], "maliciousType": "blacklist"}),
+    )
+    .await;
+    assert_eq!(r.status(), 400, "the body must be an array");
+    let r = rest(
+        &s,
+        &cookie,
+        "/rest/classification/update",
+        json!([{"keys": ["1.2.3.4"], "maliciousType": "blacklist", "prevent": true}]),
+    )
+    .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["outcome"], "failed");
+    let r = rest(&s, &cookie, "/rest/crimes/unified", json!({"queryPath": [{"requestedType": "MalopProcess", "result": true}], "templateContext": "OVERVIEW"})).await;
+    let v: Value = r.json().await.unwrap();
+    let first = v["data"]["resultIdToElementDataMap"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        first["elementValues"],
+        json!({}),
+        "OVERVIEW omits elementValues"
+    );
+    assert!(
+        first["simpleValues"]["creationTime"]["values"][0].is_string(),
+        "epoch ms as strings"
+    );
+}
+
+#[tokio::test]
+async fn control_api_over_http() {
+    let s = sim(1).await;
+    let c = http();
+    let base = s.base_url();
+    let v: Value = c
+        .post(format!("{base}/sim/malops"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["id"].as_str().unwrap().to_owned();
+    let v: Value = c
+        .post(format!("{base}/sim/malops/{id}/touch"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v["lastUpdateTime"].as_i64().unwrap() > 0);
+    let fault = json!({"kind": "429", "count": 1, "path_prefix": "/login.html"});
+    let r = c
+        .post(format!("{base}/sim/faults"))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (resp, _) = login(&s, PASSWORD).await;
+    assert_eq!(resp.status(), 429);
+    let (resp, cookie) = login(&s, PASSWORD).await;
+    assert_eq!(resp.status(), 200);
+    c.post(format!("{base}/sim/sessions/expire"))
+        .send()
+        .await
+        .unwrap();
+    let r = rest(&s, &cookie.unwrap(), "/rest/sensors/query", json!({})).await;
+    assert_eq!(r.status(), 302);
+    let pylum = s.machines()[0].pylum_id.clone();
+    let r = c
+        .post(format!("{base}/sim/sensors/{pylum}/offline"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!s.machines()[0].online);
+    let log: Value = c
+        .get(format!("{base}/sim/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        log.as_array().unwrap().len(),
+        3,
+        "control calls are not logged"
+    );
+    assert_eq!(log[0]["status"], 429);
+    c.delete(format!("{base}/sim/requests"))
+        .send()
+        .await
+        .unwrap();
+    assert!(s.requests().is_empty());
+    let v: Value = c
+        .post(format!("{base}/sim/advance"))
+        .json(&json!({"steps": 1, "ms": 5000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v["clock"].as_i64().unwrap() >= SimConfig::default().start_ms + 5000);
+}
+
+#[tokio::test]
+async fn args_build_a_config_with_faults() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: riposte::sim::SimArgs,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "from-file\n").unwrap();
+    let cli = Cli::try_parse_from([
+        "sim",
+        "--seed",
+        "3",
+        "--malops",
+        "5",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--fail-500",
+        "2",
+        "--delay-ms",
+        "10",
+        "--delay-count",
+        "1",
+    ])
+    .unwrap();
+    let cfg = cli.sim.to_config().unwrap();
+    assert_eq!(
+        (cfg.seed, cfg.malops, cfg.password.as_str()),
+        (3, 5, "from-file")
+    );
+    assert_eq!(cfg.faults.len(), 2);
+    let s = Simulator::start(cfg).await.unwrap();
+    assert_eq!(s.malops().len(), 5);
+    let r = http()
+        .post(format!("{}/rest/sensors/query", s.base_url()))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500, "--fail-500 applies from the start");
+}
