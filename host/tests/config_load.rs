@@ -1,0 +1,283 @@
+//! Loading the operator's TOML: defaults, the documented example, and mistakes named by file,
+//! line and key.
+
+use riposte::audit::FsyncPolicy;
+use riposte::config::{ActionSelector, Error, Mode, OperatorConfig, Problem};
+use riposte::domain::{ActionKind, Operation, PluginName, RemediationKind, Sha256Digest};
+use std::path::{Path, PathBuf};
+
+const PIN: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("riposte.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Loads `text` from a temp file and returns its problems (it must fail).
+fn problems(text: &str) -> (PathBuf, Vec<Problem>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), text);
+    match OperatorConfig::load(&path) {
+        Err(Error::Invalid { problems, .. }) => (path, problems),
+        Err(other) => panic!("expected validation problems, got {other}"),
+        Ok(_) => panic!("expected validation problems, the config loaded"),
+    }
+}
+
+fn plugin(extra: &str) -> String {
+    format!("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nsha256 = \"{PIN}\"\n{extra}")
+}
+
+#[test]
+fn the_documented_example_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/riposte.toml");
+    let config = OperatorConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let base = path.parent().unwrap();
+    assert_eq!(config.service.poll_interval_secs, 30);
+    assert_eq!(config.service.database, base.join("riposte.db"));
+    assert_eq!(config.service.audit.fsync, FsyncPolicy::EveryRecord);
+    assert_eq!(
+        config.service.metrics_listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    let server = config.service.server.as_ref().unwrap();
+    assert_eq!(server.base_url, "https://cybereason.example.com:8443");
+    assert_eq!(config.protected.machine_name_globs.len(), 3);
+    assert_eq!(
+        config.global_budgets[0].action,
+        ActionSelector::Kind(ActionKind::Isolate)
+    );
+    assert!(config.approvals.required.contains(&ActionKind::Isolate));
+    assert_eq!(config.plugins.len(), 2);
+
+    let p = &config.plugins[0];
+    assert_eq!(p.name, PluginName::new("ransomware-containment"));
+    assert_eq!(p.path, base.join("plugins/ransomware_containment.wasm"));
+    assert_eq!(p.mode, Mode::Enforce);
+    assert!(p.grants.allows_operation(Operation::Isolate));
+    assert!(p.grants.remediation.contains(&RemediationKind::KillProcess));
+    assert!(p.grants.allows_kind(ActionKind::QuarantineFile));
+    assert!(!p.grants.allows_kind(ActionKind::DeleteRegistryKey));
+    assert_eq!(p.budgets[1].action, ActionSelector::Remediate);
+    assert_eq!(p.cooldown_secs, 600);
+    assert_eq!(
+        p.values.get("min_priority").map(String::as_str),
+        Some("HIGH")
+    );
+
+    let q = &config.plugins[1];
+    assert_eq!(q.mode, Mode::Shadow);
+    assert!(q.enforces(ActionKind::AddComment));
+    assert!(!q.enforces(ActionKind::SetReputation));
+}
+
+#[test]
+fn defaults_apply_and_relative_paths_resolve_against_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), &plugin(""));
+    let config = OperatorConfig::load(&path).unwrap();
+    assert_eq!(config.plugins[0].path, dir.path().join("p.wasm"));
+    assert_eq!(
+        config.plugins[0].mode,
+        Mode::Shadow,
+        "shadow is the safe default"
+    );
+    assert_eq!(
+        config.service.audit.path,
+        dir.path().join("riposte-audit.jsonl")
+    );
+    assert!(config.service.server.is_none());
+    assert!(config.global_budgets.is_empty());
+}
+
+#[test]
+fn an_unknown_key_is_named_with_file_line_and_key() {
+    let (path, problems) = problems(&plugin(
+        "[plugins.grants]\noperations = []\noperationz = []\n",
+    ));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let p = &problems[0];
+    assert_eq!(p.file, path);
+    assert_eq!(p.line, 7);
+    assert_eq!(p.key, "plugins[0].grants.operationz");
+    assert!(
+        p.message.contains("unknown field `operationz`"),
+        "{}",
+        p.message
+    );
+    let text = p.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "{}:7: plugins[0].grants.operationz: ",
+            path.display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_secret_in_the_config_is_refused_with_a_hint() {
+    let (_, problems) = problems(
+        "[service.server]\nbase_url = \"https://x\"\ncredentials_file = \"c\"\npassword = \"hunter2\"\n",
+    );
+    assert_eq!(problems[0].line, 4);
+    assert_eq!(problems[0].key, "service.server.password");
+    assert!(
+        problems[0].message.contains("credentials_file"),
+        "{}",
+        problems[0].message
+    );
+}
+
+#[test]
+fn a_bad_type_is_named() {
+    let (_, problems) = problems("[service]\npoll_interval_secs = \"soon\"\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].line, 2);
+    assert_eq!(problems[0].key, "service.poll_interval_secs");
+    assert!(
+        problems[0].message.contains("invalid type"),
+        "{}",
+        problems[0].message
+    );
+}
+
+#[test]
+fn a_bad_pin_is_named() {
+    let text = "[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nsha256 = \"abc123\"\n";
+    let (_, problems) = problems(text);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].line, 4);
+    assert_eq!(problems[0].key, "plugins[0].sha256");
+    assert!(
+        problems[0].message.contains("64 hex digits"),
+        "{}",
+        problems[0].message
+    );
+}
+
+#[test]
+fn an_unknown_operation_is_named_with_a_suggestion() {
+    let (path, problems) = problems(&plugin(
+        "[plugins.grants]\noperations = [\"get-malop\",\n  \"isolat\"]\n",
+    ));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let p = &problems[0];
+    assert_eq!(p.line, 7);
+    assert_eq!(p.key, "plugins[0].grants.operations[1]");
+    assert_eq!(
+        p.to_string(),
+        format!(
+            "{}:7: plugins[0].grants.operations[1]: unknown operation `isolat`; did you mean `isolate`?; expected one of list-malops, get-malop, remediate, remediation-status, isolate, unisolate, set-reputation, remove-reputation, set-status, add-comment",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_bad_glob_is_named() {
+    let (_, problems) = problems("[protected]\nmachine_name_globs = [\"dc-*\", \"web-[\"]\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].line, 2);
+    assert_eq!(problems[0].key, "protected.machine_name_globs[1]");
+    assert!(
+        problems[0].message.contains("bad glob `web-[`"),
+        "{}",
+        problems[0].message
+    );
+}
+
+#[test]
+fn every_mistake_is_reported_not_just_the_first() {
+    let text = format!(
+        "[service]\nmax_concurrency = 0\n\n[[global_budgets]]\naction = \"isolation\"\nmax = 1\nwindow_secs = 0\n\n{}\n[[plugins]]\nname = \"p\"\npath = \"q.wasm\"\nsha256 = \"{PIN}\"\nmode = \"enforced\"\n",
+        plugin("promote = [\"isolate\"]\n[plugins.grants]\nremediation = [\"kill-proces\"]\n")
+    );
+    let (path, problems) = problems(&text);
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "service.max_concurrency",
+            "global_budgets[0].action",
+            "global_budgets[0].window_secs",
+            "plugins[0].promote[0]",
+            "plugins[0].grants.remediation",
+            "plugins[0].grants.remediation[0]",
+            "plugins[1].name",
+            "plugins[1].mode",
+        ],
+        "{problems:#?}"
+    );
+    let err = OperatorConfig::parse(&text, &path).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("8 mistakes in {}:", path.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("duplicate plugin name `p` (also plugins[0])"),
+        "{err}"
+    );
+}
+
+#[test]
+fn granting_remediate_requires_kinds() {
+    let (_, problems) = problems(&plugin("[plugins.grants]\noperations = [\"remediate\"]\n"));
+    assert_eq!(problems[0].key, "plugins[0].grants.operations");
+    assert!(problems[0].message.contains("grants.remediation"));
+}
+
+#[test]
+fn a_syntax_error_names_the_line() {
+    let (_, problems) = problems("[service]\npoll_interval_secs = = 3\n");
+    assert_eq!(problems[0].line, 2);
+    assert!(
+        problems[0].message.starts_with("TOML syntax"),
+        "{}",
+        problems[0].message
+    );
+}
+
+#[test]
+fn an_unknown_section_is_named() {
+    let (_, problems) = problems("[servise]\n");
+    assert_eq!(problems[0].key, "servise");
+    assert!(problems[0].message.contains("unknown section"));
+}
+
+#[test]
+fn the_pin_is_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = b"\0asm component bytes";
+    std::fs::write(dir.path().join("p.wasm"), component).unwrap();
+    let good = Sha256Digest::of(component).to_hex();
+    let text = format!("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nsha256 = \"{good}\"\n");
+    let config = OperatorConfig::load(write(dir.path(), &text)).unwrap();
+    let p = &config.plugins[0];
+    assert_eq!(p.read_verified().unwrap(), component);
+
+    let err = p.verify_pin(b"tampered").unwrap_err();
+    let Error::PinMismatch {
+        expected, actual, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(*expected, Sha256Digest::of(component));
+    assert_eq!(*actual, Sha256Digest::of(b"tampered"));
+    let text = err.to_string();
+    assert!(
+        text.contains(&good) && text.contains(&actual.to_hex()),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_file_says_which() {
+    let err = OperatorConfig::load("/nonexistent/riposte.toml").unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/riposte.toml"),
+        "{err}"
+    );
+}
