@@ -81,6 +81,7 @@ mod budget;
 mod charges;
 mod health;
 mod kv;
+mod policy_ledger;
 mod polling;
 pub mod schema;
 mod status;
