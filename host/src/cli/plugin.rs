@@ -21,6 +21,8 @@ pub enum PluginCommand {
     /// Call `on-malop` with a fixture, answering imports with a recording dry-run backend,
     /// and print every call the plugin made as JSON.
     Run(RunArgs),
+    /// Build every plugin under plugins/ into a component (Rust and Python).
+    Build(crate::toolchain::BuildArgs),
 }
 
 /// Arguments of `riposte plugin run`.
@@ -47,6 +49,9 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
     match command {
         PluginCommand::Inspect { file } => inspect(&file),
         PluginCommand::Run(args) => run_fixture(args).await,
+        PluginCommand::Build(args) => {
+            tokio::task::spawn_blocking(move || crate::toolchain::run(args)).await?
+        }
     }
 }
 
@@ -76,7 +81,13 @@ async fn run_fixture(args: RunArgs) -> anyhow::Result<()> {
     let host = Arc::new(RecordingHost::new([malop.clone()]));
     let call = CallContext::for_malop(plugin.identity(), &malop, config_map(args.config));
     let report = runtime
-        .invoke(&plugin, &Limits::default(), host.clone() as Arc<dyn PluginHost>, call, Entry::Malop(&malop))
+        .invoke(
+            &plugin,
+            &Limits::default(),
+            host.clone() as Arc<dyn PluginHost>,
+            call,
+            Entry::Malop(&malop),
+        )
         .await;
     let output = serde_json::json!({
         "plugin": plugin.identity(),

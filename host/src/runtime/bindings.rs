@@ -302,10 +302,11 @@ impl Subscription {
     pub fn matches(&self, malop: &domain::Malop) -> bool {
         let kind_ok = self.element_kinds.is_empty() || self.element_kinds.contains(&malop.kind);
         let activity_ok = self.activity_types.is_empty()
-            || malop
-                .activity_types
-                .iter()
-                .any(|a| self.activity_types.iter().any(|s| s.eq_ignore_ascii_case(a)));
+            || malop.activity_types.iter().any(|a| {
+                self.activity_types
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(a))
+            });
         let detection_ok = self.detection_types.is_empty()
             || self
                 .detection_types

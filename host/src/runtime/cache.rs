@@ -116,7 +116,12 @@ impl ArtifactCache {
         Ok(component)
     }
 
-    fn store(&self, engine: &Engine, component_sha256: &str, component: &Component) -> std::io::Result<()> {
+    fn store(
+        &self,
+        engine: &Engine,
+        component_sha256: &str,
+        component: &Component,
+    ) -> std::io::Result<()> {
         let artifact = component
             .serialize()
             .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
@@ -134,7 +139,10 @@ impl ArtifactCache {
     /// authentic artifact cannot be swapped in for another component.
     fn mac(&self, path: &Path, artifact: &[u8]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         mac.update(name.as_bytes());
         mac.update(artifact);
         mac

@@ -5,7 +5,9 @@
 //! policy-gated Cybereason backend for the service. The runtime itself knows nothing of
 //! policy, HTTP or storage.
 
-use crate::domain::{ActionRequest, CallError, Malop, MalopId, Receipt, RemediationProgress, TimestampMs};
+use crate::domain::{
+    ActionRequest, CallError, Malop, MalopId, Receipt, RemediationProgress, TimestampMs,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

@@ -146,7 +146,10 @@ impl Runtime {
             let Some(rest) = import.strip_prefix(&prefix) else {
                 continue;
             };
-            let found = rest.split_once('@').map(|(_, v)| v).unwrap_or("(no version)");
+            let found = rest
+                .split_once('@')
+                .map(|(_, v)| v)
+                .unwrap_or("(no version)");
             if found != WIT_VERSION {
                 return Err(Error::WitVersion {
                     plugin: name.to_owned(),
@@ -159,7 +162,11 @@ impl Runtime {
         Ok(())
     }
 
-    fn pre_instantiate(&self, name: &str, component: &Component) -> Result<RulePre<PluginState>, Error> {
+    fn pre_instantiate(
+        &self,
+        name: &str,
+        component: &Component,
+    ) -> Result<RulePre<PluginState>, Error> {
         let mismatch = |e: wasmtime::Error| Error::WorldMismatch {
             plugin: name.to_owned(),
             detail: format!("{e:#}"),

@@ -39,7 +39,9 @@ pub enum Error {
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
     /// The bytes are not a WebAssembly component.
-    #[error("plugin `{plugin}` is not a WebAssembly component ({found}); build it with `riposte plugin build`")]
+    #[error(
+        "plugin `{plugin}` is not a WebAssembly component ({found}); build it with `riposte plugin build`"
+    )]
     NotAComponent { plugin: String, found: &'static str },
     /// The component did not compile.
     #[error("plugin `{plugin}` does not compile: {detail}")]
@@ -140,7 +142,8 @@ impl Runtime {
     /// Builds the engine, the linker with the host's imports and restricted WASI, and starts
     /// the epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Self, Error> {
-        let engine = Engine::new(&engine_config(&config)).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let engine =
+            Engine::new(&engine_config(&config)).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| Error::Engine(format!("linking WASI: {e:#}")))?;
@@ -181,7 +184,11 @@ impl Runtime {
         };
         let limits = Limits::default();
         let mut store = self.new_store(host, call, &limits, Instant::now());
-        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let result = async {
             let rule = plugin.pre.instantiate_async(&mut store).await?;
             rule.call_describe(&mut store).await
@@ -203,7 +210,11 @@ impl Runtime {
         call: CallContext,
         entry: Entry<'_>,
     ) -> InvocationReport {
-        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let started = Instant::now();
         let invocation_id = call.invocation_id.clone();
         let mut store = self.new_store(host, call, limits, started);

@@ -42,10 +42,18 @@ impl StopReason {
 impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::OutOfFuel => f.write_str("out of fuel: the plugin used its whole instruction budget"),
-            Self::TimeLimit => f.write_str("time limit: the invocation ran past its wall-clock limit"),
-            Self::MemoryLimit => f.write_str("memory limit: the plugin tried to grow its memory past the limit"),
-            Self::StackOverflow => f.write_str("stack overflow: the plugin's call stack was exhausted"),
+            Self::OutOfFuel => {
+                f.write_str("out of fuel: the plugin used its whole instruction budget")
+            }
+            Self::TimeLimit => {
+                f.write_str("time limit: the invocation ran past its wall-clock limit")
+            }
+            Self::MemoryLimit => {
+                f.write_str("memory limit: the plugin tried to grow its memory past the limit")
+            }
+            Self::StackOverflow => {
+                f.write_str("stack overflow: the plugin's call stack was exhausted")
+            }
             Self::OutputCap => f.write_str("output cap: the plugin wrote more output than allowed"),
             Self::Panic(message) => write!(f, "panic: {message}"),
             Self::Trap(message) => write!(f, "trap: {message}"),

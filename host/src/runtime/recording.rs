@@ -141,11 +141,17 @@ impl PluginHost for RecordingHost {
     }
 
     fn kv_get(&self, _call: &CallContext, key: &str) -> Option<Vec<u8>> {
-        self.kv.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        self.kv
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
     }
 
     fn kv_set(&self, _call: &CallContext, key: &str, value: Vec<u8>) -> Result<(), CallError> {
-        self.record(RecordedCall::KvSet { key: key.to_owned() });
+        self.record(RecordedCall::KvSet {
+            key: key.to_owned(),
+        });
         self.kv
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -154,8 +160,13 @@ impl PluginHost for RecordingHost {
     }
 
     fn kv_delete(&self, _call: &CallContext, key: &str) {
-        self.record(RecordedCall::KvDelete { key: key.to_owned() });
-        self.kv.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.record(RecordedCall::KvDelete {
+            key: key.to_owned(),
+        });
+        self.kv
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     fn log(&self, _call: &CallContext, level: LogLevel, message: &str) {

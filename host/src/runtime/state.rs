@@ -119,7 +119,9 @@ impl PluginState {
             Ok(value) => Ok(value),
             Err(_) => {
                 self.stop = Some(StopReason::TimeLimit);
-                Err(wasmtime::format_err!("time limit reached during a host call"))
+                Err(wasmtime::format_err!(
+                    "time limit reached during a host call"
+                ))
             }
         }
     }
@@ -155,7 +157,9 @@ fn optional_malop(id: Option<String>) -> Option<MalopId> {
 
 fn non_empty<T>(items: Vec<T>, what: &str) -> Result<Vec<T>, CallError> {
     if items.is_empty() {
-        Err(CallError::InvalidArgument(format!("{what} must not be empty")))
+        Err(CallError::InvalidArgument(format!(
+            "{what} must not be empty"
+        )))
     } else {
         Ok(items)
     }
@@ -184,7 +188,9 @@ impl malops::Host for PluginState {
     ) -> wasmtime::Result<Result<types::Malop, types::Error>> {
         let host = self.host.clone();
         let call = self.call.clone();
-        let result = self.bounded(host.get_malop(&call, MalopId::new(id))).await?;
+        let result = self
+            .bounded(host.get_malop(&call, MalopId::new(id)))
+            .await?;
         Ok(result.map(|m| (&m).into()).map_err(Into::into))
     }
 }
@@ -236,11 +242,10 @@ impl isolation::Host for PluginState {
         machine_guids: Vec<String>,
         reason: String,
     ) -> wasmtime::Result<Result<types::Receipt, types::Error>> {
-        let request =
-            non_empty(machine_guids, "machine-guids").map(|m| ActionRequest::Unisolate {
-                malop_id: optional_malop(malop_id),
-                machines: m.into_iter().map(Into::into).collect(),
-            });
+        let request = non_empty(machine_guids, "machine-guids").map(|m| ActionRequest::Unisolate {
+            malop_id: optional_malop(malop_id),
+            machines: m.into_iter().map(Into::into).collect(),
+        });
         self.act(request, reason).await
     }
 }
@@ -305,7 +310,9 @@ impl log::Host for PluginState {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         if message.len() > self.output_left {
             self.stop = Some(StopReason::OutputCap);
-            return Err(wasmtime::format_err!("output cap reached by the log import"));
+            return Err(wasmtime::format_err!(
+                "output cap reached by the log import"
+            ));
         }
         self.output_left -= message.len();
         if matches!(level, log::Level::Error) {

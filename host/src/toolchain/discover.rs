@@ -81,6 +81,22 @@ pub fn discover(plugins_dir: &Path) -> Result<Vec<PluginSource>, Error> {
     Ok(plugins)
 }
 
+/// The plugin in `dir` itself (for plugins kept outside the plugins directory, such as the
+/// hostile plugin of the sandbox tests); `None` if `dir` holds no plugin.
+pub fn plugin_at(dir: &Path) -> Result<Option<PluginSource>, Error> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if dir.join("Cargo.toml").is_file() {
+        rust_plugin(dir).map(Some)
+    } else if dir.join("pyproject.toml").is_file() || dir.join(PYTHON_MARKER).is_file() {
+        python_plugin(dir, &name).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 fn read_toml(dir: &Path, file: &str, plugin: &str) -> Result<toml::Table, Error> {
     let path = dir.join(file);
     let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {

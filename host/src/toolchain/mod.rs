@@ -151,6 +151,9 @@ pub struct BuildOptions {
     pub root: PathBuf,
     /// The plugins directory: `<root>/plugins`.
     pub plugins_dir: PathBuf,
+    /// Plugins kept outside `plugins_dir` but built with it (members of the plugins
+    /// workspace): `<root>/tests/hostile-plugin`, the sandbox tests' hostile rule.
+    pub extra_plugins: Vec<PathBuf>,
     /// The WIT package: `<root>/wit`.
     pub wit_dir: PathBuf,
     /// The guest SDK, built with its examples: `<root>/guest-sdk`.
@@ -179,6 +182,7 @@ impl BuildOptions {
         let target = root.join("target");
         BuildOptions {
             plugins_dir: root.join("plugins"),
+            extra_plugins: vec![root.join("tests").join("hostile-plugin")],
             wit_dir: root.join("wit"),
             sdk_dir: root.join("guest-sdk"),
             out_dir: target.join("plugins"),
@@ -311,6 +315,9 @@ pub fn failed_crates(stderr: &str) -> Vec<String> {
 /// and returns what was built, plugins first (sorted by name), then the SDK's examples.
 pub fn build_plugins(opts: &BuildOptions) -> Result<Vec<BuiltPlugin>, Error> {
     let mut plugins = discover(&opts.plugins_dir)?;
+    for dir in &opts.extra_plugins {
+        plugins.extend(discover::plugin_at(dir)?);
+    }
     if !opts.only.is_empty() {
         for name in &opts.only {
             if !plugins.iter().any(|p| &p.name == name) {

@@ -4,8 +4,7 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "rule", generate_all });
 
-use riposte::plugin::plugin::{Info, Subscription};
-use riposte::plugin::types::{Error, Malop};
+use riposte::plugin::plugin::Subscription;
 use riposte::plugin::{config, isolation, log, remediation};
 use std::hint::black_box;
 
@@ -32,6 +31,7 @@ fn exhaust_memory() -> usize {
     }
 }
 
+#[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
     let frame = black_box([depth; 32]);
     black_box(recurse(depth + 1)) + frame[3]
