@@ -20,6 +20,8 @@ const HEAD_LEN: usize = 128;
 /// Reads a head file; `Ok(None)` if there is none, `Err(detail)` if it is unreadable.
 pub(crate) fn read_head(log: &Path) -> Result<Option<RecordRef>, String> {
     match std::fs::read_to_string(head_path(log)) {
+        // Empty: created on open, before the first record.
+        Ok(text) if text.trim().is_empty() => Ok(None),
         Ok(text) => serde_json::from_str(text.trim())
             .map(Some)
             .map_err(|e| format!("head file {}: {e}", head_path(log).display())),
