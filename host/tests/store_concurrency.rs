@@ -125,3 +125,38 @@ fn many_processes_can_open_a_fresh_file_at_once() {
             .all(|v| *v == riposte::store::schema::LATEST_VERSION)
     );
 }
+
+#[test]
+fn the_policy_ledger_is_never_overspent_across_connections() {
+    use riposte::config::{ActionSelector, Budget};
+    use riposte::domain::ActionKind;
+    use riposte::policy::{BudgetLedger, BudgetScope, Charge, SpendPlan, TargetKey};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    drop(Store::open(&path).unwrap());
+    let outcomes = race(move |i| {
+        let store = Store::open(&path).unwrap();
+        let plugin = PluginName::new(format!("plugin-{i}"));
+        let charges = [Charge {
+            kind: ActionKind::Isolate,
+            target: TargetKey::Machine(MachineGuid::new(format!("m{i}"))),
+        }];
+        let plan = SpendPlan {
+            plugin: &plugin,
+            now_ms: 1_000,
+            charges: &charges,
+            limits: vec![(
+                BudgetScope::Global,
+                Budget {
+                    action: ActionSelector::Any,
+                    max: 3,
+                    window_secs: 3_600,
+                },
+            )],
+            cooldown_ms: 0,
+        };
+        store.try_spend(&plan).unwrap().is_none()
+    });
+    assert_eq!(outcomes.iter().filter(|spent| **spent).count(), 3);
+}
