@@ -209,7 +209,7 @@ async fn remediation_moves_pending_in_progress_success() {
     let (sim, client) = start(8).await;
     let (malop, target) = suspect_target(&sim, true);
     let r = client
-        .remediate(Some(&malop), &[target.clone()])
+        .remediate(Some(&malop), std::slice::from_ref(&target))
         .await
         .unwrap();
     assert_eq!(r.status(), RemediationProgress::Pending);
@@ -312,7 +312,7 @@ async fn remediate_500_after_processing_is_outcome_unknown_and_never_resent() {
             .after_processing(),
     );
     let err = client
-        .remediate(Some(&malop), &[target.clone()])
+        .remediate(Some(&malop), std::slice::from_ref(&target))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err}");
@@ -328,7 +328,7 @@ async fn remediate_500_before_processing_is_not_found_afterwards() {
     let (malop, target) = suspect_target(&sim, true);
     sim.inject(Fault::new(FaultKind::Status500, 3).on("/rest/remediate"));
     let err = client
-        .remediate(Some(&malop), &[target.clone()])
+        .remediate(Some(&malop), std::slice::from_ref(&target))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err}");
@@ -452,11 +452,11 @@ async fn reputations_are_set_listed_and_removed() {
         value: "185.1.2.3".into(),
     };
     client
-        .set_reputation(&[hash.clone()], Verdict::Blacklist, true)
+        .set_reputation(std::slice::from_ref(&hash), Verdict::Blacklist, true)
         .await
         .unwrap();
     client
-        .set_reputation(&[ip.clone()], Verdict::Blacklist, false)
+        .set_reputation(std::slice::from_ref(&ip), Verdict::Blacklist, false)
         .await
         .unwrap();
     let list = client.reputations().await.unwrap();
@@ -464,7 +464,10 @@ async fn reputations_are_set_listed_and_removed() {
     let h = list.iter().find(|e| e.key == hash.value).unwrap();
     assert_eq!(h.verdict, Some(Verdict::Blacklist));
     assert!(h.prevent);
-    client.remove_reputation(&[hash.clone()]).await.unwrap();
+    client
+        .remove_reputation(std::slice::from_ref(&hash))
+        .await
+        .unwrap();
     let list = client.reputations().await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].key, ip.value);

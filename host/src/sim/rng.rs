@@ -7,7 +7,7 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator from a seed.
     pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5EED_0F_C0FFEE)
+        Self(seed ^ 0x5EED_0FC0_FFEE)
     }
 
     /// The next 64 random bits.
