@@ -562,9 +562,7 @@ impl<'de> Deserialize<'de> for Sha256Digest {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         Self::from_hex(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a sha256 digest (64 hex digits)"
-            ))
+            serde::de::Error::custom(format!("`{text}` is not a sha256 digest (64 hex digits)"))
         })
     }
 }
@@ -747,9 +745,18 @@ mod tests {
 
     #[test]
     fn status_spellings_from_different_clients_agree() {
-        assert_eq!(ManagementStatus::from_api("CLOSE"), ManagementStatus::Closed);
-        assert_eq!(ManagementStatus::from_api("fp"), ManagementStatus::FalsePositive);
-        assert_eq!(ManagementStatus::from_api("SOMETHING"), ManagementStatus::Unknown);
+        assert_eq!(
+            ManagementStatus::from_api("CLOSE"),
+            ManagementStatus::Closed
+        );
+        assert_eq!(
+            ManagementStatus::from_api("fp"),
+            ManagementStatus::FalsePositive
+        );
+        assert_eq!(
+            ManagementStatus::from_api("SOMETHING"),
+            ManagementStatus::Unknown
+        );
         assert_eq!(ManagementStatus::Unknown.as_api(), None);
     }
 }
