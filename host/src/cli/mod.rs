@@ -31,6 +31,8 @@ pub enum Command {
     /// Work with plugin components: inspect, run on a fixture, build.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Run the Cybereason server simulator on loopback (for trying rules and for tests).
+    Sim(crate::sim::SimArgs),
 }
 
 /// Sets up logging. `RUST_LOG` overrides the default level (`info`).
@@ -50,5 +52,6 @@ pub fn init_logging(format: LogFormat) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plugin(command) => plugin::run(command).await,
+        Command::Sim(args) => crate::sim::run(args).await,
     }
 }

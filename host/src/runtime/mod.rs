@@ -12,6 +12,7 @@ mod cache;
 mod host_api;
 mod loader;
 mod outcome;
+mod output;
 mod recording;
 mod state;
 
@@ -283,7 +284,10 @@ impl Runtime {
                 .and_then(|m| m.strip_prefix("panic: "))
                 .map(str::to_owned)
         });
-        outcome::classify(state.stop.clone(), state.limiter.hit, panic, error)
+        let recorded = state.stop.clone().or_else(|| {
+            (state.stdout.cap_hit() || state.stderr.cap_hit()).then_some(StopReason::OutputCap)
+        });
+        outcome::classify(recorded, state.limiter.hit, panic, error)
     }
 }
 

@@ -134,14 +134,33 @@ pub(crate) fn classify(
     if memory_hit {
         return StopReason::MemoryLimit;
     }
-    let text = format!("{error:#}");
-    if text.contains("write beyond capacity") {
-        return StopReason::OutputCap;
-    }
     if let Some(message) = panic_message {
         return StopReason::Panic(message);
     }
-    StopReason::Trap(first_line(&text))
+    if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::MemoryOutOfBounds)
+        && is_runaway_recursion(error)
+    {
+        return StopReason::StackOverflow;
+    }
+    StopReason::Trap(error.root_cause().to_string())
+}
+
+/// Guests such as Rust keep most of their stack in linear memory: overflowing it shows up as
+/// an out-of-bounds access, not as wasmtime's stack-overflow trap. A backtrace full of one
+/// function says it was runaway recursion.
+fn is_runaway_recursion(error: &wasmtime::Error) -> bool {
+    let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return false;
+    };
+    let frames = backtrace.frames();
+    if frames.len() < 16 {
+        return false;
+    }
+    let mut counts = std::collections::HashMap::new();
+    for frame in frames {
+        *counts.entry(frame.func_index()).or_insert(0usize) += 1;
+    }
+    counts.values().max().is_some_and(|&n| n * 10 >= frames.len() * 9)
 }
 
 /// Extracts a Rust panic message ("panicked at src/lib.rs:3:5:\nboom") from captured stderr.
@@ -158,10 +177,6 @@ pub(crate) fn panic_message(stderr: &str) -> Option<String> {
     } else {
         format!("{} ({location})", message.join(" "))
     })
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or("unknown trap").to_owned()
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@ use super::bindings::{
 };
 use super::host_api::{CallContext, PluginHost};
 use super::outcome::StopReason;
+use super::output::CappedPipe;
 use crate::domain::{ActionRequest, CallError, MalopId};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::time::Instant;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Memory accounting for one store: enforces the limit and remembers that it was hit, so
@@ -71,8 +71,8 @@ pub(crate) struct PluginState {
     deadline: Instant,
     /// Bytes of output left for stdout, stderr and the log import together.
     output_left: usize,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stdout: CappedPipe,
+    pub(crate) stderr: CappedPipe,
     /// Why the host stopped the plugin, when it was the host's decision.
     pub(crate) stop: Option<StopReason>,
     /// Log lines the plugin wrote, for panic messages and replay reports.
@@ -87,8 +87,8 @@ impl PluginState {
         memory_limit: usize,
         output_cap: usize,
     ) -> Self {
-        let stdout = MemoryOutputPipe::new(output_cap);
-        let stderr = MemoryOutputPipe::new(output_cap);
+        let stdout = CappedPipe::new(output_cap);
+        let stderr = CappedPipe::new(output_cap);
         // Deny by default: no preopened directories, no environment, no arguments, no
         // sockets, no name lookups; stdin closed; stdout and stderr captured and capped.
         let wasi = WasiCtx::builder()
