@@ -417,6 +417,28 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// An entry for a gated action: the call, the Malop, the full request (targets and
+    /// arguments) with the plugin's stated reason as `arguments`, and the decision. For a
+    /// shadowed action this is the complete would-be plan (G5). The caller adds the plugin,
+    /// invocation, input digest, result and duration.
+    pub fn for_action(
+        time_ms: TimestampMs,
+        request: &crate::domain::ActionRequest,
+        reason: Option<&str>,
+        decision: &crate::policy::Decision,
+    ) -> Result<Self, Error> {
+        let mut entry = Self::new(time_ms, request.operation());
+        entry.malop = request.malop_id().cloned();
+        entry.arguments = Redacted::from_serialize(&serde_json::json!({
+            "request": request,
+            "reason": reason,
+        }))?;
+        entry.decision = Some(decision.to_record());
+        Ok(entry)
+    }
+}
+
 /// A record as read back from the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -572,6 +594,26 @@ mod tests {
         assert!(is_secret_key("Set-Cookie"));
         assert!(is_secret_key("X_Auth_Token"));
         assert!(!is_secret_key("machine_guid"));
+    }
+
+    #[test]
+    fn a_shadowed_action_records_the_whole_plan() {
+        use crate::domain::{ActionKind, ActionRequest, MachineGuid};
+        use crate::policy::Decision;
+        let request = ActionRequest::Isolate {
+            malop_id: Some(MalopId::new("11.-5")),
+            machines: vec![MachineGuid::new("m1"), MachineGuid::new("m2")],
+        };
+        let decision = Decision::Shadow {
+            kinds: vec![ActionKind::Isolate],
+        };
+        let entry = Entry::for_action(7, &request, Some("ransomware"), &decision).unwrap();
+        assert_eq!(entry.call.as_str(), "isolate");
+        assert_eq!(entry.malop, Some(MalopId::new("11.-5")));
+        let args = entry.arguments.as_value();
+        assert_eq!(args["request"]["machines"], serde_json::json!(["m1", "m2"]));
+        assert_eq!(args["reason"], "ransomware");
+        assert_eq!(entry.decision.unwrap().kind, DecisionKind::Shadow);
     }
 
     #[test]

@@ -40,8 +40,8 @@ pub use ledger::{
 use crate::audit::{DecisionKind, DecisionRecord};
 use crate::config::{Budget, Mode, OperatorConfig, PluginConfig, ProtectedAssets};
 use crate::domain::{
-    ActionKind, ActionRequest, KeyKind, MachineGuid, Malop, MalopId, ManagementStatus, Operation,
-    PluginName, ReputationKey, TimestampMs, Verdict,
+    ActionKind, ActionRequest, CallError, KeyKind, MachineGuid, Malop, MalopId, ManagementStatus,
+    Operation, PluginName, ReputationKey, TimestampMs, Verdict,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
@@ -81,17 +81,8 @@ pub enum ErrorCategory {
     InvalidArgument,
 }
 
-/// The WIT `disposition` of an accepted action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Disposition {
-    /// `submitted`.
-    Submitted,
-    /// `shadowed`.
-    Shadowed,
-    /// `awaiting-approval`.
-    AwaitingApproval,
-}
+/// The WIT `disposition` of an accepted action (the domain's mirror of it).
+pub use crate::domain::Disposition;
 
 /// What an action touches: the unit of budgets and cooldowns.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -331,6 +322,17 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    /// The typed error the plugin receives (the WIT `error` variant), in plain words.
+    pub fn to_call_error(&self) -> CallError {
+        let detail = self.to_string();
+        match self.category() {
+            ErrorCategory::Denied => CallError::Denied(detail),
+            ErrorCategory::BudgetExhausted => CallError::BudgetExhausted(detail),
+            ErrorCategory::ProtectedTarget => CallError::ProtectedTarget(detail),
+            ErrorCategory::InvalidArgument => CallError::InvalidArgument(detail),
+        }
+    }
+
     /// The WIT error case.
     pub fn category(&self) -> ErrorCategory {
         match self {
@@ -434,6 +436,14 @@ impl Decision {
             Self::Shadow { .. } => Some(Disposition::Shadowed),
             Self::AwaitApproval { .. } => Some(Disposition::AwaitingApproval),
             Self::Deny(_) => None,
+        }
+    }
+
+    /// For denials, the typed error the plugin receives; `None` otherwise.
+    pub fn call_error(&self) -> Option<CallError> {
+        match self {
+            Self::Deny(reason) => Some(reason.to_call_error()),
+            _ => None,
         }
     }
 
@@ -1079,5 +1089,8 @@ mod tests {
             Some(Disposition::Shadowed)
         );
         assert_eq!(d.to_record().kind, DecisionKind::Deny);
+        assert!(
+            matches!(d.call_error(), Some(CallError::BudgetExhausted(w)) if w.contains("cooling down"))
+        );
     }
 }
