@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod policy;
 pub mod runtime;
+pub mod service;
 pub mod sim;
 pub mod store;
 pub mod toolchain;

@@ -44,6 +44,9 @@ pub struct AuditLog {
     prev: Sha256Digest,
     unsynced: u64,
     poisoned: bool,
+    /// The file's length after our last append; a different length means another process
+    /// appended since, and the chain must be resumed from the file's new tail.
+    known_len: u64,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -124,6 +127,7 @@ impl AuditLog {
             Some((_, r)) => (r.seq + 1, r.hash),
             None => (1, GENESIS),
         };
+        let known_len = file.metadata().map_err(io("read the size of"))?.len();
         Ok(Self {
             path,
             file,
@@ -133,7 +137,46 @@ impl AuditLog {
             prev,
             unsynced: 0,
             poisoned: false,
+            known_len,
         })
+    }
+
+    /// Holds the file's exclusive lock for one append, so that several processes (the
+    /// service and an operator's `approve` or `undo`) extend one chain in turn. If another
+    /// process appended since our last write, the chain resumes from its record.
+    fn locked<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, Error>) -> Result<T, Error> {
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io {
+                path,
+                action,
+                source,
+            }
+        };
+        self.file.lock().map_err(io("lock", &self.path))?;
+        let result = (|| {
+            let len = self
+                .file
+                .metadata()
+                .map_err(io("read the size of", &self.path))?
+                .len();
+            if len != self.known_len {
+                let path = self.path.clone();
+                if let Some((_, r)) = last_record(&path, &mut self.file)? {
+                    self.next_seq = r.seq + 1;
+                    self.prev = r.hash;
+                }
+            }
+            let value = f(self)?;
+            self.known_len = self
+                .file
+                .metadata()
+                .map_err(io("read the size of", &self.path))?
+                .len();
+            Ok(value)
+        })();
+        let _ = self.file.unlock();
+        result
     }
 
     /// The file.
@@ -151,6 +194,10 @@ impl AuditLog {
 
     /// Appends one record, fsyncs as the policy says, and updates the head file.
     pub fn append(&mut self, entry: &Entry) -> Result<RecordRef, Error> {
+        self.locked(|log| log.append_unlocked(entry))
+    }
+
+    fn append_unlocked(&mut self, entry: &Entry) -> Result<RecordRef, Error> {
         if self.poisoned {
             return Err(Error::Poisoned {
                 path: self.path.clone(),

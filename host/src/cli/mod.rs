@@ -2,6 +2,7 @@
 //! This is the binary's edge, so errors are `anyhow` with context.
 
 mod plugin;
+mod service;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -33,12 +34,82 @@ pub enum Command {
     Plugin(plugin::PluginCommand),
     /// Run the Cybereason server simulator on loopback (for trying rules and for tests).
     Sim(crate::sim::SimArgs),
+    /// Run the service: poll the server, run the plugins, carry out allowed actions.
+    Run(service::RunArgs),
+    /// Show plugins, modes, budgets left, paused plugins, pending approvals, last poll.
+    Status(service::ConfigArg),
+    /// List, approve or deny actions waiting for an operator.
+    #[command(subcommand)]
+    Approvals(service::ApprovalsCommand),
+    /// Apply the recorded inverse of an executed action (un-isolate, unquarantine, ...).
+    Undo(service::UndoArgs),
+    /// Check or read the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Run the whole product on the built-in simulator and print a summary.
+    Demo(DemoArgs),
 }
 
-/// Sets up logging. `RUST_LOG` overrides the default level (`info`).
-pub fn init_logging(format: LogFormat) {
+/// Arguments of `riposte demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Where the demo's database, audit trail and config go (emptied first).
+    #[arg(long, default_value = "target/demo")]
+    pub workdir: std::path::PathBuf,
+    /// Malops the simulator seeds.
+    #[arg(long, default_value_t = 12)]
+    pub malops: usize,
+    /// The simulator's seed (the same seed gives the same run).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `riposte audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; exits non-zero naming the first bad record.
+    Verify(crate::audit::AuditVerifyArgs),
+    /// Print records, filtered by plugin, Malop and decision.
+    Show(crate::audit::AuditShowArgs),
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir()?;
+    let root = crate::toolchain::find_root(&cwd)?;
+    let workdir = if args.workdir.is_absolute() {
+        args.workdir
+    } else {
+        root.join(args.workdir)
+    };
+    let options = crate::service::demo::DemoOptions {
+        root,
+        workdir,
+        malops: args.malops,
+        seed: args.seed,
+    };
+    let summary = crate::service::demo::run(options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", crate::service::demo::render(&summary));
+    }
+    Ok(())
+}
+
+/// Sets up logging. `RUST_LOG` overrides the default level (`info`; `warn` for the demo,
+/// whose progress and summary are its output).
+pub fn init_logging(cli: &Cli) {
+    let format = cli.log_format;
+    let default = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -53,5 +124,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plugin(command) => plugin::run(command).await,
         Command::Sim(args) => crate::sim::run(args).await,
+        Command::Run(args) => service::run(args).await,
+        Command::Status(args) => service::status(args),
+        Command::Approvals(command) => service::approvals(command),
+        Command::Undo(args) => service::undo(args).await,
+        Command::Audit(AuditCommand::Verify(args)) => {
+            crate::audit::run_verify(&args, &mut std::io::stdout().lock())
+        }
+        Command::Audit(AuditCommand::Show(args)) => {
+            crate::audit::run_show(&args, &mut std::io::stdout().lock())
+        }
+        Command::Demo(args) => demo(args).await,
     }
 }

@@ -300,9 +300,19 @@ pub struct Subscription {
 impl Subscription {
     /// Whether the plugin wants to see `malop`.
     pub fn matches(&self, malop: &domain::Malop) -> bool {
-        let kind_ok = self.element_kinds.is_empty() || self.element_kinds.contains(&malop.kind);
+        self.matches_parts(malop.kind, &malop.activity_types, &malop.detection_type)
+    }
+
+    /// [`Subscription::matches`] on a Malop's kind, activity types and detection type.
+    pub fn matches_parts(
+        &self,
+        kind: domain::ElementKind,
+        activity_types: &[String],
+        detection_type: &str,
+    ) -> bool {
+        let kind_ok = self.element_kinds.is_empty() || self.element_kinds.contains(&kind);
         let activity_ok = self.activity_types.is_empty()
-            || malop.activity_types.iter().any(|a| {
+            || activity_types.iter().any(|a| {
                 self.activity_types
                     .iter()
                     .any(|s| s.eq_ignore_ascii_case(a))
@@ -311,7 +321,7 @@ impl Subscription {
             || self
                 .detection_types
                 .iter()
-                .any(|d| d.eq_ignore_ascii_case(&malop.detection_type));
+                .any(|d| d.eq_ignore_ascii_case(detection_type));
         kind_ok && activity_ok && detection_ok
     }
 }

@@ -160,7 +160,10 @@ fn is_runaway_recursion(error: &wasmtime::Error) -> bool {
     for frame in frames {
         *counts.entry(frame.func_index()).or_insert(0usize) += 1;
     }
-    counts.values().max().is_some_and(|&n| n * 10 >= frames.len() * 9)
+    counts
+        .values()
+        .max()
+        .is_some_and(|&n| n * 10 >= frames.len() * 9)
 }
 
 /// Extracts a Rust panic message ("panicked at src/lib.rs:3:5:\nboom") from captured stderr.

@@ -183,12 +183,7 @@ mod tests {
                 .unwrap(),
             None
         );
-        assert_eq!(
-            ledger
-                .used(None, ActionSelector::Any, t0 + 2)
-                .unwrap(),
-            1
-        );
+        assert_eq!(ledger.used(None, ActionSelector::Any, t0 + 2).unwrap(), 1);
         assert_eq!(ledger.used(None, ActionSelector::Remediate, 0).unwrap(), 0);
     }
 

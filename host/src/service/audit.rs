@@ -1,0 +1,174 @@
+//! The service's records in the audit trail: decisions, action results, invocation
+//! outcomes, pauses, approvals and undo. Failing to write the audit trail is logged loudly;
+//! the chain's verify command then shows the gap.
+
+use crate::audit::{AuditSink, Call, DecisionRecord, Entry, InvocationId, Redacted};
+use crate::domain::{ActionRequest, PluginName, Sha256Digest};
+use crate::policy::Decision;
+use crate::runtime::{CallContext, InvocationReport, Outcome};
+use crate::store::{ActionRecord, ActionState};
+use serde_json::json;
+use std::time::Duration;
+
+/// Builds and appends the service's audit records.
+pub struct Auditor {
+    sink: AuditSink,
+}
+
+impl Auditor {
+    /// Records into `sink`.
+    pub fn new(sink: AuditSink) -> Self {
+        Self { sink }
+    }
+
+    /// The sink (for its head and for syncing on shutdown).
+    pub fn sink(&self) -> &AuditSink {
+        &self.sink
+    }
+
+    /// A gated action and the gate's decision: for shadowed actions, the would-be plan.
+    pub fn decision(
+        &self,
+        call: &CallContext,
+        request: &ActionRequest,
+        reason: &str,
+        decision: &Decision,
+        action_id: Option<&str>,
+    ) {
+        match Entry::for_action(now(), request, Some(reason), decision) {
+            Ok(mut entry) => {
+                with_invocation(&mut entry, call);
+                entry.result = Redacted::from_value(json!({ "action_id": action_id }));
+                self.append(entry);
+            }
+            Err(e) => tracing::error!("cannot build the audit record of a decision: {e}"),
+        }
+    }
+
+    /// A query (list/get/status) and its decision.
+    pub fn query(
+        &self,
+        call: &CallContext,
+        operation: crate::domain::Operation,
+        arguments: serde_json::Value,
+        decision: &Decision,
+        ok: bool,
+        took: Duration,
+    ) {
+        let mut entry = Entry::new(now(), operation);
+        with_invocation(&mut entry, call);
+        entry.arguments = Redacted::from_value(arguments);
+        entry.decision = Some(decision.to_record());
+        entry.result = Redacted::from_value(json!({ "ok": ok }));
+        entry.duration_us = took.as_micros() as u64;
+        self.append(entry);
+    }
+
+    /// An action that was already in the ledger: answered from it, not sent again.
+    pub fn duplicate(&self, call: &CallContext, request: &ActionRequest, existing: &ActionRecord) {
+        let mut entry = Entry::new(now(), request.operation());
+        with_invocation(&mut entry, call);
+        entry.malop = request.malop_id().cloned();
+        entry.arguments = Redacted::from_serialize(request).unwrap_or_default();
+        entry.result = Redacted::from_value(json!({
+            "duplicate_of": existing.id.as_str(),
+            "state": existing.state.as_str(),
+            "sent_again": false,
+        }));
+        self.append(entry);
+    }
+
+    /// The final (or current) state of an executed action.
+    pub fn action_result(&self, record: &ActionRecord, state: ActionState, took: Duration) {
+        let mut entry = Entry::new(now(), Call::event("action-result"));
+        entry.plugin = Some(record.plugin.clone());
+        entry.plugin_digest = Some(record.plugin_digest);
+        entry.malop = record.malop_id.clone();
+        entry.arguments = Redacted::from_value(
+            json!({ "action_id": record.id.as_str(), "request": record.request }),
+        );
+        entry.result = Redacted::from_value(json!({ "state": state.as_str() }));
+        entry.duration_us = took.as_micros() as u64;
+        self.append(entry);
+    }
+
+    /// How an invocation ended; for a stopped plugin, the reason in plain words.
+    pub fn invocation(&self, call: &CallContext, export: &str, report: &InvocationReport) {
+        let mut entry = Entry::new(now(), Call::event(format!("invoke:{export}")));
+        with_invocation(&mut entry, call);
+        let (status, detail) = match &report.outcome {
+            Outcome::Completed => ("completed", String::new()),
+            Outcome::PluginError { error } => ("plugin-error", error.to_string()),
+            Outcome::Stopped { reason } => ("stopped", reason.to_string()),
+        };
+        entry.result = Redacted::from_value(json!({
+            "status": status,
+            "reason": detail,
+            "fuel_used": report.fuel_used,
+            "peak_memory": report.peak_memory,
+        }));
+        entry.duration_us = report.duration.as_micros() as u64;
+        self.append(entry);
+    }
+
+    /// A host event about a plugin (paused after repeated traps, loaded, ...).
+    pub fn plugin_event(
+        &self,
+        plugin: &PluginName,
+        digest: Option<Sha256Digest>,
+        event: &str,
+        detail: serde_json::Value,
+    ) {
+        let mut entry = Entry::new(now(), Call::event(event));
+        entry.plugin = Some(plugin.clone());
+        entry.plugin_digest = digest;
+        entry.result = Redacted::from_value(detail);
+        self.append(entry);
+    }
+
+    /// An operator's decision on an approval, or an undo.
+    pub fn operator_event(
+        &self,
+        event: &str,
+        record: &ActionRecord,
+        by: &str,
+        decision: Option<DecisionRecord>,
+    ) {
+        let mut entry = Entry::new(now(), Call::event(event));
+        entry.plugin = Some(record.plugin.clone());
+        entry.plugin_digest = Some(record.plugin_digest);
+        entry.malop = record.malop_id.clone();
+        entry.arguments = Redacted::from_value(
+            json!({ "action_id": record.id.as_str(), "request": record.request, "by": by }),
+        );
+        entry.decision = decision;
+        self.append(entry);
+    }
+
+    /// A service event (poll, start, stop).
+    pub fn service_event(&self, event: &str, detail: serde_json::Value) {
+        let mut entry = Entry::new(now(), Call::event(event));
+        entry.result = Redacted::from_value(detail);
+        self.append(entry);
+    }
+
+    fn append(&self, entry: Entry) {
+        if let Err(e) = self.sink.append(&entry) {
+            tracing::error!(call = %entry.call, "AUDIT WRITE FAILED: {e}");
+        }
+    }
+}
+
+fn with_invocation(entry: &mut Entry, call: &CallContext) {
+    entry.plugin = Some(PluginName::new(call.plugin.name.clone()));
+    entry.plugin_digest = Sha256Digest::from_hex(&call.plugin.digest);
+    entry.invocation = Some(InvocationId::new(call.invocation_id.clone()));
+    if entry.malop.is_none() {
+        entry.malop = call.malop_id.clone();
+    }
+    entry.input_digest = Sha256Digest::from_hex(&call.input_digest);
+}
+
+fn now() -> i64 {
+    crate::audit::now_ms()
+}

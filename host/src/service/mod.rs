@@ -1,0 +1,436 @@
+//! The detection-to-remediation service: polls the server, runs the subscribed plugins on
+//! every new or changed Malop, and carries out each allowed action exactly once (G4, G6, G8).
+//!
+//! One cycle:
+//! 1. settle approvals: expire the overdue, execute the approved (gate re-checked);
+//! 2. settle actions a crash left unresolved (checked on the server before any resend);
+//! 3. per element kind, fetch the Malops updated since the watermark minus the overlap
+//!    window (server clock), skip those each plugin already handled at that update time,
+//!    fetch details once, and invoke the subscribed plugins with bounded concurrency;
+//! 4. advance the watermark to the newest update seen, but never past a Malop whose
+//!    details could not be fetched, so no Malop is skipped;
+//! 5. run the interval hooks that are due.
+
+mod audit;
+pub mod demo;
+mod executor;
+mod gated;
+mod plugins;
+
+pub use audit::Auditor;
+pub use executor::{FollowPolicy, now_ms};
+pub use plugins::ServicePlugin;
+
+use crate::client::Client;
+use crate::config::OperatorConfig;
+use crate::domain::{ElementKind, Malop, MalopId};
+use crate::policy::{Gate, TargetFacts};
+use crate::runtime::{CallContext, Entry, InvocationReport, Outcome, PluginHost, Runtime};
+use crate::store::{ActionId, ActionRecord, ActionState, Backoff, NewAction, Store};
+use anyhow::Context;
+use executor::{Executor, PylumDirectory};
+use futures::StreamExt;
+use gated::{Core, GatedHost};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// What one cycle did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CycleReport {
+    /// Malops fetched from the server this cycle.
+    pub malops_seen: usize,
+    /// Plugin invocations run.
+    pub invocations: usize,
+    /// Invocations stopped by the sandbox.
+    pub traps: usize,
+    /// Malops whose details could not be fetched (retried next cycle).
+    pub deferred: usize,
+    /// Approved actions executed.
+    pub approvals_executed: usize,
+    /// Unresolved actions settled.
+    pub recovered: usize,
+}
+
+/// The running service.
+pub struct Service {
+    config: OperatorConfig,
+    runtime: Arc<Runtime>,
+    plugins: Vec<Arc<ServicePlugin>>,
+    core: Arc<Core>,
+    backoff: Backoff,
+}
+
+impl Service {
+    /// Opens the state and the audit trail, loads and checks every plugin (pins, world),
+    /// and asks each to describe itself.
+    pub async fn start(
+        config: OperatorConfig,
+        client: Arc<Client>,
+        follow: FollowPolicy,
+    ) -> anyhow::Result<Self> {
+        let store = Arc::new(Store::open(&config.service.database)?);
+        let sink =
+            crate::audit::AuditSink::open(&config.service.audit.path, config.service.audit.fsync)
+                .with_context(|| {
+                format!(
+                    "opening the audit trail {}",
+                    config.service.audit.path.display()
+                )
+            })?;
+        let auditor = Arc::new(Auditor::new(sink));
+        let gate = Gate::new(&config, store.clone())?;
+        let runtime = Arc::new(Runtime::new(plugins::runtime_config(&config))?);
+        let cache_dir = config.service.database.with_extension("artifacts");
+        let plugins = plugins::load_all(&runtime, &config, &cache_dir).await?;
+        let core = Arc::new(Core {
+            gate,
+            store: store.clone(),
+            auditor: auditor.clone(),
+            executor: Executor::new(client.clone(), store, auditor.clone(), follow),
+            client,
+            approval_expiry_secs: config.approvals.expiry_secs,
+            kv_limit_bytes: 1 << 20,
+        });
+        for plugin in &plugins {
+            auditor.plugin_event(&plugin.policy.name, Some(plugin.digest), "plugin-loaded", serde_json::json!({
+                "version": plugin.info.version, "mode": plugin.config.mode, "subscription": plugin.info.subscription,
+            }));
+        }
+        Ok(Self {
+            config,
+            runtime,
+            plugins,
+            core,
+            backoff: Backoff::default(),
+        })
+    }
+
+    /// The loaded plugins.
+    pub fn plugins(&self) -> &[Arc<ServicePlugin>] {
+        &self.plugins
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.core.store
+    }
+
+    /// The policy gate (for budget status).
+    pub fn gate(&self) -> &Gate {
+        &self.core.gate
+    }
+
+    /// Flushes the audit trail to disk.
+    pub fn sync_audit(&self) -> anyhow::Result<()> {
+        self.core
+            .auditor
+            .sink()
+            .sync()
+            .context("syncing the audit trail")
+    }
+
+    /// Runs one full cycle (see the module docs).
+    pub async fn run_cycle(&self) -> anyhow::Result<CycleReport> {
+        let mut report = CycleReport {
+            approvals_executed: self.settle_approvals().await?,
+            recovered: self.recover().await?,
+            ..CycleReport::default()
+        };
+        for kind in ElementKind::ALL {
+            self.poll_kind(kind, &mut report).await?;
+        }
+        self.run_due_intervals(&mut report).await;
+        self.core
+            .auditor
+            .service_event("poll-cycle", serde_json::to_value(&report)?);
+        Ok(report)
+    }
+
+    async fn poll_kind(&self, kind: ElementKind, report: &mut CycleReport) -> anyhow::Result<()> {
+        let store = &self.core.store;
+        let source = format!("crimes/unified:{}", kind.as_api());
+        let watermark = store.watermark(&source)?.unwrap_or(0);
+        let overlap_ms = (self.config.service.overlap_window_secs as i64) * 1000;
+        let since = (watermark - overlap_ms).max(0);
+        let malops = self
+            .core
+            .client
+            .malops_updated_since(kind, since)
+            .await
+            .with_context(|| format!("polling {} Malops updated since {since}", kind.as_api()))?;
+        report.malops_seen += malops.len();
+        let mut newest = watermark;
+        let mut oldest_deferred: Option<i64> = None;
+        let mut work = Vec::new();
+        for malop in malops {
+            newest = newest.max(malop.last_update_time);
+            let wanting = self.plugins_wanting(&malop)?;
+            if wanting.is_empty() {
+                continue;
+            }
+            match self.core.client.get_malop_details(&malop.id).await {
+                Ok(detailed) => {
+                    let detailed = Arc::new(detailed);
+                    work.extend(wanting.into_iter().map(|p| (p, detailed.clone())));
+                }
+                Err(error) => {
+                    tracing::warn!(malop = %malop.id, "details unavailable, retrying next cycle: {error}");
+                    report.deferred += 1;
+                    let t = malop.last_update_time;
+                    oldest_deferred = Some(oldest_deferred.map_or(t, |o: i64| o.min(t)));
+                }
+            }
+        }
+        let concurrency = self.config.service.max_concurrency.max(1);
+        let reports: Vec<InvocationReport> = futures::stream::iter(work)
+            .map(|(plugin, malop)| async move { self.invoke_on_malop(&plugin, &malop).await })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        report.invocations += reports.len();
+        report.traps += reports.iter().filter(|r| r.outcome.is_trap()).count();
+        let safe = oldest_deferred.map_or(newest, |t| newest.min(t - 1));
+        store.set_watermark(&source, safe, now_ms())?;
+        Ok(())
+    }
+
+    fn plugins_wanting(&self, malop: &Malop) -> anyhow::Result<Vec<Arc<ServicePlugin>>> {
+        let now = now_ms();
+        let mut wanting = Vec::new();
+        for plugin in &self.plugins {
+            if !plugin.info.subscription.matches(malop) {
+                continue;
+            }
+            let name = &plugin.policy.name;
+            if self.core.store.paused_until(name.as_str(), now)?.is_some() {
+                continue;
+            }
+            if self
+                .core
+                .store
+                .is_handled(name, &malop.id, malop.last_update_time)?
+            {
+                continue;
+            }
+            wanting.push(plugin.clone());
+        }
+        Ok(wanting)
+    }
+
+    /// Runs `on-malop` of one plugin in a fresh sandbox, audits how it ended, and records it
+    /// handled (or counts the trap towards pausing the plugin).
+    pub async fn invoke_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> InvocationReport {
+        let call = CallContext::for_malop(plugin.identity(), malop, plugin.values.clone());
+        let host = GatedHost::new(
+            self.core.clone(),
+            plugin.policy.clone(),
+            plugin.digest,
+            Some(malop.clone()),
+        );
+        let report = self
+            .runtime
+            .invoke(
+                &plugin.loaded,
+                &plugin.limits,
+                Arc::new(host) as Arc<dyn PluginHost>,
+                call.clone(),
+                Entry::Malop(malop),
+            )
+            .await;
+        self.core.auditor.invocation(&call, "on-malop", &report);
+        self.after_invocation(plugin, &report, Some(malop));
+        report
+    }
+
+    fn after_invocation(
+        &self,
+        plugin: &ServicePlugin,
+        report: &InvocationReport,
+        malop: Option<&Malop>,
+    ) {
+        let store = &self.core.store;
+        let name = plugin.policy.name.as_str();
+        let now = now_ms();
+        let result = match &report.outcome {
+            Outcome::Stopped { reason } => store.record_trap(name, now, &self.backoff).map(|pause| {
+                if let Some(until) = pause.paused_until_ms {
+                    tracing::warn!(plugin = name, until, "paused after {} traps in a row: {reason}", pause.consecutive_traps);
+                    self.core.auditor.plugin_event(&plugin.policy.name, Some(plugin.digest), "plugin-paused", serde_json::json!({
+                        "consecutive_traps": pause.consecutive_traps, "paused_until_ms": until, "last_reason": reason.to_string(),
+                    }));
+                }
+            }),
+            _ => store.record_success(name).and_then(|()| match malop {
+                Some(m) => store.mark_handled(&plugin.policy.name, &m.id, m.last_update_time, now),
+                None => Ok(()),
+            }),
+        };
+        if let Err(e) = result {
+            tracing::error!(plugin = name, "recording the invocation: {e}");
+        }
+    }
+
+    async fn run_due_intervals(&self, report: &mut CycleReport) {
+        let now = now_ms();
+        for plugin in &self.plugins {
+            if !plugin.interval_due(now) {
+                continue;
+            }
+            let call = CallContext::for_interval(plugin.identity(), now, plugin.values.clone());
+            let host = GatedHost::new(
+                self.core.clone(),
+                plugin.policy.clone(),
+                plugin.digest,
+                None,
+            );
+            let outcome = self
+                .runtime
+                .invoke(
+                    &plugin.loaded,
+                    &plugin.limits,
+                    Arc::new(host) as Arc<dyn PluginHost>,
+                    call.clone(),
+                    Entry::Interval(now),
+                )
+                .await;
+            self.core.auditor.invocation(&call, "on-interval", &outcome);
+            self.after_invocation(plugin, &outcome, None);
+            report.invocations += 1;
+            report.traps += usize::from(outcome.outcome.is_trap());
+        }
+    }
+
+    /// Expires overdue approvals and executes approved actions, each exactly once.
+    async fn settle_approvals(&self) -> anyhow::Result<usize> {
+        let store = &self.core.store;
+        let now = now_ms();
+        for id in store.expire_due(now)? {
+            let record = store.get_action(&id)?;
+            self.core
+                .auditor
+                .operator_event("approval-expired", &record, "riposte", None);
+        }
+        let claimed = store.claim_approved(now)?;
+        for record in &claimed {
+            self.execute_approved(record).await?;
+        }
+        Ok(claimed.len())
+    }
+
+    async fn execute_approved(&self, record: &ActionRecord) -> anyhow::Result<()> {
+        let Some(plugin) = self.plugin_named(&record.plugin) else {
+            self.core.store.finish(
+                &record.id,
+                crate::store::Outcome::Failed,
+                Some("the plugin is no longer configured"),
+                now_ms(),
+            )?;
+            return Ok(());
+        };
+        let (facts, pylums) = self.machine_facts(record.malop_id.as_ref()).await;
+        let decision =
+            self.core
+                .gate
+                .decide_approved(&plugin.policy, &record.request, &facts, now_ms());
+        self.core.auditor.operator_event(
+            "approved-action",
+            record,
+            "operator",
+            Some(decision.to_record()),
+        );
+        if let Some(error) = decision.call_error() {
+            self.core.store.finish(
+                &record.id,
+                crate::store::Outcome::Failed,
+                Some(&error.to_string()),
+                now_ms(),
+            )?;
+            return Ok(());
+        }
+        self.core.executor.execute(record, &pylums).await;
+        Ok(())
+    }
+
+    /// Settles actions a crash or an unknown outcome left unresolved.
+    async fn recover(&self) -> anyhow::Result<usize> {
+        let unresolved = self.core.store.unresolved_actions()?;
+        for record in &unresolved {
+            let (_, pylums) = self.machine_facts(record.malop_id.as_ref()).await;
+            let state = self.core.executor.reconcile(record, &pylums).await;
+            tracing::info!(action = %record.id, from = record.state.as_str(), to = state.as_str(), "settled an unresolved action");
+        }
+        Ok(unresolved.len())
+    }
+
+    /// Applies the recorded inverse of an executed action, through the gate and the audit.
+    pub async fn undo(&self, action: &str, by: &str) -> anyhow::Result<ActionRecord> {
+        let store = &self.core.store;
+        let id = store.resolve_action_id(action)?;
+        let original = store.get_action(&id)?;
+        let undo = store
+            .get_undo(&id)?
+            .with_context(|| format!("action {id} has no recorded inverse (it was not executed, or its kind cannot be undone)"))?;
+        let plugin = self.plugin_named(&original.plugin).with_context(|| {
+            format!(
+                "plugin {} of action {id} is no longer configured",
+                original.plugin
+            )
+        })?;
+        let new = NewAction::undo(
+            &original,
+            undo.inverse.clone(),
+            format!("undo of {id} requested by {by}"),
+        );
+        let (facts, pylums) = self.machine_facts(original.malop_id.as_ref()).await;
+        let decision =
+            self.core
+                .gate
+                .decide_approved(&plugin.policy, &new.request, &facts, now_ms());
+        self.core
+            .auditor
+            .operator_event("undo", &original, by, Some(decision.to_record()));
+        if let Some(error) = decision.call_error() {
+            anyhow::bail!("the gate refused the undo of {id}: {error}");
+        }
+        let begun = store.begin_action(&new, now_ms())?;
+        let record = store.get_action(begun.action_id())?;
+        let state = match record.state {
+            ActionState::Planned => self.core.executor.execute(&record, &pylums).await,
+            other => other,
+        };
+        if state == ActionState::Succeeded {
+            store.mark_undone(&id, &record.id, by, now_ms())?;
+        }
+        Ok(store.get_action(&record.id)?)
+    }
+
+    fn plugin_named(&self, name: &crate::domain::PluginName) -> Option<&Arc<ServicePlugin>> {
+        self.plugins.iter().find(|p| &p.policy.name == name)
+    }
+
+    /// Machine names (for protection) and sensor ids (for isolation) of a Malop's machines.
+    async fn machine_facts(&self, malop: Option<&MalopId>) -> (TargetFacts, PylumDirectory) {
+        let Some(id) = malop else {
+            return Default::default();
+        };
+        match self.core.client.get_malop_details(id).await {
+            Ok(malop) => {
+                let pylums = malop
+                    .machines
+                    .iter()
+                    .filter_map(|m| m.pylum_id.clone().map(|p| (m.guid.clone(), p)))
+                    .collect();
+                (TargetFacts::from_malop(&malop), pylums)
+            }
+            Err(error) => {
+                tracing::warn!(malop = %id, "details unavailable; protection rules fail closed: {error}");
+                Default::default()
+            }
+        }
+    }
+
+    /// Resolves a possibly shortened action id.
+    pub fn resolve_action(&self, prefix: &str) -> anyhow::Result<ActionId> {
+        Ok(self.core.store.resolve_action_id(prefix)?)
+    }
+}
