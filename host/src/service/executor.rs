@@ -104,10 +104,22 @@ impl Executor {
             (ActionState::Planned, ActionRequest::Remediate { .. }) => {
                 self.find_and_follow(record, pylums).await
             }
-            // Isolation, reputation, status and comments are idempotent on the server:
-            // applying them a second time changes nothing, so they are sent again.
-            (ActionState::Planned | ActionState::Submitted | ActionState::Following, _) => {
-                self.execute(record, pylums).await
+            // Anything else is looked for on the server first: only what is not there yet is
+            // sent, so a crash between the send and its record never sends it twice.
+            (ActionState::Planned | ActionState::Submitted | ActionState::Following, request) => {
+                match self.already_applied(request, pylums).await {
+                    Ok(true) => {
+                        tracing::info!(action = %record.id, "already applied on the server; not sending again");
+                        let result = json!({"found_on_server": true});
+                        self.mark_submitted(record, None, &result, now_ms());
+                        self.finish(record, Outcome::Succeeded, &result, None)
+                    }
+                    Ok(false) => self.execute(record, pylums).await,
+                    Err(error) => self.give_up_or_retry(
+                        record,
+                        &format!("checking the server before resending: {error}"),
+                    ),
+                }
             }
             (state, _) => *state,
         }
@@ -128,15 +140,65 @@ impl Executor {
                 self.mark_submitted(record, Some(&report), &result, now_ms());
                 self.follow_remediation(record, report).await
             }
-            Ok(None) if record.state == ActionState::Planned || malop_id.is_none() => {
-                self.execute(record, pylums).await
-            }
             Ok(None) => self.execute(record, pylums).await,
             Err(error) => self.give_up_or_retry(
                 record,
                 &format!("looking for the action on the server: {error}"),
             ),
         }
+    }
+
+    /// Whether the server already shows the effect of `request` (isolation state, the
+    /// reputation list, the Malop's status and comments).
+    async fn already_applied(
+        &self,
+        request: &ActionRequest,
+        pylums: &PylumDirectory,
+    ) -> Result<bool, client::Error> {
+        let c = &self.client;
+        Ok(match request {
+            ActionRequest::Remediate { .. } => false,
+            ActionRequest::Isolate { machines, .. } | ActionRequest::Unisolate { machines, .. } => {
+                let want_isolated = matches!(request, ActionRequest::Isolate { .. });
+                let ids = self.pylum_ids(machines, pylums).await?;
+                let sensors = c.sensors(json!([])).await?;
+                ids.iter().all(|id| {
+                    sensors
+                        .iter()
+                        .any(|s| &s.pylum_id == id && s.isolated == want_isolated)
+                })
+            }
+            ActionRequest::SetReputation {
+                keys,
+                verdict,
+                prevent,
+            } => {
+                let list = c.reputations().await?;
+                keys.iter().all(|k| {
+                    list.iter().any(|e| {
+                        e.key.eq_ignore_ascii_case(&k.value)
+                            && e.verdict == Some(*verdict)
+                            && e.prevent == *prevent
+                            && !e.remove
+                    })
+                })
+            }
+            ActionRequest::RemoveReputation { keys } => {
+                let list = c.reputations().await?;
+                !keys.iter().any(|k| {
+                    list.iter()
+                        .any(|e| e.key.eq_ignore_ascii_case(&k.value) && !e.remove)
+                })
+            }
+            ActionRequest::SetStatus { malop_id, status } => {
+                c.get_malop(malop_id).await?.management_status == *status
+            }
+            ActionRequest::AddComment { malop_id, text } => c
+                .comments(malop_id)
+                .await?
+                .iter()
+                .any(|comment| comment.message == *text),
+        })
     }
 
     async fn send(
