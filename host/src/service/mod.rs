@@ -19,7 +19,7 @@ mod plugins;
 
 pub use audit::Auditor;
 pub use executor::{FollowPolicy, now_ms};
-pub use plugins::ServicePlugin;
+pub use plugins::{ServicePlugin, limits_of, runtime_config};
 
 use crate::client::Client;
 use crate::config::OperatorConfig;
@@ -221,11 +221,24 @@ impl Service {
     /// handled (or counts the trap towards pausing the plugin).
     pub async fn invoke_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> InvocationReport {
         let call = CallContext::for_malop(plugin.identity(), malop, plugin.values.clone());
+        self.invoke(plugin, call, Entry::Malop(malop), Some(malop))
+            .await
+    }
+
+    /// One sandboxed invocation through the gated host, audited, with its effect on the
+    /// plugin's health and the handled set recorded.
+    async fn invoke(
+        &self,
+        plugin: &ServicePlugin,
+        call: CallContext,
+        entry: Entry<'_>,
+        malop: Option<&Malop>,
+    ) -> InvocationReport {
         let host = GatedHost::new(
             self.core.clone(),
             plugin.policy.clone(),
             plugin.digest,
-            Some(malop.clone()),
+            malop.cloned(),
         );
         let report = self
             .runtime
@@ -234,11 +247,15 @@ impl Service {
                 &plugin.limits,
                 Arc::new(host) as Arc<dyn PluginHost>,
                 call.clone(),
-                Entry::Malop(malop),
+                entry,
             )
             .await;
-        self.core.auditor.invocation(&call, "on-malop", &report);
-        self.after_invocation(plugin, &report, Some(malop));
+        let export = match entry {
+            Entry::Malop(_) => "on-malop",
+            Entry::Interval(_) => "on-interval",
+        };
+        self.core.auditor.invocation(&call, export, &report);
+        self.after_invocation(plugin, &report, malop);
         report
     }
 
@@ -277,24 +294,7 @@ impl Service {
                 continue;
             }
             let call = CallContext::for_interval(plugin.identity(), now, plugin.values.clone());
-            let host = GatedHost::new(
-                self.core.clone(),
-                plugin.policy.clone(),
-                plugin.digest,
-                None,
-            );
-            let outcome = self
-                .runtime
-                .invoke(
-                    &plugin.loaded,
-                    &plugin.limits,
-                    Arc::new(host) as Arc<dyn PluginHost>,
-                    call.clone(),
-                    Entry::Interval(now),
-                )
-                .await;
-            self.core.auditor.invocation(&call, "on-interval", &outcome);
-            self.after_invocation(plugin, &outcome, None);
+            let outcome = self.invoke(plugin, call, Entry::Interval(now), None).await;
             report.invocations += 1;
             report.traps += usize::from(outcome.outcome.is_trap());
         }
