@@ -2,6 +2,8 @@
 //! a runtime whose compiled components are cached across test processes, and a dry run of
 //! one plugin on one Malop.
 
+pub mod gate_support;
+
 use riposte::domain::{ActionRequest, Malop};
 use riposte::runtime::{
     ArtifactCache, CallContext, Entry, InvocationReport, Limits, LoadedPlugin, PluginHost,
@@ -33,7 +35,9 @@ pub fn plugin_path(name: &str) -> PathBuf {
 
 /// A Malop fixture from `tests/fixtures/malops/<name>.json`.
 pub fn fixture(name: &str) -> Malop {
-    let path = root().join("tests/fixtures/malops").join(format!("{name}.json"));
+    let path = root()
+        .join("tests/fixtures/malops")
+        .join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
@@ -101,10 +105,19 @@ pub async fn dry_run(
         .collect();
     let call = CallContext::for_malop(plugin.identity(), malop, Arc::new(config));
     let report = runtime
-        .invoke(plugin, limits, host.clone() as Arc<dyn PluginHost>, call, Entry::Malop(malop))
+        .invoke(
+            plugin,
+            limits,
+            host.clone() as Arc<dyn PluginHost>,
+            call,
+            Entry::Malop(malop),
+        )
         .await;
     DryRun {
         report,
         calls: host.calls(),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The service tests' helpers (simulator, configuration, the real binary, bounded waits).
