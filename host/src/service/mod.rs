@@ -370,6 +370,15 @@ impl Service {
         let undo = store
             .get_undo(&id)?
             .with_context(|| format!("action {id} has no recorded inverse (it was not executed, or its kind cannot be undone)"))?;
+        // Refused before the gate: a second undo must neither spend budget nor be audited
+        // as an undo.
+        if let Some(at) = undo.undone_at_ms {
+            anyhow::bail!(
+                "action {id} was already undone (at {at} ms by {}, undo action {})",
+                undo.undone_by.as_deref().unwrap_or("?"),
+                undo.undo_action_id.as_ref().map_or("?", |a| a.as_str())
+            );
+        }
         let plugin = self.plugin_named(&original.plugin).with_context(|| {
             format!(
                 "plugin {} of action {id} is no longer configured",

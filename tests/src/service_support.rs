@@ -1,0 +1,487 @@
+//! Helpers for the service tests (`tests/tests/service_*.rs`): a simulator on loopback, an
+//! operator configuration in a temporary directory that points at it, the real `riposte`
+//! binary, bounded waits on observable conditions, and the checks every service test makes
+//! (every Malop handled, no action carried out twice).
+//!
+//! Compiled components are shared through one artifact cache under `target/`, warmed once
+//! under a file lock: compiling the Python plugin takes tens of seconds, loading it from the
+//! cache a fraction of one.
+
+use crate::{plugin_path, root};
+use riposte::client::{Client, ClientConfig, Credentials};
+use riposte::config::OperatorConfig;
+use riposte::domain::{MalopId, PluginName, Sha256Digest};
+use riposte::service::{FollowPolicy, Service};
+use riposte::sim::{FaultKind, LoggedRequest, SimConfig, SimHandle, SimMalop, Simulator};
+use riposte::store::Store;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The user the test simulators accept.
+pub const USER: &str = "analyst@riposte.local";
+/// Its password: a throwaway secret of a loopback simulator.
+pub const PASSWORD: &str = "riposte-e2e-service-password";
+/// `max_concurrency` of every test configuration (part of the engine settings, so every
+/// configuration shares the warmed artifacts).
+const MAX_CONCURRENCY: usize = 4;
+
+/// Starts a simulator on `127.0.0.1` with `malops` seeded Malops from `seed`. Remediations
+/// become final at the first progress poll.
+pub async fn start_sim(seed: u64, malops: usize) -> SimHandle {
+    Simulator::start(SimConfig {
+        seed,
+        malops,
+        username: USER.into(),
+        password: PASSWORD.into(),
+        steps_per_poll: 2,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("the simulator starts on loopback")
+}
+
+/// One `[[plugins]]` table.
+#[derive(Clone, Debug)]
+pub struct PluginSpec {
+    /// Its name in the configuration (and the ledger).
+    pub name: String,
+    /// The built component: `target/plugins/<file>.wasm`.
+    pub file: String,
+    /// `enforce` or `shadow`.
+    pub mode: &'static str,
+    /// Granted operations.
+    pub operations: Vec<&'static str>,
+    /// Granted remediation kinds.
+    pub remediation: Vec<&'static str>,
+    /// `[plugins.values]`.
+    pub values: Vec<(String, String)>,
+}
+
+impl PluginSpec {
+    fn new(file: &str, operations: &[&'static str], remediation: &[&'static str]) -> Self {
+        Self {
+            name: file.to_owned(),
+            file: file.to_owned(),
+            mode: "enforce",
+            operations: operations.to_vec(),
+            remediation: remediation.to_vec(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Isolates and kills on ransomware Malops.
+    pub fn ransomware_containment() -> Self {
+        Self::new(
+            "ransomware-containment",
+            &["get-malop", "isolate", "remediate", "remediation-status"],
+            &["kill-process"],
+        )
+    }
+
+    /// Quarantines files and deletes autoruns of malicious Malops.
+    pub fn cleanup() -> Self {
+        Self::new(
+            "cleanup",
+            &["get-malop", "remediate", "remediation-status"],
+            &["quarantine-file", "delete-registry-key"],
+        )
+    }
+
+    /// Blacklists the hashes, IPs and domains of malicious Malops.
+    pub fn reputation_feed() -> Self {
+        Self::new("reputation-feed", &["get-malop", "set-reputation"], &[])
+    }
+
+    /// Comments on and opens untriaged Malops (Python); here for every priority.
+    pub fn python_triage() -> Self {
+        Self::new("python-triage", &["add-comment", "set-status"], &[]).value("min-priority", "LOW")
+    }
+
+    /// The hostile test plugin doing `attack`.
+    pub fn hostile(attack: &str) -> Self {
+        Self::new(
+            "hostile",
+            &["get-malop", "isolate", "remediate"],
+            &["kill-process"],
+        )
+        .value("attack", attack)
+    }
+
+    /// Grants one more operation.
+    pub fn grant(mut self, operation: &'static str) -> Self {
+        self.operations.push(operation);
+        self
+    }
+
+    /// Adds a config value.
+    pub fn value(mut self, key: &str, value: &str) -> Self {
+        self.values.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// The operator configuration of a test.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The plugins.
+    pub plugins: Vec<PluginSpec>,
+    /// `[approvals].required`.
+    pub approvals: Vec<&'static str>,
+    /// `[approvals].expiry_secs`.
+    pub approval_expiry_secs: u64,
+    /// `[service].poll_interval_secs`.
+    pub poll_interval_secs: u64,
+}
+
+impl Setup {
+    /// The given plugins, nothing needing approval, polling every second.
+    pub fn new(plugins: Vec<PluginSpec>) -> Self {
+        Self {
+            plugins,
+            approvals: Vec::new(),
+            approval_expiry_secs: 3600,
+            poll_interval_secs: 1,
+        }
+    }
+
+    /// The four example plugins, all enforcing.
+    pub fn examples() -> Self {
+        Self::new(vec![
+            PluginSpec::ransomware_containment(),
+            PluginSpec::cleanup(),
+            PluginSpec::reputation_feed(),
+            PluginSpec::python_triage(),
+        ])
+    }
+
+    /// Marks action kinds as needing approval.
+    pub fn approvals(mut self, kinds: &[&'static str], expiry_secs: u64) -> Self {
+        self.approvals = kinds.to_vec();
+        self.approval_expiry_secs = expiry_secs;
+        self
+    }
+}
+
+/// A service's files in a temporary directory: configuration, credentials, database, audit.
+pub struct ServiceEnv {
+    /// Removed on drop.
+    pub dir: tempfile::TempDir,
+    /// `riposte.toml`.
+    pub config: PathBuf,
+    /// The SQLite database.
+    pub database: PathBuf,
+    /// The audit trail.
+    pub audit: PathBuf,
+}
+
+impl ServiceEnv {
+    /// Writes the configuration of `setup` against `sim` (fsync on every audit record), with
+    /// the shared, warmed artifact cache.
+    pub fn new(sim: &SimHandle, setup: &Setup) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let database = dir.path().join("riposte.db");
+        let audit = dir.path().join("audit.jsonl");
+        let config = write_config(dir.path(), &database, &audit, &sim.base_url(), setup);
+        let shared = warm_cache();
+        std::os::unix::fs::symlink(&shared, database.with_extension("artifacts"))
+            .expect("linking the shared artifact cache");
+        Self {
+            dir,
+            config,
+            database,
+            audit,
+        }
+    }
+
+    /// The configuration, loaded.
+    pub fn load(&self) -> OperatorConfig {
+        OperatorConfig::load(&self.config).expect("the test configuration loads")
+    }
+
+    /// Opens the state database (another connection: the service may be running).
+    pub fn store(&self) -> Store {
+        Store::open(&self.database).expect("the state database opens")
+    }
+
+    /// Starts the service in process, following remediations without pauses.
+    pub async fn service(&self, sim: &SimHandle) -> Service {
+        Service::start(self.load(), Arc::new(client(sim)), fast_follow())
+            .await
+            .expect("the service starts")
+    }
+
+    /// Where the process's stderr goes.
+    pub fn log_path(&self, run: usize) -> PathBuf {
+        self.dir.path().join(format!("riposte-run-{run}.log"))
+    }
+}
+
+/// A client for `sim` with the test credentials.
+pub fn client(sim: &SimHandle) -> Client {
+    Client::new(ClientConfig::new(
+        sim.base_url(),
+        Credentials::new(USER, PASSWORD.to_owned()),
+    ))
+    .expect("the client builds")
+}
+
+/// Remediation progress polled back to back (the simulator moves one step per poll).
+pub fn fast_follow() -> FollowPolicy {
+    FollowPolicy {
+        poll_interval: Duration::ZERO,
+        ..FollowPolicy::default()
+    }
+}
+
+fn write_config(
+    dir: &Path,
+    database: &Path,
+    audit: &Path,
+    base_url: &str,
+    setup: &Setup,
+) -> PathBuf {
+    let credentials = dir.join("credentials");
+    std::fs::write(
+        &credentials,
+        format!("username = {USER}\npassword = {PASSWORD}\n"),
+    )
+    .expect("writing the credentials file");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600))
+        .expect("restricting the credentials file");
+    let mut toml = format!(
+        "[service]\npoll_interval_secs = {poll}\noverlap_window_secs = 60\nmax_concurrency = {MAX_CONCURRENCY}\n\
+         database = {db:?}\n\n[service.audit]\npath = {audit:?}\nfsync = \"every-record\"\n\n\
+         [service.server]\nbase_url = {base_url:?}\ncredentials_file = {cred:?}\nrequest_timeout_secs = 10\n\n\
+         [approvals]\nrequired = {approvals:?}\nexpiry_secs = {expiry}\n\n\
+         [[global_budgets]]\naction = \"any\"\nmax = 100000\nwindow_secs = 3600\n",
+        poll = setup.poll_interval_secs,
+        db = database.display().to_string(),
+        audit = audit.display().to_string(),
+        cred = credentials.display().to_string(),
+        approvals = setup.approvals,
+        expiry = setup.approval_expiry_secs,
+    );
+    for plugin in &setup.plugins {
+        let path = plugin_path(&plugin.file);
+        let bytes = std::fs::read(&path).expect("the plugin reads");
+        let _ = write!(
+            toml,
+            "\n[[plugins]]\nname = {name:?}\npath = {path:?}\nsha256 = \"{sha}\"\nmode = \"{mode}\"\n\
+             [plugins.grants]\noperations = {ops:?}\n",
+            name = plugin.name,
+            path = path.display().to_string(),
+            sha = Sha256Digest::of(&bytes).to_hex(),
+            mode = plugin.mode,
+            ops = plugin.operations,
+        );
+        if !plugin.remediation.is_empty() {
+            let _ = writeln!(toml, "remediation = {:?}", plugin.remediation);
+        }
+        if !plugin.values.is_empty() {
+            toml.push_str("[plugins.values]\n");
+            for (k, v) in &plugin.values {
+                let _ = writeln!(toml, "{k:?} = {v:?}");
+            }
+        }
+    }
+    let path = dir.join("riposte.toml");
+    std::fs::write(&path, toml).expect("writing the configuration");
+    path
+}
+
+/// The shared artifact cache, with every test plugin compiled into it (once, under a lock,
+/// whichever test process comes first).
+fn warm_cache() -> PathBuf {
+    let base = root().join("target/riposte-service-test-cache");
+    std::fs::create_dir_all(&base).expect("creating the shared artifact cache");
+    let lock = std::fs::File::create(base.join("warm.lock")).expect("the cache lock file");
+    lock.lock().expect("locking the shared artifact cache");
+    let database = base.join("warm.db");
+    let audit = base.join("warm-audit.jsonl");
+    let mut setup = Setup::examples();
+    setup.plugins.push(PluginSpec::hostile("panic"));
+    let config = write_config(&base, &database, &audit, "http://127.0.0.1:9", &setup);
+    let config = OperatorConfig::load(&config).expect("the warm-up configuration loads");
+    let client = Client::new(ClientConfig::new(
+        "http://127.0.0.1:9".to_owned(),
+        Credentials::new(USER, PASSWORD.to_owned()),
+    ))
+    .expect("the client builds");
+    // Loading the plugins compiles them into `warm.artifacts`; no request is made.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(Service::start(config, Arc::new(client), fast_follow()))
+                .expect("the warm-up service loads every plugin");
+        });
+    });
+    drop(lock);
+    database.with_extension("artifacts")
+}
+
+/// Polls `condition` until it holds; panics with `what` after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The API paths through which actions reach the server.
+pub const ACTION_PATHS: [&str; 6] = [
+    "/rest/remediate",
+    "/rest/monitor/global/commands/isolate",
+    "/rest/monitor/global/commands/un-isolate",
+    "/rest/classification/update",
+    "/rest/crimes/comment/",
+    "/rest/crimes/status",
+];
+
+/// Whether `r` is a POST that carries out an action (not a query such as progress).
+pub fn is_action(r: &LoggedRequest) -> bool {
+    r.method == "POST"
+        && ACTION_PATHS.iter().any(|p| {
+            if p.ends_with('/') {
+                r.path.starts_with(p)
+            } else {
+                r.path == *p
+            }
+        })
+}
+
+/// Whether the simulator carried `r` out: answered 200 with no fault that stops processing.
+/// (A request whose sender died while it was delayed is never processed: its status stays 0.)
+pub fn carried_out(r: &LoggedRequest) -> bool {
+    r.status == 200 && matches!(r.fault, None | Some(FaultKind::Delay))
+}
+
+/// The actions the simulator carried out, as (path, body).
+pub fn actions_carried_out(sim: &SimHandle) -> Vec<(String, String)> {
+    sim.requests()
+        .iter()
+        .filter(|r| is_action(r) && carried_out(r))
+        .map(|r| (r.path.clone(), r.body.clone()))
+        .collect()
+}
+
+/// Asserts that no action reached the simulator twice (same path, same body), and returns
+/// how many reached it, by path.
+pub fn assert_no_action_twice(sim: &SimHandle) -> BTreeMap<String, usize> {
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for key in actions_carried_out(sim) {
+        *seen.entry(key).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "actions carried out more than once by the simulator: {twice:#?}"
+    );
+    let mut by_path = BTreeMap::new();
+    for (path, _) in seen.keys() {
+        let path = if path.starts_with("/rest/crimes/comment/") {
+            "/rest/crimes/comment/"
+        } else {
+            path.as_str()
+        };
+        *by_path.entry(path.to_owned()).or_default() += 1;
+    }
+    by_path
+}
+
+/// The (plugin, Malop) pairs of `service`'s plugins subscribed to a Malop of `sim` that the
+/// store does not show as handled at the Malop's current update time.
+pub fn unhandled(service: &Service, store: &Store, sim: &SimHandle) -> Vec<(String, String)> {
+    let names: Vec<(PluginName, &riposte::runtime::PluginInfo)> = service
+        .plugins()
+        .iter()
+        .map(|p| (p.policy.name.clone(), &p.info))
+        .collect();
+    unhandled_by(&names, store, &sim.malops())
+}
+
+fn unhandled_by(
+    plugins: &[(PluginName, &riposte::runtime::PluginInfo)],
+    store: &Store,
+    malops: &[SimMalop],
+) -> Vec<(String, String)> {
+    let mut missing = Vec::new();
+    for malop in malops {
+        let id = MalopId::new(malop.guid.clone());
+        for (name, info) in plugins {
+            let wants = info.subscription.matches_parts(
+                malop.kind,
+                &malop.activity_types,
+                &malop.detection_type,
+            );
+            let handled = store
+                .is_handled(name, &id, malop.last_update_time)
+                .expect("the store answers");
+            if wants && !handled {
+                missing.push((name.to_string(), malop.guid.clone()));
+            }
+        }
+    }
+    missing
+}
+
+/// The real `riposte` binary (`tests/run.sh` builds it before the tests).
+pub fn riposte_bin() -> PathBuf {
+    let path = root().join("target/debug/riposte");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build -p riposte` (tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `riposte <args>` to completion (within 30 s), returning (success, stdout, stderr).
+pub async fn riposte_cli(args: &[&str]) -> (bool, String, String) {
+    let child = tokio::process::Command::new(riposte_bin())
+        .args(args)
+        .env("USER", "e2e-operator")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("riposte starts");
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("riposte {args:?} did not finish within 30 s"))
+        .expect("riposte's output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every record of the audit trail at `path`, after checking its hash chain.
+pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    riposte::audit::verify(path)
+        .unwrap_or_else(|e| panic!("the audit trail {} verifies: {e}", path.display()));
+    std::fs::read_to_string(path)
+        .expect("the audit trail reads")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("an audit record is JSON"))
+        .collect()
+}
+
+/// The audit records whose call is `call`.
+pub fn audit_calls(path: &Path, call: &str) -> Vec<serde_json::Value> {
+    audit_records(path)
+        .into_iter()
+        .filter(|r| r["call"] == call)
+        .collect()
+}
