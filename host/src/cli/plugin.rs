@@ -23,6 +23,49 @@ pub enum PluginCommand {
     Run(RunArgs),
     /// Build every plugin under plugins/ into a component (Rust and Python).
     Build(crate::toolchain::BuildArgs),
+    /// Replay recorded Malops against a plugin with deterministic time and a dry-run backend;
+    /// compare its calls with `<case>.expected.json` beside each fixture and report fuel,
+    /// memory and time against its budgets. Exits non-zero on a mismatch or an overrun.
+    Test(TestArgs),
+    /// Scaffold a new plugin (with a fixture and its expectation) that builds and passes
+    /// `riposte plugin test` as generated.
+    New(crate::scaffold::NewArgs),
+}
+
+/// Arguments of `riposte plugin test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The component file.
+    pub file: PathBuf,
+    /// The directory of fixtures: `<case>.json` (a Malop, an array of them, or a
+    /// crimes/unified response) with `<case>.expected.json` beside each.
+    #[arg(long)]
+    pub fixtures: PathBuf,
+    /// Write the current plan as each case's expectation instead of comparing.
+    #[arg(long)]
+    pub record: bool,
+    /// A plugin config value, `key=value`, for every case; repeatable.
+    #[arg(long = "config", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// An operator config (riposte.toml): the plugin's limits and `[plugins.values]` are taken
+    /// from its `[[plugins]]` entry named `--name`.
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// The plugin's name in `--config-file` (default: the file name without `.wasm`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Fuel budget per invocation (overrides the config file and the default).
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Memory budget per invocation, in bytes.
+    #[arg(long)]
+    pub memory_bytes: Option<usize>,
+    /// Wall-clock budget per invocation, in milliseconds.
+    #[arg(long)]
+    pub time_ms: Option<u64>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `riposte plugin run`.
@@ -52,6 +95,8 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Build(args) => {
             tokio::task::spawn_blocking(move || crate::toolchain::run(args)).await?
         }
+        PluginCommand::Test(args) => test(args).await,
+        PluginCommand::New(args) => crate::scaffold::run(args),
     }
 }
 
@@ -96,6 +141,76 @@ async fn run_fixture(args: RunArgs) -> anyhow::Result<()> {
         "report": report,
     });
     println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}
+
+async fn test(args: TestArgs) -> anyhow::Result<()> {
+    let name = args.name.clone().unwrap_or_else(|| plugin_name(&args.file));
+    let mut limits = Limits::default();
+    let mut config = BTreeMap::new();
+    let mut runtime_config = RuntimeConfig::default();
+    if let Some(path) = &args.config_file {
+        let operator = crate::config::OperatorConfig::load(path)?;
+        let wanted = [name.clone(), name.replace('_', "-")];
+        let entry = operator
+            .plugins
+            .iter()
+            .find(|p| wanted.iter().any(|w| w == p.name.as_str()))
+            .with_context(|| {
+                format!(
+                    "{} has no [[plugins]] entry named `{name}` (it has: {}); pass --name",
+                    path.display(),
+                    operator
+                        .plugins
+                        .iter()
+                        .map(|p| p.name.as_str().to_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        limits = crate::service::limits_of(entry);
+        config.extend(entry.values.clone());
+        runtime_config = crate::service::runtime_config(&operator);
+    }
+    if let Some(fuel) = args.fuel {
+        limits.fuel = fuel;
+    }
+    if let Some(memory) = args.memory_bytes {
+        limits.memory_bytes = memory;
+    }
+    if let Some(ms) = args.time_ms {
+        limits.wall_clock = std::time::Duration::from_millis(ms);
+    }
+    runtime_config.max_memory_bytes = runtime_config.max_memory_bytes.max(limits.memory_bytes);
+    config.extend(args.config);
+
+    let cases = crate::replay::fixture_files(&args.fixtures)?;
+    let runtime = Runtime::new(runtime_config)?;
+    let plugin = runtime.load_file(&name, &args.file)?;
+    let options = crate::replay::ReplayOptions {
+        limits,
+        config,
+        record: args.record,
+    };
+    let progress = crate::progress::bar(cases.len() as u64, "replaying");
+    let summary = crate::replay::run_dir(&runtime, &plugin, &args.fixtures, &options, |case| {
+        progress.set_message(case.name.clone());
+        progress.inc(1);
+    })
+    .await?;
+    progress.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", crate::replay::render(&summary));
+    }
+    let failed = summary.failed();
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} replay case(s) failed against {}",
+        summary.cases.len(),
+        args.fixtures.display()
+    );
     Ok(())
 }
 

@@ -40,6 +40,21 @@ pub struct CallContext {
     pub input_digest: String,
     /// The operator's configuration values for this plugin.
     pub config: Arc<BTreeMap<String, String>>,
+    /// The clocks the plugin sees through WASI (the host's own, or pinned for replays).
+    pub clock: Clock,
+}
+
+/// The time a plugin sees through the WASI clocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "clock", content = "ms", rename_all = "kebab-case")]
+pub enum Clock {
+    /// The host's real wall and monotonic clocks.
+    #[default]
+    System,
+    /// Deterministic time for replays: the wall clock starts at this instant (ms since the
+    /// epoch) and the monotonic clock at zero; both advance by one microsecond per read, so
+    /// the same plugin on the same input sees the same times on every run.
+    Fixed(TimestampMs),
 }
 
 /// A log level of the WIT `log` interface.
@@ -116,6 +131,7 @@ impl CallContext {
             malop_id: Some(malop.id.clone()),
             input_digest: hex::encode(Sha256::digest(&input)),
             config,
+            clock: Clock::System,
         }
     }
 
@@ -131,6 +147,14 @@ impl CallContext {
             malop_id: None,
             input_digest: hex::encode(Sha256::digest(now.to_string().as_bytes())),
             config,
+            clock: Clock::System,
         }
+    }
+
+    /// The same context with the plugin's WASI clocks set to `clock` (e.g. pinned for a
+    /// deterministic replay).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 }

@@ -18,7 +18,7 @@ mod state;
 
 pub use bindings::{PluginInfo, Subscription, WIT_PACKAGE, WIT_VERSION, WIT_WORLD};
 pub use cache::ArtifactCache;
-pub use host_api::{BoxFuture, CallContext, LogLevel, PluginHost, PluginIdentity};
+pub use host_api::{BoxFuture, CallContext, Clock, LogLevel, PluginHost, PluginIdentity};
 pub use loader::{Inspection, LoadedPlugin, sha256_hex};
 pub use outcome::{InvocationReport, Outcome, StopReason};
 pub use recording::{RecordedCall, RecordingHost};
@@ -182,6 +182,7 @@ impl Runtime {
             malop_id: None,
             input_digest: hex::encode(Sha256::digest(b"describe")),
             config: Default::default(),
+            clock: Clock::System,
         };
         let limits = Limits::default();
         let mut store = self.new_store(host, call, &limits, Instant::now());

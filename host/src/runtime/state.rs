@@ -7,12 +7,14 @@
 use super::bindings::{
     bookkeeping, config, isolation, kv, log, malops, plugin, remediation, reputation, types,
 };
-use super::host_api::{CallContext, PluginHost};
+use super::host_api::{CallContext, Clock, PluginHost};
 use super::outcome::StopReason;
 use super::output::CappedPipe;
 use crate::domain::{ActionRequest, CallError, MalopId};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::time::Instant;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -61,6 +63,38 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// A pinned wall clock ([`Clock::Fixed`]): the start instant plus one microsecond per read
+/// of either clock.
+struct FixedWallClock {
+    start: Duration,
+    ticks: Arc<AtomicU64>,
+}
+
+impl wasmtime_wasi::HostWallClock for FixedWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_micros(1)
+    }
+
+    fn now(&self) -> Duration {
+        self.start + Duration::from_micros(self.ticks.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A pinned monotonic clock ([`Clock::Fixed`]): nanoseconds, one microsecond per read.
+struct FixedMonotonicClock {
+    ticks: Arc<AtomicU64>,
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FixedMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000
+    }
+
+    fn now(&self) -> u64 {
+        self.ticks.fetch_add(1, Ordering::Relaxed) * 1_000
+    }
+}
+
 /// Store data of one invocation.
 pub(crate) struct PluginState {
     wasi: WasiCtx,
@@ -91,13 +125,23 @@ impl PluginState {
         let stderr = CappedPipe::new(output_cap);
         // Deny by default: no preopened directories, no environment, no arguments, no
         // sockets, no name lookups; stdin closed; stdout and stderr captured and capped.
-        let wasi = WasiCtx::builder()
+        let mut builder = WasiCtx::builder();
+        builder
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if let Clock::Fixed(start_ms) = call.clock {
+            let ticks = Arc::new(AtomicU64::new(0));
+            builder
+                .wall_clock(FixedWallClock {
+                    start: Duration::from_millis(start_ms.max(0) as u64),
+                    ticks: ticks.clone(),
+                })
+                .monotonic_clock(FixedMonotonicClock { ticks });
+        }
+        let wasi = builder.build();
         Self {
             wasi,
             table: ResourceTable::new(),

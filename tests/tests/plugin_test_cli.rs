@@ -1,0 +1,339 @@
+//! `riposte plugin test` through the real binary: every example plugin passes on the fixtures
+//! it ships; a changed rule, a changed expectation, an overrun and a malformed fixture each
+//! fail with a message that says what differs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+fn binary() -> PathBuf {
+    let path = root().join("target/debug/riposte");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p riposte` (tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn component(name: &str) -> PathBuf {
+    let path = root().join("target/plugins").join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the plugins first with `cargo run -p riposte -- plugin build`",
+        path.display()
+    );
+    path
+}
+
+fn plugin_test(wasm: &Path, fixtures: &Path, extra: &[&str]) -> Output {
+    Command::new(binary())
+        .args(["plugin", "test"])
+        .arg(wasm)
+        .arg("--fixtures")
+        .arg(fixtures)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the riposte binary runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Whether the diff in `out` has a `sign` line (`-` expected, `+` actual) holding `text`.
+fn diff_line(out: &str, sign: char, text: &str) -> bool {
+    out.lines()
+        .map(str::trim_start)
+        .any(|l| l.starts_with(sign) && l[1..].trim() == text)
+}
+
+fn fixtures_of(plugin: &str) -> PathBuf {
+    root().join("plugins").join(plugin).join("fixtures")
+}
+
+/// Copies a fixtures directory into a temp dir, to change it there.
+fn copy_fixtures(plugin: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    for entry in std::fs::read_dir(fixtures_of(plugin)).expect("the fixtures dir reads") {
+        let path = entry.expect("an entry").path();
+        std::fs::copy(&path, dir.path().join(path.file_name().expect("a name")))
+            .expect("the fixture copies");
+    }
+    dir
+}
+
+#[test]
+fn every_example_plugin_passes_on_its_own_fixtures() {
+    for plugin in [
+        "ransomware-containment",
+        "reputation-feed",
+        "cleanup",
+        "python-triage",
+    ] {
+        let fixtures = fixtures_of(plugin);
+        let names: Vec<String> = std::fs::read_dir(&fixtures)
+            .unwrap_or_else(|e| panic!("{}: {e}", fixtures.display()))
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        for kind in ["must-act", "must-not-act", "offline"] {
+            assert!(
+                names.iter().any(|n| n.contains(kind)),
+                "{plugin} ships no `{kind}` fixture: {names:?}"
+            );
+        }
+        let output = plugin_test(&component(plugin), &fixtures, &[]);
+        let out = text(&output);
+        assert!(
+            output.status.success(),
+            "{plugin} fails its fixtures:\n{out}"
+        );
+        assert!(out.contains("case(s) passed"), "{out}");
+        assert!(!out.contains("FAIL"), "{out}");
+        // The budgets are reported against what was used.
+        assert!(
+            out.contains("budgets per invocation: fuel 500000000"),
+            "{out}"
+        );
+        assert!(out.contains("fuel ") && out.contains("memory ") && out.contains("time "));
+    }
+}
+
+#[test]
+fn json_report_has_usage_per_invocation_and_the_pinned_clock() {
+    let output = plugin_test(
+        &component("ransomware-containment"),
+        &fixtures_of("ransomware-containment"),
+        &["--json"],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+    let cases = report["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 4);
+    let must_act = cases
+        .iter()
+        .find(|c| c["name"] == "ransomware-must-act")
+        .expect("the must-act case");
+    let usage = &must_act["usage"][0];
+    assert_eq!(usage["outcome"], "completed");
+    // last_update_time of ransomware.json + one minute.
+    assert_eq!(usage["clock_ms"], 1_763_802_735_000i64 + 60_000);
+    assert!(usage["fuel_used"].as_u64().expect("fuel") > 0);
+    assert!(usage["peak_memory"].as_u64().expect("memory") > 0);
+    assert_eq!(report["budgets"]["fuel"], 500_000_000);
+}
+
+#[test]
+fn a_different_rule_fails_with_a_readable_diff() {
+    // cleanup.wasm does not do what reputation-feed's expectations say.
+    let output = plugin_test(&component("cleanup"), &fixtures_of("reputation-feed"), &[]);
+    let out = text(&output);
+    assert!(!output.status.success(), "must fail:\n{out}");
+    assert!(out.contains("FAIL     known-malware-must-act"), "{out}");
+    assert!(out.contains("the plan differs from"), "{out}");
+    assert!(
+        out.contains("--- expected") && out.contains("+++ actual"),
+        "{out}"
+    );
+    // The expected reputation call is shown as removed, cleanup's remediation as added.
+    assert!(
+        diff_line(&out, '-', "\"action\": \"set-reputation\","),
+        "{out}"
+    );
+    assert!(diff_line(&out, '+', "\"action\": \"remediate\","), "{out}");
+    assert!(out.contains("replay case(s) failed"), "{out}");
+}
+
+#[test]
+fn an_edited_expectation_fails_and_record_rewrites_it() {
+    let dir = copy_fixtures("ransomware-containment");
+    let expected = dir.path().join("ransomware-must-act.expected.json");
+    let original = std::fs::read_to_string(&expected).expect("the expectation reads");
+    let edited = original.replace(
+        "\"-1826875736.1198775089551518743\"\n",
+        "\"1592738110.-4312997468412375106\"\n",
+    );
+    assert_ne!(edited, original, "the edit applies");
+    std::fs::write(&expected, &edited).expect("the expectation writes");
+
+    let wasm = component("ransomware-containment");
+    let output = plugin_test(&wasm, dir.path(), &[]);
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        diff_line(&out, '-', "\"1592738110.-4312997468412375106\"")
+            && diff_line(&out, '+', "\"-1826875736.1198775089551518743\""),
+        "the diff shows the changed machine:\n{out}"
+    );
+    assert!(out.contains("1 of 4 case(s) failed"), "{out}");
+
+    let output = plugin_test(&wasm, dir.path(), &["--record"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("recorded"));
+    let rewritten = std::fs::read_to_string(&expected).expect("the expectation reads");
+    assert_eq!(rewritten, original, "--record writes the current plan back");
+    let output = plugin_test(&wasm, dir.path(), &[]);
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[test]
+fn a_missing_expectation_says_to_record() {
+    let dir = copy_fixtures("cleanup");
+    std::fs::remove_file(dir.path().join("nothing-to-do.expected.json")).expect("removed");
+    let output = plugin_test(&component("cleanup"), dir.path(), &[]);
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("no expectation"), "{out}");
+    assert!(out.contains("--record"), "{out}");
+}
+
+#[test]
+fn a_budget_overrun_fails_naming_the_budget() {
+    let output = plugin_test(
+        &component("cleanup"),
+        &fixtures_of("cleanup"),
+        &["--fuel", "5000"],
+    );
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("budget overrun"), "{out}");
+    assert!(out.contains("out of fuel"), "{out}");
+    assert!(out.contains("raise the plugin's limits"), "{out}");
+}
+
+#[test]
+fn per_case_config_in_the_expectation_is_applied() {
+    // reputation-feed's allow-list case carries its own config: without it the plan differs.
+    let dir = copy_fixtures("reputation-feed");
+    let path = dir.path().join("allow-list.expected.json");
+    let mut expectation: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("reads")).expect("JSON");
+    assert!(expectation["config"]["allow-list"].is_string());
+    expectation
+        .as_object_mut()
+        .expect("object")
+        .remove("config");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&expectation).expect("serializes"),
+    )
+    .expect("writes");
+    let output = plugin_test(&component("reputation-feed"), dir.path(), &[]);
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(diff_line(&out, '+', "\"value\": \"8.8.8.8\""), "{out}");
+    // The same config given on the command line makes that case pass again.
+    let only = tempfile::tempdir().expect("a temp dir");
+    for file in ["allow-list.json", "allow-list.expected.json"] {
+        std::fs::copy(dir.path().join(file), only.path().join(file)).expect("copies");
+    }
+    let output = plugin_test(
+        &component("reputation-feed"),
+        only.path(),
+        &["--config", "allow-list=8.8.8.8, *.microsoftonline.com"],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[test]
+fn malformed_fixtures_name_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(dir.path().join("truncated.json"), "{\"id\": \"11.1\", ").expect("writes");
+    std::fs::write(dir.path().join("not-a-malop.json"), "{\"id\": \"11.1\"}").expect("writes");
+    std::fs::write(
+        dir.path().join("server-failure.json"),
+        "{\"status\": \"FAILURE\", \"message\": \"query timed out\", \"data\": null}",
+    )
+    .expect("writes");
+    std::fs::write(
+        dir.path().join("bad-expectation.json"),
+        std::fs::read(root().join("tests/fixtures/malops/nothing-to-do.json")).expect("reads"),
+    )
+    .expect("writes");
+    std::fs::write(
+        dir.path().join("bad-expectation.expected.json"),
+        "{\"invocations\": [], \"surprise\": 1}",
+    )
+    .expect("writes");
+    let output = plugin_test(&component("cleanup"), dir.path(), &[]);
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("4 of 4 case(s) failed"), "{out}");
+    let line = |needle: &str| {
+        out.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{out}"))
+            .to_owned()
+    };
+    let truncated = line("truncated.json");
+    assert!(truncated.contains("malformed fixture") && truncated.contains("invalid JSON"));
+    let not_a_malop = line("not-a-malop.json");
+    assert!(not_a_malop.contains("not a riposte Malop") && not_a_malop.contains("missing field"));
+    let failure = line("server-failure.json");
+    assert!(failure.contains("crimes/unified") && failure.contains("query timed out"));
+    let expectation = line("bad-expectation.expected.json");
+    assert!(expectation.contains("malformed expectation") && expectation.contains("surprise"));
+    assert!(expectation.contains("--record"), "{expectation}");
+
+    let empty = tempfile::tempdir().expect("a temp dir");
+    let output = plugin_test(&component("cleanup"), empty.path(), &[]);
+    let out = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        out.contains("no fixtures in") && out.contains("<case>.json"),
+        "{out}"
+    );
+}
+
+#[test]
+fn limits_and_values_come_from_the_operator_config() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let wasm = component("reputation-feed");
+    let digest = {
+        let output = Command::new(binary())
+            .args(["plugin", "inspect"])
+            .arg(&wasm)
+            .output()
+            .expect("inspect runs");
+        let v: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        v["sha256"].as_str().expect("sha256").to_owned()
+    };
+    let config = dir.path().join("riposte.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugins]]\nname = \"reputation-feed\"\npath = {:?}\nsha256 = \"{digest}\"\n\n[plugins.limits]\nfuel = 123456789\n\n[plugins.values]\nallow-list = \"8.8.8.8, *.microsoftonline.com\"\n",
+            wasm.display().to_string()
+        ),
+    )
+    .expect("writes");
+    let fixtures = copy_fixtures("reputation-feed");
+    let output = plugin_test(
+        &wasm,
+        fixtures.path(),
+        &["--config-file", config.to_str().expect("utf-8")],
+    );
+    let out = text(&output);
+    assert!(out.contains("fuel 123456789"), "{out}");
+    // The operator's allow-list applies to every case: known-malware now matches the
+    // allow-list case's plan, not its own.
+    assert!(out.contains("FAIL     known-malware-must-act"), "{out}");
+    assert!(out.contains("ok       allow-list"), "{out}");
+}
