@@ -72,7 +72,7 @@ impl fmt::Display for Tamper {
             ),
             Self::SeqOutOfOrder { expected, found } if found > expected => write!(
                 f,
-                "seq {found} where {expected} was due: record{} {expected}{} deleted",
+                "seq {found} where {expected} was due: record{} {expected}{} deleted or moved further down",
                 if found - expected > 1 { "s" } else { "" },
                 if found - expected > 1 {
                     format!("..{} were", found - 1)
