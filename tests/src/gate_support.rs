@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 const USER: &str = "gate@riposte.local";
-const PASSWORD: &str = "gate-test-password";
+/// The password the service logs in to the simulator with (it must never reach the audit
+/// trail).
+pub const PASSWORD: &str = "gate-test-password";
 
 /// One `[[plugins]]` entry of the operator configuration.
 #[derive(Clone, Debug)]

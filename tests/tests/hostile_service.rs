@@ -370,6 +370,37 @@ async fn fan_out_past_a_budget_is_denied_whole_and_budgets_hold_across_calls() {
     assert_good_plugin_did_its_work(&world, &records);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_invocations_cannot_overspend_a_budget_together() {
+    let world = World::new(0).await;
+    let hostile = Plugin::hostile("hostile-race", "fan-out")
+        .grant(&["get-malop", "remediate"])
+        .remediation(&["kill-process"])
+        .budget("kill-process", 3, 3600);
+    // Three Malops of two machines each, handled in one batch with concurrency 4: 6 units
+    // asked for, 3 in the budget; whole calls only, so exactly one call of 2 can pass.
+    let malops = [
+        world.malop_on(&[0, 1]),
+        world.malop_on(&[2, 3]),
+        world.malop_on(&[1, 2]),
+    ];
+    let (_service, records) = cycle_with(&world, "", hostile).await;
+    let asked = records_of(&records, "hostile-race", "remediate");
+    assert_eq!(asked.len(), malops.len());
+    let allowed = asked.iter().filter(|r| decision(r).0 == "allow").count();
+    let spent = asked
+        .iter()
+        .filter(|r| decision(r) == ("deny".to_owned(), Some("budget-exhausted".to_owned())))
+        .count();
+    assert_eq!((allowed, spent), (1, 2), "{asked:#?}");
+    assert_eq!(
+        kills_sent(&world),
+        vec![2],
+        "one call of two kills reached the server"
+    );
+    assert_good_plugin_did_its_work(&world, &records);
+}
+
 /// A probe attack: the invocation completes, every probe was refused (the plugin logs what
 /// each got; "GOT" would be a leak), and the audit trail shows the completed invocations.
 async fn probe(attack: &str, refusals_per_run: usize) -> Vec<String> {

@@ -5,7 +5,7 @@
 
 use riposte::domain::Sha256Digest;
 use riposte::runtime::{ArtifactCache, Limits, Outcome, Runtime, RuntimeConfig};
-use riposte_e2e::gate_support::{Plugin, World, invocations, status};
+use riposte_e2e::gate_support::{PASSWORD, Plugin, World, invocations, status};
 use riposte_e2e::{dry_run, fixture, plugin_path, root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -255,7 +255,12 @@ async fn audit_verify_names_the_first_bad_record_after_each_kind_of_tampering() 
     service.sync_audit().unwrap();
     drop(service);
     let trail = world.audit_path();
-    let n = std::fs::read_to_string(&trail).unwrap().lines().count();
+    let text = std::fs::read_to_string(&trail).unwrap();
+    assert!(
+        !text.contains(PASSWORD),
+        "never a secret in the audit trail"
+    );
+    let n = text.lines().count();
     assert!(n >= 10, "a real trail: {n} records");
 
     let (ok, text) = verify(&trail);
