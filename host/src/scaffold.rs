@@ -1,13 +1,421 @@
-//! `riposte plugin new`: scaffolds a plugin.
+//! `riposte plugin new`: scaffolds a plugin that builds with `riposte plugin build -p <name>`
+//! and passes `riposte plugin test` as generated.
+//!
+//! The rule it writes comments on open high-priority Malops and leaves the others alone; it
+//! ships two fixtures (a "must act" ransomware Malop and a "must not act" false positive) with
+//! their expectations, so an author starts from a passing replay and changes rule and
+//! expectations together (`riposte plugin test --record` rewrites them).
+//!
+//! A Rust plugin is added to the `members` of `<dir>/Cargo.toml` (the plugins workspace); a
+//! Python plugin gets a `pyproject.toml` that names its module (`app`).
+
+use crate::domain::{ActionRequest, Malop, Priority};
+use crate::replay::{Expectation, ExpectedInvocation};
+use crate::runtime::RecordedCall;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+/// The "must act" fixture: a HIGH priority ransomware Malop, one machine offline.
+const MUST_ACT: &str = include_str!("../../tests/fixtures/malops/ransomware.json");
+/// The "must not act" fixture: the same Malop marked a false positive.
+const MUST_NOT_ACT: &str =
+    include_str!("../../tests/fixtures/malops/ransomware-false-positive.json");
+
+/// The reason the host records for `add-comment`.
+const COMMENT_REASON: &str = "comment requested by the plugin";
+
+/// The language of a new plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A cargo package in the plugins workspace, using the guest SDK.
+    Rust,
+    /// A Python module built with componentize-py.
+    Python,
+}
 
 /// Arguments of `riposte plugin new`.
 #[derive(Debug, clap::Args)]
 pub struct NewArgs {
-    /// The plugin's name.
+    /// The plugin's name: lower-case letters, digits and `-`, starting with a letter.
     pub name: String,
+    /// The language to write it in.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    pub lang: Lang,
+    /// The plugins directory (a Rust plugin joins the cargo workspace of its Cargo.toml).
+    #[arg(long, default_value = "plugins")]
+    pub dir: PathBuf,
 }
 
-/// Runs `riposte plugin new`.
+/// What `plugin new` wrote.
+#[derive(Clone, Debug)]
+pub struct Scaffolded {
+    /// The plugin's directory.
+    pub dir: PathBuf,
+    /// Every file written (and the workspace manifest, when it was changed).
+    pub files: Vec<PathBuf>,
+}
+
+/// Runs `riposte plugin new` and prints what was written and what to do next.
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet: {}", args.name)
+    let done = scaffold(&args.name, args.lang, &args.dir)?;
+    for file in &done.files {
+        println!("wrote {}", file.display());
+    }
+    println!(
+        "\nnext:\n  riposte plugin build -p {name}\n  riposte plugin test target/plugins/{name}.wasm --fixtures {}",
+        done.dir.join("fixtures").display(),
+        name = args.name
+    );
+    Ok(())
+}
+
+/// Checks a plugin name: lower-case ASCII letters, digits and single `-`, starting with a
+/// letter, at most 64 characters.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    anyhow::ensure!(
+        ok,
+        "`{name}` is not a valid plugin name: use lower-case letters, digits and single `-`, starting with a letter (e.g. `isolate-ransomware`)"
+    );
+    anyhow::ensure!(
+        !matches!(name, "target" | "test" | "std" | "core" | "riposte-guest"),
+        "`{name}` is reserved: choose another plugin name"
+    );
+    Ok(())
+}
+
+/// Writes a new plugin `name` in `lang` under `plugins_dir`.
+pub fn scaffold(name: &str, lang: Lang, plugins_dir: &Path) -> anyhow::Result<Scaffolded> {
+    check_name(name)?;
+    anyhow::ensure!(
+        plugins_dir.is_dir(),
+        "the plugins directory {} does not exist; pass --dir <the riposte plugins directory>",
+        plugins_dir.display()
+    );
+    let dir = plugins_dir.join(name);
+    anyhow::ensure!(
+        !dir.exists(),
+        "{} already exists: choose another name or remove it",
+        dir.display()
+    );
+    let workspace = plugins_dir.join("Cargo.toml");
+    if lang == Lang::Rust {
+        anyhow::ensure!(
+            workspace.is_file(),
+            "{} is missing: a Rust plugin joins the plugins cargo workspace; pass --dir <the riposte plugins directory>",
+            workspace.display()
+        );
+    }
+    let mut files = Vec::new();
+    let mut write = |path: PathBuf, text: String| -> anyhow::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        files.push(path);
+        Ok(())
+    };
+    match lang {
+        Lang::Rust => {
+            write(dir.join("Cargo.toml"), rust_manifest(name))?;
+            write(dir.join("src/lib.rs"), rust_source(name))?;
+        }
+        Lang::Python => {
+            write(dir.join("pyproject.toml"), python_project(name))?;
+            write(dir.join("app.py"), python_source(name))?;
+        }
+    }
+    let fixtures = dir.join("fixtures");
+    for (case, text) in [("must-act", MUST_ACT), ("must-not-act", MUST_NOT_ACT)] {
+        let malop: Malop = serde_json::from_str(text).expect("the embedded fixtures are Malops");
+        write(fixtures.join(format!("{case}.json")), text.to_owned())?;
+        let mut expectation = serde_json::to_string_pretty(&expected(name, &malop))?;
+        expectation.push('\n');
+        write(
+            fixtures.join(format!("{case}{}", crate::replay::EXPECTED_SUFFIX)),
+            expectation,
+        )?;
+    }
+    if lang == Lang::Rust {
+        add_member(&workspace, name)?;
+        files.push(workspace);
+    }
+    Ok(Scaffolded { dir, files })
+}
+
+/// Whether the generated rule acts on `malop`: HIGH priority and not closed or a false
+/// positive.
+fn acts_on(malop: &Malop) -> bool {
+    use crate::domain::ManagementStatus as S;
+    malop.priority == Priority::High
+        && !matches!(malop.management_status, S::Closed | S::FalsePositive)
+}
+
+/// The comment the generated rule writes (the Rust and Python templates format the same).
+fn comment(name: &str, malop: &Malop) -> String {
+    let connected = malop.machines.iter().filter(|m| m.connected).count();
+    format!(
+        "[{name}] high-priority Malop {} ({}): {} machine(s), {connected} connected",
+        malop.display_name,
+        malop.detection_type,
+        malop.machines.len()
+    )
+}
+
+fn expected(name: &str, malop: &Malop) -> Expectation {
+    let calls = if acts_on(malop) {
+        vec![RecordedCall::Action {
+            request: ActionRequest::AddComment {
+                malop_id: malop.id.clone(),
+                text: comment(name, malop),
+            },
+            reason: COMMENT_REASON.to_owned(),
+        }]
+    } else {
+        Vec::new()
+    };
+    Expectation {
+        invocations: vec![ExpectedInvocation {
+            malop: malop.id.clone(),
+            outcome: "completed".into(),
+            calls,
+        }],
+        ..Expectation::default()
+    }
+}
+
+/// Adds `name` to the `members = [...]` array of the plugins workspace manifest, keeping the
+/// rest of the file (comments included) as it is.
+pub fn add_member(manifest: &Path, name: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let doc: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", manifest.display()))?;
+    let members = doc
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(|m| m.as_array())
+        .with_context(|| {
+            format!(
+                "{} has no [workspace] members array to add `{name}` to; add it by hand",
+                manifest.display()
+            )
+        })?;
+    if members.iter().any(|m| m.as_str() == Some(name)) {
+        return Ok(());
+    }
+    // The `members = [` line (not a comment that mentions members).
+    let mut offset = 0;
+    let mut start = None;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("members")
+            && rest.trim_start().starts_with('=')
+            && let Some(bracket) = line.find('[')
+        {
+            start = Some(offset + bracket + 1);
+            break;
+        }
+        offset += line.len();
+    }
+    let start =
+        start.with_context(|| format!("cannot find `members = [` in {}", manifest.display()))?;
+    let mut updated = text.clone();
+    updated.insert_str(start, &format!("\n    \"{name}\","));
+    let check: toml::Table = updated.parse().with_context(|| {
+        format!(
+            "adding `{name}` to {} would break it; add it to members by hand",
+            manifest.display()
+        )
+    })?;
+    debug_assert!(check.get("workspace").is_some());
+    std::fs::write(manifest, updated).with_context(|| format!("writing {}", manifest.display()))
+}
+
+fn rust_manifest(name: &str) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version.workspace = true
+edition.workspace = true
+license.workspace = true
+publish = false
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+riposte-guest.workspace = true
+"#
+    )
+}
+
+fn rust_source(name: &str) -> String {
+    format!(
+        r#"//! {name}: a riposte rule (scaffolded by `riposte plugin new`).
+//!
+//! Comments on every high-priority Malop that is not closed or a false positive, and leaves
+//! the others alone. Change `decide` (and the expectations in `fixtures/`, with
+//! `riposte plugin test --record`) to make it yours.
+//!
+//! Grants it needs: `add-comment`.
+
+use riposte_guest::{{Error, Info, Malop, Priority, Rule, bookkeeping, export_rule, info}};
+
+struct ThisRule;
+
+/// What to do for `malop`: the comment to add, if any. Pure, so it is unit-testable natively.
+pub fn decide(malop: &Malop) -> Option<String> {{
+    if malop.priority != Priority::High || malop.is_closed() {{
+        return None;
+    }}
+    let connected = malop.connected_machines().len();
+    Some(format!(
+        "[{name}] high-priority Malop {{}} ({{}}): {{}} machine(s), {{connected}} connected",
+        malop.display_name,
+        malop.detection_type,
+        malop.machines.len()
+    ))
+}}
+
+impl Rule for ThisRule {{
+    fn describe() -> Info {{
+        Info::new("{name}", "0.1.0").description("Comments on open high-priority Malops")
+    }}
+
+    fn on_malop(malop: Malop) -> Result<(), Error> {{
+        match decide(&malop) {{
+            Some(text) => bookkeeping::add_comment(&malop.id, &text)?,
+            None => info!("{{}}: nothing to do", malop.id),
+        }}
+        Ok(())
+    }}
+}}
+
+export_rule!(ThisRule);
+"#
+    )
+}
+
+fn python_project(name: &str) -> String {
+    format!(
+        r#"# A riposte rule written in Python (scaffolded by `riposte plugin new`), built into a
+# component by `riposte plugin build -p {name}` with componentize-py against the host's wit/.
+[project]
+name = "{name}"
+version = "0.1.0"
+description = "Comments on open high-priority Malops"
+requires-python = ">=3.11"
+
+[tool.riposte]
+# The module componentize-py loads; it defines class WitWorld(wit_world.WitWorld).
+module = "app"
+"#
+    )
+}
+
+fn python_source(name: &str) -> String {
+    format!(
+        r#""""{name}: a riposte rule in Python (scaffolded by `riposte plugin new`).
+
+Comments on every high-priority Malop that is not closed or a false positive, and leaves the
+others alone. Change `decide` (and the expectations in fixtures/, with
+`riposte plugin test --record`) to make it yours.
+
+Grants it needs: `add-comment`.
+"""
+
+import wit_world
+from wit_world.imports import bookkeeping, log, plugin, types
+
+CLOSED = (types.ManagementStatus.CLOSED, types.ManagementStatus.FALSE_POSITIVE)
+
+
+def decide(malop: types.Malop):
+    """The comment to add for `malop`, or None. Pure."""
+    if malop.priority != types.Priority.HIGH or malop.management_status in CLOSED:
+        return None
+    connected = len([m for m in malop.machines if m.connected])
+    return (
+        f"[{name}] high-priority Malop {{malop.display_name}} ({{malop.detection_type}}): "
+        f"{{len(malop.machines)}} machine(s), {{connected}} connected"
+    )
+
+
+class WitWorld(wit_world.WitWorld):
+    def describe(self) -> plugin.Info:
+        return plugin.Info(
+            name="{name}",
+            version="0.1.0",
+            description="Comments on open high-priority Malops",
+            subscription=plugin.Subscription(element_kinds=[], activity_types=[], detection_types=[]),
+            interval_seconds=None,
+        )
+
+    def on_malop(self, malop: types.Malop) -> None:
+        text = decide(malop)
+        if text is None:
+            log.log(log.Level.INFO, f"{{malop.id}}: nothing to do")
+            return
+        bookkeeping.add_comment(malop.id, text)
+
+    def on_interval(self, now: int) -> None:
+        return None
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["a", "isolate-ransomware", "rule2"] {
+            check_name(good).unwrap();
+        }
+        for bad in ["", "Rule", "2rule", "a_b", "a--b", "a-", "target", "a b"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_member_is_added_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("Cargo.toml");
+        std::fs::write(
+            &manifest,
+            "# keep me: all members\n[workspace]\nresolver = \"3\"\nmembers = [\n    \"a\", # a comment\n]\n",
+        )
+        .unwrap();
+        add_member(&manifest, "new-rule").unwrap();
+        add_member(&manifest, "new-rule").unwrap();
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        assert!(text.starts_with("# keep me: all members\n"));
+        assert_eq!(text.matches("\"new-rule\"").count(), 1);
+        let doc: toml::Table = text.parse().unwrap();
+        let members = doc["workspace"]["members"].as_array().unwrap();
+        assert_eq!(members.len(), 2);
+    }
+
+    #[test]
+    fn the_embedded_fixtures_give_one_acting_and_one_idle_case() {
+        let act: Malop = serde_json::from_str(MUST_ACT).unwrap();
+        let idle: Malop = serde_json::from_str(MUST_NOT_ACT).unwrap();
+        assert!(acts_on(&act));
+        assert!(!acts_on(&idle));
+        assert_eq!(
+            comment("x", &act),
+            "[x] high-priority Malop locky.exe (RANSOMWARE): 3 machine(s), 2 connected"
+        );
+    }
 }

@@ -558,6 +558,10 @@ pub struct BuildArgs {
     /// Where components and manifest.json land (default: <root>/target/plugins).
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+    /// Cargo's target dir for plugins and the Python venv (default: <root>/target/plugin-build);
+    /// point it at an existing one to reuse what it already compiled.
+    #[arg(long, value_name = "DIR")]
+    pub build_dir: Option<PathBuf>,
     /// Skip the guest SDK's examples.
     #[arg(long)]
     pub no_examples: bool,
@@ -582,6 +586,9 @@ impl BuildArgs {
         let mut opts = BuildOptions::new(root);
         if let Some(out) = &self.out_dir {
             opts.out_dir = out.clone();
+        }
+        if let Some(build) = &self.build_dir {
+            opts.build_dir = build.clone();
         }
         opts.only = self.plugins.clone();
         opts.route = self.route;

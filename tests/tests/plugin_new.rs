@@ -1,0 +1,229 @@
+//! `riposte plugin new` output builds with `riposte plugin build -p <name>` and passes
+//! `riposte plugin test` as generated, through the real binary.
+//!
+//! Each test scaffolds into a temporary copy of the workspace layout (root Cargo.toml, wit/,
+//! guest-sdk/, plugins/ with its workspace manifest and members, tests/hostile-plugin) so the
+//! repository is never touched, and builds with the shared `target/plugin-build` so only the
+//! new plugin is compiled.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+fn binary() -> PathBuf {
+    let path = root().join("target/debug/riposte");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p riposte` (tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn riposte(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        // The plugins' dependencies are all in the lock file and the shared build dir.
+        .env("CARGO_NET_OFFLINE", "true")
+        .output()
+        .expect("the riposte binary runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creates the directory");
+    for entry in std::fs::read_dir(from).expect("reads the directory") {
+        let entry = entry.expect("an entry");
+        let name = entry.file_name();
+        if name == "target" || name == "__pycache__" || name == "fixtures" {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(&name));
+        } else {
+            std::fs::copy(&path, to.join(&name)).expect("copies a file");
+        }
+    }
+}
+
+/// A temporary workspace with the repository's layout: what `find_root` and the plugins
+/// workspace need, without the host's sources.
+fn workspace() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let (src, dst) = (root(), tmp.path().to_owned());
+    std::fs::copy(src.join("Cargo.toml"), dst.join("Cargo.toml")).expect("copies Cargo.toml");
+    copy_dir(&src.join("wit"), &dst.join("wit"));
+    copy_dir(&src.join("guest-sdk"), &dst.join("guest-sdk"));
+    copy_dir(
+        &src.join("tests/hostile-plugin"),
+        &dst.join("tests/hostile-plugin"),
+    );
+    copy_dir(&src.join("plugins"), &dst.join("plugins"));
+    tmp
+}
+
+fn scaffold_build_and_test(lang: &str, name: &str) {
+    let ws = workspace();
+    let plugins = ws.path().join("plugins");
+    let out = riposte(&[
+        "plugin",
+        "new",
+        name,
+        "--lang",
+        lang,
+        "--dir",
+        plugins.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "plugin new failed:\n{}", text(&out));
+    let dir = plugins.join(name);
+    for file in [
+        "fixtures/must-act.json",
+        "fixtures/must-act.expected.json",
+        "fixtures/must-not-act.json",
+        "fixtures/must-not-act.expected.json",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} is not scaffolded");
+    }
+    if lang == "rust" {
+        let manifest = std::fs::read_to_string(plugins.join("Cargo.toml")).expect("reads");
+        assert!(
+            manifest.contains(&format!("\"{name}\",")),
+            "{name} is not a workspace member:\n{manifest}"
+        );
+    }
+
+    let build_dir = root().join("target/plugin-build");
+    let out = riposte(&[
+        "plugin",
+        "build",
+        "--root",
+        ws.path().to_str().expect("utf-8"),
+        "-p",
+        name,
+        "--no-examples",
+        "--no-install",
+        "--build-dir",
+        build_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "the scaffolded {lang} plugin does not build:\n{}",
+        text(&out)
+    );
+    let wasm = ws
+        .path()
+        .join("target/plugins")
+        .join(format!("{name}.wasm"));
+    assert!(wasm.is_file(), "{} was not built", wasm.display());
+
+    let fixtures = dir.join("fixtures");
+    let out = riposte(&[
+        "plugin",
+        "test",
+        wasm.to_str().expect("utf-8"),
+        "--fixtures",
+        fixtures.to_str().expect("utf-8"),
+    ]);
+    let report = text(&out);
+    assert!(
+        out.status.success(),
+        "the scaffolded plugin fails its own fixtures:\n{report}"
+    );
+    assert!(report.contains("ok       must-act"), "{report}");
+    assert!(report.contains("ok       must-not-act"), "{report}");
+
+    // The generated expectation really pins the plan: a different comment fails.
+    let expected = fixtures.join("must-act.expected.json");
+    let original = std::fs::read_to_string(&expected).expect("reads");
+    assert!(
+        original.contains("\"action\": \"add-comment\""),
+        "{original}"
+    );
+    std::fs::write(&expected, original.replace("2 connected", "3 connected")).expect("writes");
+    let out = riposte(&[
+        "plugin",
+        "test",
+        wasm.to_str().expect("utf-8"),
+        "--fixtures",
+        fixtures.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("2 connected"), "{}", text(&out));
+
+    // Scaffolding the same name twice is refused, naming the directory.
+    let again = riposte(&[
+        "plugin",
+        "new",
+        name,
+        "--lang",
+        lang,
+        "--dir",
+        plugins.to_str().expect("utf-8"),
+    ]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+}
+
+#[test]
+fn a_new_rust_plugin_builds_and_passes_its_fixtures() {
+    scaffold_build_and_test("rust", "fresh-rust-rule");
+}
+
+#[test]
+fn a_new_python_plugin_builds_and_passes_its_fixtures() {
+    let componentize = root().join("target/plugin-build/python-venv/bin/componentize-py");
+    if !componentize.is_file() {
+        println!(
+            "skipped: {} is not installed (`riposte plugin build` installs it when it builds python-triage)",
+            componentize.display()
+        );
+        return;
+    }
+    scaffold_build_and_test("python", "fresh-python-rule");
+}
+
+#[test]
+fn bad_names_and_directories_are_refused_with_the_fix() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let dir = tmp.path().to_str().expect("utf-8");
+    let out = riposte(&["plugin", "new", "Bad_Name", "--dir", dir]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("not a valid plugin name"),
+        "{}",
+        text(&out)
+    );
+    // A Rust plugin needs the plugins workspace manifest.
+    let out = riposte(&["plugin", "new", "good-name", "--dir", dir]);
+    assert!(!out.status.success());
+    let message = text(&out);
+    assert!(
+        message.contains("Cargo.toml is missing") && message.contains("--dir"),
+        "{message}"
+    );
+    let missing = tmp.path().join("nowhere");
+    let out = riposte(&[
+        "plugin",
+        "new",
+        "good-name",
+        "--dir",
+        missing.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+}
