@@ -12,7 +12,7 @@ use riposte::client::{Client, ClientConfig, Credentials};
 use riposte::config::OperatorConfig;
 use riposte::domain::{MalopId, PluginName, Sha256Digest};
 use riposte::service::{FollowPolicy, Service};
-use riposte::sim::{FaultKind, LoggedRequest, SimConfig, SimHandle, SimMalop, Simulator};
+use riposte::sim::{Fault, FaultKind, LoggedRequest, SimConfig, SimHandle, SimMalop, Simulator};
 use riposte::store::Store;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -326,6 +326,12 @@ fn warm_cache() -> PathBuf {
     database.with_extension("artifacts")
 }
 
+/// Queues `fault` ahead of every pending fault (a request takes the first fault that
+/// matches it, so this one wins over, say, a delay on every request).
+pub fn inject_first(sim: &SimHandle, fault: Fault) {
+    sim.with_state(|s| s.faults.push_front(fault));
+}
+
 /// Polls `condition` until it holds; panics with `what` after `limit`.
 pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -378,9 +384,18 @@ pub fn actions_carried_out(sim: &SimHandle) -> Vec<(String, String)> {
 /// Asserts that no action reached the simulator twice (same path, same body), and returns
 /// how many reached it, by path.
 pub fn assert_no_action_twice(sim: &SimHandle) -> BTreeMap<String, usize> {
+    assert_no_action_twice_by(sim, carried_out)
+}
+
+/// [`assert_no_action_twice`], with `carried` telling which logged requests the simulator
+/// carried out (for tests whose faults answer 500 after carrying a request out).
+pub fn assert_no_action_twice_by(
+    sim: &SimHandle,
+    carried: impl Fn(&LoggedRequest) -> bool,
+) -> BTreeMap<String, usize> {
     let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for key in actions_carried_out(sim) {
-        *seen.entry(key).or_default() += 1;
+    for r in sim.requests().iter().filter(|r| is_action(r) && carried(r)) {
+        *seen.entry((r.path.clone(), r.body.clone())).or_default() += 1;
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
@@ -433,6 +448,35 @@ fn unhandled_by(
         }
     }
     missing
+}
+
+/// Runs cycles until every subscribed (plugin, Malop) pair is handled and no action is left
+/// unresolved, at most `max_cycles`; returns how many ran. Errors of a cycle are tolerated
+/// (the next one retries), but not past the limit.
+pub async fn run_until_settled(service: &Service, sim: &SimHandle, max_cycles: usize) -> usize {
+    let store = service.store();
+    let mut last = Vec::new();
+    for cycle in 1..=max_cycles {
+        if let Err(e) = service.run_cycle().await {
+            last.push(format!("cycle {cycle}: {e:#}"));
+        }
+        let unresolved = store.unresolved_actions().expect("the ledger answers");
+        let missing = unhandled(service, store, sim);
+        if missing.is_empty() && unresolved.is_empty() {
+            return cycle;
+        }
+        last.push(format!(
+            "after cycle {cycle}: unhandled {missing:?}, unresolved {:?}",
+            unresolved
+                .iter()
+                .map(|a| (a.id.as_str(), a.state))
+                .collect::<Vec<_>>()
+        ));
+    }
+    panic!(
+        "not settled after {max_cycles} cycles:\n{}",
+        last.join("\n")
+    );
 }
 
 /// The real `riposte` binary (`tests/run.sh` builds it before the tests).

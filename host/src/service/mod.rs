@@ -183,8 +183,20 @@ impl Service {
         }
         let concurrency = self.config.service.max_concurrency.max(1);
         let reports: Vec<InvocationReport> = futures::stream::iter(work)
-            .map(|(plugin, malop)| async move { self.invoke_on_malop(&plugin, &malop).await })
+            .map(|(plugin, malop)| async move {
+                // A plugin paused by its traps earlier in this batch is offered no more
+                // Malops (they are not marked handled, so they wait for the pause to end).
+                match self
+                    .core
+                    .store
+                    .paused_until(plugin.policy.name.as_str(), now_ms())
+                {
+                    Ok(Some(_)) => None,
+                    _ => Some(self.invoke_on_malop(&plugin, &malop).await),
+                }
+            })
             .buffer_unordered(concurrency)
+            .filter_map(std::future::ready)
             .collect()
             .await;
         report.invocations += reports.len();
