@@ -208,3 +208,53 @@ async fn promoted_comments_run_while_the_rest_stays_shadowed() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforcing_a_plugin_after_shadow_mode_carries_out_its_plan_once() {
+    let world = World::new(2).await;
+    let feed = || Plugin::new("feed", "reputation-feed").grant(&["get-malop", "set-reputation"]);
+    let touch_all = || {
+        for id in world.malop_ids() {
+            world.sim.touch_malop(&id);
+        }
+    };
+
+    // Shadow mode, twice: the plan is recorded once, nothing is sent.
+    let service = world.start("", &[feed().shadow()]).await.unwrap();
+    service.run_cycle().await.unwrap();
+    let planned = ledger(&service, "feed");
+    assert!(!planned.is_empty());
+    touch_all();
+    service.run_cycle().await.unwrap();
+    assert_eq!(
+        ledger(&service, "feed").len(),
+        planned.len(),
+        "no duplicate plan"
+    );
+    assert!(world.action_requests().is_empty());
+    drop(service);
+
+    // The operator enforces it: the Malops' next update carries the plan out...
+    let service = world.start("", &[feed()]).await.unwrap();
+    touch_all();
+    service.run_cycle().await.unwrap();
+    let sent = world.action_requests().len();
+    assert_eq!(sent, planned.len(), "each planned action sent once");
+    let executed: Vec<ActionRecord> = ledger(&service, "feed")
+        .into_iter()
+        .filter(|a| a.state == ActionState::Succeeded)
+        .collect();
+    let mut requests: Vec<String> = executed
+        .iter()
+        .map(|a| format!("{:?}", a.request))
+        .collect();
+    let mut plan: Vec<String> = planned.iter().map(|a| format!("{:?}", a.request)).collect();
+    requests.sort();
+    plan.sort();
+    assert_eq!(requests, plan, "what runs is what was planned");
+
+    // ...exactly once.
+    touch_all();
+    service.run_cycle().await.unwrap();
+    assert_eq!(world.action_requests().len(), sent, "nothing sent twice");
+}

@@ -10,7 +10,7 @@ use crate::domain::{
 };
 use crate::policy::{Decision, Gate, PluginPolicy, TargetFacts};
 use crate::runtime::{BoxFuture, CallContext, LogLevel, PluginHost};
-use crate::store::{ActionMode, ActionState, BeginOutcome, NewAction, Store};
+use crate::store::{ActionKey, ActionMode, ActionState, BeginOutcome, NewAction, Store};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
@@ -113,6 +113,9 @@ impl GatedHost {
             request.clone(),
             reason.clone(),
         );
+        if self.shadows(&request) {
+            new.key = shadow_key(&new.key);
+        }
         let store = &self.core.store;
         // Asked for before (an earlier run, or a Malop handled again): answer from the ledger,
         // spend nothing and send nothing.
@@ -172,6 +175,25 @@ impl GatedHost {
         }
         Ok(receipt(record.id.as_str(), disposition))
     }
+}
+
+impl GatedHost {
+    /// Whether the plugin's mode shadows `request` (some kind of it is not enforced).
+    fn shadows(&self, request: &ActionRequest) -> bool {
+        request
+            .action_kinds()
+            .iter()
+            .any(|k| !self.policy.config.enforces(*k))
+    }
+}
+
+/// The ledger key of a would-be action recorded in shadow mode: distinct from the key of the
+/// same action enforced, so that once the operator enforces (or promotes) the plugin, the
+/// action it only planned before is carried out (once) instead of being answered "shadowed"
+/// from the ledger forever. Repeated shadowed requests still share one record.
+fn shadow_key(key: &ActionKey) -> ActionKey {
+    let text = json!(["riposte.shadow-key.v1", key.0.to_hex()]).to_string();
+    ActionKey(Sha256Digest::of(text.as_bytes()))
 }
 
 fn receipt(id: &str, disposition: Disposition) -> Receipt {
