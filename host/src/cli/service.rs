@@ -96,6 +96,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     let interval = Duration::from_secs(config.service.poll_interval_secs.max(1));
     let client = Arc::new(client_from_config(&config)?);
+    // Served until this function returns (dropping it stops the endpoint).
+    let _metrics = match config.service.metrics_listen {
+        Some(listen) => Some(crate::metrics::serve(listen).await?),
+        None => None,
+    };
     let service = Service::start(config, client, FollowPolicy::default()).await?;
     let mut shutdown = shutdown_signal()?;
     loop {

@@ -35,6 +35,11 @@ impl Auditor {
         decision: &Decision,
         action_id: Option<&str>,
     ) {
+        crate::metrics::global().decision(
+            &call.plugin.name,
+            request.operation().name(),
+            decision.kind(),
+        );
         match Entry::for_action(now(), request, Some(reason), decision) {
             Ok(mut entry) => {
                 with_invocation(&mut entry, call);
@@ -55,6 +60,7 @@ impl Auditor {
         ok: bool,
         took: Duration,
     ) {
+        crate::metrics::global().decision(&call.plugin.name, operation.name(), decision.kind());
         let mut entry = Entry::new(now(), operation);
         with_invocation(&mut entry, call);
         entry.arguments = Redacted::from_value(arguments);
@@ -80,6 +86,11 @@ impl Auditor {
 
     /// The final (or current) state of an executed action.
     pub fn action_result(&self, record: &ActionRecord, state: ActionState, took: Duration) {
+        crate::metrics::global().action(
+            record.plugin.as_str(),
+            record.request.operation().name(),
+            state.as_str(),
+        );
         let mut entry = Entry::new(now(), Call::event("action-result"));
         entry.plugin = Some(record.plugin.clone());
         entry.plugin_digest = Some(record.plugin_digest);
@@ -94,6 +105,7 @@ impl Auditor {
 
     /// How an invocation ended; for a stopped plugin, the reason in plain words.
     pub fn invocation(&self, call: &CallContext, export: &str, report: &InvocationReport) {
+        crate::metrics::global().invocation(&call.plugin.name, export, report);
         let mut entry = Entry::new(now(), Call::event(format!("invoke:{export}")));
         with_invocation(&mut entry, call);
         let (status, detail) = match &report.outcome {

@@ -140,6 +140,8 @@ impl Service {
             self.poll_kind(kind, &mut report).await?;
         }
         self.run_due_intervals(&mut report).await;
+        crate::metrics::global().cycle();
+        crate::metrics::global().update_budgets(self);
         self.core
             .auditor
             .service_event("poll-cycle", serde_json::to_value(&report)?);
@@ -152,11 +154,10 @@ impl Service {
         let watermark = store.watermark(&source)?.unwrap_or(0);
         let overlap_ms = (self.config.service.overlap_window_secs as i64) * 1000;
         let since = (watermark - overlap_ms).max(0);
-        let malops = self
-            .core
-            .client
-            .malops_updated_since(kind, since)
-            .await
+        let polled = std::time::Instant::now();
+        let malops = self.core.client.malops_updated_since(kind, since).await;
+        crate::metrics::global().poll(&source, polled.elapsed(), malops.is_ok());
+        let malops = malops
             .with_context(|| format!("polling {} Malops updated since {since}", kind.as_api()))?;
         report.malops_seen += malops.len();
         let mut newest = watermark;
