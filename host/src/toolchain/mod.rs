@@ -602,7 +602,21 @@ impl BuildArgs {
 /// Runs `riposte plugin build`: builds, then prints what was built (a table, or JSON).
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let opts = args.options()?;
-    let built = build_plugins(&opts)?;
+    // A spinner while cargo and componentize-py work (not with --verbose, whose compiler
+    // output would tear it; never when stderr is not a terminal).
+    let what = if opts.only.is_empty() {
+        "building plugins".to_owned()
+    } else {
+        format!("building {}", opts.only.join(", "))
+    };
+    let progress = if opts.echo {
+        indicatif::ProgressBar::hidden()
+    } else {
+        crate::progress::spinner(&what)
+    };
+    let built = build_plugins(&opts);
+    progress.finish_and_clear();
+    let built = built?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&built)?);
         return Ok(());
