@@ -337,3 +337,49 @@ fn limits_and_values_come_from_the_operator_config() {
     assert!(out.contains("FAIL     known-malware-must-act"), "{out}");
     assert!(out.contains("ok       allow-list"), "{out}");
 }
+
+#[test]
+fn the_plugin_sees_a_pinned_clock_on_every_run() {
+    // The hostile plugin's `clock` probe logs what the WASI wall and monotonic clocks say.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::copy(
+        root().join("tests/fixtures/malops/ransomware.json"),
+        dir.path().join("clock.json"),
+    )
+    .expect("copies the fixture");
+    std::fs::write(
+        dir.path().join("clock.expected.json"),
+        r#"{"config": {"attack": "clock"}, "include_logs": true, "invocations": []}"#,
+    )
+    .expect("writes");
+    let wasm = component("hostile");
+    let output = plugin_test(&wasm, dir.path(), &["--record"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let recorded = std::fs::read_to_string(dir.path().join("clock.expected.json")).expect("reads");
+    // ransomware.json's last_update_time plus one minute; one microsecond per clock read.
+    let pinned = 1_763_802_735_000i64 + 60_000;
+    assert!(
+        recorded.contains(&format!(
+            "probe clock: wall {pinned} ms, monotonic step 1000 ns"
+        )),
+        "{recorded}"
+    );
+    // Replaying compares the log lines too, and they are the same on a second run.
+    let output = plugin_test(&wasm, dir.path(), &[]);
+    assert!(output.status.success(), "{}", text(&output));
+
+    // `now_ms` in the expectation moves the clock.
+    let moved = recorded.replace("\"config\"", "\"now_ms\": 1700000000000,\n  \"config\"");
+    std::fs::write(dir.path().join("clock.expected.json"), moved).expect("writes");
+    let output = plugin_test(&wasm, dir.path(), &[]);
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        diff_line(
+            &out,
+            '+',
+            "\"message\": \"probe clock: wall 1700000000000 ms, monotonic step 1000 ns\""
+        ),
+        "{out}"
+    );
+}

@@ -51,6 +51,17 @@ fn flood_log() {
     }
 }
 
+/// Logs what the WASI clocks say: pinned by `riposte plugin test`, they are the same on
+/// every run.
+fn probe_clock() {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let start = std::time::Instant::now();
+    let step = start.elapsed().as_nanos();
+    say(&format!("probe clock: wall {wall} ms, monotonic step {step} ns"));
+}
+
 fn probe_file() {
     for path in ["/etc/passwd", "/proc/self/environ", ".", "/"] {
         match std::fs::read_dir(path).map(|d| d.count()) {
@@ -148,6 +159,7 @@ impl Guest for Hostile {
             "read-file" => probe_file(),
             "env" => probe_env(),
             "socket" => probe_socket(),
+            "clock" => probe_clock(),
             "isolate-all" | "ungranted" | "protected" => isolate_all(&malop)?,
             "fan-out" => kill_everything(&malop)?,
             other => return Err(Error::Failed(format!("unknown attack `{other}`"))),
