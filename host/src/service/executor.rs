@@ -416,12 +416,13 @@ impl Executor {
         if let Err(e) = self.store.finish(&record.id, outcome, error, now) {
             tracing::error!(action = %record.id, "recording the final state: {e}");
         }
-        if outcome == Outcome::Succeeded {
-            if let Some(inverse) = crate::store::inverse_of(&record.request) {
-                if let Err(e) = self.store.record_undo(&record.id, &inverse, now) {
-                    tracing::error!(action = %record.id, "recording the undo: {e}");
-                }
-            }
+        let inverse = (outcome == Outcome::Succeeded)
+            .then(|| crate::store::inverse_of(&record.request))
+            .flatten();
+        if let Some(inverse) = inverse
+            && let Err(e) = self.store.record_undo(&record.id, &inverse, now)
+        {
+            tracing::error!(action = %record.id, "recording the undo: {e}");
         }
         tracing::debug!(action = %record.id, ?outcome, %result, "action finished");
         match outcome {
