@@ -11,6 +11,7 @@ use crate::{plugin_path, root};
 use riposte::client::{Client, ClientConfig, Credentials};
 use riposte::config::OperatorConfig;
 use riposte::domain::{MalopId, PluginName, Sha256Digest};
+use riposte::runtime::PluginInfo;
 use riposte::service::{FollowPolicy, Service};
 use riposte::sim::{Fault, FaultKind, LoggedRequest, SimConfig, SimHandle, SimMalop, Simulator};
 use riposte::store::Store;
@@ -417,16 +418,21 @@ pub fn assert_no_action_twice_by(
 /// The (plugin, Malop) pairs of `service`'s plugins subscribed to a Malop of `sim` that the
 /// store does not show as handled at the Malop's current update time.
 pub fn unhandled(service: &Service, store: &Store, sim: &SimHandle) -> Vec<(String, String)> {
-    let names: Vec<(PluginName, &riposte::runtime::PluginInfo)> = service
-        .plugins()
-        .iter()
-        .map(|p| (p.policy.name.clone(), &p.info))
-        .collect();
-    unhandled_by(&names, store, &sim.malops())
+    unhandled_by(&subscriptions(service), store, &sim.malops())
 }
 
-fn unhandled_by(
-    plugins: &[(PluginName, &riposte::runtime::PluginInfo)],
+/// Each plugin of `service` with what it said about itself (its subscription).
+pub fn subscriptions(service: &Service) -> Vec<(PluginName, PluginInfo)> {
+    service
+        .plugins()
+        .iter()
+        .map(|p| (p.policy.name.clone(), p.info.clone()))
+        .collect()
+}
+
+/// [`unhandled`] for `plugins` (from [`subscriptions`]) and `malops`.
+pub fn unhandled_by(
+    plugins: &[(PluginName, PluginInfo)],
     store: &Store,
     malops: &[SimMalop],
 ) -> Vec<(String, String)> {

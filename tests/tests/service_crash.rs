@@ -1,0 +1,211 @@
+//! Exactly once across crashes (G4), with the real service process: `riposte run` is killed
+//! with SIGKILL in the middle of a cycle, again and again at different points (while a
+//! request is in flight, and just after the simulator carried an action out), and restarted
+//! on the same database each time; at the end it runs until everything is handled and is
+//! stopped with SIGTERM. Every seeded Malop must be handled by every plugin subscribed to it,
+//! and no action may have reached the simulator twice (read from its request log).
+
+use riposte::sim::{Fault, FaultKind, SimHandle};
+use riposte::store::{ActionFilter, ActionState};
+use riposte_e2e::service_support::{
+    ServiceEnv, Setup, actions_carried_out, assert_no_action_twice, audit_records, riposte_bin,
+    start_sim, subscriptions, unhandled_by,
+};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// Where a run is killed, counted from its start.
+#[derive(Clone, Copy, Debug)]
+enum KillAt {
+    /// When the simulator has logged this many requests of the run (one is in flight).
+    Requests(usize),
+    /// Just after the simulator carried out this many actions of the run.
+    Actions(usize),
+}
+
+const KILLS: [KillAt; 7] = [
+    KillAt::Requests(3),
+    KillAt::Requests(12),
+    KillAt::Actions(1),
+    KillAt::Actions(4),
+    KillAt::Requests(60),
+    KillAt::Actions(10),
+    KillAt::Actions(20),
+];
+
+fn spawn(env: &ServiceEnv, run: usize) -> Child {
+    let log = std::fs::File::create(env.log_path(run)).expect("the run's log file");
+    Command::new(riposte_bin())
+        .args(["run", "--config"])
+        .arg(&env.config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("riposte run starts")
+}
+
+fn log_of(env: &ServiceEnv, run: usize) -> String {
+    let text = std::fs::read_to_string(env.log_path(run)).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// Polls until `reached` holds, failing if the process ends first or after `limit`.
+async fn wait_for(
+    child: &mut Child,
+    env: &ServiceEnv,
+    run: usize,
+    what: &str,
+    limit: Duration,
+    mut reached: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    while !reached() {
+        if let Some(status) = child.try_wait().expect("polling the process") {
+            panic!(
+                "run {run} ended ({status}) before {what}:\n{}",
+                log_of(env, run)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run}: timed out after {limit:?} waiting for {what}:\n{}",
+            log_of(env, run)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn carried(sim: &SimHandle) -> usize {
+    actions_carried_out(sim).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_cycle_again_and_again_then_every_malop_is_handled_and_no_action_sent_twice() {
+    let sim = start_sim(21, 12).await;
+    // Every request takes a little longer, so that a cycle spans many kill points.
+    sim.inject(
+        Fault::new(FaultKind::Delay, u32::MAX)
+            .on("/rest/")
+            .delay_ms(10),
+    );
+    let env = ServiceEnv::new(&sim, &Setup::examples());
+    let plugins = {
+        let service = env.service(&sim).await;
+        subscriptions(&service)
+    };
+    let pending_work = || {
+        let store = env.store();
+        let unhandled = unhandled_by(&plugins, &store, &sim.malops()).len();
+        let unresolved = store.unresolved_actions().expect("the ledger").len();
+        (unhandled, unresolved)
+    };
+
+    let mut left_unresolved = 0;
+    for (run, kill_at) in KILLS.iter().enumerate() {
+        if run > 0 {
+            // New work for every run, so that each kill lands in a busy cycle.
+            sim.add_malop();
+        }
+        let (requests0, actions0) = (sim.requests().len(), carried(&sim));
+        let mut child = spawn(&env, run);
+        let what = format!("{kill_at:?}");
+        wait_for(
+            &mut child,
+            &env,
+            run,
+            &what,
+            Duration::from_secs(20),
+            || match *kill_at {
+                KillAt::Requests(n) => sim.requests().len() >= requests0 + n,
+                KillAt::Actions(n) => carried(&sim) >= actions0 + n,
+            },
+        )
+        .await;
+        child.start_kill().expect("SIGKILL");
+        let status = child.wait().await.expect("the killed process is reaped");
+        assert_eq!(status.signal(), Some(9), "run {run} died of SIGKILL");
+        let (unhandled, unresolved) = pending_work();
+        assert!(
+            unhandled + unresolved > 0,
+            "run {run} was killed ({kill_at:?}) with work left, i.e. mid-cycle"
+        );
+        left_unresolved += unresolved;
+    }
+    assert!(
+        left_unresolved > 0,
+        "some kills landed between an action's ledger entry and its final state"
+    );
+
+    // The last run goes on until everything is handled, then stops on SIGTERM.
+    let run = KILLS.len();
+    let mut child = spawn(&env, run);
+    wait_for(
+        &mut child,
+        &env,
+        run,
+        "every Malop handled and every action settled",
+        Duration::from_secs(40),
+        || pending_work() == (0, 0),
+    )
+    .await;
+    let pid = child.id().expect("the process runs");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the service stops within 15 s of SIGTERM")
+        .expect("the process is reaped");
+    assert!(
+        status.success(),
+        "a clean exit on SIGTERM ({status}):\n{}",
+        log_of(&env, run)
+    );
+
+    let store = env.store();
+    let malops = sim.malops();
+    assert_eq!(malops.len(), 12 + KILLS.len() - 1);
+    assert!(
+        unhandled_by(&plugins, &store, &malops).is_empty(),
+        "every Malop handled by every plugin subscribed to it"
+    );
+    let by_path = assert_no_action_twice(&sim);
+    for path in [
+        "/rest/remediate",
+        "/rest/monitor/global/commands/isolate",
+        "/rest/classification/update",
+        "/rest/crimes/comment/",
+        "/rest/crimes/status",
+    ] {
+        assert!(
+            by_path.get(path).is_some_and(|n| *n > 0),
+            "{path} was exercised: {by_path:?}"
+        );
+    }
+    let actions = store.list_actions(&ActionFilter::default()).unwrap();
+    let unsettled: Vec<_> = actions
+        .iter()
+        .filter(|a| !matches!(a.state, ActionState::Succeeded))
+        .map(|a| (a.id.as_str(), a.state, a.last_error.clone()))
+        .collect();
+    assert!(
+        unsettled.is_empty(),
+        "every action succeeded: {unsettled:#?}"
+    );
+    // No request carried out that the ledger does not account for.
+    assert!(
+        actions_carried_out(&sim).len() <= actions.len(),
+        "at most one request carried out per ledgered action"
+    );
+    // The audit trail survived the kills with its chain intact.
+    assert!(!audit_records(&env.audit).is_empty());
+}
