@@ -121,3 +121,4 @@ pub async fn dry_run(
 
 // ---------------------------------------------------------------------------------------
 // The service tests' helpers (simulator, configuration, the real binary, bounded waits).
+pub mod service_support;
