@@ -71,7 +71,7 @@ fn approval_is_bound_decided_once_and_claimed_once() {
     });
     let err = store.approve(&id, "alice", Some(&other), 20).unwrap_err();
     assert!(
-        matches!(err.refusal(), Some(Refusal::HashMismatch { .. })),
+        matches!(err.refusal(), Some(Refusal::SeenHashMismatch { .. })),
         "{err}"
     );
     assert!(err.to_string().contains("approve"), "{err}");

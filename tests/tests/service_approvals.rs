@@ -115,7 +115,7 @@ async fn held_isolations_run_once_when_approved_never_when_denied_and_a_wrong_ha
     .await;
     assert!(!ok, "an approval bound to another hash is refused");
     assert!(
-        stderr.contains("does not match its approval") && stderr.contains(&wrong),
+        stderr.contains("is not the one its approval is bound to") && stderr.contains(&wrong),
         "says why: {stderr}"
     );
     assert_eq!(

@@ -319,7 +319,7 @@ path = "{p1}"
 sha256 = "{h1}"
 mode = "enforce"
 [plugins.grants]
-operations = ["get-malop", "isolate", "remediate", "remediation-status"]
+operations = ["get-malop", "isolate", "unisolate", "remediate", "remediation-status"]
 remediation = ["kill-process"]
 [[plugins.budgets]]
 action = "isolate"

@@ -46,6 +46,14 @@ pub struct Executor {
     follow: FollowPolicy,
 }
 
+/// Where an action stands after its one send.
+pub enum Submitted {
+    /// Final (isolation, reputation, status, comment; or a send that failed).
+    Final(ActionState),
+    /// A remediation the server is working on: follow it.
+    Following(RemediationReport),
+}
+
 /// What one send achieved.
 enum Sent {
     /// Final at once (isolation, reputation, status, comment).
@@ -72,10 +80,19 @@ impl Executor {
 
     /// Sends a `planned` action once, then follows it to its final state. Returns that state.
     pub async fn execute(&self, record: &ActionRecord, pylums: &PylumDirectory) -> ActionState {
+        match self.submit(record, pylums).await {
+            Submitted::Final(state) => state,
+            Submitted::Following(report) => self.follow(record, report).await,
+        }
+    }
+
+    /// Sends a `planned` action once and records the submission. Actions the server carries
+    /// out at once are final here (and audited); a remediation comes back to be followed
+    /// with [`Executor::follow`], which need not hold up the caller.
+    pub async fn submit(&self, record: &ActionRecord, pylums: &PylumDirectory) -> Submitted {
         let started = std::time::Instant::now();
         let now = now_ms();
-        let sent = self.send(&record.request, pylums).await;
-        let state = match sent {
+        let state = match self.send(&record.request, pylums).await {
             Ok(Sent::Done { outcome, result }) => {
                 self.mark_submitted(record, None, &result, now);
                 self.finish(record, outcome, &result, None)
@@ -83,10 +100,19 @@ impl Executor {
             Ok(Sent::Remediation(report)) => {
                 let result = remediation_json(&report);
                 self.mark_submitted(record, Some(&report), &result, now);
-                self.follow_remediation(record, report).await
+                return Submitted::Following(report);
             }
             Err(error) => self.send_failed(record, &error),
         };
+        self.auditor.action_result(record, state, started.elapsed());
+        Submitted::Final(state)
+    }
+
+    /// Follows a submitted remediation to SUCCESS, FAILURE or the follow limit, records and
+    /// audits its final state.
+    pub async fn follow(&self, record: &ActionRecord, report: RemediationReport) -> ActionState {
+        let started = std::time::Instant::now();
+        let state = self.follow_remediation(record, report).await;
         self.auditor.action_result(record, state, started.elapsed());
         state
     }
@@ -138,7 +164,7 @@ impl Executor {
                 tracing::info!(action = %record.id, "found on the server after a restart; not sending again");
                 let result = remediation_json(&report);
                 self.mark_submitted(record, Some(&report), &result, now_ms());
-                self.follow_remediation(record, report).await
+                self.follow(record, report).await
             }
             Ok(None) => self.execute(record, pylums).await,
             Err(error) => self.give_up_or_retry(
@@ -327,7 +353,7 @@ impl Executor {
             return record.state;
         };
         match self.client.remediation_progress(malop, rid).await {
-            Ok(report) => self.follow_remediation(record, report).await,
+            Ok(report) => self.follow(record, report).await,
             Err(error) => {
                 self.give_up_or_retry(record, &format!("reading remediation progress: {error}"))
             }

@@ -2,15 +2,18 @@
 //! gate and is audited; allowed actions go through the exactly-once ledger to the executor.
 
 use super::audit::Auditor;
-use super::executor::{Executor, PylumDirectory, now_ms};
+use super::executor::{Executor, PylumDirectory, Submitted, now_ms};
 use crate::client::Client;
+use crate::client::RemediationReport;
 use crate::domain::{
     ActionRequest, CallError, Disposition, Malop, MalopId, Operation, PluginName, Receipt,
     RemediationProgress, Sha256Digest, TimestampMs,
 };
 use crate::policy::{Decision, Gate, PluginPolicy, TargetFacts};
 use crate::runtime::{BoxFuture, CallContext, LogLevel, PluginHost};
-use crate::store::{ActionKey, ActionMode, ActionState, BeginOutcome, NewAction, Store};
+use crate::store::{
+    ActionKey, ActionMode, ActionRecord, ActionState, BeginOutcome, NewAction, Store,
+};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +29,39 @@ pub struct Core {
     pub approval_expiry_secs: u64,
     /// Per-plugin kv quota, in bytes.
     pub kv_limit_bytes: u64,
+    /// Remediations being followed in the background: following them does not count
+    /// against the plugin's time, and the cycle waits for them before it ends.
+    pub followers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Core {
+    /// Follows a submitted remediation to its final state in the background.
+    pub fn follow_in_background(self: &Arc<Self>, record: ActionRecord, report: RemediationReport) {
+        let core = self.clone();
+        let handle = tokio::spawn(async move {
+            core.executor.follow(&record, report).await;
+        });
+        self.followers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+    }
+
+    /// Waits until every background follow-up has reached a final state (or its limit).
+    pub async fn drain_followers(&self) {
+        loop {
+            let pending: Vec<_> =
+                std::mem::take(&mut *self.followers.lock().unwrap_or_else(|p| p.into_inner()));
+            if pending.is_empty() {
+                return;
+            }
+            for handle in pending {
+                if let Err(e) = handle.await {
+                    tracing::error!("a remediation follow-up task failed: {e}");
+                }
+            }
+        }
+    }
 }
 
 /// The host of one invocation: one plugin, and the Malop it is handling (if any).
@@ -163,7 +199,13 @@ impl GatedHost {
         };
         let disposition = decision.disposition().unwrap_or(Disposition::Submitted);
         if mode == ActionMode::Execute {
-            let state = self.core.executor.execute(&record, &self.pylums()).await;
+            let state = match self.core.executor.submit(&record, &self.pylums()).await {
+                Submitted::Final(state) => state,
+                Submitted::Following(report) => {
+                    self.core.follow_in_background(record.clone(), report);
+                    ActionState::Submitted
+                }
+            };
             if state == ActionState::Failed {
                 let detail = store.get_action(&record.id).ok().and_then(|r| r.last_error);
                 return Err(CallError::ServerError(format!(

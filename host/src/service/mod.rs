@@ -90,6 +90,7 @@ impl Service {
             client,
             approval_expiry_secs: config.approvals.expiry_secs,
             kv_limit_bytes: 1 << 20,
+            followers: Default::default(),
         });
         for plugin in &plugins {
             auditor.plugin_event(&plugin.policy.name, Some(plugin.digest), "plugin-loaded", serde_json::json!({
@@ -140,6 +141,7 @@ impl Service {
             self.poll_kind(kind, &mut report).await?;
         }
         self.run_due_intervals(&mut report).await;
+        self.core.drain_followers().await;
         crate::metrics::global().cycle();
         crate::metrics::global().update_budgets(self);
         self.core
@@ -161,73 +163,90 @@ impl Service {
             .with_context(|| format!("polling {} Malops updated since {since}", kind.as_api()))?;
         report.malops_seen += malops.len();
         let mut newest = watermark;
-        let mut oldest_deferred: Option<i64> = None;
+        // The oldest update some subscribed plugin still owes (details unavailable, plugin
+        // paused or trapped): the watermark stays below it, so the Malop is offered again.
+        let mut owed: Option<i64> = None;
+        let mut hold = |t: i64| owed = Some(owed.map_or(t, |o: i64| o.min(t)));
         let mut work = Vec::new();
         for malop in malops {
             newest = newest.max(malop.last_update_time);
-            let wanting = self.plugins_wanting(&malop)?;
-            if wanting.is_empty() {
+            let (runnable, paused) = self.plugins_owing(&malop)?;
+            if paused {
+                hold(malop.last_update_time);
+            }
+            if runnable.is_empty() {
                 continue;
             }
             match self.core.client.get_malop_details(&malop.id).await {
                 Ok(detailed) => {
                     let detailed = Arc::new(detailed);
-                    work.extend(wanting.into_iter().map(|p| (p, detailed.clone())));
+                    work.extend(runnable.into_iter().map(|p| (p, detailed.clone())));
                 }
                 Err(error) => {
                     tracing::warn!(malop = %malop.id, "details unavailable, retrying next cycle: {error}");
                     report.deferred += 1;
-                    let t = malop.last_update_time;
-                    oldest_deferred = Some(oldest_deferred.map_or(t, |o: i64| o.min(t)));
+                    hold(malop.last_update_time);
                 }
             }
         }
         let concurrency = self.config.service.max_concurrency.max(1);
-        let reports: Vec<InvocationReport> = futures::stream::iter(work)
+        let results: Vec<(i64, Option<InvocationReport>)> = futures::stream::iter(work)
             .map(|(plugin, malop)| async move {
                 // A plugin paused by its traps earlier in this batch is offered no more
                 // Malops (they are not marked handled, so they wait for the pause to end).
-                match self
+                let run = match self
                     .core
                     .store
                     .paused_until(plugin.policy.name.as_str(), now_ms())
                 {
                     Ok(Some(_)) => None,
                     _ => Some(self.invoke_on_malop(&plugin, &malop).await),
-                }
+                };
+                (malop.last_update_time, run)
             })
             .buffer_unordered(concurrency)
-            .filter_map(std::future::ready)
             .collect()
             .await;
-        report.invocations += reports.len();
-        report.traps += reports.iter().filter(|r| r.outcome.is_trap()).count();
-        let safe = oldest_deferred.map_or(newest, |t| newest.min(t - 1));
+        for (updated, run) in &results {
+            match run {
+                Some(r) => {
+                    report.invocations += 1;
+                    if r.outcome.is_trap() {
+                        report.traps += 1;
+                        hold(*updated);
+                    }
+                }
+                None => hold(*updated),
+            }
+        }
+        let safe = owed.map_or(newest, |t| newest.min(t - 1));
         store.set_watermark(&source, safe, now_ms())?;
         Ok(())
     }
 
-    fn plugins_wanting(&self, malop: &Malop) -> anyhow::Result<Vec<Arc<ServicePlugin>>> {
+    /// The plugins subscribed to `malop` that have not handled it at its latest update and
+    /// can run now, and whether any such plugin is paused.
+    fn plugins_owing(&self, malop: &Malop) -> anyhow::Result<(Vec<Arc<ServicePlugin>>, bool)> {
         let now = now_ms();
-        let mut wanting = Vec::new();
+        let mut runnable = Vec::new();
+        let mut paused = false;
         for plugin in &self.plugins {
-            if !plugin.info.subscription.matches(malop) {
-                continue;
-            }
             let name = &plugin.policy.name;
-            if self.core.store.paused_until(name.as_str(), now)?.is_some() {
-                continue;
-            }
-            if self
-                .core
-                .store
-                .is_handled(name, &malop.id, malop.last_update_time)?
+            if !plugin.info.subscription.matches(malop)
+                || self
+                    .core
+                    .store
+                    .is_handled(name, &malop.id, malop.last_update_time)?
             {
                 continue;
             }
-            wanting.push(plugin.clone());
+            if self.core.store.paused_until(name.as_str(), now)?.is_some() {
+                paused = true;
+            } else {
+                runnable.push(plugin.clone());
+            }
         }
-        Ok(wanting)
+        Ok((runnable, paused))
     }
 
     /// Runs `on-malop` of one plugin in a fresh sandbox, audits how it ended, and records it

@@ -257,10 +257,10 @@ impl Store {
             if let Some(seen) = seen_hash
                 && seen.to_hex() != row.hash
             {
-                return Ok(Err(Refusal::HashMismatch {
+                return Ok(Err(Refusal::SeenHashMismatch {
                     action: id.clone(),
-                    expected: seen.to_hex(),
-                    found: row.hash,
+                    bound: row.hash,
+                    given: seen.to_hex(),
                 }
                 .into()));
             }
@@ -542,7 +542,7 @@ mod tests {
         let wrong = Sha256Digest::of(b"something else");
         let err = store.approve(&id, "alice", Some(&wrong), 1).unwrap_err();
         assert!(
-            matches!(err.refusal(), Some(Refusal::HashMismatch { .. })),
+            matches!(err.refusal(), Some(Refusal::SeenHashMismatch { .. })),
             "{err}"
         );
 

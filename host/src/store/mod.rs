@@ -219,6 +219,15 @@ pub enum Refusal {
         /// The hash of the action as stored now.
         found: String,
     },
+    /// The hash the operator confirmed is not the one the approval is bound to.
+    SeenHashMismatch {
+        /// The action.
+        action: ActionId,
+        /// The hash the approval is bound to.
+        bound: String,
+        /// The hash the operator gave.
+        given: String,
+    },
     /// A plugin's key-value store would exceed its total size limit.
     KvQuota {
         /// The plugin.
@@ -269,6 +278,14 @@ impl std::fmt::Display for Refusal {
             } => write!(
                 f,
                 "action {action} does not match its approval: the approval is bound to sha256 {expected}, the action is now {found}"
+            ),
+            Refusal::SeenHashMismatch {
+                action,
+                bound,
+                given,
+            } => write!(
+                f,
+                "action {action}: the hash given ({given}) is not the one its approval is bound to ({bound}); list the approvals again and approve the action you see"
             ),
             Refusal::KvQuota {
                 plugin,
