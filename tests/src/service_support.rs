@@ -197,6 +197,18 @@ impl ServiceEnv {
         }
     }
 
+    /// Rewrites the configuration for `setup`, keeping the database, the audit trail and
+    /// the artifact cache (an operator changing the plugins of a running deployment).
+    pub fn reconfigure(&self, sim: &SimHandle, setup: &Setup) {
+        write_config(
+            self.dir.path(),
+            &self.database,
+            &self.audit,
+            &sim.base_url(),
+            setup,
+        );
+    }
+
     /// The configuration, loaded.
     pub fn load(&self) -> OperatorConfig {
         OperatorConfig::load(&self.config).expect("the test configuration loads")
