@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use riposte::plugin::{
+pub use self::riposte::plugin::{
     bookkeeping, config, isolation, kv, log, malops, plugin, remediation, reputation, types,
 };
 
