@@ -18,7 +18,14 @@ async fn check(plugin: &str, cases: &[(&str, &[(&str, &str)], Value)]) {
     let (runtime, cache) = runtime();
     let loaded = load(&runtime, &cache, plugin);
     for (fixture_name, config, expected) in cases {
-        let run = dry_run(&runtime, &loaded, &fixture(fixture_name), config, &Limits::default()).await;
+        let run = dry_run(
+            &runtime,
+            &loaded,
+            &fixture(fixture_name),
+            config,
+            &Limits::default(),
+        )
+        .await;
         assert_eq!(
             run.report.outcome,
             Outcome::Completed,
@@ -27,7 +34,10 @@ async fn check(plugin: &str, cases: &[(&str, &[(&str, &str)], Value)]) {
             run.report.stderr
         );
         let actions = as_json(&run.actions());
-        assert_eq!(&actions, expected, "{plugin} on {fixture_name} with config {config:?}");
+        assert_eq!(
+            &actions, expected,
+            "{plugin} on {fixture_name} with config {config:?}"
+        );
         assert!(
             !actions.to_string().contains(OFFLINE_MACHINE),
             "{plugin} on {fixture_name} acted on the offline machine"
@@ -117,22 +127,48 @@ async fn the_python_plugin_comments_and_opens_high_priority_malops() {
     let (runtime, cache) = runtime();
     let loaded = load(&runtime, &cache, "python-triage");
     for (fixture_name, config, expected) in [
-        ("ransomware", vec![], comment_and_open("11.-7780537507363356527")),
+        (
+            "ransomware",
+            vec![],
+            comment_and_open("11.-7780537507363356527"),
+        ),
         ("known-malware", vec![], json!([])),
-        ("known-malware", vec![("min-priority", "MEDIUM")], comment_and_open("11.-6236127201924601217")),
+        (
+            "known-malware",
+            vec![("min-priority", "MEDIUM")],
+            comment_and_open("11.-6236127201924601217"),
+        ),
         ("nothing-to-do", vec![], json!([])),
         ("ransomware-false-positive", vec![], json!([])),
     ] {
-        let run = dry_run(&runtime, &loaded, &fixture(fixture_name), &config, &Limits::default()).await;
-        assert_eq!(run.report.outcome, Outcome::Completed, "python-triage on {fixture_name}: {}", run.report.stderr);
+        let run = dry_run(
+            &runtime,
+            &loaded,
+            &fixture(fixture_name),
+            &config,
+            &Limits::default(),
+        )
+        .await;
+        assert_eq!(
+            run.report.outcome,
+            Outcome::Completed,
+            "python-triage on {fixture_name}: {}",
+            run.report.stderr
+        );
         // The comment text is the plugin's prose: check it is there, compare the rest exactly.
         let mut actions = as_json(&run.actions());
         for action in actions.as_array_mut().unwrap() {
             if let Some(text) = action.get_mut("text") {
-                assert!(text.as_str().is_some_and(|t| !t.is_empty()), "empty comment on {fixture_name}");
+                assert!(
+                    text.as_str().is_some_and(|t| !t.is_empty()),
+                    "empty comment on {fixture_name}"
+                );
                 *text = Value::Null;
             }
         }
-        assert_eq!(actions, expected, "python-triage on {fixture_name} with {config:?}");
+        assert_eq!(
+            actions, expected,
+            "python-triage on {fixture_name} with {config:?}"
+        );
     }
 }

@@ -31,7 +31,11 @@ async fn contain(attack: &str, limits: Limits) -> (StopReason, Duration) {
         },
         dry_run(&runtime, &good, &malop, &[], &defaults),
     );
-    assert_eq!(fine.report.outcome, Outcome::Completed, "the well-behaved plugin completes next to `{attack}`");
+    assert_eq!(
+        fine.report.outcome,
+        Outcome::Completed,
+        "the well-behaved plugin completes next to `{attack}`"
+    );
     assert_eq!(fine.actions().len(), 2, "and does its work");
     let (bad, elapsed) = bad;
     match bad.report.outcome {
@@ -54,7 +58,10 @@ async fn an_infinite_loop_is_stopped_at_the_time_limit() {
 
 #[tokio::test]
 async fn an_infinite_loop_runs_out_of_fuel_when_fuel_is_the_tighter_limit() {
-    let limits = Limits { fuel: 20_000_000, ..tight() };
+    let limits = Limits {
+        fuel: 20_000_000,
+        ..tight()
+    };
     let (reason, _) = contain("loop", limits).await;
     assert_eq!(reason, StopReason::OutOfFuel);
 }
@@ -88,7 +95,10 @@ async fn a_panic_is_reported_with_its_message() {
     let (reason, _) = contain("panic", tight()).await;
     match reason {
         StopReason::Panic(message) => {
-            assert!(message.contains("hostile plugin panicked on purpose"), "{message}")
+            assert!(
+                message.contains("hostile plugin panicked on purpose"),
+                "{message}"
+            )
         }
         other => panic!("expected a panic, got {other:?}"),
     }

@@ -8,8 +8,20 @@ use riposte_e2e::{DryRun, dry_run, fixture, load, runtime};
 async fn probe(attack: &str) -> DryRun {
     let (runtime, cache) = runtime();
     let hostile = load(&runtime, &cache, "hostile");
-    let run = dry_run(&runtime, &hostile, &fixture("ransomware"), &[("attack", attack)], &Limits::default()).await;
-    assert_eq!(run.report.outcome, Outcome::Completed, "{attack}: {:?}", run.report);
+    let run = dry_run(
+        &runtime,
+        &hostile,
+        &fixture("ransomware"),
+        &[("attack", attack)],
+        &Limits::default(),
+    )
+    .await;
+    assert_eq!(
+        run.report.outcome,
+        Outcome::Completed,
+        "{attack}: {:?}",
+        run.report
+    );
     run
 }
 
@@ -18,7 +30,10 @@ fn assert_all_refused(run: &DryRun, expected_probes: usize) {
     let leaks: Vec<&String> = logs.iter().filter(|l| l.contains("GOT")).collect();
     assert!(leaks.is_empty(), "the sandbox leaked: {leaks:#?}");
     let refused = logs.iter().filter(|l| l.contains("refused")).count();
-    assert_eq!(refused, expected_probes, "every probe ran and was refused: {logs:#?}");
+    assert_eq!(
+        refused, expected_probes,
+        "every probe ran and was refused: {logs:#?}"
+    );
 }
 
 #[tokio::test]
@@ -31,7 +46,12 @@ async fn files_cannot_be_read_listed_or_written() {
 async fn the_environment_and_arguments_are_empty() {
     let run = probe("env").await;
     assert_all_refused(&run, 2);
-    assert!(run.logs().contains(&"probe env args: 0 arguments".to_owned()), "{:?}", run.logs());
+    assert!(
+        run.logs()
+            .contains(&"probe env args: 0 arguments".to_owned()),
+        "{:?}",
+        run.logs()
+    );
 }
 
 #[tokio::test]

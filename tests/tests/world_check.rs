@@ -18,7 +18,10 @@ fn a_component_without_the_exports_is_refused_naming_the_export() {
     let message = err.to_string();
     assert!(matches!(err, Error::WorldMismatch { .. }), "{message}");
     assert!(message.contains("riposte:plugin/rule@0.1.0"), "{message}");
-    assert!(message.contains("describe"), "names the missing export: {message}");
+    assert!(
+        message.contains("describe"),
+        "names the missing export: {message}"
+    );
 }
 
 #[test]
@@ -27,7 +30,10 @@ fn a_component_importing_something_the_host_lacks_is_refused_naming_the_import()
     let err = load_wat(&runtime(), wat).unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, Error::WorldMismatch { .. }), "{message}");
-    assert!(message.contains("evil:net/raw-socket"), "names the import: {message}");
+    assert!(
+        message.contains("evil:net/raw-socket"),
+        "names the import: {message}"
+    );
 }
 
 #[test]
@@ -46,17 +52,31 @@ fn a_component_built_against_another_wit_version_is_refused_naming_both_versions
     let err = load_wat(&runtime(), wat).unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, Error::WitVersion { .. }), "{message}");
-    assert!(message.contains("0.2.0") && message.contains("0.1.0"), "{message}");
+    assert!(
+        message.contains("0.2.0") && message.contains("0.1.0"),
+        "{message}"
+    );
 }
 
 #[test]
 fn a_core_module_is_refused_as_not_a_component() {
     let err = load_wat(&runtime(), "(module)").unwrap_err();
-    assert!(matches!(err, Error::NotAComponent { found: "core module", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::NotAComponent {
+                found: "core module",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn garbage_bytes_are_refused_as_not_webassembly() {
-    let err = runtime().load("junk", b"<html>not wasm</html>", None).unwrap_err();
+    let err = runtime()
+        .load("junk", b"<html>not wasm</html>", None)
+        .unwrap_err();
     assert!(err.to_string().contains("not WebAssembly"), "{err}");
 }
