@@ -13,8 +13,11 @@ fn as_json(actions: &[ActionRequest]) -> Value {
     serde_json::to_value(actions).unwrap()
 }
 
+/// One case: a fixture, the plugin's config values, and the actions it must ask for.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Value);
+
 /// Runs `plugin` on each fixture and checks it completed with exactly the expected actions.
-async fn check(plugin: &str, cases: &[(&str, &[(&str, &str)], Value)]) {
+async fn check(plugin: &str, cases: &[Case<'_>]) {
     let (runtime, cache) = runtime();
     let loaded = load(&runtime, &cache, plugin);
     for (fixture_name, config, expected) in cases {

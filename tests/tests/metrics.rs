@@ -186,7 +186,7 @@ async fn a_cycle_moves_every_series_of_the_endpoint() {
         &["scope=\"metrics-containment\"", "action=\"isolate\""],
     );
     assert_eq!(plugin_max, 50.0);
-    assert!(plugin_left < 50.0 && plugin_left >= 0.0, "{body}");
+    assert!((0.0..50.0).contains(&plugin_left), "{body}");
     let global_left = sum(
         &after,
         "riposte_budget_remaining",
