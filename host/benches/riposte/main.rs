@@ -1,0 +1,155 @@
+//! riposte's benchmarks: `cargo bench -p riposte --bench riposte`.
+//!
+//! Runs the seven measurements of issue 7 in one process, each against its floor where the
+//! issue asks for one (bare wasmtime doing the same work, a bare call), and writes
+//! `host/benches/results/results.json` and `RESULTS.md` with the machine's description.
+//! Nothing here asserts a time; goals are reported as met or not, with the figures.
+//!
+//! `RIPOSTE_BENCH_ONLY=1,3,7` runs a subset (the results files are then not written unless
+//! `RIPOSTE_BENCH_WRITE=1`); `RIPOSTE_BENCH_REPORT_ONLY=1` re-renders RESULTS.md from
+//! results.json and notes.md without measuring.
+
+mod bare;
+mod containment;
+mod fixtures;
+mod latency;
+mod load;
+mod memory;
+mod report;
+mod util;
+
+use serde_json::{Value, json};
+use std::time::Instant;
+
+#[global_allocator]
+static ALLOCATOR: util::Counting = util::Counting;
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; a harness = false binary ignores its arguments.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Ok(mode) = std::env::var(memory::CHILD_ENV) {
+        return runtime.block_on(memory::child(&mode));
+    }
+    if std::env::var("RIPOSTE_BENCH_REPORT_ONLY").is_ok() {
+        // Re-renders RESULTS.md from results.json (after editing notes.md), measuring nothing.
+        let out = fixtures::root().join("host/benches/results");
+        let doc: Value = serde_json::from_slice(&std::fs::read(out.join("results.json"))?)?;
+        std::fs::write(out.join("RESULTS.md"), report::markdown(&doc))?;
+        return Ok(());
+    }
+    runtime.block_on(run())
+}
+
+fn wanted(n: u32) -> bool {
+    match std::env::var("RIPOSTE_BENCH_ONLY") {
+        Ok(list) => list.split(',').any(|x| x.trim() == n.to_string()),
+        Err(_) => true,
+    }
+}
+
+async fn section<F>(results: &mut serde_json::Map<String, Value>, n: u32, name: &str, f: F)
+where
+    F: std::future::Future<Output = anyhow::Result<Value>>,
+{
+    if !wanted(n) {
+        return;
+    }
+    eprintln!("[{n}/7] {name} ...");
+    let started = Instant::now();
+    let mut value = match f.await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("      failed: {e:#}");
+            json!({"error": format!("{e:#}")})
+        }
+    };
+    let took = started.elapsed().as_secs_f64();
+    eprintln!("      done in {took:.1} s");
+    value["section_seconds"] = json!(util::round(took));
+    results.insert(format!("{n}_{name}"), value);
+}
+
+async fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let root = fixtures::root();
+    fixtures::ensure_plugins()?;
+    let work = root.join("target/bench-work");
+    std::fs::create_dir_all(&work)?;
+    let python_cache = work.join("python-artifacts");
+
+    // A detailed Malop from the simulator, fetched by the real client: the invocation input.
+    let sim = fixtures::simulator(8, 1).await?;
+    let client = fixtures::client(&sim).await?;
+    let malops = fixtures::detailed_malops(&client).await?;
+    let malop = fixtures::pick(&malops, "RANSOMWARE").clone();
+
+    let mut results = serde_json::Map::new();
+    section(
+        &mut results,
+        1,
+        "invocation_latency",
+        latency::invocation(&malop),
+    )
+    .await;
+    section(
+        &mut results,
+        2,
+        "host_call_cost",
+        latency::host_calls(&malop, &sim, client.clone(), &work),
+    )
+    .await;
+    // Python before throughput and memory: its compile fills the artifact cache they reuse.
+    section(
+        &mut results,
+        5,
+        "python_plugin",
+        load::python(&malop, &python_cache),
+    )
+    .await;
+    section(
+        &mut results,
+        3,
+        "throughput",
+        load::throughput(&work, &python_cache),
+    )
+    .await;
+    section(&mut results, 4, "parse_10k_malops", load::parsing()).await;
+    section(
+        &mut results,
+        6,
+        "memory",
+        memory::memory(&sim, &malops, &work, &python_cache),
+    )
+    .await;
+    section(
+        &mut results,
+        7,
+        "containment_latency",
+        containment::containment(&work),
+    )
+    .await;
+    sim.shutdown().await;
+
+    let doc = json!({
+        "machine": util::machine(&root),
+        "command": "cargo bench -p riposte --bench riposte",
+        "total_seconds": util::round(started.elapsed().as_secs_f64()),
+        "results": results,
+    });
+    let partial = std::env::var("RIPOSTE_BENCH_ONLY").is_ok();
+    let out = root.join("host/benches/results");
+    if !partial || std::env::var("RIPOSTE_BENCH_WRITE").is_ok() {
+        std::fs::create_dir_all(&out)?;
+        std::fs::write(
+            out.join("results.json"),
+            serde_json::to_string_pretty(&doc)? + "\n",
+        )?;
+        std::fs::write(out.join("RESULTS.md"), report::markdown(&doc))?;
+        eprintln!("wrote {}/RESULTS.md and results.json", out.display());
+    } else {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    }
+    Ok(())
+}
