@@ -57,16 +57,12 @@ impl Auditor {
         operation: crate::domain::Operation,
         arguments: serde_json::Value,
         decision: &Decision,
-        ok: bool,
-        took: Duration,
     ) {
         crate::metrics::global().decision(&call.plugin.name, operation.name(), decision.kind());
         let mut entry = Entry::new(now(), operation);
         with_invocation(&mut entry, call);
         entry.arguments = Redacted::from_value(arguments);
         entry.decision = Some(decision.to_record());
-        entry.result = Redacted::from_value(json!({ "ok": ok }));
-        entry.duration_us = took.as_micros() as u64;
         self.append(entry);
     }
 

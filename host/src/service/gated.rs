@@ -115,26 +115,11 @@ impl GatedHost {
         arguments: serde_json::Value,
     ) -> Result<(), CallError> {
         let decision = self.core.gate.check_query(&self.policy, operation);
-        if let Some(error) = decision.call_error() {
-            self.core.auditor.query(
-                call,
-                operation,
-                arguments,
-                &decision,
-                false,
-                Default::default(),
-            );
-            return Err(error);
-        }
-        self.core.auditor.query(
-            call,
-            operation,
-            arguments,
-            &decision,
-            true,
-            Default::default(),
-        );
-        Ok(())
+        let refused = decision.call_error();
+        self.core
+            .auditor
+            .query(call, operation, arguments, &decision);
+        refused.map_or(Ok(()), Err)
     }
 
     async fn act_inner(
@@ -199,27 +184,39 @@ impl GatedHost {
         };
         let disposition = decision.disposition().unwrap_or(Disposition::Submitted);
         if mode == ActionMode::Execute {
-            let state = match self.core.executor.submit(&record, &self.pylums()).await {
-                Submitted::Final(state) => state,
-                Submitted::Following(report) => {
-                    self.core.follow_in_background(record.clone(), report);
-                    ActionState::Submitted
-                }
-            };
-            if state == ActionState::Failed {
-                let detail = store.get_action(&record.id).ok().and_then(|r| r.last_error);
-                return Err(CallError::ServerError(format!(
-                    "action {} failed on the server: {}",
-                    record.id.as_str(),
-                    detail.unwrap_or_else(|| "no detail".into())
-                )));
-            }
+            self.carry_out(record.clone()).await?;
         }
         Ok(receipt(record.id.as_str(), disposition))
     }
 }
 
 impl GatedHost {
+    /// Sends an allowed action once. A remediation is followed in the background, outside
+    /// the plugin's time; a send that failed on the server is the plugin's error.
+    async fn carry_out(&self, record: ActionRecord) -> Result<(), CallError> {
+        let state = match self.core.executor.submit(&record, &self.pylums()).await {
+            Submitted::Final(state) => state,
+            Submitted::Following(report) => {
+                self.core.follow_in_background(record, report);
+                return Ok(());
+            }
+        };
+        if state != ActionState::Failed {
+            return Ok(());
+        }
+        let detail = self
+            .core
+            .store
+            .get_action(&record.id)
+            .ok()
+            .and_then(|r| r.last_error);
+        Err(CallError::ServerError(format!(
+            "action {} failed on the server: {}",
+            record.id.as_str(),
+            detail.unwrap_or_else(|| "no detail".into())
+        )))
+    }
+
     /// Whether the plugin's mode shadows `request` (some kind of it is not enforced).
     fn shadows(&self, request: &ActionRequest) -> bool {
         request

@@ -26,7 +26,7 @@ use crate::config::OperatorConfig;
 use crate::domain::{ElementKind, Malop, MalopId};
 use crate::policy::{Gate, TargetFacts};
 use crate::runtime::{CallContext, Entry, InvocationReport, Outcome, PluginHost, Runtime};
-use crate::store::{ActionId, ActionRecord, ActionState, Backoff, NewAction, Store};
+use crate::store::{ActionRecord, ActionState, Backoff, NewAction, Store};
 use anyhow::Context;
 use executor::{Executor, PylumDirectory};
 use futures::StreamExt;
@@ -468,10 +468,5 @@ impl Service {
                 Default::default()
             }
         }
-    }
-
-    /// Resolves a possibly shortened action id.
-    pub fn resolve_action(&self, prefix: &str) -> anyhow::Result<ActionId> {
-        Ok(self.core.store.resolve_action_id(prefix)?)
     }
 }
