@@ -306,8 +306,6 @@ pub async fn host_calls(
                 Operation::GetMalop,
                 json!({"id": call.malop_id}),
                 &decision,
-                true,
-                Duration::ZERO,
             );
         }
         let per = started.elapsed().as_secs_f64() * 1e6 / n as f64;
