@@ -33,6 +33,17 @@ pub fn plugin_path(name: &str) -> PathBuf {
     path
 }
 
+/// The real `riposte` binary (`tests/run.sh` builds it before the tests).
+pub fn riposte_bin() -> PathBuf {
+    let path = root().join("target/debug/riposte");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build -p riposte` (tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// A Malop fixture from `tests/fixtures/malops/<name>.json`.
 pub fn fixture(name: &str) -> Malop {
     let path = root()

@@ -7,6 +7,7 @@
 //! under a file lock: compiling the Python plugin takes tens of seconds, loading it from the
 //! cache a fraction of one.
 
+pub use crate::riposte_bin;
 use crate::{plugin_path, root};
 use riposte::client::{Client, ClientConfig, Credentials};
 use riposte::config::OperatorConfig;
@@ -495,17 +496,6 @@ pub async fn run_until_settled(service: &Service, sim: &SimHandle, max_cycles: u
         "not settled after {max_cycles} cycles:\n{}",
         last.join("\n")
     );
-}
-
-/// The real `riposte` binary (`tests/run.sh` builds it before the tests).
-pub fn riposte_bin() -> PathBuf {
-    let path = root().join("target/debug/riposte");
-    assert!(
-        path.is_file(),
-        "{} is missing: build it first with `cargo build -p riposte` (tests/run.sh does)",
-        path.display()
-    );
-    path
 }
 
 /// Runs `riposte <args>` to completion (within 30 s), returning (success, stdout, stderr).

@@ -6,7 +6,7 @@
 use riposte::domain::Sha256Digest;
 use riposte::runtime::{ArtifactCache, Limits, Outcome, Runtime, RuntimeConfig};
 use riposte_e2e::gate_support::{PASSWORD, Plugin, World, invocations, status};
-use riposte_e2e::{dry_run, fixture, plugin_path, root};
+use riposte_e2e::{dry_run, fixture, plugin_path, riposte_bin};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -191,20 +191,9 @@ async fn the_service_recompiles_over_tampered_artifacts_and_runs() {
     }
 }
 
-/// The real `riposte` binary.
-fn riposte_binary() -> PathBuf {
-    let path = root().join("target/debug/riposte");
-    assert!(
-        path.is_file(),
-        "{} is missing: build it first with `cargo build -p riposte`",
-        path.display()
-    );
-    path
-}
-
 /// Runs `riposte audit verify <file>`: (success, stdout + stderr).
 fn verify(file: &Path) -> (bool, String) {
-    let out = Command::new(riposte_binary())
+    let out = Command::new(riposte_bin())
         .args(["audit", "verify"])
         .arg(file)
         .output()

@@ -6,28 +6,12 @@
 //! repository is never touched, and builds with the shared `target/plugin-build` so only the
 //! new plugin is compiled.
 
-use std::path::{Path, PathBuf};
+use riposte_e2e::{riposte_bin, root};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_owned()
-}
-
-fn binary() -> PathBuf {
-    let path = root().join("target/debug/riposte");
-    assert!(
-        path.is_file(),
-        "{} is missing: build it with `cargo build -p riposte` (tests/run.sh does)",
-        path.display()
-    );
-    path
-}
-
 fn riposte(args: &[&str]) -> Output {
-    Command::new(binary())
+    Command::new(riposte_bin())
         .args(args)
         .env("RUST_LOG", "warn")
         // The plugins' dependencies are all in the lock file and the shared build dir.

@@ -2,38 +2,12 @@
 //! it ships; a changed rule, a changed expectation, an overrun and a malformed fixture each
 //! fail with a message that says what differs.
 
+use riposte_e2e::{plugin_path, riposte_bin, root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_owned()
-}
-
-fn binary() -> PathBuf {
-    let path = root().join("target/debug/riposte");
-    assert!(
-        path.is_file(),
-        "{} is missing: build it with `cargo build -p riposte` (tests/run.sh does)",
-        path.display()
-    );
-    path
-}
-
-fn component(name: &str) -> PathBuf {
-    let path = root().join("target/plugins").join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: build the plugins first with `cargo run -p riposte -- plugin build`",
-        path.display()
-    );
-    path
-}
-
 fn plugin_test(wasm: &Path, fixtures: &Path, extra: &[&str]) -> Output {
-    Command::new(binary())
+    Command::new(riposte_bin())
         .args(["plugin", "test"])
         .arg(wasm)
         .arg("--fixtures")
@@ -98,7 +72,7 @@ fn every_example_plugin_passes_on_its_own_fixtures() {
                 "{plugin} ships no `{kind}` fixture: {names:?}"
             );
         }
-        let output = plugin_test(&component(plugin), &fixtures, &[]);
+        let output = plugin_test(&plugin_path(plugin), &fixtures, &[]);
         let out = text(&output);
         assert!(
             output.status.success(),
@@ -118,7 +92,7 @@ fn every_example_plugin_passes_on_its_own_fixtures() {
 #[test]
 fn json_report_has_usage_per_invocation_and_the_pinned_clock() {
     let output = plugin_test(
-        &component("ransomware-containment"),
+        &plugin_path("ransomware-containment"),
         &fixtures_of("ransomware-containment"),
         &["--json"],
     );
@@ -143,7 +117,11 @@ fn json_report_has_usage_per_invocation_and_the_pinned_clock() {
 #[test]
 fn a_different_rule_fails_with_a_readable_diff() {
     // cleanup.wasm does not do what reputation-feed's expectations say.
-    let output = plugin_test(&component("cleanup"), &fixtures_of("reputation-feed"), &[]);
+    let output = plugin_test(
+        &plugin_path("cleanup"),
+        &fixtures_of("reputation-feed"),
+        &[],
+    );
     let out = text(&output);
     assert!(!output.status.success(), "must fail:\n{out}");
     assert!(out.contains("FAIL     known-malware-must-act"), "{out}");
@@ -173,7 +151,7 @@ fn an_edited_expectation_fails_and_record_rewrites_it() {
     assert_ne!(edited, original, "the edit applies");
     std::fs::write(&expected, &edited).expect("the expectation writes");
 
-    let wasm = component("ransomware-containment");
+    let wasm = plugin_path("ransomware-containment");
     let output = plugin_test(&wasm, dir.path(), &[]);
     let out = text(&output);
     assert!(!output.status.success(), "{out}");
@@ -197,7 +175,7 @@ fn an_edited_expectation_fails_and_record_rewrites_it() {
 fn a_missing_expectation_says_to_record() {
     let dir = copy_fixtures("cleanup");
     std::fs::remove_file(dir.path().join("nothing-to-do.expected.json")).expect("removed");
-    let output = plugin_test(&component("cleanup"), dir.path(), &[]);
+    let output = plugin_test(&plugin_path("cleanup"), dir.path(), &[]);
     let out = text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(out.contains("no expectation"), "{out}");
@@ -207,7 +185,7 @@ fn a_missing_expectation_says_to_record() {
 #[test]
 fn a_budget_overrun_fails_naming_the_budget() {
     let output = plugin_test(
-        &component("cleanup"),
+        &plugin_path("cleanup"),
         &fixtures_of("cleanup"),
         &["--fuel", "5000"],
     );
@@ -235,7 +213,7 @@ fn per_case_config_in_the_expectation_is_applied() {
         serde_json::to_string_pretty(&expectation).expect("serializes"),
     )
     .expect("writes");
-    let output = plugin_test(&component("reputation-feed"), dir.path(), &[]);
+    let output = plugin_test(&plugin_path("reputation-feed"), dir.path(), &[]);
     let out = text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(diff_line(&out, '+', "\"value\": \"8.8.8.8\""), "{out}");
@@ -245,7 +223,7 @@ fn per_case_config_in_the_expectation_is_applied() {
         std::fs::copy(dir.path().join(file), only.path().join(file)).expect("copies");
     }
     let output = plugin_test(
-        &component("reputation-feed"),
+        &plugin_path("reputation-feed"),
         only.path(),
         &["--config", "allow-list=8.8.8.8, *.microsoftonline.com"],
     );
@@ -272,7 +250,7 @@ fn malformed_fixtures_name_the_file_and_the_problem() {
         "{\"invocations\": [], \"surprise\": 1}",
     )
     .expect("writes");
-    let output = plugin_test(&component("cleanup"), dir.path(), &[]);
+    let output = plugin_test(&plugin_path("cleanup"), dir.path(), &[]);
     let out = text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(out.contains("4 of 4 case(s) failed"), "{out}");
@@ -293,7 +271,7 @@ fn malformed_fixtures_name_the_file_and_the_problem() {
     assert!(expectation.contains("--record"), "{expectation}");
 
     let empty = tempfile::tempdir().expect("a temp dir");
-    let output = plugin_test(&component("cleanup"), empty.path(), &[]);
+    let output = plugin_test(&plugin_path("cleanup"), empty.path(), &[]);
     let out = text(&output);
     assert!(!output.status.success());
     assert!(
@@ -305,9 +283,9 @@ fn malformed_fixtures_name_the_file_and_the_problem() {
 #[test]
 fn limits_and_values_come_from_the_operator_config() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let wasm = component("reputation-feed");
+    let wasm = plugin_path("reputation-feed");
     let digest = {
-        let output = Command::new(binary())
+        let output = Command::new(riposte_bin())
             .args(["plugin", "inspect"])
             .arg(&wasm)
             .output()
@@ -352,7 +330,7 @@ fn the_plugin_sees_a_pinned_clock_on_every_run() {
         r#"{"config": {"attack": "clock"}, "include_logs": true, "invocations": []}"#,
     )
     .expect("writes");
-    let wasm = component("hostile");
+    let wasm = plugin_path("hostile");
     let output = plugin_test(&wasm, dir.path(), &["--record"]);
     assert!(output.status.success(), "{}", text(&output));
     let recorded = std::fs::read_to_string(dir.path().join("clock.expected.json")).expect("reads");
