@@ -182,7 +182,10 @@ async fn malop_details_are_complete() {
                 .iter()
                 .find(|x| x.guid == machine.guid.as_str())
                 .unwrap();
-            assert_eq!(machine.pylum_id.as_ref().unwrap().as_str(), sim_m.pylum_id);
+            assert_eq!(
+                machine.pylum_id.as_ref().map(|p| p.as_str()),
+                sim_m.pylum_id.as_deref()
+            );
             assert_eq!(machine.connected, sim_m.online);
             assert!(
                 machine
@@ -201,7 +204,10 @@ async fn malop_details_are_complete() {
     ));
     let name = &machines[0].name;
     let pylum = client.machine_pylum_id(name).await.unwrap();
-    assert_eq!(pylum, Some(PylumId::new(machines[0].pylum_id.clone())));
+    assert_eq!(
+        pylum,
+        Some(PylumId::new(machines[0].pylum_id.clone().unwrap()))
+    );
 }
 
 #[tokio::test]
@@ -377,8 +383,8 @@ async fn isolation_per_machine_outcomes() {
     let online = machines.iter().find(|m| m.online).unwrap();
     let offline = machines.iter().find(|m| !m.online).unwrap();
     let ids = [
-        PylumId::new(online.pylum_id.clone()),
-        PylumId::new(offline.pylum_id.clone()),
+        PylumId::new(online.pylum_id.clone().unwrap()),
+        PylumId::new(offline.pylum_id.clone().unwrap()),
     ];
     let report = client.isolate(&ids, None).await.unwrap();
     assert_eq!(report.outcomes[&ids[0]], IsolationStatus::Succeeded);
@@ -397,7 +403,7 @@ async fn isolation_per_machine_outcomes() {
         .unwrap();
     assert!(!sensors[0].isolated);
     // The offline machine becomes isolated when its sensor comes back.
-    sim.set_online(&offline.pylum_id, true);
+    sim.set_online(offline.pylum_id.as_deref().unwrap(), true);
     let s = client
         .sensors_by_name(&[offline.name.as_str()])
         .await
@@ -416,7 +422,7 @@ async fn isolation_per_machine_outcomes() {
 #[tokio::test]
 async fn isolate_500_is_not_resent() {
     let (sim, client) = start(8).await;
-    let id = PylumId::new(sim.machines()[0].pylum_id.clone());
+    let id = PylumId::new(sim.machines()[0].pylum_id.clone().unwrap());
     sim.inject(Fault::new(FaultKind::Status500, 5).on("/rest/monitor"));
     let err = client.isolate(&[id], None).await.unwrap_err();
     assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err}");
@@ -429,7 +435,7 @@ async fn isolate_500_is_not_resent() {
 #[tokio::test]
 async fn isolate_429_is_throttled_not_resent() {
     let (sim, client) = start(8).await;
-    let id = PylumId::new(sim.machines()[0].pylum_id.clone());
+    let id = PylumId::new(sim.machines()[0].pylum_id.clone().unwrap());
     sim.inject(Fault::new(FaultKind::Status429, 5).on("/rest/monitor"));
     let err = client.isolate(&[id], None).await.unwrap_err();
     assert!(matches!(err, Error::Throttled { attempts: 1, .. }), "{err}");

@@ -135,7 +135,11 @@ async fn ids_have_the_real_formats_and_data_is_seeded() {
         let (x, y) = m.guid.split_once('.').unwrap();
         x.parse::<i32>().unwrap();
         y.parse::<i64>().unwrap();
-        let rest = m.pylum_id.strip_prefix("PYLUMCLIENT_RIPOSTE_").unwrap();
+        let pylum_id = m
+            .pylum_id
+            .as_deref()
+            .expect("generated machines have a sensor");
+        let rest = pylum_id.strip_prefix("PYLUMCLIENT_RIPOSTE_").unwrap();
         let (host, mac) = rest.rsplit_once('_').unwrap();
         assert_eq!(host, m.name);
         assert!(mac.len() == 12 && mac.chars().all(|c| c.is_ascii_hexdigit()));
@@ -253,7 +257,7 @@ async fn control_api_over_http() {
         .unwrap();
     let r = rest(&s, &cookie.unwrap(), "/rest/sensors/query", json!({})).await;
     assert_eq!(r.status(), 302);
-    let pylum = s.machines()[0].pylum_id.clone();
+    let pylum = s.machines()[0].pylum_id.clone().unwrap();
     let r = c
         .post(format!("{base}/sim/sensors/{pylum}/offline"))
         .send()

@@ -250,10 +250,16 @@ fn malformed_fixtures_name_the_file_and_the_problem() {
         "{\"invocations\": [], \"surprise\": 1}",
     )
     .expect("writes");
+    // Valid riposte JSON, but a server reports one hash per root cause.
+    std::fs::write(
+        dir.path().join("two-hashes.json"),
+        std::fs::read(root().join("tests/fixtures/malops/known-malware.json")).expect("reads"),
+    )
+    .expect("writes");
     let output = plugin_test(&plugin_path("cleanup"), dir.path(), &[]);
     let out = text(&output);
     assert!(!output.status.success(), "{out}");
-    assert!(out.contains("4 of 4 case(s) failed"), "{out}");
+    assert!(out.contains("5 of 5 case(s) failed"), "{out}");
     let line = |needle: &str| {
         out.lines()
             .find(|l| l.contains(needle))
@@ -269,6 +275,13 @@ fn malformed_fixtures_name_the_file_and_the_problem() {
     let expectation = line("bad-expectation.expected.json");
     assert!(expectation.contains("malformed expectation") && expectation.contains("surprise"));
     assert!(expectation.contains("--record"), "{expectation}");
+    let two_hashes = line("two-hashes.json");
+    assert!(
+        two_hashes.contains("a server could not hold it as recorded")
+            && two_hashes.contains("invoice_0423.exe has 2 hashes")
+            && two_hashes.contains("keep one"),
+        "{two_hashes}"
+    );
 
     let empty = tempfile::tempdir().expect("a temp dir");
     let output = plugin_test(&plugin_path("cleanup"), empty.path(), &[]);

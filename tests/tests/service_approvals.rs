@@ -255,7 +255,7 @@ async fn undo_of_an_executed_isolation_sends_the_unisolation_once_and_is_refused
     let isolated = |pylum: &str| {
         sim.machines()
             .iter()
-            .find(|m| m.pylum_id == pylum)
+            .find(|m| m.has_pylum_id(pylum))
             .expect("a known sensor")
             .isolated
     };

@@ -99,15 +99,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sets up logging. `RUST_LOG` overrides the default level (`info`; `warn` for the demo,
-/// whose progress and summary are its output).
+/// Sets up logging. `RUST_LOG` overrides the default level (`info`; `warn` for the demo and
+/// replays, whose reports are their output).
 pub fn init_logging(cli: &Cli) {
     let format = cli.log_format;
-    let default = if matches!(cli.command, Command::Demo(_)) {
-        "warn"
-    } else {
-        "info"
-    };
+    let reports = matches!(
+        cli.command,
+        Command::Demo(_) | Command::Plugin(plugin::PluginCommand::Test(_))
+    );
+    let default = if reports { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

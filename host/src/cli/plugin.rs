@@ -23,8 +23,8 @@ pub enum PluginCommand {
     Run(RunArgs),
     /// Build every plugin under plugins/ into a component (Rust and Python).
     Build(crate::toolchain::BuildArgs),
-    /// Replay recorded Malops against a plugin with deterministic time and a dry-run backend;
-    /// compare its calls with `<case>.expected.json` beside each fixture and report fuel,
+    /// Replay recorded Malops against a plugin with deterministic time, served by a simulator
+    /// on loopback through the real client (actions are recorded, not executed); compare its calls with `<case>.expected.json` beside each fixture and report fuel,
     /// memory and time against its budgets. Exits non-zero on a mismatch or an overrun.
     Test(TestArgs),
     /// Scaffold a new plugin (with a fixture and its expectation) that builds and passes

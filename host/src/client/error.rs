@@ -169,3 +169,14 @@ impl Error {
 
 /// The client's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a plugin sees of a failed query: "not found" stays "not found", anything else is a
+/// server error carrying the (secret-free) message.
+impl From<Error> for crate::domain::CallError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::NotFound { what } => Self::NotFound(what),
+            other => Self::ServerError(other.to_string()),
+        }
+    }
+}

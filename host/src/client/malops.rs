@@ -36,6 +36,20 @@ impl Client {
         Ok(all)
     }
 
+    /// Malops of both kinds whose last update is in `[since, until)` (server ms): the
+    /// plugins' `list-malops`.
+    pub async fn malops_updated_in(
+        &self,
+        since: TimestampMs,
+        until: TimestampMs,
+    ) -> Result<Vec<Malop>> {
+        let mut all = self
+            .all_malops_updated_since(since.saturating_sub(1))
+            .await?;
+        all.retain(|m| m.last_update_time < until);
+        Ok(all)
+    }
+
     /// `crimes/unified` for given Malop ids of one kind.
     pub async fn malops_by_id(&self, kind: ElementKind, ids: &[MalopId]) -> Result<Vec<Malop>> {
         self.crimes_unified(kind, Some(ids), Value::Null).await

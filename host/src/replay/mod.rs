@@ -1,18 +1,20 @@
 //! Replay testing (`riposte plugin test`, guarantee G9): a plugin runs against recorded Malops
-//! with deterministic time, its imports answered by a dry-run backend; the calls it makes are
-//! compared with the expectation beside each fixture, and what it used is reported against its
-//! budgets.
+//! with deterministic time; the calls it makes are compared with the expectation beside each
+//! fixture, and what it used is reported against its budgets.
 //!
-//! **Backend.** Imports are answered by [`RecordingHost`] from the fixture's own Malops:
-//! `get-malop` and `list-malops` see exactly the fixture (a `list-malops` window selects by
-//! `last_update_time`), actions are recorded and answered as shadowed, nothing is executed.
-//! The fixture is the simulated server's whole world, so a replay needs no network and no
-//! port, and gives the same answers on every run.
+//! **Backend.** Each case starts a simulator on loopback holding exactly the fixture's Malops
+//! ([`ReplayServer`]), and the real client talks to it over HTTP: every Malop is fetched in
+//! full detail as the service would fetch it before offering it to `on-malop`, and the
+//! plugin's `get-malop` and `list-malops` go the same way. Actions are recorded and answered
+//! as shadowed ([`RecordingHost`]); nothing is executed. A fixture a server could not hold as
+//! recorded (say, a root cause with two hashes) fails its case with the reason.
 //!
 //! **Time.** The plugin's WASI clocks are pinned ([`Clock::Fixed`]): by default to each
-//! Malop's `last_update_time` plus one minute, or to the expectation's `now_ms`.
+//! Malop's `last_update_time` plus one minute, or to the expectation's `now_ms`. The
+//! simulator's clock stands at the latest of those.
 
 pub mod fixture;
+mod server;
 
 pub use fixture::{
     EXPECTED_SUFFIX, Expectation, ExpectedInvocation, Fixture, FixtureError, FixtureShape,
@@ -20,7 +22,9 @@ pub use fixture::{
     write_expectation,
 };
 
-use crate::domain::MalopId;
+pub use server::{ReplayServer, ServerError};
+
+use crate::domain::{Malop, MalopId, TimestampMs};
 use crate::runtime::{
     CallContext, Clock, Entry, Limits, LoadedPlugin, Outcome, PluginHost, PluginIdentity,
     RecordedCall, RecordingHost, Runtime, StopReason,
@@ -191,13 +195,23 @@ pub async fn run_case(
     config.extend(settings.config.clone());
     let config = Arc::new(config);
 
-    let host = Arc::new(RecordingHost::new(fixture.malops.iter().cloned()));
-    let mut actual = Vec::new();
-    for malop in &fixture.malops {
-        let before = host.calls().len();
-        let now = settings
+    let clock = |malop: &Malop| {
+        settings
             .now_ms
-            .unwrap_or(malop.last_update_time + DEFAULT_CLOCK_OFFSET_MS);
+            .unwrap_or(malop.last_update_time + DEFAULT_CLOCK_OFFSET_MS)
+    };
+    let (server, offered) = match serve(&fixture, fixture.malops.iter().map(clock).max()).await {
+        Ok(served) => served,
+        Err(failure) => {
+            result.failures.push(failure);
+            return result;
+        }
+    };
+    let host = Arc::new(RecordingHost::with_source(server));
+    let mut actual = Vec::new();
+    for malop in &offered {
+        let before = host.calls().len();
+        let now = clock(malop);
         let call = CallContext::for_malop(plugin.identity(), malop, config.clone())
             .with_clock(Clock::Fixed(now));
         let report = runtime
@@ -267,6 +281,29 @@ pub async fn run_case(
         Some(_) => {}
     }
     result
+}
+
+/// Starts the case's simulated server and fetches each fixture Malop from it as the service
+/// would; a failure names the fixture and the Malop.
+async fn serve(
+    fixture: &Fixture,
+    server_clock: Option<TimestampMs>,
+) -> Result<(ReplayServer, Vec<Malop>), String> {
+    let at = |e: &dyn std::fmt::Display| format!("fixture {}: {e}", fixture.path.display());
+    let server = ReplayServer::start(&fixture.malops, server_clock.unwrap_or_default())
+        .await
+        .map_err(|e| at(&e))?;
+    let mut offered = Vec::with_capacity(fixture.malops.len());
+    for malop in &fixture.malops {
+        let fetched = server.offered(&malop.id).await.map_err(|e| {
+            at(&format_args!(
+                "the simulated server could not serve Malop {}: {e}",
+                malop.id
+            ))
+        })?;
+        offered.push(fetched);
+    }
+    Ok((server, offered))
 }
 
 /// `completed`, `plugin-error: <error>` or `stopped: <reason label>`.

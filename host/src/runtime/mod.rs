@@ -21,7 +21,7 @@ pub use cache::ArtifactCache;
 pub use host_api::{BoxFuture, CallContext, Clock, LogLevel, PluginHost, PluginIdentity};
 pub use loader::{Inspection, LoadedPlugin, sha256_hex};
 pub use outcome::{InvocationReport, Outcome, StopReason};
-pub use recording::{RecordedCall, RecordingHost};
+pub use recording::{FixtureMalops, MalopSource, RecordedCall, RecordingHost};
 
 use crate::domain::Malop;
 use bindings::Rule;

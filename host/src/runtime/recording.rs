@@ -1,5 +1,6 @@
-//! A dry-run host that answers imports from fixtures and records every call, executing
-//! nothing. It backs `riposte plugin run` and replay tests.
+//! A dry-run host that answers queries from a [`MalopSource`] (fixtures in memory, or a
+//! simulated server) and records every call, executing nothing. It backs `riposte plugin run`
+//! and replay tests.
 
 use super::host_api::{BoxFuture, CallContext, LogLevel, PluginHost};
 use crate::domain::{
@@ -41,20 +42,81 @@ pub enum RecordedCall {
     },
 }
 
-/// Answers queries from a set of fixture Malops; records actions as shadowed.
-#[derive(Default)]
+/// Where a [`RecordingHost`] finds the Malops it answers `list-malops` and `get-malop` with.
+pub trait MalopSource: Send + Sync + 'static {
+    /// Malops whose last update is in `[since, until)`.
+    fn list(
+        &self,
+        since: TimestampMs,
+        until: TimestampMs,
+    ) -> BoxFuture<'_, Result<Vec<Malop>, CallError>>;
+
+    /// One Malop in full detail.
+    fn get(&self, id: MalopId) -> BoxFuture<'_, Result<Malop, CallError>>;
+}
+
+/// Malops held in memory, e.g. read from fixture files.
+#[derive(Clone, Debug, Default)]
+pub struct FixtureMalops(BTreeMap<MalopId, Malop>);
+
+impl FixtureMalops {
+    /// These Malops, by id.
+    pub fn new(malops: impl IntoIterator<Item = Malop>) -> Self {
+        Self(malops.into_iter().map(|m| (m.id.clone(), m)).collect())
+    }
+}
+
+impl MalopSource for FixtureMalops {
+    fn list(
+        &self,
+        since: TimestampMs,
+        until: TimestampMs,
+    ) -> BoxFuture<'_, Result<Vec<Malop>, CallError>> {
+        let found = self
+            .0
+            .values()
+            .filter(|m| m.last_update_time >= since && m.last_update_time < until)
+            .cloned()
+            .collect();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn get(&self, id: MalopId) -> BoxFuture<'_, Result<Malop, CallError>> {
+        let found = self
+            .0
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| CallError::NotFound(format!("no Malop {id} in the fixtures")));
+        Box::pin(async move { found })
+    }
+}
+
+/// A dry-run host: answers queries from a [`MalopSource`], records every call, and answers
+/// actions as shadowed without executing anything.
 pub struct RecordingHost {
-    malops: BTreeMap<MalopId, Malop>,
+    source: Box<dyn MalopSource>,
     calls: Mutex<Vec<RecordedCall>>,
     kv: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl Default for RecordingHost {
+    fn default() -> Self {
+        Self::with_source(FixtureMalops::default())
+    }
 }
 
 impl RecordingHost {
     /// A host that knows `malops` (for `get-malop` and `list-malops`).
     pub fn new(malops: impl IntoIterator<Item = Malop>) -> Self {
+        Self::with_source(FixtureMalops::new(malops))
+    }
+
+    /// A host whose queries are answered by `source`.
+    pub fn with_source(source: impl MalopSource) -> Self {
         Self {
-            malops: malops.into_iter().map(|m| (m.id.clone(), m)).collect(),
-            ..Self::default()
+            source: Box::new(source),
+            calls: Mutex::default(),
+            kv: Mutex::default(),
         }
     }
 
@@ -93,13 +155,7 @@ impl PluginHost for RecordingHost {
         until: TimestampMs,
     ) -> BoxFuture<'a, Result<Vec<Malop>, CallError>> {
         self.record(RecordedCall::ListMalops { since, until });
-        let found = self
-            .malops
-            .values()
-            .filter(|m| m.last_update_time >= since && m.last_update_time < until)
-            .cloned()
-            .collect();
-        Box::pin(async move { Ok(found) })
+        self.source.list(since, until)
     }
 
     fn get_malop<'a>(
@@ -108,12 +164,7 @@ impl PluginHost for RecordingHost {
         id: MalopId,
     ) -> BoxFuture<'a, Result<Malop, CallError>> {
         self.record(RecordedCall::GetMalop { id: id.clone() });
-        let found = self
-            .malops
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| CallError::NotFound(format!("no Malop {id} in the fixtures")));
-        Box::pin(async move { found })
+        self.source.get(id)
     }
 
     fn act<'a>(

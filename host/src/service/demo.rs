@@ -11,6 +11,7 @@ use crate::audit::{DecisionKind, Filter};
 use crate::client::{Client, ClientConfig, Credentials};
 use crate::config::OperatorConfig;
 use crate::domain::{ActionRequest, MalopId, Sha256Digest};
+use crate::progress::Steps;
 use crate::sim::{SimConfig, SimHandle, Simulator};
 use crate::store::{ActionFilter, ActionState};
 use crate::toolchain::{self, BuildOptions};
@@ -59,18 +60,15 @@ pub struct DemoSummary {
     pub config: PathBuf,
 }
 
-fn step(n: usize, text: &str) {
-    eprintln!("[{n}/5] {text}");
-}
-
 /// Runs the demo and returns its summary.
 pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
-    step(
+    let steps = Steps::new(5, "demo");
+    steps.start(
         1,
         "building the example plugins (first time: a few minutes)",
     );
-    let plugins = built_plugins(&options.root)?;
-    step(2, "starting the Cybereason simulator on loopback");
+    let plugins = steps.suspend(|| built_plugins(&options.root))?;
+    steps.start(2, "starting the Cybereason simulator on loopback");
     let password = demo_password();
     let sim = Simulator::start(SimConfig {
         seed: options.seed,
@@ -80,19 +78,19 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         ..SimConfig::default()
     })
     .await?;
-    eprintln!(
-        "      simulator at {} with {} Malops",
+    steps.note(&format!(
+        "simulator at {} with {} Malops",
         sim.base_url(),
         sim.malops().len()
-    );
-    step(3, "writing the sample policy");
+    ));
+    steps.start(3, "writing the sample policy");
     let config_path = write_config(&options.workdir, &sim, &plugins, &password)?;
     let config = OperatorConfig::load(&config_path)?;
     let client = Arc::new(Client::new(ClientConfig::new(
         sim.base_url(),
         Credentials::new(DEMO_USER, password),
     ))?);
-    step(
+    steps.start(
         4,
         "loading the plugins and running the service until every Malop is handled",
     );
@@ -107,10 +105,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     };
     for cycle in 1..=10 {
         let report = service.run_cycle().await?;
-        eprintln!(
-            "      cycle {cycle}: {} Malops, {} invocations, {} traps",
+        steps.note(&format!(
+            "cycle {cycle}: {} Malops, {} invocations, {} traps",
             report.malops_seen, report.invocations, report.traps
-        );
+        ));
         summary.cycles = cycle;
         summary.invocations += report.invocations;
         summary.malops_seen = summary.malops_seen.max(report.malops_seen);
@@ -119,8 +117,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         }
     }
     service.sync_audit()?;
-    step(5, "verifying the audit chain");
+    steps.start(5, "verifying the audit chain");
     tally(&service, &config, &mut summary)?;
+    steps.finish();
     sim.shutdown().await;
     Ok(summary)
 }

@@ -255,13 +255,6 @@ fn internal(error: crate::store::Error) -> CallError {
     CallError::ServerError("the host's state store failed; the call was not carried out".into())
 }
 
-fn server(error: crate::client::Error) -> CallError {
-    match error {
-        crate::client::Error::NotFound { what } => CallError::NotFound(what),
-        other => CallError::ServerError(other.to_string()),
-    }
-}
-
 impl PluginHost for GatedHost {
     fn list_malops<'a>(
         &'a self,
@@ -276,17 +269,9 @@ impl PluginHost for GatedHost {
                 json!({"since": since, "until": until}),
             )?;
             let started = Instant::now();
-            let all = self
-                .core
-                .client
-                .all_malops_updated_since(since - 1)
-                .await
-                .map_err(server)?;
+            let found = self.core.client.malops_updated_in(since, until).await?;
             tracing::debug!(took = ?started.elapsed(), "list-malops for a plugin");
-            Ok(all
-                .into_iter()
-                .filter(|m| m.last_update_time < until)
-                .collect())
+            Ok(found)
         })
     }
 
@@ -300,11 +285,7 @@ impl PluginHost for GatedHost {
             if let Some(malop) = self.malop.as_ref().filter(|m| m.id == id) {
                 return Ok(malop.clone());
             }
-            self.core
-                .client
-                .get_malop_details(&id)
-                .await
-                .map_err(server)
+            Ok(self.core.client.get_malop_details(&id).await?)
         })
     }
 

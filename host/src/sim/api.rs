@@ -320,7 +320,7 @@ fn isolation(st: &mut SimState, v: &Value, isolate: bool) -> Reply {
         .unwrap_or_default();
     if !ids
         .iter()
-        .any(|id| st.machines.iter().any(|m| m.pylum_id == *id))
+        .any(|id| st.machines.iter().any(|m| m.has_pylum_id(id)))
     {
         return Reply::json(
             400,
@@ -329,7 +329,7 @@ fn isolation(st: &mut SimState, v: &Value, isolate: bool) -> Reply {
     }
     let mut out = serde_json::Map::new();
     for id in ids {
-        let status = match st.machines.iter_mut().find(|m| m.pylum_id == id) {
+        let status = match st.machines.iter_mut().find(|m| m.has_pylum_id(id)) {
             None => "UnknownProbe",
             Some(m) if m.online => {
                 m.isolated = isolate;

@@ -2,7 +2,7 @@
 //! generated from a seed.
 
 use super::rng::Rng;
-use crate::domain::{ElementKind, ManagementStatus};
+use crate::domain::{ElementKind, ManagementStatus, RootCause};
 
 /// A sensor-equipped machine.
 #[derive(Clone, Debug)]
@@ -11,8 +11,9 @@ pub struct SimMachine {
     pub guid: String,
     /// Host name.
     pub name: String,
-    /// `PYLUMCLIENT_<ORG>_<HOST>_<MAC>`.
-    pub pylum_id: String,
+    /// The sensor's `PYLUMCLIENT_<ORG>_<HOST>_<MAC>`; `None` for a machine without a sensor
+    /// (absent from `sensors/query`, never connected).
+    pub pylum_id: Option<String>,
     /// OS type as the server spells it.
     pub os: String,
     /// Whether the sensor is connected.
@@ -23,6 +24,13 @@ pub struct SimMachine {
     pub primed: Option<bool>,
     /// Internal IP.
     pub ip: String,
+}
+
+impl SimMachine {
+    /// Whether this machine's sensor has `pylum_id`.
+    pub fn has_pylum_id(&self, pylum_id: &str) -> bool {
+        self.pylum_id.as_deref() == Some(pylum_id)
+    }
 }
 
 /// A network connection of a process.
@@ -45,8 +53,8 @@ pub struct SimProcess {
     pub name: String,
     /// Owner machine guid.
     pub machine: String,
-    /// Image sha1.
-    pub sha1: String,
+    /// Image sha1, when the server knows it.
+    pub sha1: Option<String>,
     /// Autorun registry evidence: (guid, name).
     pub autoruns: Vec<(String, String)>,
     /// Connections.
@@ -60,10 +68,10 @@ pub struct SimFile {
     pub guid: String,
     /// File name.
     pub name: String,
-    /// md5.
-    pub md5: String,
-    /// sha1.
-    pub sha1: String,
+    /// md5, when known.
+    pub md5: Option<String>,
+    /// sha1, when known.
+    pub sha1: Option<String>,
     /// Owner machine guid.
     pub machine: String,
 }
@@ -98,6 +106,8 @@ pub struct SimMalop {
     pub status: ManagementStatus,
     /// `malopPriority`.
     pub priority: String,
+    /// The root causes (`rootCauseElementNames`, `...Types`, `...Hashes`: at most one hash each).
+    pub root_causes: Vec<RootCause>,
     /// ms.
     pub creation_time: i64,
     /// ms.
@@ -154,7 +164,7 @@ pub fn machines(rng: &mut Rng, count: usize) -> Vec<SimMachine> {
             let mac = rng.hex(12);
             SimMachine {
                 guid: format!("{}.{}", rng.i32(), rng.i64()),
-                pylum_id: format!("PYLUMCLIENT_{ORG}_{name}_{mac}"),
+                pylum_id: Some(format!("PYLUMCLIENT_{ORG}_{name}_{mac}")),
                 name,
                 os: if i % 4 == 3 {
                     "WINDOWS_SERVER"
@@ -195,13 +205,13 @@ pub fn malop(rng: &mut Rng, n: usize, machines: &[SimMachine], now: i64) -> SimM
         .map(|p| SimFile {
             guid: format!("{}.{}", prefix(&p.machine), rng.i64()),
             name: p.name.clone(),
-            md5: rng.hex(32).to_ascii_lowercase(),
+            md5: Some(rng.hex(32).to_ascii_lowercase()),
             sha1: p.sha1.clone(),
             machine: p.machine.clone(),
         })
         .collect();
     let creation = now - 3_600_000 * (1 + rng.below(72) as i64);
-    SimMalop {
+    let mut malop = SimMalop {
         guid: format!("11.{}", rng.i64()),
         kind,
         name: if kind == ElementKind::LogonSession {
@@ -225,6 +235,26 @@ pub fn malop(rng: &mut Rng, n: usize, machines: &[SimMachine], now: i64) -> SimM
             message: format!("{label} detected by the simulator"),
             timestamp: creation,
         }],
+        root_causes: Vec::new(),
+    };
+    malop.root_causes = vec![RootCause {
+        name: malop.name.clone(),
+        element_type: root_type(kind).into(),
+        hashes: malop
+            .suspects
+            .first()
+            .and_then(|p| p.sha1.clone())
+            .into_iter()
+            .collect(),
+    }];
+    malop
+}
+
+/// The element type of a Malop's root cause as the server names it.
+pub fn root_type(kind: ElementKind) -> &'static str {
+    match kind {
+        ElementKind::Process => "Process",
+        ElementKind::LogonSession => "LogonSession",
     }
 }
 
@@ -261,7 +291,7 @@ fn process(rng: &mut Rng, machine: &SimMachine, image: &str) -> SimProcess {
         guid: format!("{p}.{}", rng.i64()),
         name: image.into(),
         machine: machine.guid.clone(),
-        sha1: rng.hex(40).to_ascii_lowercase(),
+        sha1: Some(rng.hex(40).to_ascii_lowercase()),
         autoruns,
         connections,
     }

@@ -22,12 +22,14 @@ mod control;
 mod data;
 mod pages;
 mod query;
+mod recorded;
 mod render;
 mod rng;
 mod server;
 mod state;
 
 pub use data::{ORG, SimMachine, SimMalop};
+pub use recorded::Unservable;
 pub use state::{Fault, FaultKind, LoggedRequest, SimState};
 
 use crate::domain::MalopId;
@@ -99,10 +101,15 @@ impl Simulator {
         for key in &config.offline {
             anyhow::ensure!(st.set_online(key, false), "--offline {key}: no such sensor");
         }
-        let shared = Arc::new(Shared::new(st));
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        Self::serve(config.listen, st).await
+    }
+
+    /// Serves a world built by the caller (e.g. [`SimState::from_recorded`]) on `listen`.
+    pub async fn serve(listen: SocketAddr, state: SimState) -> anyhow::Result<SimHandle> {
+        let shared = Arc::new(Shared::new(state));
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr().context("listener address")?;
         let app = axum::Router::new()
             .fallback(server::dispatch)

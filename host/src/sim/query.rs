@@ -279,10 +279,10 @@ pub fn mmng(st: &SimState, v: &Value) -> Reply {
     )
 }
 
-fn sensor_field<'a>(m: &'a SimMachine, field: &str) -> Option<&'a str> {
+fn sensor_field<'a>(m: &'a SimMachine, pylum_id: &'a str, field: &str) -> Option<&'a str> {
     Some(match field {
         "machineName" => &m.name,
-        "pylumId" => &m.pylum_id,
+        "pylumId" => pylum_id,
         "guid" => &m.guid,
         "status" => {
             if m.online {
@@ -296,10 +296,10 @@ fn sensor_field<'a>(m: &'a SimMachine, field: &str) -> Option<&'a str> {
     })
 }
 
-fn sensor_matches(m: &SimMachine, filters: &Value) -> bool {
+fn sensor_matches(m: &SimMachine, pylum_id: &str, filters: &Value) -> bool {
     filters.as_array().into_iter().flatten().all(|f| {
         let field = f.get("fieldName").and_then(Value::as_str).unwrap_or("");
-        let Some(actual) = sensor_field(m, field) else {
+        let Some(actual) = sensor_field(m, pylum_id, field) else {
             return true;
         };
         let values: Vec<&str> = f
@@ -327,17 +327,19 @@ pub fn sensors(st: &SimState, v: &Value) -> Reply {
     let limit = v.get("limit").and_then(num).unwrap_or(500).clamp(1, 1000) as usize;
     let page = v.get("offset").and_then(num).unwrap_or(0).max(0) as usize;
     let filters = v.get("filters").cloned().unwrap_or(Value::Null);
-    let mut hits: Vec<&SimMachine> = st
+    // Machines without a sensor are not sensors.
+    let mut hits: Vec<(&SimMachine, &str)> = st
         .machines
         .iter()
-        .filter(|m| sensor_matches(m, &filters))
+        .filter_map(|m| Some((m, m.pylum_id.as_deref()?)))
+        .filter(|(m, pylum_id)| sensor_matches(m, pylum_id, &filters))
         .collect();
-    hits.sort_by(|a, b| a.name.cmp(&b.name));
+    hits.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let list: Vec<Value> = hits
         .iter()
         .skip(page * limit)
         .take(limit)
-        .map(|m| render::sensor(m))
+        .map(|(m, pylum_id)| render::sensor(m, pylum_id))
         .collect();
     let online = st.machines.iter().filter(|m| m.online).count();
     Reply::json(

@@ -3,7 +3,7 @@
 
 use super::data::{SimConnection, SimFile, SimMachine, SimMalop, SimProcess};
 use super::state::{FINAL_STEP, SimRemediation, SimState};
-use crate::domain::ManagementStatus;
+use crate::domain::{ManagementStatus, RootCause};
 use serde_json::{Map, Value, json};
 
 type Refs = Vec<(&'static str, String, String)>;
@@ -64,6 +64,11 @@ fn s(v: impl ToString) -> Vec<String> {
     vec![v.to_string()]
 }
 
+/// A value the server may not know: no values at all when it does not.
+fn known(v: &Option<String>) -> Vec<String> {
+    v.iter().cloned().collect()
+}
+
 fn machine_ref(st: &SimState, guid: &str) -> (&'static str, String, String) {
     let name = st.machine(guid).map_or(String::new(), |m| m.name.clone());
     ("Machine", guid.to_owned(), name)
@@ -71,13 +76,11 @@ fn machine_ref(st: &SimState, guid: &str) -> (&'static str, String, String) {
 
 /// A Malop element; `with_elements` false mimics templateContext OVERVIEW (`elementValues: {}`).
 pub fn malop(st: &SimState, m: &SimMalop, with_elements: bool) -> Value {
-    let hashes: Vec<String> = m
-        .suspects
-        .first()
-        .map(|p| p.sha1.clone())
-        .into_iter()
-        .collect();
-    let status = m.status.as_api().unwrap_or("UNREAD");
+    let causes = &m.root_causes;
+    let column = |f: fn(&RootCause) -> String| causes.iter().map(f).collect::<Vec<_>>();
+    // One hash per root cause, aligned by index ("" where the server knows none).
+    let hashes = column(|c| c.hashes.first().cloned().unwrap_or_default());
+    let status = m.status.as_api().unwrap_or("UNKNOWN");
     let sv = simple(vec![
         ("elementDisplayName", s(&m.name)),
         ("detectionType", s(&m.detection_type)),
@@ -90,15 +93,8 @@ pub fn malop(st: &SimState, m: &SimMalop, with_elements: bool) -> Value {
             "decisionFeature",
             s(format!("Process.{}(Malop decision)", decision(m))),
         ),
-        ("rootCauseElementNames", s(&m.name)),
-        (
-            "rootCauseElementTypes",
-            s(if m.kind == crate::domain::ElementKind::Process {
-                "Process"
-            } else {
-                "LogonSession"
-            }),
-        ),
+        ("rootCauseElementNames", column(|c| c.name.clone())),
+        ("rootCauseElementTypes", column(|c| c.element_type.clone())),
         ("rootCauseElementHashes", hashes),
         ("isBlocked", s("false")),
         (
@@ -164,7 +160,7 @@ fn decision(m: &SimMalop) -> &'static str {
 pub fn process(st: &SimState, p: &SimProcess) -> Value {
     let sv = simple(vec![
         ("elementDisplayName", s(&p.name)),
-        ("imageFile.sha1String", s(&p.sha1)),
+        ("imageFile.sha1String", known(&p.sha1)),
         ("commandLine", s(format!("C:\\Users\\Public\\{}", p.name))),
     ]);
     let ev = refs(vec![
@@ -191,8 +187,8 @@ pub fn process(st: &SimState, p: &SimProcess) -> Value {
 pub fn file(st: &SimState, f: &SimFile) -> Value {
     let sv = simple(vec![
         ("elementDisplayName", s(&f.name)),
-        ("md5String", s(&f.md5)),
-        ("sha1String", s(&f.sha1)),
+        ("md5String", known(&f.md5)),
+        ("sha1String", known(&f.sha1)),
         ("correctedPath", s(format!("c:\\users\\public\\{}", f.name))),
     ]);
     element(
@@ -221,7 +217,7 @@ pub fn connection(c: &SimConnection) -> Value {
 pub fn machine(m: &SimMachine) -> Value {
     let sv = simple(vec![
         ("elementDisplayName", s(&m.name)),
-        ("pylumId", s(&m.pylum_id)),
+        ("pylumId", known(&m.pylum_id)),
         ("isActiveProbeConnected", s(m.online)),
         ("isIsolated", s(m.isolated)),
         ("osType", s(&m.os)),
@@ -262,7 +258,12 @@ fn users_model(m: &SimMalop) -> Vec<Value> {
 
 /// A `detection/inbox` MalopInboxModel.
 pub fn inbox_model(st: &SimState, m: &SimMalop) -> Value {
-    let hash = m.suspects.first().map_or(String::new(), |p| p.sha1.clone());
+    let hash = m
+        .root_causes
+        .iter()
+        .find_map(|c| c.hashes.first())
+        .cloned()
+        .unwrap_or_default();
     json!({"@class": ".MalopInboxModel", "guid": m.guid, "displayName": m.name,
         "rootCauseElementType": root_type(m), "primaryRootCauseName": m.name,
         "detectionEngines": ["EDR"], "detectionTypes": m.activity_types,
@@ -276,7 +277,7 @@ pub fn inbox_model(st: &SimState, m: &SimMalop) -> Value {
 
 /// An `mmng/v2/malops` model.
 pub fn mmng_model(st: &SimState, m: &SimMalop) -> Value {
-    let hashes: Vec<&String> = m.suspects.first().map(|p| &p.sha1).into_iter().collect();
+    let hashes: Vec<&String> = m.root_causes.iter().flat_map(|c| &c.hashes).collect();
     json!({"guid": m.guid, "displayName": m.name, "rootCauseElementType": root_type(m),
         "primaryRootCauseName": m.name, "detectionEngines": ["EDR"],
         "detectionTypes": m.activity_types, "malopDetectionType": m.detection_type,
@@ -289,10 +290,7 @@ pub fn mmng_model(st: &SimState, m: &SimMalop) -> Value {
 }
 
 fn root_type(m: &SimMalop) -> &'static str {
-    match m.kind {
-        crate::domain::ElementKind::Process => "Process",
-        crate::domain::ElementKind::LogonSession => "LogonSession",
-    }
+    super::data::root_type(m.kind)
 }
 
 fn inbox_status(s: ManagementStatus) -> &'static str {
@@ -334,9 +332,9 @@ pub fn remediation(r: &SimRemediation) -> Value {
         "initiatingUser": r.initiator, "statusLog": log})
 }
 
-/// A sensor of `sensors/query`.
-pub fn sensor(m: &SimMachine) -> Value {
-    json!({"sensorId": format!("5e77883de4b0575ddcf824ef:{}", m.pylum_id), "pylumId": m.pylum_id,
+/// A sensor of `sensors/query` (the machine's sensor has this `pylum_id`).
+pub fn sensor(m: &SimMachine, pylum_id: &str) -> Value {
+    json!({"sensorId": format!("5e77883de4b0575ddcf824ef:{pylum_id}"), "pylumId": pylum_id,
         "guid": m.guid, "machineName": m.name, "fqdn": format!("{}.corp.local", m.name.to_ascii_lowercase()),
         "internalIpAddress": m.ip, "externalIpAddress": "203.0.113.10",
         "status": if m.online { "Online" } else { "Offline" }, "isolated": m.isolated,

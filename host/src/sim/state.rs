@@ -191,11 +191,24 @@ impl SimState {
         let list = (0..malops)
             .map(|n| data::malop(&mut rng, n, &machines, now))
             .collect();
+        Self::with_world(rng, now, machines, list, username, password)
+    }
+
+    /// A world of exactly these machines and Malops; `rng` makes the ids created at run time.
+    pub(super) fn with_world(
+        rng: Rng,
+        now: i64,
+        machines: Vec<SimMachine>,
+        malops: Vec<SimMalop>,
+        username: String,
+        password: String,
+    ) -> Self {
+        let malops_made = malops.len();
         Self {
             rng,
             clock_ms: now,
             machines,
-            malops: list,
+            malops,
             remediations: Vec::new(),
             reputations: BTreeMap::new(),
             sessions: HashSet::new(),
@@ -206,7 +219,7 @@ impl SimState {
             two_factor: false,
             steps_per_poll: 1,
             next_seq: 0,
-            malops_made: malops,
+            malops_made,
         }
     }
 
@@ -251,7 +264,7 @@ impl SimState {
         let Some(m) = self
             .machines
             .iter_mut()
-            .find(|m| m.pylum_id == key || m.guid == key || m.name.eq_ignore_ascii_case(key))
+            .find(|m| m.has_pylum_id(key) || m.guid == key || m.name.eq_ignore_ascii_case(key))
         else {
             return false;
         };

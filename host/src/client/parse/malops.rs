@@ -101,7 +101,13 @@ fn root_causes(e: &Element) -> Vec<RootCause> {
         .map(|(i, name)| RootCause {
             name: name.clone(),
             element_type: types.get(i).cloned().unwrap_or_default(),
-            hashes: hashes.get(i).cloned().into_iter().collect(),
+            // Hashes are aligned with names; "" stands for a root cause without one.
+            hashes: hashes
+                .get(i)
+                .filter(|h| !h.is_empty())
+                .cloned()
+                .into_iter()
+                .collect(),
         })
         .collect()
 }
