@@ -177,6 +177,10 @@ pub struct Machine {
     pub os: String,
     pub connected: bool,
     pub isolated: bool,
+    /// The sensor's group (`groupName`), when the server reports one; protection by group
+    /// needs it. Not part of the WIT record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// A registry value giving a suspect process persistence.

@@ -218,6 +218,61 @@ async fn an_operation_not_granted_is_denied_audited_and_never_sent() {
     assert_good_plugin_did_its_work(&world, &records);
 }
 
+/// Protection by sensor group: the machines' groups come from `sensors/query`, so a request
+/// on a machine of a protected group is denied and one elsewhere goes through (before the
+/// client resolved groups, every destructive request failed closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_sensor_group_is_resolved_and_only_its_machines_are_spared() {
+    let world = World::new(0).await;
+    world.sim.with_state(|s| {
+        for (i, m) in s.machines.iter_mut().enumerate() {
+            m.group = Some(
+                if i == 0 {
+                    "Domain Controllers"
+                } else {
+                    "Workstations"
+                }
+                .into(),
+            );
+        }
+    });
+    let on_dc = world.malop_on(&[0]);
+    let elsewhere = world.malop_on(&[2]);
+    let hostile =
+        Plugin::hostile("hostile-protected", "protected").grant(&["get-malop", "isolate"]);
+    let global = "[protected]\ngroups = [\"domain controllers\"]\n";
+    let (_service, records) = cycle_with(&world, global, hostile).await;
+
+    let asked = records_of(&records, "hostile-protected", "isolate");
+    let on = |id: &riposte::domain::MalopId| {
+        *asked
+            .iter()
+            .find(|r| r.malop.as_ref() == Some(id))
+            .expect("an isolate record per Malop")
+    };
+    let denied = on(&on_dc);
+    assert_eq!(
+        decision(denied),
+        ("deny".to_owned(), Some("protected-target".to_owned()))
+    );
+    let detail = &denied.decision.as_ref().unwrap().detail;
+    assert!(
+        detail.contains("protected group `domain controllers`"),
+        "{detail}"
+    );
+    assert_eq!(
+        decision(on(&elsewhere)).0,
+        "allow",
+        "a machine of another group is not protected"
+    );
+    let after = world.sim.machines();
+    assert!(
+        !after[0].isolated && after[0].primed.is_none(),
+        "the DC is untouched"
+    );
+    assert!(after[2].isolated, "the workstation is isolated");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolating_a_protected_machine_is_denied_whole_and_never_sent() {
     let world = World::new(0).await;

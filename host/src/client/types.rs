@@ -23,6 +23,8 @@ pub struct Sensor {
     pub os_type: String,
     /// The internal IP address, if known.
     pub internal_ip: Option<String>,
+    /// `groupName`: the sensor group, if any.
+    pub group_name: Option<String>,
 }
 
 impl Sensor {

@@ -125,7 +125,8 @@ impl Client {
     }
 
     /// A complete Malop: the crimes/unified record, its suspects (with autorun evidence),
-    /// files, IPs and domains, and machines with pylumId and connection state from sensors.
+    /// files, IPs and domains, and machines with pylumId, connection state and group from
+    /// sensors.
     pub async fn get_malop_details(&self, id: &MalopId) -> Result<Malop> {
         let mut malop = self.get_malop(id).await?;
         let kind = malop.kind;
@@ -141,6 +142,7 @@ impl Client {
                 machine.pylum_id = Some(s.pylum_id.clone());
                 machine.connected = s.is_online();
                 machine.isolated = s.isolated;
+                machine.group = s.group_name.clone();
                 if machine.os.is_empty() {
                     machine.os = s.os_type.clone();
                 }

@@ -156,11 +156,11 @@ impl TargetFacts {
         Self::default()
     }
 
-    /// Names (no groups) of the machines of a Malop.
+    /// Names and sensor groups of the machines of a Malop.
     pub fn from_malop(malop: &Malop) -> Self {
         let mut facts = Self::new();
         for m in &malop.machines {
-            facts.insert(m.guid.clone(), Some(m.name.clone()), None);
+            facts.insert(m.guid.clone(), Some(m.name.clone()), m.group.clone());
         }
         facts
     }

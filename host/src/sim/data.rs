@@ -24,6 +24,8 @@ pub struct SimMachine {
     pub primed: Option<bool>,
     /// Internal IP.
     pub ip: String,
+    /// The sensor group (`groupName`), if any.
+    pub group: Option<String>,
 }
 
 impl SimMachine {
@@ -176,6 +178,14 @@ pub fn machines(rng: &mut Rng, count: usize) -> Vec<SimMachine> {
                 isolated: false,
                 primed: None,
                 ip: format!("10.0.{}.{}", rng.below(250), 1 + rng.below(250)),
+                group: Some(
+                    if i % 4 == 3 {
+                        "Finance Servers"
+                    } else {
+                        "Default"
+                    }
+                    .into(),
+                ),
             }
         })
         .collect()

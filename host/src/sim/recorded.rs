@@ -78,10 +78,13 @@ impl SimState {
 
 fn check_sensor(machine: &Machine) -> Result<(), String> {
     if machine.pylum_id.is_none()
-        && (machine.connected || machine.isolated || !machine.os.is_empty())
+        && (machine.connected
+            || machine.isolated
+            || !machine.os.is_empty()
+            || machine.group.is_some())
     {
         return Err(format!(
-            "machine {} ({}) has no pylum_id but a connection state, isolation or OS, which come from its sensor: give its pylum_id, or clear connected, isolated and os",
+            "machine {} ({}) has no pylum_id but a connection state, isolation, OS or group, which come from its sensor: give its pylum_id, or clear connected, isolated, os and group",
             machine.guid, machine.name
         ));
     }
@@ -98,6 +101,7 @@ fn sim_machine(m: &Machine, index: usize) -> SimMachine {
         isolated: m.isolated,
         primed: None,
         ip: format!("10.0.{}.{}", index / 250, 1 + index % 250),
+        group: m.group.clone(),
     }
 }
 

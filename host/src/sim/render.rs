@@ -338,5 +338,5 @@ pub fn sensor(m: &SimMachine, pylum_id: &str) -> Value {
         "guid": m.guid, "machineName": m.name, "fqdn": format!("{}.corp.local", m.name.to_ascii_lowercase()),
         "internalIpAddress": m.ip, "externalIpAddress": "203.0.113.10",
         "status": if m.online { "Online" } else { "Offline" }, "isolated": m.isolated,
-        "osType": m.os, "groupId": "00000000-0000-0000-0000-000000000000", "groupName": "Default"})
+        "osType": m.os, "groupId": "00000000-0000-0000-0000-000000000000", "groupName": m.group})
 }

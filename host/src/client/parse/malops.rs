@@ -120,6 +120,7 @@ pub(crate) fn bare_machine(guid: &str, name: &str) -> Machine {
         os: String::new(),
         connected: false,
         isolated: false,
+        group: None,
     }
 }
 

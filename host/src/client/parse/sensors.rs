@@ -47,5 +47,6 @@ fn sensor(body: &[u8], v: &Value) -> Parsed<Sensor> {
         isolated: boolean(body, m.get("isolated"), "isolated")?.unwrap_or(false),
         os_type: text(m.get("osType")).unwrap_or_default(),
         internal_ip: text(m.get("internalIpAddress")),
+        group_name: text(m.get("groupName")).filter(|g| !g.is_empty()),
     })
 }
