@@ -11,8 +11,14 @@ use crate::domain::{
 };
 use serde_json::{Map, Value};
 
-/// The elements of a visualsearch / crimes/unified envelope, sorted by guid.
+/// The elements of a visualsearch / crimes/unified envelope, sorted by result key.
 pub fn visual_elements(body: &[u8]) -> Parsed<Vec<Element>> {
+    super::typed::visual_elements(body).unwrap_or_else(|| visual_elements_from_value(body))
+}
+
+/// [`visual_elements`] through a `serde_json::Value` tree: slower and larger, but it takes
+/// any JSON and says what is wrong with it.
+fn visual_elements_from_value(body: &[u8]) -> Parsed<Vec<Element>> {
     let map = object(body)?;
     check_status(&map)?;
     let data = match map.get("data") {
@@ -258,4 +264,153 @@ fn model_users(m: &Map<String, Value>) -> Vec<User> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{super::typed, visual_elements_from_value};
+
+    const UNIFIED: &str = r#"{"status":"SUCCESS","message":"","data":{"resultIdToElementDataMap":{
+        "11.-43":{"simpleValues":{"elementDisplayName":{"totalValues":1,"values":["wcry.exe"]},
+            "creationTime":{"totalValues":1,"values":[1659517940167]},
+            "isBlocked":{"values":[false, null, ["nested"], {"o": 1}, 1.5e3]},
+            "empty":{"totalValues":0},"nullValues":{"values":null}},
+          "elementValues":{"affectedMachines":{"totalValues":2,"elementValues":[
+            {"elementType":"Machine","guid":"-18.11","name":"desktop-1","hasSuspicions":true},
+            {"elementType":"Machine","name":"no guid"},
+            {"guid":7}]},
+            "noList":{"totalValues":0}},
+          "guidString":"11.-43","suspicions":{"a":{"b":[1,2,3]}},"filterData":{"x":"y"}},
+        "11.7":{"simpleValues":{},"elementValues":{},"guidString":null},
+        "11.7":{"simpleValues":{"name":{"values":["last wins"]}}},
+        "11.9":{}},
+      "suspicionsMap":{},"totalPossibleResults":3},"hidePartialSuccess":false}"#;
+
+    /// The fast path gives what the `Value` path gives, whenever it does not give up.
+    fn agrees(body: &[u8]) -> bool {
+        match typed::visual_elements(body) {
+            Some(fast) => {
+                assert_eq!(
+                    fast,
+                    visual_elements_from_value(body),
+                    "on {:?}",
+                    String::from_utf8_lossy(body)
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_well_formed_envelopes_and_failures() {
+        assert!(agrees(UNIFIED.as_bytes()));
+        let elements = typed::visual_elements(UNIFIED.as_bytes()).unwrap().unwrap();
+        assert_eq!(elements.len(), 3);
+        assert_eq!(elements[1].first("name"), Some("last wins"));
+        assert_eq!(elements[0].all("isBlocked"), ["false", "1500.0"]);
+        assert_eq!(elements[0].refs("affectedMachines").len(), 2);
+        for body in [
+            r#"{"status":"FAILURE","message":"query timed out","data":null}"#,
+            r#"{"status":"SUCCESS","errorMessage":"no license","data":{}}"#,
+            r#"{"data":{"resultIdToElementDataMap":null}}"#,
+            r#"{"data":{}}"#,
+        ] {
+            assert!(agrees(body.as_bytes()), "the fast path gave up on {body}");
+        }
+    }
+
+    #[test]
+    fn where_it_gives_up_the_value_path_words_the_error() {
+        for body in [
+            "",
+            "[1, 2]",
+            r#"{"data": null}"#,
+            r#"{"data": []}"#,
+            r#"{"data":{"resultIdToElementDataMap":[]}}"#,
+            r#"{"data":{"resultIdToElementDataMap":{"1.2":[]}}}"#,
+        ] {
+            assert!(typed::visual_elements(body.as_bytes()).is_none(), "{body}");
+            assert!(
+                visual_elements_from_value(body.as_bytes()).is_err(),
+                "{body}"
+            );
+        }
+        // The `Value` path ignores simpleValues that are not an object; the fast path leaves
+        // such bodies to it.
+        let odd =
+            r#"{"data":{"resultIdToElementDataMap":{"1.2":{"simpleValues":[{"values":["x"]}]}}}}"#;
+        assert!(typed::visual_elements(odd.as_bytes()).is_none());
+        let elements = visual_elements_from_value(odd.as_bytes()).expect("tolerated");
+        assert!(elements[0].simple.is_empty());
+    }
+
+    #[test]
+    fn truncated_and_mutated_bodies_agree_with_the_value_path() {
+        let body = UNIFIED.as_bytes();
+        for cut in 0..body.len() {
+            agrees(&body[..cut]);
+        }
+        let swaps: [&[u8]; 8] = [
+            b"null", b"[]", b"{}", b"\"s\"", b"7", b"true", b"[{}]", b"[[]]",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut taken = 0;
+        for _ in 0..4000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Replace the JSON value that starts after a random ':' with another type.
+            let colons: Vec<usize> = body
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b':')
+                .map(|(i, _)| i)
+                .collect();
+            let at = colons[(state % colons.len() as u64) as usize] + 1;
+            let end = value_end(body, at);
+            let swap = swaps[((state >> 32) % swaps.len() as u64) as usize];
+            let mutated = [&body[..at], swap, &body[end..]].concat();
+            if agrees(&mutated) {
+                taken += 1;
+            }
+        }
+        assert!(taken > 100, "the fast path handled only {taken} mutations");
+    }
+
+    /// Where the JSON value starting at `start` ends (good enough for the sample above).
+    fn value_end(body: &[u8], start: usize) -> usize {
+        let mut depth = 0i32;
+        let mut in_string = false;
+        let mut i = start;
+        while i < body.len() {
+            let b = body[i];
+            if in_string {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == b'"' {
+                    in_string = false;
+                    if depth == 0 {
+                        return i + 1;
+                    }
+                }
+            } else {
+                match b {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth == 0 => return i,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return i + 1;
+                        }
+                    }
+                    b',' if depth == 0 => return i,
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+        body.len()
+    }
 }

@@ -4,6 +4,7 @@
 mod actions;
 mod malops;
 mod sensors;
+mod typed;
 
 pub use actions::{
     comment_reply, comments, isolation, remediation, remediation_list, reputation_csv,
@@ -106,21 +107,34 @@ pub(crate) fn kind(v: &Value) -> &'static str {
 
 /// Fails on `status` ≠ SUCCESS (with `message`) or a non-empty `errorMessage`.
 pub(crate) fn check_status(map: &Map<String, Value>) -> Parsed<()> {
-    if let Some(status) = map.get("status").and_then(Value::as_str)
+    let failure = status_failure(
+        map.get("status"),
+        map.get("message"),
+        map.get("errorMessage"),
+    );
+    failure.map_or(Ok(()), Err)
+}
+
+/// The failure a body's `status`, `message` and `errorMessage` fields report, if any.
+pub(crate) fn status_failure(
+    status: Option<&Value>,
+    message: Option<&Value>,
+    error_message: Option<&Value>,
+) -> Option<ResponseError> {
+    if let Some(status) = status.and_then(Value::as_str)
         && !status.eq_ignore_ascii_case("SUCCESS")
     {
-        return Err(ResponseError::Failure {
+        return Some(ResponseError::Failure {
             status: status.to_owned(),
-            message: text(map.get("message")).unwrap_or_default(),
+            message: text(message).unwrap_or_default(),
         });
     }
-    if let Some(msg) = text(map.get("errorMessage")).filter(|m| !m.is_empty()) {
-        return Err(ResponseError::Failure {
+    text(error_message)
+        .filter(|m| !m.is_empty())
+        .map(|message| ResponseError::Failure {
             status: "errorMessage".into(),
-            message: msg,
-        });
-    }
-    Ok(())
+            message,
+        })
 }
 
 /// A string, or a number/bool rendered as one.

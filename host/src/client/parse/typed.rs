@@ -1,0 +1,221 @@
+//! The fast path for visualsearch and `crimes/unified` envelopes: the body is deserialized
+//! straight into [`Element`]s, skipping every field the client does not read, instead of
+//! first building a `serde_json::Value` tree of the whole body (about eleven times the body's
+//! size for a large result).
+//!
+//! It only takes the well-formed shape. Anything else (a field of an unexpected JSON type, an
+//! array where an object belongs, broken JSON) makes it give up, and the caller parses the
+//! body again through the `Value` path, whose messages say what is wrong. Where it succeeds it
+//! gives exactly what the `Value` path gives: duplicate keys keep the last value, scalars are
+//! rendered by the same [`text`] function.
+
+use super::{Parsed, status_failure, text};
+use crate::client::types::{Element, ElementRef};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+/// The elements of an envelope, sorted by result key; `None` when the body is not the
+/// well-formed shape (parse it through the `Value` path then).
+pub(super) fn visual_elements(body: &[u8]) -> Option<Parsed<Vec<Element>>> {
+    let Fields(envelope) = serde_json::from_slice::<Fields<Envelope>>(body).ok()?;
+    if let Some(failure) = status_failure(
+        envelope.status.as_ref(),
+        envelope.message.as_ref(),
+        envelope.error_message.as_ref(),
+    ) {
+        return Some(Err(failure));
+    }
+    // A missing or null `data` is an error the `Value` path words.
+    let Fields(data) = envelope.data?;
+    let results = data.results.unwrap_or_default();
+    Some(Ok(results
+        .into_iter()
+        .map(|(key, Fields(raw))| raw.into_element(key))
+        .collect()))
+}
+
+/// A JSON object read field by field into `T` (never from an array, unlike derived structs).
+struct Fields<T>(T);
+
+/// A struct read from a JSON object: one call per key, in order; later keys overwrite.
+trait FromFields: Default {
+    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error>;
+}
+
+impl<'de, T: FromFields> Deserialize<'de> for Fields<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor(PhantomData))
+    }
+}
+
+struct FieldsVisitor<T>(PhantomData<T>);
+
+impl<'de, T: FromFields> Visitor<'de> for FieldsVisitor<T> {
+    type Value = Fields<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut value = T::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            value.field(&key, &mut map)?;
+        }
+        Ok(Fields(value))
+    }
+}
+
+fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
+    map.next_value::<IgnoredAny>().map(drop)
+}
+
+#[derive(Default)]
+struct Envelope {
+    status: Option<Value>,
+    message: Option<Value>,
+    error_message: Option<Value>,
+    data: Option<Fields<Data>>,
+}
+
+impl FromFields for Envelope {
+    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "status" => self.status = map.next_value()?,
+            "message" => self.message = map.next_value()?,
+            "errorMessage" => self.error_message = map.next_value()?,
+            "data" => self.data = map.next_value()?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Data {
+    results: Option<BTreeMap<String, Fields<RawElement>>>,
+}
+
+impl FromFields for Data {
+    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "resultIdToElementDataMap" => self.results = map.next_value()?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct RawElement {
+    guid: Option<Value>,
+    simple: Option<BTreeMap<String, Fields<SimpleField>>>,
+    refs: Option<BTreeMap<String, Fields<RefField>>>,
+}
+
+impl FromFields for RawElement {
+    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "guidString" => self.guid = map.next_value()?,
+            "simpleValues" => self.simple = map.next_value()?,
+            "elementValues" => self.refs = map.next_value()?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+impl RawElement {
+    fn into_element(self, key: String) -> Element {
+        let simple = self
+            .simple
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, Fields(f))| {
+                let values = f.values.unwrap_or_default();
+                (name, values.iter().filter_map(|v| text(Some(v))).collect())
+            })
+            .collect();
+        let elements = self
+            .refs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, Fields(f))| {
+                let refs = f.items.unwrap_or_default();
+                (
+                    name,
+                    refs.into_iter()
+                        .filter_map(|Fields(r)| r.into_ref())
+                        .collect(),
+                )
+            })
+            .collect();
+        Element {
+            guid: text(self.guid.as_ref()).unwrap_or(key),
+            simple,
+            elements,
+        }
+    }
+}
+
+#[derive(Default)]
+struct SimpleField {
+    values: Option<Vec<Value>>,
+}
+
+impl FromFields for SimpleField {
+    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "values" => self.values = map.next_value()?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct RefField {
+    items: Option<Vec<Fields<RawRef>>>,
+}
+
+impl FromFields for RefField {
+    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "elementValues" => self.items = map.next_value()?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct RawRef {
+    element_type: Option<Value>,
+    guid: Option<Value>,
+    name: Option<Value>,
+}
+
+impl FromFields for RawRef {
+    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "elementType" => self.element_type = map.next_value()?,
+            "guid" => self.guid = map.next_value()?,
+            "name" => self.name = map.next_value()?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+impl RawRef {
+    fn into_ref(self) -> Option<ElementRef> {
+        Some(ElementRef {
+            element_type: text(self.element_type.as_ref()).unwrap_or_default(),
+            guid: text(self.guid.as_ref())?,
+            name: text(self.name.as_ref()).unwrap_or_default(),
+        })
+    }
+}
