@@ -69,8 +69,24 @@ impl<'de, T: FromFields> Visitor<'de> for FieldsVisitor<T> {
     }
 }
 
-fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
-    map.next_value::<IgnoredAny>().map(drop)
+/// Implements [`FromFields`]: each listed JSON key is read into its field, any other key is
+/// skipped without being kept.
+macro_rules! fields {
+    ($ty:ty { $($key:literal => $field:ident),* $(,)? }) => {
+        impl FromFields for $ty {
+            fn field<'de, A: MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+            ) -> Result<(), A::Error> {
+                match key {
+                    $($key => self.$field = map.next_value()?,)*
+                    _ => map.next_value::<IgnoredAny>().map(drop)?,
+                }
+                Ok(())
+            }
+        }
+    };
 }
 
 #[derive(Default)]
@@ -81,33 +97,19 @@ struct Envelope {
     data: Option<Fields<Data>>,
 }
 
-impl FromFields for Envelope {
-    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
-        match key {
-            "status" => self.status = map.next_value()?,
-            "message" => self.message = map.next_value()?,
-            "errorMessage" => self.error_message = map.next_value()?,
-            "data" => self.data = map.next_value()?,
-            _ => skip(map)?,
-        }
-        Ok(())
-    }
-}
+fields!(Envelope {
+    "status" => status,
+    "message" => message,
+    "errorMessage" => error_message,
+    "data" => data,
+});
 
 #[derive(Default)]
 struct Data {
     results: Option<BTreeMap<String, Fields<RawElement>>>,
 }
 
-impl FromFields for Data {
-    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
-        match key {
-            "resultIdToElementDataMap" => self.results = map.next_value()?,
-            _ => skip(map)?,
-        }
-        Ok(())
-    }
-}
+fields!(Data { "resultIdToElementDataMap" => results });
 
 #[derive(Default)]
 struct RawElement {
@@ -116,17 +118,11 @@ struct RawElement {
     refs: Option<BTreeMap<String, Fields<RefField>>>,
 }
 
-impl FromFields for RawElement {
-    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
-        match key {
-            "guidString" => self.guid = map.next_value()?,
-            "simpleValues" => self.simple = map.next_value()?,
-            "elementValues" => self.refs = map.next_value()?,
-            _ => skip(map)?,
-        }
-        Ok(())
-    }
-}
+fields!(RawElement {
+    "guidString" => guid,
+    "simpleValues" => simple,
+    "elementValues" => refs,
+});
 
 impl RawElement {
     fn into_element(self, key: String) -> Element {
@@ -166,30 +162,14 @@ struct SimpleField {
     values: Option<Vec<Value>>,
 }
 
-impl FromFields for SimpleField {
-    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
-        match key {
-            "values" => self.values = map.next_value()?,
-            _ => skip(map)?,
-        }
-        Ok(())
-    }
-}
+fields!(SimpleField { "values" => values });
 
 #[derive(Default)]
 struct RefField {
     items: Option<Vec<Fields<RawRef>>>,
 }
 
-impl FromFields for RefField {
-    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
-        match key {
-            "elementValues" => self.items = map.next_value()?,
-            _ => skip(map)?,
-        }
-        Ok(())
-    }
-}
+fields!(RefField { "elementValues" => items });
 
 #[derive(Default)]
 struct RawRef {
@@ -198,17 +178,11 @@ struct RawRef {
     name: Option<Value>,
 }
 
-impl FromFields for RawRef {
-    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
-        match key {
-            "elementType" => self.element_type = map.next_value()?,
-            "guid" => self.guid = map.next_value()?,
-            "name" => self.name = map.next_value()?,
-            _ => skip(map)?,
-        }
-        Ok(())
-    }
-}
+fields!(RawRef {
+    "elementType" => element_type,
+    "guid" => guid,
+    "name" => name,
+});
 
 impl RawRef {
     fn into_ref(self) -> Option<ElementRef> {
