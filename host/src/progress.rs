@@ -87,6 +87,15 @@ impl Steps {
     }
 }
 
+impl Drop for Steps {
+    /// A command that stops early (an error) does not leave its bar above the message.
+    fn drop(&mut self) {
+        if !self.bar.is_finished() {
+            self.bar.finish_and_clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! refused with the reason.
 
 use riposte::domain::{Malop, MalopId, PylumId};
-use riposte::replay::{ReplayServer, ServerError, load_fixture};
+use riposte::replay::{ReplayServer, ReplayServerError, as_served, load_fixture};
 use riposte::runtime::MalopSource;
 use std::path::{Path, PathBuf};
 
@@ -29,18 +29,6 @@ fn shipped_fixtures() -> Vec<PathBuf> {
     files
 }
 
-/// What the client's parse does to a Malop that is not a loss: element results come back
-/// ordered by guid, network indicators sorted and unique.
-fn as_served(mut m: Malop) -> Malop {
-    m.suspects.sort_by(|a, b| a.guid.cmp(&b.guid));
-    m.files.sort_by(|a, b| a.guid.cmp(&b.guid));
-    for list in [&mut m.ip_addresses, &mut m.domains] {
-        list.sort();
-        list.dedup();
-    }
-    m
-}
-
 fn fixture_malop(name: &str) -> Malop {
     let path = repo().join("tests/fixtures/malops").join(name);
     load_fixture(&path).expect("the fixture loads").malops[0].clone()
@@ -49,7 +37,7 @@ fn fixture_malop(name: &str) -> Malop {
 async fn refused(malops: &[Malop]) -> String {
     match ReplayServer::start(malops, 0).await {
         Ok(_) => panic!("a server could hold {malops:?}"),
-        Err(e @ ServerError::Unservable(_)) => e.to_string(),
+        Err(e @ ReplayServerError::Unservable(_)) => e.to_string(),
         Err(other) => panic!("refused for another reason: {other}"),
     }
 }
@@ -63,7 +51,7 @@ async fn every_shipped_fixture_comes_back_through_the_client_unchanged() {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for malop in &fixture.malops {
             let served = server
-                .offered(&malop.id)
+                .offer(malop)
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(
@@ -88,10 +76,7 @@ async fn machines_without_a_sensor_stay_without_one() {
     let server = ReplayServer::start(std::slice::from_ref(&malop), 0)
         .await
         .expect("the server starts");
-    let served = server
-        .offered(&malop.id)
-        .await
-        .expect("the Malop is served");
+    let served = server.offer(&malop).await.expect("the Malop is served");
     assert_eq!(served.machines[0].pylum_id, None);
     assert!(!served.machines[0].connected);
     assert_eq!(
@@ -170,4 +155,35 @@ async fn what_a_server_cannot_hold_is_refused_with_the_reason_and_the_fix() {
 
 fn sensorless_guid(m: &Malop) -> &str {
     m.machines[0].guid.as_str()
+}
+
+#[tokio::test]
+async fn a_malop_that_would_reach_the_plugin_changed_is_refused_with_a_diff() {
+    let mut malop = fixture_malop("known-malware.json");
+    malop.root_causes[0].hashes.truncate(1);
+    malop.ip_addresses.push(String::new());
+    let server = ReplayServer::start(std::slice::from_ref(&malop), 0)
+        .await
+        .expect("the server starts");
+    let err = server
+        .offer(&malop)
+        .await
+        .expect_err("an empty IP address does not survive the server");
+    assert!(matches!(err, ReplayServerError::Changed { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(malop.id.as_str()), "{msg}");
+    assert!(
+        msg.lines().any(|l| l.trim() == r#"-    "","#),
+        "the diff shows the lost address: {msg}"
+    );
+    assert!(msg.contains("change the fixture"), "{msg}");
+
+    // Two suspects with one guid collapse into one element on a server.
+    let mut twins = fixture_malop("ransomware.json");
+    twins.suspects[1].guid = twins.suspects[0].guid.clone();
+    let server = ReplayServer::start(std::slice::from_ref(&twins), 0)
+        .await
+        .expect("the server starts");
+    let err = server.offer(&twins).await.expect_err("the twins collapse");
+    assert!(matches!(err, ReplayServerError::Changed { .. }), "{err}");
 }

@@ -18,8 +18,9 @@ pub enum PluginCommand {
         /// The component file.
         file: PathBuf,
     },
-    /// Call `on-malop` with a fixture, answering imports with a recording dry-run backend,
-    /// and print every call the plugin made as JSON.
+    /// Call `on-malop` with a fixture, answering imports from the fixture in memory (a quick
+    /// dry run: unlike `plugin test`, no simulator, so the Malop is offered exactly as written
+    /// and `list-malops` returns it in full), and print every call the plugin made as JSON.
     Run(RunArgs),
     /// Build every plugin under plugins/ into a component (Rust and Python).
     Build(crate::toolchain::BuildArgs),

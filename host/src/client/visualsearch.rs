@@ -138,11 +138,11 @@ impl Client {
         let names: Vec<&str> = malop.machines.iter().map(|m| m.name.as_str()).collect();
         let sensors = self.sensors_by_name(&names).await?;
         for machine in &mut malop.machines {
+            machine.group = sensor_group(&sensors, &machine.guid, &machine.name);
             if let Some(s) = matching_sensor(&sensors, &machine.guid, &machine.name) {
                 machine.pylum_id = Some(s.pylum_id.clone());
                 machine.connected = s.is_online();
                 machine.isolated = s.isolated;
-                machine.group = s.group_name.clone();
                 if machine.os.is_empty() {
                     machine.os = s.os_type.clone();
                 }
@@ -165,6 +165,24 @@ fn matching_sensor<'a>(
                 .iter()
                 .find(|s| s.machine_name.eq_ignore_ascii_case(name))
         })
+}
+
+/// A machine's sensor group, for protection rules, so only when it is certain: the group of
+/// the sensor with the machine's guid; failing that, the group every sensor of that host name
+/// agrees on (host names repeat, e.g. an archived sensor of a reimaged machine). `None` when
+/// unsure, which the policy treats as protected while group rules exist.
+fn sensor_group(sensors: &[Sensor], guid: &MachineGuid, name: &str) -> Option<String> {
+    if let Some(s) = sensors
+        .iter()
+        .find(|s| s.machine_guid.as_ref() == Some(guid))
+    {
+        return s.group_name.clone();
+    }
+    let mut named = sensors
+        .iter()
+        .filter(|s| s.machine_name.eq_ignore_ascii_case(name));
+    let first = named.next()?.group_name.clone();
+    named.all(|s| s.group_name == first).then_some(first)?
 }
 
 fn owner(e: &Element) -> MachineGuid {
@@ -199,5 +217,52 @@ fn file(e: &Element) -> FileItem {
         md5: e.first("md5String").map(str::to_owned),
         sha1: e.first("sha1String").map(str::to_owned),
         machine_guid: owner(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::SensorStatus;
+
+    fn sensor(guid: &str, name: &str, group: Option<&str>) -> Sensor {
+        Sensor {
+            pylum_id: PylumId::new(format!("PYLUMCLIENT_X_{name}_{guid}")),
+            machine_guid: Some(MachineGuid::new(guid)),
+            machine_name: name.into(),
+            status: SensorStatus::Online,
+            isolated: false,
+            os_type: "WINDOWS".into(),
+            internal_ip: None,
+            group_name: group.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_group_is_taken_only_when_certain() {
+        let dc = sensor("1.1", "DC-01", Some("Domain Controllers"));
+        let stale = sensor("2.2", "dc-01", Some("Workstations"));
+        let sensors = [stale.clone(), dc.clone()];
+        let guid = |g: &str| MachineGuid::new(g);
+        assert_eq!(
+            sensor_group(&sensors, &guid("1.1"), "DC-01").as_deref(),
+            Some("Domain Controllers"),
+            "the guid match wins over a same-named sensor"
+        );
+        assert_eq!(
+            sensor_group(&sensors, &guid("9.9"), "DC-01"),
+            None,
+            "same-named sensors disagree: unknown (protected while group rules exist)"
+        );
+        let twins = [
+            dc.clone(),
+            sensor("3.3", "dc-01", Some("Domain Controllers")),
+        ];
+        assert_eq!(
+            sensor_group(&twins, &guid("9.9"), "DC-01").as_deref(),
+            Some("Domain Controllers"),
+            "same-named sensors that agree"
+        );
+        assert_eq!(sensor_group(&sensors, &guid("9.9"), "elsewhere"), None);
     }
 }

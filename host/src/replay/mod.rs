@@ -7,7 +7,9 @@
 //! full detail as the service would fetch it before offering it to `on-malop`, and the
 //! plugin's `get-malop` and `list-malops` go the same way. Actions are recorded and answered
 //! as shadowed ([`RecordingHost`]); nothing is executed. A fixture a server could not hold as
-//! recorded (say, a root cause with two hashes) fails its case with the reason.
+//! recorded (say, a root cause with two hashes), or a Malop that comes back different from its
+//! recording, fails its case with the reason or the diff. Each case needs a free port on
+//! 127.0.0.1; nothing else of the network is used.
 //!
 //! **Time.** The plugin's WASI clocks are pinned ([`Clock::Fixed`]): by default to each
 //! Malop's `last_update_time` plus one minute, or to the expectation's `now_ms`. The
@@ -22,7 +24,7 @@ pub use fixture::{
     write_expectation,
 };
 
-pub use server::{ReplayServer, ServerError};
+pub use server::{ReplayServer, ReplayServerError, as_served};
 
 use crate::domain::{Malop, MalopId, TimestampMs};
 use crate::runtime::{
@@ -289,19 +291,13 @@ async fn serve(
     fixture: &Fixture,
     server_clock: Option<TimestampMs>,
 ) -> Result<(ReplayServer, Vec<Malop>), String> {
-    let at = |e: &dyn std::fmt::Display| format!("fixture {}: {e}", fixture.path.display());
+    let at = |e: ReplayServerError| format!("fixture {}: {e}", fixture.path.display());
     let server = ReplayServer::start(&fixture.malops, server_clock.unwrap_or_default())
         .await
-        .map_err(|e| at(&e))?;
+        .map_err(at)?;
     let mut offered = Vec::with_capacity(fixture.malops.len());
     for malop in &fixture.malops {
-        let fetched = server.offered(&malop.id).await.map_err(|e| {
-            at(&format_args!(
-                "the simulated server could not serve Malop {}: {e}",
-                malop.id
-            ))
-        })?;
-        offered.push(fetched);
+        offered.push(server.offer(malop).await.map_err(at)?);
     }
     Ok((server, offered))
 }

@@ -346,6 +346,33 @@ mod tests {
     }
 
     #[test]
+    fn skipped_fields_are_checked_like_the_value_path_checks_them() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let bodies: Vec<Vec<u8>> = vec![
+            br#"{"suspicionsMap":"\ud800","data":{}}"#.to_vec(),
+            [
+                &br#"{"suspicionsMap":""#[..],
+                b"\xff\xfe",
+                br#"","data":{}}"#,
+            ]
+            .concat(),
+            br#"{"totalPossibleResults":1e400,"data":{}}"#.to_vec(),
+            format!(r#"{{"filterData":{deep},"data":{{}}}}"#).into_bytes(),
+            br#"{"data":{"resultIdToElementDataMap":{"1.2":{"filterData":{"x":1e400}}}}}"#.to_vec(),
+        ];
+        for body in &bodies {
+            assert!(
+                visual_elements_from_value(body).is_err(),
+                "the Value path rejects {:?}",
+                String::from_utf8_lossy(body)
+            );
+            agrees(body);
+        }
+        let fine = br#"{"suspicionsMap":{"a":["\u00e9",-1,2.5,true,null]},"data":{}}"#;
+        assert!(agrees(fine), "a valid skipped field keeps the fast path");
+    }
+
+    #[test]
     fn truncated_and_mutated_bodies_agree_with_the_value_path() {
         let body = UNIFIED.as_bytes();
         for cut in 0..body.len() {

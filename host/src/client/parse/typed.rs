@@ -11,7 +11,7 @@
 
 use super::{Parsed, status_failure, text};
 use crate::client::types::{Element, ElementRef};
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,6 +69,62 @@ impl<'de, T: FromFields> Visitor<'de> for FieldsVisitor<T> {
     }
 }
 
+/// A value read and thrown away. Unlike `serde::de::IgnoredAny`, which serde_json skips
+/// without checking, it goes through `deserialize_any`, so a skipped field is held to the same
+/// rules as in the `Value` path (valid escapes and UTF-8, numbers in range, nesting depth)
+/// while nothing of it is kept.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
 /// Implements [`FromFields`]: each listed JSON key is read into its field, any other key is
 /// skipped without being kept.
 macro_rules! fields {
@@ -81,7 +137,7 @@ macro_rules! fields {
             ) -> Result<(), A::Error> {
                 match key {
                     $($key => self.$field = map.next_value()?,)*
-                    _ => map.next_value::<IgnoredAny>().map(drop)?,
+                    _ => map.next_value::<Skip>().map(drop)?,
                 }
                 Ok(())
             }
