@@ -495,3 +495,66 @@ fn the_head_file_sits_next_to_the_log() {
     let r: serde_json::Value = serde_json::from_str(head.trim()).unwrap();
     assert_eq!(r["seq"], 2);
 }
+
+#[test]
+fn batch_fsync_holds_records_until_a_barrier_and_the_head_never_runs_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("riposte-audit.jsonl");
+    let sink = AuditSink::open(&path, FsyncPolicy::Batch).unwrap();
+    for i in 1..=5 {
+        sink.append(&entry(i)).unwrap();
+    }
+    // Written (a crash of the process loses nothing), not yet forced to disk; the head file
+    // does not name a record that is not on disk yet.
+    assert_eq!(lines(&path).len(), 5);
+    assert_eq!(sink.unsynced_records(), 5);
+    assert_eq!(verify(&path).unwrap().head_file, HeadFileCheck::Absent);
+
+    sink.barrier().unwrap();
+    assert_eq!(sink.unsynced_records(), 0);
+    let report = verify(&path).unwrap();
+    assert_eq!(report.head.unwrap().seq, 5);
+    assert_eq!(report.head_file, HeadFileCheck::Matches);
+
+    sink.append(&entry(6)).unwrap();
+    assert_eq!(
+        verify(&path).unwrap().head_file,
+        HeadFileCheck::Behind { seq: 5 },
+        "between barriers the head file lags, which verify accepts"
+    );
+    drop(sink);
+    assert_eq!(
+        verify(&path).unwrap().head_file,
+        HeadFileCheck::Matches,
+        "closing the log is a barrier"
+    );
+}
+
+#[test]
+fn barriers_change_nothing_under_the_other_policies() {
+    for policy in [
+        FsyncPolicy::EveryRecord,
+        FsyncPolicy::Interval(3),
+        FsyncPolicy::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("riposte-audit.jsonl");
+        let sink = AuditSink::open(&path, policy).unwrap();
+        for i in 1..=4 {
+            sink.append(&entry(i)).unwrap();
+        }
+        let unsynced = match policy {
+            FsyncPolicy::EveryRecord => 0,
+            FsyncPolicy::Interval(_) => 1,
+            _ => 4,
+        };
+        assert_eq!(sink.unsynced_records(), unsynced, "{policy:?}");
+        sink.barrier().unwrap();
+        assert_eq!(sink.unsynced_records(), unsynced, "{policy:?}");
+        assert_eq!(
+            verify(&path).unwrap().head_file,
+            HeadFileCheck::Matches,
+            "{policy:?}: the head file follows every record"
+        );
+    }
+}

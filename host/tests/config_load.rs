@@ -144,6 +144,42 @@ fn a_bad_type_is_named() {
 }
 
 #[test]
+fn throughput_keys_parse_and_bad_values_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[service]\nmax_detail_fetches = 16\n[service.audit]\nfsync = \"batch\"\n{}",
+        plugin("")
+    );
+    let config = OperatorConfig::load(write(dir.path(), &text)).unwrap();
+    assert_eq!(config.service.max_detail_fetches, 16);
+    assert_eq!(config.service.audit.fsync, FsyncPolicy::Batch);
+    let defaults = OperatorConfig::load(write(dir.path(), &plugin(""))).unwrap();
+    assert_eq!(
+        defaults.service.max_detail_fetches,
+        riposte::config::DEFAULT_MAX_DETAIL_FETCHES
+    );
+
+    let (_, zero) = problems("[service]\nmax_detail_fetches = 0\n");
+    assert_eq!(zero.len(), 1, "{zero:?}");
+    assert_eq!(zero[0].key, "service.max_detail_fetches");
+    assert_eq!(zero[0].message, "must be at least 1");
+    let (_, text) = problems("[service]\nmax_detail_fetches = \"many\"\n");
+    assert_eq!(text.len(), 1, "{text:?}");
+    assert_eq!(
+        (text[0].line, text[0].key.as_str()),
+        (2, "service.max_detail_fetches")
+    );
+    let (_, fsync) = problems("[service.audit]\nfsync = \"batched\"\n");
+    assert_eq!(fsync.len(), 1, "{fsync:?}");
+    assert_eq!(fsync[0].key, "service.audit.fsync");
+    assert!(
+        fsync[0].message.contains("\"batch\""),
+        "the message lists the policies: {}",
+        fsync[0].message
+    );
+}
+
+#[test]
 fn a_bad_pin_is_named() {
     let text = "[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nsha256 = \"abc123\"\n";
     let (_, problems) = problems(text);

@@ -6,8 +6,8 @@ use riposte::domain::{
     RemediationTarget, Sha256Digest,
 };
 use riposte::store::{
-    ActionMode, ActionState, Backoff, BeginOutcome, Error, NewAction, Outcome, Store, inverse_of,
-    schema,
+    ActionMode, ActionState, Backoff, BeginOutcome, Error, Handled, NewAction, Outcome, Store,
+    inverse_of, schema,
 };
 use std::path::Path;
 use std::process::Command;
@@ -263,6 +263,22 @@ fn crash_child() {
         .begin_action(&new_action(isolate("11.9", &["m9"])), 1_000)
         .unwrap();
     assert!(matches!(outcome, BeginOutcome::New(_)));
+    // A shadowed action is committed without an fsync (deferred durability), then a group
+    // of handled marks durably: both are in the WAL file, so a crash of the process keeps
+    // them.
+    let shadowed = new_action(isolate("11.8", &["m8"])).with_mode(ActionMode::Shadow);
+    assert!(matches!(
+        store.begin_action(&shadowed, 1_001).unwrap(),
+        BeginOutcome::New(_)
+    ));
+    let marks: Vec<Handled> = (0..3)
+        .map(|i| Handled {
+            plugin: PluginName::new("isolator"),
+            malop_id: MalopId::new(format!("11.{i}")),
+            last_update_ms: 500 + i,
+        })
+        .collect();
+    store.mark_handled_all(&marks, 1_002).unwrap();
     // The server call would happen here. The process dies without any cleanup.
     std::process::abort();
 }
@@ -287,6 +303,18 @@ fn a_planned_action_survives_a_crash() {
     );
     assert_eq!(unresolved[0].state, ActionState::Planned);
     assert_eq!(unresolved[0].request, isolate("11.9", &["m9"]));
+    let shadowed = new_action(isolate("11.8", &["m8"])).with_mode(ActionMode::Shadow);
+    let kept = store.find_action_by_key(&shadowed.key).unwrap();
+    assert_eq!(kept.map(|a| a.state), Some(ActionState::Shadowed));
+    let isolator = PluginName::new("isolator");
+    for i in 0..3 {
+        assert!(
+            store
+                .is_handled(&isolator, &MalopId::new(format!("11.{i}")), 500 + i)
+                .unwrap(),
+            "the group-committed mark of 11.{i} survived"
+        );
+    }
     match store
         .begin_action(&new_action(isolate("11.9", &["m9"])), 2_000)
         .unwrap()

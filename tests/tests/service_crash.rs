@@ -209,3 +209,59 @@ async fn sigkill_mid_cycle_again_and_again_then_every_malop_is_handled_and_no_ac
     // The audit trail survived the kills with its chain intact.
     assert!(!audit_records(&env.audit).is_empty());
 }
+
+/// What a crash before a group commit of handled marks leaves behind: the actions of the
+/// group ledgered (and sent), its marks and the watermark not recorded. The Malops are
+/// offered again after the restart and nothing is sent twice; with `fsync = "batch"` the
+/// audit trail stays one intact chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handled_marks_lost_with_their_group_commit_offer_the_malops_again_and_send_nothing_twice()
+{
+    let sim = start_sim(23, 10).await;
+    let env = ServiceEnv::new(&sim, &Setup::examples());
+    let text = std::fs::read_to_string(&env.config).expect("the test configuration reads");
+    // Every Malop is polled again on the restart, whatever the watermark says.
+    let text = text
+        .replace("fsync = \"every-record\"", "fsync = \"batch\"")
+        .replace(
+            "overlap_window_secs = 60",
+            "overlap_window_secs = 100000000",
+        );
+    std::fs::write(&env.config, text).expect("the test configuration writes");
+
+    let service = env.service(&sim).await;
+    riposte_e2e::service_support::run_until_settled(&service, &sim, 10).await;
+    drop(service);
+    let store = env.store();
+    let ledgered = store.list_actions(&ActionFilter::default()).unwrap().len();
+    let sent = actions_carried_out(&sim).len();
+    assert!(sent > 0, "the examples acted on the seeded Malops");
+    assert!(store.prune_handled(i64::MAX).unwrap() > 0, "marks to lose");
+
+    let service = env.service(&sim).await;
+    let plugins = subscriptions(&service);
+    let report = service
+        .run_cycle()
+        .await
+        .expect("the cycle after the restart");
+    assert!(
+        report.invocations > 0,
+        "the Malops are offered again: {report:?}"
+    );
+    assert!(unhandled_by(&plugins, &store, &sim.malops()).is_empty());
+    assert_no_action_twice(&sim);
+    assert_eq!(actions_carried_out(&sim).len(), sent, "nothing sent again");
+    assert_eq!(
+        store.list_actions(&ActionFilter::default()).unwrap().len(),
+        ledgered,
+        "every request answered from the ledger"
+    );
+    service.sync_audit().unwrap();
+    let records = audit_records(&env.audit);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["result"]["sent_again"] == serde_json::json!(false)),
+        "the repeated requests are audited as answered from the ledger"
+    );
+}

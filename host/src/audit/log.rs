@@ -42,7 +42,13 @@ pub struct AuditLog {
     fsync: FsyncPolicy,
     next_seq: u64,
     prev: Sha256Digest,
+    /// Records written to the log since its last fsync.
     unsynced: u64,
+    /// The head the file should name, not written yet (`Batch`: written once the log is
+    /// forced to disk, so that it never names a record a power cut could lose).
+    pending_head: Option<RecordRef>,
+    /// The head file was written since its last fsync.
+    head_unsynced: bool,
     poisoned: bool,
     /// The file's length after our last append; a different length means another process
     /// appended since, and the chain must be resumed from the file's new tail.
@@ -136,6 +142,8 @@ impl AuditLog {
             next_seq,
             prev,
             unsynced: 0,
+            pending_head: None,
+            head_unsynced: false,
             poisoned: false,
             known_len,
         })
@@ -166,6 +174,7 @@ impl AuditLog {
                     self.next_seq = r.seq + 1;
                     self.prev = r.hash;
                 }
+                self.known_len = len;
             }
             let value = f(self)?;
             self.known_len = self
@@ -225,25 +234,33 @@ impl AuditLog {
     }
 
     fn write(&mut self, line: &[u8], r: RecordRef) -> Result<(), Error> {
-        let path = self.path.clone();
-        let io = move |action: &'static str| {
-            move |source| Error::Io {
-                path,
-                action,
-                source,
-            }
-        };
-        self.file.write_all(line).map_err(io.clone()("append"))?;
+        self.file
+            .write_all(line)
+            .map_err(|source| self.io_error("append", source))?;
+        self.known_len += line.len() as u64;
         self.unsynced += 1;
-        let sync = match self.fsync {
-            FsyncPolicy::EveryRecord => true,
-            FsyncPolicy::Interval(n) => self.unsynced >= n.max(1),
-            FsyncPolicy::Never => false,
-        };
-        if sync {
-            self.file.sync_data().map_err(io.clone()("fsync"))?;
-            self.unsynced = 0;
+        match self.fsync {
+            FsyncPolicy::EveryRecord => {
+                self.file
+                    .sync_data()
+                    .map_err(|source| self.io_error("fsync", source))?;
+                self.unsynced = 0;
+                self.write_head(r)
+            }
+            FsyncPolicy::Batch => {
+                self.pending_head = Some(r);
+                Ok(())
+            }
+            FsyncPolicy::Interval(n) if self.unsynced >= n.max(1) => {
+                self.pending_head = Some(r);
+                self.sync()
+            }
+            FsyncPolicy::Interval(_) => self.write_head(r),
+            FsyncPolicy::Never => self.write_head(r),
         }
+    }
+
+    fn write_head(&mut self, r: RecordRef) -> Result<(), Error> {
         let mut head = serde_json::to_string(&r).map_err(|e| Error::Encode(e.to_string()))?;
         while head.len() < HEAD_LEN - 1 {
             head.push(' ');
@@ -252,31 +269,68 @@ impl AuditLog {
         self.head
             .seek(SeekFrom::Start(0))
             .and_then(|_| self.head.write_all(head.as_bytes()))
-            .map_err(io.clone()("write the head file"))?;
-        if sync {
-            self.head.sync_data().map_err(io("fsync the head file"))?;
+            .map_err(|source| self.io_error("write the head file", source))?;
+        self.head_unsynced = true;
+        Ok(())
+    }
+
+    fn io_error(&self, action: &'static str, source: std::io::Error) -> Error {
+        Error::Io {
+            path: self.path.clone(),
+            action,
+            source,
+        }
+    }
+
+    /// Forces everything written so far to disk: the log, then the head file.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.file
+            .sync_data()
+            .map_err(|source| self.io_error("fsync", source))?;
+        self.unsynced = 0;
+        if let Some(r) = self.pending_head.take() {
+            let len = self
+                .file
+                .metadata()
+                .map_err(|source| self.io_error("read the size of", source))?
+                .len();
+            // Another process appended since: the head file names its record, a later one.
+            if len == self.known_len {
+                self.write_head(r)?;
+            }
+        }
+        if self.head_unsynced {
+            self.head
+                .sync_data()
+                .map_err(|source| self.io_error("fsync the head file", source))?;
+            self.head_unsynced = false;
         }
         Ok(())
     }
 
-    /// Forces everything written so far to disk.
-    pub fn sync(&mut self) -> Result<(), Error> {
-        self.file
-            .sync_data()
-            .and_then(|_| self.head.sync_data())
-            .map_err(|source| Error::Io {
-                path: self.path.clone(),
-                action: "fsync",
-                source,
-            })?;
-        self.unsynced = 0;
+    /// A durability barrier: under [`FsyncPolicy::Batch`], forces the records written since
+    /// the last barrier to disk; under the other policies, nothing (they sync on their own
+    /// schedule).
+    pub fn barrier(&mut self) -> Result<(), Error> {
+        if self.fsync == FsyncPolicy::Batch && self.needs_sync() {
+            self.sync()?;
+        }
         Ok(())
+    }
+
+    /// Records written to the log and not yet forced to disk.
+    pub fn unsynced_records(&self) -> u64 {
+        self.unsynced
+    }
+
+    fn needs_sync(&self) -> bool {
+        self.unsynced > 0 || self.pending_head.is_some() || self.head_unsynced
     }
 }
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        if self.unsynced > 0 && !self.poisoned {
+        if self.needs_sync() && !self.poisoned {
             let _ = self.sync();
         }
     }
@@ -485,6 +539,22 @@ impl AuditSink {
         match &mut *self.lock() {
             Backend::File(log) => log.sync(),
             Backend::Memory(_) => Ok(()),
+        }
+    }
+
+    /// A durability barrier (see [`AuditLog::barrier`]); nothing for memory.
+    pub fn barrier(&self) -> Result<(), Error> {
+        match &mut *self.lock() {
+            Backend::File(log) => log.barrier(),
+            Backend::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Records written and not yet forced to disk (always 0 for memory).
+    pub fn unsynced_records(&self) -> u64 {
+        match &*self.lock() {
+            Backend::File(log) => log.unsynced_records(),
+            Backend::Memory(_) => 0,
         }
     }
 }

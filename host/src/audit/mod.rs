@@ -127,12 +127,23 @@ pub fn now_ms() -> TimestampMs {
 }
 
 /// When the writer forces records to disk.
+///
+/// Every policy writes each record to the file at once, so a crash of the process loses
+/// nothing; the policies differ in what a power cut or a kernel crash can lose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FsyncPolicy {
-    /// After every record (`"every-record"`): nothing acknowledged is ever lost.
+    /// After every record (`"every-record"`): nothing acknowledged is ever lost. The head
+    /// file is rewritten after every record but forced to disk only by [`AuditSink::sync`],
+    /// so after a power cut it may name an earlier record (which `verify` accepts).
     #[default]
     EveryRecord,
-    /// After every N records (`N`): a crash may lose up to N-1 records.
+    /// At the writer's durability barriers (`"batch"`, a group commit): before an action is
+    /// sent to the server, before a batch of Malops is recorded as handled, when a plugin is
+    /// paused, at the end of every cycle and on shutdown ([`AuditSink::barrier`]). A power
+    /// cut may lose the records written since the last barrier, which are those of work
+    /// that is done again after the restart; never the decision record of an action sent.
+    Batch,
+    /// After every N records (`N`): a power cut may lose up to N-1 records.
     Interval(u64),
     /// Never (`"never"`): the OS decides; for tests and benchmarks.
     Never,
@@ -142,6 +153,7 @@ impl Serialize for FsyncPolicy {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::EveryRecord => serializer.serialize_str("every-record"),
+            Self::Batch => serializer.serialize_str("batch"),
             Self::Never => serializer.serialize_str("never"),
             Self::Interval(n) => serializer.serialize_u64(*n),
         }
@@ -154,14 +166,15 @@ impl<'de> Deserialize<'de> for FsyncPolicy {
         impl serde::de::Visitor<'_> for Visitor {
             type Value = FsyncPolicy;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("\"every-record\", \"never\", or a number of records")
+                f.write_str("\"every-record\", \"batch\", \"never\", or a number of records")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FsyncPolicy, E> {
                 match v {
                     "every-record" => Ok(FsyncPolicy::EveryRecord),
+                    "batch" => Ok(FsyncPolicy::Batch),
                     "never" => Ok(FsyncPolicy::Never),
                     other => Err(E::custom(format!(
-                        "unknown fsync policy `{other}`; expected \"every-record\", \"never\", or a number of records"
+                        "unknown fsync policy `{other}`; expected \"every-record\", \"batch\", \"never\", or a number of records"
                     ))),
                 }
             }
@@ -624,6 +637,8 @@ mod tests {
         }
         let t: T = toml::from_str("f = \"never\"").unwrap();
         assert_eq!(t.f, FsyncPolicy::Never);
+        let t: T = toml::from_str("f = \"batch\"").unwrap();
+        assert_eq!(t.f, FsyncPolicy::Batch);
         let t: T = toml::from_str("f = 100").unwrap();
         assert_eq!(t.f, FsyncPolicy::Interval(100));
         assert!(toml::from_str::<T>("f = \"sometimes\"").is_err());

@@ -217,6 +217,7 @@ fn decide(args: Decide, approve: bool) -> anyhow::Result<()> {
         json!({ "action_id": id.as_str(), "by": args.by, "request_hash": record.request_hash }),
     );
     audit.append(&entry)?;
+    audit.sync()?;
     println!(
         "{} {}",
         if approve { "approved" } else { "denied" },

@@ -34,6 +34,8 @@ pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 30;
 pub const DEFAULT_OVERLAP_WINDOW_SECS: u64 = 300;
 /// Default number of plugin invocations run at once.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// Default Malop detail requests in flight at once during a poll.
+pub const DEFAULT_MAX_DETAIL_FETCHES: usize = 8;
 /// Default state database path (relative to the configuration file).
 pub const DEFAULT_DATABASE: &str = "riposte.db";
 /// Default audit log path (relative to the configuration file).
@@ -154,6 +156,10 @@ pub struct ServiceConfig {
     pub overlap_window_secs: u64,
     /// Plugin invocations run at once (`max_concurrency`, default 4).
     pub max_concurrency: usize,
+    /// Malop detail requests in flight at once while polling (`max_detail_fetches`, default
+    /// 8): the details of new Malops are fetched concurrently, and each Malop is evaluated
+    /// as soon as its details arrive.
+    pub max_detail_fetches: usize,
     /// The SQLite state database (`database`, default `riposte.db`).
     pub database: PathBuf,
     /// The audit trail: `[service.audit]`.
@@ -171,6 +177,7 @@ impl Default for ServiceConfig {
             poll_interval_secs: DEFAULT_POLL_INTERVAL_SECS,
             overlap_window_secs: DEFAULT_OVERLAP_WINDOW_SECS,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_detail_fetches: DEFAULT_MAX_DETAIL_FETCHES,
             database: PathBuf::from(DEFAULT_DATABASE),
             audit: AuditConfig::default(),
             server: None,
@@ -184,7 +191,8 @@ impl Default for ServiceConfig {
 pub struct AuditConfig {
     /// The JSON-lines file (`path`, default `riposte-audit.jsonl`).
     pub path: PathBuf,
-    /// When to fsync (`fsync`: `"every-record"` (default), `"never"`, or a number N: every N records).
+    /// When to fsync (`fsync`: `"every-record"` (default), `"batch"` (at durability barriers),
+    /// `"never"`, or a number N: every N records); see [`FsyncPolicy`].
     pub fsync: FsyncPolicy,
 }
 
@@ -629,6 +637,7 @@ mod raw {
         pub poll_interval_secs: u64,
         pub overlap_window_secs: u64,
         pub max_concurrency: usize,
+        pub max_detail_fetches: usize,
         pub database: PathBuf,
         pub audit: Audit,
         pub server: Option<Server>,
@@ -642,6 +651,7 @@ mod raw {
                 poll_interval_secs: d.poll_interval_secs,
                 overlap_window_secs: d.overlap_window_secs,
                 max_concurrency: d.max_concurrency,
+                max_detail_fetches: d.max_detail_fetches,
                 database: d.database,
                 audit: Audit::default(),
                 server: None,
@@ -905,6 +915,9 @@ fn check_service(ctx: &mut Ctx<'_>, raw: raw::Service, base: &Path) -> ServiceCo
     if raw.max_concurrency == 0 {
         ctx.at("service.max_concurrency", "must be at least 1");
     }
+    if raw.max_detail_fetches == 0 {
+        ctx.at("service.max_detail_fetches", "must be at least 1");
+    }
     if raw.database.as_os_str().is_empty() {
         ctx.at("service.database", "must not be empty");
     }
@@ -966,6 +979,7 @@ fn check_service(ctx: &mut Ctx<'_>, raw: raw::Service, base: &Path) -> ServiceCo
         poll_interval_secs: raw.poll_interval_secs,
         overlap_window_secs: raw.overlap_window_secs,
         max_concurrency: raw.max_concurrency,
+        max_detail_fetches: raw.max_detail_fetches,
         database: resolve(base, raw.database),
         audit: AuditConfig {
             path: resolve(base, raw.audit.path),

@@ -26,6 +26,14 @@ impl Auditor {
         &self.sink
     }
 
+    /// A durability barrier: under `fsync = "batch"`, forces the records written so far to
+    /// disk (see [`crate::audit::FsyncPolicy::Batch`]); under the other policies, nothing.
+    pub fn barrier(&self) {
+        if let Err(e) = self.sink.barrier() {
+            tracing::error!("AUDIT SYNC FAILED: {e}");
+        }
+    }
+
     /// A gated action and the gate's decision: for shadowed actions, the would-be plan.
     pub fn decision(
         &self,

@@ -232,6 +232,8 @@ impl Executor {
         request: &ActionRequest,
         pylums: &PylumDirectory,
     ) -> Result<Sent, client::Error> {
+        // The decision that allowed the action is on disk before the server hears of it.
+        self.auditor.barrier();
         let c = &self.client;
         Ok(match request {
             ActionRequest::Remediate { malop_id, targets } => {

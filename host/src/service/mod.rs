@@ -6,10 +6,13 @@
 //! 2. settle actions a crash left unresolved (checked on the server before any resend);
 //! 3. per element kind, fetch the Malops updated since the watermark minus the overlap
 //!    window (server clock), skip those each plugin already handled at that update time,
-//!    fetch details once, and invoke the subscribed plugins with bounded concurrency;
-//! 4. advance the watermark to the newest update seen, but never past a Malop whose
+//!    fetch details once (several Malops at a time), and invoke the subscribed plugins with
+//!    bounded concurrency as each Malop's details arrive;
+//! 4. record the Malops handled in groups (one durable commit per group of finished
+//!    invocations, after an audit barrier), see [`Service::evaluate_batch`];
+//! 5. advance the watermark to the newest update seen, but never past a Malop whose
 //!    details could not be fetched, so no Malop is skipped;
-//! 5. run the interval hooks that are due.
+//! 6. run the interval hooks that are due.
 
 mod audit;
 pub mod demo;
@@ -23,16 +26,21 @@ pub use plugins::{ServicePlugin, limits_of, runtime_config};
 
 use crate::client::Client;
 use crate::config::OperatorConfig;
-use crate::domain::{ElementKind, Malop, MalopId};
+use crate::domain::{ElementKind, Malop, MalopId, PluginName, TimestampMs};
 use crate::policy::{Gate, TargetFacts};
 use crate::runtime::{CallContext, Entry, InvocationReport, Outcome, PluginHost, Runtime};
-use crate::store::{ActionRecord, ActionState, Backoff, NewAction, Store};
+use crate::store::{ActionRecord, ActionState, Backoff, Handled, NewAction, Store};
 use anyhow::Context;
 use executor::{Executor, PylumDirectory};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use gated::{Core, GatedHost};
 use serde::Serialize;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// The most handled marks one group commit holds: a crash before the commit offers at most
+/// this many (plugin, Malop) pairs again (their actions are answered from the ledger).
+const MARK_GROUP_MAX: usize = 64;
 
 /// What one cycle did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -51,6 +59,21 @@ pub struct CycleReport {
     pub recovered: usize,
 }
 
+/// What a batch of evaluations did ([`Service::evaluate_batch`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Plugin invocations run.
+    pub invocations: usize,
+    /// Invocations that completed (the plugin returned, with or without an error of its
+    /// own): their Malops are recorded handled.
+    pub handled: usize,
+    /// Invocations stopped by the sandbox.
+    pub traps: usize,
+    /// Last update times of the Malops a plugin still owes: it trapped on them, or was
+    /// paused before their turn. The watermark must stay below them.
+    pub owed: Vec<TimestampMs>,
+}
+
 /// The running service.
 pub struct Service {
     config: OperatorConfig,
@@ -58,6 +81,10 @@ pub struct Service {
     plugins: Vec<Arc<ServicePlugin>>,
     core: Arc<Core>,
     backoff: Backoff,
+    /// Plugins whose health this process has reset since their last trap: they are neither
+    /// paused nor counting traps, so the store need not be asked or written after each of
+    /// their runs. Only this process records traps.
+    healthy: Mutex<HashSet<PluginName>>,
 }
 
 impl Service {
@@ -103,6 +130,7 @@ impl Service {
             plugins,
             core,
             backoff: Backoff::default(),
+            healthy: Mutex::default(),
         })
     }
 
@@ -147,6 +175,7 @@ impl Service {
         self.core
             .auditor
             .service_event("poll-cycle", serde_json::to_value(&report)?);
+        self.core.auditor.barrier();
         Ok(report)
     }
 
@@ -167,61 +196,117 @@ impl Service {
         // paused or trapped): the watermark stays below it, so the Malop is offered again.
         let mut owed: Option<i64> = None;
         let mut hold = |t: i64| owed = Some(owed.map_or(t, |o: i64| o.min(t)));
-        let mut work = Vec::new();
+        let mut wanted = Vec::new();
         for malop in malops {
             newest = newest.max(malop.last_update_time);
             let (runnable, paused) = self.plugins_owing(&malop)?;
             if paused {
                 hold(malop.last_update_time);
             }
-            if runnable.is_empty() {
-                continue;
-            }
-            match self.core.client.get_malop_details(&malop.id).await {
-                Ok(detailed) => {
-                    let detailed = Arc::new(detailed);
-                    work.extend(runnable.into_iter().map(|p| (p, detailed.clone())));
-                }
-                Err(error) => {
-                    tracing::warn!(malop = %malop.id, "details unavailable, retrying next cycle: {error}");
-                    report.deferred += 1;
-                    hold(malop.last_update_time);
-                }
+            if !runnable.is_empty() {
+                wanted.push((malop, runnable));
             }
         }
-        let concurrency = self.config.service.max_concurrency.max(1);
-        let results: Vec<(i64, Option<InvocationReport>)> = futures::stream::iter(work)
-            .map(|(plugin, malop)| async move {
-                // A plugin paused by its traps earlier in this batch is offered no more
-                // Malops (they are not marked handled, so they wait for the pause to end).
-                let run = match self
-                    .core
-                    .store
-                    .paused_until(plugin.policy.name.as_str(), now_ms())
-                {
-                    Ok(Some(_)) => None,
-                    _ => Some(self.invoke_on_malop(&plugin, &malop).await),
-                };
-                (malop.last_update_time, run)
+        let client = &self.core.client;
+        let mut unavailable = Vec::new();
+        let work = futures::stream::iter(wanted)
+            .map(|(malop, runnable)| async move {
+                let details = client.get_malop_details(&malop.id).await;
+                (malop, runnable, details)
             })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        for (updated, run) in &results {
-            match run {
-                Some(r) => {
-                    report.invocations += 1;
-                    if r.outcome.is_trap() {
-                        report.traps += 1;
-                        hold(*updated);
+            .buffer_unordered(self.config.service.max_detail_fetches.max(1))
+            .flat_map(|(malop, runnable, details)| {
+                let work: Vec<_> = match details {
+                    Ok(detailed) => {
+                        let detailed = Arc::new(detailed);
+                        runnable
+                            .into_iter()
+                            .map(|p| (p, detailed.clone()))
+                            .collect()
                     }
-                }
-                None => hold(*updated),
-            }
-        }
+                    Err(error) => {
+                        tracing::warn!(malop = %malop.id, "details unavailable, retrying next cycle: {error}");
+                        unavailable.push(malop.last_update_time);
+                        Vec::new()
+                    }
+                };
+                futures::stream::iter(work)
+            });
+        let batch = self.evaluate_batch(work).await;
+        report.deferred += unavailable.len();
+        report.invocations += batch.invocations;
+        report.traps += batch.traps;
+        unavailable
+            .into_iter()
+            .chain(batch.owed)
+            .for_each(&mut hold);
         let safe = owed.map_or(newest, |t| newest.min(t - 1));
         store.set_watermark(&source, safe, now_ms())?;
         Ok(())
+    }
+
+    /// Runs every (plugin, Malop) pair of `work`, `max_concurrency` at a time, each in a
+    /// fresh sandbox, audited; records each Malop handled by its plugin once its invocation
+    /// completed. The handled marks are group-committed: the marks of the invocations that
+    /// finished together (at most [`MARK_GROUP_MAX`]) go into one durable transaction, after
+    /// an audit barrier, so that a Malop recorded handled always has its audit records on
+    /// disk. A crash before the commit only offers those Malops again; whatever their
+    /// plugins asked for is then answered from the action ledger, never sent twice.
+    pub async fn evaluate_batch(
+        &self,
+        work: impl Stream<Item = (Arc<ServicePlugin>, Arc<Malop>)>,
+    ) -> BatchReport {
+        let concurrency = self.config.service.max_concurrency.max(1);
+        let done = work
+            .map(|(plugin, malop)| async move {
+                // A plugin paused by its traps earlier in this batch is offered no more
+                // Malops (they are not marked handled, so they wait for the pause to end).
+                let run = if self.is_paused(&plugin) {
+                    None
+                } else {
+                    let call =
+                        CallContext::for_malop(plugin.identity(), &malop, plugin.values.clone());
+                    Some(
+                        self.invoke(&plugin, call, Entry::Malop(&malop), Some(&malop))
+                            .await,
+                    )
+                };
+                (plugin, malop, run)
+            })
+            .buffer_unordered(concurrency)
+            .ready_chunks(MARK_GROUP_MAX);
+        let mut done = std::pin::pin!(done);
+        let mut report = BatchReport::default();
+        while let Some(group) = done.next().await {
+            let mut marks = Vec::with_capacity(group.len());
+            for (plugin, malop, run) in group {
+                let Some(run) = run else {
+                    report.owed.push(malop.last_update_time);
+                    continue;
+                };
+                report.invocations += 1;
+                if run.outcome.is_trap() {
+                    report.traps += 1;
+                    report.owed.push(malop.last_update_time);
+                } else if self.healthy(&plugin) {
+                    marks.push(Handled {
+                        plugin: plugin.policy.name.clone(),
+                        malop_id: malop.id.clone(),
+                        last_update_ms: malop.last_update_time,
+                    });
+                }
+            }
+            self.core.auditor.barrier();
+            match self.core.store.mark_handled_all(&marks, now_ms()) {
+                Ok(()) => report.handled += marks.len(),
+                Err(e) => {
+                    // Offered again next cycle; the ledger answers what they asked for.
+                    tracing::error!("recording {} Malops handled: {e}", marks.len());
+                    report.owed.extend(marks.iter().map(|m| m.last_update_ms));
+                }
+            }
+        }
+        report
     }
 
     /// The plugins subscribed to `malop` that have not handled it at its latest update and
@@ -240,7 +325,9 @@ impl Service {
             {
                 continue;
             }
-            if self.core.store.paused_until(name.as_str(), now)?.is_some() {
+            if !self.known_healthy(name)
+                && self.core.store.paused_until(name.as_str(), now)?.is_some()
+            {
                 paused = true;
             } else {
                 runnable.push(plugin.clone());
@@ -253,12 +340,25 @@ impl Service {
     /// handled (or counts the trap towards pausing the plugin).
     pub async fn invoke_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> InvocationReport {
         let call = CallContext::for_malop(plugin.identity(), malop, plugin.values.clone());
-        self.invoke(plugin, call, Entry::Malop(malop), Some(malop))
-            .await
+        let report = self
+            .invoke(plugin, call, Entry::Malop(malop), Some(malop))
+            .await;
+        if !report.outcome.is_trap() && self.healthy(plugin) {
+            let store = &self.core.store;
+            if let Err(e) = store.mark_handled(
+                &plugin.policy.name,
+                &malop.id,
+                malop.last_update_time,
+                now_ms(),
+            ) {
+                tracing::error!(plugin = %plugin.policy.name, "recording the Malop handled: {e}");
+            }
+        }
+        report
     }
 
     /// One sandboxed invocation through the gated host, audited, with its effect on the
-    /// plugin's health and the handled set recorded.
+    /// plugin's health recorded (the caller records the Malop handled).
     async fn invoke(
         &self,
         plugin: &ServicePlugin,
@@ -287,36 +387,72 @@ impl Service {
             Entry::Interval(_) => "on-interval",
         };
         self.core.auditor.invocation(&call, export, &report);
-        self.after_invocation(plugin, &report, malop);
+        if let Outcome::Stopped { reason } = &report.outcome {
+            self.record_trap(plugin, reason);
+        }
         report
     }
 
-    fn after_invocation(
-        &self,
-        plugin: &ServicePlugin,
-        report: &InvocationReport,
-        malop: Option<&Malop>,
-    ) {
-        let store = &self.core.store;
+    /// Counts a trap towards pausing `plugin`, and audits the pause if it starts one.
+    fn record_trap(&self, plugin: &ServicePlugin, reason: &impl std::fmt::Display) {
         let name = plugin.policy.name.as_str();
-        let now = now_ms();
-        let result = match &report.outcome {
-            Outcome::Stopped { reason } => store.record_trap(name, now, &self.backoff).map(|pause| {
+        self.healthy_set().remove(&plugin.policy.name);
+        // The trap's audit record reaches the disk before the trap count it explains.
+        self.core.auditor.barrier();
+        match self.core.store.record_trap(name, now_ms(), &self.backoff) {
+            Ok(pause) => {
                 if let Some(until) = pause.paused_until_ms {
-                    tracing::warn!(plugin = name, until, "paused after {} traps in a row: {reason}", pause.consecutive_traps);
+                    tracing::warn!(
+                        plugin = name,
+                        until,
+                        "paused after {} traps in a row: {reason}",
+                        pause.consecutive_traps
+                    );
                     self.core.auditor.plugin_event(&plugin.policy.name, Some(plugin.digest), "plugin-paused", serde_json::json!({
                         "consecutive_traps": pause.consecutive_traps, "paused_until_ms": until, "last_reason": reason.to_string(),
                     }));
                 }
-            }),
-            _ => store.record_success(name).and_then(|()| match malop {
-                Some(m) => store.mark_handled(&plugin.policy.name, &m.id, m.last_update_time, now),
-                None => Ok(()),
-            }),
-        };
-        if let Err(e) = result {
-            tracing::error!(plugin = name, "recording the invocation: {e}");
+            }
+            Err(e) => tracing::error!(plugin = name, "recording the trap: {e}"),
         }
+    }
+
+    /// After a clean run of `plugin`: resets its count of traps in a row and any pause (a
+    /// write only when this process has not done so since its last trap). `false` if that
+    /// failed; the Malop is then not recorded handled, so it is offered again.
+    fn healthy(&self, plugin: &ServicePlugin) -> bool {
+        let name = &plugin.policy.name;
+        if self.known_healthy(name) {
+            return true;
+        }
+        match self.core.store.record_success(name.as_str()) {
+            Ok(()) => {
+                self.healthy_set().insert(name.clone());
+                true
+            }
+            Err(e) => {
+                tracing::error!(plugin = %name, "recording the invocation: {e}");
+                false
+            }
+        }
+    }
+
+    /// Whether `plugin` is paused now (a store read only when its health is not known).
+    fn is_paused(&self, plugin: &ServicePlugin) -> bool {
+        let name = &plugin.policy.name;
+        !self.known_healthy(name)
+            && matches!(
+                self.core.store.paused_until(name.as_str(), now_ms()),
+                Ok(Some(_))
+            )
+    }
+
+    fn known_healthy(&self, plugin: &PluginName) -> bool {
+        self.healthy_set().contains(plugin)
+    }
+
+    fn healthy_set(&self) -> std::sync::MutexGuard<'_, HashSet<PluginName>> {
+        self.healthy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn run_due_intervals(&self, report: &mut CycleReport) {
@@ -327,6 +463,9 @@ impl Service {
             }
             let call = CallContext::for_interval(plugin.identity(), now, plugin.values.clone());
             let outcome = self.invoke(plugin, call, Entry::Interval(now), None).await;
+            if !outcome.outcome.is_trap() {
+                self.healthy(plugin);
+            }
             report.invocations += 1;
             report.traps += usize::from(outcome.outcome.is_trap());
         }

@@ -668,7 +668,13 @@ impl Store {
     /// returning [`BeginOutcome::New`]; if one exists, returns it untouched as
     /// [`BeginOutcome::AlreadyExists`], whatever its state, so nothing is re-sent.
     pub fn begin_action(&self, new: &NewAction, now_ms: i64) -> Result<BeginOutcome> {
-        self.write("begin_action", |tx| {
+        // A shadowed action sends nothing: its row may wait for the next durable commit (the
+        // Malop's handled mark, at the latest), see the module docs.
+        let durability = match new.mode {
+            ActionMode::Shadow => super::Durability::Deferred,
+            ActionMode::Execute | ActionMode::AwaitApproval { .. } => super::Durability::Durable,
+        };
+        self.write_with("begin_action", durability, |tx| {
             if let ActionMode::AwaitApproval { expires_at_ms } = new.mode
                 && expires_at_ms <= now_ms
             {

@@ -99,8 +99,12 @@ impl Store {
         now_ms: TimestampMs,
         check: impl FnOnce(&mut ChargeView<'_>) -> std::result::Result<Option<R>, E>,
     ) -> std::result::Result<Option<R>, E> {
-        let mut conn = self.lock();
-        let tx = conn
+        let mut guard = self.lock();
+        guard
+            .set_durability(super::Durability::Durable)
+            .map_err(|e| self.tag("spend_charges", e.into()))?;
+        let tx = guard
+            .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.tag("spend_charges", e.into()))?;
         let refusal = check(&mut ChargeView {

@@ -40,7 +40,20 @@
 //!
 //! A file database is opened in WAL mode with `synchronous = FULL` (a `Planned` row must
 //! survive a power cut, not just a crash, or an action could be sent twice), a busy timeout
-//! and foreign keys on. The connection sits behind a [`Mutex`]: share the store as
+//! and foreign keys on.
+//!
+//! A few writes are [`Durability::Deferred`]: committed with `synchronous = NORMAL`, so the
+//! commit does not wait for an fsync. Such a commit survives a crash of the process (it is in
+//! the WAL file) but not necessarily a power cut, *until the next durable commit*: SQLite
+//! appends commits to the WAL in order and checksums each frame over all frames before it, so
+//! the fsync of any later `FULL` commit (or a checkpoint) makes every earlier commit durable,
+//! and recovery after a power cut keeps a prefix of the commits, never a later one without an
+//! earlier one. Only rows whose loss together with everything after them is harmless are
+//! written this way: shadowed actions. Nothing was sent for them, and the Malop they were
+//! planned for is marked handled by a later durable commit, so if they are lost the Malop is
+//! offered again and the plan recorded again (a plan of an interval hook stays in the audit
+//! trail). Everything else, the handled marks (committed in groups by
+//! [`Store::mark_handled_all`]) included, is durable at commit. The connection sits behind a [`Mutex`]: share the store as
 //! `Arc<Store>`. Every method is one short transaction; write transactions are `BEGIN
 //! IMMEDIATE`, so two processes on the same file (the service and `riposte approve`, say)
 //! serialise on the write lock instead of failing on a lock upgrade. The methods block: from
@@ -96,6 +109,7 @@ pub use budget::{BudgetCharge, SpendOutcome};
 pub use charges::{ChargeItem, ChargeView};
 pub use health::{Backoff, PauseState, PausedPlugin};
 pub use kv::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
+pub use polling::Handled;
 pub use status::{SourceStatus, StatusSnapshot};
 pub use undo::{UndoRecord, inverse_of};
 
@@ -331,10 +345,48 @@ impl From<Refusal> for Failure {
 
 pub(crate) type Op<T> = std::result::Result<T, Failure>;
 
+/// When a write transaction's commit reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the commit returns (`synchronous = FULL`): survives a power cut.
+    Durable,
+    /// With the next durable commit or checkpoint (`synchronous = NORMAL`): survives a crash
+    /// of the process at once, a power cut only once a later durable commit returned. See
+    /// the module docs for why the order of commits is kept.
+    Deferred,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Durable => "PRAGMA synchronous = FULL",
+            Durability::Deferred => "PRAGMA synchronous = NORMAL",
+        }
+    }
+}
+
+/// The connection and the `synchronous` level it is set to.
+#[derive(Debug)]
+struct Conn {
+    conn: Connection,
+    synchronous: Durability,
+}
+
+impl Conn {
+    /// Sets `synchronous` for the next commits; called outside any transaction.
+    fn set_durability(&mut self, durability: Durability) -> rusqlite::Result<()> {
+        if self.synchronous != durability {
+            self.conn.execute_batch(durability.pragma())?;
+            self.synchronous = durability;
+        }
+        Ok(())
+    }
+}
+
 /// The durable state of one riposte service. Share it as `Arc<Store>`.
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
     path: String,
 }
 
@@ -394,7 +446,10 @@ impl Store {
                 source,
             })?;
         let store = Store {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Conn {
+                conn,
+                synchronous: Durability::Durable,
+            }),
             path,
         };
         let now_ms = std::time::SystemTime::now()
@@ -415,7 +470,7 @@ impl Store {
         self.read("schema_version", |tx| Ok(schema::current_version(tx)?))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn lock(&self) -> MutexGuard<'_, Conn> {
         // A panic while holding the lock leaves no transaction open (a dropped transaction
         // rolls back), so the connection is still consistent.
         self.conn
@@ -439,13 +494,24 @@ impl Store {
         }
     }
 
-    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committing if it returns `Ok`.
+    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committing durably if it returns
+    /// `Ok`.
     pub(crate) fn write<T>(
         &self,
         op: &'static str,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<T>,
     ) -> Result<T> {
         self.write_then(op, |tx| f(tx).map(Ok))
+    }
+
+    /// [`Store::write`] with the commit's [`Durability`] chosen by the caller.
+    pub(crate) fn write_with<T>(
+        &self,
+        op: &'static str,
+        durability: Durability,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<T>,
+    ) -> Result<T> {
+        self.transact(op, durability, |tx| f(tx).map(Ok))
     }
 
     /// Runs `f` in a write transaction and commits even when `f` returns an inner refusal,
@@ -456,9 +522,21 @@ impl Store {
         op: &'static str,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<std::result::Result<T, Failure>>,
     ) -> Result<T> {
-        let mut conn = self.lock();
+        self.transact(op, Durability::Durable, f)
+    }
+
+    fn transact<T>(
+        &self,
+        op: &'static str,
+        durability: Durability,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<std::result::Result<T, Failure>>,
+    ) -> Result<T> {
+        let mut guard = self.lock();
         let run = || -> Op<std::result::Result<T, Failure>> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            guard.set_durability(durability)?;
+            let tx = guard
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
             Ok(out)
@@ -475,9 +553,11 @@ impl Store {
         op: &'static str,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<T>,
     ) -> Result<T> {
-        let mut conn = self.lock();
+        let mut guard = self.lock();
         let run = || -> Op<T> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let tx = guard
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)?;
             let out = f(&tx)?;
             tx.commit()?;
             Ok(out)
@@ -507,6 +587,54 @@ mod tests {
         assert!(text.contains(":memory:"), "{text}");
         assert!(text.contains("get_action"), "{text}");
         assert!(err.is_not_found());
+    }
+
+    #[test]
+    fn only_shadowed_actions_commit_without_waiting_for_the_disk() {
+        use crate::domain::{ActionRequest, MalopId, PluginName, Sha256Digest};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("state.db")).unwrap();
+        // 2 = FULL, 1 = NORMAL: what the next commit of the connection does.
+        let level = |store: &Store| -> i64 {
+            store
+                .lock()
+                .conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        let action = |malop: &str, mode: ActionMode| {
+            let request = ActionRequest::AddComment {
+                malop_id: MalopId::new(malop),
+                text: "seen".into(),
+            };
+            NewAction::new(PluginName::new("p"), Sha256Digest::of(b"p"), request, "why")
+                .with_mode(mode)
+        };
+        assert_eq!(level(&store), 2);
+        store
+            .begin_action(&action("11.1", ActionMode::Shadow), 1)
+            .unwrap();
+        assert_eq!(level(&store), 1, "a shadowed action is deferred");
+        store
+            .begin_action(&action("11.2", ActionMode::Execute), 2)
+            .unwrap();
+        assert_eq!(level(&store), 2, "an action to send is durable at commit");
+        store
+            .begin_action(&action("11.3", ActionMode::Shadow), 3)
+            .unwrap();
+        let handled = Handled {
+            plugin: PluginName::new("p"),
+            malop_id: MalopId::new("11.3"),
+            last_update_ms: 3,
+        };
+        store.mark_handled_all(&[handled], 4).unwrap();
+        assert_eq!(level(&store), 2, "handled marks are durable at commit");
+        store
+            .begin_action(&action("11.4", ActionMode::Shadow), 5)
+            .unwrap();
+        let spent = store.spend_charges::<(), Error>(&PluginName::new("p"), &[], 6, |_| Ok(None));
+        assert!(spent.unwrap().is_none());
+        assert_eq!(level(&store), 2, "budget charges are durable at commit");
     }
 
     #[test]

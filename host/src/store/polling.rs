@@ -5,6 +5,22 @@ use super::{Result, Store};
 use crate::domain::{MalopId, PluginName, TimestampMs};
 use rusqlite::{OptionalExtension, params};
 
+/// One Malop a plugin handled as of an update: a row of [`Store::mark_handled_all`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handled {
+    /// The plugin.
+    pub plugin: PluginName,
+    /// The Malop.
+    pub malop_id: MalopId,
+    /// The Malop's last update time the plugin saw (server ms).
+    pub last_update_ms: TimestampMs,
+}
+
+const MARK_HANDLED: &str = "INSERT INTO handled_malops (plugin, malop_id, last_update_ms, handled_at_ms) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (plugin, malop_id) DO UPDATE SET \
+     last_update_ms = excluded.last_update_ms, handled_at_ms = excluded.handled_at_ms \
+     WHERE excluded.last_update_ms > handled_malops.last_update_ms";
+
 impl Store {
     /// The watermark of `source` (e.g. `crimes/unified:MalopProcess`), in server ms.
     pub fn watermark(&self, source: &str) -> Result<Option<TimestampMs>> {
@@ -53,14 +69,30 @@ impl Store {
         last_update_ms: TimestampMs,
         now_ms: i64,
     ) -> Result<()> {
-        self.write("mark_handled", |tx| {
-            tx.execute(
-                "INSERT INTO handled_malops (plugin, malop_id, last_update_ms, handled_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (plugin, malop_id) DO UPDATE SET \
-                 last_update_ms = excluded.last_update_ms, handled_at_ms = excluded.handled_at_ms \
-                 WHERE excluded.last_update_ms > handled_malops.last_update_ms",
-                params![plugin.as_str(), malop_id.as_str(), last_update_ms, now_ms],
-            )?;
+        let handled = Handled {
+            plugin: plugin.clone(),
+            malop_id: malop_id.clone(),
+            last_update_ms,
+        };
+        self.mark_handled_all(std::slice::from_ref(&handled), now_ms)
+    }
+
+    /// [`Store::mark_handled`] for many Malops in one durable transaction (one fsync): a
+    /// group commit of the marks of a batch of invocations.
+    pub fn mark_handled_all(&self, handled: &[Handled], now_ms: i64) -> Result<()> {
+        if handled.is_empty() {
+            return Ok(());
+        }
+        self.write("mark_handled_all", |tx| {
+            let mut insert = tx.prepare_cached(MARK_HANDLED)?;
+            for h in handled {
+                insert.execute(params![
+                    h.plugin.as_str(),
+                    h.malop_id.as_str(),
+                    h.last_update_ms,
+                    now_ms
+                ])?;
+            }
             Ok(())
         })
     }
