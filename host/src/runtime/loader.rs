@@ -87,6 +87,7 @@ impl Runtime {
             None => compile(self, name, bytes)?,
         };
         self.check_world(name, &component)?;
+        prepare_memory_images(name, &component)?;
         let pre = self.pre_instantiate(name, &component)?;
         Ok(LoadedPlugin {
             name: name.to_owned(),
@@ -176,6 +177,42 @@ impl Runtime {
     }
 }
 
+/// Attempts at building a component's copy-on-write memory images.
+const IMAGE_ATTEMPTS: u32 = 5;
+
+/// Builds the component's copy-on-write memory images now rather than at its first
+/// instantiation. On Linux they live in sealed memfds, and sealing fails with EBUSY while the
+/// kernel still holds transient references to the pages just written (seen on a loaded
+/// 2-core machine); a failure here would otherwise surface as a "trap" of the first call,
+/// so the build is retried a few times with a short backoff.
+fn prepare_memory_images(name: &str, component: &Component) -> Result<(), Error> {
+    let mut attempt = 1;
+    loop {
+        match component.initialize_copy_on_write_image() {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < IMAGE_ATTEMPTS && is_busy(&e) => {
+                tracing::debug!(plugin = name, attempt, "memory image busy, retrying: {e:#}");
+                std::thread::sleep(std::time::Duration::from_millis(20 << attempt));
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(Error::MemoryImage {
+                    plugin: name.to_owned(),
+                    detail: format!("{e:#}"),
+                });
+            }
+        }
+    }
+}
+
+fn is_busy(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ResourceBusy)
+    })
+}
+
 fn compile(runtime: &Runtime, name: &str, bytes: &[u8]) -> Result<Component, Error> {
     Component::new(runtime.engine(), bytes).map_err(|e| Error::Compile {
         plugin: name.to_owned(),
@@ -211,5 +248,24 @@ fn item_kind(item: &ComponentItem) -> &'static str {
         ComponentItem::ComponentInstance(_) => "instance",
         ComponentItem::Type(_) => "type",
         ComponentItem::Resource(_) => "resource",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_busy;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_busy_memfd_seal_is_recognised_through_its_context() {
+        let sealing = wasmtime::Error::new(Error::from(ErrorKind::ResourceBusy))
+            .context("cannot add seals to the memfd");
+        assert!(is_busy(&sealing));
+        // EBUSY as the kernel reports it (Linux errno 16, as seen in CI).
+        #[cfg(target_os = "linux")]
+        assert!(is_busy(&wasmtime::Error::new(Error::from_raw_os_error(16))));
+        let other = wasmtime::Error::new(Error::from(ErrorKind::OutOfMemory)).context("mmap");
+        assert!(!is_busy(&other));
+        assert!(!is_busy(&wasmtime::Error::msg("no io error at all")));
     }
 }

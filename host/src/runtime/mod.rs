@@ -60,6 +60,9 @@ pub enum Error {
     /// The component's imports or exports do not match the `rule` world.
     #[error("plugin `{plugin}` does not match the world {package}/{world}@{version}: {detail}", package = WIT_PACKAGE, world = WIT_WORLD, version = WIT_VERSION)]
     WorldMismatch { plugin: String, detail: String },
+    /// The component's initial memory images could not be built.
+    #[error("cannot prepare the memory images of plugin `{plugin}`: {detail}")]
+    MemoryImage { plugin: String, detail: String },
     /// A precompiled artifact failed authentication or could not be used.
     #[error("precompiled artifact for `{plugin}` refused: {detail}")]
     Artifact { plugin: String, detail: String },
