@@ -558,3 +558,20 @@ fn barriers_change_nothing_under_the_other_policies() {
         );
     }
 }
+
+#[test]
+fn a_head_file_zeroed_by_a_power_cut_names_nothing_and_is_written_again() {
+    let (_dir, path) = log_with(3);
+    let head = head_path(&path);
+    let len = std::fs::metadata(&head).unwrap().len() as usize;
+    assert!(len > 0);
+    std::fs::write(&head, vec![0u8; len]).unwrap();
+    let report = verify(&path).expect("a zeroed head file is not tampering");
+    assert_eq!(report.records, 3);
+    let mut log = AuditLog::open(&path, FsyncPolicy::EveryRecord).expect("the log opens");
+    log.append(&entry(4)).unwrap();
+    drop(log);
+    let report = verify(&path).unwrap();
+    assert_eq!(report.head_file, HeadFileCheck::Matches);
+    assert_eq!(report.head.unwrap().seq, 4);
+}

@@ -20,8 +20,15 @@ const HEAD_LEN: usize = 128;
 /// Reads a head file; `Ok(None)` if there is none, `Err(detail)` if it is unreadable.
 pub(crate) fn read_head(log: &Path) -> Result<Option<RecordRef>, String> {
     match std::fs::read_to_string(head_path(log)) {
-        // Empty: created on open, before the first record.
-        Ok(text) if text.trim().is_empty() => Ok(None),
+        // Empty: created on open, before the first record. All zero bytes: a power cut hit
+        // it between its creation and the fsync of its first write; it names nothing.
+        Ok(text)
+            if text
+                .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                .is_empty() =>
+        {
+            Ok(None)
+        }
         Ok(text) => serde_json::from_str(text.trim())
             .map(Some)
             .map_err(|e| format!("head file {}: {e}", head_path(log).display())),
@@ -284,9 +291,12 @@ impl AuditLog {
 
     /// Forces everything written so far to disk: the log, then the head file.
     pub fn sync(&mut self) -> Result<(), Error> {
-        self.file
-            .sync_data()
-            .map_err(|source| self.io_error("fsync", source))?;
+        if let Err(source) = self.file.sync_data() {
+            // After a failed fsync the kernel may have dropped the dirty pages and a retry
+            // reports success: what was written is in an unknown state, so stop here.
+            self.poisoned = true;
+            return Err(self.io_error("fsync", source));
+        }
         self.unsynced = 0;
         if let Some(r) = self.pending_head.take() {
             let len = self
@@ -299,6 +309,10 @@ impl AuditLog {
                 self.write_head(r)?;
             }
         }
+        self.sync_head()
+    }
+
+    fn sync_head(&mut self) -> Result<(), Error> {
         if self.head_unsynced {
             self.head
                 .sync_data()
@@ -309,13 +323,13 @@ impl AuditLog {
     }
 
     /// A durability barrier: under [`FsyncPolicy::Batch`], forces the records written since
-    /// the last barrier to disk; under the other policies, nothing (they sync on their own
-    /// schedule).
+    /// the last barrier to disk; under the other policies the records follow their own
+    /// schedule, and only the head file (written, not forced, with each sync) is forced.
     pub fn barrier(&mut self) -> Result<(), Error> {
         if self.fsync == FsyncPolicy::Batch && self.needs_sync() {
-            self.sync()?;
+            return self.sync();
         }
-        Ok(())
+        self.sync_head()
     }
 
     /// Records written to the log and not yet forced to disk.

@@ -28,10 +28,11 @@ impl Auditor {
 
     /// A durability barrier: under `fsync = "batch"`, forces the records written so far to
     /// disk (see [`crate::audit::FsyncPolicy::Batch`]); under the other policies, nothing.
-    pub fn barrier(&self) {
-        if let Err(e) = self.sink.barrier() {
-            tracing::error!("AUDIT SYNC FAILED: {e}");
-        }
+    /// A failure is logged loudly and returned (the executor then sends nothing).
+    pub fn barrier(&self) -> Result<(), crate::audit::Error> {
+        self.sink
+            .barrier()
+            .inspect_err(|e| tracing::error!("AUDIT SYNC FAILED: {e}"))
     }
 
     /// A gated action and the gate's decision: for shadowed actions, the would-be plan.
@@ -55,6 +56,11 @@ impl Auditor {
                 self.append(entry);
             }
             Err(e) => tracing::error!("cannot build the audit record of a decision: {e}"),
+        }
+        // An action awaiting approval is sent later, perhaps by another process: the
+        // reasoning that let it through must not be lost before then.
+        if matches!(decision, Decision::AwaitApproval { .. }) {
+            let _ = self.barrier();
         }
     }
 
@@ -105,6 +111,8 @@ impl Auditor {
         entry.result = Redacted::from_value(json!({ "state": state.as_str() }));
         entry.duration_us = took.as_micros() as u64;
         self.append(entry);
+        // The result of an action sent is not work done again after a restart: on disk now.
+        let _ = self.barrier();
     }
 
     /// How an invocation ended; for a stopped plugin, the reason in plain words.

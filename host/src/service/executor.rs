@@ -92,6 +92,14 @@ impl Executor {
     pub async fn submit(&self, record: &ActionRecord, pylums: &PylumDirectory) -> Submitted {
         let started = std::time::Instant::now();
         let now = now_ms();
+        // The decision that allowed the action is on disk before the server hears of it;
+        // if the audit trail cannot be forced to disk, nothing is sent.
+        if let Err(e) = self.auditor.barrier() {
+            let error = format!("not sent: the audit trail could not be forced to disk: {e}");
+            let state = self.give_up_or_retry(record, &error);
+            self.auditor.action_result(record, state, started.elapsed());
+            return Submitted::Final(state);
+        }
         let state = match self.send(&record.request, pylums).await {
             Ok(Sent::Done { outcome, result }) => {
                 self.mark_submitted(record, None, &result, now);
@@ -232,8 +240,6 @@ impl Executor {
         request: &ActionRequest,
         pylums: &PylumDirectory,
     ) -> Result<Sent, client::Error> {
-        // The decision that allowed the action is on disk before the server hears of it.
-        self.auditor.barrier();
         let c = &self.client;
         Ok(match request {
             ActionRequest::Remediate { malop_id, targets } => {

@@ -18,6 +18,7 @@ mod audit;
 pub mod demo;
 mod executor;
 mod gated;
+mod health;
 mod plugins;
 
 pub use audit::Auditor;
@@ -26,7 +27,7 @@ pub use plugins::{ServicePlugin, limits_of, runtime_config};
 
 use crate::client::Client;
 use crate::config::OperatorConfig;
-use crate::domain::{ElementKind, Malop, MalopId, PluginName, TimestampMs};
+use crate::domain::{ElementKind, Malop, MalopId, TimestampMs};
 use crate::policy::{Gate, TargetFacts};
 use crate::runtime::{CallContext, Entry, InvocationReport, Outcome, PluginHost, Runtime};
 use crate::store::{ActionRecord, ActionState, Backoff, Handled, NewAction, Store};
@@ -34,9 +35,9 @@ use anyhow::Context;
 use executor::{Executor, PylumDirectory};
 use futures::{Stream, StreamExt};
 use gated::{Core, GatedHost};
+use health::HealthBook;
 use serde::Serialize;
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The most handled marks one group commit holds: a crash before the commit offers at most
 /// this many (plugin, Malop) pairs again (their actions are answered from the ledger).
@@ -57,6 +58,12 @@ pub struct CycleReport {
     pub approvals_executed: usize,
     /// Unresolved actions settled.
     pub recovered: usize,
+}
+
+/// One `on-malop` invocation and whether its Malop may be recorded handled.
+struct MalopRun {
+    report: InvocationReport,
+    handled: bool,
 }
 
 /// What a batch of evaluations did ([`Service::evaluate_batch`]).
@@ -81,10 +88,8 @@ pub struct Service {
     plugins: Vec<Arc<ServicePlugin>>,
     core: Arc<Core>,
     backoff: Backoff,
-    /// Plugins whose health this process has reset since their last trap: they are neither
-    /// paused nor counting traps, so the store need not be asked or written after each of
-    /// their runs. Only this process records traps.
-    healthy: Mutex<HashSet<PluginName>>,
+    /// Each plugin's health as this process knows it (see [`HealthBook`]).
+    health: HealthBook,
 }
 
 impl Service {
@@ -130,7 +135,7 @@ impl Service {
             plugins,
             core,
             backoff: Backoff::default(),
-            healthy: Mutex::default(),
+            health: HealthBook::default(),
         })
     }
 
@@ -175,7 +180,10 @@ impl Service {
         self.core
             .auditor
             .service_event("poll-cycle", serde_json::to_value(&report)?);
-        self.core.auditor.barrier();
+        self.core
+            .auditor
+            .barrier()
+            .context("forcing the audit trail to disk at the end of the cycle")?;
         Ok(report)
     }
 
@@ -264,12 +272,7 @@ impl Service {
                 let run = if self.is_paused(&plugin) {
                     None
                 } else {
-                    let call =
-                        CallContext::for_malop(plugin.identity(), &malop, plugin.values.clone());
-                    Some(
-                        self.invoke(&plugin, call, Entry::Malop(&malop), Some(&malop))
-                            .await,
-                    )
+                    Some(self.run_on_malop(&plugin, &malop).await)
                 };
                 (plugin, malop, run)
             })
@@ -285,19 +288,28 @@ impl Service {
                     continue;
                 };
                 report.invocations += 1;
-                if run.outcome.is_trap() {
-                    report.traps += 1;
-                    report.owed.push(malop.last_update_time);
-                } else if self.healthy(&plugin) {
+                report.traps += usize::from(run.report.outcome.is_trap());
+                if run.handled {
                     marks.push(Handled {
                         plugin: plugin.policy.name.clone(),
                         malop_id: malop.id.clone(),
                         last_update_ms: malop.last_update_time,
                     });
+                } else {
+                    // A trap, or its health could not be recorded: offered again.
+                    report.owed.push(malop.last_update_time);
                 }
             }
-            self.core.auditor.barrier();
-            match self.core.store.mark_handled_all(&marks, now_ms()) {
+            // A Malop is recorded handled only once its invocation's audit is on disk.
+            let recorded = match self.core.auditor.barrier() {
+                Ok(()) => self
+                    .core
+                    .store
+                    .mark_handled_all(&marks, now_ms())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match recorded {
                 Ok(()) => report.handled += marks.len(),
                 Err(e) => {
                     // Offered again next cycle; the ledger answers what they asked for.
@@ -325,7 +337,7 @@ impl Service {
             {
                 continue;
             }
-            if !self.known_healthy(name)
+            if !self.health.known_healthy(name)
                 && self.core.store.paused_until(name.as_str(), now)?.is_some()
             {
                 paused = true;
@@ -339,11 +351,8 @@ impl Service {
     /// Runs `on-malop` of one plugin in a fresh sandbox, audits how it ended, and records it
     /// handled (or counts the trap towards pausing the plugin).
     pub async fn invoke_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> InvocationReport {
-        let call = CallContext::for_malop(plugin.identity(), malop, plugin.values.clone());
-        let report = self
-            .invoke(plugin, call, Entry::Malop(malop), Some(malop))
-            .await;
-        if !report.outcome.is_trap() && self.healthy(plugin) {
+        let run = self.run_on_malop(plugin, malop).await;
+        if run.handled && self.core.auditor.barrier().is_ok() {
             let store = &self.core.store;
             if let Err(e) = store.mark_handled(
                 &plugin.policy.name,
@@ -354,7 +363,19 @@ impl Service {
                 tracing::error!(plugin = %plugin.policy.name, "recording the Malop handled: {e}");
             }
         }
-        report
+        run.report
+    }
+
+    /// One `on-malop` invocation with its effect on the plugin's health recorded; `handled`
+    /// when the Malop may be recorded handled by it.
+    async fn run_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> MalopRun {
+        let traps_before = self.health.traps(&plugin.policy.name);
+        let call = CallContext::for_malop(plugin.identity(), malop, plugin.values.clone());
+        let report = self
+            .invoke(plugin, call, Entry::Malop(malop), Some(malop))
+            .await;
+        let handled = !report.outcome.is_trap() && self.clean_run(plugin, traps_before);
+        MalopRun { report, handled }
     }
 
     /// One sandboxed invocation through the gated host, audited, with its effect on the
@@ -396,10 +417,13 @@ impl Service {
     /// Counts a trap towards pausing `plugin`, and audits the pause if it starts one.
     fn record_trap(&self, plugin: &ServicePlugin, reason: &impl std::fmt::Display) {
         let name = plugin.policy.name.as_str();
-        self.healthy_set().remove(&plugin.policy.name);
-        // The trap's audit record reaches the disk before the trap count it explains.
-        self.core.auditor.barrier();
-        match self.core.store.record_trap(name, now_ms(), &self.backoff) {
+        // The trap's audit record reaches the disk before the trap count it explains (a
+        // failure is logged; the trap still counts).
+        let _ = self.core.auditor.barrier();
+        let recorded = self.health.trap(&plugin.policy.name, || {
+            self.core.store.record_trap(name, now_ms(), &self.backoff)
+        });
+        match recorded {
             Ok(pause) => {
                 if let Some(until) = pause.paused_until_ms {
                     tracing::warn!(
@@ -417,42 +441,28 @@ impl Service {
         }
     }
 
-    /// After a clean run of `plugin`: resets its count of traps in a row and any pause (a
-    /// write only when this process has not done so since its last trap). `false` if that
-    /// failed; the Malop is then not recorded handled, so it is offered again.
-    fn healthy(&self, plugin: &ServicePlugin) -> bool {
+    /// After a clean run of `plugin` that began when this process had recorded
+    /// `traps_before` of its traps: resets its count of traps in a row and any pause (see
+    /// [`HealthBook::clean_run`]). `false` if that failed.
+    fn clean_run(&self, plugin: &ServicePlugin, traps_before: u64) -> bool {
         let name = &plugin.policy.name;
-        if self.known_healthy(name) {
-            return true;
+        let reset = self.health.clean_run(name, traps_before, || {
+            self.core.store.record_success(name.as_str())
+        });
+        if let Err(e) = &reset {
+            tracing::error!(plugin = %name, "recording the invocation: {e}");
         }
-        match self.core.store.record_success(name.as_str()) {
-            Ok(()) => {
-                self.healthy_set().insert(name.clone());
-                true
-            }
-            Err(e) => {
-                tracing::error!(plugin = %name, "recording the invocation: {e}");
-                false
-            }
-        }
+        reset.is_ok()
     }
 
     /// Whether `plugin` is paused now (a store read only when its health is not known).
     fn is_paused(&self, plugin: &ServicePlugin) -> bool {
         let name = &plugin.policy.name;
-        !self.known_healthy(name)
+        !self.health.known_healthy(name)
             && matches!(
                 self.core.store.paused_until(name.as_str(), now_ms()),
                 Ok(Some(_))
             )
-    }
-
-    fn known_healthy(&self, plugin: &PluginName) -> bool {
-        self.healthy_set().contains(plugin)
-    }
-
-    fn healthy_set(&self) -> std::sync::MutexGuard<'_, HashSet<PluginName>> {
-        self.healthy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn run_due_intervals(&self, report: &mut CycleReport) {
@@ -461,10 +471,11 @@ impl Service {
             if !plugin.interval_due(now) {
                 continue;
             }
+            let traps_before = self.health.traps(&plugin.policy.name);
             let call = CallContext::for_interval(plugin.identity(), now, plugin.values.clone());
             let outcome = self.invoke(plugin, call, Entry::Interval(now), None).await;
             if !outcome.outcome.is_trap() {
-                self.healthy(plugin);
+                self.clean_run(plugin, traps_before);
             }
             report.invocations += 1;
             report.traps += usize::from(outcome.outcome.is_trap());
