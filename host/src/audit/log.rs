@@ -326,6 +326,12 @@ impl AuditLog {
     /// the last barrier to disk; under the other policies the records follow their own
     /// schedule, and only the head file (written, not forced, with each sync) is forced.
     pub fn barrier(&mut self) -> Result<(), Error> {
+        // A writer that failed cannot vouch for what it wrote: no barrier passes.
+        if self.poisoned {
+            return Err(Error::Poisoned {
+                path: self.path.clone(),
+            });
+        }
         if self.fsync == FsyncPolicy::Batch && self.needs_sync() {
             return self.sync();
         }
