@@ -215,12 +215,18 @@ impl Service {
                 wanted.push((malop, runnable));
             }
         }
-        let client = &self.core.client;
         let mut unavailable = Vec::new();
         let work = futures::stream::iter(wanted)
-            .map(|(malop, runnable)| async move {
-                let details = client.get_malop_details(&malop.id).await;
-                (malop, runnable, details)
+            .map(|(malop, runnable)| {
+                // Each fetch runs as its own task: it goes on while the invocations downstream
+                // are busy and this stream is not polled, so it cannot time out waiting.
+                let fetch = tokio::spawn(fetch_details(self.core.client.clone(), malop.id.clone()));
+                async move {
+                    let details = fetch.await.unwrap_or_else(|e| {
+                        Err(anyhow::anyhow!("the details fetch task failed: {e}"))
+                    });
+                    (malop, runnable, details)
+                }
             })
             .buffer_unordered(self.config.service.max_detail_fetches.max(1))
             .flat_map(|(malop, runnable, details)| {
@@ -619,4 +625,9 @@ impl Service {
             }
         }
     }
+}
+
+/// A Malop in full detail, for the poller.
+async fn fetch_details(client: Arc<Client>, id: MalopId) -> anyhow::Result<Malop> {
+    Ok(client.get_malop_details(&id).await?)
 }
