@@ -23,6 +23,11 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// Sends a request to the control API and reads its JSON answer.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 fn cookie_of(resp: &reqwest::Response) -> Option<String> {
     resp.headers()
         .get_all("set-cookie")
@@ -221,23 +226,9 @@ async fn control_api_over_http() {
     let s = sim(1).await;
     let c = http();
     let base = s.base_url();
-    let v: Value = c
-        .post(format!("{base}/sim/malops"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json_of(c.post(format!("{base}/sim/malops"))).await;
     let id = v["id"].as_str().unwrap().to_owned();
-    let v: Value = c
-        .post(format!("{base}/sim/malops/{id}/touch"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json_of(c.post(format!("{base}/sim/malops/{id}/touch"))).await;
     assert!(v["lastUpdateTime"].as_i64().unwrap() > 0);
     let fault = json!({"kind": "429", "count": 1, "path_prefix": "/login.html"});
     let r = c
@@ -265,14 +256,7 @@ async fn control_api_over_http() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(!s.machines()[0].online);
-    let log: Value = c
-        .get(format!("{base}/sim/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log: Value = json_of(c.get(format!("{base}/sim/requests"))).await;
     assert_eq!(
         log.as_array().unwrap().len(),
         3,
@@ -284,15 +268,11 @@ async fn control_api_over_http() {
         .await
         .unwrap();
     assert!(s.requests().is_empty());
-    let v: Value = c
-        .post(format!("{base}/sim/advance"))
-        .json(&json!({"steps": 1, "ms": 5000}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json_of(
+        c.post(format!("{base}/sim/advance"))
+            .json(&json!({"steps": 1, "ms": 5000})),
+    )
+    .await;
     assert!(v["clock"].as_i64().unwrap() >= SimConfig::default().start_ms + 5000);
 }
 

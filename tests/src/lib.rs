@@ -133,3 +133,12 @@ pub async fn dry_run(
 // ---------------------------------------------------------------------------------------
 // The service tests' helpers (simulator, configuration, the real binary, bounded waits).
 pub mod service_support;
+
+/// A finished command's stdout and stderr, as one text for messages and searches.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

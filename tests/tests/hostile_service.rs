@@ -218,6 +218,31 @@ async fn an_operation_not_granted_is_denied_audited_and_never_sent() {
     assert_good_plugin_did_its_work(&world, &records);
 }
 
+/// One cycle with `global` protection rules and a hostile plugin that isolates every
+/// machine of every Malop.
+async fn isolate_everything(world: &World, global: &str) -> (Service, Vec<Record>) {
+    let hostile =
+        Plugin::hostile("hostile-protected", "protected").grant(&["get-malop", "isolate"]);
+    cycle_with(world, global, hostile).await
+}
+
+/// That plugin's `isolate` record for the Malop `id` (one per Malop).
+fn isolate_of<'a>(records: &'a [Record], id: &riposte::domain::MalopId) -> &'a Record {
+    records_of(records, "hostile-protected", "isolate")
+        .into_iter()
+        .find(|r| r.malop.as_ref() == Some(id))
+        .expect("an isolate record per Malop")
+}
+
+/// Asserts that `record` was denied as a protected target; its detail.
+fn protected_denial(record: &Record) -> &str {
+    assert_eq!(
+        decision(record),
+        ("deny".to_owned(), Some("protected-target".to_owned()))
+    );
+    &record.decision.as_ref().unwrap().detail
+}
+
 /// Protection by sensor group: the machines' groups come from `sensors/query`, so a request
 /// on a machine of a protected group is denied and one elsewhere goes through (before the
 /// client resolved groups, every destructive request failed closed).
@@ -238,30 +263,16 @@ async fn a_protected_sensor_group_is_resolved_and_only_its_machines_are_spared()
     });
     let on_dc = world.malop_on(&[0]);
     let elsewhere = world.malop_on(&[2]);
-    let hostile =
-        Plugin::hostile("hostile-protected", "protected").grant(&["get-malop", "isolate"]);
     let global = "[protected]\ngroups = [\"domain controllers\"]\n";
-    let (_service, records) = cycle_with(&world, global, hostile).await;
+    let (_service, records) = isolate_everything(&world, global).await;
 
-    let asked = records_of(&records, "hostile-protected", "isolate");
-    let on = |id: &riposte::domain::MalopId| {
-        *asked
-            .iter()
-            .find(|r| r.malop.as_ref() == Some(id))
-            .expect("an isolate record per Malop")
-    };
-    let denied = on(&on_dc);
-    assert_eq!(
-        decision(denied),
-        ("deny".to_owned(), Some("protected-target".to_owned()))
-    );
-    let detail = &denied.decision.as_ref().unwrap().detail;
+    let detail = protected_denial(isolate_of(&records, &on_dc));
     assert!(
         detail.contains("protected group `domain controllers`"),
         "{detail}"
     );
     assert_eq!(
-        decision(on(&elsewhere)).0,
+        decision(isolate_of(&records, &elsewhere)).0,
         "allow",
         "a machine of another group is not protected"
     );
@@ -282,31 +293,20 @@ async fn isolating_a_protected_machine_is_denied_whole_and_never_sent() {
     let machines = world.sim.machines();
     let on_dc = world.malop_on(&[0, 1]);
     let elsewhere = world.malop_on(&[2, 3]);
-    let hostile =
-        Plugin::hostile("hostile-protected", "protected").grant(&["get-malop", "isolate"]);
     let global = "[protected]\nmachine_name_globs = [\"dc-*\"]\n";
-    let (_service, records) = cycle_with(&world, global, hostile).await;
+    let (_service, records) = isolate_everything(&world, global).await;
 
-    let asked = records_of(&records, "hostile-protected", "isolate");
-    assert_eq!(asked.len(), 2);
-    let on = |id: &riposte::domain::MalopId| {
-        *asked
-            .iter()
-            .find(|r| r.malop.as_ref() == Some(id))
-            .expect("an isolate record per Malop")
-    };
-    let denied = on(&on_dc);
     assert_eq!(
-        decision(denied),
-        ("deny".to_owned(), Some("protected-target".to_owned()))
+        records_of(&records, "hostile-protected", "isolate").len(),
+        2
     );
-    let detail = &denied.decision.as_ref().unwrap().detail;
+    let detail = protected_denial(isolate_of(&records, &on_dc));
     assert!(
         detail.contains("DC-PRIMARY-01") && detail.contains("dc-*"),
         "{detail}"
     );
     assert_eq!(
-        decision(on(&elsewhere)).0,
+        decision(isolate_of(&records, &elsewhere)).0,
         "allow",
         "the gate is not deny-all"
     );

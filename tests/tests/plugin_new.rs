@@ -6,7 +6,7 @@
 //! repository is never touched, and builds with the shared `target/plugin-build` so only the
 //! new plugin is compiled.
 
-use riposte_e2e::{riposte_bin, root};
+use riposte_e2e::{output_text, riposte_bin, root};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -18,14 +18,6 @@ fn riposte(args: &[&str]) -> Output {
         .env("CARGO_NET_OFFLINE", "true")
         .output()
         .expect("the riposte binary runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -61,19 +53,21 @@ fn workspace() -> tempfile::TempDir {
     tmp
 }
 
+/// `riposte plugin new <name> --lang <lang> --dir <plugins>`.
+fn plugin_new(plugins: &Path, name: &str, lang: &str) -> Output {
+    let dir = plugins.to_str().expect("utf-8");
+    riposte(&["plugin", "new", name, "--lang", lang, "--dir", dir])
+}
+
 fn scaffold_build_and_test(lang: &str, name: &str) {
     let ws = workspace();
     let plugins = ws.path().join("plugins");
-    let out = riposte(&[
-        "plugin",
-        "new",
-        name,
-        "--lang",
-        lang,
-        "--dir",
-        plugins.to_str().expect("utf-8"),
-    ]);
-    assert!(out.status.success(), "plugin new failed:\n{}", text(&out));
+    let out = plugin_new(&plugins, name, lang);
+    assert!(
+        out.status.success(),
+        "plugin new failed:\n{}",
+        output_text(&out)
+    );
     let dir = plugins.join(name);
     for file in [
         "fixtures/must-act.json",
@@ -107,7 +101,7 @@ fn scaffold_build_and_test(lang: &str, name: &str) {
     assert!(
         out.status.success(),
         "the scaffolded {lang} plugin does not build:\n{}",
-        text(&out)
+        output_text(&out)
     );
     let wasm = ws
         .path()
@@ -123,7 +117,7 @@ fn scaffold_build_and_test(lang: &str, name: &str) {
         "--fixtures",
         fixtures.to_str().expect("utf-8"),
     ]);
-    let report = text(&out);
+    let report = output_text(&out);
     assert!(
         out.status.success(),
         "the scaffolded plugin fails its own fixtures:\n{report}"
@@ -146,21 +140,21 @@ fn scaffold_build_and_test(lang: &str, name: &str) {
         "--fixtures",
         fixtures.to_str().expect("utf-8"),
     ]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("2 connected"), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("2 connected"),
+        "{}",
+        output_text(&out)
+    );
 
     // Scaffolding the same name twice is refused, naming the directory.
-    let again = riposte(&[
-        "plugin",
-        "new",
-        name,
-        "--lang",
-        lang,
-        "--dir",
-        plugins.to_str().expect("utf-8"),
-    ]);
+    let again = plugin_new(&plugins, name, lang);
     assert!(!again.status.success());
-    assert!(text(&again).contains("already exists"), "{}", text(&again));
+    assert!(
+        output_text(&again).contains("already exists"),
+        "{}",
+        output_text(&again)
+    );
 }
 
 #[test]
@@ -188,14 +182,14 @@ fn bad_names_and_directories_are_refused_with_the_fix() {
     let out = riposte(&["plugin", "new", "Bad_Name", "--dir", dir]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("not a valid plugin name"),
+        output_text(&out).contains("not a valid plugin name"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     // A Rust plugin needs the plugins workspace manifest.
     let out = riposte(&["plugin", "new", "good-name", "--dir", dir]);
     assert!(!out.status.success());
-    let message = text(&out);
+    let message = output_text(&out);
     assert!(
         message.contains("Cargo.toml is missing") && message.contains("--dir"),
         "{message}"
@@ -209,5 +203,9 @@ fn bad_names_and_directories_are_refused_with_the_fix() {
         missing.to_str().expect("utf-8"),
     ]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("does not exist"),
+        "{}",
+        output_text(&out)
+    );
 }

@@ -2,7 +2,7 @@
 //! it ships; a changed rule, a changed expectation, an overrun and a malformed fixture each
 //! fail with a message that says what differs.
 
-use riposte_e2e::{plugin_path, riposte_bin, root};
+use riposte_e2e::{output_text, plugin_path, riposte_bin, root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -16,14 +16,6 @@ fn plugin_test(wasm: &Path, fixtures: &Path, extra: &[&str]) -> Output {
         .env("RUST_LOG", "warn")
         .output()
         .expect("the riposte binary runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Whether the diff in `out` has a `sign` line (`-` expected, `+` actual) holding `text`.
@@ -73,7 +65,7 @@ fn every_example_plugin_passes_on_its_own_fixtures() {
             );
         }
         let output = plugin_test(&plugin_path(plugin), &fixtures, &[]);
-        let out = text(&output);
+        let out = output_text(&output);
         assert!(
             output.status.success(),
             "{plugin} fails its fixtures:\n{out}"
@@ -96,7 +88,7 @@ fn json_report_has_usage_per_invocation_and_the_pinned_clock() {
         &fixtures_of("ransomware-containment"),
         &["--json"],
     );
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("--json prints JSON");
     let cases = report["cases"].as_array().expect("cases");
@@ -122,7 +114,7 @@ fn a_different_rule_fails_with_a_readable_diff() {
         &fixtures_of("reputation-feed"),
         &[],
     );
-    let out = text(&output);
+    let out = output_text(&output);
     assert!(!output.status.success(), "must fail:\n{out}");
     assert!(out.contains("FAIL     known-malware-must-act"), "{out}");
     assert!(out.contains("the plan differs from"), "{out}");
@@ -153,7 +145,7 @@ fn an_edited_expectation_fails_and_record_rewrites_it() {
 
     let wasm = plugin_path("ransomware-containment");
     let output = plugin_test(&wasm, dir.path(), &[]);
-    let out = text(&output);
+    let out = output_text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(
         diff_line(&out, '-', "\"1592738110.-4312997468412375106\"")
@@ -163,12 +155,12 @@ fn an_edited_expectation_fails_and_record_rewrites_it() {
     assert!(out.contains("1 of 4 case(s) failed"), "{out}");
 
     let output = plugin_test(&wasm, dir.path(), &["--record"]);
-    assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains("recorded"));
+    assert!(output.status.success(), "{}", output_text(&output));
+    assert!(output_text(&output).contains("recorded"));
     let rewritten = std::fs::read_to_string(&expected).expect("the expectation reads");
     assert_eq!(rewritten, original, "--record writes the current plan back");
     let output = plugin_test(&wasm, dir.path(), &[]);
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
 }
 
 #[test]
@@ -176,7 +168,7 @@ fn a_missing_expectation_says_to_record() {
     let dir = copy_fixtures("cleanup");
     std::fs::remove_file(dir.path().join("nothing-to-do.expected.json")).expect("removed");
     let output = plugin_test(&plugin_path("cleanup"), dir.path(), &[]);
-    let out = text(&output);
+    let out = output_text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(out.contains("no expectation"), "{out}");
     assert!(out.contains("--record"), "{out}");
@@ -189,7 +181,7 @@ fn a_budget_overrun_fails_naming_the_budget() {
         &fixtures_of("cleanup"),
         &["--fuel", "5000"],
     );
-    let out = text(&output);
+    let out = output_text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(out.contains("budget overrun"), "{out}");
     assert!(out.contains("out of fuel"), "{out}");
@@ -214,7 +206,7 @@ fn per_case_config_in_the_expectation_is_applied() {
     )
     .expect("writes");
     let output = plugin_test(&plugin_path("reputation-feed"), dir.path(), &[]);
-    let out = text(&output);
+    let out = output_text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(diff_line(&out, '+', "\"value\": \"8.8.8.8\""), "{out}");
     // The same config given on the command line makes that case pass again.
@@ -227,7 +219,7 @@ fn per_case_config_in_the_expectation_is_applied() {
         only.path(),
         &["--config", "allow-list=8.8.8.8, *.microsoftonline.com"],
     );
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
 }
 
 #[test]
@@ -257,7 +249,7 @@ fn malformed_fixtures_name_the_file_and_the_problem() {
     )
     .expect("writes");
     let output = plugin_test(&plugin_path("cleanup"), dir.path(), &[]);
-    let out = text(&output);
+    let out = output_text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(out.contains("5 of 5 case(s) failed"), "{out}");
     let line = |needle: &str| {
@@ -285,7 +277,7 @@ fn malformed_fixtures_name_the_file_and_the_problem() {
 
     let empty = tempfile::tempdir().expect("a temp dir");
     let output = plugin_test(&plugin_path("cleanup"), empty.path(), &[]);
-    let out = text(&output);
+    let out = output_text(&output);
     assert!(!output.status.success());
     assert!(
         out.contains("no fixtures in") && out.contains("<case>.json"),
@@ -321,7 +313,7 @@ fn limits_and_values_come_from_the_operator_config() {
         fixtures.path(),
         &["--config-file", config.to_str().expect("utf-8")],
     );
-    let out = text(&output);
+    let out = output_text(&output);
     assert!(out.contains("fuel 123456789"), "{out}");
     // The operator's allow-list applies to every case: known-malware now matches the
     // allow-list case's plan, not its own.
@@ -345,7 +337,7 @@ fn the_plugin_sees_a_pinned_clock_on_every_run() {
     .expect("writes");
     let wasm = plugin_path("hostile");
     let output = plugin_test(&wasm, dir.path(), &["--record"]);
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
     let recorded = std::fs::read_to_string(dir.path().join("clock.expected.json")).expect("reads");
     // ransomware.json's last_update_time plus one minute; one microsecond per clock read.
     let pinned = 1_763_802_735_000i64 + 60_000;
@@ -357,13 +349,13 @@ fn the_plugin_sees_a_pinned_clock_on_every_run() {
     );
     // Replaying compares the log lines too, and they are the same on a second run.
     let output = plugin_test(&wasm, dir.path(), &[]);
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
 
     // `now_ms` in the expectation moves the clock.
     let moved = recorded.replace("\"config\"", "\"now_ms\": 1700000000000,\n  \"config\"");
     std::fs::write(dir.path().join("clock.expected.json"), moved).expect("writes");
     let output = plugin_test(&wasm, dir.path(), &[]);
-    let out = text(&output);
+    let out = output_text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(
         diff_line(

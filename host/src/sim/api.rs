@@ -313,11 +313,7 @@ fn abort(st: &mut SimState, malop: &str, rid: &str) -> Reply {
 }
 
 fn isolation(st: &mut SimState, v: &Value, isolate: bool) -> Reply {
-    let ids: Vec<&str> = v
-        .get("pylumIds")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    let ids = query::strings(v, "pylumIds").unwrap_or_default();
     if !ids
         .iter()
         .any(|id| st.machines.iter().any(|m| m.has_pylum_id(id)))

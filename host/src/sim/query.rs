@@ -15,6 +15,12 @@ fn kind_of(requested: &str) -> Option<ElementKind> {
     }
 }
 
+/// The strings of the array `v[key]` (non-strings skipped); `None` if it is not an array.
+pub(super) fn strings<'a>(v: &'a Value, key: &str) -> Option<Vec<&'a str>> {
+    let items = v.get(key)?.as_array()?;
+    Some(items.iter().filter_map(Value::as_str).collect())
+}
+
 fn num(v: &Value) -> Option<i64> {
     v.as_i64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -39,11 +45,8 @@ fn malop_filters(m: &SimMalop, filters: &Value) -> bool {
 }
 
 fn matching_malops<'a>(st: &'a SimState, kind: ElementKind, el: &Value) -> Vec<&'a SimMalop> {
-    let guids: Option<Vec<&str>> = el
-        .get("guidList")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect());
-    let filters = el.get("filters").cloned().unwrap_or(Value::Null);
+    let guids = strings(el, "guidList");
+    let filters = el.get("filters").unwrap_or(&Value::Null);
     st.malops
         .iter()
         .filter(|m| m.kind == kind)
@@ -168,11 +171,7 @@ fn name_filter(node: &Node<'_>, filters: &Value) -> bool {
         if f.get("facetName").and_then(Value::as_str) != Some("elementDisplayName") {
             return true;
         }
-        let values: Vec<&str> = f
-            .get("values")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+        let values = strings(f, "values").unwrap_or_default();
         let name = node.name();
         match f.get("filterType").and_then(Value::as_str) {
             Some("ContainsIgnoreCase") => values
@@ -302,11 +301,7 @@ fn sensor_matches(m: &SimMachine, pylum_id: &str, filters: &Value) -> bool {
         let Some(actual) = sensor_field(m, pylum_id, field) else {
             return true;
         };
-        let values: Vec<&str> = f
-            .get("values")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+        let values = strings(f, "values").unwrap_or_default();
         match f
             .get("operator")
             .and_then(Value::as_str)
