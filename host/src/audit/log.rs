@@ -94,38 +94,33 @@ impl AuditLog {
             .open(&path)
             .map_err(io("open"))?;
         let last = last_record(&path, &mut file)?;
-        let corrupt = |line: u64, detail: String| Error::CorruptTail {
-            path: path.clone(),
-            line,
-            detail,
+        // The last record's line number, counted only for a message: the file ends with it.
+        let corrupt = |detail: String| match count_lines(&path, u64::MAX) {
+            Ok(line) => Error::CorruptTail {
+                path: path.clone(),
+                line,
+                detail,
+            },
+            Err(e) => e,
         };
         match read_head(&path) {
-            Err(detail) => return Err(corrupt(last.map_or(0, |l| l.0), detail)),
+            Err(detail) => return Err(corrupt(detail)),
             Ok(Some(head)) => {
-                let (line, rec) = last.unwrap_or((
-                    0,
-                    RecordRef {
-                        seq: 0,
-                        hash: GENESIS,
-                    },
-                ));
+                let rec = last.unwrap_or(RecordRef {
+                    seq: 0,
+                    hash: GENESIS,
+                });
                 if head.seq > rec.seq {
-                    return Err(corrupt(
-                        line,
-                        format!(
-                            "the log ends at seq {} but its head file records seq {}: records were deleted from the end",
-                            rec.seq, head.seq
-                        ),
-                    ));
+                    return Err(corrupt(format!(
+                        "the log ends at seq {} but its head file records seq {}: records were deleted from the end",
+                        rec.seq, head.seq
+                    )));
                 }
                 if head.seq == rec.seq && head.hash != rec.hash {
-                    return Err(corrupt(
-                        line,
-                        format!(
-                            "the last record's hash {} differs from the head file's {}",
-                            rec.hash, head.hash
-                        ),
-                    ));
+                    return Err(corrupt(format!(
+                        "the last record's hash {} differs from the head file's {}",
+                        rec.hash, head.hash
+                    )));
                 }
             }
             Ok(None) => {}
@@ -137,7 +132,7 @@ impl AuditLog {
             .open(head_path(&path))
             .map_err(io("open the head file"))?;
         let (next_seq, prev) = match last {
-            Some((_, r)) => (r.seq + 1, r.hash),
+            Some(r) => (r.seq + 1, r.hash),
             None => (1, GENESIS),
         };
         let known_len = file.metadata().map_err(io("read the size of"))?.len();
@@ -177,7 +172,7 @@ impl AuditLog {
                 .len();
             if len != self.known_len {
                 let path = self.path.clone();
-                if let Some((_, r)) = last_record(&path, &mut self.file)? {
+                if let Some(r) = last_record(&path, &mut self.file)? {
                     self.next_seq = r.seq + 1;
                     self.prev = r.hash;
                 }
@@ -356,8 +351,8 @@ impl Drop for AuditLog {
     }
 }
 
-/// Finds and checks the last record of the file: `(line number, its seq and hash)`.
-fn last_record(path: &Path, file: &mut File) -> Result<Option<(u64, RecordRef)>, Error> {
+/// Finds and checks the last record of the file: its seq and hash.
+fn last_record(path: &Path, file: &mut File) -> Result<Option<RecordRef>, Error> {
     let io = |action: &'static str| {
         move |source| Error::Io {
             path: path.to_path_buf(),
@@ -391,29 +386,12 @@ fn last_record(path: &Path, file: &mut File) -> Result<Option<(u64, RecordRef)>,
         }
         chunk = chunk.saturating_mul(2);
     };
-    let line_no = || -> Result<u64, Error> {
-        // Only on the error path or once on open: count lines before the last one.
-        let mut f = File::open(path).map_err(io("read"))?;
-        let mut count = 0u64;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut read = 0u64;
-        while read < start_of_last {
-            let n = f.read(&mut buf).map_err(io("read"))?;
-            if n == 0 {
-                break;
-            }
-            let take = (n as u64).min(start_of_last - read) as usize;
-            count += buf[..take].iter().filter(|b| **b == b'\n').count() as u64;
-            read += n as u64;
-        }
-        Ok(count + 1)
-    };
     let offset = (start_of_last - pos) as usize;
     let last = &tail[offset..];
-    let corrupt = |detail: String| -> Result<Option<(u64, RecordRef)>, Error> {
+    let corrupt = |detail: String| -> Result<Option<RecordRef>, Error> {
         Err(Error::CorruptTail {
             path: path.to_path_buf(),
-            line: line_no()?,
+            line: count_lines(path, start_of_last)? + 1,
             detail,
         })
     };
@@ -428,18 +406,41 @@ fn last_record(path: &Path, file: &mut File) -> Result<Option<(u64, RecordRef)>,
         Err(_) => return corrupt("the last line is not UTF-8".into()),
     };
     match decode(text) {
-        Ok(record) => Ok(Some((
-            line_no()?,
-            RecordRef {
-                seq: record.seq,
-                hash: record.hash,
-            },
-        ))),
+        Ok(record) => Ok(Some(RecordRef {
+            seq: record.seq,
+            hash: record.hash,
+        })),
         Err(t @ (Tamper::Malformed(_) | Tamper::HashMismatch { .. })) => {
             corrupt(format!("the last record is damaged: {t}"))
         }
         Err(other) => corrupt(other.to_string()),
     }
+}
+
+/// The lines that end in the file's first `upto` bytes (all of them for `u64::MAX`): a line
+/// number for error messages, so only counted when one is needed.
+fn count_lines(path: &Path, upto: u64) -> Result<u64, Error> {
+    let io = |action: &'static str| {
+        move |source| Error::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    };
+    let mut f = File::open(path).map_err(io("read"))?;
+    let mut count = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut read = 0u64;
+    while read < upto {
+        let n = f.read(&mut buf).map_err(io("read"))?;
+        if n == 0 {
+            break;
+        }
+        let take = (n as u64).min(upto - read) as usize;
+        count += buf[..take].iter().filter(|b| **b == b'\n').count() as u64;
+        read += n as u64;
+    }
+    Ok(count)
 }
 
 /// An audit log kept in memory: for tests and benchmarks. Same encoding and chain as the file.
