@@ -156,17 +156,12 @@ impl Metrics {
         export: &str,
         report: &crate::runtime::InvocationReport,
     ) {
-        use crate::runtime::Outcome;
-        let outcome = match &report.outcome {
-            Outcome::Completed => "completed",
-            Outcome::PluginError { .. } => "plugin-error",
-            Outcome::Stopped { reason } => {
-                self.traps
-                    .get_or_create(&labels(&[("plugin", plugin), ("reason", reason.label())]))
-                    .inc();
-                "stopped"
-            }
-        };
+        if let crate::runtime::Outcome::Stopped { reason } = &report.outcome {
+            self.traps
+                .get_or_create(&labels(&[("plugin", plugin), ("reason", reason.label())]))
+                .inc();
+        }
+        let outcome = report.outcome.status();
         self.invocations
             .get_or_create(&labels(&[
                 ("plugin", plugin),
@@ -181,15 +176,11 @@ impl Metrics {
 
     /// Counts one gate decision on a plugin's call.
     pub fn decision(&self, plugin: &str, operation: &str, decision: crate::audit::DecisionKind) {
-        let kind = serde_json::to_value(decision)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("{decision:?}").to_ascii_lowercase());
         self.decisions
             .get_or_create(&labels(&[
                 ("plugin", plugin),
                 ("operation", operation),
-                ("decision", &kind),
+                ("decision", decision.name()),
             ]))
             .inc();
     }

@@ -78,6 +78,16 @@ impl Outcome {
     pub fn is_trap(&self) -> bool {
         matches!(self, Self::Stopped { .. })
     }
+
+    /// `completed`, `plugin-error` or `stopped`: the status in audit records, metrics and
+    /// replay plans.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::PluginError { .. } => "plugin-error",
+            Self::Stopped { .. } => "stopped",
+        }
+    }
 }
 
 /// What an invocation used and produced.

@@ -120,13 +120,13 @@ impl Auditor {
         crate::metrics::global().invocation(&call.plugin.name, export, report);
         let mut entry = Entry::new(now(), Call::event(format!("invoke:{export}")));
         with_invocation(&mut entry, call);
-        let (status, detail) = match &report.outcome {
-            Outcome::Completed => ("completed", String::new()),
-            Outcome::PluginError { error } => ("plugin-error", error.to_string()),
-            Outcome::Stopped { reason } => ("stopped", reason.to_string()),
+        let detail = match &report.outcome {
+            Outcome::Completed => String::new(),
+            Outcome::PluginError { error } => error.to_string(),
+            Outcome::Stopped { reason } => reason.to_string(),
         };
         entry.result = Redacted::from_value(json!({
-            "status": status,
+            "status": report.outcome.status(),
             "reason": detail,
             "fuel_used": report.fuel_used,
             "peak_memory": report.peak_memory,
