@@ -1,7 +1,6 @@
 //! Running the external tools (cargo, rustup, apt-get, pip, componentize-py) with a clean
 //! environment, capturing stderr so failures can show its tail.
 
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -153,16 +152,12 @@ pub fn run(cmd: &mut Command, what: &str, echo: bool) -> Result<Captured, Error>
     {
         let mut reader = BufReader::new(stderr);
         let mut line = String::new();
-        let mut recent: VecDeque<String> = VecDeque::new();
         while reader.read_line(&mut line).unwrap_or(0) > 0 {
             if echo {
                 eprint!("{line}");
             }
             err_text.push_str(&line);
-            recent.push_back(std::mem::take(&mut line));
-            if recent.len() > STDERR_TAIL_LINES {
-                recent.pop_front();
-            }
+            line.clear();
         }
     }
     let out_text = out_thread.join().unwrap_or_default();

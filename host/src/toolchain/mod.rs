@@ -25,13 +25,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub use detect::{RoutePreference, RustRoute};
 pub use discover::{Language, PluginSource, discover};
 
 /// The WIT world every plugin implements.
-pub const WORLD: &str = "rule";
+pub use crate::runtime::WIT_WORLD as WORLD;
 
 /// The manifest written next to the built plugins.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -265,10 +264,7 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
 }
 
-/// Hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use crate::runtime::sha256_hex;
 
 /// Writes `bytes` to `path` atomically (temp file + rename), so a concurrent reader never sees
 /// half a component.
@@ -378,7 +374,11 @@ pub fn build_plugins(opts: &BuildOptions) -> Result<Vec<BuiltPlugin>, Error> {
     built.sort_by(|a, b| (a.example, &a.name).cmp(&(b.example, &b.name)));
 
     let mut manifest = read_manifest(&opts.out_dir).unwrap_or_default();
-    manifest.world = format!("riposte:plugin/{WORLD}@0.1.0");
+    manifest.world = format!(
+        "{}/{WORLD}@{}",
+        crate::runtime::WIT_PACKAGE,
+        crate::runtime::WIT_VERSION
+    );
     for plugin in &built {
         let key = if plugin.example {
             format!("examples/{}", plugin.name)
