@@ -136,13 +136,11 @@ pub fn scaffold(name: &str, lang: Lang, plugins_dir: &Path) -> anyhow::Result<Sc
     let fixtures = dir.join("fixtures");
     for (case, text) in [("must-act", MUST_ACT), ("must-not-act", MUST_NOT_ACT)] {
         let malop: Malop = serde_json::from_str(text).expect("the embedded fixtures are Malops");
-        write(fixtures.join(format!("{case}.json")), text.to_owned())?;
+        let fixture = fixtures.join(format!("{case}.json"));
+        write(fixture.clone(), text.to_owned())?;
         let mut expectation = serde_json::to_string_pretty(&expected(name, &malop))?;
         expectation.push('\n');
-        write(
-            fixtures.join(format!("{case}{}", crate::replay::EXPECTED_SUFFIX)),
-            expectation,
-        )?;
+        write(crate::replay::expectation_path(&fixture), expectation)?;
     }
     if lang == Lang::Rust {
         add_member(&workspace, name)?;

@@ -194,11 +194,11 @@ async fn test(args: TestArgs) -> anyhow::Result<()> {
         record: args.record,
     };
     let progress = crate::progress::bar(cases.len() as u64, "replaying");
-    let summary = crate::replay::run_dir(&runtime, &plugin, &args.fixtures, &options, |case| {
+    let summary = crate::replay::run_cases(&runtime, &plugin, &cases, &options, |case| {
         progress.set_message(case.name.clone());
         progress.inc(1);
     })
-    .await?;
+    .await;
     progress.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

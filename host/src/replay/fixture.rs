@@ -162,7 +162,7 @@ pub fn parse_fixture(bytes: &[u8]) -> Result<(FixtureShape, Vec<Malop>), String>
         other => {
             return Err(format!(
                 "expected a JSON object or array, got {}",
-                json_kind(other)
+                parse::kind(other)
             ));
         }
     };
@@ -206,17 +206,6 @@ fn crimes_unified(bytes: &[u8]) -> Result<Vec<Malop>, String> {
         }
     }
     Ok(malops)
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// `<case>.expected.json`: the inputs of a case beyond the fixture, and the plan it must produce.
