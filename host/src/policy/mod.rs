@@ -321,6 +321,33 @@ pub enum DenyReason {
     LedgerUnavailable(String),
 }
 
+impl From<Refusal> for DenyReason {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Budget {
+                scope,
+                budget,
+                used,
+                requested,
+            } => Self::BudgetSpent {
+                scope,
+                budget,
+                used,
+                requested,
+            },
+            Refusal::Cooldown {
+                target,
+                kind,
+                until_ms,
+            } => Self::Cooldown {
+                target,
+                kind,
+                until_ms,
+            },
+        }
+    }
+}
+
 impl DenyReason {
     /// The typed error the plugin receives (the WIT `error` variant), in plain words.
     pub fn to_call_error(&self) -> CallError {
@@ -799,26 +826,7 @@ impl Gate {
         };
         match self.ledger.try_spend(&plan) {
             Ok(None) => Decision::Allow { charges },
-            Ok(Some(Refusal::Budget {
-                scope,
-                budget,
-                used,
-                requested,
-            })) => Decision::Deny(DenyReason::BudgetSpent {
-                scope,
-                budget,
-                used,
-                requested,
-            }),
-            Ok(Some(Refusal::Cooldown {
-                target,
-                kind,
-                until_ms,
-            })) => Decision::Deny(DenyReason::Cooldown {
-                target,
-                kind,
-                until_ms,
-            }),
+            Ok(Some(refusal)) => Decision::Deny(refusal.into()),
             Err(e) => Decision::Deny(DenyReason::LedgerUnavailable(e.to_string())),
         }
     }

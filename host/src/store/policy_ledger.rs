@@ -10,14 +10,6 @@ use crate::config::ActionSelector;
 use crate::domain::{ActionKind, PluginName, TimestampMs};
 use crate::policy::{self, BudgetLedger, LedgerView, Refusal, SpendPlan, TargetKey};
 
-/// The action kinds a selector counts.
-fn kinds(selector: ActionSelector) -> Vec<ActionKind> {
-    ActionKind::ALL
-        .into_iter()
-        .filter(|kind| selector.matches(*kind))
-        .collect()
-}
-
 fn ledger_error(e: Error) -> policy::Error {
     policy::Error::Ledger(e.to_string())
 }
@@ -44,7 +36,7 @@ impl LedgerView for View<'_, '_> {
         since_ms: TimestampMs,
     ) -> Result<u64, policy::Error> {
         self.0
-            .count(plugin, &kinds(selector), since_ms)
+            .count(plugin, &selector.kinds(), since_ms)
             .map_err(ledger_error)
     }
 
@@ -85,7 +77,7 @@ impl BudgetLedger for Store {
         selector: ActionSelector,
         since_ms: TimestampMs,
     ) -> Result<u64, policy::Error> {
-        self.charges_used(plugin, &kinds(selector), since_ms)
+        self.charges_used(plugin, &selector.kinds(), since_ms)
             .map_err(ledger_error)
     }
 }
