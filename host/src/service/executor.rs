@@ -194,8 +194,8 @@ impl Executor {
             ActionRequest::Remediate { .. } => false,
             ActionRequest::Isolate { machines, .. } | ActionRequest::Unisolate { machines, .. } => {
                 let want_isolated = matches!(request, ActionRequest::Isolate { .. });
-                let ids = self.pylum_ids(machines, pylums).await?;
                 let sensors = c.sensors(json!([])).await?;
+                let ids = pylum_ids_from(machines, pylums, &sensors)?;
                 ids.iter().all(|id| {
                     sensors
                         .iter()
@@ -282,28 +282,11 @@ impl Executor {
         machines: &[MachineGuid],
         known: &PylumDirectory,
     ) -> Result<Vec<PylumId>, client::Error> {
-        let mut ids = Vec::with_capacity(machines.len());
-        let mut missing = Vec::new();
-        for guid in machines {
-            match known.get(guid) {
-                Some(id) => ids.push(id.clone()),
-                None => missing.push(guid),
-            }
-        }
-        if missing.is_empty() {
-            return Ok(ids);
+        if machines.iter().all(|guid| known.contains_key(guid)) {
+            return pylum_ids_from(machines, known, &[]);
         }
         let sensors = self.client.sensors(json!([])).await?;
-        for guid in missing {
-            let sensor = sensors
-                .iter()
-                .find(|s| s.machine_guid.as_ref() == Some(guid))
-                .ok_or_else(|| client::Error::NotFound {
-                    what: format!("a sensor for machine {guid}"),
-                })?;
-            ids.push(sensor.pylum_id.clone());
-        }
-        Ok(ids)
+        pylum_ids_from(machines, known, &sensors)
     }
 
     async fn follow_remediation(
@@ -520,4 +503,25 @@ fn remediation_json(report: &RemediationReport) -> Value {
 /// Milliseconds since the Unix epoch, on this host's clock.
 pub fn now_ms() -> i64 {
     crate::audit::now_ms()
+}
+
+/// The sensor ids of `machines`: those `known` first, then the others' from `sensors`.
+fn pylum_ids_from(
+    machines: &[MachineGuid],
+    known: &PylumDirectory,
+    sensors: &[client::Sensor],
+) -> Result<Vec<PylumId>, client::Error> {
+    let (found, missing): (Vec<_>, Vec<_>) =
+        machines.iter().partition(|guid| known.contains_key(*guid));
+    let mut ids: Vec<PylumId> = found.into_iter().map(|guid| known[guid].clone()).collect();
+    for guid in missing {
+        let sensor = sensors
+            .iter()
+            .find(|s| s.machine_guid.as_ref() == Some(guid))
+            .ok_or_else(|| client::Error::NotFound {
+                what: format!("a sensor for machine {guid}"),
+            })?;
+        ids.push(sensor.pylum_id.clone());
+    }
+    Ok(ids)
 }

@@ -173,20 +173,22 @@ impl GatedHost {
             &decision,
             Some(begun.action_id().as_str()),
         );
-        let record = match begun {
+        let id = match begun {
             BeginOutcome::AlreadyExists(existing) => {
                 return Ok(receipt(
                     existing.id.as_str(),
                     disposition_of(existing.state),
                 ));
             }
-            BeginOutcome::New(id) => store.get_action(&id).map_err(internal)?,
+            BeginOutcome::New(id) => id,
         };
         let disposition = decision.disposition().unwrap_or(Disposition::Submitted);
+        // Only an action to send needs its row back (shadowed and held ones need the id).
         if mode == ActionMode::Execute {
-            self.carry_out(record.clone()).await?;
+            let record = store.get_action(&id).map_err(internal)?;
+            self.carry_out(record).await?;
         }
-        Ok(receipt(record.id.as_str(), disposition))
+        Ok(receipt(id.as_str(), disposition))
     }
 }
 
