@@ -51,7 +51,7 @@ fn matching_malops<'a>(st: &'a SimState, kind: ElementKind, el: &Value) -> Vec<&
         .iter()
         .filter(|m| m.kind == kind)
         .filter(|m| guids.as_ref().is_none_or(|g| g.contains(&m.guid.as_str())))
-        .filter(|m| malop_filters(m, &filters))
+        .filter(|m| malop_filters(m, filters))
         .collect()
 }
 
