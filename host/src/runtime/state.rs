@@ -101,7 +101,8 @@ pub(crate) struct PluginState {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     host: Arc<dyn PluginHost>,
-    call: CallContext,
+    /// Shared, not copied, into each host call's future.
+    call: Arc<CallContext>,
     deadline: Instant,
     /// Bytes of output left for stdout, stderr and the log import together.
     output_left: usize,
@@ -147,7 +148,7 @@ impl PluginState {
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
             host,
-            call,
+            call: Arc::new(call),
             deadline,
             output_left: output_cap,
             stdout,
