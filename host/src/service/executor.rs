@@ -38,6 +38,15 @@ impl Default for FollowPolicy {
 /// Machine guid → sensor id, from the Malop being handled; the rest is looked up.
 pub type PylumDirectory = BTreeMap<MachineGuid, PylumId>;
 
+/// The sensor ids a detailed Malop carries for its machines.
+pub fn pylum_directory(malop: &crate::domain::Malop) -> PylumDirectory {
+    malop
+        .machines
+        .iter()
+        .filter_map(|m| m.pylum_id.clone().map(|p| (m.guid.clone(), p)))
+        .collect()
+}
+
 /// Sends actions and records their fate in the store and the audit trail.
 pub struct Executor {
     client: Arc<Client>,

@@ -97,10 +97,9 @@ impl GatedHost {
 
     fn pylums(&self) -> PylumDirectory {
         self.malop
-            .iter()
-            .flat_map(|m| &m.machines)
-            .filter_map(|m| m.pylum_id.clone().map(|p| (m.guid.clone(), p)))
-            .collect()
+            .as_ref()
+            .map(super::executor::pylum_directory)
+            .unwrap_or_default()
     }
 
     fn name(&self) -> &PluginName {

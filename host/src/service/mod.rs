@@ -27,12 +27,12 @@ pub use plugins::{ServicePlugin, limits_of, runtime_config};
 
 use crate::client::Client;
 use crate::config::OperatorConfig;
-use crate::domain::{ElementKind, Malop, MalopId, TimestampMs};
+use crate::domain::{ActionRequest, ElementKind, Malop, MalopId, TimestampMs};
 use crate::policy::{Gate, TargetFacts};
 use crate::runtime::{CallContext, Entry, InvocationReport, Outcome, PluginHost, Runtime};
 use crate::store::{ActionRecord, ActionState, Backoff, Handled, NewAction, Store};
 use anyhow::Context;
-use executor::{Executor, PylumDirectory};
+use executor::{Executor, PylumDirectory, pylum_directory};
 use futures::{Stream, StreamExt};
 use gated::{Core, GatedHost};
 use health::HealthBook;
@@ -543,7 +543,13 @@ impl Service {
     async fn recover(&self) -> anyhow::Result<usize> {
         let unresolved = self.core.store.unresolved_actions()?;
         for record in &unresolved {
-            let (_, pylums) = self.machine_facts(record.malop_id.as_ref()).await;
+            // Only an isolation needs its machines' sensor ids: no details fetch otherwise.
+            let pylums = match record.request {
+                ActionRequest::Isolate { .. } | ActionRequest::Unisolate { .. } => {
+                    self.machine_facts(record.malop_id.as_ref()).await.1
+                }
+                _ => PylumDirectory::default(),
+            };
             let state = self.core.executor.reconcile(record, &pylums).await;
             tracing::info!(action = %record.id, from = record.state.as_str(), to = state.as_str(), "settled an unresolved action");
         }
@@ -611,14 +617,7 @@ impl Service {
             return Default::default();
         };
         match self.core.client.get_malop_details(id).await {
-            Ok(malop) => {
-                let pylums = malop
-                    .machines
-                    .iter()
-                    .filter_map(|m| m.pylum_id.clone().map(|p| (m.guid.clone(), p)))
-                    .collect();
-                (TargetFacts::from_malop(&malop), pylums)
-            }
+            Ok(malop) => (TargetFacts::from_malop(&malop), pylum_directory(&malop)),
             Err(error) => {
                 tracing::warn!(malop = %id, "details unavailable; protection rules fail closed: {error}");
                 Default::default()
