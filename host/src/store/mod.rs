@@ -390,6 +390,26 @@ pub struct Store {
     path: String,
 }
 
+/// `PRAGMA journal_mode = WAL`, retried while another connection holds the lock. Switching
+/// a fresh file needs an exclusive lock after a shared one, and SQLite can answer that
+/// escalation with SQLITE_BUSY at once instead of waiting in the busy handler (waiting could
+/// deadlock; seen in CI despite the busy timeout), so processes opening a new database
+/// together retry here.
+fn switch_to_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path`, switches it to WAL mode with a busy
     /// timeout and foreign keys, and applies the pending schema migrations.
@@ -413,9 +433,7 @@ impl Store {
         )
         .map_err(tag("open"))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(tag("open"))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(tag("open: set WAL mode"))?;
+        let mode = switch_to_wal(&conn).map_err(tag("open: set WAL mode"))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::Corrupt {
                 path: shown,
