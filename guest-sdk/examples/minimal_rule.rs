@@ -20,7 +20,7 @@ impl Rule for IsolateRansomware {
             info!("{}: no connected machine to isolate", malop.id);
             return Ok(());
         }
-        isolation::isolate(Some(&malop.id), &guids, "ransomware Malop")?;
+        isolation::isolate(Some(&malop.id), &guids, "ransomware Malop")?.into_result()?;
         Ok(())
     }
 }

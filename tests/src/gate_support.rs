@@ -4,13 +4,14 @@
 //! the simulator received, what the audit trail says and what each plugin logged.
 
 use crate::{plugin_path, root};
-use riposte::audit::{Filter, Record};
-use riposte::client::{Client, ClientConfig, Credentials};
-use riposte::config::OperatorConfig;
-use riposte::domain::{Malop, MalopId, Sha256Digest};
-use riposte::runtime::ArtifactCache;
-use riposte::service::{FollowPolicy, Service};
-use riposte::sim::{LoggedRequest, SimConfig, SimHandle, Simulator};
+use riposte_audit::{Filter, Record};
+use riposte_client::{Client, ClientConfig, Credentials};
+use riposte_config::OperatorConfig;
+use riposte_domain::{Malop, MalopId, Sha256Digest};
+use riposte_metrics::Metrics;
+use riposte_runtime::ArtifactCache;
+use riposte_service::{FollowPolicy, Service};
+use riposte_sim::{LoggedRequest, SimConfig, SimHandle, Simulator};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -31,9 +32,15 @@ pub struct Plugin {
     operations: Vec<String>,
     remediation: Vec<String>,
     limits: Vec<(String, u64)>,
+    quotas: Vec<(String, u64)>,
     budgets: Vec<(String, u64, u64)>,
     values: Vec<(String, String)>,
     pin: Option<String>,
+    whitelist: bool,
+    wider_scope: Vec<String>,
+    top: Vec<(String, u64)>,
+    component: Option<PathBuf>,
+    public_keys: Option<Vec<PathBuf>>,
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -57,9 +64,15 @@ impl Plugin {
             operations: Vec::new(),
             remediation: Vec::new(),
             limits: Vec::new(),
+            quotas: Vec::new(),
             budgets: Vec::new(),
             values: Vec::new(),
             pin: None,
+            whitelist: false,
+            wider_scope: Vec::new(),
+            top: Vec::new(),
+            component: None,
+            public_keys: None,
         }
     }
 
@@ -98,6 +111,30 @@ impl Plugin {
         self
     }
 
+    /// One key of `[plugins.quotas]`.
+    pub fn quota(mut self, key: &str, value: u64) -> Self {
+        self.quotas.push((key.into(), value));
+        self
+    }
+
+    /// A numeric key of the `[[plugins]]` table itself (`min_interval_secs`, ...).
+    pub fn key(mut self, key: &str, value: u64) -> Self {
+        self.top.push((key.into(), value));
+        self
+    }
+
+    /// `grants.whitelist = true`.
+    pub fn whitelist(mut self) -> Self {
+        self.whitelist = true;
+        self
+    }
+
+    /// `grants.wider_scope`.
+    pub fn wider_scope(mut self, kinds: &[&str]) -> Self {
+        self.wider_scope = strings(kinds);
+        self
+    }
+
     /// One `[[plugins.budgets]]`.
     pub fn budget(mut self, action: &str, max: u64, window_secs: u64) -> Self {
         self.budgets.push((action.into(), max, window_secs));
@@ -116,9 +153,24 @@ impl Plugin {
         self
     }
 
+    /// Loads the component from `path` instead of the built `target/plugins/<file>.wasm`
+    /// (a signed copy, a package).
+    pub fn at(mut self, path: &std::path::Path) -> Self {
+        self.component = Some(path.to_owned());
+        self
+    }
+
+    /// The plugin's own `public_keys` (publisher keys pinned for it).
+    pub fn public_keys(mut self, keys: &[&std::path::Path]) -> Self {
+        self.public_keys = Some(keys.iter().map(|k| k.to_path_buf()).collect());
+        self
+    }
+
     /// The component file.
     pub fn path(&self) -> PathBuf {
-        plugin_path(&self.file)
+        self.component
+            .clone()
+            .unwrap_or_else(|| plugin_path(&self.file))
     }
 
     /// The sha256 of the component file.
@@ -138,10 +190,29 @@ impl Plugin {
         if !self.promote.is_empty() {
             let _ = writeln!(t, "promote = {}", toml_list(&self.promote));
         }
+        for (key, value) in &self.top {
+            let _ = writeln!(t, "{key} = {value}");
+        }
+        if let Some(keys) = &self.public_keys {
+            let keys: Vec<String> = keys.iter().map(|k| k.display().to_string()).collect();
+            let _ = writeln!(t, "public_keys = {}", toml_list(&keys));
+        }
         let _ = writeln!(t, "[plugins.grants]");
         let _ = writeln!(t, "operations = {}", toml_list(&self.operations));
         if !self.remediation.is_empty() {
             let _ = writeln!(t, "remediation = {}", toml_list(&self.remediation));
+        }
+        if self.whitelist {
+            let _ = writeln!(t, "whitelist = true");
+        }
+        if !self.wider_scope.is_empty() {
+            let _ = writeln!(t, "wider_scope = {}", toml_list(&self.wider_scope));
+        }
+        if !self.quotas.is_empty() {
+            let _ = writeln!(t, "[plugins.quotas]");
+            for (key, value) in &self.quotas {
+                let _ = writeln!(t, "{key} = {value}");
+            }
         }
         if !self.limits.is_empty() {
             let _ = writeln!(t, "[plugins.limits]");
@@ -177,6 +248,8 @@ pub struct World {
     /// Whether compiled artifacts go to a cache shared by the test processes (faster) or
     /// to the service's own cache next to its database (the default for the service).
     pub shared_cache: bool,
+    /// The metrics the services this world starts count into (this world's own).
+    pub metrics: Arc<Metrics>,
 }
 
 impl World {
@@ -202,6 +275,7 @@ impl World {
             dir: tempfile::tempdir().expect("a temporary directory"),
             client,
             shared_cache: true,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -248,10 +322,12 @@ impl World {
             poll_interval: Duration::ZERO,
             ..FollowPolicy::default()
         };
-        Service::start(config, self.client.clone(), follow).await
+        Service::start(config, self.client.clone(), follow, self.metrics.clone()).await
     }
 
-    /// A new Malop (now) on the machines at `indices` of the simulator's machine list.
+    /// A new Malop (now) on the machines at `indices` of the simulator's machine list: it
+    /// names those machines, one suspect process and one file on each (its generated suspect
+    /// and file, copied with fresh guids), and nothing on any other machine.
     pub fn malop_on(&self, indices: &[usize]) -> MalopId {
         let id = self.sim.add_malop();
         self.sim.with_state(|s| {
@@ -264,6 +340,30 @@ impl World {
                 .iter_mut()
                 .find(|m| m.guid == id.as_str())
                 .expect("the Malop just added");
+            let (suspect, file) = (malop.suspects[0].clone(), malop.files[0].clone());
+            malop.suspects = guids
+                .iter()
+                .enumerate()
+                .map(|(i, machine)| riposte_sim::SimProcess {
+                    guid: format!("{}.{i}", suspect.guid),
+                    machine: machine.clone(),
+                    autoruns: suspect
+                        .autoruns
+                        .iter()
+                        .map(|(g, name)| (format!("{g}.{i}"), name.clone()))
+                        .collect(),
+                    ..suspect.clone()
+                })
+                .collect();
+            malop.files = guids
+                .iter()
+                .enumerate()
+                .map(|(i, machine)| riposte_sim::SimFile {
+                    guid: format!("{}.{i}", file.guid),
+                    machine: machine.clone(),
+                    ..file.clone()
+                })
+                .collect();
             malop.machines = guids;
         });
         id
@@ -314,10 +414,10 @@ pub fn is_action_request(request: &LoggedRequest) -> bool {
             || path.starts_with("/rest/crimes/comment/"))
 }
 
-/// The records of an audit trail, after `riposte::audit::verify` accepted the chain.
+/// The records of an audit trail, after `riposte_audit::verify` accepted the chain.
 pub fn audit_records(path: &std::path::Path) -> Vec<Record> {
-    riposte::audit::verify(path).unwrap_or_else(|e| panic!("the audit chain verifies: {e}"));
-    riposte::audit::show(path, Filter::default())
+    riposte_audit::verify(path).unwrap_or_else(|e| panic!("the audit chain verifies: {e}"));
+    riposte_audit::show(path, Filter::default())
         .expect("the audit trail opens")
         .collect::<Result<Vec<_>, _>>()
         .expect("every audit record reads")

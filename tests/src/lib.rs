@@ -4,8 +4,8 @@
 
 pub mod gate_support;
 
-use riposte::domain::{ActionRequest, Malop};
-use riposte::runtime::{
+use riposte_domain::{ActionRequest, Malop};
+use riposte_runtime::{
     ArtifactCache, CallContext, Entry, InvocationReport, Limits, LoadedPlugin, PluginHost,
     RecordedCall, RecordingHost, Runtime, RuntimeConfig,
 };

@@ -9,18 +9,21 @@
 
 pub use crate::riposte_bin;
 use crate::{plugin_path, root};
-use riposte::client::{Client, ClientConfig, Credentials};
-use riposte::config::OperatorConfig;
-use riposte::domain::{MalopId, PluginName, Sha256Digest};
-use riposte::runtime::PluginInfo;
-use riposte::service::{FollowPolicy, Service};
-use riposte::sim::{Fault, FaultKind, LoggedRequest, SimConfig, SimHandle, SimMalop, Simulator};
-use riposte::store::Store;
+use riposte_client::{Client, ClientConfig, Credentials};
+use riposte_config::OperatorConfig;
+use riposte_domain::{MalopId, PluginName, Sha256Digest};
+use riposte_metrics::Metrics;
+use riposte_runtime::PluginInfo;
+use riposte_service::{FollowPolicy, Service};
+use riposte_sim::{Fault, FaultKind, LoggedRequest, SimConfig, SimHandle, SimMalop, Simulator};
+use riposte_store::Store;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
 
 /// The user the test simulators accept.
 pub const USER: &str = "analyst@riposte.local";
@@ -112,9 +115,21 @@ impl PluginSpec {
         .value("attack", attack)
     }
 
+    /// The rule built against `riposte:plugin@0.1.0` (tests/legacy-plugin): isolates the
+    /// connected machines of ransomware Malops.
+    pub fn legacy() -> Self {
+        Self::new("legacy-rule", &["isolate"], &[])
+    }
+
     /// Grants one more operation.
     pub fn grant(mut self, operation: &'static str) -> Self {
         self.operations.push(operation);
+        self
+    }
+
+    /// Grants one more remediation kind.
+    pub fn grant_remediation(mut self, kind: &'static str) -> Self {
+        self.remediation.push(kind);
         self
     }
 
@@ -177,6 +192,8 @@ pub struct ServiceEnv {
     pub database: PathBuf,
     /// The audit trail.
     pub audit: PathBuf,
+    /// The metrics the services of this environment count into (its own).
+    pub metrics: Arc<Metrics>,
 }
 
 impl ServiceEnv {
@@ -195,6 +212,7 @@ impl ServiceEnv {
             config,
             database,
             audit,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -222,9 +240,38 @@ impl ServiceEnv {
 
     /// Starts the service in process, following remediations without pauses.
     pub async fn service(&self, sim: &SimHandle) -> Service {
-        Service::start(self.load(), Arc::new(client(sim)), fast_follow())
-            .await
-            .expect("the service starts")
+        Service::start(
+            self.load(),
+            Arc::new(client(sim)),
+            fast_follow(),
+            self.metrics.clone(),
+        )
+        .await
+        .expect("the service starts")
+    }
+
+    /// Starts `riposte run --config` on this environment (run number `run`: its stderr goes
+    /// to [`ServiceEnv::log_path`]).
+    pub fn spawn_run(&self, run: usize) -> Child {
+        let log = std::fs::File::create(self.log_path(run)).expect("the run's log file");
+        Command::new(riposte_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("riposte run starts")
+    }
+
+    /// The last 30 lines of run `run`'s log.
+    pub fn log_tail(&self, run: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path(run)).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     /// Where the process's stderr goes.
@@ -318,6 +365,7 @@ fn warm_cache() -> PathBuf {
     let audit = base.join("warm-audit.jsonl");
     let mut setup = Setup::examples();
     setup.plugins.push(PluginSpec::hostile("panic"));
+    setup.plugins.push(PluginSpec::legacy());
     let config = write_config(&base, &database, &audit, "http://127.0.0.1:9", &setup);
     let config = OperatorConfig::load(&config).expect("the warm-up configuration loads");
     let client = Client::new(ClientConfig::new(
@@ -332,7 +380,12 @@ fn warm_cache() -> PathBuf {
                 .enable_all()
                 .build()
                 .expect("a runtime")
-                .block_on(Service::start(config, Arc::new(client), fast_follow()))
+                .block_on(Service::start(
+                    config,
+                    Arc::new(client),
+                    fast_follow(),
+                    Arc::new(Metrics::new()),
+                ))
                 .expect("the warm-up service loads every plugin");
         });
     });
@@ -459,7 +512,7 @@ pub fn unhandled_by(
                 &malop.detection_type,
             );
             let handled = store
-                .is_handled(name, &id, malop.last_update_time)
+                .is_handled(name, &id, malop.last_update_time, None)
                 .expect("the store answers");
             if wants && !handled {
                 missing.push((name.to_string(), malop.guid.clone()));
@@ -521,7 +574,7 @@ pub async fn riposte_cli(args: &[&str]) -> (bool, String, String) {
 
 /// Every record of the audit trail at `path`, after checking its hash chain.
 pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
-    riposte::audit::verify(path)
+    riposte_audit::verify(path)
         .unwrap_or_else(|e| panic!("the audit trail {} verifies: {e}", path.display()));
     std::fs::read_to_string(path)
         .expect("the audit trail reads")
@@ -536,4 +589,30 @@ pub fn audit_calls(path: &Path, call: &str) -> Vec<serde_json::Value> {
         .into_iter()
         .filter(|r| r["call"] == call)
         .collect()
+}
+
+/// Polls until `reached` holds, failing if the process ends first or after `limit`.
+pub async fn wait_for_process(
+    child: &mut Child,
+    env: &ServiceEnv,
+    run: usize,
+    what: &str,
+    limit: Duration,
+    mut reached: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    while !reached() {
+        if let Some(status) = child.try_wait().expect("polling the process") {
+            panic!(
+                "run {run} ended ({status}) before {what}:\n{}",
+                env.log_tail(run)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run}: timed out after {limit:?} waiting for {what}:\n{}",
+            env.log_tail(run)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

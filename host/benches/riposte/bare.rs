@@ -3,7 +3,7 @@
 //! Its own engine, linker and bindings from the same WIT; no policy, audit, limits or
 //! output capture.
 
-use riposte::domain;
+use riposte_domain as domain;
 use std::collections::BTreeMap;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 mod wit {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "rule",
         exports: { default: async },
     });
@@ -216,6 +216,7 @@ fn to_wit(m: &domain::Malop) -> types::Malop {
             .collect(),
         ip_addresses: m.ip_addresses.clone(),
         domains: m.domains.clone(),
+        unreadable: Vec::new(),
     }
 }
 
@@ -227,6 +228,7 @@ fn receipt() -> Result<types::Receipt, types::Error> {
     Ok(types::Receipt {
         action_id: String::new(),
         disposition: types::Disposition::Shadowed,
+        detail: String::new(),
     })
 }
 

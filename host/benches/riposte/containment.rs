@@ -9,11 +9,11 @@
 
 use crate::fixtures::{self, PluginEntry};
 use crate::util::{self, ms};
-use riposte::domain::{Malop, MalopId};
-use riposte::runtime::{
+use riposte_domain::{Malop, MalopId};
+use riposte_runtime::{
     CallContext, Entry, Limits, Outcome, PluginHost, RecordingHost, Runtime, RuntimeConfig,
 };
-use riposte::sim::SimHandle;
+use riposte_sim::SimHandle;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -136,7 +136,7 @@ pub async fn containment(work: &Path) -> anyhow::Result<Value> {
     .value("kill-processes", "false");
     // Default audit fsync (every record), as an operator would run it.
     let config = fixtures::write_config(&dir, &sim, &[entry], "\"every-record\"", 4)?;
-    let default_interval = riposte::config::DEFAULT_POLL_INTERVAL_SECS;
+    let default_interval = riposte_config::DEFAULT_POLL_INTERVAL_SECS;
     let service = Arc::new(fixtures::service(config, client.clone()).await?);
     service.run_cycle().await?; // the seeded Malops
 

@@ -2,11 +2,11 @@
 //! configured like an operator would.
 
 use anyhow::Context;
-use riposte::client::{Client, ClientConfig, Credentials};
-use riposte::config::OperatorConfig;
-use riposte::domain::{ElementKind, Malop, Sha256Digest};
-use riposte::service::{FollowPolicy, Service};
-use riposte::sim::{SimConfig, SimHandle, Simulator};
+use riposte_client::{Client, ClientConfig, Credentials};
+use riposte_config::OperatorConfig;
+use riposte_domain::{ElementKind, Malop, Sha256Digest};
+use riposte_service::{FollowPolicy, Service};
+use riposte_sim::{SimConfig, SimHandle, Simulator};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,21 +16,22 @@ pub const USER: &str = "bench@riposte.local";
 pub const PASSWORD: &str = "bench-password";
 
 /// Components the benchmarks need, relative to `target/plugins`.
-pub const NEEDED: [&str; 6] = [
+pub const NEEDED: [&str; 7] = [
     "examples/noop-rule",
     "examples/host-calls",
     "ransomware-containment",
     "cleanup",
     "reputation-feed",
     "python-triage",
+    "lateral-movement",
 ];
 
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_owned()
+        .join("../..")
+        .canonicalize()
+        .expect("host/benches sits in the repository")
 }
 
 /// `target/plugins/<name>.wasm`.
@@ -44,9 +45,9 @@ pub fn ensure_plugins() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("building the plugins (riposte plugin build) ...");
-    let mut opts = riposte::toolchain::BuildOptions::new(root());
+    let mut opts = riposte_toolchain::BuildOptions::new(root());
     opts.echo = true;
-    riposte::toolchain::build_plugins(&opts).context("building the plugins")?;
+    riposte_toolchain::build_plugins(&opts).context("building the plugins")?;
     Ok(())
 }
 
@@ -228,7 +229,13 @@ pub async fn service(config: OperatorConfig, client: Arc<Client>) -> anyhow::Res
         max_polls: 2,
         ..FollowPolicy::default()
     };
-    Service::start(config, client, follow).await
+    Service::start(
+        config,
+        client,
+        follow,
+        Arc::new(riposte_metrics::Metrics::new()),
+    )
+    .await
 }
 
 /// The raw `crimes/unified` body for `kind`, as the client requests it, fetched over HTTP.

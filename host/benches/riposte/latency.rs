@@ -5,16 +5,16 @@
 use crate::bare::{BareHost, Flavor};
 use crate::fixtures::{self, PluginEntry};
 use crate::util::{self, median, summary};
-use riposte::audit::{AuditSink, FsyncPolicy};
-use riposte::domain::{Malop, MalopId, Operation};
-use riposte::policy::{Gate, PluginPolicy};
-use riposte::runtime::{
+use riposte_audit::{AuditSink, FsyncPolicy};
+use riposte_domain::{Malop, MalopId, Operation};
+use riposte_policy::{Gate, PluginPolicy};
+use riposte_runtime::{
     CallContext, Entry, Limits, LoadedPlugin, Outcome, PluginHost, RecordingHost, Runtime,
     RuntimeConfig,
 };
-use riposte::service::Auditor;
-use riposte::sim::SimHandle;
-use riposte::store::Store;
+use riposte_service::Auditor;
+use riposte_sim::SimHandle;
+use riposte_store::Store;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 const ROUNDS: usize = 10;
 const PER_ROUND: usize = 300;
 
-async fn invoke(
+/// One fresh instance + `on-malop`, timed; panics unless it completed.
+pub async fn invoke(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
     host: &Arc<dyn PluginHost>,
@@ -134,7 +135,7 @@ const REPS: usize = 7;
 pub async fn host_calls(
     malop: &Malop,
     sim: &SimHandle,
-    client: Arc<riposte::client::Client>,
+    client: Arc<riposte_client::Client>,
     work: &Path,
 ) -> anyhow::Result<Value> {
     let bytes = fixtures::plugin_bytes("examples/host-calls")?;
@@ -249,7 +250,7 @@ pub async fn host_calls(
     let gate = Gate::new(&config, Arc::new(Store::open_in_memory()?))?;
     let policy = PluginPolicy::from(&config.plugins[0]);
     let call = CallContext::for_malop(
-        riposte::runtime::PluginIdentity {
+        riposte_runtime::PluginIdentity {
             name: "direct".into(),
             digest: config.plugins[0].sha256.to_hex(),
         },
@@ -297,7 +298,7 @@ pub async fn host_calls(
     };
     direct.push(json!({"path": "gate.check_query only", "per_call_us": util::round(gate_only * 1000.0) / 1000.0}));
     for (label, sink, n) in sinks {
-        let auditor = Auditor::new(sink);
+        let auditor = Auditor::new(sink, Arc::new(riposte_metrics::Metrics::new()));
         let started = Instant::now();
         for _ in 0..n {
             let decision = gate.check_query(&policy, Operation::GetMalop);

@@ -4,13 +4,13 @@
 
 use crate::fixtures::{self, PluginEntry};
 use crate::util::{self, ms, summary};
-use riposte::client::parse;
-use riposte::domain::{ElementKind, Malop, ManagementStatus, Priority};
-use riposte::runtime::{
+use riposte_client::parse;
+use riposte_domain::{ElementKind, Malop, ManagementStatus, Priority};
+use riposte_runtime::{
     ArtifactCache, CallContext, Entry, Limits, Outcome, PluginHost, RecordingHost, Runtime,
     RuntimeConfig,
 };
-use riposte::service::ServicePlugin;
+use riposte_service::ServicePlugin;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;

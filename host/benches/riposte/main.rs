@@ -1,17 +1,19 @@
-//! riposte's benchmarks: `cargo bench -p riposte --bench riposte`.
+//! riposte's benchmarks: `cargo bench -p riposte-benches --bench riposte`.
 //!
-//! Runs the seven measurements of issue 7 in one process, each against its floor where the
-//! issue asks for one (bare wasmtime doing the same work, a bare call), and writes
+//! Runs the seven measurements of issue 7 and the per-language one of issue 17 (section 8) in
+//! one process, each against its floor where the issue asks for one (bare wasmtime doing the
+//! same work, a bare call, the Rust rule), and writes
 //! `host/benches/results/results.json` and `RESULTS.md` with the machine's description.
 //! Nothing here asserts a time; goals are reported as met or not, with the figures.
 //!
 //! `RIPOSTE_BENCH_ONLY=1,3,7` runs a subset (the results files are then not written unless
-//! `RIPOSTE_BENCH_WRITE=1`); `RIPOSTE_BENCH_REPORT_ONLY=1` re-renders RESULTS.md from
+//! `RIPOSTE_BENCH_WRITE=1`, which merges the subset into the existing results.json); `RIPOSTE_BENCH_REPORT_ONLY=1` re-renders RESULTS.md from
 //! results.json and notes.md without measuring.
 
 mod bare;
 mod containment;
 mod fixtures;
+mod languages;
 mod latency;
 mod load;
 mod memory;
@@ -56,7 +58,7 @@ where
     if !wanted(n) {
         return;
     }
-    eprintln!("[{n}/7] {name} ...");
+    eprintln!("[{n}/8] {name} ...");
     let started = Instant::now();
     let mut value = match f.await {
         Ok(v) => v,
@@ -130,16 +132,40 @@ async fn run() -> anyhow::Result<()> {
         containment::containment(&work),
     )
     .await;
+    section(
+        &mut results,
+        8,
+        "languages",
+        languages::languages(&malop, &work),
+    )
+    .await;
     sim.shutdown().await;
 
+    let out = root.join("host/benches/results");
+    let partial = std::env::var("RIPOSTE_BENCH_ONLY").is_ok();
+    let mut machine = util::machine(&root);
+    if partial && std::env::var("RIPOSTE_BENCH_WRITE").is_ok() {
+        // Keep the sections this run did not measure, and the machine block that describes
+        // them, from the last full run; each section measured now carries its own run's.
+        if let Ok(bytes) = std::fs::read(out.join("results.json"))
+            && let Ok(old) = serde_json::from_slice::<Value>(&bytes)
+            && let Value::Object(old_results) = old["results"].clone()
+        {
+            for value in results.values_mut() {
+                value["run"] = machine.clone();
+            }
+            for (key, value) in old_results {
+                results.entry(key).or_insert(value);
+            }
+            machine = old["machine"].clone();
+        }
+    }
     let doc = json!({
-        "machine": util::machine(&root),
-        "command": "cargo bench -p riposte --bench riposte",
+        "machine": machine,
+        "command": "cargo bench -p riposte-benches --bench riposte",
         "total_seconds": util::round(started.elapsed().as_secs_f64()),
         "results": results,
     });
-    let partial = std::env::var("RIPOSTE_BENCH_ONLY").is_ok();
-    let out = root.join("host/benches/results");
     if !partial || std::env::var("RIPOSTE_BENCH_WRITE").is_ok() {
         std::fs::create_dir_all(&out)?;
         std::fs::write(

@@ -3,13 +3,13 @@
 use crate::fixtures::{self, PluginEntry};
 use crate::util;
 use anyhow::Context as _;
-use riposte::domain::{
+use riposte_domain::{
     ActionRequest, CallError, Malop, MalopId, Receipt, RemediationProgress, TimestampMs,
 };
-use riposte::runtime::{
+use riposte_runtime::{
     BoxFuture, CallContext, Entry, Limits, LogLevel, PluginHost, Runtime, RuntimeConfig,
 };
-use riposte::sim::SimHandle;
+use riposte_sim::SimHandle;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -26,23 +26,26 @@ pub async fn child(mode: &str) -> anyhow::Result<()> {
     let report = if mode == "empty" {
         json!({"rss_bytes": rss_start})
     } else {
-        let config = riposte::config::OperatorConfig::load(mode)?;
+        let config = riposte_config::OperatorConfig::load(mode)?;
         let server = config
             .service
             .server
             .clone()
             .context("no [service.server]")?;
-        let credentials_file = server.credentials_file.clone();
+        let credentials_file = server
+            .credentials_file
+            .clone()
+            .context("no credentials_file in [service.server]")?;
         let text = std::fs::read_to_string(&credentials_file)?;
         let password = text
             .lines()
             .find_map(|l| l.strip_prefix("password = "))
             .unwrap_or_default()
             .to_owned();
-        let client = Arc::new(riposte::client::Client::new(
-            riposte::client::ClientConfig::new(
+        let client = Arc::new(riposte_client::Client::new(
+            riposte_client::ClientConfig::new(
                 server.base_url.clone(),
-                riposte::client::Credentials::new(fixtures::USER, password),
+                riposte_client::Credentials::new(fixtures::USER, password),
             ),
         )?);
         let service = fixtures::service(config, client).await?;
@@ -104,7 +107,8 @@ impl Parked {
 fn receipt() -> Result<Receipt, CallError> {
     Ok(Receipt {
         action_id: "parked".into(),
-        disposition: riposte::domain::Disposition::Shadowed,
+        disposition: riposte_domain::Disposition::Shadowed,
+        detail: String::new(),
     })
 }
 
@@ -157,12 +161,12 @@ impl PluginHost for Parked {
 }
 
 /// RSS and heap growth while `k` instances of `name` are parked in a host call.
-async fn per_instance(
+pub async fn per_instance(
     runtime: &Arc<Runtime>,
     name: &str,
     malop: &Malop,
     k: usize,
-    cache: &riposte::runtime::ArtifactCache,
+    cache: &riposte_runtime::ArtifactCache,
 ) -> anyhow::Result<Value> {
     let bytes = fixtures::plugin_bytes(name)?;
     let plugin = Arc::new(runtime.load(name, &bytes, Some(cache))?);
@@ -237,7 +241,7 @@ pub async fn memory(
     let idle = run_child(&config_path.display().to_string()).await?;
 
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
-    let cache = riposte::runtime::ArtifactCache::open(python_cache)?;
+    let cache = riposte_runtime::ArtifactCache::open(python_cache)?;
     let mut ransomware = crate::fixtures::pick(malops, "RANSOMWARE").clone();
     for m in &mut ransomware.machines {
         m.connected = true;

@@ -346,6 +346,67 @@ fn sections(o: &mut String, r: &Value) {
             .unwrap_or(0.0)
             / 1000.0
     );
+    languages(o, &r["8_languages"]);
+}
+
+fn languages(o: &mut String, l: &Value) {
+    let Some(rows) = l["rows"].as_array() else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "## 8. Guest languages (Rust, Python, JavaScript)\n\n{}\n\nGoal: {}.\n",
+        f(&l["method"]),
+        f(&l["goal"])
+    );
+    if l["run"].is_object() {
+        let _ = writeln!(
+            o,
+            "Measured in a separate run: {}, profile {}, commit {}.\n",
+            f(&l["run"]["date_utc"]),
+            f(&l["run"]["profile"]),
+            f(&l["run"]["git_commit"])
+        );
+    }
+    let _ = writeln!(
+        o,
+        "| language | rule | component | first load | cached load p50 | instantiate + describe p50 | invocation p50 (p99) | RSS per live instance |\n|---|---|---|---|---|---|---|---|"
+    );
+    for row in rows {
+        let ratio = |k: &str| f(&row["vs_rust"][k]);
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} ({}x) | {} ms ({}x) | {} µs ({}x) | {} µs | {} µs ({} µs) ({}x) | {} ({}x) |",
+            f(&row["language"]),
+            f(&row["plugin"]),
+            mib(&row["component_bytes"]),
+            ratio("component_bytes"),
+            f(&row["first_load_ms"]),
+            ratio("first_load"),
+            f(&row["cached_load"]["p50_us"]),
+            ratio("cached_load_p50"),
+            f(&row["instantiate_and_describe"]["p50_us"]),
+            f(&row["invocation"]["p50_us"]),
+            f(&row["invocation"]["p99_us"]),
+            ratio("invocation_p50"),
+            kib(&row["memory"]["rss_per_instance_bytes"]),
+            ratio("rss_per_instance"),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n| language | cached load ≤ 100 ms | invocation ≤ 2 ms |\n|---|---|---|"
+    );
+    for row in rows.iter().filter(|r| r["language"] != "rust") {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} |",
+            f(&row["language"]),
+            verdict(row["goals"]["cached_load_le_100ms"] == true),
+            verdict(row["goals"]["invocation_le_2ms"] == true),
+        );
+    }
+    let _ = writeln!(o);
 }
 
 /// Hand-written analysis appended to the generated tables.

@@ -159,6 +159,6 @@ pub fn machine(root: &std::path::Path) -> Value {
         "date_utc": command("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         "git_commit": command("git", &["-C", &root.display().to_string(), "rev-parse", "--short", "HEAD"]),
         "wasmtime": "48.0.8",
-        "profile": if cfg!(debug_assertions) { "debug" } else { "release (cargo bench)" },
+        "profile": if cfg!(debug_assertions) { "dev (dependencies optimised: opt-level 2; riposte itself unoptimised)" } else { "release (cargo bench)" },
     })
 }

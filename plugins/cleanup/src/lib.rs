@@ -11,6 +11,10 @@
 //! machines whose sensor is offline are skipped and logged: the remediation could not reach them
 //! now. Closed and false-positive Malops are left alone.
 //!
+//! When the host could not read the Malop's sensor state, which machines are connected is
+//! unknown, so the rule waits (the host offers the Malop again); files and suspects whose
+//! machine is unknown (investigation unreadable, several machines) are skipped and logged.
+//!
 //! Config (all optional):
 //! - `quarantine-files` (bool, default `true`): quarantine the files to remediate.
 //! - `delete-autoruns` (bool, default `true`): delete the suspects' autorun registry entries.
@@ -18,7 +22,7 @@
 //! Grants it needs: `remediate`.
 
 use riposte_guest::{
-    Error, Info, Malop, Rule, Target, config, export_rule, info, remediation, warn,
+    Error, Info, Malop, MalopPart, Rule, Target, config, export_rule, info, remediation, warn,
 };
 
 /// The operator's options.
@@ -56,6 +60,10 @@ pub struct Plan {
     pub targets: Vec<Target>,
     /// Items skipped because their machine is offline (or not among the Malop's machines).
     pub offline: Vec<String>,
+    /// Items skipped because the host could not tell which machine they are on.
+    pub unplaced: Vec<String>,
+    /// Nothing done now: the machines' sensor state could not be read.
+    pub waiting_for_sensors: bool,
 }
 
 /// Decides what to clean up for `malop`.
@@ -64,8 +72,14 @@ pub fn plan(malop: &Malop, opts: Options) -> Plan {
     if malop.is_closed() {
         return plan;
     }
+    if malop.lacks(MalopPart::Sensors) {
+        plan.waiting_for_sensors = true;
+        return plan;
+    }
     let add = |target: Target, what: String, plan: &mut Plan| {
-        if !malop.is_connected(&target.machine_guid) {
+        if target.machine_guid.is_empty() {
+            plan.unplaced.push(what);
+        } else if !malop.is_connected(&target.machine_guid) {
             plan.offline.push(what);
         } else if !plan.targets.contains(&target) {
             plan.targets.push(target);
@@ -105,6 +119,21 @@ impl Rule for Cleanup {
 
     fn on_malop(malop: Malop) -> Result<(), Error> {
         let plan = plan(&malop, Options::from_config());
+        if plan.waiting_for_sensors {
+            warn!(
+                "{}: the machines' sensor state could not be read; waiting for it",
+                malop.id
+            );
+            return Ok(());
+        }
+        if !plan.unplaced.is_empty() {
+            warn!(
+                "{}: skipping {} item(s) whose machine is unknown (investigation unreadable): {}",
+                malop.id,
+                plan.unplaced.len(),
+                plan.unplaced.join("; ")
+            );
+        }
         if !plan.offline.is_empty() {
             warn!(
                 "{}: skipping {} item(s) on offline machines: {}",
@@ -129,12 +158,11 @@ impl Rule for Cleanup {
             malop.display_name,
             if keys == 1 { "y" } else { "ies" }
         );
-        let receipt = remediation::remediate(Some(&malop.id), &plan.targets, &reason)?;
+        let receipt =
+            remediation::remediate(Some(&malop.id), &plan.targets, &reason)?.into_result()?;
         info!(
-            "{}: remediation {} ({}) for {} target(s)",
+            "{}: remediation {receipt} for {} target(s)",
             malop.id,
-            receipt.action_id,
-            receipt.disposition,
             plan.targets.len()
         );
         Ok(())
@@ -146,81 +174,31 @@ export_rule!(Cleanup);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use riposte_guest::{
-        ElementKind, FileItem, Machine, ManagementStatus, Priority, RegistryEntry, Suspect,
-    };
+    use riposte_guest::testing::{FileBuilder, MachineBuilder, MalopBuilder, SuspectBuilder};
+    use riposte_guest::{ManagementStatus, Priority};
 
-    fn machine(guid: &str, connected: bool) -> Machine {
-        Machine {
-            guid: guid.into(),
-            name: guid.into(),
-            pylum_id: None,
-            os: "WINDOWS".into(),
-            connected,
-            isolated: false,
-        }
-    }
-
-    fn malop() -> Malop {
-        Malop {
-            id: "11.3398471827149036532".into(),
-            kind: ElementKind::Process,
-            display_name: "updater.exe".into(),
-            detection_type: "KNOWN_MALWARE".into(),
-            activity_types: vec!["MALICIOUS_INFECTION".into()],
-            management_status: ManagementStatus::Open,
-            priority: Priority::Medium,
-            creation_time: 1,
-            last_update_time: 2,
-            root_causes: vec![],
-            machines: vec![machine("m1", true), machine("m2", false)],
-            suspects: vec![
-                Suspect {
-                    guid: "p1".into(),
-                    name: "updater.exe".into(),
-                    machine_guid: "m1".into(),
-                    image_sha1: None,
-                    autorun_keys: vec![RegistryEntry {
-                        guid: "r1".into(),
-                        name: "Run\\Updater".into(),
-                    }],
-                },
-                Suspect {
-                    guid: "p2".into(),
-                    name: "updater.exe".into(),
-                    machine_guid: "m2".into(),
-                    image_sha1: None,
-                    autorun_keys: vec![RegistryEntry {
-                        guid: "r2".into(),
-                        name: "Run\\Updater".into(),
-                    }],
-                },
-            ],
-            files: vec![
-                FileItem {
-                    guid: "f1".into(),
-                    name: "updater.exe".into(),
-                    md5: None,
-                    sha1: None,
-                    machine_guid: "m1".into(),
-                },
-                FileItem {
-                    guid: "f2".into(),
-                    name: "updater.exe".into(),
-                    md5: None,
-                    sha1: None,
-                    machine_guid: "m2".into(),
-                },
-            ],
-            users: vec![],
-            ip_addresses: vec![],
-            domains: vec![],
-        }
+    fn malop() -> MalopBuilder {
+        MalopBuilder::new("11.3398471827149036532")
+            .display_name("updater.exe")
+            .detection_type("KNOWN_MALWARE")
+            .activity_types(["MALICIOUS_INFECTION"])
+            .management_status(ManagementStatus::Open)
+            .priority(Priority::Medium)
+            .machine(MachineBuilder::new("m1", "m1"))
+            .machine(MachineBuilder::new("m2", "m2").connected(false))
+            .suspect(
+                SuspectBuilder::new("p1", "updater.exe", "m1").autorun_key("r1", "Run\\Updater"),
+            )
+            .suspect(
+                SuspectBuilder::new("p2", "updater.exe", "m2").autorun_key("r2", "Run\\Updater"),
+            )
+            .file(FileBuilder::new("f1", "updater.exe", "m1"))
+            .file(FileBuilder::new("f2", "updater.exe", "m2"))
     }
 
     #[test]
     fn quarantines_files_and_deletes_autoruns_on_connected_machines() {
-        let p = plan(&malop(), Options::default());
+        let p = plan(&malop().build(), Options::default());
         assert_eq!(
             p.targets,
             vec![
@@ -233,16 +211,40 @@ mod tests {
 
     #[test]
     fn closed_malops_and_switches() {
-        let mut m = malop();
-        m.management_status = ManagementStatus::FalsePositive;
+        let m = malop()
+            .management_status(ManagementStatus::FalsePositive)
+            .build();
         assert_eq!(plan(&m, Options::default()), Plan::default());
         let p = plan(
-            &malop(),
+            &malop().build(),
             Options {
                 quarantine_files: false,
                 delete_autoruns: true,
             },
         );
         assert_eq!(p.targets, vec![Target::delete_registry_key("m1", "r1")]);
+    }
+
+    #[test]
+    fn waits_for_the_sensors_and_skips_items_whose_machine_is_unknown() {
+        let m = malop().unreadable([MalopPart::Sensors]).build();
+        let p = plan(&m, Options::default());
+        assert!(p.waiting_for_sensors && p.targets.is_empty());
+        // Two machines and no investigation: no item can be placed.
+        let m = malop()
+            .unreadable([MalopPart::Suspects, MalopPart::Files])
+            .build();
+        let p = plan(&m, Options::default());
+        assert!(p.targets.is_empty());
+        assert_eq!(p.unplaced, ["file updater.exe", "file updater.exe"]);
+        // One machine: the files are on it; autorun keys are not known without investigation.
+        let m = MalopBuilder::new("11.1")
+            .machine(MachineBuilder::new("m1", "m1"))
+            .file(FileBuilder::new("f1", "updater.exe", ""))
+            .suspect(SuspectBuilder::new("p1", "updater.exe", "").autorun_key("r1", "Run\\U"))
+            .unreadable([MalopPart::Suspects, MalopPart::Files])
+            .build();
+        let p = plan(&m, Options::default());
+        assert_eq!(p.targets, vec![Target::quarantine_file("m1", "f1")]);
     }
 }

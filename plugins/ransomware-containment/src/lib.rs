@@ -9,6 +9,12 @@
 //! not isolated again, but their suspects are still killed. Closed and false-positive Malops are
 //! left alone.
 //!
+//! On a tenant where the host cannot read every part of the Malop (the API user has no
+//! investigation rights, say), the rule acts on what it has: with the `suspects` part
+//! unreadable, it kills the suspects whose machine is known (a Malop with one machine) and logs
+//! the others; with the `sensors` part unreadable it cannot tell which machines are connected,
+//! so it waits: the host offers the Malop again once the sensors can be read.
+//!
 //! Config (all optional):
 //! - `isolate` (bool, default `true`): isolate connected machines.
 //! - `kill-processes` (bool, default `true`): kill the suspect processes on connected machines.
@@ -16,7 +22,8 @@
 //! Grants it needs: `isolate`, `remediate`.
 
 use riposte_guest::{
-    Error, Info, Malop, Rule, Target, config, export_rule, info, isolation, remediation, warn,
+    Error, Info, Malop, MalopPart, Rule, Target, config, export_rule, info, isolation, remediation,
+    warn,
 };
 
 /// What the rule would do for one Malop: a pure function of the Malop and the config.
@@ -32,6 +39,11 @@ pub struct Plan {
     pub already_isolated: Vec<String>,
     /// Suspects skipped because their machine is offline or unknown to the Malop.
     pub unreachable_suspects: Vec<String>,
+    /// Suspects skipped because the host could not tell which machine they run on.
+    pub unplaced_suspects: Vec<String>,
+    /// Nothing done now: the machines' sensor state could not be read, so which machines are
+    /// connected is unknown (the host offers the Malop again).
+    pub waiting_for_sensors: bool,
 }
 
 /// The rule's options, read from the operator's config.
@@ -73,6 +85,10 @@ pub fn plan(malop: &Malop, opts: Options) -> Plan {
     if !applies(malop) {
         return plan;
     }
+    if malop.lacks(MalopPart::Sensors) {
+        plan.waiting_for_sensors = true;
+        return plan;
+    }
     for machine in &malop.machines {
         if !machine.connected {
             plan.offline.push(machine.name.clone());
@@ -84,7 +100,9 @@ pub fn plan(malop: &Malop, opts: Options) -> Plan {
     }
     if opts.kill_processes {
         for suspect in &malop.suspects {
-            if malop.is_connected(&suspect.machine_guid) {
+            if suspect.machine_guid.is_empty() {
+                plan.unplaced_suspects.push(suspect.name.clone());
+            } else if malop.is_connected(&suspect.machine_guid) {
                 let target = suspect.kill();
                 if !plan.kill.contains(&target) {
                     plan.kill.push(target);
@@ -114,6 +132,20 @@ impl Rule for RansomwareContainment {
             return Ok(());
         }
         let plan = plan(&malop, Options::from_config());
+        if plan.waiting_for_sensors {
+            warn!(
+                "{}: the machines' sensor state could not be read; waiting for it before acting",
+                malop.id
+            );
+            return Ok(());
+        }
+        if !plan.unplaced_suspects.is_empty() {
+            warn!(
+                "{}: not killing suspects whose machine is unknown (investigation unreadable): {}",
+                malop.id,
+                plan.unplaced_suspects.join(", ")
+            );
+        }
         if !plan.offline.is_empty() {
             warn!(
                 "{}: skipping {} offline machine(s), follow up manually: {}",
@@ -145,11 +177,10 @@ impl Rule for RansomwareContainment {
                 malop.display_name,
                 plan.isolate.len()
             );
-            match isolation::isolate(Some(&malop.id), &plan.isolate, &reason) {
-                Ok(receipt) => info!(
-                    "{}: isolation {} ({})",
-                    malop.id, receipt.action_id, receipt.disposition
-                ),
+            match isolation::isolate(Some(&malop.id), &plan.isolate, &reason)
+                .and_then(|r| r.into_result())
+            {
+                Ok(receipt) => info!("{}: isolation {receipt}", malop.id),
                 Err(e) => {
                     warn!(
                         "{}: isolation refused: {}: {}",
@@ -168,11 +199,10 @@ impl Rule for RansomwareContainment {
                 malop.display_name,
                 plan.kill.len()
             );
-            match remediation::remediate(Some(&malop.id), &plan.kill, &reason) {
-                Ok(receipt) => info!(
-                    "{}: kill remediation {} ({})",
-                    malop.id, receipt.action_id, receipt.disposition
-                ),
+            match remediation::remediate(Some(&malop.id), &plan.kill, &reason)
+                .and_then(|r| r.into_result())
+            {
+                Ok(receipt) => info!("{}: kill remediation {receipt}", malop.id),
                 Err(e) => {
                     warn!("{}: kill refused: {}: {}", malop.id, e.kind(), e.detail());
                     first_error.get_or_insert(e);
@@ -191,61 +221,29 @@ export_rule!(RansomwareContainment);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use riposte_guest::{ElementKind, Machine, ManagementStatus, Priority, Suspect};
+    use riposte_guest::ManagementStatus;
+    use riposte_guest::testing::{MachineBuilder, MalopBuilder, SuspectBuilder};
 
-    fn machine(guid: &str, name: &str, connected: bool, isolated: bool) -> Machine {
-        Machine {
-            guid: guid.into(),
-            name: name.into(),
-            pylum_id: None,
-            os: "WINDOWS".into(),
-            connected,
-            isolated,
-        }
+    fn suspect(guid: &str, machine: &str) -> SuspectBuilder {
+        SuspectBuilder::new(guid, &format!("{guid}.exe"), machine)
     }
 
-    fn suspect(guid: &str, machine: &str) -> Suspect {
-        Suspect {
-            guid: guid.into(),
-            name: format!("{guid}.exe"),
-            machine_guid: machine.into(),
-            image_sha1: None,
-            autorun_keys: vec![],
-        }
-    }
-
-    fn ransomware() -> Malop {
-        Malop {
-            id: "11.-7780537507363356527".into(),
-            kind: ElementKind::Process,
-            display_name: "locker.exe".into(),
-            detection_type: "KNOWN_MALWARE".into(),
-            activity_types: vec!["RANSOMWARE".into()],
-            management_status: ManagementStatus::Unread,
-            priority: Priority::High,
-            creation_time: 1,
-            last_update_time: 2,
-            root_causes: vec![],
-            machines: vec![
-                machine("m1", "DESKTOP-1", true, false),
-                machine("m2", "DESKTOP-2", true, true),
-                machine("m3", "LAPTOP-3", false, false),
-            ],
-            suspects: vec![
-                suspect("p1", "m1"),
-                suspect("p2", "m2"),
-                suspect("p3", "m3"),
-            ],
-            files: vec![],
-            users: vec![],
-            ip_addresses: vec![],
-            domains: vec![],
-        }
+    fn ransomware() -> MalopBuilder {
+        MalopBuilder::new("11.-7780537507363356527")
+            .display_name("locker.exe")
+            .detection_type("KNOWN_MALWARE")
+            .activity_types(["RANSOMWARE"])
+            .machine(MachineBuilder::new("m1", "DESKTOP-1"))
+            .machine(MachineBuilder::new("m2", "DESKTOP-2").isolated(true))
+            .machine(MachineBuilder::new("m3", "LAPTOP-3").connected(false))
+            .suspect(suspect("p1", "m1"))
+            .suspect(suspect("p2", "m2"))
+            .suspect(suspect("p3", "m3"))
     }
 
     #[test]
     fn isolates_connected_and_kills_reachable_suspects() {
-        let p = plan(&ransomware(), Options::default());
+        let p = plan(&ransomware().build(), Options::default());
         assert_eq!(p.isolate, vec!["m1"]);
         assert_eq!(p.already_isolated, vec!["DESKTOP-2"]);
         assert_eq!(p.offline, vec!["LAPTOP-3"]);
@@ -260,19 +258,47 @@ mod tests {
     }
 
     #[test]
+    fn acts_on_what_it_has_when_investigation_is_unreadable() {
+        // Three machines: which one a suspect runs on is unknown, so none is killed.
+        let m = ransomware().unreadable([MalopPart::Suspects]).build();
+        let p = plan(&m, Options::default());
+        assert_eq!(p.isolate, vec!["m1"]);
+        assert_eq!(p.kill, vec![]);
+        assert_eq!(p.unplaced_suspects, vec!["p1.exe", "p2.exe", "p3.exe"]);
+        // One machine: every suspect is on it.
+        let m = MalopBuilder::new("11.1")
+            .activity_types(["RANSOMWARE"])
+            .machine(MachineBuilder::new("m1", "DESKTOP-1"))
+            .suspect(suspect("p1", ""))
+            .unreadable([MalopPart::Suspects])
+            .build();
+        let p = plan(&m, Options::default());
+        assert_eq!(p.isolate, vec!["m1"]);
+        assert_eq!(p.kill, vec![Target::kill_process("m1", "p1")]);
+        assert!(p.unplaced_suspects.is_empty());
+    }
+
+    #[test]
+    fn waits_when_the_sensors_are_unreadable() {
+        let m = ransomware().unreadable([MalopPart::Sensors]).build();
+        let p = plan(&m, Options::default());
+        assert!(p.waiting_for_sensors && p.isolate.is_empty() && p.kill.is_empty());
+    }
+
+    #[test]
     fn ignores_other_and_closed_malops() {
-        let mut m = ransomware();
-        m.activity_types = vec!["MALICIOUS_INFECTION".into()];
+        let m = ransomware().activity_types(["MALICIOUS_INFECTION"]).build();
         assert_eq!(plan(&m, Options::default()), Plan::default());
-        let mut m = ransomware();
-        m.management_status = ManagementStatus::FalsePositive;
+        let m = ransomware()
+            .management_status(ManagementStatus::FalsePositive)
+            .build();
         assert_eq!(plan(&m, Options::default()), Plan::default());
     }
 
     #[test]
     fn options_switch_actions_off() {
         let p = plan(
-            &ransomware(),
+            &ransomware().build(),
             Options {
                 isolate: false,
                 kill_processes: false,

@@ -29,8 +29,8 @@
 use std::net::IpAddr;
 
 use riposte_guest::{
-    Error, Info, KeyKind, Malop, ReputationKey, Rule, Verdict, config, export_rule, info,
-    reputation, warn,
+    Error, Info, KeyKind, Malop, MalopPart, ReputationKey, Rule, Verdict, config, export_rule,
+    info, reputation, warn,
 };
 
 /// The operator's options.
@@ -215,6 +215,12 @@ impl Rule for ReputationFeed {
             return Ok(());
         }
         let plan = plan(&malop, &opts);
+        if opts.block_network && malop.lacks(MalopPart::Network) {
+            warn!(
+                "{}: the Malop's connections could not be read; its IPs and domains are not known yet",
+                malop.id
+            );
+        }
         for (key, why) in &plan.skipped {
             info!("{}: leaving {key} alone: {why}", malop.id);
         }
@@ -225,6 +231,7 @@ impl Rule for ReputationFeed {
                 malop.id, malop.display_name, malop.detection_type
             );
             match reputation::set_reputation(&plan.prevent_files, Verdict::Blacklist, true, &reason)
+                .and_then(|r| r.into_result())
             {
                 Ok(r) => info!(
                     "{}: prevented {} hash(es): {}",
@@ -253,7 +260,9 @@ impl Rule for ReputationFeed {
                 Verdict::Blacklist,
                 false,
                 &reason,
-            ) {
+            )
+            .and_then(|r| r.into_result())
+            {
                 Ok(r) => info!(
                     "{}: blacklisted {} IP(s)/domain(s): {}",
                     malop.id,
@@ -283,34 +292,26 @@ export_rule!(ReputationFeed);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use riposte_guest::{ElementKind, ManagementStatus, Priority, RootCause};
+    use riposte_guest::testing::MalopBuilder;
+    use riposte_guest::{ManagementStatus, Priority};
 
     const SHA1: &str = "e1112174b6dcc6bed54e0e34d8a7272715e73d74";
     const MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
 
-    fn malware() -> Malop {
-        Malop {
-            id: "11.-6236127201924601217".into(),
-            kind: ElementKind::Process,
-            display_name: "invoice.exe".into(),
-            detection_type: "KNOWN_MALWARE".into(),
-            activity_types: vec!["MALICIOUS_INFECTION".into()],
-            management_status: ManagementStatus::Todo,
-            priority: Priority::Medium,
-            creation_time: 1,
-            last_update_time: 2,
-            root_causes: vec![RootCause {
-                name: "invoice.exe".into(),
-                element_type: "File".into(),
-                hashes: vec![SHA1.to_uppercase(), MD5.into(), "not-a-hash".into()],
-            }],
-            machines: vec![],
-            suspects: vec![],
-            files: vec![],
-            users: vec![],
-            ip_addresses: vec!["12.34.56.78".into(), "10.0.0.5".into(), "8.8.8.8".into()],
-            domains: vec!["Evil.Example.".into(), "cdn.corp.example".into()],
-        }
+    fn malware() -> MalopBuilder {
+        MalopBuilder::new("11.-6236127201924601217")
+            .display_name("invoice.exe")
+            .detection_type("KNOWN_MALWARE")
+            .activity_types(["MALICIOUS_INFECTION"])
+            .management_status(ManagementStatus::Todo)
+            .priority(Priority::Medium)
+            .root_cause(
+                "invoice.exe",
+                "File",
+                [SHA1.to_uppercase(), MD5.into(), "not-a-hash".into()],
+            )
+            .ip_addresses(["12.34.56.78", "10.0.0.5", "8.8.8.8"])
+            .domains(["Evil.Example.", "cdn.corp.example"])
     }
 
     #[test]
@@ -323,7 +324,7 @@ mod tests {
             ],
             ..Options::default()
         };
-        let p = plan(&malware(), &opts);
+        let p = plan(&malware().build(), &opts);
         assert_eq!(p.prevent_files, vec![ReputationKey::file_hash(SHA1)]);
         assert_eq!(
             p.block_network,
@@ -341,12 +342,14 @@ mod tests {
 
     #[test]
     fn non_malicious_or_closed_malops_are_left_alone() {
-        let mut m = malware();
-        m.detection_type = "CUSTOM_RULE".into();
-        m.activity_types = vec!["LATERAL_MOVEMENT".into()];
+        let m = malware()
+            .detection_type("CUSTOM_RULE")
+            .activity_types(["LATERAL_MOVEMENT"])
+            .build();
         assert_eq!(plan(&m, &Options::default()), Plan::default());
-        let mut m = malware();
-        m.management_status = ManagementStatus::Closed;
+        let m = malware()
+            .management_status(ManagementStatus::Closed)
+            .build();
         assert_eq!(plan(&m, &Options::default()), Plan::default());
     }
 
@@ -379,8 +382,18 @@ mod tests {
             block_network: false,
             ..Options::default()
         };
-        let p = plan(&malware(), &opts);
+        let p = plan(&malware().build(), &opts);
         assert!(p.block_network.is_empty());
         assert_eq!(p.prevent_files.len(), 2);
+    }
+
+    #[test]
+    fn without_the_network_part_the_hashes_are_still_blacklisted() {
+        let p = plan(
+            &malware().unreadable([MalopPart::Network]).build(),
+            &Options::default(),
+        );
+        assert_eq!(p.prevent_files.len(), 2);
+        assert!(p.block_network.is_empty());
     }
 }

@@ -1,0 +1,136 @@
+//! The `riposte audit verify` and `riposte audit show` commands, ready for the CLI to mount.
+
+use super::{Anchor, DecisionKind, Filter, Record, VerifyOptions, show, verify_with};
+use anyhow::Context as _;
+use riposte_domain::{MalopId, PluginName, Sha256Digest, TimestampMs};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// `riposte audit verify <file>`: checks the chain; fails naming the first bad record.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AuditVerifyArgs {
+    /// The audit log (JSON lines).
+    pub file: PathBuf,
+    /// Require the record with this seq to be present with `--expect-hash` (an anchor kept
+    /// from an earlier verify).
+    #[arg(long, requires = "expect_hash")]
+    pub expect_seq: Option<u64>,
+    /// The hash the `--expect-seq` record must have.
+    #[arg(long, requires = "expect_seq")]
+    pub expect_hash: Option<String>,
+    /// Ignore the sidecar head file (`<file>.head`).
+    #[arg(long)]
+    pub no_head_file: bool,
+}
+
+/// Runs `audit verify`: prints the report to `out`, or returns the error naming the first
+/// bad record (the CLI exits non-zero).
+pub fn run_verify(args: &AuditVerifyArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let anchor = match (args.expect_seq, &args.expect_hash) {
+        (Some(seq), Some(hash)) => Some(Anchor {
+            seq,
+            hash: Sha256Digest::from_hex(hash)
+                .with_context(|| format!("--expect-hash `{hash}` is not 64 hex digits"))?,
+        }),
+        _ => None,
+    };
+    let report = verify_with(
+        &args.file,
+        &VerifyOptions {
+            anchor,
+            head_file: !args.no_head_file,
+        },
+    )?;
+    writeln!(out, "{}: {report}", args.file.display())?;
+    Ok(())
+}
+
+/// `riposte audit show <file>`: prints records, filtered.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AuditShowArgs {
+    /// The audit log (JSON lines).
+    pub file: PathBuf,
+    /// Only this plugin's records.
+    #[arg(long)]
+    pub plugin: Option<String>,
+    /// Only records about this Malop.
+    #[arg(long)]
+    pub malop: Option<String>,
+    /// Only records with this decision.
+    #[arg(long, value_enum)]
+    pub decision: Option<DecisionKind>,
+    /// Print the records as JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `audit show`, writing to `out`.
+pub fn run_show(args: &AuditShowArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let filter = Filter {
+        plugin: args.plugin.as_deref().map(PluginName::from),
+        malop: args.malop.as_deref().map(MalopId::from),
+        decision: args.decision,
+    };
+    for record in show(&args.file, filter)? {
+        let record = record?;
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string(&record)?)?;
+        } else {
+            writeln!(out, "{}", render_record(&record))?;
+        }
+    }
+    Ok(())
+}
+
+/// One record on one line, for people:
+/// `#12 2024-05-01T10:00:00.000Z iso-on-ransomware isolate malop=11.-77 deny: ... (1.2 ms)`.
+pub fn render_record(record: &Record) -> String {
+    let mut line = format!("#{} {}", record.seq, render_time_ms(record.time_ms));
+    if let Some(plugin) = &record.plugin {
+        line.push_str(&format!(" {plugin}"));
+    }
+    line.push_str(&format!(" {}", record.call));
+    if let Some(malop) = &record.malop {
+        line.push_str(&format!(" malop={malop}"));
+    }
+    if !record.arguments.is_null() {
+        line.push_str(&format!(" args={}", record.arguments));
+    }
+    if let Some(decision) = &record.decision {
+        line.push_str(&format!(" {}: {}", decision.kind, decision.detail));
+    }
+    if !record.result.is_null() {
+        line.push_str(&format!(" -> {}", record.result));
+    }
+    line.push_str(&format!(" ({:.1} ms)", record.duration_us as f64 / 1000.0));
+    line
+}
+
+/// Unix ms as RFC 3339 UTC, e.g. `2023-11-14T22:13:20.123Z`; a time chrono cannot
+/// represent (beyond ±262,000 years) is shown as its raw milliseconds.
+pub fn render_time_ms(ms: TimestampMs) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms since the Unix epoch"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_render_as_utc() {
+        assert_eq!(render_time_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            render_time_ms(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(render_time_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(render_time_ms(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            render_time_ms(i64::MAX),
+            "9223372036854775807 ms since the Unix epoch"
+        );
+    }
+}

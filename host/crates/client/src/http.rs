@@ -1,0 +1,399 @@
+//! One authenticated call: the session cookie, expiry detection with one re-login, timeouts,
+//! and retries for calls that are safe to repeat.
+
+use super::Client;
+use super::error::{Error, Result};
+use super::parse::excerpt;
+use super::session::{Session, is_login_page, retryable_status};
+use backon::RetryableWithContext as _;
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// A request body.
+pub(crate) enum Body {
+    /// No body.
+    Empty,
+    /// A JSON document.
+    Json(Value),
+    /// Raw text (sent as `application/json`, as SP and XS do for comments).
+    Text(String),
+}
+
+/// Whether a call may be sent again when its outcome is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Safety {
+    /// Reads and idempotent writes: retried on 429, 5xx, timeouts and connection errors.
+    Repeatable,
+    /// Actions: never re-sent once they may have reached the server.
+    Once,
+}
+
+/// One call to a `/rest` endpoint.
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) body: Body,
+    pub(crate) safety: Safety,
+}
+
+impl Call {
+    /// A POST of a JSON body.
+    pub(crate) fn post(path: impl Into<String>, body: Value, safety: Safety) -> Self {
+        Self {
+            method: Method::POST,
+            path: path.into(),
+            body: Body::Json(body),
+            safety,
+        }
+    }
+
+    /// A GET.
+    pub(crate) fn get(path: impl Into<String>) -> Self {
+        Self {
+            method: Method::GET,
+            path: path.into(),
+            body: Body::Empty,
+            safety: Safety::Repeatable,
+        }
+    }
+
+    /// `"POST /rest/remediate"`: how errors name the endpoint.
+    pub(crate) fn endpoint(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+enum Step {
+    Done(Vec<u8>),
+    Expired,
+    Retry(Error),
+    Fail(Error),
+}
+
+/// Why a try did not succeed: whether another may be made (after a backoff) or not.
+pub(crate) enum TryError {
+    /// A failure another try may cure (429, 5xx, a transport error of a safe call).
+    Retry(Error),
+    /// A failure that ends the call.
+    Final(Error),
+}
+
+impl TryError {
+    pub(crate) fn is_retry(&self) -> bool {
+        matches!(self, Self::Retry(_))
+    }
+
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Self::Retry(e) | Self::Final(e) => e,
+        }
+    }
+}
+
+/// What one call carries from try to try.
+struct Tries {
+    session: Session,
+    /// Tries made so far (a re-login does not count).
+    attempt: u32,
+    relogged: bool,
+}
+
+impl Client {
+    /// Sends a call and returns the 2xx body; see the module docs for the rules. The tries
+    /// and their backoff are `backon`'s; only a [`Safety::Repeatable`] call is tried again.
+    pub(crate) async fn send(&self, call: &Call) -> Result<Vec<u8>> {
+        let endpoint = call.endpoint();
+        let tries = Tries {
+            session: self.session().await?,
+            attempt: 0,
+            relogged: false,
+        };
+        let (_, result) = (|tries| self.try_once(call, tries))
+            .retry(self.retry.backoff())
+            .context(tries)
+            .when(|e: &TryError| e.is_retry() && call.safety == Safety::Repeatable)
+            .notify(|e: &TryError, delay| self.log_retry(&endpoint, e, delay))
+            .await;
+        result.map_err(TryError::into_error)
+    }
+
+    /// One counted try of a call, with at most one re-login per call on an expired session.
+    async fn try_once(
+        &self,
+        call: &Call,
+        mut tries: Tries,
+    ) -> (Tries, std::result::Result<Vec<u8>, TryError>) {
+        tries.attempt += 1;
+        loop {
+            let result = match self.attempt(call, &tries.session, tries.attempt).await {
+                Step::Done(body) => Ok(body),
+                Step::Expired if tries.relogged => Err(TryError::Final(Error::SessionRejected {
+                    endpoint: call.endpoint(),
+                })),
+                Step::Expired => {
+                    tracing::info!(endpoint = %call.endpoint(), "session expired; logging in again");
+                    tries.relogged = true;
+                    match self.relogin(tries.session.generation).await {
+                        Ok(session) => tries.session = session,
+                        Err(e) => return (tries, Err(TryError::Final(e))),
+                    }
+                    continue;
+                }
+                Step::Retry(e) => Err(TryError::Retry(e)),
+                Step::Fail(e) => Err(TryError::Final(e)),
+            };
+            return (tries, result);
+        }
+    }
+
+    async fn attempt(&self, call: &Call, session: &Session, attempt: u32) -> Step {
+        let endpoint = call.endpoint();
+        let mut req = self
+            .http
+            .request(call.method.clone(), format!("{}{}", self.base, call.path))
+            .header(COOKIE, format!("JSESSIONID={}", session.cookie.expose()));
+        req = match &call.body {
+            Body::Empty => req,
+            Body::Json(v) => req.json(v),
+            Body::Text(t) => req.header(CONTENT_TYPE, "application/json").body(t.clone()),
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return self.transport_step(call, &e, attempt),
+        };
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return Step::Expired;
+        }
+        if status.is_redirection() {
+            let to_login = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .is_some_and(|l| l.to_ascii_lowercase().contains("login"));
+            return self.not_a_reply(call, to_login, || {
+                format!("HTTP {} redirect away from the API", status.as_u16())
+            });
+        }
+        let body = match resp.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => return self.transport_step(call, &e, attempt),
+        };
+        if retryable_status(status) {
+            return self.server_step(call, status, attempt, &body);
+        }
+        if !status.is_success() {
+            return Step::Fail(self.http_error(&endpoint, status, attempt, &body));
+        }
+        if looks_like_html(&body) {
+            return self.not_a_reply(call, is_login_page(&body), || {
+                format!(
+                    "an HTML page instead of a reply (a proxy's error page?); it starts: {:?}",
+                    self.scrub(&excerpt(&body))
+                )
+            });
+        }
+        Step::Done(body)
+    }
+
+    /// An answer that is no reply of the API: the login page or a redirect to it means the
+    /// session expired and the call was not carried out (log in again, send once more); for
+    /// a read, any such answer is treated so. For an action, anything else (a proxy's page, a
+    /// redirect elsewhere) may come after the server carried it out: its outcome is unknown.
+    fn not_a_reply(&self, call: &Call, login: bool, what: impl FnOnce() -> String) -> Step {
+        if login || call.safety == Safety::Repeatable {
+            return Step::Expired;
+        }
+        Step::Fail(Error::OutcomeUnknown {
+            endpoint: call.endpoint(),
+            reason: what(),
+        })
+    }
+
+    fn server_step(&self, call: &Call, status: StatusCode, attempt: u32, body: &[u8]) -> Step {
+        let endpoint = call.endpoint();
+        match (call.safety, status) {
+            (Safety::Once, StatusCode::TOO_MANY_REQUESTS) => Step::Fail(Error::Throttled {
+                endpoint,
+                attempts: attempt,
+            }),
+            (Safety::Once, _) => Step::Fail(Error::OutcomeUnknown {
+                endpoint,
+                reason: format!("HTTP {}", status.as_u16()),
+            }),
+            _ => Step::Retry(self.http_error(&endpoint, status, attempt, body)),
+        }
+    }
+
+    fn transport_step(&self, call: &Call, e: &reqwest::Error, attempt: u32) -> Step {
+        if e.is_builder() {
+            // The request never existed: certainly not sent, whatever its safety.
+            return Step::Fail(Error::NotSent {
+                endpoint: call.endpoint(),
+                reason: self.scrub(&source_chain(e)),
+            });
+        }
+        let err = self.transport_error(&call.endpoint(), e, attempt);
+        match (call.safety, &err) {
+            // Refused once, said once: another try meets the same certificate.
+            (_, Error::Certificate { .. }) => Step::Fail(err),
+            (Safety::Repeatable, _) => Step::Retry(err),
+            // Never connected: certainly not sent.
+            (Safety::Once, Error::Connect { .. }) => Step::Fail(err),
+            (Safety::Once, _) => Step::Fail(Error::OutcomeUnknown {
+                endpoint: call.endpoint(),
+                reason: err.to_string(),
+            }),
+        }
+    }
+
+    pub(crate) fn transport_error(
+        &self,
+        endpoint: &str,
+        e: &reqwest::Error,
+        attempts: u32,
+    ) -> Error {
+        let endpoint = endpoint.to_owned();
+        if let Some((problem, fix)) = super::tls::certificate_problem(e, &self.host()) {
+            return Error::Certificate {
+                endpoint,
+                problem,
+                fix,
+            };
+        }
+        if e.is_connect() {
+            Error::Connect {
+                endpoint,
+                attempts,
+                reason: self.scrub(&source_chain(e)),
+            }
+        } else if e.is_timeout() {
+            Error::Timeout {
+                endpoint,
+                timeout: self.timeouts.request,
+                attempts,
+            }
+        } else {
+            Error::Transport {
+                endpoint,
+                attempts,
+                reason: self.scrub(&source_chain(e)),
+            }
+        }
+    }
+
+    pub(crate) fn http_error(
+        &self,
+        endpoint: &str,
+        status: StatusCode,
+        attempts: u32,
+        body: &[u8],
+    ) -> Error {
+        let endpoint = endpoint.to_owned();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Error::Throttled { endpoint, attempts };
+        }
+        Error::Http {
+            endpoint,
+            status: status.as_u16(),
+            attempts,
+            excerpt: self.scrub(&excerpt(body)),
+        }
+    }
+
+    /// Removes the password from text that goes into an error.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        self.credentials.password.scrub(text)
+    }
+
+    /// Logs a failed try that will be made again after `delay`.
+    pub(crate) fn log_retry(&self, endpoint: &str, err: &TryError, delay: std::time::Duration) {
+        if let TryError::Retry(err) = err {
+            tracing::warn!(%endpoint, ?delay, error = %err, "retrying");
+        }
+    }
+
+    /// Sends a call and parses its body, attaching the endpoint (and scrubbing) on failure.
+    pub(crate) async fn fetch<T>(
+        &self,
+        call: Call,
+        parse: impl FnOnce(&[u8]) -> super::parse::Parsed<T>,
+    ) -> Result<T> {
+        let body = self.send(&call).await?;
+        parse(&body).map_err(|e| self.scrub_error(e.at(&call.endpoint()), call.safety))
+    }
+
+    fn scrub_error(&self, err: Error, safety: Safety) -> Error {
+        match err {
+            Error::Parse {
+                endpoint,
+                reason,
+                excerpt,
+            } if safety == Safety::Once => Error::OutcomeUnknown {
+                endpoint,
+                reason: format!(
+                    "unreadable reply: {}; body starts: {:?}",
+                    reason,
+                    self.scrub(&excerpt)
+                ),
+            },
+            Error::Parse {
+                endpoint,
+                reason,
+                excerpt,
+            } => Error::Parse {
+                endpoint,
+                reason,
+                excerpt: self.scrub(&excerpt),
+            },
+            other => other,
+        }
+    }
+}
+
+/// A body that is HTML rather than JSON/CSV: the login page of an expired session.
+pub(crate) fn looks_like_html(body: &[u8]) -> bool {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace());
+    start.is_some_and(|i| body[i] == b'<')
+}
+
+fn source_chain(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut text = e.without_url_ref();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let mut s = self.to_string();
+        if let Some(url) = self.url() {
+            s = s.replace(&format!(" ({url})"), "");
+        }
+        s
+    }
+}
+
+/// Percent-encodes one path segment (ids, user names).
+pub(crate) fn segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'@' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

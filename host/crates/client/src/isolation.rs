@@ -1,0 +1,60 @@
+//! `monitor/global/commands/isolate` and `un-isolate`.
+
+use super::http::{Call, Safety};
+use super::parse;
+use super::{Client, Error, IsolationReport, Result};
+use riposte_domain::{MalopId, PylumId};
+use serde_json::json;
+
+impl Client {
+    /// Isolates machines by pylumId. Sent at most once (see [`Error::OutcomeUnknown`]).
+    /// Per-machine outcomes are in the report (`Primed` = offline, queued).
+    pub async fn isolate(
+        &self,
+        pylum_ids: &[PylumId],
+        malop_id: Option<&MalopId>,
+    ) -> Result<IsolationReport> {
+        self.isolation_command("isolate", pylum_ids, malop_id).await
+    }
+
+    /// Releases machines from isolation (note the hyphen in `un-isolate`).
+    pub async fn unisolate(
+        &self,
+        pylum_ids: &[PylumId],
+        malop_id: Option<&MalopId>,
+    ) -> Result<IsolationReport> {
+        self.isolation_command("un-isolate", pylum_ids, malop_id)
+            .await
+    }
+
+    async fn isolation_command(
+        &self,
+        command: &str,
+        pylum_ids: &[PylumId],
+        malop_id: Option<&MalopId>,
+    ) -> Result<IsolationReport> {
+        if pylum_ids.is_empty() {
+            return Err(Error::Config(format!("{command}: no pylumId given")));
+        }
+        let mut body = json!({ "pylumIds": pylum_ids });
+        if let Some(id) = malop_id {
+            body["malopId"] = json!(id);
+        }
+        let call = Call::post(
+            format!("/rest/monitor/global/commands/{command}"),
+            body,
+            Safety::Once,
+        );
+        match self.fetch(call, parse::isolation).await {
+            Err(Error::Http {
+                endpoint,
+                status: 400,
+                excerpt,
+                ..
+            }) if excerpt.contains("NO_MATCHING_SENSORS") => {
+                Err(Error::NoMatchingSensors { endpoint })
+            }
+            other => other,
+        }
+    }
+}

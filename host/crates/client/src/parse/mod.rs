@@ -1,0 +1,260 @@
+//! Pure parsers for every response body the client reads. None panics on any input; each
+//! failure says what is wrong. The HTTP layer adds the endpoint (see [`ResponseError::at`]).
+
+mod actions;
+mod malops;
+mod sensors;
+mod typed;
+
+pub use actions::{
+    comment_reply, comments, isolation, remediation, remediation_list, reputation_csv,
+    reputation_update, status_reply,
+};
+pub use malops::{crimes_unified, crimes_unified_page, inbox, mmng_page, visual_elements};
+pub use sensors::sensors_page;
+
+use super::error::Error;
+use super::types::{Element, ElementRef};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Why a body was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    /// The body is not what this endpoint returns.
+    #[error("{reason}; body starts: {excerpt:?}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+        /// The start of the body.
+        excerpt: String,
+    },
+    /// The body is well formed and says the call failed.
+    #[error("the server reported {status}: {message}")]
+    Failure {
+        /// `status` / `outcome` / `errorType` as sent.
+        status: String,
+        /// The server's message.
+        message: String,
+    },
+}
+
+impl ResponseError {
+    /// Attaches the endpoint, giving the client's error.
+    pub fn at(self, endpoint: &str) -> Error {
+        match self {
+            Self::Malformed { reason, excerpt } => Error::Parse {
+                endpoint: endpoint.to_owned(),
+                reason,
+                excerpt,
+            },
+            Self::Failure { status, message } => Error::Api {
+                endpoint: endpoint.to_owned(),
+                status,
+                message,
+            },
+        }
+    }
+}
+
+/// Result of a parser.
+pub type Parsed<T> = Result<T, ResponseError>;
+
+/// The first 160 characters of a body, for error messages.
+pub fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(640)])
+        .chars()
+        .take(160)
+        .collect()
+}
+
+pub(crate) fn malformed(body: &[u8], reason: impl Into<String>) -> ResponseError {
+    ResponseError::Malformed {
+        reason: reason.into(),
+        excerpt: excerpt(body),
+    }
+}
+
+/// Parses JSON, saying where it broke (truncation reads as "EOF while parsing").
+pub(crate) fn json(body: &[u8]) -> Parsed<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(malformed(body, "empty body where JSON was expected"));
+    }
+    serde_json::from_slice(body).map_err(|e| malformed(body, format!("invalid JSON: {e}")))
+}
+
+/// The top-level object of a JSON body.
+pub(crate) fn object(body: &[u8]) -> Parsed<Map<String, Value>> {
+    match json(body)? {
+        Value::Object(map) => Ok(map),
+        other => Err(malformed(
+            body,
+            format!("expected a JSON object, got {}", kind(&other)),
+        )),
+    }
+}
+
+/// What kind of JSON value `v` is, as error messages name it ("an array", "null").
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Fails on `status` ≠ SUCCESS (with `message`) or a non-empty `errorMessage`.
+pub(crate) fn check_status(map: &Map<String, Value>) -> Parsed<()> {
+    let failure = status_failure(
+        map.get("status"),
+        map.get("message"),
+        map.get("errorMessage"),
+    );
+    failure.map_or(Ok(()), Err)
+}
+
+/// The failure a body's `status`, `message` and `errorMessage` fields report, if any.
+pub(crate) fn status_failure(
+    status: Option<&Value>,
+    message: Option<&Value>,
+    error_message: Option<&Value>,
+) -> Option<ResponseError> {
+    if let Some(status) = status.and_then(Value::as_str)
+        && !status.eq_ignore_ascii_case("SUCCESS")
+    {
+        return Some(ResponseError::Failure {
+            status: status.to_owned(),
+            message: text(message).unwrap_or_default(),
+        });
+    }
+    text(error_message)
+        .filter(|m| !m.is_empty())
+        .map(|message| ResponseError::Failure {
+            status: "errorMessage".into(),
+            message,
+        })
+}
+
+/// A string, or a number/bool rendered as one.
+pub(crate) fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// An epoch-ms value sent as a number or a numeric string; `None` if absent or null.
+pub(crate) fn millis(body: &[u8], v: Option<&Value>, field: &str) -> Parsed<Option<i64>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+            .map(Some)
+            .ok_or_else(|| malformed(body, format!("{field}: {n} is not an epoch-ms value"))),
+        Some(Value::String(s)) => parse_i64(s)
+            .map(Some)
+            .ok_or_else(|| malformed(body, format!("{field}: {s:?} is not an epoch-ms value"))),
+        Some(other) => Err(malformed(
+            body,
+            format!("{field}: expected epoch ms, got {}", kind(other)),
+        )),
+    }
+}
+
+fn parse_i64(s: &str) -> Option<i64> {
+    let s = s.trim();
+    s.parse::<i64>().ok().or_else(|| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && f.fract() == 0.0)
+            .map(|f| f as i64)
+    })
+}
+
+/// A boolean sent as JSON bool or the strings "true"/"false" (any case).
+pub(crate) fn boolean(body: &[u8], v: Option<&Value>, field: &str) -> Parsed<Option<bool>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(other) => Err(malformed(
+            body,
+            format!("{field}: expected a boolean, got {other}"),
+        )),
+    }
+}
+
+/// Parses one element object (`simpleValues`, `elementValues`; both optional).
+pub(crate) fn element(body: &[u8], key: &str, v: &Value) -> Parsed<Element> {
+    let Value::Object(map) = v else {
+        return Err(malformed(
+            body,
+            format!("element {key:?} should be an object, got {}", kind(v)),
+        ));
+    };
+    let guid = text(map.get("guidString")).unwrap_or_else(|| key.to_owned());
+    let mut simple = BTreeMap::new();
+    if let Some(Value::Object(fields)) = map.get("simpleValues") {
+        for (name, f) in fields {
+            let values = f.get("values").and_then(Value::as_array);
+            let vals = values.map_or_else(Vec::new, |vs| {
+                vs.iter().filter_map(|v| text(Some(v))).collect::<Vec<_>>()
+            });
+            simple.insert(name.clone(), vals);
+        }
+    }
+    let mut elements = BTreeMap::new();
+    if let Some(Value::Object(fields)) = map.get("elementValues") {
+        for (name, f) in fields {
+            elements.insert(name.clone(), element_refs(f));
+        }
+    }
+    Ok(Element {
+        guid,
+        simple,
+        elements,
+        malop_priority: text(map.get("malopPriority")),
+    })
+}
+
+fn element_refs(f: &Value) -> Vec<ElementRef> {
+    let list = f.get("elementValues").and_then(Value::as_array);
+    list.map_or_else(Vec::new, |items| {
+        items
+            .iter()
+            .filter_map(|e| {
+                Some(ElementRef {
+                    element_type: text(e.get("elementType")).unwrap_or_default(),
+                    guid: text(e.get("guid"))?,
+                    name: text(e.get("name")).unwrap_or_default(),
+                })
+            })
+            .collect()
+    })
+}
+
+/// A simple value as epoch ms.
+pub(crate) fn sv_millis(body: &[u8], e: &Element, field: &str) -> Parsed<Option<i64>> {
+    match e.first(field) {
+        None => Ok(None),
+        Some(s) => parse_i64(s).map(Some).ok_or_else(|| {
+            malformed(
+                body,
+                format!("element {}: {field} {s:?} is not an epoch-ms value", e.guid),
+            )
+        }),
+    }
+}
+
+/// A simple value as a boolean.
+pub(crate) fn sv_bool(body: &[u8], e: &Element, field: &str) -> Parsed<Option<bool>> {
+    let v = e.first(field).map(|s| Value::String(s.to_owned()));
+    boolean(body, v.as_ref(), field)
+}

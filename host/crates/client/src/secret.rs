@@ -1,0 +1,192 @@
+//! A wrapper for values that must never be printed: passwords and session cookies.
+
+use std::fmt;
+
+/// A secret string. `Debug` prints `[redacted]`; there is no `Display`; read it with
+/// [`Secret::expose`] only where the value is put on the wire.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself: only for building a request.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the secret is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Redacts this secret where it can appear in text that goes into an error or a log (a
+    /// server echoing a login form, a transport error): the value of any `password` field
+    /// (`password=...` in a form, `"password": "..."` in JSON), and the secret itself, raw or
+    /// form-encoded, where it stands as a whole token, not inside a longer word. So a short
+    /// password never mangles unrelated words ("tcp" stays "tcp" for the password "p").
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = redact_password_fields(text);
+        if self.0.is_empty() {
+            return out;
+        }
+        let encoded = form_escape(&self.0);
+        for needle in [self.0.as_str(), encoded.as_str()] {
+            out = replace_tokens(&out, needle);
+        }
+        out
+    }
+}
+
+const REDACTED: &str = "[redacted]";
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub(crate) fn form_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Whether `c` continues a word, so a match next to it is part of a longer token.
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// `text` with every occurrence of `needle` that stands as a whole token replaced.
+fn replace_tokens(text: &str, needle: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(needle) {
+        let (before, after) = (&rest[..at], &rest[at + needle.len()..]);
+        let bounded = before.chars().next_back().is_none_or(|c| !is_word(c))
+            && after.chars().next().is_none_or(|c| !is_word(c));
+        out.push_str(before);
+        out.push_str(if bounded { REDACTED } else { needle });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` with the values of `password=` form fields and `"password": "..."` JSON members
+/// redacted, whatever the secret is.
+fn redact_password_fields(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(found) = lower[from..].find("password") {
+        let key_end = from + found + "password".len();
+        from = key_end;
+        let rest = &text[key_end..];
+        let value = if let Some(v) = rest.strip_prefix('=') {
+            // Form field: the value runs to `&`, whitespace, a quote or `<`.
+            let len = v
+                .find(|c: char| c == '&' || c == '"' || c == '<' || c.is_whitespace())
+                .unwrap_or(v.len());
+            Some((key_end + 1, len))
+        } else {
+            json_string_value(rest).map(|(start, len)| (key_end + start, len))
+        };
+        if let Some((start, len)) = value.filter(|(_, len)| *len > 0) {
+            out.push_str(&text[copied..start]);
+            out.push_str(REDACTED);
+            copied = start + len;
+            from = copied;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// After a `password` key: `": "value"` → the value's offset and length in `rest`.
+fn json_string_value(rest: &str) -> Option<(usize, usize)> {
+    let after_quote = rest.strip_prefix('"')?;
+    let trimmed = after_quote.trim_start();
+    let after_colon = trimmed.strip_prefix(':')?.trim_start();
+    let value = after_colon.strip_prefix('"')?;
+    let start = rest.len() - value.len();
+    let mut len = 0;
+    let mut escaped = false;
+    for c in value.chars() {
+        if c == '"' && !escaped {
+            return Some((start, len));
+        }
+        escaped = c == '\\' && !escaped;
+        len += c.len_utf8();
+    }
+    Some((start, len))
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.scrub("pw=hunter2;"), "pw=[redacted];");
+    }
+
+    #[test]
+    fn a_short_password_does_not_mangle_other_words() {
+        let p = Secret::new("p");
+        let text = "tcp connect error: Connection refused (os error 111); p";
+        assert_eq!(
+            p.scrub(text),
+            "tcp connect error: Connection refused (os error 111); [redacted]"
+        );
+        assert_eq!(Secret::new("t").scrub("tcp"), "tcp");
+    }
+
+    #[test]
+    fn password_fields_are_redacted_whatever_the_secret() {
+        let s = Secret::new("other");
+        assert_eq!(
+            s.scrub("username=a%40b&password=s3cr%26t&x=1"),
+            "username=a%40b&password=[redacted]&x=1"
+        );
+        assert_eq!(
+            s.scrub(r#"{"user":"a","password" : "p\"w","n":1}"#),
+            r#"{"user":"a","password" : "[redacted]","n":1}"#
+        );
+        assert_eq!(s.scrub("the password is wrong"), "the password is wrong");
+    }
+
+    #[test]
+    fn the_secret_is_redacted_raw_and_form_encoded() {
+        let s = Secret::new("a b&c");
+        assert_eq!(s.scrub("echo: a+b%26c."), "echo: [redacted].");
+        assert_eq!(s.scrub("echo: [a b&c]"), "echo: [[redacted]]");
+    }
+}

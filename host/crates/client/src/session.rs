@@ -1,0 +1,171 @@
+//! Form login at `/login.html` and the `JSESSIONID` session it yields.
+
+use super::Client;
+use super::error::{Error, Result};
+use super::http::TryError;
+use super::secret::{Secret, form_escape};
+use backon::RetryableWithContext as _;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, SET_COOKIE};
+
+/// A live session: the cookie and a generation number that tells re-logins apart.
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    pub(crate) cookie: Secret,
+    pub(crate) generation: u64,
+}
+
+/// Whether an HTML body is the Cybereason login page.
+pub fn is_login_page(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    text.contains("<title>cybereason | login</title>") || text.contains("<app-login")
+}
+
+/// Whether a body asks for a two-factor code.
+pub fn is_two_factor_page(body: &[u8]) -> bool {
+    String::from_utf8_lossy(body).contains("Two factor authentication")
+}
+
+/// The `JSESSIONID` value among the `Set-Cookie` headers.
+pub fn session_cookie(headers: &HeaderMap) -> Option<Secret> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.trim().strip_prefix("JSESSIONID="))
+        .map(|rest| rest.split(';').next().unwrap_or("").trim())
+        .find(|id| !id.is_empty())
+        .map(Secret::new)
+}
+
+impl Client {
+    /// The current session, logging in first if there is none.
+    pub(crate) async fn session(&self) -> Result<Session> {
+        let mut guard = self.session.lock().await;
+        if let Some(s) = guard.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = self.new_session().await?;
+        *guard = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Replaces the session `stale`; if another task already did, uses its session.
+    pub(crate) async fn relogin(&self, stale: u64) -> Result<Session> {
+        let mut guard = self.session.lock().await;
+        if let Some(s) = guard.as_ref().filter(|s| s.generation != stale) {
+            return Ok(s.clone());
+        }
+        *guard = None;
+        let s = self.new_session().await?;
+        *guard = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Forgets the session; the next call logs in again.
+    pub async fn logout_locally(&self) {
+        *self.session.lock().await = None;
+    }
+
+    async fn new_session(&self) -> Result<Session> {
+        let cookie = self.login().await?;
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(user = %self.credentials.username, "logged in to the Cybereason server");
+        Ok(Session { cookie, generation })
+    }
+
+    /// Logs in (retrying transport errors, 429 and 5xx) and checks the reply.
+    async fn login(&self) -> Result<Secret> {
+        let endpoint = "POST /login.html";
+        let form = format!(
+            "username={}&password={}",
+            form_escape(&self.credentials.username),
+            form_escape(self.credentials.password.expose())
+        );
+        let (_, result) = (|attempt: u32| self.login_once(endpoint, &form, attempt + 1))
+            .retry(self.retry.backoff())
+            .context(0)
+            .when(TryError::is_retry)
+            .notify(|e: &TryError, delay| self.log_retry(endpoint, e, delay))
+            .await;
+        result.map_err(TryError::into_error)
+    }
+
+    /// One try of the login form: a 429, a 5xx or a transport error (but a refused
+    /// certificate) may be tried again; any other reply is judged.
+    async fn login_once(
+        &self,
+        endpoint: &str,
+        form: &str,
+        attempt: u32,
+    ) -> (u32, std::result::Result<Secret, TryError>) {
+        let sent = self
+            .http
+            .post(format!("{}/login.html", self.base))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form.to_owned())
+            .send()
+            .await;
+        let err = match sent {
+            Ok(resp) => {
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                match resp.bytes().await {
+                    Ok(body) if !retryable_status(status) => {
+                        let judged = self.judge_login(status, &headers, &body);
+                        return (attempt, judged.map_err(TryError::Final));
+                    }
+                    Ok(body) => self.http_error(endpoint, status, attempt, &body),
+                    Err(e) => self.transport_error(endpoint, &e, attempt),
+                }
+            }
+            Err(e) => self.transport_error(endpoint, &e, attempt),
+        };
+        let err = match err {
+            Error::Certificate { .. } => TryError::Final(err),
+            _ => TryError::Retry(err),
+        };
+        (attempt, Err(err))
+    }
+
+    fn judge_login(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<Secret> {
+        let username = self.credentials.username.clone();
+        let cookie = session_cookie(headers);
+        if status.is_redirection() {
+            let location = headers
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("");
+            if location.contains("error") {
+                return Err(Error::LoginFailed {
+                    username,
+                    reason: "the server redirected to its error page (wrong credentials?)".into(),
+                });
+            }
+            if location.contains("reset") {
+                return Err(Error::PasswordExpired { username });
+            }
+        } else if is_two_factor_page(body) {
+            return Err(Error::TwoFactorRequired { username });
+        } else if is_login_page(body) {
+            return Err(Error::LoginFailed {
+                username,
+                reason:
+                    "the server answered with its login page again (wrong username or password)"
+                        .into(),
+            });
+        } else if !status.is_success() {
+            return Err(self.http_error("POST /login.html", status, 1, body));
+        }
+        cookie.ok_or_else(|| Error::LoginFailed {
+            username: self.credentials.username.clone(),
+            reason: format!("HTTP {} without a JSESSIONID cookie", status.as_u16()),
+        })
+    }
+}
+
+pub(crate) fn retryable_status(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}

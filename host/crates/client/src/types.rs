@@ -1,0 +1,269 @@
+//! Result types of the client that the domain module does not define.
+
+use riposte_domain::{
+    ElementGuid, MachineGuid, MalopId, PylumId, RemediationId, RemediationKind,
+    RemediationProgress, TimestampMs, Verdict,
+};
+use std::collections::BTreeMap;
+
+/// A sensor as `sensors/query` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sensor {
+    /// The sensor's pylumId, used for isolation.
+    pub pylum_id: PylumId,
+    /// The machine element guid, when the server gives it.
+    pub machine_guid: Option<MachineGuid>,
+    /// The host name.
+    pub machine_name: String,
+    /// Connection state.
+    pub status: SensorStatus,
+    /// Whether the machine is isolated.
+    pub isolated: bool,
+    /// `osType` as the server spells it.
+    pub os_type: String,
+    /// The internal IP address, if known.
+    pub internal_ip: Option<String>,
+    /// `groupName`: the sensor group, if any.
+    pub group_name: Option<String>,
+}
+
+impl Sensor {
+    /// Whether the sensor is connected right now.
+    pub fn is_online(&self) -> bool {
+        self.status == SensorStatus::Online
+    }
+}
+
+/// The `status` of a sensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SensorStatus {
+    /// Connected.
+    Online,
+    /// Not connected.
+    Offline,
+    /// Not seen for a long time.
+    Stale,
+    /// Archived by an operator.
+    Archived,
+    /// A value this version does not know.
+    Unknown,
+}
+
+impl SensorStatus {
+    /// Parses the server's spelling.
+    pub fn from_api(value: &str) -> Self {
+        match value.to_ascii_lowercase().as_str() {
+            "online" => Self::Online,
+            "offline" => Self::Offline,
+            "stale" => Self::Stale,
+            "archived" => Self::Archived,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// One page of `sensors/query`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SensorsPage {
+    /// The sensors on this page.
+    pub sensors: Vec<Sensor>,
+    /// `totalResults`.
+    pub total_results: u64,
+    /// `hasMoreResults`: ask for the next page index.
+    pub has_more: bool,
+}
+
+/// One page of `mmng/v2/malops`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MalopsPage {
+    /// The Malops on this page.
+    pub malops: Vec<riposte_domain::Malop>,
+    /// `totalHits`: how many Malops match in all.
+    pub total_hits: u64,
+}
+
+/// The error the server attached to a remediation item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemediationError {
+    /// `error.message`.
+    pub message: String,
+    /// `error.errorType`.
+    pub error_type: String,
+}
+
+/// One `statusLog` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemediationEntry {
+    /// `machineId`: the machine element guid.
+    pub machine_guid: MachineGuid,
+    /// `targetId`: the element acted on.
+    pub target_guid: ElementGuid,
+    /// `actionType`, if this version knows it.
+    pub kind: Option<RemediationKind>,
+    /// `status`.
+    pub status: RemediationProgress,
+    /// `timestamp` (ms).
+    pub timestamp: Option<TimestampMs>,
+    /// `error` (null on success).
+    pub error: Option<RemediationError>,
+}
+
+impl RemediationEntry {
+    /// Whether the server rejected the item as invalid (`INVALID_ARGUMENT`: an unknown
+    /// machine, target or action), so it certainly did nothing to it.
+    pub fn rejected_as_unknown(&self) -> bool {
+        self.status == RemediationProgress::Failure
+            && self
+                .error
+                .as_ref()
+                .is_some_and(|e| e.error_type.eq_ignore_ascii_case("INVALID_ARGUMENT"))
+    }
+}
+
+/// The reply of `remediate`, `remediate/progress`, `remediate/status` and `remediate/abort`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemediationReport {
+    /// `malopId` (absent when the remediation was sent without one).
+    pub malop_id: Option<MalopId>,
+    /// `remediationId`.
+    pub remediation_id: RemediationId,
+    /// `start` (ms).
+    pub start: Option<TimestampMs>,
+    /// `end` (ms), once finished.
+    pub end: Option<TimestampMs>,
+    /// `initiatingUser`.
+    pub initiating_user: String,
+    /// `statusLog`, in the server's order.
+    pub entries: Vec<RemediationEntry>,
+}
+
+impl RemediationReport {
+    /// The overall status: the LAST statusLog entry's (as XS and SP read it); `Unknown` if empty.
+    pub fn status(&self) -> RemediationProgress {
+        self.entries
+            .last()
+            .map_or(RemediationProgress::Unknown, |e| e.status)
+    }
+
+    /// The first failed entry, if any.
+    pub fn failure(&self) -> Option<&RemediationEntry> {
+        self.entries
+            .iter()
+            .find(|e| e.status == RemediationProgress::Failure)
+    }
+}
+
+/// What the server said about isolating or un-isolating one sensor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum IsolationStatus {
+    /// `Succeeded`.
+    Succeeded,
+    /// `Primed`: the sensor is offline; the command is queued until it connects.
+    Primed,
+    /// Any other value (`UnknownProbe`, `Disconnected`, `TimeoutSending`, `Failed`...), as sent.
+    Failed(String),
+}
+
+impl IsolationStatus {
+    /// Parses the server's status string.
+    pub fn from_api(value: &str) -> Self {
+        match value {
+            "Succeeded" => Self::Succeeded,
+            "Primed" => Self::Primed,
+            other => Self::Failed(other.to_owned()),
+        }
+    }
+
+    /// Whether the command counts as applied: `Succeeded`, or `Primed` (the server queued it
+    /// for an offline sensor and applies it when the sensor reconnects).
+    pub fn is_success(&self) -> bool {
+        matches!(self, Self::Succeeded | Self::Primed)
+    }
+}
+
+/// The reply of `isolate` / `un-isolate`: one status per pylumId.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IsolationReport {
+    /// Status per sensor.
+    pub outcomes: BTreeMap<PylumId, IsolationStatus>,
+}
+
+impl IsolationReport {
+    /// Whether the command counts as applied on every sensor (`Succeeded` or `Primed`).
+    pub fn all_succeeded(&self) -> bool {
+        !self.outcomes.is_empty() && self.outcomes.values().all(IsolationStatus::is_success)
+    }
+}
+
+/// One row of `classification/download`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReputationEntry {
+    /// The hash, IP or domain.
+    pub key: String,
+    /// The verdict, if the `reputation` column names one.
+    pub verdict: Option<Verdict>,
+    /// `prevent execution`.
+    pub prevent: bool,
+    /// `comment`.
+    pub comment: String,
+    /// `remove`.
+    pub remove: bool,
+}
+
+/// A Malop comment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comment {
+    /// `commentId`.
+    pub id: String,
+    /// `username`.
+    pub username: String,
+    /// `message` (HTML-unescaped).
+    pub message: String,
+    /// `timestamp` (ms).
+    pub timestamp: Option<TimestampMs>,
+}
+
+/// A reference to an element inside `elementValues`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElementRef {
+    /// `elementType`.
+    pub element_type: String,
+    /// `guid`.
+    pub guid: String,
+    /// `name`.
+    pub name: String,
+}
+
+/// One element of a visualsearch or crimes/unified result, with typed accessors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Element {
+    /// `guidString` or the map key.
+    pub guid: String,
+    /// `simpleValues`: field → values (strings as the server sends them).
+    pub simple: BTreeMap<String, Vec<String>>,
+    /// `elementValues`: field → referenced elements.
+    pub elements: BTreeMap<String, Vec<ElementRef>>,
+    /// `malopPriority`, a member of the element itself (not a simple value), rendered as
+    /// text; `None` when absent or null.
+    pub malop_priority: Option<String>,
+}
+
+impl Element {
+    /// The first value of a simple field.
+    pub fn first(&self, field: &str) -> Option<&str> {
+        self.simple
+            .get(field)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+
+    /// All values of a simple field.
+    pub fn all(&self, field: &str) -> &[String] {
+        self.simple.get(field).map_or(&[], Vec::as_slice)
+    }
+
+    /// The referenced elements of an element field.
+    pub fn refs(&self, field: &str) -> &[ElementRef] {
+        self.elements.get(field).map_or(&[], Vec::as_slice)
+    }
+}

@@ -1,0 +1,367 @@
+//! `visualsearch/query/simple` queries the rules need, and `get_malop_details`, which
+//! assembles a complete Malop from them and from `sensors/query`, or as much of it as the
+//! server lets it read.
+
+use super::http::{Call, Safety};
+use super::parse;
+use super::{Client, Element, Error, Result, Sensor};
+use riposte_domain::{
+    ElementGuid, ElementKind, FileItem, MachineGuid, Malop, MalopId, MalopPart, PylumId,
+    RegistryEntry, Suspect,
+};
+use serde_json::{Value, json};
+
+impl Client {
+    /// Runs a raw query path; the last path element must carry `"isResult": true`.
+    pub async fn visual_search(
+        &self,
+        query_path: Value,
+        custom_fields: &[&str],
+    ) -> Result<Vec<Element>> {
+        let body = json!({"queryPath": query_path, "totalResultLimit": 1000, "perGroupLimit": 100,
+            "perFeatureLimit": 100, "templateContext": "SPECIFIC", "queryTimeout": 120000,
+            "customFields": custom_fields});
+        let call = Call::post("/rest/visualsearch/query/simple", body, Safety::Repeatable);
+        self.fetch(call, parse::visual_elements).await
+    }
+
+    /// Elements linked to a Malop through `feature`, of type `result_type`.
+    async fn malop_linked(
+        &self,
+        kind: ElementKind,
+        id: &MalopId,
+        feature: &str,
+        result_type: &str,
+        fields: &[&str],
+    ) -> Result<Vec<Element>> {
+        let path = json!([
+            {"requestedType": kind.as_api(), "guidList": [id], "filters": [],
+             "connectionFeature": {"elementInstanceType": kind.as_api(), "featureName": feature}},
+            {"requestedType": result_type, "filters": [], "isResult": true}]);
+        self.visual_search(path, fields).await
+    }
+
+    /// The suspect processes of a Malop, with their machine, image sha1 and autorun evidence.
+    pub async fn malop_suspects(&self, kind: ElementKind, id: &MalopId) -> Result<Vec<Suspect>> {
+        let fields = [
+            "elementDisplayName",
+            "ownerMachine",
+            "imageFile.sha1String",
+            "hasAutorunEvidence",
+        ];
+        let elements = self
+            .malop_linked(kind, id, "suspects", "Process", &fields)
+            .await?;
+        Ok(elements.iter().map(suspect).collect())
+    }
+
+    /// The files to remediate of a Malop, with hashes and machine.
+    pub async fn malop_files(&self, kind: ElementKind, id: &MalopId) -> Result<Vec<FileItem>> {
+        let fields = [
+            "elementDisplayName",
+            "md5String",
+            "sha1String",
+            "ownerMachine",
+        ];
+        let elements = self
+            .malop_linked(kind, id, "filesToRemediate", "File", &fields)
+            .await?;
+        Ok(elements.iter().map(file).collect())
+    }
+
+    /// Remote IPs and domains of the connections of a Malop's suspect processes (sorted, unique).
+    pub async fn malop_network(
+        &self,
+        kind: ElementKind,
+        id: &MalopId,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let path = json!([
+            {"requestedType": kind.as_api(), "guidList": [id], "filters": [],
+             "connectionFeature": {"elementInstanceType": kind.as_api(), "featureName": "suspects"}},
+            {"requestedType": "Process", "filters": [],
+             "connectionFeature": {"elementInstanceType": "Process", "featureName": "connections"}},
+            {"requestedType": "Connection", "filters": [], "isResult": true}]);
+        let fields = [
+            "elementDisplayName",
+            "remoteAddressCanonicalString",
+            "domainName",
+        ];
+        let elements = self.visual_search(path, &fields).await?;
+        let mut ips: Vec<String> = elements
+            .iter()
+            .filter_map(|e| e.first("remoteAddressCanonicalString").map(str::to_owned))
+            .collect();
+        let mut domains: Vec<String> = elements
+            .iter()
+            .flat_map(|e| e.all("domainName").iter().cloned())
+            .collect();
+        for list in [&mut ips, &mut domains] {
+            list.retain(|s| !s.is_empty());
+            list.sort();
+            list.dedup();
+        }
+        Ok((ips, domains))
+    }
+
+    /// A machine's pylumId by host name, through visualsearch (`Machine.pylumId`).
+    pub async fn machine_pylum_id(&self, machine_name: &str) -> Result<Option<PylumId>> {
+        let path = json!([{"requestedType": "Machine", "isResult": true, "filters": [
+            {"facetName": "elementDisplayName", "values": [machine_name], "filterType": "Equals"}]}]);
+        let elements = self
+            .visual_search(
+                path,
+                &[
+                    "elementDisplayName",
+                    "pylumId",
+                    "isActiveProbeConnected",
+                    "isIsolated",
+                ],
+            )
+            .await?;
+        Ok(elements.iter().find_map(|e| {
+            e.first("pylumId")
+                .filter(|p| !p.is_empty())
+                .map(PylumId::new)
+        }))
+    }
+
+    /// The guid of the quarantined copy of file `file` on machine `machine`, the target
+    /// `UNQUARANTINE_FILE` takes: it differs from the original file's guid, and a query of the
+    /// Quarantine File element finds it (shared/cybereason-api.md §3.1; TB). The original File
+    /// element gives the name and hashes; the copy is the QuarantineFile of that name on the
+    /// same machine with the same hash.
+    pub async fn quarantined_file(
+        &self,
+        machine: &MachineGuid,
+        file: &ElementGuid,
+    ) -> Result<ElementGuid> {
+        let fields = [
+            "elementDisplayName",
+            "md5String",
+            "sha1String",
+            "ownerMachine",
+        ];
+        let original = json!([{"requestedType": "File", "guidList": [file], "filters": [],
+                               "isResult": true}]);
+        let originals = self.visual_search(original, &fields).await?;
+        let original = originals
+            .iter()
+            .find(|e| e.guid == file.as_str())
+            .ok_or_else(|| Error::NotFound {
+                what: format!("file {file}"),
+            })?;
+        let name = original.first("elementDisplayName").unwrap_or_default();
+        let hashes = [original.first("sha1String"), original.first("md5String")];
+        let copies = json!([{"requestedType": "QuarantineFile", "isResult": true, "filters": [
+            {"facetName": "elementDisplayName", "values": [name], "filterType": "Equals"}]}]);
+        let copies = self.visual_search(copies, &fields).await?;
+        copies
+            .iter()
+            .filter(|c| owner(c) == *machine && c.guid != file.as_str())
+            .find(|c| {
+                let same = |field: &str, known: Option<&str>| {
+                    known.is_some_and(|h| c.first(field).is_some_and(|x| x.eq_ignore_ascii_case(h)))
+                };
+                same("sha1String", hashes[0]) || same("md5String", hashes[1])
+            })
+            .map(|c| ElementGuid::new(c.guid.clone()))
+            .ok_or_else(|| Error::NotFound {
+                what: format!(
+                    "the quarantined copy of file {file} ({name}) on machine {machine}; it may be restored or deleted already"
+                ),
+            })
+    }
+
+    /// A complete Malop: the crimes/unified record, its suspects (with autorun evidence),
+    /// files, IPs and domains, and machines with pylumId, connection state and group from
+    /// sensors. A part whose query fails is left as crimes/unified gave it and listed in
+    /// [`Malop::unreadable`]; only a failure of crimes/unified itself is an error.
+    pub async fn get_malop_details(&self, id: &MalopId) -> Result<Malop> {
+        Ok(self.malop_details(id).await?.malop)
+    }
+
+    /// [`Client::get_malop_details`], with the error of each part that could not be read.
+    pub async fn malop_details(&self, id: &MalopId) -> Result<Details> {
+        let mut malop = self.get_malop(id).await?;
+        let failures = self.enrich(&mut malop).await;
+        Ok(Details { malop, failures })
+    }
+
+    /// Reads the parts crimes/unified does not give in full (see [`MalopPart`]); each that
+    /// fails keeps what crimes/unified gave and is marked unreadable on the Malop.
+    async fn enrich(&self, malop: &mut Malop) -> Vec<PartFailure> {
+        let (kind, id) = (malop.kind, malop.id.clone());
+        let mut failures = Vec::new();
+        let mut failed = |part: MalopPart, error: Error, malop: &mut Malop| {
+            tracing::warn!(malop = %malop.id, %part, "{part} unreadable: {error}");
+            malop.mark_unreadable(part);
+            failures.push(PartFailure { part, error });
+        };
+        match self.malop_suspects(kind, &id).await {
+            Ok(suspects) => malop.suspects = suspects,
+            Err(e) => failed(MalopPart::Suspects, e, malop),
+        }
+        match self.malop_files(kind, &id).await {
+            Ok(files) => malop.files = files,
+            Err(e) => failed(MalopPart::Files, e, malop),
+        }
+        match self.malop_network(kind, &id).await {
+            Ok((ips, domains)) => (malop.ip_addresses, malop.domains) = (ips, domains),
+            Err(e) => failed(MalopPart::Network, e, malop),
+        }
+        let names: Vec<&str> = malop.machines.iter().map(|m| m.name.as_str()).collect();
+        match self.sensors_by_name(&names).await {
+            Ok(sensors) => apply_sensors(malop, &sensors),
+            Err(e) => failed(MalopPart::Sensors, e, malop),
+        }
+        failures
+    }
+}
+
+/// A Malop read in detail, and why each unreadable part could not be read.
+#[derive(Debug)]
+pub struct Details {
+    /// The Malop; [`Malop::unreadable`] lists the parts in `failures`.
+    pub malop: Malop,
+    /// One entry per part that could not be read.
+    pub failures: Vec<PartFailure>,
+}
+
+/// A part of a Malop whose query failed.
+#[derive(Debug)]
+pub struct PartFailure {
+    /// The part.
+    pub part: MalopPart,
+    /// The query's error (secret-free).
+    pub error: Error,
+}
+
+/// Sets the machines' pylumId, connection, isolation, OS and group from their sensors.
+fn apply_sensors(malop: &mut Malop, sensors: &[Sensor]) {
+    for machine in &mut malop.machines {
+        machine.group = sensor_group(sensors, &machine.guid, &machine.name);
+        if let Some(s) = matching_sensor(sensors, &machine.guid, &machine.name) {
+            machine.pylum_id = Some(s.pylum_id.clone());
+            machine.connected = s.is_online();
+            machine.isolated = s.isolated;
+            if machine.os.is_empty() {
+                machine.os = s.os_type.clone();
+            }
+        }
+    }
+}
+
+fn matching_sensor<'a>(
+    sensors: &'a [Sensor],
+    guid: &MachineGuid,
+    name: &str,
+) -> Option<&'a Sensor> {
+    sensors
+        .iter()
+        .find(|s| s.machine_guid.as_ref() == Some(guid))
+        .or_else(|| {
+            sensors
+                .iter()
+                .find(|s| s.machine_name.eq_ignore_ascii_case(name))
+        })
+}
+
+/// A machine's sensor group, for protection rules, so only when it is certain: the group of
+/// the sensor with the machine's guid; failing that, the group every sensor of that host name
+/// agrees on (host names repeat, e.g. an archived sensor of a reimaged machine). `None` when
+/// unsure, which the policy treats as protected while group rules exist.
+fn sensor_group(sensors: &[Sensor], guid: &MachineGuid, name: &str) -> Option<String> {
+    if let Some(s) = sensors
+        .iter()
+        .find(|s| s.machine_guid.as_ref() == Some(guid))
+    {
+        return s.group_name.clone();
+    }
+    let mut named = sensors
+        .iter()
+        .filter(|s| s.machine_name.eq_ignore_ascii_case(name));
+    let first = named.next()?.group_name.clone();
+    named.all(|s| s.group_name == first).then_some(first)?
+}
+
+fn owner(e: &Element) -> MachineGuid {
+    MachineGuid::new(
+        e.refs("ownerMachine")
+            .first()
+            .map_or("", |r| r.guid.as_str()),
+    )
+}
+
+fn suspect(e: &Element) -> Suspect {
+    Suspect {
+        guid: ElementGuid::new(e.guid.clone()),
+        name: e.first("elementDisplayName").unwrap_or_default().to_owned(),
+        machine_guid: owner(e),
+        image_sha1: e.first("imageFile.sha1String").map(str::to_owned),
+        autorun_keys: e
+            .refs("hasAutorunEvidence")
+            .iter()
+            .map(|r| RegistryEntry {
+                guid: ElementGuid::new(r.guid.clone()),
+                name: r.name.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn file(e: &Element) -> FileItem {
+    FileItem {
+        guid: ElementGuid::new(e.guid.clone()),
+        name: e.first("elementDisplayName").unwrap_or_default().to_owned(),
+        md5: e.first("md5String").map(str::to_owned),
+        sha1: e.first("sha1String").map(str::to_owned),
+        machine_guid: owner(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SensorStatus;
+
+    fn sensor(guid: &str, name: &str, group: Option<&str>) -> Sensor {
+        Sensor {
+            pylum_id: PylumId::new(format!("PYLUMCLIENT_X_{name}_{guid}")),
+            machine_guid: Some(MachineGuid::new(guid)),
+            machine_name: name.into(),
+            status: SensorStatus::Online,
+            isolated: false,
+            os_type: "WINDOWS".into(),
+            internal_ip: None,
+            group_name: group.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_group_is_taken_only_when_certain() {
+        let dc = sensor("1.1", "DC-01", Some("Domain Controllers"));
+        let stale = sensor("2.2", "dc-01", Some("Workstations"));
+        let sensors = [stale.clone(), dc.clone()];
+        let guid = |g: &str| MachineGuid::new(g);
+        assert_eq!(
+            sensor_group(&sensors, &guid("1.1"), "DC-01").as_deref(),
+            Some("Domain Controllers"),
+            "the guid match wins over a same-named sensor"
+        );
+        assert_eq!(
+            sensor_group(&sensors, &guid("9.9"), "DC-01"),
+            None,
+            "same-named sensors disagree: unknown (protected while group rules exist)"
+        );
+        let twins = [
+            dc.clone(),
+            sensor("3.3", "dc-01", Some("Domain Controllers")),
+        ];
+        assert_eq!(
+            sensor_group(&twins, &guid("9.9"), "DC-01").as_deref(),
+            Some("Domain Controllers"),
+            "same-named sensors that agree"
+        );
+        assert_eq!(sensor_group(&sensors, &guid("9.9"), "elsewhere"), None);
+    }
+}

@@ -1,0 +1,182 @@
+//! Property test: arbitrary, truncated and mutated bytes into every response parser never
+//! panic, and every rejection says what is wrong.
+
+use riposte_client::parse::{self, Parsed, ResponseError};
+use riposte_domain::ElementKind;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+const UNIFIED: &str = r#"{"status":"SUCCESS","message":"","data":{"resultIdToElementDataMap":{"11.-4319097116418812958":{"simpleValues":{"elementDisplayName":{"totalValues":1,"values":["wcry.exe"]},"creationTime":{"totalValues":1,"values":["1659517940167"]},"malopLastUpdateTime":{"totalValues":1,"values":["1659517950167"]},"isBlocked":{"totalValues":1,"values":["false"]},"managementStatus":{"totalValues":1,"values":["OPEN"]}},"elementValues":{"affectedMachines":{"totalValues":1,"elementValues":[{"elementType":"Machine","guid":"-1845090846.1198775089551518743","name":"desktop-1"}]}},"guidString":"11.-4319097116418812958"}}}}"#;
+const INBOX: &str = r#"{"malops":[{"guid":"AAAA0ws7O-MUgDmB","displayName":"x.exe","creationTime":1,"lastUpdateTime":2,"machines":[{"guid":"1.2","displayName":"h","connected":true,"isolated":"false"}],"users":[{"guid":"0.1","displayName":"u"}]}],"machineCounterModel":{}}"#;
+const MMNG: &str = r#"{"status":"SUCCESS","data":{"pageSize":100,"pages":1,"offset":0,"totalHits":1,"data":[{"guid":"11.5","rootCauseElementHashes":["ab"],"machines":[{"guid":"1.2","pylumId":"PYLUMCLIENT_A_B_C"}]}]}}"#;
+const REMEDIATION: &str = r#"{"malopId":"11.-77","remediationId":"248da40a-9ac2-4868-840b-e6d74e79a233","start":1660031986906,"end":1660031987872,"initiatingUser":"e@e.com","statusLog":[{"machineId":"-1.1","targetId":"-1.2","status":"FAILURE","actionType":"KILL_PROCESS","timestamp":1660031987373,"error":{"message":"Failed","errorType":"INVALID_ARGUMENT"}}]}"#;
+const ISOLATION: &str = r#"{"PYLUMCLIENT_INTEGRATION_DESKTOP-VG9KE2U_0800273ADC2F":"Succeeded","PYLUMCLIENT_X_Y_Z":"Primed"}"#;
+const SENSORS: &str = r#"{"totalResults":1,"hasMoreResults":false,"sensors":[{"pylumId":"PYLUMCLIENT_A_B_C","guid":"1.2","machineName":"b","status":"Online","isolated":false}]}"#;
+const CSV: &str =
+    "key,reputation,prevent execution,comment,remove\nabc,blacklist,true,\"a, b\",false\n";
+const COMMENTS: &str =
+    r#"[{"commentId":"c","username":"u","message":"a &lt;b&gt;","timestamp":"5"}]"#;
+
+type Parser = fn(&[u8]) -> Result<(), ResponseError>;
+
+fn ok<T>(r: Parsed<T>) -> Result<(), ResponseError> {
+    r.map(|_| ())
+}
+
+fn parsers() -> Vec<(&'static str, Parser, &'static str)> {
+    vec![
+        (
+            "crimes_unified",
+            |b| ok(parse::crimes_unified(b, ElementKind::Process)),
+            UNIFIED,
+        ),
+        (
+            "visual_elements",
+            |b| ok(parse::visual_elements(b)),
+            UNIFIED,
+        ),
+        ("inbox", |b| ok(parse::inbox(b)), INBOX),
+        ("mmng_page", |b| ok(parse::mmng_page(b)), MMNG),
+        ("remediation", |b| ok(parse::remediation(b)), REMEDIATION),
+        (
+            "remediation_list",
+            |b| ok(parse::remediation_list(b)),
+            REMEDIATION,
+        ),
+        ("isolation", |b| ok(parse::isolation(b)), ISOLATION),
+        ("sensors_page", |b| ok(parse::sensors_page(b)), SENSORS),
+        ("reputation_csv", |b| ok(parse::reputation_csv(b)), CSV),
+        (
+            "reputation_update",
+            |b| ok(parse::reputation_update(b)),
+            r#"{"outcome":"success","data":"true"}"#,
+        ),
+        (
+            "status_reply",
+            |b| ok(parse::status_reply(b)),
+            r#"{"status":"SUCCESS","message":"ok"}"#,
+        ),
+        ("comments", |b| ok(parse::comments(b)), COMMENTS),
+        (
+            "comment_reply",
+            |b| ok(parse::comment_reply(b)),
+            r#"{"commentId":"x"}"#,
+        ),
+    ]
+}
+
+fn check_error(name: &str, e: &ResponseError, input: &[u8]) {
+    let text = e.to_string();
+    assert!(
+        text.len() > 10,
+        "{name}: vague error {text:?} for {input:?}"
+    );
+}
+
+#[test]
+fn valid_samples_parse() {
+    for (name, parser, sample) in parsers() {
+        assert!(
+            parser(sample.as_bytes()).is_ok(),
+            "{name} rejects its own sample"
+        );
+    }
+}
+
+#[test]
+fn every_truncation_is_handled() {
+    for (name, parser, sample) in parsers() {
+        let bytes = sample.as_bytes();
+        for cut in 0..bytes.len() {
+            if let Err(e) = parser(&bytes[..cut]) {
+                check_error(name, &e, &bytes[..cut]);
+            }
+        }
+    }
+    // A JSON body cut short says so.
+    let err = parse::crimes_unified(&UNIFIED.as_bytes()[..50], ElementKind::Process).unwrap_err();
+    assert!(err.to_string().contains("invalid JSON"), "{err}");
+    assert!(err.to_string().contains("EOF"), "{err}");
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let mut rng = Rng(42);
+    for (name, parser, _) in parsers() {
+        for _ in 0..3000 {
+            let len = (rng.next() % 200) as usize;
+            let input: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            if let Err(e) = parser(&input) {
+                check_error(name, &e, &input);
+            }
+        }
+    }
+}
+
+#[test]
+fn mutated_samples_never_panic() {
+    let mut rng = Rng(7);
+    let alphabet = b"{}[]\":,0123456789-.truefalsnl \\";
+    for (name, parser, sample) in parsers() {
+        for _ in 0..3000 {
+            let mut bytes = sample.as_bytes().to_vec();
+            for _ in 0..1 + rng.next() % 4 {
+                let i = (rng.next() as usize) % bytes.len();
+                bytes[i] = alphabet[(rng.next() as usize) % alphabet.len()];
+            }
+            if let Err(e) = parser(&bytes) {
+                check_error(name, &e, &bytes);
+            }
+        }
+    }
+}
+
+#[test]
+fn failure_bodies_become_typed_failures_with_the_message() {
+    let body = br#"{"status":"FAILURE","message":"Query limit crossed","data":null}"#;
+    match parse::visual_elements(body).unwrap_err() {
+        ResponseError::Failure { status, message } => {
+            assert_eq!(status, "FAILURE");
+            assert_eq!(message, "Query limit crossed");
+        }
+        other => panic!("{other:?}"),
+    }
+    let body = br#"{"outcome":"failed","data":"invalid maliciousType"}"#;
+    assert!(
+        matches!(parse::reputation_update(body), Err(ResponseError::Failure { message, .. }) if message == "invalid maliciousType")
+    );
+    let body = br#"{"status":"SUCCESS","errorMessage":"no such malop","data":[]}"#;
+    assert!(
+        matches!(parse::sensors_page(body), Err(ResponseError::Failure { message, .. }) if message == "no such malop")
+    );
+    let report = parse::remediation(REMEDIATION.as_bytes()).unwrap();
+    assert_eq!(
+        report.failure().unwrap().error.as_ref().unwrap().message,
+        "Failed"
+    );
+}
+
+#[test]
+fn typed_values_and_missing_element_values() {
+    let body = br#"{"status":"SUCCESS","data":{"resultIdToElementDataMap":{"11.1":{"simpleValues":{"malopLastUpdateTime":{"values":["1700000000000"]}}}}}}"#;
+    let malops = parse::crimes_unified(body, ElementKind::LogonSession).unwrap();
+    assert_eq!(malops[0].last_update_time, 1_700_000_000_000);
+    assert!(malops[0].machines.is_empty());
+    let bad = br#"{"status":"SUCCESS","data":{"resultIdToElementDataMap":{"11.1":{"simpleValues":{"creationTime":{"values":["yesterday"]}}}}}}"#;
+    let err = parse::crimes_unified(bad, ElementKind::Process)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("creationTime") && err.contains("yesterday"),
+        "{err}"
+    );
+}

@@ -1,0 +1,386 @@
+//! Prometheus metrics of the service (`[service] metrics_listen`), in the OpenMetrics text
+//! format that Prometheus scrapes.
+//!
+//! A registry ([`Metrics`]) that whoever runs the service creates and hands to it (and to
+//! [`serve`]), fed by small hooks in the service: every
+//! invocation and how it ended, every gate decision, every executed action's outcome, the
+//! latency of every poll of the server, and the budgets left after each cycle. Series:
+//!
+//! | series | labels |
+//! |---|---|
+//! | `riposte_invocations_total` | `plugin`, `export` (`on-malop`/`on-interval`), `outcome` (`completed`/`plugin-error`/`stopped`) |
+//! | `riposte_traps_total` | `plugin`, `reason` (`out-of-fuel`, `time-limit`, `memory-limit`, `stack-overflow`, `output-cap`, `panic`, `trap`) |
+//! | `riposte_invocation_fuel_used_total` | `plugin` |
+//! | `riposte_decisions_total` | `plugin`, `operation`, `decision` (`allow`/`shadow`/`await-approval`/`deny`) |
+//! | `riposte_actions_total` | `plugin`, `action`, `outcome` (the action's state after execution) |
+//! | `riposte_poll_duration_seconds` (histogram) | `source` (`crimes/unified:MalopProcess`, ...) |
+//! | `riposte_poll_errors_total` | `source` |
+//! | `riposte_cycles_total` | |
+//! | `riposte_malop_parts_unreadable_total` | `part` (`suspects`, `files`, `network`, `sensors`): enrichment queries that failed |
+//! | `riposte_incomplete_malops` (gauge) | Malops offered with unreadable parts and waiting to be read again |
+//! | `riposte_budget_remaining` (gauge) | `scope` (`global` or the plugin), `action`, `window_secs` |
+//! | `riposte_budget_max` (gauge) | the same |
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Label pairs of one series.
+pub type Labels = Vec<(String, String)>;
+
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn poll_histogram() -> Histogram {
+    // 5 ms .. ~20 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 13,
+    ))
+}
+
+/// The service's metrics. Counters only grow; gauges are set after each cycle.
+pub struct Metrics {
+    registry: Registry,
+    invocations: Family<Labels, Counter>,
+    traps: Family<Labels, Counter>,
+    fuel: Family<Labels, Counter>,
+    decisions: Family<Labels, Counter>,
+    actions: Family<Labels, Counter>,
+    poll_latency: HistogramFamily,
+    poll_errors: Family<Labels, Counter>,
+    cycles: Counter,
+    unreadable: Family<Labels, Counter>,
+    incomplete: Gauge,
+    budget_remaining: Family<Labels, Gauge>,
+    budget_max: Family<Labels, Gauge>,
+    /// Budget series set by the last cycle (so budgets removed from the config disappear).
+    budget_keys: Mutex<Vec<Labels>>,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every series registered (and no samples yet).
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("riposte");
+        let invocations = Family::<Labels, Counter>::default();
+        let traps = Family::<Labels, Counter>::default();
+        let fuel = Family::<Labels, Counter>::default();
+        let decisions = Family::<Labels, Counter>::default();
+        let actions = Family::<Labels, Counter>::default();
+        let poll_latency: HistogramFamily = Family::new_with_constructor(poll_histogram);
+        let poll_errors = Family::<Labels, Counter>::default();
+        let cycles = Counter::default();
+        let unreadable = Family::<Labels, Counter>::default();
+        let incomplete = Gauge::default();
+        let budget_remaining = Family::<Labels, Gauge>::default();
+        let budget_max = Family::<Labels, Gauge>::default();
+        registry.register(
+            "invocations",
+            "Plugin invocations, by plugin, export and outcome",
+            invocations.clone(),
+        );
+        registry.register(
+            "traps",
+            "Invocations the sandbox stopped, by plugin and reason",
+            traps.clone(),
+        );
+        registry.register(
+            "invocation_fuel_used",
+            "Fuel (instructions) used by invocations, by plugin",
+            fuel.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Policy gate decisions on plugin calls, by plugin, operation and decision",
+            decisions.clone(),
+        );
+        registry.register(
+            "actions",
+            "Executed actions, by plugin, action and final state",
+            actions.clone(),
+        );
+        registry.register(
+            "poll_duration_seconds",
+            "Latency of one poll of the server for new or changed Malops, by source",
+            poll_latency.clone(),
+        );
+        registry.register(
+            "poll_errors",
+            "Polls of the server that failed, by source",
+            poll_errors.clone(),
+        );
+        registry.register("cycles", "Service cycles completed", cycles.clone());
+        registry.register(
+            "malop_parts_unreadable",
+            "Malop parts whose query failed (the Malop was offered without them), by part",
+            unreadable.clone(),
+        );
+        registry.register(
+            "incomplete_malops",
+            "Malops offered with unreadable parts, waiting to be read again",
+            incomplete.clone(),
+        );
+        registry.register(
+            "budget_remaining",
+            "Units left in each budget's current window, by scope, action and window",
+            budget_remaining.clone(),
+        );
+        registry.register(
+            "budget_max",
+            "Units each budget allows per window, by scope, action and window",
+            budget_max.clone(),
+        );
+        Self {
+            registry,
+            invocations,
+            traps,
+            fuel,
+            decisions,
+            actions,
+            poll_latency,
+            poll_errors,
+            cycles,
+            unreadable,
+            incomplete,
+            budget_remaining,
+            budget_max,
+            budget_keys: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts one invocation of `export` (`on-malop`, `on-interval`) and how it ended.
+    pub fn invocation(
+        &self,
+        plugin: &str,
+        export: &str,
+        report: &riposte_runtime::InvocationReport,
+    ) {
+        if let riposte_runtime::Outcome::Stopped { reason } = &report.outcome {
+            self.traps
+                .get_or_create(&labels(&[("plugin", plugin), ("reason", reason.label())]))
+                .inc();
+        }
+        let outcome = report.outcome.status();
+        self.invocations
+            .get_or_create(&labels(&[
+                ("plugin", plugin),
+                ("export", export),
+                ("outcome", outcome),
+            ]))
+            .inc();
+        self.fuel
+            .get_or_create(&labels(&[("plugin", plugin)]))
+            .inc_by(report.fuel_used);
+    }
+
+    /// Counts one gate decision on a plugin's call.
+    pub fn decision(&self, plugin: &str, operation: &str, decision: riposte_audit::DecisionKind) {
+        self.decisions
+            .get_or_create(&labels(&[
+                ("plugin", plugin),
+                ("operation", operation),
+                ("decision", decision.name()),
+            ]))
+            .inc();
+    }
+
+    /// Counts one executed action by its resulting state (`succeeded`, `failed`, ...).
+    pub fn action(&self, plugin: &str, action: &str, outcome: &str) {
+        self.actions
+            .get_or_create(&labels(&[
+                ("plugin", plugin),
+                ("action", action),
+                ("outcome", outcome),
+            ]))
+            .inc();
+    }
+
+    /// Records one poll of `source` that took `took`, and whether it failed.
+    pub fn poll(&self, source: &str, took: Duration, ok: bool) {
+        let key = labels(&[("source", source)]);
+        self.poll_latency
+            .get_or_create(&key)
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.poll_errors.get_or_create(&key).inc();
+        }
+    }
+
+    /// Counts a completed cycle.
+    pub fn cycle(&self) {
+        self.cycles.inc();
+    }
+
+    /// Counts one Malop part whose query failed.
+    pub fn part_unreadable(&self, part: riposte_domain::MalopPart) {
+        self.unreadable
+            .get_or_create(&labels(&[("part", part.name())]))
+            .inc();
+    }
+
+    /// Sets how many Malops wait with unreadable parts.
+    pub fn set_incomplete(&self, count: u64) {
+        self.incomplete
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the budgets-left gauges to `budgets`; series of budgets no longer reported are
+    /// removed.
+    pub fn set_budgets(&self, budgets: &[riposte_policy::BudgetStatus]) {
+        let mut keys = self.budget_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = Vec::with_capacity(budgets.len());
+        for status in budgets {
+            let scope = match &status.scope {
+                riposte_policy::BudgetScope::Global => "global".to_owned(),
+                riposte_policy::BudgetScope::Plugin(name) => name.as_str().to_owned(),
+            };
+            let action = status.budget.action.to_string();
+            let key = labels(&[
+                ("scope", &scope),
+                ("action", &action),
+                ("window_secs", &status.budget.window_secs.to_string()),
+            ]);
+            self.budget_remaining
+                .get_or_create(&key)
+                .set(i64::try_from(status.remaining).unwrap_or(i64::MAX));
+            self.budget_max
+                .get_or_create(&key)
+                .set(i64::try_from(status.budget.max).unwrap_or(i64::MAX));
+            fresh.push(key);
+        }
+        for old in keys.iter().filter(|k| !fresh.contains(k)) {
+            self.budget_remaining.remove(old);
+            self.budget_max.remove(old);
+        }
+        *keys = fresh;
+    }
+
+    /// The exposition: every series in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// A running metrics endpoint; stops when dropped.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl MetricsServer {
+    /// The address it listens on (the real port when `:0` was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves `metrics` at `GET /metrics` on `listen` (and `GET /` answers with a pointer to it).
+pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<MetricsServer> {
+    use anyhow::Context as _;
+    use axum::http::header;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!(
+            "cannot listen on {listen} for metrics: set [service] metrics_listen to a free address"
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .context("the metrics listener address")?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move {
+                ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render())
+            }),
+        )
+        .route(
+            "/",
+            axum::routing::get(|| async { "riposte metrics: GET /metrics\n" }),
+        );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let stop = async {
+            let _ = rx.await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!("the metrics endpoint stopped: {e}");
+        }
+    });
+    tracing::info!(%addr, "metrics endpoint listening");
+    Ok(MetricsServer {
+        addr,
+        stop: Some(tx),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_render_with_their_labels() {
+        let m = Metrics::new();
+        m.poll(
+            "crimes/unified:MalopProcess",
+            Duration::from_millis(12),
+            true,
+        );
+        m.action("p", "isolate", "succeeded");
+        m.decision("p", "isolate", riposte_audit::DecisionKind::Deny);
+        m.cycle();
+        let text = m.render();
+        assert!(
+            text.contains(
+                "riposte_poll_duration_seconds_count{source=\"crimes/unified:MalopProcess\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "riposte_actions_total{plugin=\"p\",action=\"isolate\",outcome=\"succeeded\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "riposte_decisions_total{plugin=\"p\",operation=\"isolate\",decision=\"deny\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("riposte_cycles_total 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

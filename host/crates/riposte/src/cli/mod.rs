@@ -1,0 +1,143 @@
+//! The `riposte` command line: argument definitions and one module per command group.
+//! This is the binary's edge, so errors are `anyhow` with context.
+
+mod plugin;
+mod service;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Runs detection-to-remediation rules for Cybereason EDR as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "riposte", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with plugin components: inspect, run on a fixture, build.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// Run the Cybereason server simulator on loopback (for trying rules and for tests).
+    Sim(riposte_sim::SimArgs),
+    /// Run the service: poll the server, run the plugins, carry out allowed actions.
+    Run(service::RunArgs),
+    /// Show plugins, modes, budgets left, paused plugins, pending approvals, last poll.
+    Status(service::ConfigArg),
+    /// List, approve or deny actions waiting for an operator.
+    #[command(subcommand)]
+    Approvals(service::ApprovalsCommand),
+    /// Apply the recorded inverse of an executed action (un-isolate, unquarantine, ...).
+    Undo(service::UndoArgs),
+    /// Check or read the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Run the whole product on the built-in simulator and print a summary.
+    Demo(DemoArgs),
+}
+
+/// Arguments of `riposte demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Where the demo's database, audit trail and config go (emptied first).
+    #[arg(long, default_value = "target/demo")]
+    pub workdir: std::path::PathBuf,
+    /// Malops the simulator seeds.
+    #[arg(long, default_value_t = 12)]
+    pub malops: usize,
+    /// The simulator's seed (the same seed gives the same run).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `riposte audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; exits non-zero naming the first bad record.
+    Verify(riposte_audit::AuditVerifyArgs),
+    /// Print records, filtered by plugin, Malop and decision.
+    Show(riposte_audit::AuditShowArgs),
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir()?;
+    let root = riposte_toolchain::find_root(&cwd)?;
+    let workdir = if args.workdir.is_absolute() {
+        args.workdir
+    } else {
+        root.join(args.workdir)
+    };
+    let options = crate::demo::DemoOptions {
+        root,
+        workdir,
+        malops: args.malops,
+        seed: args.seed,
+    };
+    let summary = crate::demo::run(options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", crate::demo::render(&summary));
+    }
+    Ok(())
+}
+
+/// Sets up logging. `RUST_LOG` overrides the default level (`info`; `warn` for the demo and
+/// replays, whose reports are their output).
+pub fn init_logging(cli: &Cli) {
+    let format = cli.log_format;
+    let reports = matches!(
+        cli.command,
+        Command::Demo(_) | Command::Plugin(plugin::PluginCommand::Test(_))
+    );
+    let default = if reports { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only for a person at a terminal: never in a file, a pipe or the journal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Plugin(command) => plugin::run(command).await,
+        Command::Sim(args) => riposte_sim::run(args).await,
+        Command::Run(args) => service::run(args).await,
+        Command::Status(args) => service::status(args),
+        Command::Approvals(command) => service::approvals(command),
+        Command::Undo(args) => service::undo(args).await,
+        Command::Audit(AuditCommand::Verify(args)) => {
+            riposte_audit::run_verify(&args, &mut std::io::stdout().lock())
+        }
+        Command::Audit(AuditCommand::Show(args)) => {
+            riposte_audit::run_show(&args, &mut std::io::stdout().lock())
+        }
+        Command::Demo(args) => demo(args).await,
+    }
+}

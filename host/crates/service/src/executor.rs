@@ -1,0 +1,747 @@
+//! Carries out ledgered actions on the server, exactly once, and follows them to a final
+//! status.
+//!
+//! The ledger row exists (state `planned`) before anything is sent. A send whose outcome is
+//! unknown (timeout, reset, 5xx after the request left) is never repeated blindly: the
+//! action stays unresolved and [`Executor::reconcile`] looks for it on the server first.
+
+use super::audit::Auditor;
+use riposte_client::{self, Client, IsolationReport, RemediationEntry, RemediationReport};
+use riposte_domain::{ActionKind, ActionRequest, MachineGuid, PylumId, RemediationProgress};
+use riposte_policy::{BudgetLedger, Charge, TargetKey};
+use riposte_store::{ActionRecord, ActionState, Outcome, RetryDecision, Store};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How remediations are followed and failures retried (from `[service.follow]`, see
+/// [`riposte_config::FollowConfig`]).
+#[derive(Clone, Debug)]
+pub struct FollowPolicy {
+    /// Pause before the first progress poll; it doubles after each poll, up to
+    /// `max_poll_interval`.
+    pub poll_interval: Duration,
+    /// The longest pause between two polls.
+    pub max_poll_interval: Duration,
+    /// Progress polls before a remediation is recorded as timed out (about 37 minutes with
+    /// the default pauses).
+    pub max_polls: u32,
+    /// Sends of one action that certainly did not reach the server, before giving up.
+    pub max_attempts: u32,
+}
+
+impl Default for FollowPolicy {
+    fn default() -> Self {
+        Self::from(&riposte_config::FollowConfig::default())
+    }
+}
+
+impl From<&riposte_config::FollowConfig> for FollowPolicy {
+    fn from(c: &riposte_config::FollowConfig) -> Self {
+        Self {
+            poll_interval: Duration::from_secs(c.first_poll_secs),
+            max_poll_interval: Duration::from_secs(c.max_poll_interval_secs),
+            max_polls: c.max_polls,
+            max_attempts: 3,
+        }
+    }
+}
+
+impl FollowPolicy {
+    /// The pause before progress poll number `poll` (1-based): `poll_interval` doubled
+    /// `poll - 1` times, at most `max_poll_interval`.
+    pub fn delay(&self, poll: u32) -> Duration {
+        let doubled = self
+            .poll_interval
+            .saturating_mul(1u32 << poll.saturating_sub(1).min(20));
+        doubled.min(self.max_poll_interval.max(self.poll_interval))
+    }
+}
+
+/// Machine guid → sensor id, from the Malop being handled; the rest is looked up.
+pub type PylumDirectory = BTreeMap<MachineGuid, PylumId>;
+
+/// The sensor ids a detailed Malop carries for its machines.
+pub fn pylum_directory(malop: &riposte_domain::Malop) -> PylumDirectory {
+    malop
+        .machines
+        .iter()
+        .filter_map(|m| m.pylum_id.clone().map(|p| (m.guid.clone(), p)))
+        .collect()
+}
+
+/// Sends actions and records their fate in the store and the audit trail.
+#[derive(Clone)]
+pub struct Executor {
+    client: Arc<Client>,
+    store: Arc<Store>,
+    auditor: Arc<Auditor>,
+    follow: FollowPolicy,
+}
+
+/// Where an action stands after its one send.
+pub enum Submitted {
+    /// Final (isolation, reputation, status, comment; or a send that failed).
+    Final(ActionState),
+    /// A remediation the server is working on: follow it.
+    Following(RemediationReport),
+}
+
+/// What one send achieved.
+enum Sent {
+    /// Final at once (isolation, reputation, status, comment). `rejected`: the budget units
+    /// of targets the server rejected as unknown.
+    Done {
+        outcome: Outcome,
+        result: Value,
+        rejected: Vec<Charge>,
+    },
+    /// A remediation the server is working on.
+    Remediation(RemediationReport),
+}
+
+/// Which budget units of an action to give back.
+enum Refund {
+    /// All of them: the action certainly never reached the server, or had no effect.
+    All,
+    /// Those of targets the server rejected as unknown.
+    Only(Vec<Charge>),
+}
+
+impl Executor {
+    /// An executor over `client`, recording into `store` and `auditor`.
+    pub fn new(
+        client: Arc<Client>,
+        store: Arc<Store>,
+        auditor: Arc<Auditor>,
+        follow: FollowPolicy,
+    ) -> Self {
+        Self {
+            client,
+            store,
+            auditor,
+            follow,
+        }
+    }
+
+    /// Sends a `planned` action once, then follows it to its final state. Returns that state.
+    pub async fn execute(&self, record: &ActionRecord, pylums: &PylumDirectory) -> ActionState {
+        match self.submit(record, pylums).await {
+            Submitted::Final(state) => state,
+            Submitted::Following(report) => self.follow(record, report).await,
+        }
+    }
+
+    /// Sends a `planned` action once and records the submission. Actions the server carries
+    /// out at once are final here (and audited); a remediation comes back to be followed
+    /// with [`Executor::follow`], which need not hold up the caller.
+    pub async fn submit(&self, record: &ActionRecord, pylums: &PylumDirectory) -> Submitted {
+        self.submit_tracked(record, pylums, &AtomicBool::new(false))
+            .await
+    }
+
+    /// [`Executor::submit`], setting `sending` just before the request that changes something
+    /// is handed to the client: until then, the action certainly has not left the host.
+    pub async fn submit_tracked(
+        &self,
+        record: &ActionRecord,
+        pylums: &PylumDirectory,
+        sending: &AtomicBool,
+    ) -> Submitted {
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        // The decision that allowed the action is on disk before the server hears of it;
+        // if the audit trail cannot be forced to disk, nothing is sent.
+        if let Err(e) = self.auditor.barrier() {
+            let error = format!("not sent: the audit trail could not be forced to disk: {e}");
+            let state = self.give_up_or_retry(record, &error);
+            self.auditor.action_result(record, state, started.elapsed());
+            return Submitted::Final(state);
+        }
+        let state = match self.send(&record.request, pylums, sending).await {
+            Ok(Sent::Done {
+                outcome,
+                result,
+                rejected,
+            }) => {
+                self.mark_submitted(record, None, &result, now);
+                let state = self.finish(record, outcome, &result, None);
+                self.refund(
+                    record,
+                    Refund::Only(rejected),
+                    "the server rejected these targets as unknown",
+                );
+                state
+            }
+            Ok(Sent::Remediation(report)) => {
+                let result = remediation_json(&report);
+                self.mark_submitted(record, Some(&report), &result, now);
+                return Submitted::Following(report);
+            }
+            Err(error) => self.send_failed(record, &error),
+        };
+        self.auditor.action_result(record, state, started.elapsed());
+        Submitted::Final(state)
+    }
+
+    /// Follows a submitted remediation to SUCCESS, FAILURE or the follow limit, records and
+    /// audits its final state.
+    pub async fn follow(&self, record: &ActionRecord, report: RemediationReport) -> ActionState {
+        let started = std::time::Instant::now();
+        let state = self.follow_remediation(record, report).await;
+        self.auditor.action_result(record, state, started.elapsed());
+        state
+    }
+
+    /// Settles an action a crash left `planned`, `submitted` or `following`: looks for it on
+    /// the server before anything is sent again.
+    pub async fn reconcile(&self, record: &ActionRecord, pylums: &PylumDirectory) -> ActionState {
+        match (&record.state, &record.request) {
+            (ActionState::Submitted | ActionState::Following, ActionRequest::Remediate { .. }) => {
+                match record.remediation_id.clone() {
+                    Some(_) => self.resume_following(record).await,
+                    None => self.find_and_follow(record, pylums).await,
+                }
+            }
+            (ActionState::Planned, ActionRequest::Remediate { .. }) => {
+                self.find_and_follow(record, pylums).await
+            }
+            // Anything else is looked for on the server first: only what is not there yet is
+            // sent, so a crash between the send and its record never sends it twice.
+            (ActionState::Planned | ActionState::Submitted | ActionState::Following, request) => {
+                match self.already_applied(request, pylums).await {
+                    Ok(true) => {
+                        tracing::info!(action = %record.id, "already applied on the server; not sending again");
+                        let result = json!({"found_on_server": true});
+                        self.mark_submitted(record, None, &result, now_ms());
+                        self.finish(record, Outcome::Succeeded, &result, None)
+                    }
+                    Ok(false) => self.execute(record, pylums).await,
+                    Err(error) => self.give_up_or_retry(
+                        record,
+                        &format!("checking the server before resending: {error}"),
+                    ),
+                }
+            }
+            (state, _) => *state,
+        }
+    }
+
+    async fn find_and_follow(&self, record: &ActionRecord, pylums: &PylumDirectory) -> ActionState {
+        let ActionRequest::Remediate { malop_id, targets } = &record.request else {
+            return record.state;
+        };
+        let Some(malop) = malop_id else {
+            // The server lists remediations only per Malop: one sent without a Malop id
+            // cannot be looked for, so it is never sent again blindly.
+            let error = "outcome unknown: a remediation sent without a Malop id cannot be looked up on the server, so it is not sent again; check the console before asking for it again";
+            tracing::warn!(action = %record.id, "{error}");
+            return self.finish(record, Outcome::TimedOut, &json!({}), Some(error));
+        };
+        match self.client.find_remediation(malop, targets).await {
+            Ok(Some(report)) => {
+                tracing::info!(action = %record.id, "found on the server after a restart; not sending again");
+                let result = remediation_json(&report);
+                self.mark_submitted(record, Some(&report), &result, now_ms());
+                self.follow(record, report).await
+            }
+            Ok(None) => self.execute(record, pylums).await,
+            Err(error) => self.give_up_or_retry(
+                record,
+                &format!("looking for the action on the server: {error}"),
+            ),
+        }
+    }
+
+    /// Whether the server already shows the effect of `request` (isolation state, the
+    /// reputation list, the Malop's status and comments).
+    async fn already_applied(
+        &self,
+        request: &ActionRequest,
+        pylums: &PylumDirectory,
+    ) -> Result<bool, riposte_client::Error> {
+        let c = &self.client;
+        Ok(match request {
+            ActionRequest::Remediate { .. } => false,
+            ActionRequest::Isolate { machines, .. } | ActionRequest::Unisolate { machines, .. } => {
+                let want_isolated = matches!(request, ActionRequest::Isolate { .. });
+                let sensors = c.sensors(json!([])).await?;
+                let ids = pylum_ids_from(machines, pylums, &sensors)?;
+                ids.iter().all(|(_, id)| {
+                    sensors
+                        .iter()
+                        .any(|s| &s.pylum_id == id && s.isolated == want_isolated)
+                })
+            }
+            ActionRequest::SetReputation {
+                keys,
+                verdict,
+                prevent,
+            } => {
+                let list = c.reputations().await?;
+                keys.iter().all(|k| {
+                    list.iter().any(|e| {
+                        e.key.eq_ignore_ascii_case(&k.value)
+                            && e.verdict == Some(*verdict)
+                            && e.prevent == *prevent
+                            && !e.remove
+                    })
+                })
+            }
+            ActionRequest::RemoveReputation { keys } => {
+                let list = c.reputations().await?;
+                !keys.iter().any(|k| {
+                    list.iter()
+                        .any(|e| e.key.eq_ignore_ascii_case(&k.value) && !e.remove)
+                })
+            }
+            ActionRequest::SetStatus { malop_id, status } => {
+                c.get_malop(malop_id).await?.management_status == *status
+            }
+            ActionRequest::AddComment { malop_id, text } => c
+                .comments(malop_id)
+                .await?
+                .iter()
+                .any(|comment| comment.message == *text),
+        })
+    }
+
+    /// Sends `request`, setting `sending` just before the request that changes something
+    /// leaves for the server (lookups it needs first, such as sensor ids, come before).
+    async fn send(
+        &self,
+        request: &ActionRequest,
+        pylums: &PylumDirectory,
+        sending: &AtomicBool,
+    ) -> Result<Sent, riposte_client::Error> {
+        let c = &self.client;
+        let leaving = || sending.store(true, Ordering::Release);
+        Ok(match request {
+            ActionRequest::Remediate { malop_id, targets } => {
+                leaving();
+                Sent::Remediation(c.remediate(malop_id.as_ref(), targets).await?)
+            }
+            ActionRequest::Isolate { malop_id, machines }
+            | ActionRequest::Unisolate { malop_id, machines } => {
+                let sensors = self.pylum_ids(machines, pylums).await?;
+                let ids: Vec<PylumId> = sensors.iter().map(|(_, id)| id.clone()).collect();
+                leaving();
+                let report = if matches!(request, ActionRequest::Isolate { .. }) {
+                    c.isolate(&ids, malop_id.as_ref()).await?
+                } else {
+                    c.unisolate(&ids, malop_id.as_ref()).await?
+                };
+                isolation_done(report, &sensors, request.action_kinds()[0])
+            }
+            ActionRequest::SetReputation {
+                keys,
+                verdict,
+                prevent,
+            } => {
+                leaving();
+                c.set_reputation(keys, *verdict, *prevent).await?;
+                done(json!({"outcome": "success"}))
+            }
+            ActionRequest::RemoveReputation { keys } => {
+                leaving();
+                c.remove_reputation(keys).await?;
+                done(json!({"outcome": "success"}))
+            }
+            ActionRequest::SetStatus { malop_id, status } => {
+                leaving();
+                c.set_malop_status(malop_id, *status).await?;
+                done(json!({"status": "SUCCESS"}))
+            }
+            ActionRequest::AddComment { malop_id, text } => {
+                leaving();
+                c.add_comment(malop_id, text).await?;
+                done(json!({"commented": text.chars().count()}))
+            }
+        })
+    }
+
+    /// Sensor ids for `machines`: from the Malop first, then from `sensors/query`.
+    async fn pylum_ids(
+        &self,
+        machines: &[MachineGuid],
+        known: &PylumDirectory,
+    ) -> Result<Vec<(MachineGuid, PylumId)>, riposte_client::Error> {
+        if machines.iter().all(|guid| known.contains_key(guid)) {
+            return pylum_ids_from(machines, known, &[]);
+        }
+        let sensors = self.client.sensors(json!([])).await?;
+        pylum_ids_from(machines, known, &sensors)
+    }
+
+    async fn follow_remediation(
+        &self,
+        record: &ActionRecord,
+        mut report: RemediationReport,
+    ) -> ActionState {
+        // The server's own Malop id first; a remediation sent without one is followed too.
+        let malop = report.malop_id.clone().or_else(|| record.malop_id.clone());
+        for poll in 0..=self.follow.max_polls {
+            let progress = report.status();
+            self.record_progress(record, progress, &report);
+            if let Some(outcome) = outcome_of(progress) {
+                let error = report
+                    .failure()
+                    .and_then(|e| e.error.as_ref())
+                    .map(|e| e.message.clone());
+                let state = self.finish(
+                    record,
+                    outcome,
+                    &remediation_json(&report),
+                    error.as_deref(),
+                );
+                self.refund(
+                    record,
+                    Refund::Only(rejected_items(&record.request, &report.entries)),
+                    "the server rejected these targets as unknown",
+                );
+                return state;
+            }
+            if poll == self.follow.max_polls {
+                break;
+            }
+            let delay = self.follow.delay(poll + 1);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            report = match self
+                .client
+                .remediation_progress(malop.as_ref(), &report.remediation_id)
+                .await
+            {
+                Ok(next) => next,
+                Err(error) => {
+                    tracing::warn!(action = %record.id, "remediation progress: {error}");
+                    report
+                }
+            };
+        }
+        self.finish(
+            record,
+            Outcome::TimedOut,
+            &remediation_json(&report),
+            Some("no final status before the follow limit"),
+        )
+    }
+
+    async fn resume_following(&self, record: &ActionRecord) -> ActionState {
+        let Some(rid) = &record.remediation_id else {
+            return record.state;
+        };
+        match self
+            .client
+            .remediation_progress(progress_malop(record), rid)
+            .await
+        {
+            Ok(report) => self.follow(record, report).await,
+            Err(error) => {
+                self.give_up_or_retry(record, &format!("reading remediation progress: {error}"))
+            }
+        }
+    }
+
+    fn send_failed(&self, record: &ActionRecord, error: &riposte_client::Error) -> ActionState {
+        if error.certainly_not_done() && !error.rejected_for_good() {
+            return self.give_up_or_retry(record, &error.to_string());
+        }
+        if let riposte_client::Error::OutcomeUnknown { .. } = error {
+            // Left unresolved on purpose: reconcile() checks the server before any resend.
+            tracing::warn!(action = %record.id, "outcome unknown, will check the server before resending: {error}");
+            let _ = self.store.mark_submitted(
+                &record.id,
+                None,
+                &json!({ riposte_store::OUTCOME_UNKNOWN: error.to_string() }),
+                now_ms(),
+            );
+            return ActionState::Submitted;
+        }
+        let state = self.finish(
+            record,
+            Outcome::Failed,
+            &json!({"error": error.to_string()}),
+            Some(&error.to_string()),
+        );
+        match error {
+            // Nothing happened, and nothing would on a retry.
+            e if e.rejected_for_good() => {
+                self.refund(
+                    record,
+                    Refund::All,
+                    "the action had no effect on the server",
+                );
+            }
+            riposte_client::Error::RemediationFailed { failed, .. } => self.refund(
+                record,
+                Refund::Only(rejected_items(&record.request, failed)),
+                "the server rejected these targets as unknown",
+            ),
+            _ => {}
+        }
+        state
+    }
+
+    fn give_up_or_retry(&self, record: &ActionRecord, error: &str) -> ActionState {
+        match self.store.record_failed_attempt(
+            &record.id,
+            error,
+            self.follow.max_attempts,
+            now_ms(),
+        ) {
+            Ok(RetryDecision::Retry { attempts }) => {
+                tracing::warn!(action = %record.id, attempts, "not sent ({error}); will retry");
+                record.state
+            }
+            Ok(RetryDecision::GaveUp { .. }) => {
+                self.refund(record, Refund::All, "the action never reached the server");
+                ActionState::Failed
+            }
+            Err(e) => {
+                tracing::error!(action = %record.id, "recording a failed attempt: {e}");
+                record.state
+            }
+        }
+    }
+
+    /// Records as failed an action that certainly was not sent (its invocation ended before
+    /// it was handed to the client), gives its budget back and audits it: it must not linger
+    /// `planned` for recovery to send later.
+    pub fn abandon(&self, record: &ActionRecord, why: &str) {
+        match self
+            .store
+            .finish(&record.id, Outcome::Failed, Some(why), now_ms())
+        {
+            Ok(()) => {
+                self.refund(record, Refund::All, why);
+                self.auditor
+                    .action_result(record, ActionState::Failed, Duration::ZERO);
+            }
+            Err(e) => {
+                tracing::error!(action = %record.id, "recording an unsent action failed: {e}")
+            }
+        }
+    }
+
+    /// Gives back the budget units of `record` that `which` names, and audits what was given
+    /// back and why.
+    fn refund(&self, record: &ActionRecord, which: Refund, why: &str) {
+        let charges = match which {
+            Refund::All => riposte_policy::check_arguments(&record.request).unwrap_or_default(),
+            Refund::Only(charges) => charges,
+        };
+        if charges.is_empty() {
+            return;
+        }
+        match BudgetLedger::refund(&*self.store, &record.plugin, &charges, record.created_at_ms) {
+            Ok(0) => {}
+            Ok(units) => self.auditor.budget_refunded(record, &charges, units, why),
+            Err(e) => tracing::error!(action = %record.id, "giving the budget back: {e}"),
+        }
+    }
+
+    fn mark_submitted(
+        &self,
+        record: &ActionRecord,
+        report: Option<&RemediationReport>,
+        result: &Value,
+        now: i64,
+    ) {
+        let rid = report.map(|r| &r.remediation_id);
+        if let Err(e) = self.store.mark_submitted(&record.id, rid, result, now) {
+            tracing::error!(action = %record.id, "recording the submission: {e}");
+        }
+    }
+
+    fn record_progress(
+        &self,
+        record: &ActionRecord,
+        progress: RemediationProgress,
+        report: &RemediationReport,
+    ) {
+        if let Err(e) =
+            self.store
+                .record_progress(&record.id, progress, &remediation_json(report), now_ms())
+        {
+            tracing::error!(action = %record.id, "recording progress: {e}");
+        }
+    }
+
+    fn finish(
+        &self,
+        record: &ActionRecord,
+        outcome: Outcome,
+        result: &Value,
+        error: Option<&str>,
+    ) -> ActionState {
+        let now = now_ms();
+        if let Err(e) = self.store.finish(&record.id, outcome, error, now) {
+            tracing::error!(action = %record.id, "recording the final state: {e}");
+        }
+        let inverse = (outcome == Outcome::Succeeded)
+            .then(|| riposte_store::inverse_of(&record.request))
+            .flatten();
+        if let Some(inverse) = inverse
+            && let Err(e) = self.store.record_undo(&record.id, &inverse, now)
+        {
+            tracing::error!(action = %record.id, "recording the undo: {e}");
+        }
+        tracing::debug!(action = %record.id, ?outcome, %result, "action finished");
+        match outcome {
+            Outcome::Succeeded => ActionState::Succeeded,
+            Outcome::Failed => ActionState::Failed,
+            Outcome::TimedOut => ActionState::TimedOut,
+        }
+    }
+}
+
+fn done(result: Value) -> Sent {
+    Sent::Done {
+        outcome: Outcome::Succeeded,
+        result,
+        rejected: Vec::new(),
+    }
+}
+
+/// `Succeeded` everywhere, or `Primed` (queued until an offline sensor connects), is success.
+/// A sensor the server answers `UnknownProbe` for was rejected as unknown: its machine's
+/// budget unit is given back.
+fn isolation_done(
+    report: IsolationReport,
+    sensors: &[(MachineGuid, PylumId)],
+    kind: ActionKind,
+) -> Sent {
+    let ok = report.all_succeeded();
+    let rejected = sensors
+        .iter()
+        .filter(|(_, id)| {
+            matches!(report.outcomes.get(id), Some(riposte_client::IsolationStatus::Failed(s)) if s == "UnknownProbe")
+        })
+        .map(|(machine, _)| Charge {
+            kind,
+            target: TargetKey::Machine(machine.clone()),
+        })
+        .collect();
+    let result: BTreeMap<String, String> = report
+        .outcomes
+        .iter()
+        .map(|(id, status)| (id.to_string(), format!("{status:?}")))
+        .collect();
+    Sent::Done {
+        outcome: if ok {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        },
+        result: json!({ "sensors": result }),
+        rejected,
+    }
+}
+
+/// The budget units of a remediation whose every item on a machine (per kind) the server
+/// rejected as unknown.
+fn rejected_items(request: &ActionRequest, entries: &[RemediationEntry]) -> Vec<Charge> {
+    let ActionRequest::Remediate { targets, .. } = request else {
+        return Vec::new();
+    };
+    let rejected = |t: &riposte_domain::RemediationTarget| {
+        entries.iter().any(|e| {
+            e.rejected_as_unknown()
+                && e.machine_guid == t.machine_guid
+                && e.target_guid == t.target_guid
+        })
+    };
+    let mut units: BTreeMap<(ActionKind, MachineGuid), bool> = BTreeMap::new();
+    for t in targets {
+        let all = units
+            .entry((t.kind.into(), t.machine_guid.clone()))
+            .or_insert(true);
+        *all &= rejected(t);
+    }
+    units
+        .into_iter()
+        .filter(|(_, all)| *all)
+        .map(|((kind, machine), _)| Charge {
+            kind,
+            target: TargetKey::Machine(machine),
+        })
+        .collect()
+}
+
+fn outcome_of(progress: RemediationProgress) -> Option<Outcome> {
+    match progress {
+        RemediationProgress::Success => Some(Outcome::Succeeded),
+        RemediationProgress::Failure => Some(Outcome::Failed),
+        _ => None,
+    }
+}
+
+fn remediation_json(report: &RemediationReport) -> Value {
+    json!({
+        "remediation_id": report.remediation_id,
+        "status": format!("{:?}", report.status()),
+        "entries": report.entries.iter().map(|e| json!({
+            "machine": e.machine_guid,
+            "target": e.target_guid,
+            "status": format!("{:?}", e.status),
+            "error": e.error.as_ref().map(|x| x.message.clone()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The Malop id a remediation's progress is asked for with (none for one sent without).
+pub fn progress_malop(record: &ActionRecord) -> Option<&riposte_domain::MalopId> {
+    record.malop_id.as_ref()
+}
+
+/// Milliseconds since the Unix epoch, on this host's clock.
+pub fn now_ms() -> i64 {
+    riposte_audit::now_ms()
+}
+
+/// The sensor id of each of `machines`, in order: from `known`, else from `sensors`.
+fn pylum_ids_from(
+    machines: &[MachineGuid],
+    known: &PylumDirectory,
+    sensors: &[riposte_client::Sensor],
+) -> Result<Vec<(MachineGuid, PylumId)>, riposte_client::Error> {
+    machines
+        .iter()
+        .map(|guid| {
+            let id = known.get(guid).cloned().or_else(|| {
+                sensors
+                    .iter()
+                    .find(|s| s.machine_guid.as_ref() == Some(guid))
+                    .map(|s| s.pylum_id.clone())
+            });
+            id.map(|id| (guid.clone(), id))
+                .ok_or_else(|| riposte_client::Error::NotFound {
+                    what: format!("a sensor for machine {guid}"),
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::FollowPolicy;
+    use std::time::Duration;
+
+    #[test]
+    fn progress_polls_back_off_up_to_the_longest_pause() {
+        let p = FollowPolicy::default();
+        let secs: Vec<u64> = (1..=6).map(|n| p.delay(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 60, 60]);
+        let total: Duration = (1..=p.max_polls).map(|n| p.delay(n)).sum();
+        assert!(total >= Duration::from_secs(30 * 60), "{total:?}");
+        let fast = FollowPolicy {
+            poll_interval: Duration::ZERO,
+            ..FollowPolicy::default()
+        };
+        assert_eq!(fast.delay(3), Duration::ZERO);
+    }
+}

@@ -1,0 +1,985 @@
+//! The detection-to-remediation service: polls the server, runs the subscribed plugins on
+//! every new or changed Malop, and carries out each allowed action exactly once (G4, G6, G8).
+//!
+//! One cycle:
+//! 1. settle approvals: expire the overdue, execute the approved (gate re-checked);
+//! 2. settle actions a crash left unresolved (checked on the server before any resend);
+//! 3. per element kind, fetch the Malops updated since the watermark minus the overlap
+//!    window (server clock), skip those each plugin already handled at that update time,
+//!    fetch details once (several Malops at a time), and invoke the subscribed plugins with
+//!    bounded concurrency as each Malop's details arrive;
+//! 4. record the Malops handled in groups (one durable commit per group of finished
+//!    invocations, after an audit barrier), see [`Service::evaluate_batch`];
+//! 5. advance the watermark to the newest update seen, but never past a Malop whose
+//!    details could not be fetched, so no Malop is skipped;
+//! 6. run the interval hooks that are due.
+
+mod audit;
+mod executor;
+mod gated;
+mod health;
+mod plugins;
+mod reload;
+
+pub use audit::Auditor;
+pub use executor::{FollowPolicy, now_ms};
+pub use plugins::{ServicePlugin, runtime_config};
+pub use reload::ReloadReport;
+
+use anyhow::Context;
+use executor::{Executor, PylumDirectory, pylum_directory};
+use futures::{Stream, StreamExt};
+use gated::{Core, GatedHost};
+use health::HealthBook;
+use riposte_client::Client;
+use riposte_config::OperatorConfig;
+use riposte_domain::{ActionRequest, ElementKind, Malop, MalopId, PluginName, TimestampMs};
+use riposte_metrics::Metrics;
+use riposte_policy::{Gate, TargetFacts};
+use riposte_runtime::{CallContext, Entry, InvocationReport, Outcome, PluginHost, Runtime};
+use riposte_store::{ActionRecord, ActionState, Backoff, Handled, NewAction, Store};
+use serde::Serialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// The most handled marks one group commit holds: a crash before the commit offers at most
+/// this many (plugin, Malop) pairs again (their actions are answered from the ledger).
+const MARK_GROUP_MAX: usize = 64;
+
+/// The longest pause before an incomplete Malop is read again.
+const REREAD_MAX_MS: i64 = 3_600_000;
+/// How long an incomplete Malop is read again before it is given up (a day).
+const REREAD_GIVE_UP_MS: i64 = 86_400_000;
+/// The most incomplete Malops read again in one cycle.
+const REREAD_PER_CYCLE: usize = 64;
+/// The most of a part's error an audit record keeps.
+const PART_ERROR_MAX_CHARS: usize = 300;
+
+/// What one cycle did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CycleReport {
+    /// Malops fetched from the server this cycle.
+    pub malops_seen: usize,
+    /// Malops offered with parts that could not be read (see [`riposte_domain::MalopPart`]).
+    pub incomplete: usize,
+    /// Incomplete Malops read again (outside the poll) this cycle.
+    pub reread: usize,
+    /// Plugin invocations run.
+    pub invocations: usize,
+    /// Invocations stopped by the sandbox.
+    pub traps: usize,
+    /// Malops whose details could not be fetched (retried next cycle).
+    pub deferred: usize,
+    /// Approved actions executed.
+    pub approvals_executed: usize,
+    /// Unresolved actions settled.
+    pub recovered: usize,
+}
+
+/// One `on-malop` invocation and whether its Malop may be recorded handled.
+struct MalopRun {
+    report: InvocationReport,
+    handled: bool,
+}
+
+/// What a batch of evaluations did ([`Service::evaluate_batch`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Plugin invocations run.
+    pub invocations: usize,
+    /// Invocations that completed (the plugin returned, with or without an error of its
+    /// own): their Malops are recorded handled.
+    pub handled: usize,
+    /// Invocations stopped by the sandbox.
+    pub traps: usize,
+    /// Last update times of the Malops a plugin still owes: it trapped on them, or was
+    /// paused before their turn. The watermark must stay below them.
+    pub owed: Vec<TimestampMs>,
+}
+
+/// The running service.
+pub struct Service {
+    config: OperatorConfig,
+    runtime: Arc<Runtime>,
+    plugins: Vec<Arc<ServicePlugin>>,
+    core: Arc<Core>,
+    backoff: Backoff,
+    /// Each plugin's health as this process knows it (see [`HealthBook`]).
+    health: HealthBook,
+    /// Plugins added by a reload that have not yet been offered the Malops polled before
+    /// they came (see [`Service::backfill`]).
+    backfill: std::sync::Mutex<Vec<PluginName>>,
+    /// Where the cycle's counters and gauges go (the caller serves them).
+    metrics: Arc<Metrics>,
+}
+
+impl Service {
+    /// Opens the state and the audit trail, loads and checks every plugin (pins, world),
+    /// and asks each to describe itself. What it does is counted into `metrics`.
+    pub async fn start(
+        config: OperatorConfig,
+        client: Arc<Client>,
+        follow: FollowPolicy,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let store = Arc::new(Store::open(&config.service.database)?);
+        let sink =
+            riposte_audit::AuditSink::open(&config.service.audit.path, config.service.audit.fsync)
+                .with_context(|| {
+                    format!(
+                        "opening the audit trail {}",
+                        config.service.audit.path.display()
+                    )
+                })?;
+        let auditor = Arc::new(Auditor::new(sink, metrics.clone()));
+        let (gate, runtime, plugins) = load_rules(&config, &store).await?;
+        let core = Arc::new(Core {
+            gate,
+            store: store.clone(),
+            auditor: auditor.clone(),
+            executor: Executor::new(client.clone(), store, auditor.clone(), follow),
+            client,
+            approval_expiry_secs: config.approvals.expiry_secs,
+            kv_limit_bytes: 1 << 20,
+            quotas: Arc::new(riposte_policy::QuotaBook::new()),
+            followers: Default::default(),
+        });
+        let service = Self {
+            config,
+            runtime,
+            plugins,
+            core,
+            backoff: Backoff::default(),
+            health: HealthBook::default(),
+            backfill: Default::default(),
+            metrics,
+        };
+        service.audit_loaded(|_| true);
+        Ok(service)
+    }
+
+    /// Audits `plugin-loaded` for each loaded plugin `which` selects.
+    fn audit_loaded(&self, which: impl Fn(&PluginName) -> bool) {
+        for plugin in self.plugins.iter().filter(|p| which(&p.policy.name)) {
+            self.core.auditor.plugin_event(
+                &plugin.policy.name,
+                Some(plugin.digest),
+                "plugin-loaded",
+                plugin.loaded_event(),
+            );
+        }
+    }
+
+    /// The budgets left of every plugin and the global ones, now.
+    fn budgets_left(&self) -> Vec<riposte_policy::BudgetStatus> {
+        let now = now_ms();
+        let mut all = Vec::new();
+        match self.gate().budget_status(None, now) {
+            Ok(global) => all.extend(global),
+            Err(e) => tracing::warn!("budget status for metrics: {e}"),
+        }
+        for plugin in self.plugins() {
+            match self.gate().budget_status(Some(&plugin.policy), now) {
+                Ok(list) => all.extend(
+                    list.into_iter()
+                        .filter(|s| matches!(s.scope, riposte_policy::BudgetScope::Plugin(_))),
+                ),
+                Err(e) => {
+                    tracing::warn!(plugin = %plugin.policy.name, "budget status for metrics: {e}")
+                }
+            }
+        }
+        all
+    }
+
+    /// The configuration the service runs under (the last one reloaded).
+    pub fn config(&self) -> &OperatorConfig {
+        &self.config
+    }
+
+    /// The loaded plugins.
+    pub fn plugins(&self) -> &[Arc<ServicePlugin>] {
+        &self.plugins
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.core.store
+    }
+
+    /// The policy gate (for budget status).
+    pub fn gate(&self) -> &Gate {
+        &self.core.gate
+    }
+
+    /// Flushes the audit trail to disk.
+    pub fn sync_audit(&self) -> anyhow::Result<()> {
+        self.core
+            .auditor
+            .sink()
+            .sync()
+            .context("syncing the audit trail")
+    }
+
+    /// Runs one full cycle (see the module docs).
+    pub async fn run_cycle(&self) -> anyhow::Result<CycleReport> {
+        let started = now_ms();
+        let mut report = CycleReport {
+            approvals_executed: self.settle_approvals().await?,
+            recovered: self.recover().await?,
+            ..CycleReport::default()
+        };
+        for kind in ElementKind::ALL {
+            self.poll_kind(kind, None, &mut report).await?;
+        }
+        self.backfill(&mut report).await?;
+        self.reread_incomplete(started, &mut report).await?;
+        self.run_due_intervals(&mut report).await;
+        self.core.drain_followers().await;
+        self.metrics.cycle();
+        self.metrics.set_budgets(&self.budgets_left());
+        self.core
+            .auditor
+            .service_event("poll-cycle", serde_json::to_value(&report)?);
+        self.core
+            .auditor
+            .barrier()
+            .context("forcing the audit trail to disk at the end of the cycle")?;
+        Ok(report)
+    }
+
+    /// Offers the plugins a reload added every Malop polled before they came, as a first
+    /// start offers every plugin the whole history: one pass from the beginning, for them
+    /// alone (the others handled those Malops already), leaving the watermarks alone. A
+    /// plugin stays queued until a pass leaves it nothing owed.
+    async fn backfill(&self, report: &mut CycleReport) -> anyhow::Result<()> {
+        let added = self
+            .backfill
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if added.is_empty() {
+            return Ok(());
+        }
+        let mut settled = true;
+        for kind in ElementKind::ALL {
+            settled &= self.poll_kind(kind, Some(&added), report).await?;
+        }
+        if settled {
+            self.backfill
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|name| !added.contains(name));
+        }
+        Ok(())
+    }
+
+    /// Polls the Malops of `kind` updated since the watermark and evaluates them; with
+    /// `only`, every Malop for those plugins alone (a backfill), the watermark untouched.
+    /// Returns whether nothing is left owed.
+    async fn poll_kind(
+        &self,
+        kind: ElementKind,
+        only: Option<&[PluginName]>,
+        report: &mut CycleReport,
+    ) -> anyhow::Result<bool> {
+        let store = &self.core.store;
+        let source = format!("crimes/unified:{}", kind.as_api());
+        let watermark = store.watermark(&source)?.unwrap_or(0);
+        let overlap_ms = (self.config.service.overlap_window_secs as i64) * 1000;
+        let since = match only {
+            Some(_) => 0,
+            None => (watermark - overlap_ms).max(0),
+        };
+        let polled = std::time::Instant::now();
+        let malops = self.core.client.malops_updated_since(kind, since).await;
+        self.metrics.poll(&source, polled.elapsed(), malops.is_ok());
+        let malops = malops
+            .with_context(|| format!("polling {} Malops updated since {since}", kind.as_api()))?;
+        report.malops_seen += malops.len();
+        let mut newest = watermark;
+        // The oldest update some subscribed plugin still owes (details unavailable, plugin
+        // paused or trapped): the watermark stays below it, so the Malop is offered again.
+        let mut owed: Option<i64> = None;
+        let mut hold = |t: i64| owed = Some(owed.map_or(t, |o: i64| o.min(t)));
+        let mut wanted = Vec::new();
+        // In a backfill, another plugin's pause is no reason to list the whole history again.
+        let backfilled_paused = only.is_some_and(|only| {
+            self.plugins
+                .iter()
+                .any(|p| only.contains(&p.policy.name) && self.is_paused(p))
+        });
+        for malop in malops {
+            newest = newest.max(malop.last_update_time);
+            let (mut runnable, mut paused) = self.plugins_owing(&malop)?;
+            if let Some(only) = only {
+                runnable.retain(|p| only.contains(&p.policy.name));
+                paused &= backfilled_paused;
+            }
+            if paused {
+                hold(malop.last_update_time);
+            }
+            if !runnable.is_empty() {
+                wanted.push((malop, runnable));
+            }
+        }
+        let mut unavailable = Vec::new();
+        let mut incomplete = 0;
+        let work = futures::stream::iter(wanted)
+            .map(|(malop, runnable)| {
+                // Each fetch runs as its own task: it goes on while the invocations downstream
+                // are busy and this stream is not polled, so it cannot time out waiting.
+                let fetch = tokio::spawn(fetch_details(self.core.client.clone(), malop.id.clone()));
+                async move {
+                    let details = fetch.await.unwrap_or_else(|e| {
+                        Err(anyhow::anyhow!("the details fetch task failed: {e}"))
+                    });
+                    (malop, runnable, details)
+                }
+            })
+            .buffer_unordered(self.config.service.max_detail_fetches.max(1))
+            .flat_map(|(malop, runnable, details)| {
+                let work: Vec<_> = match details {
+                    Ok(details) => {
+                        incomplete += usize::from(!details.failures.is_empty());
+                        self.offer(details, runnable)
+                    }
+                    Err(error) => {
+                        tracing::warn!(malop = %malop.id, "details unavailable, retrying next cycle: {error}");
+                        unavailable.push(malop.last_update_time);
+                        Vec::new()
+                    }
+                };
+                futures::stream::iter(work)
+            });
+        let batch = self.evaluate_batch(work).await;
+        report.incomplete += incomplete;
+        report.deferred += unavailable.len();
+        report.invocations += batch.invocations;
+        report.traps += batch.traps;
+        unavailable
+            .into_iter()
+            .chain(batch.owed)
+            .for_each(&mut hold);
+        if only.is_none() {
+            let safe = owed.map_or(newest, |t| newest.min(t - 1));
+            store.set_watermark(&source, safe, now_ms())?;
+        }
+        Ok(owed.is_none())
+    }
+
+    /// The (plugin, Malop) pairs to evaluate for a Malop read in detail: the `runnable`
+    /// plugins that did not handle this view of it yet. A Malop read with unreadable parts is
+    /// offered with what the server gave, and the failure is audited, counted and queued to
+    /// be read again; a Malop read in full is taken off that queue.
+    fn offer(
+        &self,
+        details: riposte_client::Details,
+        runnable: Vec<Arc<ServicePlugin>>,
+    ) -> Vec<(Arc<ServicePlugin>, Arc<Malop>)> {
+        let riposte_client::Details { malop, failures } = details;
+        if let Err(e) = self.note_completeness(&malop, &failures) {
+            tracing::error!(malop = %malop.id, "recording the Malop's unreadable parts: {e}");
+        }
+        let malop = Arc::new(malop);
+        let store = &self.core.store;
+        runnable
+            .into_iter()
+            .filter(|p| {
+                let handled = store.is_handled(
+                    &p.policy.name,
+                    &malop.id,
+                    malop.last_update_time,
+                    Some(malop.unreadable.as_slice()),
+                );
+                !handled.unwrap_or(false)
+            })
+            .map(|p| (p, malop.clone()))
+            .collect()
+    }
+
+    /// Audits, counts and queues a Malop read with unreadable parts; audits and unqueues one
+    /// read in full that was waiting.
+    fn note_completeness(
+        &self,
+        malop: &Malop,
+        failures: &[riposte_client::PartFailure],
+    ) -> anyhow::Result<()> {
+        let store = &self.core.store;
+        if failures.is_empty() {
+            if store.forget_incomplete(&malop.id)? {
+                tracing::info!(malop = %malop.id, "every part of the Malop can be read now");
+                self.core.auditor.malop_event(
+                    "malop-complete",
+                    &malop.id,
+                    json!({"last_update": malop.last_update_time}),
+                );
+            }
+            return Ok(());
+        }
+        let errors: serde_json::Map<String, serde_json::Value> = failures
+            .iter()
+            .map(|f| {
+                self.metrics.part_unreadable(f.part);
+                let text: String = f
+                    .error
+                    .to_string()
+                    .chars()
+                    .take(PART_ERROR_MAX_CHARS)
+                    .collect();
+                (f.part.name().to_owned(), json!(text))
+            })
+            .collect();
+        let first = errors
+            .values()
+            .next()
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let interval_ms = (self.config.service.poll_interval_secs.max(1) * 1000) as i64;
+        let row = store.record_incomplete(malop, first, now_ms(), |attempts| {
+            reread_delay(interval_ms, attempts)
+        })?;
+        tracing::warn!(malop = %malop.id, unreadable = ?malop.unreadable, attempts = row.attempts,
+            "offering the Malop without the parts that could not be read; reading it again later");
+        if row.attempts == 1 {
+            self.core.auditor.malop_event(
+                "malop-incomplete",
+                &malop.id,
+                json!({"last_update": malop.last_update_time, "unreadable": malop.unreadable,
+                       "errors": errors, "next_try_ms": row.next_try_ms}),
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads again the incomplete Malops that were due when the cycle began at `started`
+    /// (at most [`REREAD_PER_CYCLE`]; none this cycle's polls just read) and offers each to
+    /// the plugins that have not seen that view of it; gives up on those incomplete for more
+    /// than [`REREAD_GIVE_UP_MS`].
+    async fn reread_incomplete(
+        &self,
+        started: i64,
+        report: &mut CycleReport,
+    ) -> anyhow::Result<()> {
+        let store = &self.core.store;
+        let now = now_ms();
+        let mut work = Vec::new();
+        for row in store.due_incomplete(started, REREAD_PER_CYCLE)? {
+            if now - row.first_seen_ms > REREAD_GIVE_UP_MS {
+                store.forget_incomplete(&row.malop_id)?;
+                tracing::warn!(malop = %row.malop_id, unreadable = ?row.unreadable, "giving up reading the Malop's missing parts");
+                self.core.auditor.malop_event(
+                    "malop-incomplete-given-up",
+                    &row.malop_id,
+                    json!({"unreadable": row.unreadable, "attempts": row.attempts,
+                           "last_error": row.last_error}),
+                );
+                continue;
+            }
+            report.reread += 1;
+            let details = match self.core.client.malop_details(&row.malop_id).await {
+                Ok(details) => details,
+                Err(error) => {
+                    tracing::warn!(malop = %row.malop_id, "reading the incomplete Malop again: {error}");
+                    let interval_ms = (self.config.service.poll_interval_secs.max(1) * 1000) as i64;
+                    store.reread_failed(&row.malop_id, &error.to_string(), now, |a| {
+                        reread_delay(interval_ms, a)
+                    })?;
+                    continue;
+                }
+            };
+            let (runnable, _paused) = self.plugins_owing(&details.malop)?;
+            report.incomplete += usize::from(!details.failures.is_empty());
+            work.extend(self.offer(details, runnable));
+        }
+        let batch = self.evaluate_batch(futures::stream::iter(work)).await;
+        report.invocations += batch.invocations;
+        report.traps += batch.traps;
+        self.metrics
+            .set_incomplete(store.incomplete_summary()?.count);
+        Ok(())
+    }
+
+    /// Runs every (plugin, Malop) pair of `work`, `max_concurrency` at a time, each in a
+    /// fresh sandbox, audited; records each Malop handled by its plugin once its invocation
+    /// completed. The handled marks are group-committed: the marks of the invocations that
+    /// finished together (at most [`MARK_GROUP_MAX`]) go into one durable transaction, after
+    /// an audit barrier, so that a Malop recorded handled always has its audit records on
+    /// disk. A crash before the commit only offers those Malops again; whatever their
+    /// plugins asked for is then answered from the action ledger, never sent twice.
+    pub async fn evaluate_batch(
+        &self,
+        work: impl Stream<Item = (Arc<ServicePlugin>, Arc<Malop>)>,
+    ) -> BatchReport {
+        let concurrency = self.config.service.max_concurrency.max(1);
+        let done = work
+            .map(|(plugin, malop)| async move {
+                // A plugin paused by its traps earlier in this batch is offered no more
+                // Malops (they are not marked handled, so they wait for the pause to end).
+                let run = if self.is_paused(&plugin) {
+                    None
+                } else {
+                    Some(self.run_on_malop(&plugin, &malop).await)
+                };
+                (plugin, malop, run)
+            })
+            .buffer_unordered(concurrency)
+            .ready_chunks(MARK_GROUP_MAX);
+        let mut done = std::pin::pin!(done);
+        let mut report = BatchReport::default();
+        while let Some(group) = done.next().await {
+            let mut marks = Vec::with_capacity(group.len());
+            for (plugin, malop, run) in group {
+                let Some(run) = run else {
+                    report.owed.push(malop.last_update_time);
+                    continue;
+                };
+                report.invocations += 1;
+                report.traps += usize::from(run.report.outcome.is_trap());
+                if run.handled {
+                    marks.push(Handled {
+                        plugin: plugin.policy.name.clone(),
+                        malop_id: malop.id.clone(),
+                        last_update_ms: malop.last_update_time,
+                        unreadable: malop.unreadable.clone(),
+                    });
+                } else {
+                    // A trap, or its health could not be recorded: offered again.
+                    report.owed.push(malop.last_update_time);
+                }
+            }
+            // A Malop is recorded handled only once its invocation's audit is on disk.
+            let recorded = match self.core.auditor.barrier() {
+                Ok(()) => self
+                    .core
+                    .store
+                    .mark_handled_all(&marks, now_ms())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match recorded {
+                Ok(()) => report.handled += marks.len(),
+                Err(e) => {
+                    // Offered again next cycle; the ledger answers what they asked for.
+                    tracing::error!("recording {} Malops handled: {e}", marks.len());
+                    report.owed.extend(marks.iter().map(|m| m.last_update_ms));
+                }
+            }
+        }
+        report
+    }
+
+    /// The plugins subscribed to `malop` that have not handled it at its latest update and
+    /// can run now, and whether any such plugin is paused.
+    fn plugins_owing(&self, malop: &Malop) -> anyhow::Result<(Vec<Arc<ServicePlugin>>, bool)> {
+        let now = now_ms();
+        let mut runnable = Vec::new();
+        let mut paused = false;
+        // A Malop from a poll's list: whether its parts can be read is not known yet, unless
+        // it waits to be read again (then its last read stands until it is due).
+        let waiting = if malop.unreadable.is_empty() {
+            self.core
+                .store
+                .waiting_parts(&malop.id, malop.last_update_time, now)?
+        } else {
+            None
+        };
+        let view = match &waiting {
+            Some(parts) => Some(parts.as_slice()),
+            None => (!malop.unreadable.is_empty()).then_some(malop.unreadable.as_slice()),
+        };
+        for plugin in &self.plugins {
+            let name = &plugin.policy.name;
+            if !plugin.info.subscription.matches(malop)
+                || self
+                    .core
+                    .store
+                    .is_handled(name, &malop.id, malop.last_update_time, view)?
+            {
+                continue;
+            }
+            if !self.health.known_healthy(name)
+                && self.core.store.paused_until(name.as_str(), now)?.is_some()
+            {
+                paused = true;
+            } else {
+                runnable.push(plugin.clone());
+            }
+        }
+        Ok((runnable, paused))
+    }
+
+    /// Runs `on-malop` of one plugin in a fresh sandbox, audits how it ended, and records it
+    /// handled (or counts the trap towards pausing the plugin).
+    pub async fn invoke_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> InvocationReport {
+        let run = self.run_on_malop(plugin, malop).await;
+        if run.handled && self.core.auditor.barrier().is_ok() {
+            let mark = Handled {
+                plugin: plugin.policy.name.clone(),
+                malop_id: malop.id.clone(),
+                last_update_ms: malop.last_update_time,
+                unreadable: malop.unreadable.clone(),
+            };
+            if let Err(e) = self.core.store.mark_handled_all(&[mark], now_ms()) {
+                tracing::error!(plugin = %plugin.policy.name, "recording the Malop handled: {e}");
+            }
+        }
+        run.report
+    }
+
+    /// One `on-malop` invocation with its effect on the plugin's health recorded; `handled`
+    /// when the Malop may be recorded handled by it.
+    async fn run_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> MalopRun {
+        let traps_before = self.health.traps(&plugin.policy.name);
+        let call = CallContext::for_malop(plugin.identity(), malop, plugin.values.clone());
+        let report = self
+            .invoke(plugin, call, Entry::Malop(malop), Some(malop))
+            .await;
+        let handled = !report.outcome.is_trap() && self.clean_run(plugin, traps_before);
+        MalopRun { report, handled }
+    }
+
+    /// One sandboxed invocation through the gated host, audited, with its effect on the
+    /// plugin's health recorded (the caller records the Malop handled).
+    async fn invoke(
+        &self,
+        plugin: &ServicePlugin,
+        call: CallContext,
+        entry: Entry<'_>,
+        malop: Option<&Malop>,
+    ) -> InvocationReport {
+        let host = Arc::new(GatedHost::new(
+            self.core.clone(),
+            plugin.policy.clone(),
+            plugin.digest,
+            malop.cloned(),
+        ));
+        let report = self
+            .runtime
+            .invoke(
+                &plugin.loaded,
+                &plugin.limits,
+                host.clone() as Arc<dyn PluginHost>,
+                call.clone(),
+                entry,
+            )
+            .await;
+        let export = match entry {
+            Entry::Malop(_) => "on-malop",
+            Entry::Interval(_) => "on-interval",
+        };
+        self.core
+            .auditor
+            .invocation(&call, export, &report, host.quota_use());
+        if let Outcome::Stopped { reason } = &report.outcome {
+            self.record_trap(plugin, reason);
+        }
+        report
+    }
+
+    /// Counts a trap towards pausing `plugin`, and audits the pause if it starts one.
+    fn record_trap(&self, plugin: &ServicePlugin, reason: &impl std::fmt::Display) {
+        let name = plugin.policy.name.as_str();
+        // The trap's audit record reaches the disk before the trap count it explains (a
+        // failure is logged; the trap still counts).
+        let _ = self.core.auditor.barrier();
+        let recorded = self.health.trap(&plugin.policy.name, || {
+            self.core.store.record_trap(name, now_ms(), &self.backoff)
+        });
+        match recorded {
+            Ok(pause) => {
+                if let Some(until) = pause.paused_until_ms {
+                    tracing::warn!(
+                        plugin = name,
+                        until,
+                        "paused after {} traps in a row: {reason}",
+                        pause.consecutive_traps
+                    );
+                    self.core.auditor.plugin_event(&plugin.policy.name, Some(plugin.digest), "plugin-paused", serde_json::json!({
+                        "consecutive_traps": pause.consecutive_traps, "paused_until_ms": until, "last_reason": reason.to_string(),
+                    }));
+                }
+            }
+            Err(e) => tracing::error!(plugin = name, "recording the trap: {e}"),
+        }
+    }
+
+    /// After a clean run of `plugin` that began when this process had recorded
+    /// `traps_before` of its traps: resets its count of traps in a row and any pause (see
+    /// [`HealthBook::clean_run`]). `false` if that failed.
+    fn clean_run(&self, plugin: &ServicePlugin, traps_before: u64) -> bool {
+        let name = &plugin.policy.name;
+        let reset = self.health.clean_run(name, traps_before, || {
+            self.core.store.record_success(name.as_str())
+        });
+        if let Err(e) = &reset {
+            tracing::error!(plugin = %name, "recording the invocation: {e}");
+        }
+        reset.is_ok()
+    }
+
+    /// Whether `plugin` is paused now (a store read only when its health is not known).
+    fn is_paused(&self, plugin: &ServicePlugin) -> bool {
+        let name = &plugin.policy.name;
+        !self.health.known_healthy(name)
+            && matches!(
+                self.core.store.paused_until(name.as_str(), now_ms()),
+                Ok(Some(_))
+            )
+    }
+
+    async fn run_due_intervals(&self, report: &mut CycleReport) {
+        let now = now_ms();
+        for plugin in &self.plugins {
+            // A paused plugin runs nothing, its interval hook included.
+            if self.is_paused(plugin) || !plugin.interval_due(now) {
+                continue;
+            }
+            let traps_before = self.health.traps(&plugin.policy.name);
+            let call = CallContext::for_interval(plugin.identity(), now, plugin.values.clone());
+            let outcome = self.invoke(plugin, call, Entry::Interval(now), None).await;
+            if !outcome.outcome.is_trap() {
+                self.clean_run(plugin, traps_before);
+            }
+            report.invocations += 1;
+            report.traps += usize::from(outcome.outcome.is_trap());
+        }
+    }
+
+    /// Expires overdue approvals and executes approved actions, each exactly once.
+    async fn settle_approvals(&self) -> anyhow::Result<usize> {
+        let store = &self.core.store;
+        let now = now_ms();
+        for id in store.expire_due(now)? {
+            let record = store.get_action(&id)?;
+            self.core
+                .auditor
+                .operator_event("approval-expired", &record, "riposte", None);
+        }
+        let claimed = store.claim_approved(now)?;
+        for record in &claimed {
+            self.execute_approved(record).await?;
+        }
+        Ok(claimed.len())
+    }
+
+    async fn execute_approved(&self, record: &ActionRecord) -> anyhow::Result<()> {
+        let configured = self.plugin_named(&record.plugin);
+        let policy = configured.map_or_else(|| orphan_policy(record), |p| p.policy.clone());
+        let (facts, pylums) = self.machine_facts(record.malop_id.as_ref()).await;
+        let decision = self
+            .core
+            .gate
+            .decide_approved(&policy, &record.request, &facts, now_ms());
+        self.core.auditor.operator_event(
+            "approved-action",
+            record,
+            "operator",
+            Some(decision.to_record()),
+        );
+        if let Some(error) = decision.call_error() {
+            self.core.store.finish(
+                &record.id,
+                riposte_store::Outcome::Failed,
+                Some(&error.to_string()),
+                now_ms(),
+            )?;
+            return Ok(());
+        }
+        if configured.is_some() {
+            self.core.executor.execute(record, &pylums).await;
+        } else {
+            // Held by recovery after its plugin left the configuration: it may have reached
+            // the server before, so look for it there before sending anything.
+            self.core.executor.reconcile(record, &pylums).await;
+        }
+        Ok(())
+    }
+
+    /// Settles actions a crash or an unknown outcome left unresolved. An action whose plugin
+    /// is no longer configured is not sent again by itself: it is held for an operator
+    /// (`riposte approvals approve|deny`); one already accepted by the server (a remediation
+    /// being followed) is only followed.
+    async fn recover(&self) -> anyhow::Result<usize> {
+        let unresolved = self.core.store.unresolved_actions()?;
+        for record in &unresolved {
+            if self.plugin_named(&record.plugin).is_none() && self.hold_orphan(record)? {
+                continue;
+            }
+            // Only an isolation needs its machines' sensor ids: no details fetch otherwise.
+            let pylums = match record.request {
+                ActionRequest::Isolate { .. } | ActionRequest::Unisolate { .. } => {
+                    self.machine_facts(record.malop_id.as_ref()).await.1
+                }
+                _ => PylumDirectory::default(),
+            };
+            let state = self.core.executor.reconcile(record, &pylums).await;
+            tracing::info!(action = %record.id, from = record.state.as_str(), to = state.as_str(), "settled an unresolved action");
+        }
+        Ok(unresolved.len())
+    }
+
+    /// Holds an unresolved action of a plugin no longer configured for an operator's
+    /// decision; `false` if it needs no sending (a remediation being followed).
+    fn hold_orphan(&self, record: &ActionRecord) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let expires =
+            now.saturating_add((self.config.approvals.expiry_secs as i64).saturating_mul(1000));
+        let held = self
+            .core
+            .store
+            .hold_for_operator(&record.id, expires, now)?;
+        if held {
+            tracing::warn!(action = %record.id, plugin = %record.plugin, "plugin no longer configured: the unresolved action waits for an operator (riposte approvals approve|deny)");
+            self.core
+                .auditor
+                .operator_event("held-for-operator", record, "riposte", None);
+        }
+        Ok(held)
+    }
+
+    /// Applies the recorded inverse of an executed action, through the gate and the audit.
+    pub async fn undo(&self, action: &str, by: &str) -> anyhow::Result<ActionRecord> {
+        let store = &self.core.store;
+        let id = store.resolve_action_id(action)?;
+        let original = store.get_action(&id)?;
+        let undo = store
+            .get_undo(&id)?
+            .with_context(|| format!("action {id} has no recorded inverse (it was not executed, or its kind cannot be undone)"))?;
+        // Refused before the gate: a second undo must neither spend budget nor be audited
+        // as an undo.
+        if let Some(at) = undo.undone_at_ms {
+            anyhow::bail!(
+                "action {id} was already undone (at {at} ms by {}, undo action {})",
+                undo.undone_by.as_deref().unwrap_or("?"),
+                undo.undo_action_id.as_ref().map_or("?", |a| a.as_str())
+            );
+        }
+        let plugin = self.plugin_named(&original.plugin).with_context(|| {
+            format!(
+                "plugin {} of action {id} is no longer configured",
+                original.plugin
+            )
+        })?;
+        let inverse = self.resolve_inverse(undo.inverse.clone()).await?;
+        let new = NewAction::undo(
+            &original,
+            inverse,
+            format!("undo of {id} requested by {by}"),
+        );
+        let (facts, pylums) = self.machine_facts(original.malop_id.as_ref()).await;
+        let decision =
+            self.core
+                .gate
+                .decide_approved(&plugin.policy, &new.request, &facts, now_ms());
+        self.core
+            .auditor
+            .operator_event("undo", &original, by, Some(decision.to_record()));
+        if let Some(error) = decision.call_error() {
+            anyhow::bail!("the gate refused the undo of {id}: {error}");
+        }
+        let begun = store.begin_action(&new, now_ms())?;
+        let record = store.get_action(begun.action_id())?;
+        let state = match record.state {
+            ActionState::Planned => self.core.executor.execute(&record, &pylums).await,
+            other => other,
+        };
+        if state == ActionState::Succeeded {
+            store.mark_undone(&id, &record.id, by, now_ms())?;
+        }
+        Ok(store.get_action(&record.id)?)
+    }
+
+    /// The recorded inverse as the server takes it now: an unquarantine addresses the
+    /// quarantined copy of each file (a guid of its own), looked up on the server.
+    async fn resolve_inverse(&self, inverse: ActionRequest) -> anyhow::Result<ActionRequest> {
+        let ActionRequest::Remediate { malop_id, targets } = inverse else {
+            return Ok(inverse);
+        };
+        let mut resolved = Vec::with_capacity(targets.len());
+        for mut target in targets {
+            if target.kind == riposte_domain::RemediationKind::UnquarantineFile {
+                target.target_guid = self
+                    .core
+                    .client
+                    .quarantined_file(&target.machine_guid, &target.target_guid)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "finding the quarantined copy of file {}",
+                            target.target_guid
+                        )
+                    })?;
+            }
+            resolved.push(target);
+        }
+        Ok(ActionRequest::Remediate {
+            malop_id,
+            targets: resolved,
+        })
+    }
+
+    fn plugin_named(&self, name: &riposte_domain::PluginName) -> Option<&Arc<ServicePlugin>> {
+        self.plugins.iter().find(|p| &p.policy.name == name)
+    }
+
+    /// Machine names (for protection) and sensor ids (for isolation) of a Malop's machines.
+    async fn machine_facts(&self, malop: Option<&MalopId>) -> (TargetFacts, PylumDirectory) {
+        let Some(id) = malop else {
+            return Default::default();
+        };
+        match self.core.client.get_malop_details(id).await {
+            Ok(malop) => (TargetFacts::from_malop(&malop), pylum_directory(&malop)),
+            Err(error) => {
+                tracing::warn!(malop = %id, "details unavailable; protection rules fail closed: {error}");
+                Default::default()
+            }
+        }
+    }
+}
+
+/// A Malop in as much detail as the server gives, for the poller.
+async fn fetch_details(
+    client: Arc<Client>,
+    id: MalopId,
+) -> anyhow::Result<riposte_client::Details> {
+    Ok(client.malop_details(&id).await?)
+}
+
+/// The pause before incomplete read number `attempts` + 1: the poll interval, doubled with
+/// each read, at most [`REREAD_MAX_MS`].
+fn reread_delay(interval_ms: i64, attempts: u32) -> i64 {
+    let doubled = interval_ms.saturating_mul(1i64 << attempts.saturating_sub(1).min(30));
+    doubled.min(REREAD_MAX_MS.max(interval_ms))
+}
+
+/// The policy an operator-approved action of a plugin no longer configured runs under: its
+/// own kinds granted, enforced, no budgets of its own; protection and global budgets apply.
+fn orphan_policy(record: &ActionRecord) -> riposte_policy::PluginPolicy {
+    let mut config = riposte_config::PluginConfig::new(
+        record.plugin.clone(),
+        std::path::PathBuf::new(),
+        record.plugin_digest,
+    );
+    config.mode = riposte_config::Mode::Enforce;
+    config.grants.operations.insert(record.request.operation());
+    for kind in record.request.action_kinds() {
+        config.grants.remediation.extend(kind.remediation());
+        config.grants.whitelist |= kind == riposte_domain::ActionKind::Whitelist;
+    }
+    riposte_policy::PluginPolicy::from(&config)
+}
+
+/// What `config` sets the service's rules to: the gate, the runtime, and every plugin loaded
+/// and checked (pins, signatures, world, package manifests), compiled or taken from the
+/// authenticated artifact cache beside the database.
+async fn load_rules(
+    config: &OperatorConfig,
+    store: &Arc<Store>,
+) -> anyhow::Result<(Gate, Arc<Runtime>, Vec<Arc<ServicePlugin>>)> {
+    let gate = Gate::new(config, store.clone())?;
+    let runtime = Arc::new(Runtime::new(plugins::runtime_config(config))?);
+    let cache_dir = config.service.database.with_extension("artifacts");
+    let plugins = plugins::load_all(&runtime, config, &cache_dir).await?;
+    Ok((gate, runtime, plugins))
+}

@@ -1,0 +1,77 @@
+//! The control API under `/sim/` (unauthenticated, loopback only).
+//!
+//! | call | effect |
+//! |---|---|
+//! | `GET /sim/malops` | ids and update times of all Malops |
+//! | `POST /sim/malops` | a new Malop appears now → `{"id"}` |
+//! | `POST /sim/malops/{id}/touch` | the Malop is updated now → `{"lastUpdateTime"}` |
+//! | `POST /sim/sessions/expire` | every session expires |
+//! | `POST /sim/faults` `{"kind": "500"/"429"/"garbage"/"truncated"/"delay"/"error-body"/"html"/"reset", "count", "path_prefix", "delay_ms", "after_processing"}` | inject a fault for the next `count` requests |
+//! | `DELETE /sim/faults` | drop pending faults |
+//! | `POST /sim/sensors/{pylumId, guid or name}/offline` (or `/online`) | sensor state |
+//! | `POST /sim/investigation/refuse` (or `/allow`) | refuse (or serve again) every `visualsearch` query |
+//! | `POST /sim/advance` `{"steps": n, "ms": m}` | remediations move `n` steps; the clock `m` ms |
+//! | `GET /sim/requests`, `DELETE /sim/requests` | read / reset the request log |
+
+use super::reply::Reply;
+use super::state::{Fault, Shared};
+use serde_json::{Value, json};
+
+/// Handles one control request.
+pub fn handle(shared: &Shared, method: &str, path: &str, body: &[u8]) -> Reply {
+    let segs: Vec<&str> = path.trim_start_matches("/sim/").split('/').collect();
+    let mut st = shared.lock();
+    let ok = |v: Value| Reply::json(200, &v);
+    match (method, segs.as_slice()) {
+        ("GET", ["malops"]) => ok(Value::Array(
+            st.malops
+                .iter()
+                .map(|m| json!({"id": m.guid, "kind": m.kind.as_api(), "lastUpdateTime": m.last_update_time}))
+                .collect(),
+        )),
+        ("POST", ["malops"]) => ok(json!({"id": st.add_malop()})),
+        ("POST", ["malops", id, "touch"]) => match st.touch_malop(id) {
+            Some(t) => ok(json!({"lastUpdateTime": t})),
+            None => Reply::json(404, &json!({"error": "no such malop"})),
+        },
+        ("POST", ["sessions", "expire"]) => {
+            st.sessions.clear();
+            ok(json!({"expired": true}))
+        }
+        ("POST", ["faults"]) => match serde_json::from_slice::<Fault>(body) {
+            Ok(f) => {
+                st.faults.push_back(f);
+                ok(json!({"pending": st.faults.len()}))
+            }
+            Err(e) => Reply::json(400, &json!({"error": format!("bad fault: {e}")})),
+        },
+        ("DELETE", ["faults"]) => {
+            st.faults.clear();
+            ok(json!({"pending": 0}))
+        }
+        ("POST", ["sensors", key, state @ ("online" | "offline")]) => {
+            if st.set_online(key, *state == "online") {
+                ok(json!({"sensor": key, "status": state}))
+            } else {
+                Reply::json(404, &json!({"error": "no such sensor"}))
+            }
+        }
+        ("POST", ["investigation", switch @ ("refuse" | "allow")]) => {
+            st.refuse_investigation = *switch == "refuse";
+            ok(json!({"refuse_investigation": st.refuse_investigation}))
+        }
+        ("POST", ["advance"]) => {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let steps = v.get("steps").and_then(Value::as_u64).unwrap_or(1);
+            st.clock_ms += v.get("ms").and_then(Value::as_i64).unwrap_or(0).max(0);
+            st.advance(u32::try_from(steps).unwrap_or(u32::MAX));
+            ok(json!({"clock": st.clock_ms}))
+        }
+        ("GET", ["requests"]) => ok(serde_json::to_value(&st.log).unwrap_or(Value::Null)),
+        ("DELETE", ["requests"]) => {
+            st.log.clear();
+            ok(json!({"cleared": true}))
+        }
+        _ => Reply::json(404, &json!({"error": "unknown control call"})),
+    }
+}

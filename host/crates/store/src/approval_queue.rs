@@ -1,0 +1,68 @@
+//! The approvals queue's rows: where an approval is, and how a pending one enters the queue
+//! (inside [`Store::begin_action`](super::Store::begin_action), in the action's own
+//! transaction). Below both the action ledger and the approval decisions, which use it.
+
+use super::{ActionId, Op};
+use rusqlite::{Transaction, params};
+use std::fmt;
+
+/// Where an approval is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalStatus {
+    /// Waiting for an operator.
+    Pending,
+    /// Approved.
+    Approved,
+    /// Denied.
+    Denied,
+    /// Not decided in time.
+    Expired,
+}
+
+impl ApprovalStatus {
+    /// The stable text stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Pending, Self::Approved, Self::Denied, Self::Expired]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for ApprovalStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Enqueues the approval of a just-inserted action (inside [`Store::begin_action`]).
+pub(crate) fn enqueue(
+    tx: &Transaction<'_>,
+    id: &ActionId,
+    hash_hex: &str,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Op<()> {
+    tx.execute(
+        "INSERT INTO approvals (action_id, action_hash, status, requested_at_ms, expires_at_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            id.as_str(),
+            hash_hex,
+            ApprovalStatus::Pending.as_str(),
+            now_ms,
+            expires_at_ms
+        ],
+    )?;
+    Ok(())
+}

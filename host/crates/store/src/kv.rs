@@ -1,0 +1,149 @@
+//! The key-value store each plugin gets (the WIT `kv` interface), scoped by plugin name, with
+//! a total size limit per plugin (keys and values counted).
+
+use super::{Refusal, Result, Store};
+use rusqlite::{OptionalExtension, params};
+
+/// The longest key, in bytes.
+pub const KV_MAX_KEY_BYTES: usize = riposte_domain::bounds::MAX_KV_KEY_BYTES;
+/// The largest single value, in bytes.
+pub const KV_MAX_VALUE_BYTES: usize = riposte_domain::bounds::MAX_KV_VALUE_BYTES;
+
+impl Store {
+    /// The value of `key` in `plugin`'s store.
+    pub fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.read("kv_get", |tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT value FROM plugin_kv WHERE plugin = ?1 AND kv_key = ?2",
+                    params![plugin, key],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+    }
+
+    /// Sets `key` in `plugin`'s store. Refused (nothing written) if the key or value is too
+    /// large, or if the plugin's keys and values would then total more than `limit_bytes`.
+    pub fn kv_set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &[u8],
+        limit_bytes: u64,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.write("kv_set", |tx| {
+            if key.len() > KV_MAX_KEY_BYTES {
+                return Err(Refusal::TooLarge {
+                    what: "key",
+                    len: key.len(),
+                    max: KV_MAX_KEY_BYTES,
+                }
+                .into());
+            }
+            if value.len() > KV_MAX_VALUE_BYTES {
+                return Err(Refusal::TooLarge {
+                    what: "value",
+                    len: value.len(),
+                    max: KV_MAX_VALUE_BYTES,
+                }
+                .into());
+            }
+            let others: i64 = tx.query_row(
+                "SELECT COALESCE(SUM(size_bytes), 0) FROM plugin_kv WHERE plugin = ?1 AND kv_key <> ?2",
+                params![plugin, key],
+                |r| r.get(0),
+            )?;
+            let size = (key.len() + value.len()) as u64;
+            let would_use = others.max(0) as u64 + size;
+            if would_use > limit_bytes {
+                return Err(Refusal::KvQuota {
+                    plugin: plugin.to_owned(),
+                    would_use,
+                    limit: limit_bytes,
+                }
+                .into());
+            }
+            tx.execute(
+                "INSERT INTO plugin_kv (plugin, kv_key, value, size_bytes, updated_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (plugin, kv_key) DO UPDATE SET \
+                 value = excluded.value, size_bytes = excluded.size_bytes, updated_at_ms = excluded.updated_at_ms",
+                params![plugin, key, value, size as i64, now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Deletes `key` from `plugin`'s store; returns whether it existed.
+    pub fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool> {
+        self.write("kv_delete", |tx| {
+            Ok(tx.execute(
+                "DELETE FROM plugin_kv WHERE plugin = ?1 AND kv_key = ?2",
+                params![plugin, key],
+            )? > 0)
+        })
+    }
+
+    /// The bytes (keys and values) `plugin`'s store uses.
+    pub fn kv_usage(&self, plugin: &str) -> Result<u64> {
+        self.read("kv_usage", |tx| {
+            let used: i64 = tx.query_row(
+                "SELECT COALESCE(SUM(size_bytes), 0) FROM plugin_kv WHERE plugin = ?1",
+                [plugin],
+                |r| r.get(0),
+            )?;
+            Ok(used.max(0) as u64)
+        })
+    }
+
+    /// The keys of `plugin`'s store, sorted.
+    pub fn kv_keys(&self, plugin: &str) -> Result<Vec<String>> {
+        self.read("kv_keys", |tx| {
+            Ok(tx
+                .prepare("SELECT kv_key FROM plugin_kv WHERE plugin = ?1 ORDER BY kv_key")?
+                .query_map([plugin], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_scoped_by_plugin_and_limited() {
+        let store = Store::open_in_memory().unwrap();
+        store.kv_set("a", "k", b"12345", 20, 1).unwrap();
+        assert_eq!(store.kv_get("a", "k").unwrap(), Some(b"12345".to_vec()));
+        assert_eq!(store.kv_get("b", "k").unwrap(), None);
+        assert_eq!(store.kv_usage("a").unwrap(), 6);
+
+        // Overwriting counts the new size, not both.
+        store.kv_set("a", "k", &[0; 19], 20, 2).unwrap();
+        let err = store.kv_set("a", "k2", b"x", 20, 3).unwrap_err();
+        assert!(
+            matches!(err.refusal(), Some(Refusal::KvQuota { would_use: 23, .. })),
+            "{err}"
+        );
+        assert_eq!(store.kv_get("a", "k2").unwrap(), None, "nothing written");
+        store.kv_set("b", "k2", b"x", 20, 3).unwrap();
+
+        assert!(store.kv_delete("a", "k").unwrap());
+        assert!(!store.kv_delete("a", "k").unwrap());
+        store.kv_set("a", "k2", b"x", 20, 4).unwrap();
+        assert_eq!(store.kv_keys("a").unwrap(), vec!["k2".to_owned()]);
+
+        let long = "k".repeat(KV_MAX_KEY_BYTES + 1);
+        assert!(matches!(
+            store
+                .kv_set("a", &long, b"", u64::MAX, 5)
+                .unwrap_err()
+                .refusal(),
+            Some(Refusal::TooLarge { what: "key", .. })
+        ));
+        store.kv_set("a", "empty", b"", 20, 6).unwrap();
+        assert_eq!(store.kv_get("a", "empty").unwrap(), Some(Vec::new()));
+    }
+}

@@ -1,0 +1,671 @@
+//! The durable state of the service, in an embedded SQLite database.
+//!
+//! One [`Store`] holds everything riposte must remember across restarts and crashes:
+//!
+//! - **Watermarks** per polled source, on the server's own clock ([`Store::watermark`]), and the
+//!   time of the last poll (for `riposte status`).
+//! - **Malops handled per plugin**, keyed by (plugin, Malop id, last update time), so a Malop
+//!   updated later is offered again but one seen twice in the poll overlap is not
+//!   ([`Store::mark_handled`], [`Store::is_handled`]).
+//! - **The action ledger** (G4, exactly once). Every action gets an [`ActionKey`] (sha256 of
+//!   the Malop, the action kinds, the canonical targets and the plugin digest) and is written
+//!   as [`ActionState::Planned`] in its own committed transaction *before* the server is
+//!   called ([`Store::begin_action`]). A second request with the same key finds the existing
+//!   record and its state, so nothing is ever sent twice. After a crash,
+//!   [`Store::unresolved_actions`] lists the actions whose outcome is unknown: the caller checks
+//!   them on the server before re-sending anything.
+//! - **Budget charges** (G3): one charge per (plugin, action kind, target) of every allowed
+//!   action, so sliding windows, fan-out per machine and per-target cooldowns are exact.
+//!   [`Store::spend_charges`] is the atomic check-and-record step of the policy gate's
+//!   `BudgetLedger`; [`Store::spend`]/[`Store::spend_all`] are simpler per-scope counters
+//!   with a fixed maximum, for callers without a policy.
+//! - **The approval queue** (G6), bound to the sha256 of the exact request, with expiry and a
+//!   claim that hands an approved action to exactly one worker ([`Store::approve`],
+//!   [`Store::claim_approved`]).
+//! - **Undo records** (G8): the inverse of each executed destructive action
+//!   ([`inverse_of`], [`Store::record_undo`]).
+//! - **Plugin health**: consecutive traps and an exponential-backoff pause
+//!   ([`Store::record_trap`]).
+//! - **A key-value store** per plugin with a total size limit ([`Store::kv_set`]).
+//! - **Incomplete Malops**: those offered with unreadable parts, read again with backoff
+//!   ([`Store::record_incomplete`], [`Store::due_incomplete`]).
+//! - **A status snapshot** for `riposte status` ([`Store::status`]).
+//!
+//! # Time
+//!
+//! The store never reads a clock for its decisions: every timestamp is milliseconds since the
+//! Unix epoch passed in by the caller (`now_ms`), so tests and replays are deterministic and
+//! the same code runs against several hosts sharing one database. (The only exception is the
+//! `applied_at_ms` of a schema migration, which is informational.)
+//!
+//! # Durability and concurrency
+//!
+//! A file database is opened in WAL mode with `synchronous = FULL` (a `Planned` row must
+//! survive a power cut, not just a crash, or an action could be sent twice), a busy timeout
+//! and foreign keys on.
+//!
+//! A few writes are [`Durability::Deferred`]: committed with `synchronous = NORMAL`, so the
+//! commit does not wait for an fsync. Such a commit survives a crash of the process (it is in
+//! the WAL file) but not necessarily a power cut, *until the next durable commit*: SQLite
+//! appends commits to the WAL in order and checksums each frame over all frames before it, so
+//! the fsync of any later `FULL` commit (or a checkpoint) makes every earlier commit durable,
+//! and recovery after a power cut keeps a prefix of the commits, never a later one without an
+//! earlier one. Only rows whose loss together with everything after them is harmless are
+//! written this way: shadowed actions. Nothing was sent for them, and the Malop they were
+//! planned for is marked handled by a later durable commit, so if they are lost the Malop is
+//! offered again and the plan recorded again (a plan of an interval hook stays in the audit
+//! trail). Everything else, the handled marks (committed in groups by
+//! [`Store::mark_handled_all`]) included, is durable at commit. The connection sits behind a [`Mutex`]: share the store as
+//! `Arc<Store>`. Every method is one short transaction; write transactions are `BEGIN
+//! IMMEDIATE`, so two processes on the same file (the service and `riposte approve`, say)
+//! serialise on the write lock instead of failing on a lock upgrade. The methods block: from
+//! async code they are short enough to call directly, or wrap them in
+//! `tokio::task::spawn_blocking` under load. Every state change is a guarded `UPDATE ...
+//! WHERE state IN (...)` whose row count is checked, so the same statements stay correct when
+//! several hosts share a database without a process-wide mutex.
+//!
+//! # Schema and portability (PostgreSQL)
+//!
+//! The schema is versioned in `schema_version`; [`schema::MIGRATIONS`] are applied in order,
+//! all in one transaction, when the store is opened. A database written by a newer riposte is
+//! refused with [`Error::FutureSchema`] rather than misread.
+//!
+//! The SQL is kept portable so that PostgreSQL can back several hosts later: only `TEXT`,
+//! `BIGINT` and `BLOB` columns; no `AUTOINCREMENT` or rowid reliance (ids are UUIDs made in
+//! Rust); no SQLite-only functions (only `COUNT`, `SUM`, `MAX`, `COALESCE`); timestamps are
+//! `BIGINT` milliseconds passed from Rust, never `CURRENT_TIMESTAMP`; upserts use
+//! `INSERT ... ON CONFLICT (...) DO UPDATE/NOTHING`, and `RETURNING`, which both support.
+//! Moving to PostgreSQL would change:
+//!
+//! - the driver (`postgres`/`sqlx` instead of `rusqlite`) and placeholders (`$1` for `?1`);
+//! - `BLOB` becomes `BYTEA` (the only column is `plugin_kv.value`);
+//! - the `PRAGMA`s of [`Store::open`] go away (WAL, busy timeout and foreign keys are
+//!   PostgreSQL's defaults or not needed); `BEGIN IMMEDIATE` becomes `BEGIN` plus
+//!   `SELECT ... FOR UPDATE` on the rows a transaction reads and then changes (the approve,
+//!   claim and spend paths), or `SERIALIZABLE` isolation with a retry on serialisation
+//!   failures;
+//! - budget spends should take a per-(scope, kind) advisory lock (`pg_advisory_xact_lock`) so
+//!   that two hosts cannot both see room for the last slot;
+//! - the process-wide mutex becomes a connection pool.
+//!
+//! The table definitions themselves need no change.
+
+mod actions;
+mod approval_queue;
+mod approvals;
+mod budget;
+mod charges;
+mod health;
+mod incomplete;
+mod kv;
+mod policy_ledger;
+mod polling;
+pub mod schema;
+mod status;
+mod undo;
+
+pub use actions::{
+    ActionFilter, ActionId, ActionKey, ActionMode, ActionRecord, ActionState, BeginOutcome,
+    NewAction, OUTCOME_UNKNOWN, Outcome, RetryDecision, request_hash,
+};
+pub use approval_queue::ApprovalStatus;
+pub use approvals::{ApprovedAction, PendingApproval};
+pub use budget::{BudgetCharge, SpendOutcome};
+pub use charges::{ChargeItem, ChargeView};
+pub use health::{Backoff, PauseState, PausedPlugin};
+pub use incomplete::{IncompleteMalop, IncompleteSummary};
+pub use kv::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
+pub use polling::Handled;
+pub use status::{SourceStatus, StatusSnapshot};
+pub use undo::{UndoRecord, inverse_of};
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long a statement waits for another process's write lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The one error type of the store. Every message names the database and the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// SQLite failed (I/O, a lock held past the busy timeout, a constraint, ...).
+    #[error("state database {path}: {op} failed: {source}")]
+    Sqlite {
+        /// The database file (or `:memory:`).
+        path: String,
+        /// The store operation, e.g. `begin_action`.
+        op: &'static str,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer riposte whose schema this one does not know.
+    #[error(
+        "state database {path}: {op}: schema version {found} is newer than the newest this riposte knows ({known}); run a newer riposte or use another database"
+    )]
+    FutureSchema {
+        /// The database file.
+        path: String,
+        /// The store operation (`open`).
+        op: &'static str,
+        /// The version stored in the database.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// The row the operation is about does not exist.
+    #[error("state database {path}: {op}: {what} not found")]
+    NotFound {
+        /// The database file.
+        path: String,
+        /// The store operation.
+        op: &'static str,
+        /// What was looked for, e.g. `action 3f2a...`.
+        what: String,
+    },
+    /// The operation was refused: an illegal state transition, an expired or already decided
+    /// approval, a hash mismatch, a size limit.
+    #[error("state database {path}: {op}: {refusal}")]
+    Refused {
+        /// The database file.
+        path: String,
+        /// The store operation.
+        op: &'static str,
+        /// Why, in a form the caller can match on.
+        refusal: Refusal,
+    },
+    /// A stored value could not be read back (edited by hand, or written by a buggy build).
+    #[error("state database {path}: {op}: unreadable stored data: {detail}")]
+    Corrupt {
+        /// The database file.
+        path: String,
+        /// The store operation.
+        op: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// The refusal, when the operation was refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Error::Refused { refusal, .. } => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// Whether the error is [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}
+
+/// Why the store refused an operation. Matchable, and shown in plain words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The action is not in a state the operation can move it from.
+    IllegalTransition {
+        /// The action.
+        action: ActionId,
+        /// Its current state.
+        from: ActionState,
+        /// The state the operation wanted.
+        to: ActionState,
+    },
+    /// The approval expired before the decision.
+    ApprovalExpired {
+        /// The action awaiting approval.
+        action: ActionId,
+        /// When it expired (ms).
+        expired_at_ms: i64,
+    },
+    /// The approval was already decided (approved, denied or expired).
+    AlreadyDecided {
+        /// The action.
+        action: ActionId,
+        /// The decision already taken.
+        status: ApprovalStatus,
+    },
+    /// The action no longer matches the hash the approval is bound to (or the hash the
+    /// operator saw).
+    HashMismatch {
+        /// The action.
+        action: ActionId,
+        /// The hash the approval is bound to.
+        expected: String,
+        /// The hash of the action as stored now.
+        found: String,
+    },
+    /// The hash the operator confirmed is not the one the approval is bound to.
+    SeenHashMismatch {
+        /// The action.
+        action: ActionId,
+        /// The hash the approval is bound to.
+        bound: String,
+        /// The hash the operator gave.
+        given: String,
+    },
+    /// A plugin's key-value store would exceed its total size limit.
+    KvQuota {
+        /// The plugin.
+        plugin: String,
+        /// Bytes the plugin would use after the write.
+        would_use: u64,
+        /// Its limit in bytes.
+        limit: u64,
+    },
+    /// A key or value is larger than allowed.
+    TooLarge {
+        /// `key` or `value`.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The action was already undone.
+    AlreadyUndone {
+        /// The original action.
+        action: ActionId,
+    },
+    /// An argument the store cannot use.
+    InvalidArgument(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::IllegalTransition { action, from, to } => {
+                write!(f, "action {action} is {from}, it cannot become {to}")
+            }
+            Refusal::ApprovalExpired {
+                action,
+                expired_at_ms,
+            } => write!(
+                f,
+                "the approval of action {action} expired at {expired_at_ms} ms"
+            ),
+            Refusal::AlreadyDecided { action, status } => {
+                write!(f, "the approval of action {action} is already {status}")
+            }
+            Refusal::HashMismatch {
+                action,
+                expected,
+                found,
+            } => write!(
+                f,
+                "action {action} does not match its approval: the approval is bound to sha256 {expected}, the action is now {found}"
+            ),
+            Refusal::SeenHashMismatch {
+                action,
+                bound,
+                given,
+            } => write!(
+                f,
+                "action {action}: the hash given ({given}) is not the one its approval is bound to ({bound}); list the approvals again and approve the action you see"
+            ),
+            Refusal::KvQuota {
+                plugin,
+                would_use,
+                limit,
+            } => write!(
+                f,
+                "plugin `{plugin}` would use {would_use} bytes of key-value storage, over its limit of {limit}"
+            ),
+            Refusal::TooLarge { what, len, max } => {
+                write!(f, "the {what} is {len} bytes, over the maximum of {max}")
+            }
+            Refusal::AlreadyUndone { action } => write!(f, "action {action} was already undone"),
+            Refusal::InvalidArgument(detail) => write!(f, "invalid argument: {detail}"),
+        }
+    }
+}
+
+/// The result type of the store.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error inside one operation, before it is tagged with the path and operation name.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Sql(rusqlite::Error),
+    NotFound(String),
+    Refused(Refusal),
+    Corrupt(String),
+    FutureSchema { found: i64, known: i64 },
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        Failure::Refused(r)
+    }
+}
+
+pub(crate) type Op<T> = std::result::Result<T, Failure>;
+
+/// When a write transaction's commit reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the commit returns (`synchronous = FULL`): survives a power cut.
+    Durable,
+    /// With the next durable commit or checkpoint (`synchronous = NORMAL`): survives a crash
+    /// of the process at once, a power cut only once a later durable commit returned. See
+    /// the module docs for why the order of commits is kept.
+    Deferred,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Durable => "PRAGMA synchronous = FULL",
+            Durability::Deferred => "PRAGMA synchronous = NORMAL",
+        }
+    }
+}
+
+/// The connection and the `synchronous` level it is set to.
+#[derive(Debug)]
+struct Conn {
+    conn: Connection,
+    synchronous: Durability,
+}
+
+impl Conn {
+    /// Sets `synchronous` for the next commits; called outside any transaction.
+    fn set_durability(&mut self, durability: Durability) -> rusqlite::Result<()> {
+        if self.synchronous != durability {
+            self.conn.execute_batch(durability.pragma())?;
+            self.synchronous = durability;
+        }
+        Ok(())
+    }
+}
+
+/// The durable state of one riposte service. Share it as `Arc<Store>`.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Conn>,
+    path: String,
+}
+
+/// `PRAGMA journal_mode = WAL`, retried while another connection holds the lock. Switching
+/// a fresh file needs an exclusive lock after a shared one, and SQLite can answer that
+/// escalation with SQLITE_BUSY at once instead of waiting in the busy handler (waiting could
+/// deadlock; seen in CI despite the busy timeout), so processes opening a new database
+/// together retry here.
+fn switch_to_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, switches it to WAL mode with a busy
+    /// timeout and foreign keys, and applies the pending schema migrations.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let tag = |op: &'static str| {
+            let shown = shown.clone();
+            move |source| Error::Sqlite {
+                path: shown.clone(),
+                op,
+                source,
+            }
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(tag("open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(tag("open"))?;
+        let mode = switch_to_wal(&conn).map_err(tag("open: set WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Corrupt {
+                path: shown,
+                op: "open: set WAL mode",
+                detail: format!("the database stayed in journal mode `{mode}`"),
+            });
+        }
+        Self::configure(conn, shown)
+    }
+
+    /// Opens a private in-memory database (for tests and `--dry-run` style tools).
+    pub fn open_in_memory() -> Result<Store> {
+        let shown = ":memory:".to_owned();
+        let conn = Connection::open_in_memory().map_err(|source| Error::Sqlite {
+            path: shown.clone(),
+            op: "open",
+            source,
+        })?;
+        Self::configure(conn, shown)
+    }
+
+    fn configure(conn: Connection, path: String) -> Result<Store> {
+        let pragmas = "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
+        conn.execute_batch(pragmas)
+            .map_err(|source| Error::Sqlite {
+                path: path.clone(),
+                op: "open: set pragmas",
+                source,
+            })?;
+        let store = Store {
+            conn: Mutex::new(Conn {
+                conn,
+                synchronous: Durability::Durable,
+            }),
+            path,
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        store.write("open: migrate", |tx| schema::migrate(tx, now_ms))?;
+        Ok(store)
+    }
+
+    /// The database path as shown in messages (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.read("schema_version", |tx| Ok(schema::current_version(tx)?))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Conn> {
+        // A panic while holding the lock leaves no transaction open (a dropped transaction
+        // rolls back), so the connection is still consistent.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn tag(&self, op: &'static str, failure: Failure) -> Error {
+        let path = self.path.clone();
+        match failure {
+            Failure::Sql(source) => Error::Sqlite { path, op, source },
+            Failure::NotFound(what) => Error::NotFound { path, op, what },
+            Failure::Refused(refusal) => Error::Refused { path, op, refusal },
+            Failure::Corrupt(detail) => Error::Corrupt { path, op, detail },
+            Failure::FutureSchema { found, known } => Error::FutureSchema {
+                path,
+                op,
+                found,
+                known,
+            },
+        }
+    }
+
+    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committing durably if it returns
+    /// `Ok`.
+    pub(crate) fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<T>,
+    ) -> Result<T> {
+        self.write_then(op, |tx| f(tx).map(Ok))
+    }
+
+    /// [`Store::write`] with the commit's [`Durability`] chosen by the caller.
+    pub(crate) fn write_with<T>(
+        &self,
+        op: &'static str,
+        durability: Durability,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<T>,
+    ) -> Result<T> {
+        self.transact(op, durability, |tx| f(tx).map(Ok))
+    }
+
+    /// Runs `f` in a write transaction and commits even when `f` returns an inner refusal,
+    /// for operations that record something *and* refuse (an approval found expired is
+    /// marked expired, then refused).
+    pub(crate) fn write_then<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<std::result::Result<T, Failure>>,
+    ) -> Result<T> {
+        self.transact(op, Durability::Durable, f)
+    }
+
+    fn transact<T>(
+        &self,
+        op: &'static str,
+        durability: Durability,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<std::result::Result<T, Failure>>,
+    ) -> Result<T> {
+        let mut guard = self.lock();
+        let run = || -> Op<std::result::Result<T, Failure>> {
+            guard.set_durability(durability)?;
+            let tx = guard
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        match run() {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(failure)) | Err(failure) => Err(self.tag(op, failure)),
+        }
+    }
+
+    /// Runs `f` in a read transaction (`BEGIN DEFERRED`), so it sees one consistent snapshot.
+    pub(crate) fn read<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<T>,
+    ) -> Result<T> {
+        let mut guard = self.lock();
+        let run = || -> Op<T> {
+            let tx = guard
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run().map_err(|failure| self.tag(op, failure))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_memory_store_opens_at_the_newest_schema() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(store.schema_version().unwrap(), schema::LATEST_VERSION);
+        assert_eq!(store.path(), ":memory:");
+    }
+
+    #[test]
+    fn errors_name_the_database_and_the_operation() {
+        let store = Store::open_in_memory().unwrap();
+        let err = store
+            .get_action(&ActionId::parse("0123456789abcdef0123456789abcdef").unwrap())
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(":memory:"), "{text}");
+        assert!(text.contains("get_action"), "{text}");
+        assert!(err.is_not_found());
+    }
+
+    #[test]
+    fn only_shadowed_actions_commit_without_waiting_for_the_disk() {
+        use riposte_domain::{ActionRequest, MalopId, PluginName, Sha256Digest};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("state.db")).unwrap();
+        // 2 = FULL, 1 = NORMAL: what the next commit of the connection does.
+        let level = |store: &Store| -> i64 {
+            store
+                .lock()
+                .conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        let action = |malop: &str, mode: ActionMode| {
+            let request = ActionRequest::AddComment {
+                malop_id: MalopId::new(malop),
+                text: "seen".into(),
+            };
+            NewAction::new(PluginName::new("p"), Sha256Digest::of(b"p"), request, "why")
+                .with_mode(mode)
+        };
+        assert_eq!(level(&store), 2);
+        store
+            .begin_action(&action("11.1", ActionMode::Shadow), 1)
+            .unwrap();
+        assert_eq!(level(&store), 1, "a shadowed action is deferred");
+        store
+            .begin_action(&action("11.2", ActionMode::Execute), 2)
+            .unwrap();
+        assert_eq!(level(&store), 2, "an action to send is durable at commit");
+        store
+            .begin_action(&action("11.3", ActionMode::Shadow), 3)
+            .unwrap();
+        let handled = Handled {
+            plugin: PluginName::new("p"),
+            malop_id: MalopId::new("11.3"),
+            last_update_ms: 3,
+            unreadable: Vec::new(),
+        };
+        store.mark_handled_all(&[handled], 4).unwrap();
+        assert_eq!(level(&store), 2, "handled marks are durable at commit");
+        store
+            .begin_action(&action("11.4", ActionMode::Shadow), 5)
+            .unwrap();
+        let spent = store.spend_charges::<(), Error>(&PluginName::new("p"), &[], 6, |_| Ok(None));
+        assert!(spent.unwrap().is_none());
+        assert_eq!(level(&store), 2, "budget charges are durable at commit");
+    }
+
+    #[test]
+    fn store_and_errors_are_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Store>();
+        assert_send_sync::<Error>();
+    }
+}

@@ -1,0 +1,519 @@
+//! The listener: TCP, TLS and UDP transports feeding the coalescer, with every bound
+//! enforced before a message is parsed.
+
+use crate::coalesce::{Coalescer, HintReceiver};
+use crate::config::{ConfigProblem, ListenerConfig};
+use crate::framing::{Decoded, FrameDecoder};
+use crate::malop::MalopHint;
+use crate::parse::{Parsed, parse_message};
+use crate::stats::{Counters, DropReason, Event, ListenerStats};
+use crate::tls::{self, TlsError};
+use bytes::BytesMut;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+const READ_CHUNK: usize = 8192;
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The configuration has mistakes.
+    #[error("invalid syslog listener configuration: {}", render(.0))]
+    Config(Vec<ConfigProblem>),
+    /// No transport is configured.
+    #[error(
+        "the syslog listener has nothing to listen on: set tcp_listen, udp_listen or tls.listen"
+    )]
+    NoTransport,
+    /// A socket could not be bound.
+    #[error("cannot listen for syslog over {transport} on {addr}: {source}")]
+    Bind {
+        /// `tcp`, `tls` or `udp`.
+        transport: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The TLS certificate, key or client CA could not be used.
+    #[error("syslog TLS listener: {0}")]
+    Tls(#[from] TlsError),
+}
+
+fn render(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The addresses the listener is bound to (useful when a port 0 was configured).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BoundAddrs {
+    /// Plain TCP.
+    pub tcp: Option<SocketAddr>,
+    /// TLS.
+    pub tls: Option<SocketAddr>,
+    /// UDP.
+    pub udp: Option<SocketAddr>,
+}
+
+/// A running listener. Dropping it stops it too; [`SyslogListener::shutdown`] also waits.
+#[derive(Debug)]
+pub struct SyslogListener {
+    addrs: BoundAddrs,
+    counters: Arc<Counters>,
+    coalescer: Coalescer,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl SyslogListener {
+    /// Validates `config`, binds every configured transport and starts serving; returns the
+    /// listener and the stream of hints. Must run inside a tokio runtime. `enabled` is not
+    /// looked at: the caller decides whether to start.
+    pub async fn start(config: &ListenerConfig) -> Result<(Self, HintReceiver), ListenerError> {
+        config.validate().map_err(ListenerError::Config)?;
+        if !config.has_transport() {
+            return Err(ListenerError::NoTransport);
+        }
+        let acceptor = match &config.tls {
+            Some(t) => Some(TlsAcceptor::from(Arc::new(tls::server_config(
+                &t.cert,
+                &t.key,
+                t.client_ca.as_deref(),
+            )?))),
+            None => None,
+        };
+        let tcp = bind_tcp("tcp", config.tcp_listen).await?;
+        let tls_listener = bind_tcp("tls", config.tls.as_ref().map(|t| t.listen)).await?;
+        let udp = match config.udp_listen {
+            Some(addr) => {
+                Some(
+                    UdpSocket::bind(addr)
+                        .await
+                        .map_err(|source| ListenerError::Bind {
+                            transport: "udp",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let addrs = BoundAddrs {
+            tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()),
+            tls: tls_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            udp: udp.as_ref().and_then(|s| s.local_addr().ok()),
+        };
+        let counters = Counters::new();
+        let (coalescer, hints) = Coalescer::new(
+            config.coalesce_interval(),
+            config.max_tracked_malops,
+            counters.clone(),
+        );
+        let (shutdown, watch_rx) = watch::channel(false);
+        let ctx = Arc::new(Ctx::new(
+            config.clone(),
+            counters.clone(),
+            coalescer.clone(),
+        ));
+        let mut tasks = JoinSet::new();
+        if let Some(l) = tcp {
+            tasks.spawn(accept_loop(l, None, ctx.clone(), watch_rx.clone()));
+        }
+        if let Some(l) = tls_listener {
+            tasks.spawn(accept_loop(l, acceptor, ctx.clone(), watch_rx.clone()));
+        }
+        if let Some(s) = udp {
+            tasks.spawn(udp_loop(s, ctx.clone(), watch_rx.clone()));
+        }
+        tracing::info!(tcp = ?addrs.tcp, tls = ?addrs.tls, udp = ?addrs.udp, "syslog listener started");
+        Ok((
+            Self {
+                addrs,
+                counters,
+                coalescer,
+                shutdown,
+                tasks,
+            },
+            hints,
+        ))
+    }
+
+    /// Where the listener is bound.
+    pub fn local_addrs(&self) -> BoundAddrs {
+        self.addrs
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> ListenerStats {
+        self.counters.snapshot()
+    }
+
+    /// The live counters, to read from a metrics collector that outlives this handle.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Stops accepting, closes every connection and waits for the tasks to end; the hint
+    /// stream then ends once its ready hints are taken.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        self.coalescer.close();
+    }
+}
+
+impl Drop for SyslogListener {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.tasks.abort_all();
+        self.coalescer.close();
+    }
+}
+
+async fn bind_tcp(
+    transport: &'static str,
+    addr: Option<SocketAddr>,
+) -> Result<Option<TcpListener>, ListenerError> {
+    match addr {
+        Some(addr) => {
+            TcpListener::bind(addr)
+                .await
+                .map(Some)
+                .map_err(|source| ListenerError::Bind {
+                    transport,
+                    addr,
+                    source,
+                })
+        }
+        None => Ok(None),
+    }
+}
+
+/// What every transport task shares.
+struct Ctx {
+    config: ListenerConfig,
+    counters: Arc<Counters>,
+    coalescer: Coalescer,
+    rates: SourceRates,
+    conns: Arc<ConnLimits>,
+}
+
+impl Ctx {
+    fn new(config: ListenerConfig, counters: Arc<Counters>, coalescer: Coalescer) -> Self {
+        Self {
+            rates: SourceRates::new(&config),
+            conns: Arc::new(ConnLimits::new(&config)),
+            config,
+            counters,
+            coalescer,
+        }
+    }
+
+    fn message_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.message_timeout_secs)
+    }
+
+    /// One whole message from `peer`.
+    fn handle(&self, peer: SocketAddr, raw: &[u8]) {
+        self.counters.count(Event::MessagesReceived);
+        if !self.rates.check(peer.ip()) {
+            self.dropped(peer, DropReason::RateLimited);
+            return;
+        }
+        match parse_message(raw) {
+            Ok(Parsed::Malop {
+                malop_id, event, ..
+            }) => self.coalescer.ingest(MalopHint {
+                malop_id,
+                event,
+                source: peer,
+                received_at: SystemTime::now(),
+            }),
+            Ok(Parsed::NotMalop) => self.counters.count(Event::NotMalopEvents),
+            Err(reason) => self.dropped(peer, reason),
+        }
+    }
+
+    /// A message from `peer` dropped before it could be parsed.
+    fn received_dropped(&self, peer: SocketAddr, reason: DropReason) {
+        self.counters.count(Event::MessagesReceived);
+        self.dropped(peer, reason);
+    }
+
+    fn dropped(&self, peer: SocketAddr, reason: DropReason) {
+        self.counters.dropped(reason);
+        tracing::debug!(%peer, %reason, "syslog message dropped");
+    }
+}
+
+/// Per-source message rates (GCRA from `governor`), for a bounded number of sources.
+struct SourceRates {
+    quota: Quota,
+    max_sources: usize,
+    /// After this long without a message a source's limiter is full again, so forgetting it
+    /// changes nothing.
+    forget_after: Duration,
+    table: Mutex<RateTable>,
+}
+
+struct RateTable {
+    sources: HashMap<IpAddr, (DefaultDirectRateLimiter, Instant)>,
+    last_sweep: Instant,
+}
+
+impl SourceRates {
+    fn new(config: &ListenerConfig) -> Self {
+        let rate = NonZeroU32::new(config.rate_per_source).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.burst_per_source).unwrap_or(NonZeroU32::MIN);
+        Self {
+            quota: Quota::per_second(rate).allow_burst(burst),
+            max_sources: config.max_sources,
+            forget_after: Duration::from_secs_f64(f64::from(burst.get()) / f64::from(rate.get()))
+                + Duration::from_secs(1),
+            table: Mutex::new(RateTable {
+                sources: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RateTable> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `ip` may send one more message now.
+    fn check(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        let now = Instant::now();
+        let mut table = self.lock();
+        if !table.sources.contains_key(&ip) && table.sources.len() >= self.max_sources {
+            // Sweep at most once a second so that a stream of new (spoofed) sources cannot
+            // make every datagram scan the whole table.
+            if now - table.last_sweep < Duration::from_secs(1) {
+                return false;
+            }
+            table.last_sweep = now;
+            let forget_after = self.forget_after;
+            table
+                .sources
+                .retain(|_, (_, seen)| now - *seen < forget_after);
+            if table.sources.len() >= self.max_sources {
+                return false;
+            }
+        }
+        let (limiter, seen) = table
+            .sources
+            .entry(ip)
+            .or_insert_with(|| (RateLimiter::direct(self.quota), now));
+        *seen = now;
+        limiter.check().is_ok()
+    }
+}
+
+/// The global and per-source limits on open connections.
+struct ConnLimits {
+    global: Arc<Semaphore>,
+    max_per_source: usize,
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection's place; released on drop.
+struct ConnPermit {
+    _global: OwnedSemaphorePermit,
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+}
+
+impl ConnLimits {
+    fn new(config: &ListenerConfig) -> Self {
+        Self {
+            global: Arc::new(Semaphore::new(config.max_connections)),
+            max_per_source: config.max_connections_per_source,
+            per_source: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_source.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnPermit> {
+        let ip = ip.to_canonical();
+        let global = self.global.clone().try_acquire_owned().ok()?;
+        let mut per_source = self.lock();
+        if per_source
+            .get(&ip)
+            .is_some_and(|open| *open >= self.max_per_source)
+        {
+            return None;
+        }
+        *per_source.entry(ip).or_insert(0) += 1;
+        Some(ConnPermit {
+            _global: global,
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        let mut per_source = self.limits.lock();
+        if let Some(open) = per_source.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                per_source.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Some(permit) = admit(&ctx, peer) {
+                        conns.spawn(serve_connection(stream, peer, tls.clone(), ctx.clone(), permit));
+                    }
+                }
+                Err(error) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "syslog accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    conns.shutdown().await;
+}
+
+/// Applies the allowlist and the connection limits to a new connection.
+fn admit(ctx: &Arc<Ctx>, peer: SocketAddr) -> Option<ConnPermit> {
+    if !ctx.config.allows(peer.ip()) {
+        ctx.counters.count(Event::ConnectionsRefusedSource);
+        tracing::debug!(%peer, "syslog connection refused: source not allowed");
+        return None;
+    }
+    let Some(permit) = ctx.conns.acquire(peer.ip()) else {
+        ctx.counters.count(Event::ConnectionsRefusedLimit);
+        tracing::debug!(%peer, "syslog connection refused: too many connections");
+        return None;
+    };
+    ctx.counters.count(Event::ConnectionsAccepted);
+    Some(permit)
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<Ctx>,
+    permit: ConnPermit,
+) {
+    match tls {
+        None => read_frames(stream, peer, &ctx).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(ctx.message_timeout(), acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => read_frames(stream, peer, &ctx).await,
+                Ok(Err(error)) => {
+                    ctx.counters.count(Event::TlsHandshakeFailures);
+                    tracing::debug!(%peer, %error, "syslog TLS handshake failed");
+                }
+                Err(_) => ctx.counters.count(Event::ConnectionsSlowTimeout),
+            }
+        }
+    }
+    // Release the place before counting, so that a reader of the counters who sees the
+    // close can connect again.
+    drop(permit);
+    ctx.counters.count(Event::ConnectionsClosed);
+}
+
+/// Reads frames until the peer closes, a bound is hit, or framing is lost.
+async fn read_frames<S: AsyncRead + Unpin>(mut stream: S, peer: SocketAddr, ctx: &Ctx) {
+    let mut decoder = FrameDecoder::new(ctx.config.max_message_bytes);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let idle = Duration::from_secs(ctx.config.idle_timeout_secs);
+    let mut frame_deadline: Option<Instant> = None;
+    loop {
+        let mut progressed = false;
+        loop {
+            match decoder.decode(&mut buf) {
+                Decoded::Frame(frame) => ctx.handle(peer, &frame),
+                Decoded::Dropped(reason) => ctx.received_dropped(peer, reason),
+                Decoded::Fatal(reason) => return ctx.received_dropped(peer, reason),
+                Decoded::NeedMore => break,
+            }
+            progressed = true;
+        }
+        let mid_frame = decoder.in_frame(&buf);
+        if !mid_frame {
+            frame_deadline = None;
+        } else if progressed || frame_deadline.is_none() {
+            frame_deadline = Some(Instant::now() + ctx.message_timeout());
+        }
+        let deadline = frame_deadline.unwrap_or_else(|| Instant::now() + idle);
+        buf.reserve(READ_CHUNK);
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                if mid_frame {
+                    ctx.received_dropped(peer, DropReason::Truncated);
+                }
+                return;
+            }
+            Ok(Ok(_)) => {}
+            Err(_) if frame_deadline.is_some() => {
+                ctx.counters.count(Event::ConnectionsSlowTimeout);
+                return ctx.received_dropped(peer, DropReason::Truncated);
+            }
+            Err(_) => return ctx.counters.count(Event::ConnectionsIdleTimeout),
+        }
+    }
+}
+
+async fn udp_loop(socket: UdpSocket, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let max = ctx.config.max_message_bytes;
+    // One byte more than the limit: a datagram that fills it was longer than the limit.
+    let mut buf = vec![0u8; max + 1];
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((len, peer)) => {
+                    if !ctx.config.allows(peer.ip()) {
+                        ctx.counters.count(Event::DatagramsRefusedSource);
+                    } else if len > max {
+                        ctx.received_dropped(peer, DropReason::Oversized);
+                    } else {
+                        ctx.handle(peer, &buf[..len]);
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "syslog UDP receive failed"),
+            },
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! One received message to a Malop event, or the reason it was dropped.
+//!
+//! A message is an optional syslog header (RFC 5424 or RFC 3164, parsed by `syslog_loose`)
+//! followed by a CEF record, or a bare CEF record. Only a Cybereason event of the Malop class
+//! whose `cs1` is labelled `malopId` (any case) and has the shape of a Malop id yields an
+//! event; everything else is refused with a [`DropReason`] or ignored.
+
+use crate::cef::{self, CefRecord};
+use crate::malop::{MalopEvent, MalopId};
+use crate::stats::DropReason;
+
+/// Which header a message came with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HeaderKind {
+    /// None: the message is a bare CEF record (Cybereason's own examples).
+    Bare,
+    /// An RFC 5424 header.
+    Rfc5424,
+    /// An RFC 3164 (BSD) header, with or without the `<PRI>`.
+    Rfc3164,
+}
+
+/// What a message said, once checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A Cybereason Malop event naming a well-formed Malop id.
+    Malop {
+        /// The Malop the event names.
+        malop_id: MalopId,
+        /// The event kind.
+        event: MalopEvent,
+        /// The header the message came with.
+        header: HeaderKind,
+    },
+    /// A well-formed CEF record that is not a Cybereason Malop event (a user action, a
+    /// malware event, another vendor): nothing to do.
+    NotMalop,
+}
+
+const BOM: char = '\u{feff}';
+
+/// Parses one message (one frame or datagram, trailer included or not).
+pub fn parse_message(raw: &[u8]) -> Result<Parsed, DropReason> {
+    let text = std::str::from_utf8(raw).map_err(|_| DropReason::Binary)?;
+    let text = text.trim_matches(|c| matches!(c, '\n' | '\r' | '\0' | ' ' | '\t'));
+    if text.is_empty() {
+        return Err(DropReason::MalformedSyslog);
+    }
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(DropReason::Binary);
+    }
+    let (header, cef_text) = split_syslog(text)?;
+    let record = cef::parse(cef_text).map_err(|_| DropReason::MalformedCef)?;
+    malop_event(&record).map(|found| match found {
+        Some((malop_id, event)) => Parsed::Malop {
+            malop_id,
+            event,
+            header,
+        },
+        None => Parsed::NotMalop,
+    })
+}
+
+/// Separates the syslog header (checked, then discarded) from the CEF record.
+fn split_syslog(text: &str) -> Result<(HeaderKind, &str), DropReason> {
+    let text = text.trim_start_matches(BOM);
+    if text.starts_with("CEF:") {
+        return Ok((HeaderKind::Bare, text));
+    }
+    let start = cef_start(text).ok_or(DropReason::NotCef)?;
+    let header = text[..start].trim_end_matches([' ', BOM]);
+    Ok((header_kind(header)?, &text[start..]))
+}
+
+/// The first `CEF:` that follows a space or a byte-order mark.
+fn cef_start(text: &str) -> Option<usize> {
+    text.match_indices("CEF:")
+        .map(|(i, _)| i)
+        .find(|&i| text[..i].ends_with([' ', BOM]))
+}
+
+/// Checks that `header` is a whole syslog header with nothing after it.
+fn header_kind(header: &str) -> Result<HeaderKind, DropReason> {
+    let message = syslog_loose::parse_message_with_year_exact_tz(
+        header,
+        // The header's time is never used; a leap year keeps `Feb 29` parseable.
+        |_| 2000,
+        Some(chrono::Utc),
+        syslog_loose::Variant::Either,
+    )
+    .map_err(|_| DropReason::MalformedSyslog)?;
+    if !message.msg.trim().is_empty() {
+        return Err(DropReason::MalformedSyslog);
+    }
+    Ok(match message.protocol {
+        syslog_loose::Protocol::RFC5424(_) => HeaderKind::Rfc5424,
+        syslog_loose::Protocol::RFC3164 => HeaderKind::Rfc3164,
+    })
+}
+
+/// The Malop id and event of a Cybereason Malop-class record; `None` for other records.
+fn malop_event(record: &CefRecord<'_>) -> Result<Option<(MalopId, MalopEvent)>, DropReason> {
+    if !is_malop_class(record) {
+        return Ok(None);
+    }
+    let labelled = record
+        .get("cs1Label")
+        .is_some_and(|label| label.trim().eq_ignore_ascii_case("malopId"));
+    let value = record
+        .get("cs1")
+        .filter(|_| labelled)
+        .ok_or(DropReason::NoMalopId)?;
+    let malop_id = MalopId::parse(value.trim()).map_err(|_| DropReason::BadMalopId)?;
+    Ok(Some((malop_id, MalopEvent::from_name(&record.name))))
+}
+
+/// A Cybereason record whose class is `Malop` (the vendor's examples) or whose Name starts
+/// with `Malop ` (forwarder samples put a number in the class field).
+fn is_malop_class(record: &CefRecord<'_>) -> bool {
+    let name = record.name.trim();
+    record
+        .device_vendor
+        .trim()
+        .eq_ignore_ascii_case("Cybereason")
+        && (record
+            .device_event_class_id
+            .trim()
+            .eq_ignore_ascii_case("Malop")
+            || name
+                .get(..6)
+                .is_some_and(|prefix| prefix.eq_ignore_ascii_case("Malop ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "11.-7780537507363356527";
+
+    fn malop(text: &str) -> (MalopId, MalopEvent, HeaderKind) {
+        match parse_message(text.as_bytes()) {
+            Ok(Parsed::Malop {
+                malop_id,
+                event,
+                header,
+            }) => (malop_id, event, header),
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn headers() {
+        let cef =
+            format!("CEF:0|Cybereason|Cybereason|1.0|1|Malop Created|5|cs1={ID} cs1Label=MalopId");
+        for (text, kind) in [
+            (cef.clone(), HeaderKind::Bare),
+            (format!("\u{feff}{cef}\r\n"), HeaderKind::Bare),
+            (
+                format!("<134>1 2024-05-16T03:10:41.123Z cr-server cybereason - - - {cef}"),
+                HeaderKind::Rfc5424,
+            ),
+            (
+                format!(
+                    "<134>1 2024-05-16T03:10:41Z cr-server app 12 ID7 [x@1 a=\"b\"] \u{feff}{cef}"
+                ),
+                HeaderKind::Rfc5424,
+            ),
+            (
+                format!("<134>May 16 03:10:41 admin-host auditSyslogLogger {cef}"),
+                HeaderKind::Rfc3164,
+            ),
+            (
+                format!("May 16 03:10:41 admin-host auditSyslogLogger {cef}"),
+                HeaderKind::Rfc3164,
+            ),
+            (
+                format!("<13>May  6 03:10:41 admin-host app[42]: {cef}"),
+                HeaderKind::Rfc3164,
+            ),
+            (
+                format!("<13>May 16 03:10:41 host {cef}"),
+                HeaderKind::Rfc3164,
+            ),
+        ] {
+            let (id, event, header) = malop(&text);
+            assert_eq!(id.as_str(), ID, "{text}");
+            assert_eq!(event, MalopEvent::Created, "{text}");
+            assert_eq!(header, kind, "{text}");
+        }
+    }
+
+    #[test]
+    fn drops_with_reasons() {
+        let ok_ext = format!("cs1Label=malopId cs1={ID}");
+        for (text, reason) in [
+            (b"\xff\xfe CEF:0|".to_vec(), DropReason::Binary),
+            (
+                format!("CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|{ok_ext}\u{0}x").into_bytes(),
+                DropReason::Binary,
+            ),
+            (b"hello world".to_vec(), DropReason::NotCef),
+            (b"   \r\n".to_vec(), DropReason::MalformedSyslog),
+            (
+                format!("garbage here CEF:0|Cybereason|Cybereason|1.0|1|Malop Created|5|{ok_ext}").into_bytes(),
+                DropReason::MalformedSyslog,
+            ),
+            (
+                format!("<134>May 16 03:10:41 host app: text CEF:0|Cybereason|Cybereason|1.0|1|Malop Created|5|{ok_ext}").into_bytes(),
+                DropReason::MalformedSyslog,
+            ),
+            (b"CEF:0|Cybereason|Cybereason|1.0|1|Malop Cre".to_vec(), DropReason::MalformedCef),
+            (
+                b"CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs2=x".to_vec(),
+                DropReason::NoMalopId,
+            ),
+            (
+                format!("CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=suspect cs1={ID}").into_bytes(),
+                DropReason::NoMalopId,
+            ),
+            (
+                b"CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1=../../etc".to_vec(),
+                DropReason::BadMalopId,
+            ),
+            (
+                format!("CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1={ID} cs1={ID}").into_bytes(),
+                DropReason::MalformedCef,
+            ),
+        ] {
+            assert_eq!(
+                parse_message(&text),
+                Err(reason),
+                "{}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+    }
+
+    #[test]
+    fn other_records_are_not_malop_events() {
+        for text in [
+            "CEF:0|Cybereason|Cybereason||UserAction|General/Login|0|cs1Label=username cs1=x",
+            "CEF:0|Cybereason|Cybereason||Malware|Malware Detected|5|cs1Label=malopId cs1=11.5",
+            "CEF:0|Other|Thing|1|Malop|Malop Created|5|cs1Label=malopId cs1=11.5",
+        ] {
+            assert_eq!(
+                parse_message(text.as_bytes()),
+                Ok(Parsed::NotMalop),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn class_in_capitals_and_unknown_names() {
+        let (_, event, _) = malop(&format!(
+            "CEF:1|Cybereason|Cybereason||MALOP|Malop Process Added|5|cs1Label=MALOPID cs1={ID}"
+        ));
+        assert_eq!(event, MalopEvent::Other);
+        let (_, event, _) = malop(&format!(
+            "CEF:0|Cybereason|Cybereason|1.0|6|Malop User Added|5|cs1={ID} cs1Label=MalopId"
+        ));
+        assert_eq!(event, MalopEvent::Other);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A deterministic sweep of awkward inputs: prefixes of a valid message, every
+        // single-byte corruption of it, and pseudo-random bytes.
+        let valid = format!(
+            "<134>1 2024-05-16T03:10:41Z h a - - - CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1={ID} cs6=a\\=b"
+        );
+        let bytes = valid.as_bytes();
+        for end in 0..bytes.len() {
+            let _ = parse_message(&bytes[..end]);
+        }
+        for i in 0..bytes.len() {
+            for b in [0u8, b'|', b'\\', b'=', b' ', b'<', 0xc3, 0xff] {
+                let mut copy = bytes.to_vec();
+                copy[i] = b;
+                let _ = parse_message(&copy);
+            }
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let len = (state % 300) as usize;
+            let mut buf = Vec::with_capacity(len);
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                buf.push(b" <>|\\=CEF:0123456789Malopcs1Label"[(state % 33) as usize]);
+            }
+            let _ = parse_message(&buf);
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Hostile and broken input: every message dropped with its reason, nothing trusted, the
+//! connection kept where framing allows, and every bound enforced.
+
+use crate::support::*;
+use crate::vendor::*;
+use riposte_syslog::{DropReason, Event, ListenerConfig, TryRecvError};
+use tokio::io::AsyncWriteExt;
+
+/// On one newline-framed connection: each kind of bad message is dropped and counted under
+/// its own reason, and the connection still delivers the valid message that follows.
+#[tokio::test]
+async fn bad_messages_are_dropped_with_a_reason_and_the_stream_goes_on() {
+    let config = ListenerConfig {
+        max_message_bytes: 1024,
+        ..config()
+    };
+    let (listener, mut hints) = start(&config).await;
+    let addr = listener.local_addrs().tcp.unwrap();
+    let created = |cs1: &str| {
+        format!("CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1={cs1}")
+    };
+    let mut input: Vec<u8> = Vec::new();
+    let mut line = |bytes: &[u8]| {
+        input.extend_from_slice(bytes);
+        input.push(b'\n');
+    };
+    let cases: &[(&[u8], DropReason)] = &[
+        (b"\xde\xad\xbe\xef\xff CEF:0|", DropReason::Binary),
+        (
+            b"CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1=\x01\x02",
+            DropReason::Binary,
+        ),
+        (b"just some text", DropReason::NotCef),
+        (
+            b"<134>not a header CEF:0|Cybereason|Cybereason|1.0|1|Malop Created|5|",
+            DropReason::MalformedSyslog,
+        ),
+        (
+            b"CEF:0|Cybereason|Cybereason|1.0|1|Malop Cre",
+            DropReason::MalformedCef,
+        ),
+        (
+            b"CEF:7|Cybereason|Cybereason|1.0|1|Malop Created|5|cs1=11.1 cs1Label=MalopId",
+            DropReason::MalformedCef,
+        ),
+        (
+            b"CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs2=MalopProcess",
+            DropReason::NoMalopId,
+        ),
+    ];
+    for (bytes, _) in cases {
+        line(bytes);
+    }
+    let bad_ids = [
+        "11.-77805375073635565270000",
+        "../../../etc/passwd",
+        "11.1;DROP",
+        "AAAA0ws7O-MUgDm",
+        "${jndi:ldap://x}",
+        "11.-7780537507363356527 AAAA0ws7O-MUgDmB",
+    ];
+    for bad in bad_ids {
+        line(created(bad).as_bytes());
+    }
+    let oversized = format!("{} cs2={}", vendor_created(), "A".repeat(2000));
+    line(oversized.as_bytes());
+    line(vendor_machine_information().as_bytes());
+    let _client = tcp_send(addr, &input).await;
+
+    let hint = next_hint(&mut hints).await;
+    assert_eq!(hint.malop_id.as_str(), MACHINE_ID);
+    let total = cases.len() + bad_ids.len() + 2;
+    let stats = wait_stats(&listener, "every line", |s| {
+        s.count(Event::MessagesReceived) == total as u64
+    })
+    .await;
+    for reason in [
+        DropReason::Binary,
+        DropReason::NotCef,
+        DropReason::MalformedSyslog,
+        DropReason::MalformedCef,
+        DropReason::NoMalopId,
+    ] {
+        let expected = cases.iter().filter(|(_, r)| *r == reason).count() as u64;
+        assert_eq!(stats.dropped(reason), expected, "{reason}");
+    }
+    assert_eq!(stats.dropped(DropReason::BadMalopId), bad_ids.len() as u64);
+    assert_eq!(stats.dropped(DropReason::Oversized), 1);
+    assert_eq!(stats.dropped_total(), total as u64 - 1);
+    assert_eq!(
+        hints.try_recv(),
+        Err(TryRecvError::Empty),
+        "nothing else became a hint"
+    );
+}
+
+/// An octet count announcing more than the limit is refused before any of it is read, and
+/// the connection is closed (framing is lost); so is a count that is not a number.
+#[tokio::test]
+async fn an_oversized_or_bad_octet_count_closes_the_connection() {
+    let config = ListenerConfig {
+        max_message_bytes: 1024,
+        ..config()
+    };
+    let (listener, _hints) = start(&config).await;
+    let addr = listener.local_addrs().tcp.unwrap();
+    let mut client = tcp_send(addr, b"99999999999 ").await;
+    closed_by_peer(&mut client).await;
+    let mut client = tcp_send(addr, b"1025 <134>").await;
+    closed_by_peer(&mut client).await;
+    let mut client = tcp_send(addr, b"12x <134>").await;
+    closed_by_peer(&mut client).await;
+    let stats = wait_stats(&listener, "three refusals", |s| s.dropped_total() == 3).await;
+    assert_eq!(stats.dropped(DropReason::Oversized), 2);
+    assert_eq!(stats.dropped(DropReason::BadFraming), 1);
+}
+
+/// A frame cut short by the end of the connection is counted as truncated, not parsed.
+#[tokio::test]
+async fn a_frame_cut_by_the_end_of_the_connection_is_truncated() {
+    let (listener, mut hints) = start(&config()).await;
+    let addr = listener.local_addrs().tcp.unwrap();
+    let whole = vendor_created();
+    for partial in [
+        format!("{} {}", whole.len(), &whole[..whole.len() - 5]),
+        // A newline-framed message without its LF could be cut in the middle of the id.
+        whole[..whole.find("cs2Label").unwrap() - 5].to_owned(),
+    ] {
+        let mut client = tcp_send(addr, partial.as_bytes()).await;
+        client.shutdown().await.unwrap();
+        closed_by_peer(&mut client).await;
+    }
+    let stats = wait_stats(&listener, "two truncations", |s| {
+        s.dropped(DropReason::Truncated) == 2
+    })
+    .await;
+    assert_eq!(stats.count(Event::MalopEvents), 0);
+    assert_eq!(hints.try_recv(), Err(TryRecvError::Empty));
+}
+
+/// A connection that sends nothing is closed after the idle timeout; one that starts a frame
+/// and never finishes it (a slow sender) after the message timeout, even while it trickles;
+/// so is a connection to the TLS port that never completes its handshake.
+#[tokio::test]
+async fn idle_and_slow_connections_time_out() {
+    let pki = pki();
+    let config = ListenerConfig {
+        idle_timeout_secs: 1,
+        message_timeout_secs: 1,
+        tls: Some(riposte_syslog::TlsListenerConfig {
+            listen: loopback(),
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+            client_ca: None,
+        }),
+        ..config()
+    };
+    let (listener, _hints) = start(&config).await;
+    let addr = listener.local_addrs().tcp.unwrap();
+    let mut idle = tcp_send(addr, b"").await;
+    let mut no_handshake = tcp_send(listener.local_addrs().tls.unwrap(), b"").await;
+    let mut slow = tcp_send(addr, b"<134>May 16 ").await;
+    let trickle = async {
+        for _ in 0..100 {
+            if slow.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the slow sender was not cut off within 10 s");
+    };
+    trickle.await;
+    closed_by_peer(&mut idle).await;
+    closed_by_peer(&mut no_handshake).await;
+    let stats = wait_stats(&listener, "the three timeouts", |s| {
+        s.count(Event::ConnectionsIdleTimeout) == 1 && s.count(Event::ConnectionsSlowTimeout) == 2
+    })
+    .await;
+    assert_eq!(stats.dropped(DropReason::Truncated), 1);
+}
+
+/// Sources outside `allowed_sources` are refused: connections at accept, datagrams one by one.
+#[tokio::test]
+async fn the_allowlist_refuses_other_sources() {
+    let refused = ListenerConfig {
+        allowed_sources: vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
+        ..config()
+    };
+    let (listener, mut hints) = start(&refused).await;
+    let addrs = listener.local_addrs();
+    let mut client = tcp_send(
+        addrs.tcp.unwrap(),
+        format!("{}\n", vendor_created()).as_bytes(),
+    )
+    .await;
+    closed_by_peer(&mut client).await;
+    udp_send(addrs.udp.unwrap(), &[vendor_created().as_bytes()]).await;
+    let stats = wait_stats(&listener, "both refusals", |s| {
+        s.count(Event::ConnectionsRefusedSource) == 1 && s.count(Event::DatagramsRefusedSource) == 1
+    })
+    .await;
+    assert_eq!(stats.count(Event::MessagesReceived), 0);
+    assert_eq!(hints.try_recv(), Err(TryRecvError::Empty));
+
+    let allowed = ListenerConfig {
+        allowed_sources: vec!["192.0.2.7".parse().unwrap(), "127.0.0.1".parse().unwrap()],
+        ..config()
+    };
+    let (listener, mut hints) = start(&allowed).await;
+    let _client = tcp_send(
+        listener.local_addrs().tcp.unwrap(),
+        format!("{}\n", vendor_created()).as_bytes(),
+    )
+    .await;
+    assert_eq!(next_hint(&mut hints).await.malop_id.as_str(), CREATED_ID);
+}
+
+/// Connections beyond `max_connections_per_source` (and `max_connections`) are refused at
+/// once; closing one makes room.
+#[tokio::test]
+async fn connection_limits() {
+    let config = ListenerConfig {
+        max_connections: 3,
+        max_connections_per_source: 2,
+        ..config()
+    };
+    let (listener, mut hints) = start(&config).await;
+    let addr = listener.local_addrs().tcp.unwrap();
+    let first = tcp_send(addr, b"").await;
+    let _second = tcp_send(addr, b"").await;
+    wait_stats(&listener, "two accepted", |s| {
+        s.count(Event::ConnectionsAccepted) == 2
+    })
+    .await;
+    let mut third = tcp_send(addr, b"").await;
+    closed_by_peer(&mut third).await;
+    assert_eq!(listener.stats().count(Event::ConnectionsRefusedLimit), 1);
+    drop(first);
+    wait_stats(&listener, "the close", |s| {
+        s.count(Event::ConnectionsClosed) == 1
+    })
+    .await;
+    let _client = tcp_send(addr, format!("{}\n", vendor_created()).as_bytes()).await;
+    assert_eq!(next_hint(&mut hints).await.malop_id.as_str(), CREATED_ID);
+    assert_eq!(listener.stats().count(Event::ConnectionsRefusedLimit), 1);
+}
+
+/// Past its burst, a source's messages are dropped as rate-limited (the others still count
+/// as received); another Malop from another source is unaffected by the first's rate.
+#[tokio::test]
+async fn per_source_rate_limit() {
+    let config = ListenerConfig {
+        rate_per_source: 1,
+        burst_per_source: 5,
+        ..config()
+    };
+    let (listener, _hints) = start(&config).await;
+    let addr = listener.local_addrs().udp.unwrap();
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            format!(
+                "CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1=11.{i}"
+            )
+        })
+        .collect();
+    let datagrams: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+    udp_send(addr, &datagrams).await;
+    let stats = wait_stats(&listener, "thirty datagrams", |s| {
+        s.count(Event::MessagesReceived) == 30
+    })
+    .await;
+    let limited = stats.dropped(DropReason::RateLimited);
+    assert!(
+        (20..=25).contains(&limited),
+        "{limited} rate-limited of 30 with a burst of 5"
+    );
+    assert_eq!(stats.count(Event::MalopEvents) + limited, 30);
+}
