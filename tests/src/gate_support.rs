@@ -6,10 +6,10 @@
 use crate::{plugin_path, root};
 use riposte_audit::{Filter, Record};
 use riposte_client::{Client, ClientConfig, Credentials};
-use riposte_config::OperatorConfig;
 use riposte_domain::{Malop, MalopId, Sha256Digest};
 use riposte_metrics::Metrics;
 use riposte_runtime::ArtifactCache;
+use riposte_service::OperatorConfig;
 use riposte_service::{FollowPolicy, Service};
 use riposte_sim::{LoggedRequest, SimConfig, SimHandle, Simulator};
 use std::fmt::Write as _;

@@ -10,10 +10,10 @@
 pub use crate::riposte_bin;
 use crate::{plugin_path, root};
 use riposte_client::{Client, ClientConfig, Credentials};
-use riposte_config::OperatorConfig;
 use riposte_domain::{MalopId, PluginName, Sha256Digest};
 use riposte_metrics::Metrics;
 use riposte_runtime::PluginInfo;
+use riposte_service::OperatorConfig;
 use riposte_service::{FollowPolicy, Service};
 use riposte_sim::{Fault, FaultKind, LoggedRequest, SimConfig, SimHandle, SimMalop, Simulator};
 use riposte_store::Store;

@@ -136,7 +136,7 @@ pub async fn containment(work: &Path) -> anyhow::Result<Value> {
     .value("kill-processes", "false");
     // Default audit fsync (every record), as an operator would run it.
     let config = fixtures::write_config(&dir, &sim, &[entry], "\"every-record\"", 4)?;
-    let default_interval = riposte_config::DEFAULT_POLL_INTERVAL_SECS;
+    let default_interval = riposte_service::config::DEFAULT_POLL_INTERVAL_SECS;
     let service = Arc::new(fixtures::service(config, client.clone()).await?);
     service.run_cycle().await?; // the seeded Malops
 

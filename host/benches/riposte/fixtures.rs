@@ -3,8 +3,8 @@
 
 use anyhow::Context;
 use riposte_client::{Client, ClientConfig, Credentials};
-use riposte_config::OperatorConfig;
 use riposte_domain::{ElementKind, Malop, Sha256Digest};
+use riposte_service::OperatorConfig;
 use riposte_service::{FollowPolicy, Service};
 use riposte_sim::{SimConfig, SimHandle, Simulator};
 use std::fmt::Write as _;

@@ -7,7 +7,7 @@ use crate::fixtures::{self, PluginEntry};
 use crate::util::{self, median, summary};
 use riposte_audit::{AuditSink, FsyncPolicy};
 use riposte_domain::{Malop, MalopId, Operation};
-use riposte_policy::{Gate, PluginPolicy};
+use riposte_policy::Gate;
 use riposte_runtime::{
     CallContext, Entry, Limits, LoadedPlugin, Outcome, PluginHost, RecordingHost, Runtime,
     RuntimeConfig,
@@ -247,8 +247,8 @@ pub async fn host_calls(
         "\"never\"",
         4,
     )?;
-    let gate = Gate::new(&config, Arc::new(Store::open_in_memory()?))?;
-    let policy = PluginPolicy::from(&config.plugins[0]);
+    let gate = Gate::new(&config.policy, Arc::new(Store::open_in_memory()?))?;
+    let policy = config.plugins[0].policy();
     let call = CallContext::for_malop(
         riposte_runtime::PluginIdentity {
             name: "direct".into(),

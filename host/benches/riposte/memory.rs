@@ -26,7 +26,7 @@ pub async fn child(mode: &str) -> anyhow::Result<()> {
     let report = if mode == "empty" {
         json!({"rss_bytes": rss_start})
     } else {
-        let config = riposte_config::OperatorConfig::load(mode)?;
+        let config = riposte_service::OperatorConfig::load(mode)?;
         let server = config
             .service
             .server

@@ -693,7 +693,7 @@ async fn remediation_status_asks_the_server_while_the_ledger_is_not_final() {
     let plugin = Plugin::hostile("asks-status", "kill-then-status")
         .grant(&["get-malop", "remediate", "remediation-status"])
         .remediation(&["kill-process"]);
-    let config = riposte_config::OperatorConfig::load(world.write_config("", &[plugin])).unwrap();
+    let config = riposte_service::OperatorConfig::load(world.write_config("", &[plugin])).unwrap();
     // The follower waits a minute before its first poll: the ledger stays at PENDING.
     let slow = FollowPolicy {
         poll_interval: Duration::from_secs(60),

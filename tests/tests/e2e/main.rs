@@ -1,6 +1,7 @@
 //! End-to-end tests, gathered in one binary: real built plugins, the simulator on loopback,
 //! the `riposte` binary, hostile plugins and injected faults.
 
+mod config_load;
 mod example_plugins;
 mod hostile_limits;
 mod hostile_service;

@@ -46,12 +46,14 @@
 
 mod cli;
 mod log;
+mod settings;
 mod verify;
 
 pub use cli::{
     AuditShowArgs, AuditVerifyArgs, render_record, render_time_ms, run_show, run_verify,
 };
 pub use log::{AuditLog, AuditSink, MemoryLog, head_path};
+pub use settings::{AuditConfig, DEFAULT_AUDIT_PATH};
 pub use verify::{
     Anchor, Filter, HeadFileCheck, Show, Tamper, VerifyOptions, VerifyReport, show, verify,
     verify_reader, verify_with,

@@ -25,6 +25,7 @@ mod reputation;
 mod secret;
 mod sensors;
 mod session;
+mod settings;
 pub mod tls;
 mod types;
 mod visualsearch;
@@ -34,6 +35,7 @@ pub use error::{Error, Result};
 pub use malops::RESULT_LIMIT;
 pub use secret::Secret;
 pub use session::{is_login_page, is_two_factor_page};
+pub use settings::{DEFAULT_REQUEST_TIMEOUT_SECS, RawServerConfig, ServerConfig};
 pub use types::{
     Comment, Element, ElementRef, IsolationReport, IsolationStatus, MalopsPage, RemediationEntry,
     RemediationError, RemediationReport, ReputationEntry, Sensor, SensorStatus, SensorsPage,

@@ -43,19 +43,9 @@ impl Secret {
 
 const REDACTED: &str = "[redacted]";
 
-/// `application/x-www-form-urlencoded` encoding of one value.
-pub(crate) fn form_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+/// `application/x-www-form-urlencoded` encoding of one value (as the login form sends it).
+fn form_escape(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// Whether `c` continues a word, so a match next to it is part of a longer token.

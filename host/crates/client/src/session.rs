@@ -3,7 +3,7 @@
 use super::Client;
 use super::error::{Error, Result};
 use super::http::TryError;
-use super::secret::{Secret, form_escape};
+use super::secret::Secret;
 use backon::RetryableWithContext as _;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, SET_COOKIE};
@@ -79,11 +79,10 @@ impl Client {
     /// Logs in (retrying transport errors, 429 and 5xx) and checks the reply.
     async fn login(&self) -> Result<Secret> {
         let endpoint = "POST /login.html";
-        let form = format!(
-            "username={}&password={}",
-            form_escape(&self.credentials.username),
-            form_escape(self.credentials.password.expose())
-        );
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("username", &self.credentials.username)
+            .append_pair("password", self.credentials.password.expose())
+            .finish();
         let (_, result) = (|attempt: u32| self.login_once(endpoint, &form, attempt + 1))
             .retry(self.retry.backoff())
             .context(0)

@@ -5,6 +5,7 @@
 //! guid is expected.
 
 pub mod bounds;
+pub mod settings;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

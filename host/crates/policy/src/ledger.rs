@@ -11,7 +11,7 @@
 //! checking logic; implementations provide the reads through [`LedgerView`].
 
 use super::{Charge, Error, TargetKey};
-use riposte_config::{ActionSelector, Budget};
+use crate::settings::{ActionSelector, Budget};
 use riposte_domain::{ActionKind, PluginName, TimestampMs};
 use std::sync::Mutex;
 

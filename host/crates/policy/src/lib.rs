@@ -42,6 +42,7 @@
 mod ledger;
 mod quota;
 pub mod scope;
+pub mod settings;
 
 pub use ledger::{
     BudgetLedger, BudgetScope, ChargeRecord, LedgerView, MemoryLedger, Refusal, SpendPlan,
@@ -50,9 +51,12 @@ pub use ledger::{
 pub use quota::{InvocationQuotas, QuotaBook, QuotaKind, QuotaRefusal, QuotaWindow};
 pub use riposte_domain::bounds::MAX_COMMENT_CHARS;
 pub use scope::{MalopScope, OutOfScope, Scope, ScopeViolation};
+pub use settings::{
+    ActionSelector, Approvals, Budget, Grants, Mode, PluginRules, PolicyConfig, ProtectedAssets,
+    Quotas,
+};
 
 use riposte_audit::{DecisionKind, DecisionRecord};
-use riposte_config::{Budget, Mode, OperatorConfig, PluginConfig, ProtectedAssets};
 use riposte_domain::bounds::{self, EXCERPT_BYTES, excerpt};
 use riposte_domain::{
     ActionKind, ActionRequest, CallError, KeyKind, MachineGuid, Malop, MalopId, ManagementStatus,
@@ -683,20 +687,21 @@ pub struct Evaluation {
     pub budget: Option<Result<Vec<Charge>, DenyReason>>,
 }
 
-/// What the gate needs of one plugin's configuration.
+/// What the gate needs of one plugin: its name and its rules.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PluginPolicy {
     /// The plugin.
     pub name: PluginName,
-    /// Its configuration.
-    pub config: Arc<PluginConfig>,
+    /// Its policy.
+    pub rules: Arc<PluginRules>,
 }
 
-impl From<&PluginConfig> for PluginPolicy {
-    fn from(config: &PluginConfig) -> Self {
+impl PluginPolicy {
+    /// The policy of the plugin `name`.
+    pub fn new(name: PluginName, rules: PluginRules) -> Self {
         Self {
-            name: config.name.clone(),
-            config: Arc::new(config.clone()),
+            name,
+            rules: Arc::new(rules),
         }
     }
 }
@@ -818,8 +823,8 @@ impl fmt::Debug for Gate {
 }
 
 impl Gate {
-    /// A gate for a loaded configuration.
-    pub fn new(config: &OperatorConfig, ledger: Arc<dyn BudgetLedger>) -> Result<Self, Error> {
+    /// A gate for the operator's policy.
+    pub fn new(config: &PolicyConfig, ledger: Arc<dyn BudgetLedger>) -> Result<Self, Error> {
         Self::from_parts(
             &config.protected,
             config.global_budgets.clone(),
@@ -856,7 +861,7 @@ impl Gate {
                 operation,
             )));
         }
-        if !plugin.config.grants.allows_operation(operation) {
+        if !plugin.rules.grants.allows_operation(operation) {
             return Decision::Deny(DenyReason::NotGranted {
                 operation,
                 kind: None,
@@ -887,7 +892,7 @@ impl Gate {
         request: &ActionRequest,
         scope: Scope<'_>,
     ) -> Result<Vec<Charge>, DenyReason> {
-        let grants = &plugin.config.grants;
+        let grants = &plugin.rules.grants;
         let operation = request.operation();
         if !grants.allows_operation(operation) {
             return Err(DenyReason::NotGranted {
@@ -980,7 +985,7 @@ impl Gate {
         request
             .action_kinds()
             .into_iter()
-            .filter(|k| !plugin.config.enforces(*k))
+            .filter(|k| !plugin.rules.enforces(*k))
             .collect()
     }
 
@@ -1000,8 +1005,8 @@ impl Gate {
         charges: &[Charge],
         now_ms: TimestampMs,
     ) -> Result<(), DenyReason> {
-        let config = &plugin.config;
-        let mut limits: Vec<(BudgetScope, Budget)> = config
+        let rules = &plugin.rules;
+        let mut limits: Vec<(BudgetScope, Budget)> = rules
             .budgets
             .iter()
             .map(|b| (BudgetScope::Plugin(plugin.name.clone()), *b))
@@ -1016,7 +1021,7 @@ impl Gate {
             now_ms,
             charges,
             limits,
-            cooldown_ms: config.cooldown_secs.saturating_mul(1000),
+            cooldown_ms: rules.cooldown_secs.saturating_mul(1000),
         };
         match self.ledger.try_spend(&plan) {
             Ok(None) => Ok(()),
@@ -1123,7 +1128,7 @@ impl Gate {
         let mut budgets: Vec<(BudgetScope, Budget)> = Vec::new();
         if let Some(p) = plugin {
             budgets.extend(
-                p.config
+                p.rules
                     .budgets
                     .iter()
                     .map(|b| (BudgetScope::Plugin(p.name.clone()), *b)),
@@ -1155,11 +1160,6 @@ impl Gate {
             })
             .collect()
     }
-}
-
-/// Whether the plugin is in shadow mode at all (for status displays).
-pub fn is_shadow(config: &PluginConfig) -> bool {
-    config.mode == Mode::Shadow
 }
 
 /// Checks a request's arguments; returns its charges (one per distinct kind and target).

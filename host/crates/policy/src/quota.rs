@@ -9,7 +9,7 @@
 //! per-invocation counts by each invocation's [`InvocationQuotas`]. A window holds at most
 //! its limit of timestamps, so the book's memory is bounded by the configuration.
 
-use riposte_config::Quotas;
+use crate::settings::Quotas;
 use riposte_domain::{PluginName, TimestampMs};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};

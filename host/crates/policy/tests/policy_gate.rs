@@ -1,32 +1,61 @@
 //! The policy gate: one test per deny reason, fan-out budgets, sliding windows with an
 //! injected clock, cooldowns, shadow mode and approvals.
 
-use riposte_config::{ActionSelector, Budget, Mode, PluginConfig, ProtectedAssets};
 use riposte_domain::{
     ActionKind, ActionRequest, ElementGuid, KeyKind, MachineGuid, MalopId, ManagementStatus,
-    Operation, PluginName, RemediationKind, RemediationTarget, ReputationKey, Sha256Digest,
-    Verdict,
+    Operation, PluginName, RemediationKind, RemediationTarget, ReputationKey, Verdict,
 };
+use riposte_policy::{ActionSelector, Budget, Mode, PluginRules, ProtectedAssets};
 use riposte_policy::{
     ArgumentError, BudgetLedger, BudgetScope, Decision, DenyReason, Disposition, ErrorCategory,
     Gate, MemoryLedger, PluginPolicy, ProtectionRule, Refusal, Scope, SpendPlan, TargetFacts,
     TargetKey,
 };
 use std::collections::BTreeSet;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 const T0: i64 = 1_700_000_000_000;
 const HOUR: u64 = 3600;
 
-fn plugin(name: &str, operations: &[Operation], remediation: &[RemediationKind]) -> PluginConfig {
-    let mut p = PluginConfig::new(name, "p.wasm", Sha256Digest::of(b"p"));
+/// A plugin's name and rules, as the tests build them.
+#[derive(Clone)]
+struct TestPlugin {
+    name: PluginName,
+    rules: PluginRules,
+}
+
+impl Deref for TestPlugin {
+    type Target = PluginRules;
+    fn deref(&self) -> &PluginRules {
+        &self.rules
+    }
+}
+
+impl DerefMut for TestPlugin {
+    fn deref_mut(&mut self) -> &mut PluginRules {
+        &mut self.rules
+    }
+}
+
+impl From<&TestPlugin> for PluginPolicy {
+    fn from(p: &TestPlugin) -> Self {
+        PluginPolicy::new(p.name.clone(), p.rules.clone())
+    }
+}
+
+fn plugin(name: &str, operations: &[Operation], remediation: &[RemediationKind]) -> TestPlugin {
+    let mut p = TestPlugin {
+        name: PluginName::new(name),
+        rules: PluginRules::default(),
+    };
     p.mode = Mode::Enforce;
     p.grants.operations = operations.iter().copied().collect();
     p.grants.remediation = remediation.iter().copied().collect();
     p
 }
 
-fn iso_plugin() -> PluginConfig {
+fn iso_plugin() -> TestPlugin {
     plugin(
         "iso",
         &[
@@ -1030,7 +1059,7 @@ mod confinement {
         }
     }
 
-    fn all_grants() -> PluginConfig {
+    fn all_grants() -> TestPlugin {
         let mut cfg = plugin(
             "rule",
             &Operation::ALL,
@@ -1079,7 +1108,7 @@ mod confinement {
     }
 
     /// Decides `request` during on-malop of [`malop`] for a plugin granted everything.
-    fn decide(cfg: &PluginConfig, request: &ActionRequest) -> Decision {
+    fn decide(cfg: &TestPlugin, request: &ActionRequest) -> Decision {
         let f = gate();
         let m = malop();
         let scope = MalopScope::of(&m);
@@ -1203,7 +1232,7 @@ mod confinement {
         let f = gate();
         let mut cfg = all_grants();
         let request = on(Some("11.7"), &["m1"]);
-        let interval = |cfg: &PluginConfig| {
+        let interval = |cfg: &TestPlugin| {
             f.gate.decide(
                 &PluginPolicy::from(cfg),
                 &request,

@@ -6,13 +6,12 @@
 //! outcome it would meet when its plugin is in shadow mode, so a shadow plan shows what
 //! enforcing it would do.
 
-use riposte_config::{OperatorConfig, PluginConfig};
 use riposte_domain::{
     ActionKind, ActionRequest, CallError, Disposition, Malop, MalopId, Operation,
 };
 use riposte_policy::{
     self, Charge, Decision, DenyReason, Evaluation, Gate, InvocationQuotas, MalopScope,
-    MemoryLedger, PluginPolicy, QuotaBook, QuotaKind, Scope, TargetFacts,
+    MemoryLedger, PluginPolicy, PolicyConfig, QuotaBook, QuotaKind, Scope, TargetFacts,
 };
 use riposte_runtime::{CallContext, Clock, GateOutcome, Judge};
 use std::collections::HashMap;
@@ -21,10 +20,10 @@ use std::sync::{Arc, Mutex};
 /// The operator's configuration a replay is held to.
 #[derive(Clone, Debug)]
 pub struct ReplayPolicy {
-    /// The whole configuration (protected assets, global budgets, approvals).
-    pub operator: OperatorConfig,
-    /// The plugin's `[[plugins]]` entry.
-    pub plugin: PluginConfig,
+    /// The policy for all plugins (protected assets, global budgets, approvals).
+    pub operator: PolicyConfig,
+    /// The plugin's policy, from its `[[plugins]]` entry.
+    pub plugin: PluginPolicy,
 }
 
 /// The gate of one replayed case: a fresh budget ledger in memory, the case's Malops.
@@ -44,7 +43,7 @@ impl PolicyJudge {
     ) -> Result<Self, riposte_policy::Error> {
         Ok(Self {
             gate: Gate::new(&policy.operator, Arc::new(MemoryLedger::new()))?,
-            plugin: PluginPolicy::from(&policy.plugin),
+            plugin: policy.plugin.clone(),
             malops: malops
                 .iter()
                 .map(|m| {
@@ -79,7 +78,7 @@ impl PolicyJudge {
         self.quotas
             .take(
                 &self.plugin.name,
-                &self.plugin.config.quotas,
+                &self.plugin.rules.quotas,
                 &self.invocation(call),
                 kind,
                 Self::now(call),

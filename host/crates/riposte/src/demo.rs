@@ -9,8 +9,8 @@
 use anyhow::Context;
 use riposte_audit::{DecisionKind, Filter};
 use riposte_client::{Client, ClientConfig, Credentials};
-use riposte_config::OperatorConfig;
 use riposte_domain::{ActionRequest, MalopId, Sha256Digest};
+use riposte_service::OperatorConfig;
 use riposte_service::{FollowPolicy, Service, now_ms};
 use riposte_sim::{SimConfig, SimHandle, Simulator};
 use riposte_store::{ActionFilter, ActionState};

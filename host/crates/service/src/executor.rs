@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How remediations are followed and failures retried (from `[service.follow]`, see
-/// [`riposte_config::FollowConfig`]).
+/// [`crate::FollowConfig`]).
 #[derive(Clone, Debug)]
 pub struct FollowPolicy {
     /// Pause before the first progress poll; it doubles after each poll, up to
@@ -34,12 +34,12 @@ pub struct FollowPolicy {
 
 impl Default for FollowPolicy {
     fn default() -> Self {
-        Self::from(&riposte_config::FollowConfig::default())
+        Self::from(&crate::FollowConfig::default())
     }
 }
 
-impl From<&riposte_config::FollowConfig> for FollowPolicy {
-    fn from(c: &riposte_config::FollowConfig) -> Self {
+impl From<&crate::FollowConfig> for FollowPolicy {
+    fn from(c: &crate::FollowConfig) -> Self {
         Self {
             poll_interval: Duration::from_secs(c.first_poll_secs),
             max_poll_interval: Duration::from_secs(c.max_poll_interval_secs),

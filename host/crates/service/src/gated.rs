@@ -164,7 +164,7 @@ impl GatedHost {
             .quotas
             .take(
                 self.name(),
-                &self.policy.config.quotas,
+                &self.policy.rules.quotas,
                 &self.quotas,
                 kind,
                 now_ms(),
@@ -447,7 +447,7 @@ impl GatedHost {
         request
             .action_kinds()
             .iter()
-            .any(|k| !self.policy.config.enforces(*k))
+            .any(|k| !self.policy.rules.enforces(*k))
     }
 }
 

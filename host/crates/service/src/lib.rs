@@ -15,6 +15,7 @@
 //! 6. run the interval hooks that are due.
 
 mod audit;
+pub mod config;
 mod executor;
 mod gated;
 mod health;
@@ -22,6 +23,7 @@ mod plugins;
 mod reload;
 
 pub use audit::Auditor;
+pub use config::{FollowConfig, OperatorConfig, PluginConfig, PluginFileError, ServiceConfig};
 pub use executor::{FollowPolicy, now_ms};
 pub use plugins::{ServicePlugin, runtime_config};
 pub use reload::ReloadReport;
@@ -32,7 +34,6 @@ use futures::{Stream, StreamExt};
 use gated::{Core, GatedHost};
 use health::HealthBook;
 use riposte_client::Client;
-use riposte_config::OperatorConfig;
 use riposte_domain::{ActionRequest, ElementKind, Malop, MalopId, PluginName, TimestampMs};
 use riposte_metrics::Metrics;
 use riposte_policy::{Gate, TargetFacts};
@@ -139,7 +140,7 @@ impl Service {
             auditor: auditor.clone(),
             executor: Executor::new(client.clone(), store, auditor.clone(), follow),
             client,
-            approval_expiry_secs: config.approvals.expiry_secs,
+            approval_expiry_secs: config.policy.approvals.expiry_secs,
             kv_limit_bytes: 1 << 20,
             quotas: Arc::new(riposte_policy::QuotaBook::new()),
             followers: Default::default(),
@@ -823,8 +824,8 @@ impl Service {
     /// decision; `false` if it needs no sending (a remediation being followed).
     fn hold_orphan(&self, record: &ActionRecord) -> anyhow::Result<bool> {
         let now = now_ms();
-        let expires =
-            now.saturating_add((self.config.approvals.expiry_secs as i64).saturating_mul(1000));
+        let expires = now
+            .saturating_add((self.config.policy.approvals.expiry_secs as i64).saturating_mul(1000));
         let held = self
             .core
             .store
@@ -956,18 +957,22 @@ fn reread_delay(interval_ms: i64, attempts: u32) -> i64 {
 /// The policy an operator-approved action of a plugin no longer configured runs under: its
 /// own kinds granted, enforced, no budgets of its own; protection and global budgets apply.
 fn orphan_policy(record: &ActionRecord) -> riposte_policy::PluginPolicy {
-    let mut config = riposte_config::PluginConfig::new(
+    let mut config = PluginConfig::new(
         record.plugin.clone(),
         std::path::PathBuf::new(),
         record.plugin_digest,
     );
-    config.mode = riposte_config::Mode::Enforce;
-    config.grants.operations.insert(record.request.operation());
+    config.rules.mode = riposte_policy::Mode::Enforce;
+    config
+        .rules
+        .grants
+        .operations
+        .insert(record.request.operation());
     for kind in record.request.action_kinds() {
-        config.grants.remediation.extend(kind.remediation());
-        config.grants.whitelist |= kind == riposte_domain::ActionKind::Whitelist;
+        config.rules.grants.remediation.extend(kind.remediation());
+        config.rules.grants.whitelist |= kind == riposte_domain::ActionKind::Whitelist;
     }
-    riposte_policy::PluginPolicy::from(&config)
+    config.policy()
 }
 
 /// What `config` sets the service's rules to: the gate, the runtime, and every plugin loaded
@@ -977,7 +982,7 @@ async fn load_rules(
     config: &OperatorConfig,
     store: &Arc<Store>,
 ) -> anyhow::Result<(Gate, Arc<Runtime>, Vec<Arc<ServicePlugin>>)> {
-    let gate = Gate::new(config, store.clone())?;
+    let gate = Gate::new(&config.policy, store.clone())?;
     let runtime = Arc::new(Runtime::new(plugins::runtime_config(config))?);
     let cache_dir = config.service.database.with_extension("artifacts");
     let plugins = plugins::load_all(&runtime, config, &cache_dir).await?;

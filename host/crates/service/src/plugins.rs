@@ -1,7 +1,7 @@
 //! The service's plugins: pinned, loaded, checked and described once at start.
 
+use crate::config::{OperatorConfig, PluginConfig};
 use anyhow::Context;
-use riposte_config::{OperatorConfig, PluginConfig};
 use riposte_domain::Sha256Digest;
 use riposte_policy::PluginPolicy;
 use riposte_runtime::{
@@ -44,13 +44,13 @@ impl ServicePlugin {
     /// How often `on-interval` runs: what the plugin asks for, never more often than the
     /// operator's `min_interval_secs`; `None` when it asks for no interval.
     pub fn interval_secs(&self) -> Option<u64> {
-        self.config.interval_secs(self.info.interval_seconds)
+        self.config.rules.interval_secs(self.info.interval_seconds)
     }
 
     /// The detail of its `plugin-loaded` audit event.
     pub fn loaded_event(&self) -> serde_json::Value {
         serde_json::json!({
-            "version": self.info.version, "mode": self.config.mode, "subscription": self.info.subscription,
+            "version": self.info.version, "mode": self.config.rules.mode, "subscription": self.info.subscription,
             "wit": format!("{}@{}", riposte_runtime::WIT_PACKAGE, self.loaded.wit_version()),
             "interval_secs": self.interval_secs(), "requested_interval_secs": self.info.interval_seconds,
         })
@@ -145,7 +145,7 @@ async fn load_one(
     tracing::info!(
         plugin = name,
         version = %info.version,
-        mode = ?config.mode,
+        mode = ?config.rules.mode,
         signer = %signer.as_ref().map_or_else(|| "none pinned".to_owned(), ToString::to_string),
         package = package.is_some(),
         "plugin loaded"
@@ -153,7 +153,7 @@ async fn load_one(
     Ok(ServicePlugin {
         signer,
         package,
-        policy: PluginPolicy::from(config),
+        policy: config.policy(),
         digest: config.sha256,
         limits: config.limits.clone(),
         values: Arc::new(config.values.clone()),
@@ -181,12 +181,12 @@ fn check_package(
         info.name,
         info.version
     );
-    let requested = riposte_config::Grants::from_names(
+    let requested = riposte_policy::Grants::from_names(
         &manifest.grants.operations,
         &manifest.grants.remediation,
     )
     .map_err(|e| anyhow::anyhow!("plugin `{}`: its package manifest: {e}", config.name))?;
-    if !config.grants.is_within(&requested) {
+    if !config.rules.grants.is_within(&requested) {
         tracing::warn!(
             plugin = %config.name,
             "the configuration grants more than the package asks for (operations {:?}, remediation {:?}): consider granting only what it asks",
@@ -231,14 +231,15 @@ mod tests {
     #[test]
     fn a_package_must_be_the_plugin_it_says_it_is() {
         let mut config = PluginConfig::new("vendor-rule", "rule.wasm", Sha256Digest::of(b"x"));
-        config.grants.operations.insert(Operation::Remediate);
+        config.rules.grants.operations.insert(Operation::Remediate);
         config
+            .rules
             .grants
             .remediation
             .insert(RemediationKind::KillProcess);
         check_package(&config, &manifest("rule", "1.0.0"), &info("rule", "1.0.0")).unwrap();
         // Granting more than the package asks for is allowed (and logged).
-        config.grants.operations.insert(Operation::Isolate);
+        config.rules.grants.operations.insert(Operation::Isolate);
         check_package(&config, &manifest("rule", "1.0.0"), &info("rule", "1.0.0")).unwrap();
         for (name, version) in [("other", "1.0.0"), ("rule", "2.0.0")] {
             let err = check_package(&config, &manifest("rule", "1.0.0"), &info(name, version))

@@ -10,8 +10,8 @@
 //! that stays.
 
 use crate::Service;
+use crate::config::OperatorConfig;
 use crate::plugins::ServicePlugin;
-use riposte_config::OperatorConfig;
 use riposte_domain::PluginName;
 use serde::Serialize;
 use std::path::Path;
@@ -88,7 +88,7 @@ impl Service {
                 plugin.keep_schedule_of(previous);
             }
         }
-        self.core = Arc::new(self.core.under(gate, config.approvals.expiry_secs));
+        self.core = Arc::new(self.core.under(gate, config.policy.approvals.expiry_secs));
         self.backfill
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())

@@ -374,14 +374,33 @@ fn is_hash(k: &str) -> bool {
 }
 
 fn download(st: &SimState) -> Reply {
-    let mut csv = String::from("key,reputation,prevent execution,comment,remove\n");
-    for (key, r) in &st.reputations {
-        let comment = r.comment.replace('"', "\"\"");
-        csv.push_str(&format!(
-            "{key},{},{},\"{comment}\",false\n",
-            r.verdict, r.prevent
-        ));
+    let mut csv = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Necessary)
+        .from_writer(Vec::new());
+    let rows = std::iter::once(
+        [
+            "key",
+            "reputation",
+            "prevent execution",
+            "comment",
+            "remove",
+        ]
+        .map(String::from),
+    )
+    .chain(st.reputations.iter().map(|(key, r)| {
+        [
+            key.clone(),
+            r.verdict.to_string(),
+            r.prevent.to_string(),
+            r.comment.clone(),
+            "false".into(),
+        ]
+    }));
+    for row in rows {
+        // Writing to a Vec cannot fail.
+        csv.write_record(&row).expect("CSV into memory");
     }
+    let body = csv.into_inner().expect("CSV into memory");
     Reply {
         status: 200,
         headers: vec![(
@@ -389,7 +408,7 @@ fn download(st: &SimState) -> Reply {
             "attachment; filename=reputations.csv".into(),
         )],
         content_type: "text/csv",
-        body: csv.into_bytes(),
+        body,
     }
 }
 

@@ -6,8 +6,8 @@
 //! [`riposte_policy::evaluate_plan`], run inside the transaction of [`Store::spend_charges`].
 
 use super::{ChargeItem, ChargeView, Error, Store};
-use riposte_config::ActionSelector;
 use riposte_domain::{ActionKind, PluginName, TimestampMs};
+use riposte_policy::ActionSelector;
 use riposte_policy::{self, BudgetLedger, Charge, LedgerView, Refusal, SpendPlan, TargetKey};
 
 fn ledger_error(e: Error) -> riposte_policy::Error {
@@ -98,8 +98,8 @@ impl BudgetLedger for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use riposte_config::Budget;
     use riposte_domain::MachineGuid;
+    use riposte_policy::Budget;
     use riposte_policy::BudgetScope;
     use std::sync::Arc;
 

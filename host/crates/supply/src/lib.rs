@@ -3,11 +3,13 @@
 //! verifies signatures against the operator's pinned keys before it compiles anything.
 
 pub mod package;
+mod settings;
 pub mod signing;
 
 use std::path::PathBuf;
 
 pub use package::{Manifest, PackageInfo, RequestedGrants};
+pub use settings::Signing;
 pub use signing::{KeyId, PublicKey, SigningKey};
 
 /// Why signing, verifying or reading a package failed.

@@ -252,17 +252,22 @@ pub fn comments(body: &[u8]) -> Parsed<Vec<Comment>> {
         .collect()
 }
 
+/// Comments come back HTML-escaped (named and numeric character references).
 fn html_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
+    html_escape::decode_html_entities(s).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comments_are_unescaped_once_with_named_and_numeric_references() {
+        assert_eq!(
+            html_unescape("a &lt;b&gt; &amp;amp; &#39;c&#x27; &quot;d&quot; &eacute;"),
+            "a <b> &amp; 'c' \"d\" é"
+        );
+    }
 
     #[test]
     fn reputation_csv_reads_quotes_blank_rows_and_any_column_order() {

@@ -269,7 +269,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
 
 async fn package(args: PackageArgs) -> anyhow::Result<()> {
     let bytes = read_file(&args.file)?;
-    riposte_config::Grants::from_names(&args.operations, &args.remediation)
+    riposte_policy::Grants::from_names(&args.operations, &args.remediation)
         .map_err(|e| anyhow::anyhow!("--operation/--remediation: {e}"))?;
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let name = plugin_name(&args.file);
@@ -377,10 +377,10 @@ fn split_config_args(args: &[String]) -> anyhow::Result<ConfigArgs> {
 
 /// The `[[plugins]]` entry of `operator` named `name` (or with `_` read as `-`).
 fn plugin_entry<'a>(
-    operator: &'a riposte_config::OperatorConfig,
+    operator: &'a riposte_service::OperatorConfig,
     name: &str,
     path: &Path,
-) -> anyhow::Result<&'a riposte_config::PluginConfig> {
+) -> anyhow::Result<&'a riposte_service::PluginConfig> {
     let wanted = [name.to_owned(), name.replace('_', "-")];
     operator
         .plugins
@@ -415,15 +415,15 @@ async fn test(args: TestArgs) -> anyhow::Result<()> {
     let mut runtime_config = RuntimeConfig::default();
     let mut policy = None;
     if let Some(path) = policy_file.as_ref().or(args.config_file.as_ref()) {
-        let operator = riposte_config::OperatorConfig::load(path)?;
+        let operator = riposte_service::OperatorConfig::load(path)?;
         let entry = plugin_entry(&operator, &name, path)?;
         limits = entry.limits.clone();
         config.extend(entry.values.clone());
         runtime_config = riposte_service::runtime_config(&operator);
         if policy_file.is_some() {
             policy = Some(riposte_replay::ReplayPolicy {
-                plugin: entry.clone(),
-                operator,
+                plugin: entry.policy(),
+                operator: operator.policy.clone(),
             });
         }
     }

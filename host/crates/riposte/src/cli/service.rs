@@ -4,9 +4,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use riposte_audit::{AuditSink, Call, Entry, Redacted};
 use riposte_client::{Client, ClientConfig, Credentials};
-use riposte_config::OperatorConfig;
 use riposte_metrics::Metrics;
 use riposte_policy::Gate;
+use riposte_service::OperatorConfig;
 use riposte_service::{FollowPolicy, Service, now_ms};
 use riposte_store::Store;
 use serde_json::json;
@@ -160,12 +160,12 @@ pub fn status(args: ConfigArg) -> anyhow::Result<()> {
     let store = Arc::new(open_store(&config)?);
     let now = now_ms();
     let snapshot = store.status(now)?;
-    let gate = Gate::new(&config, store.clone())?;
+    let gate = Gate::new(&config.policy, store.clone())?;
     let mut plugins = Vec::new();
     for p in &config.plugins {
-        let policy = riposte_policy::PluginPolicy::from(p);
+        let policy = p.policy();
         plugins.push(json!({
-            "name": p.name, "mode": p.mode, "promote": p.promote, "sha256": p.sha256,
+            "name": p.name, "mode": p.rules.mode, "promote": p.rules.promote, "sha256": p.sha256,
             "budgets": gate.budget_status(Some(&policy), now)?,
             "paused_until_ms": store.paused_until(p.name.as_str(), now)?,
         }));

@@ -128,8 +128,8 @@ fn many_processes_can_open_a_fresh_file_at_once() {
 
 #[test]
 fn the_policy_ledger_is_never_overspent_across_connections() {
-    use riposte_config::{ActionSelector, Budget};
     use riposte_domain::ActionKind;
+    use riposte_policy::{ActionSelector, Budget};
     use riposte_policy::{BudgetLedger, BudgetScope, Charge, SpendPlan, TargetKey};
 
     let dir = tempfile::tempdir().unwrap();

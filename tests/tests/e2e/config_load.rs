@@ -2,9 +2,11 @@
 //! line and key.
 
 use riposte_audit::FsyncPolicy;
-use riposte_config::{ActionSelector, Error, Mode, OperatorConfig, Problem};
+use riposte_config::{Error, Problem};
 use riposte_domain::{ActionKind, Operation, PluginName, RemediationKind, Sha256Digest};
+use riposte_policy::{ActionSelector, Mode};
 use riposte_runtime::Limits;
+use riposte_service::{OperatorConfig, PluginFileError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,7 +35,7 @@ fn plugin(extra: &str) -> String {
 
 #[test]
 fn the_documented_example_loads() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/riposte.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/examples/riposte.toml");
     let config = OperatorConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let base = path.parent().unwrap();
     assert_eq!(config.service.poll_interval_secs, 30);
@@ -47,24 +49,35 @@ fn the_documented_example_loads() {
     assert_eq!(server.base_url, "https://cybereason.example.com:8443");
     assert_eq!(config.service.follow.first_poll_secs, 5);
     assert_eq!(config.service.follow.max_polls, 40);
-    assert_eq!(config.protected.machine_name_globs.len(), 3);
+    assert_eq!(config.policy.protected.machine_name_globs.len(), 3);
     assert_eq!(
-        config.global_budgets[0].action,
+        config.policy.global_budgets[0].action,
         ActionSelector::Kind(ActionKind::Isolate)
     );
-    assert!(config.approvals.required.contains(&ActionKind::Isolate));
+    assert!(
+        config
+            .policy
+            .approvals
+            .required
+            .contains(&ActionKind::Isolate)
+    );
     assert_eq!(config.plugins.len(), 2);
 
     let p = &config.plugins[0];
     assert_eq!(p.name, PluginName::new("ransomware-containment"));
     assert_eq!(p.path, base.join("plugins/ransomware_containment.wasm"));
-    assert_eq!(p.mode, Mode::Enforce);
-    assert!(p.grants.allows_operation(Operation::Isolate));
-    assert!(p.grants.remediation.contains(&RemediationKind::KillProcess));
-    assert!(p.grants.allows_kind(ActionKind::QuarantineFile));
-    assert!(!p.grants.allows_kind(ActionKind::DeleteRegistryKey));
-    assert_eq!(p.budgets[1].action, ActionSelector::Remediate);
-    assert_eq!(p.cooldown_secs, 600);
+    assert_eq!(p.rules.mode, Mode::Enforce);
+    assert!(p.rules.grants.allows_operation(Operation::Isolate));
+    assert!(
+        p.rules
+            .grants
+            .remediation
+            .contains(&RemediationKind::KillProcess)
+    );
+    assert!(p.rules.grants.allows_kind(ActionKind::QuarantineFile));
+    assert!(!p.rules.grants.allows_kind(ActionKind::DeleteRegistryKey));
+    assert_eq!(p.rules.budgets[1].action, ActionSelector::Remediate);
+    assert_eq!(p.rules.cooldown_secs, 600);
     assert_eq!(
         p.values.get("min_priority").map(String::as_str),
         Some("HIGH")
@@ -74,16 +87,16 @@ fn the_documented_example_loads() {
     assert_eq!(p.limits, Limits::default());
 
     let q = &config.plugins[1];
-    assert_eq!(q.mode, Mode::Shadow);
-    assert!(q.enforces(ActionKind::AddComment));
-    assert!(!q.enforces(ActionKind::Blacklist));
+    assert_eq!(q.rules.mode, Mode::Shadow);
+    assert!(q.rules.enforces(ActionKind::AddComment));
+    assert!(!q.rules.enforces(ActionKind::Blacklist));
     // G11 keys of the example.
-    assert_eq!(p.min_interval_secs, 300);
-    assert_eq!(p.quotas.queries_per_invocation, 10);
-    assert!(p.grants.wider_scope.is_empty());
-    assert!(!q.grants.whitelist);
-    assert!(q.grants.allows_kind(ActionKind::Blacklist));
-    assert!(!q.grants.allows_kind(ActionKind::Whitelist));
+    assert_eq!(p.rules.min_interval_secs, 300);
+    assert_eq!(p.rules.quotas.queries_per_invocation, 10);
+    assert!(p.rules.grants.wider_scope.is_empty());
+    assert!(!q.rules.grants.whitelist);
+    assert!(q.rules.grants.allows_kind(ActionKind::Blacklist));
+    assert!(!q.rules.grants.allows_kind(ActionKind::Whitelist));
 
     // The publisher key pinned for all plugins applies to both.
     let key = base.join("keys/publisher.pub");
@@ -98,18 +111,18 @@ fn scope_quota_and_interval_keys_parse_with_their_defaults() {
     let path = write(dir.path(), &plugin(""));
     let p = OperatorConfig::load(&path).unwrap().plugins.remove(0);
     assert_eq!(
-        p.min_interval_secs,
-        riposte_config::DEFAULT_MIN_INTERVAL_SECS
+        p.rules.min_interval_secs,
+        riposte_policy::settings::DEFAULT_MIN_INTERVAL_SECS
     );
-    assert_eq!(p.quotas, riposte_config::Quotas::default());
-    assert!(!p.grants.whitelist && p.grants.wider_scope.is_empty());
+    assert_eq!(p.rules.quotas, riposte_policy::Quotas::default());
+    assert!(!p.rules.grants.whitelist && p.rules.grants.wider_scope.is_empty());
     assert_eq!(
-        p.interval_secs(Some(1)),
+        p.rules.interval_secs(Some(1)),
         Some(60),
         "the operator caps the interval"
     );
-    assert_eq!(p.interval_secs(Some(3600)), Some(3600));
-    assert_eq!(p.interval_secs(None), None);
+    assert_eq!(p.rules.interval_secs(Some(3600)), Some(3600));
+    assert_eq!(p.rules.interval_secs(None), None);
 
     let path = write(
         dir.path(),
@@ -129,23 +142,26 @@ calls_per_invocation = 7
         ),
     );
     let p = OperatorConfig::load(&path).unwrap().plugins.remove(0);
-    assert_eq!(p.interval_secs(Some(1)), Some(5));
-    assert!(p.grants.allows_kind(ActionKind::Whitelist));
+    assert_eq!(p.rules.interval_secs(Some(1)), Some(5));
+    assert!(p.rules.grants.allows_kind(ActionKind::Whitelist));
     assert_eq!(
-        p.grants.wider_scope,
+        p.rules.grants.wider_scope,
         [ActionKind::Isolate, ActionKind::Whitelist]
             .into_iter()
             .collect()
     );
     assert_eq!(
-        (p.quotas.queries_per_invocation, p.quotas.queries_per_minute),
+        (
+            p.rules.quotas.queries_per_invocation,
+            p.rules.quotas.queries_per_minute
+        ),
         (3, 4)
     );
     assert_eq!(
         (
-            p.quotas.kv_writes_per_invocation,
-            p.quotas.kv_writes_per_minute,
-            p.quotas.calls_per_invocation
+            p.rules.quotas.kv_writes_per_invocation,
+            p.rules.quotas.kv_writes_per_minute,
+            p.rules.quotas.calls_per_invocation
         ),
         (5, 6, 7)
     );
@@ -234,15 +250,15 @@ operations = ["set-reputation"]
         &plugin("[plugins.grants]\noperations = [\"set-reputation\"]\n"),
     );
     let p = OperatorConfig::load(&path).unwrap().plugins.remove(0);
-    assert!(p.grants.allows_kind(ActionKind::Blacklist));
-    assert!(!p.grants.allows_kind(ActionKind::Whitelist));
+    assert!(p.rules.grants.allows_kind(ActionKind::Blacklist));
+    assert!(!p.rules.grants.allows_kind(ActionKind::Whitelist));
 }
 
 #[test]
 fn publisher_keys_are_pinned_globally_or_per_plugin_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let example_key =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/keys/publisher.pub");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/examples/keys/publisher.pub");
     std::fs::copy(&example_key, dir.path().join("global.pub")).unwrap();
     std::fs::copy(&example_key, dir.path().join("own.pub")).unwrap();
     let text = format!(
@@ -270,7 +286,7 @@ fn publisher_keys_are_pinned_globally_or_per_plugin_and_checked() {
         "[signing]\npublic_keys = [\"missing.pub\"]\n\n{}public_keys = [\"{}\"]\n",
         plugin(""),
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../examples/riposte.toml")
+            .join("../host/examples/riposte.toml")
             .display()
     ));
     assert_eq!(found.len(), 2, "{found:?}");
@@ -298,7 +314,7 @@ fn defaults_apply_and_relative_paths_resolve_against_the_file() {
     let config = OperatorConfig::load(&path).unwrap();
     assert_eq!(config.plugins[0].path, dir.path().join("p.wasm"));
     assert_eq!(
-        config.plugins[0].mode,
+        config.plugins[0].rules.mode,
         Mode::Shadow,
         "shadow is the safe default"
     );
@@ -307,7 +323,7 @@ fn defaults_apply_and_relative_paths_resolve_against_the_file() {
         dir.path().join("riposte-audit.jsonl")
     );
     assert!(config.service.server.is_none());
-    assert!(config.global_budgets.is_empty());
+    assert!(config.policy.global_budgets.is_empty());
 }
 
 #[test]
@@ -494,7 +510,7 @@ fn throughput_keys_parse_and_bad_values_are_named() {
     let defaults = OperatorConfig::load(write(dir.path(), &plugin(""))).unwrap();
     assert_eq!(
         defaults.service.max_detail_fetches,
-        riposte_config::DEFAULT_MAX_DETAIL_FETCHES
+        riposte_service::config::DEFAULT_MAX_DETAIL_FETCHES
     );
 
     let (_, zero) = problems("[service]\nmax_detail_fetches = 0\n");
@@ -632,7 +648,7 @@ fn the_pin_is_verified() {
     assert_eq!(p.read_verified().unwrap(), component);
 
     let err = p.verify_pin(b"tampered").unwrap_err();
-    let Error::PinMismatch {
+    let PluginFileError::PinMismatch {
         expected, actual, ..
     } = &err
     else {
