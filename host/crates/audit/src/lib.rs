@@ -322,13 +322,14 @@ impl Redacted {
     }
 
     /// The redacted value.
-    pub fn as_value(&self) -> &Value {
+    #[cfg(test)]
+    fn as_value(&self) -> &Value {
         &self.0
     }
 }
 
 /// Whether an object key names a secret (compared lowercase, ignoring `-` and `_`).
-pub fn is_secret_key(key: &str) -> bool {
+pub(crate) fn is_secret_key(key: &str) -> bool {
     let k: String = key
         .chars()
         .filter(|c| *c != '-' && *c != '_')
@@ -352,7 +353,7 @@ pub fn is_secret_key(key: &str) -> bool {
 }
 
 /// Whether a string value looks like a credential.
-pub fn looks_like_secret(text: &str) -> bool {
+pub(crate) fn looks_like_secret(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     [
         "jsessionid=",

@@ -29,7 +29,7 @@ impl Credentials {
     }
 
     /// Reads `RIPOSTE_USERNAME` and `RIPOSTE_PASSWORD`.
-    pub fn from_env() -> Result<Self> {
+    pub(crate) fn from_env() -> Result<Self> {
         let get = |name: &str| {
             std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
                 Error::Config(format!(

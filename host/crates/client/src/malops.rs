@@ -62,9 +62,9 @@ impl Window {
     }
 }
 /// Page size for `mmng/v2/malops`.
-pub const MMNG_PAGE_SIZE: u32 = 100;
+pub(crate) const MMNG_PAGE_SIZE: u32 = 100;
 /// Upper bound of pages read in one listing (a guard against a server that never ends).
-pub const MAX_PAGES: u32 = 1_000;
+pub(crate) const MAX_PAGES: u32 = 1_000;
 
 impl Client {
     /// `crimes/unified` for one element kind, Malops updated after `since` (server ms).
@@ -176,7 +176,11 @@ impl Client {
     }
 
     /// `crimes/unified` for given Malop ids of one kind.
-    pub async fn malops_by_id(&self, kind: ElementKind, ids: &[MalopId]) -> Result<Vec<Malop>> {
+    pub(crate) async fn malops_by_id(
+        &self,
+        kind: ElementKind,
+        ids: &[MalopId],
+    ) -> Result<Vec<Malop>> {
         self.crimes_unified(kind, Some(ids), Value::Null).await
     }
 

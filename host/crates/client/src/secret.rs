@@ -14,7 +14,7 @@ impl Secret {
     }
 
     /// The secret itself: only for building a request.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
@@ -28,7 +28,7 @@ impl Secret {
     /// (`password=...` in a form, `"password": "..."` in JSON), and the secret itself, raw or
     /// form-encoded, where it stands as a whole token, not inside a longer word. So a short
     /// password never mangles unrelated words ("tcp" stays "tcp" for the password "p").
-    pub fn scrub(&self, text: &str) -> String {
+    pub(crate) fn scrub(&self, text: &str) -> String {
         let mut out = redact_password_fields(text);
         if self.0.is_empty() {
             return out;

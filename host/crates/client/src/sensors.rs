@@ -7,7 +7,7 @@ use super::{Client, Error, Result, Sensor, SensorsPage};
 use serde_json::{Value, json};
 
 /// Sensors per page.
-pub const SENSOR_PAGE_SIZE: u32 = 500;
+pub(crate) const SENSOR_PAGE_SIZE: u32 = 500;
 
 impl Client {
     /// One page; `page` is a page INDEX (0, 1, 2...), as the server reads `offset`.

@@ -62,11 +62,6 @@ impl Client {
         Ok(s)
     }
 
-    /// Forgets the session; the next call logs in again.
-    pub async fn logout_locally(&self) {
-        *self.session.lock().await = None;
-    }
-
     async fn new_session(&self) -> Result<Session> {
         let cookie = self.login().await?;
         let generation = self

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 impl Client {
     /// Runs a raw query path; the last path element must carry `"isResult": true`.
-    pub async fn visual_search(
+    pub(crate) async fn visual_search(
         &self,
         query_path: Value,
         custom_fields: &[&str],
@@ -42,7 +42,11 @@ impl Client {
     }
 
     /// The suspect processes of a Malop, with their machine, image sha1 and autorun evidence.
-    pub async fn malop_suspects(&self, kind: ElementKind, id: &MalopId) -> Result<Vec<Suspect>> {
+    pub(crate) async fn malop_suspects(
+        &self,
+        kind: ElementKind,
+        id: &MalopId,
+    ) -> Result<Vec<Suspect>> {
         let fields = [
             "elementDisplayName",
             "ownerMachine",
@@ -56,7 +60,11 @@ impl Client {
     }
 
     /// The files to remediate of a Malop, with hashes and machine.
-    pub async fn malop_files(&self, kind: ElementKind, id: &MalopId) -> Result<Vec<FileItem>> {
+    pub(crate) async fn malop_files(
+        &self,
+        kind: ElementKind,
+        id: &MalopId,
+    ) -> Result<Vec<FileItem>> {
         let fields = [
             "elementDisplayName",
             "md5String",
@@ -70,7 +78,7 @@ impl Client {
     }
 
     /// Remote IPs and domains of the connections of a Malop's suspect processes (sorted, unique).
-    pub async fn malop_network(
+    pub(crate) async fn malop_network(
         &self,
         kind: ElementKind,
         id: &MalopId,

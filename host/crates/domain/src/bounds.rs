@@ -37,7 +37,7 @@ pub const MAX_SUBSCRIPTION_ENTRIES: usize = 64;
 /// The bytes of a string kept in an excerpt.
 pub const EXCERPT_BYTES: usize = 96;
 /// The items of a list kept in a summary.
-pub const EXCERPT_ITEMS: usize = 8;
+pub(crate) const EXCERPT_ITEMS: usize = 8;
 
 /// `text` cut to at most `max` bytes (at a character boundary), with what was cut said:
 /// `abc… [+1234 bytes]`. Unchanged when it fits.

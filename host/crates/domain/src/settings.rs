@@ -63,7 +63,7 @@ impl IntoIterator for Findings {
 }
 
 /// `prefix.key`, or `prefix[0]` when `key` is an index, or either alone when the other is empty.
-pub fn join_key(prefix: &str, key: &str) -> String {
+pub(crate) fn join_key(prefix: &str, key: &str) -> String {
     match (prefix.is_empty(), key.is_empty()) {
         (true, _) => key.to_string(),
         (_, true) => prefix.to_string(),

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Label pairs of one series.
-pub type Labels = Vec<(String, String)>;
+pub(crate) type Labels = Vec<(String, String)>;
 
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 

@@ -196,7 +196,6 @@ pub struct ChargeRecord {
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     charges: Mutex<Vec<ChargeRecord>>,
-    retention_ms: Option<u64>,
 }
 
 impl MemoryLedger {
@@ -205,16 +204,7 @@ impl MemoryLedger {
         Self::default()
     }
 
-    /// An empty ledger that drops charges older than `retention_ms` (set it to at least the
-    /// longest window and cooldown) whenever it spends.
-    pub fn with_retention(retention_ms: u64) -> Self {
-        Self {
-            charges: Mutex::new(Vec::new()),
-            retention_ms: Some(retention_ms),
-        }
-    }
-
-    /// Every charge recorded (and retained), oldest first.
+    /// Every charge recorded, oldest first.
     pub fn charges(&self) -> Vec<ChargeRecord> {
         self.lock().clone()
     }
@@ -262,10 +252,6 @@ impl LedgerView for MemoryView<'_> {
 impl BudgetLedger for MemoryLedger {
     fn try_spend(&self, plan: &SpendPlan<'_>) -> Result<Option<Refusal>, Error> {
         let mut charges = self.lock();
-        if let Some(retention) = self.retention_ms {
-            let horizon = plan.now_ms.saturating_sub(retention as TimestampMs);
-            charges.retain(|c| c.at_ms > horizon);
-        }
         if let Some(refusal) = evaluate_plan(plan, &mut MemoryView(&charges))? {
             return Ok(Some(refusal));
         }

@@ -174,11 +174,6 @@ impl TargetFacts {
         self.machines.insert(guid, MachineFacts { name, group });
     }
 
-    /// Sets the group of a machine (adding it if unknown).
-    pub fn set_group(&mut self, guid: &MachineGuid, group: impl Into<String>) {
-        self.machines.entry(guid.clone()).or_default().group = Some(group.into());
-    }
-
     /// A machine's facts.
     pub fn get(&self, guid: &MachineGuid) -> Option<&MachineFacts> {
         self.machines.get(guid)
@@ -1272,7 +1267,7 @@ fn check_optional_malop(id: &Option<MalopId>) -> Result<(), ArgumentError> {
 
 /// Checks a reputation key's shape and normalises its value (lowercase hashes and domains,
 /// canonical IPs).
-pub fn normalise_key(key: &ReputationKey) -> Result<ReputationKey, ArgumentError> {
+pub(crate) fn normalise_key(key: &ReputationKey) -> Result<ReputationKey, ArgumentError> {
     let value = key.value.trim();
     let bad = |expected| ArgumentError::MalformedKey {
         key: key.clone(),

@@ -126,7 +126,7 @@ impl MalopScope {
     }
 
     /// Whether the Malop names machine `guid`.
-    pub fn names_machine(&self, guid: &MachineGuid) -> bool {
+    pub(crate) fn names_machine(&self, guid: &MachineGuid) -> bool {
         self.machines.contains(guid)
     }
 }
@@ -221,7 +221,7 @@ fn elements_for(
 
 /// Checks `request` against `scope`; `wider` lists the kinds the operator let the plugin use
 /// beyond its Malop. The first target out of scope, if any.
-pub fn confine(
+pub(crate) fn confine(
     request: &ActionRequest,
     scope: Scope<'_>,
     wider: &BTreeSet<ActionKind>,
@@ -358,7 +358,7 @@ fn describe_first_target(request: &ActionRequest) -> String {
 
 /// Refuses to whitelist a malicious value of the Malop being handled (its root-cause hashes,
 /// its suspects' image hashes), whatever the plugin's scope.
-pub fn guard_whitelist(request: &ActionRequest, scope: Scope<'_>) -> Option<DenyReason> {
+pub(crate) fn guard_whitelist(request: &ActionRequest, scope: Scope<'_>) -> Option<DenyReason> {
     let (
         Scope::Malop(malop),
         ActionRequest::SetReputation {

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 /// Default lifetime of a pending approval: one day.
-pub const DEFAULT_APPROVAL_EXPIRY_SECS: u64 = 86_400;
+pub(crate) const DEFAULT_APPROVAL_EXPIRY_SECS: u64 = 86_400;
 /// Default shortest time between two `on-interval` calls of a plugin: whatever interval the
 /// plugin asks for, it is not called more often.
 pub const DEFAULT_MIN_INTERVAL_SECS: u64 = 60;
@@ -591,11 +591,6 @@ impl PluginRules {
             Mode::Enforce => true,
             Mode::Shadow => self.promote.contains(&kind),
         }
-    }
-
-    /// Whether the plugin is in shadow mode at all (for status displays).
-    pub fn is_shadow(&self) -> bool {
-        self.mode == Mode::Shadow
     }
 
     /// How often `on-interval` runs for a plugin that asks for every `requested` seconds:

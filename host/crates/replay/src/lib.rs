@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long after a Malop's last update the pinned clock stands by default.
-pub const DEFAULT_CLOCK_OFFSET_MS: i64 = 60_000;
+pub(crate) const DEFAULT_CLOCK_OFFSET_MS: i64 = 60_000;
 
 /// How to replay.
 #[derive(Clone, Debug, Default)]
@@ -174,7 +174,7 @@ pub async fn run_cases(
 }
 
 /// Replays one fixture and compares (or records) its expectation.
-pub async fn run_case(
+pub(crate) async fn run_case(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
     path: &Path,
@@ -407,7 +407,7 @@ async fn serve(
 }
 
 /// `completed`, `plugin-error: <error>` or `stopped: <reason label>`.
-pub fn outcome_label(outcome: &Outcome) -> String {
+pub(crate) fn outcome_label(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Completed => "completed".into(),
         Outcome::PluginError { error } => format!("plugin-error: {error}"),
@@ -416,7 +416,7 @@ pub fn outcome_label(outcome: &Outcome) -> String {
 }
 
 /// Whether the sandbox stopped the plugin for using too much of a budget.
-pub fn is_overrun(reason: &StopReason) -> bool {
+pub(crate) fn is_overrun(reason: &StopReason) -> bool {
     matches!(
         reason,
         StopReason::OutOfFuel
@@ -428,7 +428,7 @@ pub fn is_overrun(reason: &StopReason) -> bool {
 }
 
 /// A unified line diff of two plans, as pretty JSON (`-` expected, `+` actual).
-pub fn plan_diff(expected: &[ExpectedInvocation], actual: &[ExpectedInvocation]) -> String {
+pub(crate) fn plan_diff(expected: &[ExpectedInvocation], actual: &[ExpectedInvocation]) -> String {
     let render = |v: &[ExpectedInvocation]| {
         let mut s = serde_json::to_string_pretty(v).expect("a plan serializes");
         s.push('\n');

@@ -33,7 +33,7 @@ const DEMO_USER: &str = "demo@riposte.local";
 
 /// Options of the demo.
 #[derive(Clone, Debug)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// The repository root (holds plugins/ and target/).
     pub root: PathBuf,
     /// Where the database, audit trail and config go (emptied first).
@@ -46,7 +46,7 @@ pub struct DemoOptions {
 
 /// What the demo did.
 #[derive(Debug, Default, serde::Serialize)]
-pub struct DemoSummary {
+pub(crate) struct DemoSummary {
     pub malops_seen: usize,
     pub invocations: usize,
     pub cycles: usize,

@@ -261,7 +261,7 @@ pub fn malop(rng: &mut Rng, n: usize, machines: &[SimMachine], now: i64) -> SimM
 }
 
 /// The element type of a Malop's root cause as the server names it.
-pub fn root_type(kind: ElementKind) -> &'static str {
+pub(crate) fn root_type(kind: ElementKind) -> &'static str {
     match kind {
         ElementKind::Process => "Process",
         ElementKind::LogonSession => "LogonSession",

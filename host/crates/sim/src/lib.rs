@@ -44,11 +44,11 @@ use std::sync::Arc;
 
 /// The most results a real server's crimes/unified answer holds (`totalResultLimit` is capped
 /// at 10,000 on real tenants).
-pub const SERVER_RESULT_LIMIT: usize = 10_000;
+pub(crate) const SERVER_RESULT_LIMIT: usize = 10_000;
 
 /// The environment variable `riposte sim` reads its password from (the one the riposte
 /// client reads, so one `export` serves both).
-pub const PASSWORD_ENV: &str = "RIPOSTE_PASSWORD";
+pub(crate) const PASSWORD_ENV: &str = "RIPOSTE_PASSWORD";
 
 /// How to build a simulator.
 #[derive(Clone, Debug)]
@@ -229,11 +229,6 @@ impl SimHandle {
     /// Moves every unfinished remediation `steps` steps.
     pub fn advance(&self, steps: u32) {
         self.with_state(|s| s.advance(steps));
-    }
-
-    /// Moves the server clock forward.
-    pub fn advance_clock(&self, ms: i64) {
-        self.with_state(|s| s.clock_ms += ms.max(0));
     }
 
     /// The server clock (ms).

@@ -225,7 +225,7 @@ fn name_filter(node: &Node<'_>, filters: &Value) -> bool {
 }
 
 /// `visualsearch/query/simple` for the paths the rules use.
-pub fn visual(st: &SimState, v: &Value) -> Reply {
+pub(crate) fn visual(st: &SimState, v: &Value) -> Reply {
     match visual_nodes(st, v) {
         Ok(nodes) => {
             let results: Map<String, Value> = nodes.iter().map(|n| n.render(st)).collect();

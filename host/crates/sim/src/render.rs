@@ -49,7 +49,7 @@ pub fn envelope(results: Map<String, Value>) -> Value {
 }
 
 /// [`envelope`] of the first results of `total` that matched.
-pub fn envelope_of(results: Map<String, Value>, total: usize) -> Value {
+pub(crate) fn envelope_of(results: Map<String, Value>, total: usize) -> Value {
     let n = results.len();
     json!({"status": "SUCCESS", "message": "", "hidePartialSuccess": false,
         "expectedResults": n, "failures": 0,
@@ -283,7 +283,7 @@ fn users_model(m: &SimMalop) -> Vec<Value> {
 }
 
 /// A `detection/inbox` MalopInboxModel.
-pub fn inbox_model(st: &SimState, m: &SimMalop) -> Value {
+pub(crate) fn inbox_model(st: &SimState, m: &SimMalop) -> Value {
     let hash = m
         .root_causes
         .iter()
@@ -302,7 +302,7 @@ pub fn inbox_model(st: &SimState, m: &SimMalop) -> Value {
 }
 
 /// An `mmng/v2/malops` model.
-pub fn mmng_model(st: &SimState, m: &SimMalop) -> Value {
+pub(crate) fn mmng_model(st: &SimState, m: &SimMalop) -> Value {
     let hashes: Vec<&String> = m.root_causes.iter().flat_map(|c| &c.hashes).collect();
     json!({"guid": m.guid, "displayName": m.name, "rootCauseElementType": root_type(m),
         "primaryRootCauseName": m.name, "detectionEngines": ["EDR"],

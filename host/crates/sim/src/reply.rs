@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 /// An HTTP answer.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// Status code.
     pub status: u16,
     /// Extra headers.

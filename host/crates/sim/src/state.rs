@@ -151,11 +151,11 @@ pub struct SimQuarantine {
 }
 
 /// Steps a remediation needs to become final.
-pub const FINAL_STEP: u32 = 2;
+pub(crate) const FINAL_STEP: u32 = 2;
 
 /// What a server without investigation rights for the API user answers a `visualsearch`
 /// query (HTTP 200).
-pub const INVESTIGATION_REFUSED: &str =
+pub(crate) const INVESTIGATION_REFUSED: &str =
     "Access denied: the user is not allowed to run investigation queries";
 
 /// A custom reputation.
@@ -317,7 +317,7 @@ impl SimState {
     }
 
     /// Advances one remediation by the per-poll step.
-    pub fn poll_step(&mut self, index: usize) {
+    pub(crate) fn poll_step(&mut self, index: usize) {
         let (steps, now) = (self.steps_per_poll, self.clock_ms);
         if let Some(r) = self.remediations.get_mut(index) {
             step(r, steps, now);
@@ -356,7 +356,7 @@ impl SimState {
     }
 
     /// Takes the fault that applies to `path`, if any.
-    pub fn take_fault(&mut self, path: &str) -> Option<Fault> {
+    pub(crate) fn take_fault(&mut self, path: &str) -> Option<Fault> {
         let idx = self.faults.iter().position(|f| {
             f.count > 0 && f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
         })?;
@@ -390,7 +390,7 @@ impl SimState {
     }
 
     /// A new random JSESSIONID (32 upper-case hex).
-    pub fn new_session_id(&mut self) -> String {
+    pub(crate) fn new_session_id(&mut self) -> String {
         self.rng.hex(32)
     }
 }

@@ -15,11 +15,11 @@ use riposte_domain::Sha256Digest;
 use riposte_domain::{ActionKind, Operation};
 
 /// The custom section that holds the manifest.
-pub const SECTION: &str = "riposte-package";
+pub(crate) const SECTION: &str = "riposte-package";
 /// The manifest format this host writes and reads.
 pub const FORMAT: u32 = 1;
 /// The largest manifest accepted (it is plugin-supplied data).
-pub const MAX_MANIFEST_BYTES: usize = 64 << 10;
+pub(crate) const MAX_MANIFEST_BYTES: usize = 64 << 10;
 
 /// What a package says about its plugin.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,7 +66,7 @@ impl PublicKey {
     }
 
     /// The key in PEM form (public: safe to print and share).
-    pub fn to_pem(&self) -> String {
+    pub(crate) fn to_pem(&self) -> String {
         self.pk.to_pem()
     }
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use super::Error;
 
 /// How many trailing stderr lines an error message carries.
-pub const STDERR_TAIL_LINES: usize = 40;
+pub(crate) const STDERR_TAIL_LINES: usize = 40;
 
 /// The outcome of a command that ran to completion (successfully or not).
 #[derive(Debug)]
@@ -36,7 +36,7 @@ impl Captured {
 }
 
 /// The last `n` lines of `text`.
-pub fn tail_lines(text: &str, n: usize) -> String {
+pub(crate) fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
     lines[start..].join("\n")
@@ -76,7 +76,7 @@ fn shell_quote(s: &str) -> String {
 /// Whether an inherited environment variable must not reach a nested cargo/rustc: the variables
 /// cargo sets for build scripts and tests (when riposte itself runs under `cargo test` or
 /// `cargo run`) and the ones that would redirect or reconfigure the plugin build.
-pub fn is_build_env_var(name: &str) -> bool {
+pub(crate) fn is_build_env_var(name: &str) -> bool {
     const KEEP_PREFIXES: [&str; 6] = [
         "CARGO_HOME",
         "CARGO_NET_",
@@ -111,7 +111,7 @@ pub fn is_build_env_var(name: &str) -> bool {
 }
 
 /// Removes the inherited variables of [`is_build_env_var`] from `cmd`.
-pub fn sanitize_env(cmd: &mut Command) {
+pub(crate) fn sanitize_env(cmd: &mut Command) {
     for (name, _) in std::env::vars_os() {
         if let Some(name) = name.to_str()
             && is_build_env_var(name)
@@ -176,7 +176,7 @@ pub fn run(cmd: &mut Command, what: &str, echo: bool) -> Result<Captured, Error>
 
 /// Runs `cmd` and fails with [`Error::Command`] (naming `what`, the command line and stderr's
 /// tail) unless it succeeds.
-pub fn run_ok(cmd: &mut Command, what: &str, echo: bool) -> Result<Captured, Error> {
+pub(crate) fn run_ok(cmd: &mut Command, what: &str, echo: bool) -> Result<Captured, Error> {
     let command = describe(cmd);
     let captured = run(cmd, what, echo)?;
     if captured.success {
@@ -192,7 +192,7 @@ pub fn run_ok(cmd: &mut Command, what: &str, echo: bool) -> Result<Captured, Err
 }
 
 /// Whether `program` can be started (found on `PATH` or as a path).
-pub fn is_available(program: &Path, version_arg: &str) -> bool {
+pub(crate) fn is_available(program: &Path, version_arg: &str) -> bool {
     Command::new(program)
         .arg(version_arg)
         .stdin(Stdio::null())
@@ -204,7 +204,7 @@ pub fn is_available(program: &Path, version_arg: &str) -> bool {
 }
 
 /// Whether this process runs as root (so it may install system packages).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         for line in status.lines() {
             if let Some(rest) = line.strip_prefix("Uid:") {

@@ -11,17 +11,17 @@ use super::Error;
 use super::command::{self, is_available, is_root};
 
 /// The Debian packages the offline route needs.
-pub const OFFLINE_PACKAGES: [&str; 5] =
+pub(crate) const OFFLINE_PACKAGES: [&str; 5] =
     ["rustc-web", "cargo-web", "rust-web-src", "wasi-libc", "lld"];
 
 /// The rustup toolchain name the offline route links Debian's compiler under.
-pub const OFFLINE_TOOLCHAIN: &str = "debian-web";
+pub(crate) const OFFLINE_TOOLCHAIN: &str = "debian-web";
 
 /// Where Debian's wasi-libc puts the wasm32-wasi libraries.
-pub const WASI_LIBC_DIR: &str = "/usr/lib/wasm32-wasi";
+pub(crate) const WASI_LIBC_DIR: &str = "/usr/lib/wasm32-wasi";
 
 /// Where rust-web-src puts the standard library's sources.
-pub const RUST_SRC_DIR: &str = "/usr/lib/rustlib/src/rust/library";
+pub(crate) const RUST_SRC_DIR: &str = "/usr/lib/rustlib/src/rust/library";
 
 /// Which route the caller wants.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
@@ -102,7 +102,7 @@ impl RustRoute {
     }
 
     /// The extra `cargo build` arguments of the route.
-    pub fn build_args(&self) -> Vec<String> {
+    pub(crate) fn build_args(&self) -> Vec<String> {
         let mut args = vec!["--target".to_owned(), self.target().to_owned()];
         if let RustRoute::OfflineWasip1 { .. } = self {
             args.push("-Zbuild-std=std,panic_abort".to_owned());
@@ -112,19 +112,19 @@ impl RustRoute {
 }
 
 /// Whether `rustup target list --installed` output lists `target`.
-pub fn lists_target(installed: &str, target: &str) -> bool {
+pub(crate) fn lists_target(installed: &str, target: &str) -> bool {
     installed.lines().any(|l| l.trim() == target)
 }
 
 /// Whether `rustup toolchain list` output lists the toolchain `name` (lines look like
 /// `stable-x86_64-unknown-linux-gnu (active, default)` or `debian-web`).
-pub fn lists_toolchain(list: &str, name: &str) -> bool {
+pub(crate) fn lists_toolchain(list: &str, name: &str) -> bool {
     list.lines()
         .any(|l| l.split_whitespace().next() == Some(name))
 }
 
 /// The targets rustup has installed for the toolchain active in `dir`; `None` without rustup.
-pub fn rustup_installed_targets(dir: &Path) -> Option<String> {
+pub(crate) fn rustup_installed_targets(dir: &Path) -> Option<String> {
     let mut cmd = Command::new("rustup");
     cmd.args(["target", "list", "--installed"]).current_dir(dir);
     command::sanitize_env(&mut cmd);
@@ -136,7 +136,7 @@ pub fn rustup_installed_targets(dir: &Path) -> Option<String> {
 
 /// The offline route's packages that are not installed, by `dpkg-query`; `None` when the
 /// system has no dpkg (not Debian), in which case the files are checked instead.
-pub fn missing_offline_packages() -> Option<Vec<&'static str>> {
+pub(crate) fn missing_offline_packages() -> Option<Vec<&'static str>> {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Package} ${Status}\\n"])
         .args(OFFLINE_PACKAGES)
@@ -148,7 +148,7 @@ pub fn missing_offline_packages() -> Option<Vec<&'static str>> {
 
 /// The packages of [`OFFLINE_PACKAGES`] that `dpkg-query -W -f='${Package} ${Status}\n'`
 /// output does not show as `install ok installed`.
-pub fn missing_from_dpkg_status(text: &str) -> Vec<&'static str> {
+pub(crate) fn missing_from_dpkg_status(text: &str) -> Vec<&'static str> {
     OFFLINE_PACKAGES
         .iter()
         .copied()
@@ -163,7 +163,7 @@ pub fn missing_from_dpkg_status(text: &str) -> Vec<&'static str> {
 }
 
 /// The files the offline route uses, that are missing.
-pub fn missing_offline_files() -> Vec<PathBuf> {
+pub(crate) fn missing_offline_files() -> Vec<PathBuf> {
     [
         PathBuf::from("/usr/bin/cargo"),
         PathBuf::from("/usr/bin/rustc"),
@@ -176,7 +176,7 @@ pub fn missing_offline_files() -> Vec<PathBuf> {
 }
 
 /// The shell command that installs the offline route's packages.
-pub fn offline_install_hint() -> String {
+pub(crate) fn offline_install_hint() -> String {
     format!(
         "apt-get update && apt-get install -y {} (as root), then `rustup toolchain link {OFFLINE_TOOLCHAIN} /usr`",
         OFFLINE_PACKAGES.join(" ")
@@ -186,7 +186,7 @@ pub fn offline_install_hint() -> String {
 /// Makes sure the offline route's packages are installed: installs them with apt-get when they
 /// are missing, `install` allows it and this process is root; otherwise fails saying what to
 /// install.
-pub fn ensure_offline_packages(install: bool, echo: bool) -> Result<(), Error> {
+pub(crate) fn ensure_offline_packages(install: bool, echo: bool) -> Result<(), Error> {
     let missing: Vec<String> = match missing_offline_packages() {
         Some(missing) => missing.into_iter().map(str::to_owned).collect(),
         None => {
@@ -245,7 +245,7 @@ pub fn ensure_offline_packages(install: bool, echo: bool) -> Result<(), Error> {
 
 /// Links Debian's toolchain into rustup as [`OFFLINE_TOOLCHAIN`] if it is not linked yet.
 /// Returns `None` when there is no rustup (cargo then runs as `/usr/bin/cargo`).
-pub fn ensure_offline_toolchain(echo: bool) -> Result<Option<String>, Error> {
+pub(crate) fn ensure_offline_toolchain(echo: bool) -> Result<Option<String>, Error> {
     if !is_available(Path::new("rustup"), "--version") {
         return Ok(None);
     }
@@ -265,7 +265,7 @@ pub fn ensure_offline_toolchain(echo: bool) -> Result<Option<String>, Error> {
 
 /// Which route to take, before preparing it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RouteChoice {
+pub(crate) enum RouteChoice {
     /// rustup's `wasm32-wasip2`: components straight from rustc, no preview-1 adapter.
     Wasip2,
     /// The offline route.
@@ -276,7 +276,7 @@ pub enum RouteChoice {
 /// (`None` without rustup): `wasm32-wasip2` whenever it is installed and not refused, the
 /// offline route otherwise; asking for `wasm32-wasip2` when it is not installed is an error
 /// that says how to get it.
-pub fn choose_route(
+pub(crate) fn choose_route(
     preference: RoutePreference,
     installed_targets: Option<&str>,
 ) -> Result<RouteChoice, Error> {
@@ -298,7 +298,7 @@ pub fn choose_route(
 
 /// Chooses the Rust route for building in `plugins_dir`, preparing the offline route (packages,
 /// toolchain link) when it is the one chosen.
-pub fn detect_route(
+pub(crate) fn detect_route(
     preference: RoutePreference,
     plugins_dir: &Path,
     install: bool,

@@ -50,7 +50,7 @@ pub struct PluginSource {
 }
 
 /// The marker file that makes a directory without `pyproject.toml` a Python plugin.
-pub const PYTHON_MARKER: &str = "riposte-python";
+pub(crate) const PYTHON_MARKER: &str = "riposte-python";
 
 /// Lists the plugins directly under `plugins_dir`, sorted by name. Directories that are not
 /// plugins (and `target`, `node_modules`, hidden directories) are skipped.
@@ -93,7 +93,7 @@ pub fn discover(plugins_dir: &Path) -> Result<Vec<PluginSource>, Error> {
 
 /// The plugin in `dir` itself (for plugins kept outside the plugins directory, such as the
 /// hostile plugin of the sandbox tests); `None` if `dir` holds no plugin.
-pub fn plugin_at(dir: &Path) -> Result<Option<PluginSource>, Error> {
+pub(crate) fn plugin_at(dir: &Path) -> Result<Option<PluginSource>, Error> {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -252,7 +252,7 @@ fn python_plugin(dir: &Path, dir_name: &str) -> Result<PluginSource, Error> {
 
 /// The examples of the guest SDK (`[[example]]` names in `guest-sdk/Cargo.toml`), built with
 /// the Rust plugins so they stay real. Empty when there is no SDK next to the plugins.
-pub fn sdk_examples(sdk_dir: &Path) -> Result<Vec<String>, Error> {
+pub(crate) fn sdk_examples(sdk_dir: &Path) -> Result<Vec<String>, Error> {
     if !sdk_dir.join("Cargo.toml").is_file() {
         return Ok(Vec::new());
     }

@@ -18,13 +18,13 @@ use super::discover::PluginSource;
 use super::{Error, WORLD, io, sha256_hex};
 
 /// The jco version pinned in `js-tools/package.json`.
-pub const JCO_VERSION: &str = "1.35.0";
+pub(crate) const JCO_VERSION: &str = "1.35.0";
 /// The componentize-js version pinned in `js-tools/package.json`.
-pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
+pub(crate) const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
 /// The oldest Node.js the pinned tools run on (rolldown's `engines`).
-pub const MIN_NODE: (u32, u32) = (20, 19);
+pub(crate) const MIN_NODE: (u32, u32) = (20, 19);
 /// The module name a plugin imports the JavaScript guest SDK by.
-pub const SDK_MODULE: &str = "riposte-guest";
+pub(crate) const SDK_MODULE: &str = "riposte-guest";
 
 const PACKAGE_JSON: &str = include_str!("js-tools/package.json");
 const PACKAGE_LOCK: &str = include_str!("js-tools/package-lock.json");
@@ -59,7 +59,7 @@ impl JsTools {
 }
 
 /// `(major, minor)` from `node --version` output such as `v20.20.2`.
-pub fn parse_node_version(text: &str) -> Option<(u32, u32)> {
+pub(crate) fn parse_node_version(text: &str) -> Option<(u32, u32)> {
     let mut parts = text.trim().trim_start_matches('v').split('.');
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
@@ -67,7 +67,7 @@ pub fn parse_node_version(text: &str) -> Option<(u32, u32)> {
 }
 
 /// Whether the lock file installed in `dir` is the one this riposte pins.
-pub fn is_installed(dir: &Path) -> bool {
+pub(crate) fn is_installed(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("node_modules").join(STAMP))
         .is_ok_and(|stamp| stamp.trim() == sha256_hex(PACKAGE_LOCK.as_bytes()))
 }
@@ -100,7 +100,7 @@ fn check_node() -> Result<(), Error> {
 
 /// Makes sure the pinned tools are installed in `dir` (`npm ci` from the embedded lock file
 /// when they are missing or another version is there).
-pub fn ensure_js_tools(dir: &Path, install: bool, echo: bool) -> Result<JsTools, Error> {
+pub(crate) fn ensure_js_tools(dir: &Path, install: bool, echo: bool) -> Result<JsTools, Error> {
     let tools = JsTools {
         dir: dir.to_owned(),
     };
@@ -140,7 +140,7 @@ pub fn ensure_js_tools(dir: &Path, install: bool, echo: bool) -> Result<JsTools,
 
 /// Generates the TypeScript declarations of the world `rule` from `wit_dir` into `out`
 /// (`jco guest-types`): `rule.d.ts` and `interfaces/*.d.ts`.
-pub fn generate_types(
+pub(crate) fn generate_types(
     tools: &JsTools,
     wit_dir: &Path,
     out: &Path,
@@ -167,7 +167,7 @@ fn plugin_work_dir(build_dir: &Path, plugin: &str) -> PathBuf {
 
 /// The tsconfig that type-checks a TypeScript plugin against the generated WIT types and the
 /// SDK's declarations.
-pub fn tsconfig(entry: &Path, wit_types: &Path, sdk_js: &Path) -> serde_json::Value {
+pub(crate) fn tsconfig(entry: &Path, wit_types: &Path, sdk_js: &Path) -> serde_json::Value {
     serde_json::json!({
         "compilerOptions": {
             "strict": true,
@@ -186,7 +186,7 @@ pub fn tsconfig(entry: &Path, wit_types: &Path, sdk_js: &Path) -> serde_json::Va
 
 /// The rolldown configuration the bundle step uses: `riposte-guest` is the SDK, the WIT
 /// imports stay external (componentize-js binds them).
-pub fn bundle_config(sdk_js: &Path) -> String {
+pub(crate) fn bundle_config(sdk_js: &Path) -> String {
     let sdk = serde_json::to_string(&sdk_js.join("index.js")).expect("a path serializes");
     format!(
         "// Written by `riposte plugin build`.\nexport default {{\n  resolve: {{ alias: {{ {SDK_MODULE:?}: {sdk} }} }},\n  external: [/^riposte:/],\n}};\n"
@@ -253,7 +253,7 @@ pub fn build(
 }
 
 /// Whether `entry` is TypeScript (`.ts`, `.mts`, `.cts`).
-pub fn is_typescript(entry: &Path) -> bool {
+pub(crate) fn is_typescript(entry: &Path) -> bool {
     entry
         .extension()
         .is_some_and(|e| e == "ts" || e == "mts" || e == "cts")

@@ -40,10 +40,10 @@ pub use discover::{Language, PluginSource, discover};
 pub use riposte_runtime::WIT_WORLD as WORLD;
 
 /// The manifest written next to the built plugins.
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 
 /// The cargo package name of the guest SDK (a member of the plugins workspace).
-pub const SDK_PACKAGE: &str = "riposte-guest";
+pub(crate) const SDK_PACKAGE: &str = "riposte-guest";
 
 /// Why building plugins failed. Every variant names the plugin or the step and command involved.
 #[derive(Debug, thiserror::Error)]
@@ -238,7 +238,7 @@ pub struct Manifest {
 }
 
 /// Reads `<out_dir>/manifest.json`; an empty manifest when there is none.
-pub fn read_manifest(out_dir: &Path) -> Result<Manifest, Error> {
+pub(crate) fn read_manifest(out_dir: &Path) -> Result<Manifest, Error> {
     let path = out_dir.join(MANIFEST_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Io {
@@ -306,7 +306,7 @@ fn record(
 }
 
 /// The crates cargo names in `error: could not compile `NAME`` lines of its stderr.
-pub fn failed_crates(stderr: &str) -> Vec<String> {
+pub(crate) fn failed_crates(stderr: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in stderr.lines() {
         if let Some(rest) = line.trim().strip_prefix("error: could not compile `")

@@ -26,7 +26,7 @@ pub fn bar(len: u64, prefix: &str) -> ProgressBar {
 }
 
 /// A spinner with a message, ticking on its own (hidden when [`enabled`] is false).
-pub fn spinner(message: &str) -> ProgressBar {
+pub(crate) fn spinner(message: &str) -> ProgressBar {
     if !enabled() {
         return ProgressBar::hidden();
     }

@@ -9,10 +9,10 @@ use super::discover::PluginSource;
 use super::{Error, WORLD};
 
 /// The componentize-py version the project checked and pins.
-pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+pub(crate) const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 
 /// Whether `componentize-py --version` output names the pinned version.
-pub fn is_pinned_version(version_output: &str) -> bool {
+pub(crate) fn is_pinned_version(version_output: &str) -> bool {
     version_output
         .split_whitespace()
         .any(|word| word == COMPONENTIZE_PY_VERSION)
@@ -28,7 +28,11 @@ fn version_of(program: &Path) -> Option<String> {
 /// The componentize-py to use: the venv's (`<venv>/bin/componentize-py`), else one on `PATH`,
 /// as long as it is the pinned version; otherwise installs the pinned version into `venv` with
 /// pip (creating the venv, and installing python3-venv with apt-get when root and needed).
-pub fn ensure_componentize_py(venv: &Path, install: bool, echo: bool) -> Result<PathBuf, Error> {
+pub(crate) fn ensure_componentize_py(
+    venv: &Path,
+    install: bool,
+    echo: bool,
+) -> Result<PathBuf, Error> {
     let in_venv = venv.join("bin").join("componentize-py");
     for candidate in [in_venv.clone(), PathBuf::from("componentize-py")] {
         if version_of(&candidate).is_some_and(|v| is_pinned_version(&v)) {

@@ -79,7 +79,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
 
 /// Checks a plugin name: lower-case ASCII letters, digits and single `-`, starting with a
 /// letter, at most 64 characters.
-pub fn check_name(name: &str) -> anyhow::Result<()> {
+pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -211,7 +211,7 @@ fn expected(name: &str, malop: &Malop) -> Expectation {
 
 /// Adds `name` to the `members = [...]` array of the plugins workspace manifest, keeping the
 /// rest of the file (comments included) as it is.
-pub fn add_member(manifest: &Path, name: &str) -> anyhow::Result<()> {
+pub(crate) fn add_member(manifest: &Path, name: &str) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(manifest)
         .with_context(|| format!("reading {}", manifest.display()))?;
     let doc: toml::Table = text

@@ -19,7 +19,7 @@ pub struct Cli {
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Readable lines.
     Human,
     /// One JSON object per line.
@@ -52,7 +52,7 @@ pub enum Command {
 
 /// Arguments of `riposte demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Where the demo's database, audit trail and config go (emptied first).
     #[arg(long, default_value = "target/demo")]
     pub workdir: std::path::PathBuf,
@@ -69,7 +69,7 @@ pub struct DemoArgs {
 
 /// `riposte audit ...`.
 #[derive(Debug, Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// Check the hash chain; exits non-zero naming the first bad record.
     Verify(riposte_audit::AuditVerifyArgs),
     /// Print records, filtered by plugin, Malop and decision.
@@ -101,7 +101,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
 /// Sets up logging. `RUST_LOG` overrides the default level (`info`; `warn` for the demo and
 /// replays, whose reports are their output).
-pub fn init_logging(cli: &Cli) {
+pub(crate) fn init_logging(cli: &Cli) {
     let format = cli.log_format;
     let reports = matches!(
         cli.command,

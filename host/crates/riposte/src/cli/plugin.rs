@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 /// Plugin commands.
 #[derive(Debug, Subcommand)]
-pub enum PluginCommand {
+pub(crate) enum PluginCommand {
     /// Show a component's world, imports, exports, sha256 and size; its signer and, for a
     /// package, its manifest (name, version, WIT world, digest, the grants it asks for).
     Inspect {
@@ -50,7 +50,7 @@ pub enum PluginCommand {
 
 /// Arguments of `riposte plugin test`.
 #[derive(Debug, Args)]
-pub struct TestArgs {
+pub(crate) struct TestArgs {
     /// The component file.
     pub file: PathBuf,
     /// The directory of fixtures: `<case>.json` (a Malop, an array of them, or a
@@ -98,7 +98,7 @@ pub struct TestArgs {
 
 /// Arguments of `riposte plugin keygen`.
 #[derive(Debug, Args)]
-pub struct KeygenArgs {
+pub(crate) struct KeygenArgs {
     /// Where the secret key goes (PEM, mode 0600; never overwritten).
     #[arg(long, value_name = "FILE")]
     pub secret_key: PathBuf,
@@ -109,7 +109,7 @@ pub struct KeygenArgs {
 
 /// Arguments of `riposte plugin sign`.
 #[derive(Debug, Args)]
-pub struct SignArgs {
+pub(crate) struct SignArgs {
     /// The component or package to sign.
     pub file: PathBuf,
     /// The secret key file.
@@ -122,7 +122,7 @@ pub struct SignArgs {
 
 /// Arguments of `riposte plugin verify`.
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// The component or package.
     pub file: PathBuf,
     /// A publisher's public key (repeatable): one of them must have signed the file.
@@ -132,7 +132,7 @@ pub struct VerifyArgs {
 
 /// Arguments of `riposte plugin package`.
 #[derive(Debug, Args)]
-pub struct PackageArgs {
+pub(crate) struct PackageArgs {
     /// The built component.
     pub file: PathBuf,
     /// An operation the plugin needs (`isolate`, `add-comment`, ...; repeatable).
@@ -151,7 +151,7 @@ pub struct PackageArgs {
 
 /// Arguments of `riposte plugin run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The component file.
     pub file: PathBuf,
     /// A Malop fixture (JSON).
@@ -314,7 +314,7 @@ async fn package(args: PackageArgs) -> anyhow::Result<()> {
 }
 
 /// Reads a Malop fixture file.
-pub fn read_malop_fixture(path: &Path) -> anyhow::Result<Malop> {
+pub(crate) fn read_malop_fixture(path: &Path) -> anyhow::Result<Malop> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text)
@@ -486,7 +486,7 @@ fn config_map(pairs: Vec<(String, String)>) -> Arc<BTreeMap<String, String>> {
 }
 
 /// The plugin's name from its file name (`ransomware_containment.wasm` → `ransomware_containment`).
-pub fn plugin_name(path: &Path) -> String {
+pub(crate) fn plugin_name(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "plugin".to_owned())

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// Arguments of `riposte run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The operator configuration (TOML).
     #[arg(long)]
     pub config: PathBuf,
@@ -27,7 +27,7 @@ pub struct RunArgs {
 
 /// `riposte approvals ...`.
 #[derive(Debug, Subcommand)]
-pub enum ApprovalsCommand {
+pub(crate) enum ApprovalsCommand {
     /// List the actions waiting for an operator.
     List(ConfigArg),
     /// Approve one action; it runs once, at the service's next cycle.
@@ -38,7 +38,7 @@ pub enum ApprovalsCommand {
 
 /// Just the configuration file.
 #[derive(Debug, Args)]
-pub struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// The operator configuration (TOML).
     #[arg(long)]
     pub config: PathBuf,
@@ -46,7 +46,7 @@ pub struct ConfigArg {
 
 /// Arguments of `approve` / `deny`.
 #[derive(Debug, Args)]
-pub struct Decide {
+pub(crate) struct Decide {
     /// The operator configuration (TOML).
     #[arg(long)]
     pub config: PathBuf,
@@ -63,7 +63,7 @@ pub struct Decide {
 
 /// Arguments of `riposte undo`.
 #[derive(Debug, Args)]
-pub struct UndoArgs {
+pub(crate) struct UndoArgs {
     /// The operator configuration (TOML).
     #[arg(long)]
     pub config: PathBuf,
@@ -75,7 +75,7 @@ pub struct UndoArgs {
 }
 
 /// Builds the Cybereason client from the configuration's `[service.server]`.
-pub fn client_from_config(config: &OperatorConfig) -> anyhow::Result<Client> {
+pub(crate) fn client_from_config(config: &OperatorConfig) -> anyhow::Result<Client> {
     let server = config.service.server.as_ref().with_context(|| {
         format!(
             "{}: [service.server] is required to reach a Cybereason server",
