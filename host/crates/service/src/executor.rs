@@ -9,6 +9,7 @@ use super::audit::Auditor;
 use riposte_client::{self, Client, IsolationReport, RemediationEntry, RemediationReport};
 use riposte_domain::{ActionKind, ActionRequest, MachineGuid, PylumId, RemediationProgress};
 use riposte_policy::{BudgetLedger, Charge, TargetKey};
+use riposte_store::prelude::*;
 use riposte_store::{ActionRecord, ActionState, Outcome, RetryDecision, Store};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

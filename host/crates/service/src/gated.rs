@@ -15,6 +15,7 @@ use riposte_policy::{
     Scope, TargetFacts, check_len,
 };
 use riposte_runtime::{BoxFuture, CallContext, LogLevel, PluginHost};
+use riposte_store::prelude::*;
 use riposte_store::{
     ActionId, ActionKey, ActionMode, ActionRecord, ActionState, BeginOutcome, NewAction, Store,
 };

@@ -37,6 +37,7 @@ use riposte_domain::{ActionRequest, ElementKind, Malop, MalopId, PluginName, Tim
 use riposte_metrics::Metrics;
 use riposte_policy::{Gate, TargetFacts};
 use riposte_runtime::{CallContext, Entry, InvocationReport, Outcome, PluginHost, Runtime};
+use riposte_store::prelude::*;
 use riposte_store::{ActionRecord, ActionState, Backoff, Handled, NewAction, Store};
 use serde::Serialize;
 use serde_json::json;
@@ -436,7 +437,7 @@ impl Service {
             .and_then(|v| v.as_str())
             .unwrap_or("");
         let interval_ms = (self.config.service.poll_interval_secs.max(1) * 1000) as i64;
-        let row = store.record_incomplete(malop, first, now_ms(), |attempts| {
+        let row = store.record_incomplete(malop, first, now_ms(), &|attempts| {
             reread_delay(interval_ms, attempts)
         })?;
         tracing::warn!(malop = %malop.id, unreadable = ?malop.unreadable, attempts = row.attempts,
@@ -482,7 +483,7 @@ impl Service {
                 Err(error) => {
                     tracing::warn!(malop = %row.malop_id, "reading the incomplete Malop again: {error}");
                     let interval_ms = (self.config.service.poll_interval_secs.max(1) * 1000) as i64;
-                    store.reread_failed(&row.malop_id, &error.to_string(), now, |a| {
+                    store.reread_failed(&row.malop_id, &error.to_string(), now, &|a| {
                         reread_delay(interval_ms, a)
                     })?;
                     continue;
