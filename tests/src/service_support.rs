@@ -17,6 +17,7 @@ use riposte_service::OperatorConfig;
 use riposte_service::{FollowPolicy, Service};
 use riposte_sim::{Fault, FaultKind, LoggedRequest, SimConfig, SimHandle, SimMalop, Simulator};
 use riposte_store::Store;
+use riposte_store::prelude::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

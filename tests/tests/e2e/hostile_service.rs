@@ -13,6 +13,7 @@ use riposte_e2e::service_support::{PluginSpec, ServiceEnv, Setup, riposte_bin, s
 use riposte_service::Service;
 use riposte_sim::SimMalop;
 use riposte_store::ActionFilter;
+use riposte_store::prelude::*;
 use std::time::Duration;
 
 /// The well-behaved plugin: reputation-feed, enforcing, granted what it needs.

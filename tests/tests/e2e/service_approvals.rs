@@ -10,6 +10,7 @@ use riposte_e2e::service_support::{
 };
 use riposte_service::now_ms;
 use riposte_sim::SimHandle;
+use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionRecord, ActionState, Store};
 use std::time::Duration;
 

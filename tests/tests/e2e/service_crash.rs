@@ -10,6 +10,7 @@ use riposte_e2e::service_support::{
     subscriptions, unhandled_by, wait_for_process,
 };
 use riposte_sim::{Fault, FaultKind, SimHandle};
+use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionState};
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;

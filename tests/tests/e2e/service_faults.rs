@@ -12,6 +12,7 @@ use riposte_e2e::service_support::{
 use riposte_metrics::Metrics;
 use riposte_service::{CycleReport, Service, now_ms};
 use riposte_sim::{Fault, FaultKind, LoggedRequest, SimHandle};
+use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionState};
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -5,6 +5,7 @@
 use riposte_domain::{ElementKind, MalopId, PluginName};
 use riposte_e2e::service_support::{PluginSpec, ServiceEnv, Setup, start_sim};
 use riposte_service::now_ms;
+use riposte_store::prelude::*;
 
 const OVERLAP_MS: i64 = 60_000;
 

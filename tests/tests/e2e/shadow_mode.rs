@@ -6,6 +6,7 @@
 use riposte_audit::Record;
 use riposte_domain::{ActionRequest, ManagementStatus};
 use riposte_e2e::gate_support::{Plugin, World, decision, invocations, records_of, status};
+use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionRecord, ActionState};
 use std::collections::BTreeSet;
 

@@ -13,6 +13,7 @@ use riposte_domain::{ActionRequest, MalopId, Sha256Digest};
 use riposte_service::OperatorConfig;
 use riposte_service::{FollowPolicy, Service, now_ms};
 use riposte_sim::{SimConfig, SimHandle, Simulator};
+use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionState};
 use riposte_toolchain::BuildOptions;
 use riposte_toolchain::progress::Steps;

@@ -33,10 +33,10 @@ impl Auditor {
 
     /// A durability barrier: under `fsync = "batch"`, forces the records written so far to
     /// disk (see [`riposte_audit::FsyncPolicy::Batch`]); under the other policies, nothing.
-    /// A failure is logged loudly and returned (the executor then sends nothing).
+    /// A failure is logged loudly and returned (the executor then sends nothing). The fsync
+    /// is waited for off the async worker ([`crate::db::in_place`]).
     pub fn barrier(&self) -> Result<(), riposte_audit::Error> {
-        self.sink
-            .barrier()
+        crate::db::in_place(|| self.sink.barrier())
             .inspect_err(|e| tracing::error!("AUDIT SYNC FAILED: {e}"))
     }
 
@@ -237,8 +237,10 @@ impl Auditor {
         self.append(entry);
     }
 
+    /// Appends a record. Under `fsync = "every-record"` (the default) the append waits for
+    /// the disk, so the worker steps aside for it ([`crate::db::in_place`]).
     fn append(&self, entry: Entry) {
-        if let Err(e) = self.sink.append(&entry) {
+        if let Err(e) = crate::db::in_place(|| self.sink.append(&entry)) {
             tracing::error!(call = %entry.call, "AUDIT WRITE FAILED: {e}");
         }
     }

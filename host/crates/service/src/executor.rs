@@ -9,6 +9,7 @@ use super::audit::Auditor;
 use riposte_client::{self, Client, IsolationReport, RemediationEntry, RemediationReport};
 use riposte_domain::{ActionKind, ActionRequest, MachineGuid, PylumId, RemediationProgress};
 use riposte_policy::{BudgetLedger, Charge, TargetKey};
+use riposte_store::prelude::*;
 use riposte_store::{ActionRecord, ActionState, Outcome, RetryDecision, Store};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -156,7 +157,9 @@ impl Executor {
         // if the audit trail cannot be forced to disk, nothing is sent.
         if let Err(e) = self.auditor.barrier() {
             let error = format!("not sent: the audit trail could not be forced to disk: {e}");
-            let state = self.give_up_or_retry(record, &error);
+            let state = self
+                .book(record, move |ex, r| ex.give_up_or_retry(r, &error))
+                .await;
             self.auditor.action_result(record, state, started.elapsed());
             return Submitted::Final(state);
         }
@@ -166,21 +169,31 @@ impl Executor {
                 result,
                 rejected,
             }) => {
-                self.mark_submitted(record, None, &result, now);
-                let state = self.finish(record, outcome, &result, None);
-                self.refund(
-                    record,
-                    Refund::Only(rejected),
-                    "the server rejected these targets as unknown",
-                );
-                state
+                self.book(record, move |ex, r| {
+                    ex.mark_submitted(r, None, &result, now);
+                    let state = ex.finish(r, outcome, &result, None);
+                    ex.refund(
+                        r,
+                        Refund::Only(rejected),
+                        "the server rejected these targets as unknown",
+                    );
+                    state
+                })
+                .await
             }
             Ok(Sent::Remediation(report)) => {
                 let result = remediation_json(&report);
-                self.mark_submitted(record, Some(&report), &result, now);
+                let sent = report.clone();
+                self.book(record, move |ex, r| {
+                    ex.mark_submitted(r, Some(&sent), &result, now)
+                })
+                .await;
                 return Submitted::Following(report);
             }
-            Err(error) => self.send_failed(record, &error),
+            Err(error) => {
+                self.book(record, move |ex, r| ex.send_failed(r, &error))
+                    .await
+            }
         };
         self.auditor.action_result(record, state, started.elapsed());
         Submitted::Final(state)
@@ -215,14 +228,18 @@ impl Executor {
                     Ok(true) => {
                         tracing::info!(action = %record.id, "already applied on the server; not sending again");
                         let result = json!({"found_on_server": true});
-                        self.mark_submitted(record, None, &result, now_ms());
-                        self.finish(record, Outcome::Succeeded, &result, None)
+                        self.book(record, move |ex, r| {
+                            ex.mark_submitted(r, None, &result, now_ms());
+                            ex.finish(r, Outcome::Succeeded, &result, None)
+                        })
+                        .await
                     }
                     Ok(false) => self.execute(record, pylums).await,
-                    Err(error) => self.give_up_or_retry(
-                        record,
-                        &format!("checking the server before resending: {error}"),
-                    ),
+                    Err(error) => {
+                        let error = format!("checking the server before resending: {error}");
+                        self.book(record, move |ex, r| ex.give_up_or_retry(r, &error))
+                            .await
+                    }
                 }
             }
             (state, _) => *state,
@@ -238,20 +255,29 @@ impl Executor {
             // cannot be looked for, so it is never sent again blindly.
             let error = "outcome unknown: a remediation sent without a Malop id cannot be looked up on the server, so it is not sent again; check the console before asking for it again";
             tracing::warn!(action = %record.id, "{error}");
-            return self.finish(record, Outcome::TimedOut, &json!({}), Some(error));
+            return self
+                .book(record, move |ex, r| {
+                    ex.finish(r, Outcome::TimedOut, &json!({}), Some(error))
+                })
+                .await;
         };
         match self.client.find_remediation(malop, targets).await {
             Ok(Some(report)) => {
                 tracing::info!(action = %record.id, "found on the server after a restart; not sending again");
                 let result = remediation_json(&report);
-                self.mark_submitted(record, Some(&report), &result, now_ms());
+                let found = report.clone();
+                self.book(record, move |ex, r| {
+                    ex.mark_submitted(r, Some(&found), &result, now_ms())
+                })
+                .await;
                 self.follow(record, report).await
             }
             Ok(None) => self.execute(record, pylums).await,
-            Err(error) => self.give_up_or_retry(
-                record,
-                &format!("looking for the action on the server: {error}"),
-            ),
+            Err(error) => {
+                let error = format!("looking for the action on the server: {error}");
+                self.book(record, move |ex, r| ex.give_up_or_retry(r, &error))
+                    .await
+            }
         }
     }
 
@@ -384,23 +410,28 @@ impl Executor {
         let malop = report.malop_id.clone().or_else(|| record.malop_id.clone());
         for poll in 0..=self.follow.max_polls {
             let progress = report.status();
-            self.record_progress(record, progress, &report);
-            if let Some(outcome) = outcome_of(progress) {
-                let error = report
-                    .failure()
-                    .and_then(|e| e.error.as_ref())
-                    .map(|e| e.message.clone());
-                let state = self.finish(
-                    record,
-                    outcome,
-                    &remediation_json(&report),
-                    error.as_deref(),
-                );
-                self.refund(
-                    record,
-                    Refund::Only(rejected_items(&record.request, &report.entries)),
-                    "the server rejected these targets as unknown",
-                );
+            let polled = report.clone();
+            let outcome = outcome_of(progress);
+            // The poll and, once final, the final state, the undo and the refund: one trip
+            // to the blocking pool.
+            let state = self
+                .book(record, move |ex, r| {
+                    ex.record_progress(r, progress, &polled);
+                    let outcome = outcome?;
+                    let error = polled
+                        .failure()
+                        .and_then(|e| e.error.as_ref())
+                        .map(|e| e.message.clone());
+                    let state = ex.finish(r, outcome, &remediation_json(&polled), error.as_deref());
+                    ex.refund(
+                        r,
+                        Refund::Only(rejected_items(&r.request, &polled.entries)),
+                        "the server rejected these targets as unknown",
+                    );
+                    Some(state)
+                })
+                .await;
+            if let Some(state) = state {
                 return state;
             }
             if poll == self.follow.max_polls {
@@ -422,12 +453,15 @@ impl Executor {
                 }
             };
         }
-        self.finish(
-            record,
-            Outcome::TimedOut,
-            &remediation_json(&report),
-            Some("no final status before the follow limit"),
-        )
+        self.book(record, move |ex, r| {
+            ex.finish(
+                r,
+                Outcome::TimedOut,
+                &remediation_json(&report),
+                Some("no final status before the follow limit"),
+            )
+        })
+        .await
     }
 
     async fn resume_following(&self, record: &ActionRecord) -> ActionState {
@@ -441,8 +475,28 @@ impl Executor {
         {
             Ok(report) => self.follow(record, report).await,
             Err(error) => {
-                self.give_up_or_retry(record, &format!("reading remediation progress: {error}"))
+                let error = format!("reading remediation progress: {error}");
+                self.book(record, move |ex, r| ex.give_up_or_retry(r, &error))
+                    .await
             }
+        }
+    }
+
+    /// Runs the blocking bookkeeping `work` of `record` (store transactions, refunds, audit
+    /// records; the synchronous helpers below) on tokio's blocking pool, and waits for it.
+    /// A panic in `work` is resumed here, as if it had run inline.
+    async fn book<T: Send + 'static>(
+        &self,
+        record: &ActionRecord,
+        work: impl FnOnce(&Executor, &ActionRecord) -> T + Send + 'static,
+    ) -> T {
+        let (executor, record) = (self.clone(), record.clone());
+        match tokio::task::spawn_blocking(move || work(&executor, &record)).await {
+            Ok(value) => value,
+            Err(join) => match join.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(join) => panic!("the bookkeeping of an action was cancelled: {join}"),
+            },
         }
     }
 
@@ -511,7 +565,14 @@ impl Executor {
     /// Records as failed an action that certainly was not sent (its invocation ended before
     /// it was handed to the client), gives its budget back and audits it: it must not linger
     /// `planned` for recovery to send later.
+    ///
+    /// It is called where nothing can be awaited (a `Drop`): the worker steps aside for it
+    /// ([`crate::db::in_place`]).
     pub fn abandon(&self, record: &ActionRecord, why: &str) {
+        crate::db::in_place(|| self.abandon_now(record, why));
+    }
+
+    fn abandon_now(&self, record: &ActionRecord, why: &str) {
         match self
             .store
             .finish(&record.id, Outcome::Failed, Some(why), now_ms())

@@ -2,6 +2,7 @@
 //! gate and is audited; allowed actions go through the exactly-once ledger to the executor.
 
 use super::audit::Auditor;
+use super::db;
 use super::executor::{Executor, PylumDirectory, Submitted, now_ms};
 use riposte_client::Client;
 use riposte_client::RemediationReport;
@@ -15,6 +16,7 @@ use riposte_policy::{
     Scope, TargetFacts, check_len,
 };
 use riposte_runtime::{BoxFuture, CallContext, LogLevel, PluginHost};
+use riposte_store::prelude::*;
 use riposte_store::{
     ActionId, ActionKey, ActionMode, ActionRecord, ActionState, BeginOutcome, NewAction, Store,
 };
@@ -57,6 +59,24 @@ impl Core {
             quotas: self.quotas.clone(),
             followers: Default::default(),
         }
+    }
+
+    /// Runs a decision of the gate (`decide` or `decide_approved`) on tokio's blocking pool:
+    /// an allowed action spends its budget in the store, a transaction with an fsync. If the
+    /// blocking task fails, the action is denied (nothing was spent, or the spend is lost
+    /// with the task: fail closed).
+    pub async fn decide_off_worker(
+        self: &Arc<Self>,
+        decide: impl FnOnce(&Gate) -> Decision + Send + 'static,
+    ) -> Decision {
+        let core = self.clone();
+        tokio::task::spawn_blocking(move || decide(&core.gate))
+            .await
+            .unwrap_or_else(|join| {
+                Decision::Deny(DenyReason::LedgerUnavailable(format!(
+                    "the budget check did not complete: {join}"
+                )))
+            })
     }
 
     /// Follows a submitted remediation to its final state in the background.
@@ -237,7 +257,7 @@ impl GatedHost {
         let request = if self.shadows(&request) {
             request
         } else {
-            match self.without_targets_asked_before(&request)? {
+            match self.without_targets_asked_before(&request).await? {
                 Remaining::All => request,
                 Remaining::Some(rest) => rest,
                 Remaining::None(earlier) => {
@@ -258,28 +278,45 @@ impl GatedHost {
         let store = &self.core.store;
         // Asked for before (an earlier run, or a Malop handled again): answer from the ledger,
         // spend nothing and send nothing.
-        if let Some(existing) = store.find_action_by_key(&new.key).map_err(internal)? {
+        let key = new.key;
+        let found = db::blocking(store, "find_action_by_key", move |s| {
+            s.find_action_by_key(&key)
+        })
+        .await;
+        if let Some(existing) = found.map_err(internal)? {
             auditor.duplicate(call, &request, &existing);
             return Ok(receipt_of(&existing));
         }
         let now = now_ms();
-        let decision =
-            self.core
-                .gate
-                .decide(&self.policy, &request, self.scope(), &self.facts(), now);
-        let mode = match &decision {
-            Decision::Deny(reason_denied) => {
-                auditor.decision(call, &request, &reason, &decision, None);
-                return Err(reason_denied.to_call_error());
-            }
-            Decision::Shadow { .. } => ActionMode::Shadow,
-            Decision::AwaitApproval { .. } => ActionMode::AwaitApproval {
-                expires_at_ms: now + (self.core.approval_expiry_secs as i64) * 1000,
-            },
-            Decision::Allow { .. } => ActionMode::Execute,
+        // The budget spend (in `decide`), the ledger row and the `Unsent` guard below follow
+        // one another with no await point in between: the invocation's deadline drops this
+        // future at an await, and must not fall between them (a budget spent for no action,
+        // or a planned row that recovery would send after the plugin was told nothing). So
+        // these two transactions run with the worker stepped aside (`db::in_place`), not on
+        // the blocking pool behind an await.
+        let expires_at_ms = now + (self.core.approval_expiry_secs as i64) * 1000;
+        let (decision, mode, begun) = db::in_place(|| {
+            let decision =
+                self.core
+                    .gate
+                    .decide(&self.policy, &request, self.scope(), &self.facts(), now);
+            let mode = match &decision {
+                Decision::Deny(_) => return Ok((decision, None, None)),
+                Decision::Shadow { .. } => ActionMode::Shadow,
+                Decision::AwaitApproval { .. } => ActionMode::AwaitApproval { expires_at_ms },
+                Decision::Allow { .. } => ActionMode::Execute,
+            };
+            new.mode = mode;
+            let begun = store.begin_action(&new, now)?;
+            Ok((decision, Some(mode), Some(begun)))
+        })
+        .map_err(internal)?;
+        let (Some(mode), Some(begun)) = (mode, begun) else {
+            auditor.decision(call, &request, &reason, &decision, None);
+            return Err(decision
+                .call_error()
+                .unwrap_or_else(|| CallError::Denied("refused".into())));
         };
-        new = new.with_mode(mode);
-        let begun = store.begin_action(&new, now).map_err(internal)?;
         auditor.decision(
             call,
             &request,
@@ -305,7 +342,8 @@ impl GatedHost {
         let unsent = Unsent::new(&self.core, record.clone());
         self.carry_out(record, unsent).await;
         // Where the send left it: the receipt tells the truth (failed, succeeded, ...).
-        Ok(receipt_of(&store.get_action(&id).map_err(internal)?))
+        let settled = db::blocking(store, "get_action", move |s| s.get_action(&id)).await;
+        Ok(receipt_of(&settled.map_err(internal)?))
     }
 }
 
@@ -365,7 +403,7 @@ impl GatedHost {
     /// `request` without the targets (remediation items, machines to isolate) that this
     /// plugin already asked for on the same Malop, whatever became of them (as a repeated
     /// request is answered from the ledger). Shadowed plans do not count.
-    fn without_targets_asked_before(
+    async fn without_targets_asked_before(
         &self,
         request: &ActionRequest,
     ) -> Result<Remaining, CallError> {
@@ -389,7 +427,11 @@ impl GatedHost {
             malop_id: Some(malop.clone()),
             ..Default::default()
         };
-        let earlier = self.core.store.list_actions(&filter).map_err(internal)?;
+        let earlier = db::blocking(&self.core.store, "list_actions", move |s| {
+            s.list_actions(&filter)
+        })
+        .await
+        .map_err(internal)?;
         let asked = |target: &Target| {
             earlier
                 .iter()
@@ -644,10 +686,8 @@ impl PluginHost for GatedHost {
                     bounds::log_safe(&action_id, EXCERPT_BYTES)
                 ))
             })?;
-            let record = self
-                .core
-                .store
-                .get_action(&id)
+            let record = db::blocking(&self.core.store, "get_action", move |s| s.get_action(&id))
+                .await
                 .map_err(|_| CallError::NotFound(format!("action {action_id}")))?;
             if record.plugin != *self.name() {
                 return Err(CallError::NotFound(format!("action {action_id}")));
@@ -656,10 +696,10 @@ impl PluginHost for GatedHost {
         })
     }
 
+    // The kv imports are synchronous in `PluginHost`: their transactions run with the worker
+    // stepped aside (`db::in_place`).
     fn kv_get(&self, _call: &CallContext, key: &str) -> Option<Vec<u8>> {
-        self.core
-            .store
-            .kv_get(self.name().as_str(), key)
+        db::in_place(|| self.core.store.kv_get(self.name().as_str(), key))
             .ok()
             .flatten()
     }
@@ -667,22 +707,22 @@ impl PluginHost for GatedHost {
     fn kv_set(&self, _call: &CallContext, key: &str, value: Vec<u8>) -> Result<(), CallError> {
         self.take(QuotaKind::KvWrites)
             .map_err(|reason| reason.to_call_error())?;
-        self.core
-            .store
-            .kv_set(
+        db::in_place(|| {
+            self.core.store.kv_set(
                 self.name().as_str(),
                 key,
                 &value,
                 self.core.kv_limit_bytes,
                 now_ms(),
             )
-            .map_err(|e| CallError::InvalidArgument(e.to_string()))
+        })
+        .map_err(|e| CallError::InvalidArgument(e.to_string()))
     }
 
     fn kv_delete(&self, _call: &CallContext, key: &str) {
         // Past the write quota a delete is dropped (the WIT gives it no error to return).
         if self.take(QuotaKind::KvWrites).is_ok() {
-            let _ = self.core.store.kv_delete(self.name().as_str(), key);
+            let _ = db::in_place(|| self.core.store.kv_delete(self.name().as_str(), key));
         }
     }
 

@@ -16,6 +16,7 @@
 
 mod audit;
 pub mod config;
+mod db;
 mod executor;
 mod gated;
 mod health;
@@ -38,6 +39,7 @@ use riposte_domain::{ActionRequest, ElementKind, Malop, MalopId, PluginName, Tim
 use riposte_metrics::Metrics;
 use riposte_policy::{Gate, TargetFacts};
 use riposte_runtime::{CallContext, Entry, InvocationReport, Outcome, PluginHost, Runtime};
+use riposte_store::prelude::*;
 use riposte_store::{ActionRecord, ActionState, Backoff, Handled, NewAction, Store};
 use serde::Serialize;
 use serde_json::json;
@@ -123,7 +125,12 @@ impl Service {
         follow: FollowPolicy,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let store = Arc::new(Store::open(&config.service.database)?);
+        let database = config.service.database.clone();
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || Store::open(&database))
+                .await
+                .context("opening the state database")??,
+        );
         let sink =
             riposte_audit::AuditSink::open(&config.service.audit.path, config.service.audit.fsync)
                 .with_context(|| {
@@ -171,26 +178,16 @@ impl Service {
         }
     }
 
-    /// The budgets left of every plugin and the global ones, now.
-    fn budgets_left(&self) -> Vec<riposte_policy::BudgetStatus> {
-        let now = now_ms();
-        let mut all = Vec::new();
-        match self.gate().budget_status(None, now) {
-            Ok(global) => all.extend(global),
-            Err(e) => tracing::warn!("budget status for metrics: {e}"),
-        }
-        for plugin in self.plugins() {
-            match self.gate().budget_status(Some(&plugin.policy), now) {
-                Ok(list) => all.extend(
-                    list.into_iter()
-                        .filter(|s| matches!(s.scope, riposte_policy::BudgetScope::Plugin(_))),
-                ),
-                Err(e) => {
-                    tracing::warn!(plugin = %plugin.policy.name, "budget status for metrics: {e}")
-                }
-            }
-        }
-        all
+    /// The budgets left of every plugin and the global ones, now (read on the blocking
+    /// pool: the gate counts charges in the store).
+    async fn budgets_left(&self) -> Vec<riposte_policy::BudgetStatus> {
+        let (core, plugins) = (self.core.clone(), self.plugins.clone());
+        tokio::task::spawn_blocking(move || budgets_left(&core.gate, &plugins))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("budget status for metrics: {e}");
+                Vec::new()
+            })
     }
 
     /// The configuration the service runs under (the last one reloaded).
@@ -238,7 +235,7 @@ impl Service {
         self.run_due_intervals(&mut report).await;
         self.core.drain_followers().await;
         self.metrics.cycle();
-        self.metrics.set_budgets(&self.budgets_left());
+        self.metrics.set_budgets(&self.budgets_left().await);
         self.core
             .auditor
             .service_event("poll-cycle", serde_json::to_value(&report)?);
@@ -286,7 +283,11 @@ impl Service {
     ) -> anyhow::Result<bool> {
         let store = &self.core.store;
         let source = format!("crimes/unified:{}", kind.as_api());
-        let watermark = store.watermark(&source)?.unwrap_or(0);
+        let watermark = {
+            let source = source.clone();
+            db::blocking(store, "watermark", move |s| s.watermark(&source)).await?
+        }
+        .unwrap_or(0);
         let overlap_ms = (self.config.service.overlap_window_secs as i64) * 1000;
         let since = match only {
             Some(_) => 0,
@@ -305,14 +306,22 @@ impl Service {
         let mut hold = |t: i64| owed = Some(owed.map_or(t, |o: i64| o.min(t)));
         let mut wanted = Vec::new();
         // In a backfill, another plugin's pause is no reason to list the whole history again.
-        let backfilled_paused = only.is_some_and(|only| {
-            self.plugins
+        let mut backfilled_paused = false;
+        if let Some(only) = only {
+            for plugin in self
+                .plugins
                 .iter()
-                .any(|p| only.contains(&p.policy.name) && self.is_paused(p))
-        });
+                .filter(|p| only.contains(&p.policy.name))
+            {
+                if self.is_paused(plugin).await {
+                    backfilled_paused = true;
+                    break;
+                }
+            }
+        }
         for malop in malops {
             newest = newest.max(malop.last_update_time);
-            let (mut runnable, mut paused) = self.plugins_owing(&malop)?;
+            let (mut runnable, mut paused) = self.plugins_owing(&malop).await?;
             if let Some(only) = only {
                 runnable.retain(|p| only.contains(&p.policy.name));
                 paused &= backfilled_paused;
@@ -335,22 +344,22 @@ impl Service {
                     let details = fetch.await.unwrap_or_else(|e| {
                         Err(anyhow::anyhow!("the details fetch task failed: {e}"))
                     });
-                    (malop, runnable, details)
+                    match details {
+                        Ok(details) => {
+                            let partial = !details.failures.is_empty();
+                            (self.offer(details, runnable).await, partial, None)
+                        }
+                        Err(error) => {
+                            tracing::warn!(malop = %malop.id, "details unavailable, retrying next cycle: {error}");
+                            (Vec::new(), false, Some(malop.last_update_time))
+                        }
+                    }
                 }
             })
             .buffer_unordered(self.config.service.max_detail_fetches.max(1))
-            .flat_map(|(malop, runnable, details)| {
-                let work: Vec<_> = match details {
-                    Ok(details) => {
-                        incomplete += usize::from(!details.failures.is_empty());
-                        self.offer(details, runnable)
-                    }
-                    Err(error) => {
-                        tracing::warn!(malop = %malop.id, "details unavailable, retrying next cycle: {error}");
-                        unavailable.push(malop.last_update_time);
-                        Vec::new()
-                    }
-                };
+            .flat_map(|(work, partial, missed)| {
+                incomplete += usize::from(partial);
+                unavailable.extend(missed);
                 futures::stream::iter(work)
             });
         let batch = self.evaluate_batch(work).await;
@@ -364,7 +373,10 @@ impl Service {
             .for_each(&mut hold);
         if only.is_none() {
             let safe = owed.map_or(newest, |t| newest.min(t - 1));
-            store.set_watermark(&source, safe, now_ms())?;
+            db::blocking(store, "set_watermark", move |s| {
+                s.set_watermark(&source, safe, now_ms())
+            })
+            .await?;
         }
         Ok(owed.is_none())
     }
@@ -373,42 +385,59 @@ impl Service {
     /// plugins that did not handle this view of it yet. A Malop read with unreadable parts is
     /// offered with what the server gave, and the failure is audited, counted and queued to
     /// be read again; a Malop read in full is taken off that queue.
-    fn offer(
+    async fn offer(
         &self,
         details: riposte_client::Details,
         runnable: Vec<Arc<ServicePlugin>>,
     ) -> Vec<(Arc<ServicePlugin>, Arc<Malop>)> {
         let riposte_client::Details { malop, failures } = details;
-        if let Err(e) = self.note_completeness(&malop, &failures) {
+        let malop = Arc::new(malop);
+        if let Err(e) = self.note_completeness(&malop, &failures).await {
             tracing::error!(malop = %malop.id, "recording the Malop's unreadable parts: {e}");
         }
-        let malop = Arc::new(malop);
-        let store = &self.core.store;
+        let names: Vec<PluginName> = runnable.iter().map(|p| p.policy.name.clone()).collect();
+        let view = malop.clone();
+        // Every plugin's mark in one trip to the blocking pool; a mark that cannot be read
+        // counts as not handled (the ledger still answers a repeated action).
+        let handled = db::blocking(&self.core.store, "is_handled", move |s| {
+            Ok(names
+                .iter()
+                .map(|name| {
+                    s.is_handled(
+                        name,
+                        &view.id,
+                        view.last_update_time,
+                        Some(view.unreadable.as_slice()),
+                    )
+                    .unwrap_or(false)
+                })
+                .collect::<Vec<bool>>())
+        })
+        .await
+        .unwrap_or_else(|_| vec![false; runnable.len()]);
         runnable
             .into_iter()
-            .filter(|p| {
-                let handled = store.is_handled(
-                    &p.policy.name,
-                    &malop.id,
-                    malop.last_update_time,
-                    Some(malop.unreadable.as_slice()),
-                );
-                !handled.unwrap_or(false)
-            })
-            .map(|p| (p, malop.clone()))
+            .zip(handled)
+            .filter(|(_, handled)| !handled)
+            .map(|(p, _)| (p, malop.clone()))
             .collect()
     }
 
     /// Audits, counts and queues a Malop read with unreadable parts; audits and unqueues one
     /// read in full that was waiting.
-    fn note_completeness(
+    async fn note_completeness(
         &self,
-        malop: &Malop,
+        malop: &Arc<Malop>,
         failures: &[riposte_client::PartFailure],
     ) -> anyhow::Result<()> {
         let store = &self.core.store;
         if failures.is_empty() {
-            if store.forget_incomplete(&malop.id)? {
+            let id = malop.id.clone();
+            if db::blocking(store, "forget_incomplete", move |s| {
+                s.forget_incomplete(&id)
+            })
+            .await?
+            {
                 tracing::info!(malop = %malop.id, "every part of the Malop can be read now");
                 self.core.auditor.malop_event(
                     "malop-complete",
@@ -437,9 +466,13 @@ impl Service {
             .and_then(|v| v.as_str())
             .unwrap_or("");
         let interval_ms = (self.config.service.poll_interval_secs.max(1) * 1000) as i64;
-        let row = store.record_incomplete(malop, first, now_ms(), |attempts| {
-            reread_delay(interval_ms, attempts)
-        })?;
+        let (read, first) = (malop.clone(), first.to_owned());
+        let row = db::blocking(store, "record_incomplete", move |s| {
+            s.record_incomplete(&read, &first, now_ms(), &|attempts| {
+                reread_delay(interval_ms, attempts)
+            })
+        })
+        .await?;
         tracing::warn!(malop = %malop.id, unreadable = ?malop.unreadable, attempts = row.attempts,
             "offering the Malop without the parts that could not be read; reading it again later");
         if row.attempts == 1 {
@@ -465,9 +498,17 @@ impl Service {
         let store = &self.core.store;
         let now = now_ms();
         let mut work = Vec::new();
-        for row in store.due_incomplete(started, REREAD_PER_CYCLE)? {
+        let due = db::blocking(store, "due_incomplete", move |s| {
+            s.due_incomplete(started, REREAD_PER_CYCLE)
+        })
+        .await?;
+        for row in due {
             if now - row.first_seen_ms > REREAD_GIVE_UP_MS {
-                store.forget_incomplete(&row.malop_id)?;
+                let id = row.malop_id.clone();
+                db::blocking(store, "forget_incomplete", move |s| {
+                    s.forget_incomplete(&id)
+                })
+                .await?;
                 tracing::warn!(malop = %row.malop_id, unreadable = ?row.unreadable, "giving up reading the Malop's missing parts");
                 self.core.auditor.malop_event(
                     "malop-incomplete-given-up",
@@ -483,21 +524,23 @@ impl Service {
                 Err(error) => {
                     tracing::warn!(malop = %row.malop_id, "reading the incomplete Malop again: {error}");
                     let interval_ms = (self.config.service.poll_interval_secs.max(1) * 1000) as i64;
-                    store.reread_failed(&row.malop_id, &error.to_string(), now, |a| {
-                        reread_delay(interval_ms, a)
-                    })?;
+                    let (id, error) = (row.malop_id.clone(), error.to_string());
+                    db::blocking(store, "reread_failed", move |s| {
+                        s.reread_failed(&id, &error, now, &|a| reread_delay(interval_ms, a))
+                    })
+                    .await?;
                     continue;
                 }
             };
-            let (runnable, _paused) = self.plugins_owing(&details.malop)?;
+            let (runnable, _paused) = self.plugins_owing(&details.malop).await?;
             report.incomplete += usize::from(!details.failures.is_empty());
-            work.extend(self.offer(details, runnable));
+            work.extend(self.offer(details, runnable).await);
         }
         let batch = self.evaluate_batch(futures::stream::iter(work)).await;
         report.invocations += batch.invocations;
         report.traps += batch.traps;
-        self.metrics
-            .set_incomplete(store.incomplete_summary()?.count);
+        let summary = db::blocking(store, "incomplete_summary", |s| s.incomplete_summary()).await?;
+        self.metrics.set_incomplete(summary.count);
         Ok(())
     }
 
@@ -517,7 +560,7 @@ impl Service {
             .map(|(plugin, malop)| async move {
                 // A plugin paused by its traps earlier in this batch is offered no more
                 // Malops (they are not marked handled, so they wait for the pause to end).
-                let run = if self.is_paused(&plugin) {
+                let run = if self.is_paused(&plugin).await {
                     None
                 } else {
                     Some(self.run_on_malop(&plugin, &malop).await)
@@ -550,20 +593,21 @@ impl Service {
                 }
             }
             // A Malop is recorded handled only once its invocation's audit is on disk.
+            let updates: Vec<TimestampMs> = marks.iter().map(|m| m.last_update_ms).collect();
             let recorded = match self.core.auditor.barrier() {
-                Ok(()) => self
-                    .core
-                    .store
-                    .mark_handled_all(&marks, now_ms())
-                    .map_err(|e| e.to_string()),
+                Ok(()) => db::blocking(&self.core.store, "mark_handled_all", move |s| {
+                    s.mark_handled_all(&marks, now_ms())
+                })
+                .await
+                .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match recorded {
-                Ok(()) => report.handled += marks.len(),
+                Ok(()) => report.handled += updates.len(),
                 Err(e) => {
                     // Offered again next cycle; the ledger answers what they asked for.
-                    tracing::error!("recording {} Malops handled: {e}", marks.len());
-                    report.owed.extend(marks.iter().map(|m| m.last_update_ms));
+                    tracing::error!("recording {} Malops handled: {e}", updates.len());
+                    report.owed.extend(updates);
                 }
             }
         }
@@ -572,39 +616,63 @@ impl Service {
 
     /// The plugins subscribed to `malop` that have not handled it at its latest update and
     /// can run now, and whether any such plugin is paused.
-    fn plugins_owing(&self, malop: &Malop) -> anyhow::Result<(Vec<Arc<ServicePlugin>>, bool)> {
+    async fn plugins_owing(
+        &self,
+        malop: &Malop,
+    ) -> anyhow::Result<(Vec<Arc<ServicePlugin>>, bool)> {
         let now = now_ms();
+        let subscribed: Vec<(Arc<ServicePlugin>, bool)> = self
+            .plugins
+            .iter()
+            .filter(|p| p.info.subscription.matches(malop))
+            .map(|p| (p.clone(), self.health.known_healthy(&p.policy.name)))
+            .collect();
+        if subscribed.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let names: Vec<(PluginName, bool)> = subscribed
+            .iter()
+            .map(|(p, healthy)| (p.policy.name.clone(), *healthy))
+            .collect();
+        let (id, last_update, unreadable) = (
+            malop.id.clone(),
+            malop.last_update_time,
+            malop.unreadable.clone(),
+        );
+        // Every read of the Malop's marks in one trip to the blocking pool: per plugin,
+        // `None` if it handled this view, else whether it is paused.
+        let owed = db::blocking(&self.core.store, "plugins_owing", move |s| {
+            // A Malop from a poll's list: whether its parts can be read is not known yet,
+            // unless it waits to be read again (then its last read stands until it is due).
+            let waiting = if unreadable.is_empty() {
+                s.waiting_parts(&id, last_update, now)?
+            } else {
+                None
+            };
+            let view = match &waiting {
+                Some(parts) => Some(parts.as_slice()),
+                None => (!unreadable.is_empty()).then_some(unreadable.as_slice()),
+            };
+            let mut owed = Vec::with_capacity(names.len());
+            for (name, healthy) in &names {
+                if s.is_handled(name, &id, last_update, view)? {
+                    owed.push(None);
+                } else {
+                    owed.push(Some(
+                        !healthy && s.paused_until(name.as_str(), now)?.is_some(),
+                    ));
+                }
+            }
+            Ok(owed)
+        })
+        .await?;
         let mut runnable = Vec::new();
         let mut paused = false;
-        // A Malop from a poll's list: whether its parts can be read is not known yet, unless
-        // it waits to be read again (then its last read stands until it is due).
-        let waiting = if malop.unreadable.is_empty() {
-            self.core
-                .store
-                .waiting_parts(&malop.id, malop.last_update_time, now)?
-        } else {
-            None
-        };
-        let view = match &waiting {
-            Some(parts) => Some(parts.as_slice()),
-            None => (!malop.unreadable.is_empty()).then_some(malop.unreadable.as_slice()),
-        };
-        for plugin in &self.plugins {
-            let name = &plugin.policy.name;
-            if !plugin.info.subscription.matches(malop)
-                || self
-                    .core
-                    .store
-                    .is_handled(name, &malop.id, malop.last_update_time, view)?
-            {
-                continue;
-            }
-            if !self.health.known_healthy(name)
-                && self.core.store.paused_until(name.as_str(), now)?.is_some()
-            {
-                paused = true;
-            } else {
-                runnable.push(plugin.clone());
+        for ((plugin, _), owed) in subscribed.into_iter().zip(owed) {
+            match owed {
+                None => {}
+                Some(true) => paused = true,
+                Some(false) => runnable.push(plugin),
             }
         }
         Ok((runnable, paused))
@@ -621,7 +689,11 @@ impl Service {
                 last_update_ms: malop.last_update_time,
                 unreadable: malop.unreadable.clone(),
             };
-            if let Err(e) = self.core.store.mark_handled_all(&[mark], now_ms()) {
+            let marked = db::blocking(&self.core.store, "mark_handled_all", move |s| {
+                s.mark_handled_all(&[mark], now_ms())
+            })
+            .await;
+            if let Err(e) = marked {
                 tracing::error!(plugin = %plugin.policy.name, "recording the Malop handled: {e}");
             }
         }
@@ -636,7 +708,7 @@ impl Service {
         let report = self
             .invoke(plugin, call, Entry::Malop(malop), Some(malop))
             .await;
-        let handled = !report.outcome.is_trap() && self.clean_run(plugin, traps_before);
+        let handled = !report.outcome.is_trap() && self.clean_run(plugin, traps_before).await;
         MalopRun { report, handled }
     }
 
@@ -673,20 +745,22 @@ impl Service {
             .auditor
             .invocation(&call, export, &report, host.quota_use());
         if let Outcome::Stopped { reason } = &report.outcome {
-            self.record_trap(plugin, reason);
+            self.record_trap(plugin, reason).await;
         }
         report
     }
 
     /// Counts a trap towards pausing `plugin`, and audits the pause if it starts one.
-    fn record_trap(&self, plugin: &ServicePlugin, reason: &impl std::fmt::Display) {
+    async fn record_trap(&self, plugin: &ServicePlugin, reason: &impl std::fmt::Display) {
         let name = plugin.policy.name.as_str();
         // The trap's audit record reaches the disk before the trap count it explains (a
         // failure is logged; the trap still counts).
         let _ = self.core.auditor.barrier();
-        let recorded = self.health.trap(&plugin.policy.name, || {
-            self.core.store.record_trap(name, now_ms(), &self.backoff)
+        let (trapped, backoff) = (name.to_owned(), self.backoff);
+        let write = db::blocking(&self.core.store, "record_trap", move |s| {
+            s.record_trap(&trapped, now_ms(), &backoff)
         });
+        let recorded = self.health.trap(&plugin.policy.name, write).await;
         match recorded {
             Ok(pause) => {
                 if let Some(until) = pause.paused_until_ms {
@@ -708,11 +782,13 @@ impl Service {
     /// After a clean run of `plugin` that began when this process had recorded
     /// `traps_before` of its traps: resets its count of traps in a row and any pause (see
     /// [`HealthBook::clean_run`]). `false` if that failed.
-    fn clean_run(&self, plugin: &ServicePlugin, traps_before: u64) -> bool {
+    async fn clean_run(&self, plugin: &ServicePlugin, traps_before: u64) -> bool {
         let name = &plugin.policy.name;
-        let reset = self.health.clean_run(name, traps_before, || {
-            self.core.store.record_success(name.as_str())
+        let cleaned = name.clone();
+        let write = db::blocking(&self.core.store, "record_success", move |s| {
+            s.record_success(cleaned.as_str())
         });
+        let reset = self.health.clean_run(name, traps_before, write).await;
         if let Err(e) = &reset {
             tracing::error!(plugin = %name, "recording the invocation: {e}");
         }
@@ -720,27 +796,33 @@ impl Service {
     }
 
     /// Whether `plugin` is paused now (a store read only when its health is not known).
-    fn is_paused(&self, plugin: &ServicePlugin) -> bool {
+    async fn is_paused(&self, plugin: &ServicePlugin) -> bool {
         let name = &plugin.policy.name;
-        !self.health.known_healthy(name)
-            && matches!(
-                self.core.store.paused_until(name.as_str(), now_ms()),
-                Ok(Some(_))
-            )
+        if self.health.known_healthy(name) {
+            return false;
+        }
+        let name = name.clone();
+        matches!(
+            db::blocking(&self.core.store, "paused_until", move |s| {
+                s.paused_until(name.as_str(), now_ms())
+            })
+            .await,
+            Ok(Some(_))
+        )
     }
 
     async fn run_due_intervals(&self, report: &mut CycleReport) {
         let now = now_ms();
         for plugin in &self.plugins {
             // A paused plugin runs nothing, its interval hook included.
-            if self.is_paused(plugin) || !plugin.interval_due(now) {
+            if !plugin.interval_due(now) || self.is_paused(plugin).await {
                 continue;
             }
             let traps_before = self.health.traps(&plugin.policy.name);
             let call = CallContext::for_interval(plugin.identity(), now, plugin.values.clone());
             let outcome = self.invoke(plugin, call, Entry::Interval(now), None).await;
             if !outcome.outcome.is_trap() {
-                self.clean_run(plugin, traps_before);
+                self.clean_run(plugin, traps_before).await;
             }
             report.invocations += 1;
             report.traps += usize::from(outcome.outcome.is_trap());
@@ -751,13 +833,19 @@ impl Service {
     async fn settle_approvals(&self) -> anyhow::Result<usize> {
         let store = &self.core.store;
         let now = now_ms();
-        for id in store.expire_due(now)? {
-            let record = store.get_action(&id)?;
+        let expired = db::blocking(store, "expire_due", move |s| {
+            s.expire_due(now)?
+                .iter()
+                .map(|id| s.get_action(id))
+                .collect::<riposte_store::Result<Vec<_>>>()
+        })
+        .await?;
+        for record in &expired {
             self.core
                 .auditor
-                .operator_event("approval-expired", &record, "riposte", None);
+                .operator_event("approval-expired", record, "riposte", None);
         }
-        let claimed = store.claim_approved(now)?;
+        let claimed = db::blocking(store, "claim_approved", move |s| s.claim_approved(now)).await?;
         for record in &claimed {
             self.execute_approved(record).await?;
         }
@@ -768,10 +856,13 @@ impl Service {
         let configured = self.plugin_named(&record.plugin);
         let policy = configured.map_or_else(|| orphan_policy(record), |p| p.policy.clone());
         let (facts, pylums) = self.machine_facts(record.malop_id.as_ref()).await;
+        let request = record.request.clone();
         let decision = self
             .core
-            .gate
-            .decide_approved(&policy, &record.request, &facts, now_ms());
+            .decide_off_worker(move |gate| {
+                gate.decide_approved(&policy, &request, &facts, now_ms())
+            })
+            .await;
         self.core.auditor.operator_event(
             "approved-action",
             record,
@@ -779,12 +870,11 @@ impl Service {
             Some(decision.to_record()),
         );
         if let Some(error) = decision.call_error() {
-            self.core.store.finish(
-                &record.id,
-                riposte_store::Outcome::Failed,
-                Some(&error.to_string()),
-                now_ms(),
-            )?;
+            let (id, error) = (record.id.clone(), error.to_string());
+            db::blocking(&self.core.store, "finish", move |s| {
+                s.finish(&id, riposte_store::Outcome::Failed, Some(&error), now_ms())
+            })
+            .await?;
             return Ok(());
         }
         if configured.is_some() {
@@ -802,9 +892,12 @@ impl Service {
     /// (`riposte approvals approve|deny`); one already accepted by the server (a remediation
     /// being followed) is only followed.
     async fn recover(&self) -> anyhow::Result<usize> {
-        let unresolved = self.core.store.unresolved_actions()?;
+        let unresolved = db::blocking(&self.core.store, "unresolved_actions", |s| {
+            s.unresolved_actions()
+        })
+        .await?;
         for record in &unresolved {
-            if self.plugin_named(&record.plugin).is_none() && self.hold_orphan(record)? {
+            if self.plugin_named(&record.plugin).is_none() && self.hold_orphan(record).await? {
                 continue;
             }
             // Only an isolation needs its machines' sensor ids: no details fetch otherwise.
@@ -822,14 +915,15 @@ impl Service {
 
     /// Holds an unresolved action of a plugin no longer configured for an operator's
     /// decision; `false` if it needs no sending (a remediation being followed).
-    fn hold_orphan(&self, record: &ActionRecord) -> anyhow::Result<bool> {
+    async fn hold_orphan(&self, record: &ActionRecord) -> anyhow::Result<bool> {
         let now = now_ms();
         let expires = now
             .saturating_add((self.config.policy.approvals.expiry_secs as i64).saturating_mul(1000));
-        let held = self
-            .core
-            .store
-            .hold_for_operator(&record.id, expires, now)?;
+        let id = record.id.clone();
+        let held = db::blocking(&self.core.store, "hold_for_operator", move |s| {
+            s.hold_for_operator(&id, expires, now)
+        })
+        .await?;
         if held {
             tracing::warn!(action = %record.id, plugin = %record.plugin, "plugin no longer configured: the unresolved action waits for an operator (riposte approvals approve|deny)");
             self.core
@@ -842,10 +936,15 @@ impl Service {
     /// Applies the recorded inverse of an executed action, through the gate and the audit.
     pub async fn undo(&self, action: &str, by: &str) -> anyhow::Result<ActionRecord> {
         let store = &self.core.store;
-        let id = store.resolve_action_id(action)?;
-        let original = store.get_action(&id)?;
-        let undo = store
-            .get_undo(&id)?
+        let typed = action.to_owned();
+        let (id, original, undo) = db::blocking(store, "undo", move |s| {
+            let id = s.resolve_action_id(&typed)?;
+            let original = s.get_action(&id)?;
+            let undo = s.get_undo(&id)?;
+            Ok((id, original, undo))
+        })
+        .await?;
+        let undo = undo
             .with_context(|| format!("action {id} has no recorded inverse (it was not executed, or its kind cannot be undone)"))?;
         // Refused before the gate: a second undo must neither spend budget nor be audited
         // as an undo.
@@ -869,26 +968,36 @@ impl Service {
             format!("undo of {id} requested by {by}"),
         );
         let (facts, pylums) = self.machine_facts(original.malop_id.as_ref()).await;
-        let decision =
-            self.core
-                .gate
-                .decide_approved(&plugin.policy, &new.request, &facts, now_ms());
+        let (policy, request) = (plugin.policy.clone(), new.request.clone());
+        let decision = self
+            .core
+            .decide_off_worker(move |gate| {
+                gate.decide_approved(&policy, &request, &facts, now_ms())
+            })
+            .await;
         self.core
             .auditor
             .operator_event("undo", &original, by, Some(decision.to_record()));
         if let Some(error) = decision.call_error() {
             anyhow::bail!("the gate refused the undo of {id}: {error}");
         }
-        let begun = store.begin_action(&new, now_ms())?;
-        let record = store.get_action(begun.action_id())?;
+        let record = db::blocking(store, "begin_action", move |s| {
+            let begun = s.begin_action(&new, now_ms())?;
+            s.get_action(begun.action_id())
+        })
+        .await?;
         let state = match record.state {
             ActionState::Planned => self.core.executor.execute(&record, &pylums).await,
             other => other,
         };
-        if state == ActionState::Succeeded {
-            store.mark_undone(&id, &record.id, by, now_ms())?;
-        }
-        Ok(store.get_action(&record.id)?)
+        let (undone_by, undo_id) = (by.to_owned(), record.id.clone());
+        Ok(db::blocking(store, "mark_undone", move |s| {
+            if state == ActionState::Succeeded {
+                s.mark_undone(&id, &undo_id, &undone_by, now_ms())?;
+            }
+            s.get_action(&undo_id)
+        })
+        .await?)
     }
 
     /// The recorded inverse as the server takes it now: an unquarantine addresses the
@@ -937,6 +1046,28 @@ impl Service {
             }
         }
     }
+}
+
+/// The budgets left of every plugin of `plugins` and the global ones, now.
+fn budgets_left(gate: &Gate, plugins: &[Arc<ServicePlugin>]) -> Vec<riposte_policy::BudgetStatus> {
+    let now = now_ms();
+    let mut all = Vec::new();
+    match gate.budget_status(None, now) {
+        Ok(global) => all.extend(global),
+        Err(e) => tracing::warn!("budget status for metrics: {e}"),
+    }
+    for plugin in plugins {
+        match gate.budget_status(Some(&plugin.policy), now) {
+            Ok(list) => all.extend(
+                list.into_iter()
+                    .filter(|s| matches!(s.scope, riposte_policy::BudgetScope::Plugin(_))),
+            ),
+            Err(e) => {
+                tracing::warn!(plugin = %plugin.policy.name, "budget status for metrics: {e}")
+            }
+        }
+    }
+    all
 }
 
 /// A Malop in as much detail as the server gives, for the poller.

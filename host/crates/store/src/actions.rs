@@ -15,6 +15,7 @@
 //! ```
 
 use super::{Failure, Op, Refusal, Result, Store};
+use crate::repos::ActionLedger;
 use riposte_domain::{
     ActionKind, ActionRequest, KeyKind, MalopId, PluginName, RemediationId, RemediationProgress,
     Sha256Digest,
@@ -292,7 +293,7 @@ pub enum ActionMode {
     },
 }
 
-/// An action to record with [`Store::begin_action`].
+/// An action to record with [`crate::ActionLedger::begin_action`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewAction {
     /// Its idempotency key.
@@ -354,7 +355,7 @@ impl NewAction {
     }
 }
 
-/// The answer of [`Store::begin_action`].
+/// The answer of [`crate::ActionLedger::begin_action`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum BeginOutcome {
     /// The action is new and recorded: go ahead (for [`ActionMode::Execute`]).
@@ -374,7 +375,7 @@ impl BeginOutcome {
     }
 }
 
-/// The final outcome given to [`Store::finish`].
+/// The final outcome given to [`crate::ActionLedger::finish`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The server reports success.
@@ -395,7 +396,7 @@ impl Outcome {
     }
 }
 
-/// What to do after a failed attempt to send an action ([`Store::record_failed_attempt`]).
+/// What to do after a failed attempt to send an action ([`crate::ActionLedger::record_failed_attempt`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RetryDecision {
     /// Stays [`ActionState::Planned`]: send it again (this many attempts failed so far).
@@ -484,7 +485,7 @@ impl ActionRecord {
         }
     }
 
-    /// The record [`Store::begin_action`] wrote for `new` as [`ActionState::Planned`] at
+    /// The record [`crate::ActionLedger::begin_action`] wrote for `new` as [`ActionState::Planned`] at
     /// `now_ms` under `id`, without reading it back.
     pub fn planned(id: ActionId, new: &NewAction, now_ms: i64) -> Self {
         Self {
@@ -514,7 +515,7 @@ impl ActionRecord {
     }
 }
 
-/// Which actions [`Store::list_actions`] returns. The default lists every action.
+/// Which actions [`crate::ActionLedger::list_actions`] returns. The default lists every action.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ActionFilter {
     /// Only these states (any if empty).
@@ -717,12 +718,8 @@ fn progress_text(progress: RemediationProgress) -> String {
     progress.serde_name()
 }
 
-impl Store {
-    /// Records a new action under its key, atomically: if no action has the key, inserts it
-    /// (as `Planned`, `Shadowed` or `AwaitingApproval` with its approval) and commits before
-    /// returning [`BeginOutcome::New`]; if one exists, returns it untouched as
-    /// [`BeginOutcome::AlreadyExists`], whatever its state, so nothing is re-sent.
-    pub fn begin_action(&self, new: &NewAction, now_ms: i64) -> Result<BeginOutcome> {
+impl ActionLedger for Store {
+    fn begin_action(&self, new: &NewAction, now_ms: i64) -> Result<BeginOutcome> {
         // A shadowed action sends nothing: its row may wait for the next durable commit (the
         // Malop's handled mark, at the latest), see the module docs.
         let durability = match new.mode {
@@ -796,9 +793,7 @@ impl Store {
         })
     }
 
-    /// `Planned` → `Submitted`: the server accepted the action. Records its remediation id (if
-    /// any) and its answer (per-machine results).
-    pub fn mark_submitted(
+    fn mark_submitted(
         &self,
         id: &ActionId,
         remediation_id: Option<&RemediationId>,
@@ -824,9 +819,7 @@ impl Store {
         })
     }
 
-    /// `Submitted`/`Following` → `Following`: records one progress poll. A final progress
-    /// does not finish the action: call [`Store::finish`].
-    pub fn record_progress(
+    fn record_progress(
         &self,
         id: &ActionId,
         progress: RemediationProgress,
@@ -857,9 +850,7 @@ impl Store {
         })
     }
 
-    /// `Planned`/`Submitted`/`Following` → `Succeeded`/`Failed`/`TimedOut`. `detail` is kept
-    /// as the record's `last_error` for a failure or a timeout.
-    pub fn finish(
+    fn finish(
         &self,
         id: &ActionId,
         outcome: Outcome,
@@ -879,11 +870,7 @@ impl Store {
         })
     }
 
-    /// Records a failed attempt to send a `Planned` action whose failure is known to be
-    /// retryable (the server did not take it). Below `max_attempts` failures it stays
-    /// `Planned` and may be sent again; at the bound it becomes `Failed`. An attempt whose
-    /// outcome is *unknown* (a timeout after sending) must be checked on the server first.
-    pub fn record_failed_attempt(
+    fn record_failed_attempt(
         &self,
         id: &ActionId,
         error: &str,
@@ -927,9 +914,7 @@ impl Store {
         })
     }
 
-    /// The actions left `Planned`, `Submitted` or `Following` (by a crash, or still in
-    /// flight), oldest first. Check each on the server before re-sending anything.
-    pub fn unresolved_actions(&self) -> Result<Vec<ActionRecord>> {
+    fn unresolved_actions(&self) -> Result<Vec<ActionRecord>> {
         self.list_actions(&ActionFilter {
             states: ActionState::UNRESOLVED.to_vec(),
             ..ActionFilter::default()
@@ -940,13 +925,11 @@ impl Store {
         })
     }
 
-    /// One action.
-    pub fn get_action(&self, id: &ActionId) -> Result<ActionRecord> {
+    fn get_action(&self, id: &ActionId) -> Result<ActionRecord> {
         self.read("get_action", |tx| load(tx, id))
     }
 
-    /// The action with this key, if any.
-    pub fn find_action_by_key(&self, key: &ActionKey) -> Result<Option<ActionRecord>> {
+    fn find_action_by_key(&self, key: &ActionKey) -> Result<Option<ActionRecord>> {
         self.read("find_action_by_key", |tx| {
             tx.query_row(
                 &format!("SELECT {COLUMNS} FROM actions WHERE action_key = ?1"),
@@ -959,9 +942,7 @@ impl Store {
         })
     }
 
-    /// The full id of the one action whose id starts with `prefix` (at least 4 hex digits),
-    /// for operators who type a short id.
-    pub fn resolve_action_id(&self, prefix: &str) -> Result<ActionId> {
+    fn resolve_action_id(&self, prefix: &str) -> Result<ActionId> {
         self.read("resolve_action_id", |tx| {
             if prefix.len() < 4
                 || prefix.len() > 32
@@ -988,8 +969,7 @@ impl Store {
         })
     }
 
-    /// The actions matching `filter`, newest first.
-    pub fn list_actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
+    fn list_actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
         self.read("list_actions", |tx| {
             let mut sql = format!("SELECT {COLUMNS} FROM actions WHERE 1 = 1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();

@@ -1,5 +1,5 @@
 //! The approvals queue's rows: where an approval is, and how a pending one enters the queue
-//! (inside [`Store::begin_action`](super::Store::begin_action), in the action's own
+//! (inside [`ActionLedger::begin_action`](crate::ActionLedger::begin_action), in the action's own
 //! transaction). Below both the action ledger and the approval decisions, which use it.
 
 use super::{ActionId, Op};
@@ -45,7 +45,7 @@ impl fmt::Display for ApprovalStatus {
     }
 }
 
-/// Enqueues the approval of a just-inserted action (inside [`Store::begin_action`]).
+/// Enqueues the approval of a just-inserted action (inside [`crate::ActionLedger::begin_action`]).
 pub(crate) fn enqueue(
     tx: &Transaction<'_>,
     id: &ActionId,

@@ -2,13 +2,14 @@
 //! `AwaitingApproval`, bound to the sha256 of its exact request, until an operator approves
 //! or denies it or it expires. An approved action is claimed for execution exactly once.
 //!
-//! The approval is enqueued by [`Store::begin_action`] with [`super::ActionMode::AwaitApproval`],
+//! The approval is enqueued by [`crate::ActionLedger::begin_action`] with [`super::ActionMode::AwaitApproval`],
 //! in the same transaction that records the action: there is no moment at which a crash
 //! could leave a held action looking like one to execute.
 
 use super::actions::{COLUMNS, RawAction, check_state, load, load_raw, one_row};
 use super::approval_queue::ApprovalStatus;
 use super::{ActionId, ActionRecord, ActionState, Failure, Op, Refusal, Result, Store};
+use crate::repos::Approvals;
 use riposte_domain::Sha256Digest;
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -17,7 +18,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 pub struct PendingApproval {
     /// The action (its request, plugin, Malop and reason).
     pub action: ActionRecord,
-    /// The hash the approval is bound to: show it, and pass it back to [`Store::approve`].
+    /// The hash the approval is bound to: show it, and pass it back to [`crate::Approvals::approve`].
     pub action_hash: Sha256Digest,
     /// When it was enqueued (ms).
     pub requested_at_ms: i64,
@@ -130,9 +131,8 @@ fn check_pending(
     Ok(Ok(row))
 }
 
-impl Store {
-    /// The approvals waiting for a decision and not yet expired at `now_ms`, oldest first.
-    pub fn list_pending(&self, now_ms: i64) -> Result<Vec<PendingApproval>> {
+impl Approvals for Store {
+    fn list_pending(&self, now_ms: i64) -> Result<Vec<PendingApproval>> {
         self.read("list_pending", |tx| {
             let mut stmt = tx.prepare(&format!(
                 "SELECT {COLUMNS}, approvals.action_hash, approvals.requested_at_ms, \
@@ -167,11 +167,7 @@ impl Store {
         })
     }
 
-    /// Approves the action `id` on behalf of `by`. Refused if the approval is unknown,
-    /// already decided, expired (it is then marked expired), or if the action no longer
-    /// matches the hash the approval is bound to; when `seen_hash` is given (the hash the
-    /// operator was shown), refused too unless it is that same hash.
-    pub fn approve(
+    fn approve(
         &self,
         id: &ActionId,
         by: &str,
@@ -212,9 +208,7 @@ impl Store {
         })
     }
 
-    /// Denies the action `id` on behalf of `by`. Refused if unknown, already decided or
-    /// expired.
-    pub fn deny(&self, id: &ActionId, by: &str, now_ms: i64) -> Result<()> {
+    fn deny(&self, id: &ActionId, by: &str, now_ms: i64) -> Result<()> {
         self.write_then("deny", |tx| {
             if let Err(refusal) = check_pending(tx, id, now_ms)? {
                 return Ok(Err(refusal));
@@ -224,9 +218,7 @@ impl Store {
         })
     }
 
-    /// Marks every pending approval whose expiry is at or before `now_ms` as expired (and its
-    /// action `Expired`); returns their ids.
-    pub fn expire_due(&self, now_ms: i64) -> Result<Vec<ActionId>> {
+    fn expire_due(&self, now_ms: i64) -> Result<Vec<ActionId>> {
         self.write("expire_due", |tx| {
             let ids: Vec<String> = tx
                 .prepare(
@@ -252,12 +244,7 @@ impl Store {
         })
     }
 
-    /// Claims every approved, unclaimed action for execution: each moves `Approved` →
-    /// `Planned` (guarded, in one transaction), so exactly one caller receives it; from there
-    /// it follows the normal path (`mark_submitted`, ...) and shows in
-    /// [`Store::unresolved_actions`] after a crash. An action whose request no longer matches
-    /// its approval hash is not returned: it is marked `Failed`.
-    pub fn claim_approved(&self, now_ms: i64) -> Result<Vec<ActionRecord>> {
+    fn claim_approved(&self, now_ms: i64) -> Result<Vec<ActionRecord>> {
         self.write("claim_approved", |tx| {
             let rows: Vec<(String, String)> = tx
                 .prepare(
@@ -317,10 +304,7 @@ impl Store {
         })
     }
 
-    /// Puts the expired approval of `id` back in the queue until `expires_at_ms`, bound to
-    /// the same hash (for instance when its Malop is updated and the plugin asks again):
-    /// `Expired` → `AwaitingApproval`. A denied action stays denied.
-    pub fn requeue_expired(&self, id: &ActionId, expires_at_ms: i64, now_ms: i64) -> Result<()> {
+    fn requeue_expired(&self, id: &ActionId, expires_at_ms: i64, now_ms: i64) -> Result<()> {
         let to = ActionState::AwaitingApproval;
         self.write("requeue_expired", |tx| {
             if expires_at_ms <= now_ms {
@@ -351,17 +335,7 @@ impl Store {
         })
     }
 
-    /// Holds an unresolved action for an operator's decision: `Planned`, or `Submitted` with
-    /// no remediation id (its outcome unknown) → `AwaitingApproval`, with a pending approval
-    /// bound to its request until `expires_at_ms`. Recovery uses this for an action whose
-    /// plugin is no longer configured: it is sent again only once an operator approves it,
-    /// and looked for on the server first. `Ok(false)`: not in such a state, left alone.
-    pub fn hold_for_operator(
-        &self,
-        id: &ActionId,
-        expires_at_ms: i64,
-        now_ms: i64,
-    ) -> Result<bool> {
+    fn hold_for_operator(&self, id: &ActionId, expires_at_ms: i64, now_ms: i64) -> Result<bool> {
         let to = ActionState::AwaitingApproval;
         self.write("hold_for_operator", |tx| {
             let raw = load_raw(tx, id)?.ok_or_else(|| Failure::NotFound(format!("action {id}")))?;
@@ -397,8 +371,7 @@ impl Store {
         })
     }
 
-    /// How many approvals are pending (not yet expired) at `now_ms`.
-    pub fn pending_approvals_count(&self, now_ms: i64) -> Result<u64> {
+    fn pending_approvals_count(&self, now_ms: i64) -> Result<u64> {
         self.read("pending_approvals_count", |tx| {
             let n: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM approvals WHERE status = ?1 AND expires_at_ms > ?2",
@@ -413,6 +386,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
     use crate::{ActionMode, BeginOutcome, NewAction, request_hash};
     use riposte_domain::{ActionRequest, MachineGuid, MalopId, PluginName};
 

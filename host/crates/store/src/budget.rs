@@ -8,6 +8,7 @@
 //! drops out exactly `window` after it was spent.
 
 use super::{Refusal, Result, Store};
+use crate::repos::BudgetCounters;
 use rusqlite::{Transaction, params};
 
 /// One budget a spend must fit in.
@@ -23,7 +24,7 @@ pub struct BudgetCharge {
     pub max: u32,
 }
 
-/// The answer of [`Store::spend`] and [`Store::spend_all`].
+/// The answer of [`crate::BudgetCounters::spend`] and [`crate::BudgetCounters::spend_all`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum SpendOutcome {
     /// Recorded: every target was charged to every budget.
@@ -74,10 +75,8 @@ fn count_used(
     Ok(n.clamp(0, u32::MAX as i64) as u32)
 }
 
-impl Store {
-    /// Charges `targets` (deduplicated, one unit each) to one budget, all or nothing. See
-    /// [`Store::spend_all`].
-    pub fn spend(
+impl BudgetCounters for Store {
+    fn spend(
         &self,
         scope: &str,
         kind: &str,
@@ -98,11 +97,7 @@ impl Store {
         )
     }
 
-    /// Charges `targets` (deduplicated, one unit each) to every budget in `charges`, in one
-    /// transaction: either every budget has room and all are charged, or nothing is recorded
-    /// and the first budget without room is reported. A spend with no targets is granted
-    /// and records nothing.
-    pub fn spend_all(
+    fn spend_all(
         &self,
         charges: &[BudgetCharge],
         targets: &[String],
@@ -151,16 +146,13 @@ impl Store {
         })
     }
 
-    /// Targets spent in the window `(now - window, now]` of one budget.
-    pub fn used(&self, scope: &str, kind: &str, window_secs: u64, now_ms: i64) -> Result<u32> {
+    fn used(&self, scope: &str, kind: &str, window_secs: u64, now_ms: i64) -> Result<u32> {
         self.read("budget_used", |tx| {
             Ok(count_used(tx, scope, kind, window_secs, now_ms)?)
         })
     }
 
-    /// When an action was last charged on `target` (any scope, any kind), for cooldowns.
-    /// Only as far back as [`Store::prune_budget_events`] keeps.
-    pub fn last_action_on(&self, target: &str) -> Result<Option<i64>> {
+    fn last_action_on(&self, target: &str) -> Result<Option<i64>> {
         self.read("last_action_on", |tx| {
             Ok(tx.query_row(
                 "SELECT MAX(at_ms) FROM budget_events WHERE target = ?1",
@@ -170,9 +162,7 @@ impl Store {
         })
     }
 
-    /// Deletes the budget events at or before `before_ms`. Pass `now` minus the longest
-    /// window *and* the longest cooldown in the policy. Returns how many were deleted.
-    pub fn prune_budget_events(&self, before_ms: i64) -> Result<usize> {
+    fn prune_budget_events(&self, before_ms: i64) -> Result<usize> {
         self.write("prune_budget_events", |tx| {
             Ok(tx.execute("DELETE FROM budget_events WHERE at_ms <= ?1", [before_ms])?)
         })

@@ -2,12 +2,14 @@
 //! every allowed action, counted by budgets whose selector matches the kind and by
 //! per-target cooldowns.
 //!
-//! [`Store::spend_charges`] is the atomic step `policy::BudgetLedger::try_spend` needs: in
+//! [`Budgets::spend_charges_checked`] (and [`crate::BudgetsExt::spend_charges`] over it) is
+//! the atomic step `policy::BudgetLedger::try_spend` needs: in
 //! one `BEGIN IMMEDIATE` transaction it hands the policy's checks a [`ChargeView`] of the
 //! recorded charges and records the new charges only if the checks refuse nothing, so two
 //! concurrent decisions (threads or processes) cannot both squeeze under the same budget.
 
-use super::{Error, Failure, Result, Store};
+use super::{Failure, Result, Store};
+use crate::repos::{Budgets, ChargeCheck, ChargeReads, ChargeView, SpendCheck};
 use riposte_domain::{ActionKind, PluginName, TimestampMs};
 use rusqlite::{Transaction, params};
 
@@ -21,16 +23,14 @@ pub struct ChargeItem {
     pub target: String,
 }
 
-/// Reads of the recorded charges, inside the transaction of [`Store::spend_charges`].
-pub struct ChargeView<'a> {
+/// The reads of [`ChargeReads`] inside the transaction of a spend.
+struct TxCharges<'a> {
     tx: &'a Transaction<'a>,
     store: &'a Store,
 }
 
-impl ChargeView<'_> {
-    /// Charges of `plugin` (of every plugin for `None`) whose kind is one of `kinds`, made
-    /// strictly after `since_ms`.
-    pub fn count(
+impl ChargeReads for TxCharges<'_> {
+    fn count(
         &mut self,
         plugin: Option<&PluginName>,
         kinds: &[ActionKind],
@@ -39,8 +39,7 @@ impl ChargeView<'_> {
         count(self.tx, plugin, kinds, since_ms).map_err(|f| self.store.tag("spend_charges", f))
     }
 
-    /// The time of the latest charge of `plugin` for `kind` on `target`.
-    pub fn last_charge(
+    fn last_charge(
         &mut self,
         plugin: &PluginName,
         kind: ActionKind,
@@ -87,18 +86,14 @@ fn last(
     )?)
 }
 
-impl Store {
-    /// Atomically: runs `check` against the recorded charges and, if it returns `Ok(None)`,
-    /// records every item of `charges` for `plugin` at `now_ms` and commits. If `check`
-    /// returns `Ok(Some(refusal))` or an error, nothing is recorded. The implementation of
-    /// `policy::BudgetLedger::try_spend` is this with `policy::evaluate_plan` as `check`.
-    pub fn spend_charges<R, E: From<Error>>(
+impl Budgets for Store {
+    fn spend_charges_checked(
         &self,
         plugin: &PluginName,
         charges: &[ChargeItem],
         now_ms: TimestampMs,
-        check: impl FnOnce(&mut ChargeView<'_>) -> std::result::Result<Option<R>, E>,
-    ) -> std::result::Result<Option<R>, E> {
+        check: &mut SpendCheck<'_>,
+    ) -> Result<ChargeCheck> {
         let mut guard = self.lock();
         guard
             .set_durability(super::Durability::Durable)
@@ -107,12 +102,12 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.tag("spend_charges", e.into()))?;
-        let refusal = check(&mut ChargeView {
+        let decided = check(&mut ChargeView::new(&mut TxCharges {
             tx: &tx,
             store: self,
-        })?;
-        if refusal.is_some() {
-            return Ok(refusal);
+        }))?;
+        if decided == ChargeCheck::Discard {
+            return Ok(decided);
         }
         let record = || -> std::result::Result<(), Failure> {
             let mut insert = tx.prepare(
@@ -132,13 +127,10 @@ impl Store {
         record().map_err(|f| self.tag("spend_charges", f))?;
         tx.commit()
             .map_err(|e| self.tag("spend_charges", e.into()))?;
-        Ok(None)
+        Ok(decided)
     }
 
-    /// For each of `charges`, deletes the latest charge of `plugin` with its kind and target
-    /// made at or after `since_ms`, in one transaction: units given back because the action
-    /// never reached the server or the server rejected the target. Returns how many.
-    pub fn refund_charges(
+    fn refund_charges(
         &self,
         plugin: &PluginName,
         charges: &[ChargeItem],
@@ -158,9 +150,7 @@ impl Store {
         })
     }
 
-    /// Charges of `plugin` (every plugin for `None`) of one of `kinds` made strictly after
-    /// `since_ms`: what a budget has used, for `riposte status`.
-    pub fn charges_used(
+    fn charges_used(
         &self,
         plugin: Option<&PluginName>,
         kinds: &[ActionKind],
@@ -169,8 +159,7 @@ impl Store {
         self.read("charges_used", |tx| count(tx, plugin, kinds, since_ms))
     }
 
-    /// The latest charge of `plugin` for `kind` on `target`.
-    pub fn last_charge(
+    fn last_charge(
         &self,
         plugin: &PluginName,
         kind: ActionKind,
@@ -179,9 +168,7 @@ impl Store {
         self.read("last_charge", |tx| last(tx, plugin, kind, target))
     }
 
-    /// Deletes the charges made at or before `before_ms` (pass now minus the longest window
-    /// and cooldown of the policy). Returns how many.
-    pub fn prune_charges(&self, before_ms: TimestampMs) -> Result<usize> {
+    fn prune_charges(&self, before_ms: TimestampMs) -> Result<usize> {
         self.write("prune_charges", |tx| {
             Ok(tx.execute("DELETE FROM budget_charges WHERE at_ms <= ?1", [before_ms])?)
         })
@@ -191,6 +178,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
+    use crate::prelude::*;
 
     fn item(kind: ActionKind, target: &str) -> ChargeItem {
         ChargeItem {

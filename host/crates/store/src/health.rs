@@ -2,6 +2,7 @@
 //! doubles with each further trap, up to a maximum; one clean run resets it.
 
 use super::{Result, Store};
+use crate::repos::Health;
 use rusqlite::{OptionalExtension, params};
 
 /// When and for how long a trapping plugin is paused.
@@ -78,10 +79,8 @@ pub(crate) fn health_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PausedPlugin
     })
 }
 
-impl Store {
-    /// Records a trap of `plugin` at `now_ms`; pauses it per `backoff` when it has trapped
-    /// `backoff.threshold` times or more in a row.
-    pub fn record_trap(&self, plugin: &str, now_ms: i64, backoff: &Backoff) -> Result<PauseState> {
+impl Health for Store {
+    fn record_trap(&self, plugin: &str, now_ms: i64, backoff: &Backoff) -> Result<PauseState> {
         self.write("record_trap", |tx| {
             let before: Option<i64> = tx
                 .query_row(
@@ -110,8 +109,7 @@ impl Store {
         })
     }
 
-    /// Records a clean run of `plugin`: the count of traps in a row and any pause reset.
-    pub fn record_success(&self, plugin: &str) -> Result<()> {
+    fn record_success(&self, plugin: &str) -> Result<()> {
         self.write("record_success", |tx| {
             tx.execute(
                 "UPDATE plugin_health SET consecutive_traps = 0, paused_until_ms = NULL WHERE plugin = ?1",
@@ -121,8 +119,7 @@ impl Store {
         })
     }
 
-    /// Until when `plugin` is paused, if it is paused at `now_ms`.
-    pub fn paused_until(&self, plugin: &str, now_ms: i64) -> Result<Option<i64>> {
+    fn paused_until(&self, plugin: &str, now_ms: i64) -> Result<Option<i64>> {
         self.read("paused_until", |tx| {
             let until: Option<Option<i64>> = tx
                 .query_row(
@@ -135,8 +132,7 @@ impl Store {
         })
     }
 
-    /// The plugins paused at `now_ms`, by name.
-    pub fn paused_plugins(&self, now_ms: i64) -> Result<Vec<PausedPlugin>> {
+    fn paused_plugins(&self, now_ms: i64) -> Result<Vec<PausedPlugin>> {
         self.read("paused_plugins", |tx| Ok(paused(tx, now_ms)?))
     }
 }

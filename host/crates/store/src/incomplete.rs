@@ -4,6 +4,7 @@
 
 use super::polling::{parts_of, parts_text};
 use super::{Failure, Op, Result, Store};
+use crate::repos::IncompleteMalops;
 use riposte_domain::{ElementKind, Malop, MalopId, MalopPart, TimestampMs};
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
@@ -75,16 +76,13 @@ fn with_kind((mut row, kind): (IncompleteMalop, String)) -> Op<IncompleteMalop> 
     Ok(row)
 }
 
-impl Store {
-    /// Records that `malop` was read with unreadable parts (for `error`) at `now_ms`, and
-    /// schedules its next read `retry_in(attempts)` ms later, where `attempts` counts the
-    /// incomplete reads so far, this one included. Returns the row.
-    pub fn record_incomplete(
+impl IncompleteMalops for Store {
+    fn record_incomplete(
         &self,
         malop: &Malop,
         error: &str,
         now_ms: i64,
-        retry_in: impl Fn(u32) -> i64,
+        retry_in: &dyn Fn(u32) -> i64,
     ) -> Result<IncompleteMalop> {
         let error: String = error.chars().take(ERROR_MAX_CHARS).collect();
         self.write("record_incomplete", |tx| {
@@ -129,14 +127,12 @@ impl Store {
         })
     }
 
-    /// Records that reading an incomplete Malop again failed altogether (`error`): one more
-    /// attempt, the next one `retry_in(attempts)` ms after `now_ms`.
-    pub fn reread_failed(
+    fn reread_failed(
         &self,
         malop_id: &MalopId,
         error: &str,
         now_ms: i64,
-        retry_in: impl Fn(u32) -> i64,
+        retry_in: &dyn Fn(u32) -> i64,
     ) -> Result<()> {
         let error: String = error.chars().take(ERROR_MAX_CHARS).collect();
         self.write("reread_failed", |tx| {
@@ -165,9 +161,7 @@ impl Store {
         })
     }
 
-    /// Forgets an incomplete Malop (it was read in full, or it is given up); whether it was
-    /// waiting.
-    pub fn forget_incomplete(&self, malop_id: &MalopId) -> Result<bool> {
+    fn forget_incomplete(&self, malop_id: &MalopId) -> Result<bool> {
         self.write("forget_incomplete", |tx| {
             Ok(tx.execute(
                 "DELETE FROM incomplete_malops WHERE malop_id = ?1",
@@ -176,9 +170,7 @@ impl Store {
         })
     }
 
-    /// The parts the Malop's latest read could not get, while it waits to be read again:
-    /// `Some` when it was read incomplete as of `last_update_ms` and is not due at `now_ms`.
-    pub fn waiting_parts(
+    fn waiting_parts(
         &self,
         malop_id: &MalopId,
         last_update_ms: TimestampMs,
@@ -197,9 +189,7 @@ impl Store {
         })
     }
 
-    /// The incomplete Malops due to be read again at `now_ms`, the most overdue first, at
-    /// most `limit`.
-    pub fn due_incomplete(&self, now_ms: i64, limit: usize) -> Result<Vec<IncompleteMalop>> {
+    fn due_incomplete(&self, now_ms: i64, limit: usize) -> Result<Vec<IncompleteMalop>> {
         self.read("due_incomplete", |tx| {
             let sql = format!(
                 "SELECT {COLUMNS} FROM incomplete_malops WHERE next_try_ms <= ?1 \
@@ -213,8 +203,7 @@ impl Store {
         })
     }
 
-    /// What `riposte status` shows of the incomplete Malops.
-    pub fn incomplete_summary(&self) -> Result<IncompleteSummary> {
+    fn incomplete_summary(&self) -> Result<IncompleteSummary> {
         self.read("incomplete_summary", |tx| {
             let sql =
                 format!("SELECT {COLUMNS} FROM incomplete_malops ORDER BY first_seen_ms, malop_id");
@@ -257,17 +246,19 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         let backoff = |attempts: u32| 1_000 * i64::from(attempts);
         let a = malop("11.1", vec![MalopPart::Suspects, MalopPart::Network]);
-        let first = store.record_incomplete(&a, "refused", 10, backoff).unwrap();
+        let first = store
+            .record_incomplete(&a, "refused", 10, &backoff)
+            .unwrap();
         assert_eq!((first.attempts, first.next_try_ms), (1, 1_010));
         let again = store
-            .record_incomplete(&a, "refused again", 2_000, backoff)
+            .record_incomplete(&a, "refused again", 2_000, &backoff)
             .unwrap();
         assert_eq!(
             (again.attempts, again.first_seen_ms, again.next_try_ms),
             (2, 10, 4_000)
         );
         store
-            .record_incomplete(&malop("11.2", vec![MalopPart::Sensors]), "x", 20, backoff)
+            .record_incomplete(&malop("11.2", vec![MalopPart::Sensors]), "x", 20, &backoff)
             .unwrap();
         assert!(
             store

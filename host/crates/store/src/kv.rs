@@ -2,6 +2,7 @@
 //! a total size limit per plugin (keys and values counted).
 
 use super::{Refusal, Result, Store};
+use crate::repos::Kv;
 use rusqlite::{OptionalExtension, params};
 
 /// The longest key, in bytes.
@@ -9,9 +10,8 @@ pub const KV_MAX_KEY_BYTES: usize = riposte_domain::bounds::MAX_KV_KEY_BYTES;
 /// The largest single value, in bytes.
 pub const KV_MAX_VALUE_BYTES: usize = riposte_domain::bounds::MAX_KV_VALUE_BYTES;
 
-impl Store {
-    /// The value of `key` in `plugin`'s store.
-    pub fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
+impl Kv for Store {
+    fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
         self.read("kv_get", |tx| {
             Ok(tx
                 .query_row(
@@ -23,9 +23,7 @@ impl Store {
         })
     }
 
-    /// Sets `key` in `plugin`'s store. Refused (nothing written) if the key or value is too
-    /// large, or if the plugin's keys and values would then total more than `limit_bytes`.
-    pub fn kv_set(
+    fn kv_set(
         &self,
         plugin: &str,
         key: &str,
@@ -75,8 +73,7 @@ impl Store {
         })
     }
 
-    /// Deletes `key` from `plugin`'s store; returns whether it existed.
-    pub fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool> {
+    fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool> {
         self.write("kv_delete", |tx| {
             Ok(tx.execute(
                 "DELETE FROM plugin_kv WHERE plugin = ?1 AND kv_key = ?2",
@@ -85,8 +82,7 @@ impl Store {
         })
     }
 
-    /// The bytes (keys and values) `plugin`'s store uses.
-    pub fn kv_usage(&self, plugin: &str) -> Result<u64> {
+    fn kv_usage(&self, plugin: &str) -> Result<u64> {
         self.read("kv_usage", |tx| {
             let used: i64 = tx.query_row(
                 "SELECT COALESCE(SUM(size_bytes), 0) FROM plugin_kv WHERE plugin = ?1",
@@ -97,8 +93,7 @@ impl Store {
         })
     }
 
-    /// The keys of `plugin`'s store, sorted.
-    pub fn kv_keys(&self, plugin: &str) -> Result<Vec<String>> {
+    fn kv_keys(&self, plugin: &str) -> Result<Vec<String>> {
         self.read("kv_keys", |tx| {
             Ok(tx
                 .prepare("SELECT kv_key FROM plugin_kv WHERE plugin = ?1 ORDER BY kv_key")?

@@ -1,35 +1,42 @@
 //! The durable state of the service, in an embedded SQLite database.
 //!
-//! One [`Store`] holds everything riposte must remember across restarts and crashes:
+//! One [`Store`] holds everything riposte must remember across restarts and crashes. Its
+//! operations are grouped by concern into repository traits ([`ActionLedger`],
+//! [`Approvals`], [`Budgets`], [`BudgetCounters`], [`Polling`], [`Health`], [`Kv`],
+//! [`IncompleteMalops`], [`UndoLog`], [`Status`]; all of them together: [`Repositories`]),
+//! which state the contract a second backend (PostgreSQL) must keep; [`Store`] implements
+//! them all over one SQLite connection. `use riposte_store::prelude::*` brings them into
+//! scope. The traits are object-safe: a backend chosen at runtime is an
+//! `Arc<dyn Repositories>`.
 //!
-//! - **Watermarks** per polled source, on the server's own clock ([`Store::watermark`]), and the
+//! - **Watermarks** per polled source, on the server's own clock ([`Polling::watermark`]), and the
 //!   time of the last poll (for `riposte status`).
 //! - **Malops handled per plugin**, keyed by (plugin, Malop id, last update time), so a Malop
 //!   updated later is offered again but one seen twice in the poll overlap is not
-//!   ([`Store::mark_handled`], [`Store::is_handled`]).
+//!   ([`Polling::mark_handled`], [`Polling::is_handled`]).
 //! - **The action ledger** (G4, exactly once). Every action gets an [`ActionKey`] (sha256 of
 //!   the Malop, the action kinds, the canonical targets and the plugin digest) and is written
 //!   as [`ActionState::Planned`] in its own committed transaction *before* the server is
-//!   called ([`Store::begin_action`]). A second request with the same key finds the existing
+//!   called ([`ActionLedger::begin_action`]). A second request with the same key finds the existing
 //!   record and its state, so nothing is ever sent twice. After a crash,
-//!   [`Store::unresolved_actions`] lists the actions whose outcome is unknown: the caller checks
+//!   [`ActionLedger::unresolved_actions`] lists the actions whose outcome is unknown: the caller checks
 //!   them on the server before re-sending anything.
 //! - **Budget charges** (G3): one charge per (plugin, action kind, target) of every allowed
 //!   action, so sliding windows, fan-out per machine and per-target cooldowns are exact.
-//!   [`Store::spend_charges`] is the atomic check-and-record step of the policy gate's
-//!   `BudgetLedger`; [`Store::spend`]/[`Store::spend_all`] are simpler per-scope counters
-//!   with a fixed maximum, for callers without a policy.
+//!   [`Budgets::spend_charges_checked`] is the atomic check-and-record step of the policy
+//!   gate's `BudgetLedger`; [`BudgetCounters`] are simpler per-scope counters with a fixed
+//!   maximum, for callers without a policy.
 //! - **The approval queue** (G6), bound to the sha256 of the exact request, with expiry and a
-//!   claim that hands an approved action to exactly one worker ([`Store::approve`],
-//!   [`Store::claim_approved`]).
+//!   claim that hands an approved action to exactly one worker ([`Approvals::approve`],
+//!   [`Approvals::claim_approved`]).
 //! - **Undo records** (G8): the inverse of each executed destructive action
-//!   ([`inverse_of`], [`Store::record_undo`]).
+//!   ([`inverse_of`], [`UndoLog::record_undo`]).
 //! - **Plugin health**: consecutive traps and an exponential-backoff pause
-//!   ([`Store::record_trap`]).
-//! - **A key-value store** per plugin with a total size limit ([`Store::kv_set`]).
+//!   ([`Health::record_trap`]).
+//! - **A key-value store** per plugin with a total size limit ([`Kv::kv_set`]).
 //! - **Incomplete Malops**: those offered with unreadable parts, read again with backoff
-//!   ([`Store::record_incomplete`], [`Store::due_incomplete`]).
-//! - **A status snapshot** for `riposte status` ([`Store::status`]).
+//!   ([`IncompleteMalops::record_incomplete`], [`IncompleteMalops::due_incomplete`]).
+//! - **A status snapshot** for `riposte status` ([`Status::status`]).
 //!
 //! # Time
 //!
@@ -55,14 +62,20 @@
 //! planned for is marked handled by a later durable commit, so if they are lost the Malop is
 //! offered again and the plan recorded again (a plan of an interval hook stays in the audit
 //! trail). Everything else, the handled marks (committed in groups by
-//! [`Store::mark_handled_all`]) included, is durable at commit. The connection sits behind a [`Mutex`]: share the store as
-//! `Arc<Store>`. Every method is one short transaction; write transactions are `BEGIN
-//! IMMEDIATE`, so two processes on the same file (the service and `riposte approve`, say)
-//! serialise on the write lock instead of failing on a lock upgrade. The methods block: from
-//! async code they are short enough to call directly, or wrap them in
-//! `tokio::task::spawn_blocking` under load. Every state change is a guarded `UPDATE ...
-//! WHERE state IN (...)` whose row count is checked, so the same statements stay correct when
-//! several hosts share a database without a process-wide mutex.
+//! [`Polling::mark_handled_all`]) included, is durable at commit.
+//!
+//! The connection sits behind a [`Mutex`]: share the store as `Arc<Store>` (or as
+//! `Arc<dyn Repositories>`). Every method is one short transaction; write transactions are
+//! `BEGIN IMMEDIATE`, so two processes on the same file (the service and `riposte approve`,
+//! say) serialise on the write lock instead of failing on a lock upgrade. Every state change
+//! is a guarded `UPDATE ... WHERE state IN (...)` whose row count is checked, so the same
+//! statements stay correct when several hosts share a database without a process-wide mutex.
+//!
+//! The methods block: on the mutex, on another process's write lock (up to
+//! [`BUSY_TIMEOUT`]) and on the fsync of a durable commit. They must not run on an async
+//! runtime's worker threads, where they would stall every task scheduled there: async code
+//! calls them through `tokio::task::spawn_blocking` (the service's `db::blocking` helper),
+//! synchronous code (the CLI, tests) calls them directly.
 //!
 //! # Schema and portability (PostgreSQL)
 //!
@@ -86,7 +99,8 @@
 //!   failures;
 //! - budget spends should take a per-(scope, kind) advisory lock (`pg_advisory_xact_lock`) so
 //!   that two hosts cannot both see room for the last slot;
-//! - the process-wide mutex becomes a connection pool.
+//! - the process-wide mutex becomes a connection pool, and the new backend implements the
+//!   repository traits (the contract is written on them, in `repos`).
 //!
 //! The table definitions themselves need no change.
 
@@ -100,6 +114,7 @@ mod incomplete;
 mod kv;
 mod policy_ledger;
 mod polling;
+mod repos;
 pub mod schema;
 mod status;
 mod undo;
@@ -111,11 +126,15 @@ pub use actions::{
 pub use approval_queue::ApprovalStatus;
 pub use approvals::{ApprovedAction, PendingApproval};
 pub use budget::{BudgetCharge, SpendOutcome};
-pub use charges::{ChargeItem, ChargeView};
+pub use charges::ChargeItem;
 pub use health::{Backoff, PauseState, PausedPlugin};
 pub use incomplete::{IncompleteMalop, IncompleteSummary};
 pub use kv::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
 pub use polling::Handled;
+pub use repos::{
+    ActionLedger, Approvals, BudgetCounters, Budgets, BudgetsExt, ChargeCheck, ChargeReads,
+    ChargeView, Health, IncompleteMalops, Kv, Polling, Repositories, SpendCheck, Status, UndoLog,
+};
 pub use status::{SourceStatus, StatusSnapshot};
 pub use undo::{UndoRecord, inverse_of};
 
@@ -123,6 +142,14 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+/// The repository traits, to `use riposte_store::prelude::*` where the store is called.
+pub mod prelude {
+    pub use crate::repos::{
+        ActionLedger, Approvals, BudgetCounters, Budgets, BudgetsExt, Health, IncompleteMalops, Kv,
+        Polling, Repositories, Status, UndoLog,
+    };
+}
 
 /// How long a statement waits for another process's write lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -175,6 +202,16 @@ pub enum Error {
         op: &'static str,
         /// Why, in a form the caller can match on.
         refusal: Refusal,
+    },
+    /// The operation did not complete: the thread running it panicked, or the runtime it
+    /// was handed to shut down (for callers that run store operations on a blocking pool).
+    /// Whether a write committed is unknown; read the state again.
+    #[error("state database: {op} did not complete: {detail}")]
+    Interrupted {
+        /// The store operation.
+        op: &'static str,
+        /// What happened to the task that ran it.
+        detail: String,
     },
     /// A stored value could not be read back (edited by hand, or written by a buggy build).
     #[error("state database {path}: {op}: unreadable stored data: {detail}")]

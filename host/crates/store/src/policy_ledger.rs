@@ -3,9 +3,10 @@
 //!
 //! Charges are stored in `budget_charges` with the target's
 //! [`riposte_policy::TargetKey::storage_key`]; the checks are the policy's own
-//! [`riposte_policy::evaluate_plan`], run inside the transaction of [`Store::spend_charges`].
+//! [`riposte_policy::evaluate_plan`], run inside the transaction of [`crate::BudgetsExt::spend_charges`].
 
 use super::{ChargeItem, ChargeView, Error, Store};
+use crate::repos::{Budgets, BudgetsExt};
 use riposte_domain::{ActionKind, PluginName, TimestampMs};
 use riposte_policy::ActionSelector;
 use riposte_policy::{self, BudgetLedger, Charge, LedgerView, Refusal, SpendPlan, TargetKey};

@@ -2,10 +2,11 @@
 //! has handled, keyed by their last update time.
 
 use super::{Result, Store};
+use crate::repos::Polling;
 use riposte_domain::{MalopId, MalopPart, PluginName, TimestampMs};
 use rusqlite::{OptionalExtension, params};
 
-/// One Malop a plugin handled as of an update: a row of [`Store::mark_handled_all`].
+/// One Malop a plugin handled as of an update: a row of [`crate::Polling::mark_handled_all`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Handled {
     /// The plugin.
@@ -42,9 +43,8 @@ pub(crate) fn parts_of(text: &str) -> Vec<MalopPart> {
     parts
 }
 
-impl Store {
-    /// The watermark of `source` (e.g. `crimes/unified:MalopProcess`), in server ms.
-    pub fn watermark(&self, source: &str) -> Result<Option<TimestampMs>> {
+impl Polling for Store {
+    fn watermark(&self, source: &str) -> Result<Option<TimestampMs>> {
         self.read("watermark", |tx| {
             Ok(tx
                 .query_row(
@@ -56,11 +56,7 @@ impl Store {
         })
     }
 
-    /// Records a poll of `source` at `polled_at_ms` (host clock, for `riposte status`) that
-    /// saw everything up to `watermark_ms` (server clock). The watermark never moves back: a
-    /// lower value keeps the stored one (the overlap window is applied when querying, not
-    /// here). Returns the stored watermark.
-    pub fn set_watermark(
+    fn set_watermark(
         &self,
         source: &str,
         watermark_ms: TimestampMs,
@@ -82,8 +78,7 @@ impl Store {
         })
     }
 
-    /// Records that `plugin` handled the Malop `malop_id` as of its `last_update_ms`.
-    pub fn mark_handled(
+    fn mark_handled(
         &self,
         plugin: &PluginName,
         malop_id: &MalopId,
@@ -99,9 +94,7 @@ impl Store {
         self.mark_handled_all(std::slice::from_ref(&handled), now_ms)
     }
 
-    /// [`Store::mark_handled`] for many Malops in one durable transaction (one fsync): a
-    /// group commit of the marks of a batch of invocations.
-    pub fn mark_handled_all(&self, handled: &[Handled], now_ms: i64) -> Result<()> {
+    fn mark_handled_all(&self, handled: &[Handled], now_ms: i64) -> Result<()> {
         if handled.is_empty() {
             return Ok(());
         }
@@ -120,12 +113,7 @@ impl Store {
         })
     }
 
-    /// Whether `plugin` already handled the Malop as of `last_update_ms` (or a later update):
-    /// a Malop updated since is not handled. With `unreadable` (the parts a fresh read could
-    /// not get), a view of the same update that reads a part the plugin was offered the
-    /// Malop without is not handled either; without it (completeness not known yet, as in a
-    /// poll's list), a Malop handled incomplete is not handled, so it is read again.
-    pub fn is_handled(
+    fn is_handled(
         &self,
         plugin: &PluginName,
         malop_id: &MalopId,
@@ -150,10 +138,7 @@ impl Store {
         })
     }
 
-    /// Forgets the Malops handled at or before `before_ms`. Keep well past the poll overlap
-    /// window: a forgotten Malop seen again is offered again (its actions are still
-    /// deduplicated by the ledger). Returns how many were forgotten.
-    pub fn prune_handled(&self, before_ms: i64) -> Result<usize> {
+    fn prune_handled(&self, before_ms: i64) -> Result<usize> {
         self.write("prune_handled", |tx| {
             Ok(tx.execute(
                 "DELETE FROM handled_malops WHERE handled_at_ms <= ?1",

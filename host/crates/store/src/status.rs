@@ -2,6 +2,7 @@
 
 use super::health::{PausedPlugin, paused};
 use super::{ActionState, ApprovalStatus, Failure, Result, Store};
+use crate::repos::Status;
 use std::collections::BTreeMap;
 
 /// One polled source.
@@ -43,9 +44,8 @@ impl StatusSnapshot {
     }
 }
 
-impl Store {
-    /// The status snapshot at `now_ms`.
-    pub fn status(&self, now_ms: i64) -> Result<StatusSnapshot> {
+impl Status for Store {
+    fn status(&self, now_ms: i64) -> Result<StatusSnapshot> {
         self.read("status", |tx| {
             let sources = tx
                 .prepare(
@@ -88,6 +88,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
     use crate::{ActionMode, Backoff, NewAction};
     use riposte_domain::{ActionRequest, MachineGuid, PluginName, Sha256Digest};
 

@@ -4,11 +4,12 @@
 //!
 //! The undo itself is an ordinary action recorded with [`super::NewAction::undo`], whose key
 //! ([`super::ActionKey::for_undo`]) is the same for every attempt to undo one action, so an
-//! undo also runs at most once; [`Store::mark_undone`] then links the two and moves the
+//! undo also runs at most once; [`crate::UndoLog::mark_undone`] then links the two and moves the
 //! original to [`ActionState::Undone`].
 
 use super::actions::{check_state, one_row};
 use super::{ActionId, ActionState, Failure, Refusal, Result, Store};
+use crate::repos::UndoLog;
 use riposte_domain::{ActionRequest, RemediationKind, RemediationTarget};
 use rusqlite::{OptionalExtension, params};
 
@@ -87,11 +88,8 @@ const UNDOABLE: [ActionState; 3] = [
     ActionState::TimedOut,
 ];
 
-impl Store {
-    /// Records (or, until it is applied, replaces) the inverse of the action `action_id`.
-    /// Call it when the action is submitted, so an action that later fails part-way can
-    /// still be undone.
-    pub fn record_undo(
+impl UndoLog for Store {
+    fn record_undo(
         &self,
         action_id: &ActionId,
         inverse: &ActionRequest,
@@ -117,8 +115,7 @@ impl Store {
         })
     }
 
-    /// The recorded inverse of `action_id`, if any.
-    pub fn get_undo(&self, action_id: &ActionId) -> Result<Option<UndoRecord>> {
+    fn get_undo(&self, action_id: &ActionId) -> Result<Option<UndoRecord>> {
         self.read("get_undo", |tx| {
             let row: Option<UndoRow> = tx
                 .query_row(
@@ -144,10 +141,7 @@ impl Store {
         })
     }
 
-    /// Records that the inverse of `action_id` was applied by the action `undo_action_id` on
-    /// behalf of `by`, and moves the original (`Succeeded`, `Failed` or `TimedOut`) to
-    /// `Undone`. Refused if it was already undone.
-    pub fn mark_undone(
+    fn mark_undone(
         &self,
         action_id: &ActionId,
         undo_action_id: &ActionId,

@@ -9,6 +9,7 @@ use riposte_policy::Gate;
 use riposte_service::OperatorConfig;
 use riposte_service::{FollowPolicy, Service, now_ms};
 use riposte_store::Store;
+use riposte_store::prelude::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! approved action and the same budget: exactly one winner each time.
 
 use riposte_domain::{ActionRequest, MachineGuid, MalopId, PluginName, Sha256Digest};
+use riposte_store::prelude::*;
 use riposte_store::{ActionMode, BeginOutcome, NewAction, SpendOutcome, Store};
 use std::sync::{Arc, Barrier};
 use std::thread;

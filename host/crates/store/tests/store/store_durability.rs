@@ -5,6 +5,7 @@ use riposte_domain::{
     ActionRequest, ElementGuid, MachineGuid, MalopId, PluginName, RemediationId, RemediationKind,
     RemediationTarget, Sha256Digest,
 };
+use riposte_store::prelude::*;
 use riposte_store::{
     ActionMode, ActionState, Backoff, BeginOutcome, Error, Handled, NewAction, Outcome, Store,
     inverse_of, schema,

@@ -4,6 +4,7 @@
 use riposte_domain::{
     ActionRequest, KeyKind, MachineGuid, MalopId, PluginName, ReputationKey, Sha256Digest, Verdict,
 };
+use riposte_store::prelude::*;
 use riposte_store::{
     ActionMode, ActionState, Backoff, BeginOutcome, BudgetCharge, NewAction, Outcome, Refusal,
     SpendOutcome, Store, inverse_of, request_hash,
