@@ -80,7 +80,7 @@ impl Auditor {
 
     /// Budget units given back for an action that never reached the server, or for targets
     /// the server rejected as unknown.
-    pub fn budget_refunded(
+    pub(crate) fn budget_refunded(
         &self,
         record: &ActionRecord,
         charges: &[Charge],
@@ -135,7 +135,7 @@ impl Auditor {
     }
 
     /// The final (or current) state of an executed action.
-    pub fn action_result(&self, record: &ActionRecord, state: ActionState, took: Duration) {
+    pub(crate) fn action_result(&self, record: &ActionRecord, state: ActionState, took: Duration) {
         self.metrics.action(
             record.plugin.as_str(),
             record.request.operation().name(),
@@ -184,7 +184,7 @@ impl Auditor {
     }
 
     /// A host event about a plugin (paused after repeated traps, loaded, ...).
-    pub fn plugin_event(
+    pub(crate) fn plugin_event(
         &self,
         plugin: &PluginName,
         digest: Option<Sha256Digest>,
@@ -199,7 +199,7 @@ impl Auditor {
     }
 
     /// An operator's decision on an approval, or an undo.
-    pub fn operator_event(
+    pub(crate) fn operator_event(
         &self,
         event: &str,
         record: &ActionRecord,
@@ -231,7 +231,7 @@ impl Auditor {
     }
 
     /// A service event (poll, start, stop).
-    pub fn service_event(&self, event: &str, detail: serde_json::Value) {
+    pub(crate) fn service_event(&self, event: &str, detail: serde_json::Value) {
         let mut entry = Entry::new(now(), Call::event(event));
         entry.result = Redacted::from_value(detail);
         self.append(entry);

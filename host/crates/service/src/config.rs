@@ -35,13 +35,13 @@ use std::path::{Path, PathBuf};
 /// Default seconds between two polls of the server.
 pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 30;
 /// Default overlap window: each poll re-reads this many seconds before the watermark.
-pub const DEFAULT_OVERLAP_WINDOW_SECS: u64 = 300;
+pub(crate) const DEFAULT_OVERLAP_WINDOW_SECS: u64 = 300;
 /// Default number of plugin invocations run at once.
-pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 4;
 /// Default Malop detail requests in flight at once during a poll.
 pub const DEFAULT_MAX_DETAIL_FETCHES: usize = 8;
 /// Default state database path (relative to the configuration file).
-pub const DEFAULT_DATABASE: &str = "riposte.db";
+pub(crate) const DEFAULT_DATABASE: &str = "riposte.db";
 
 /// The top-level sections of the file.
 const SECTIONS: [&str; 6] = [
@@ -296,7 +296,7 @@ impl PluginConfig {
     }
 
     /// As [`PluginConfig::read_verified`], also returning the pinned key that signed it.
-    pub fn read_checked(
+    pub(crate) fn read_checked(
         &self,
     ) -> Result<(Vec<u8>, Option<riposte_supply::KeyId>), PluginFileError> {
         let bytes = std::fs::read(&self.path).map_err(|source| PluginFileError::Read {

@@ -62,10 +62,10 @@ impl FollowPolicy {
 }
 
 /// Machine guid → sensor id, from the Malop being handled; the rest is looked up.
-pub type PylumDirectory = BTreeMap<MachineGuid, PylumId>;
+pub(crate) type PylumDirectory = BTreeMap<MachineGuid, PylumId>;
 
 /// The sensor ids a detailed Malop carries for its machines.
-pub fn pylum_directory(malop: &riposte_domain::Malop) -> PylumDirectory {
+pub(crate) fn pylum_directory(malop: &riposte_domain::Malop) -> PylumDirectory {
     malop
         .machines
         .iter()
@@ -75,7 +75,7 @@ pub fn pylum_directory(malop: &riposte_domain::Malop) -> PylumDirectory {
 
 /// Sends actions and records their fate in the store and the audit trail.
 #[derive(Clone)]
-pub struct Executor {
+pub(crate) struct Executor {
     client: Arc<Client>,
     store: Arc<Store>,
     auditor: Arc<Auditor>,
@@ -145,7 +145,7 @@ impl Executor {
 
     /// [`Executor::submit`], setting `sending` just before the request that changes something
     /// is handed to the client: until then, the action certainly has not left the host.
-    pub async fn submit_tracked(
+    pub(crate) async fn submit_tracked(
         &self,
         record: &ActionRecord,
         pylums: &PylumDirectory,
@@ -210,7 +210,11 @@ impl Executor {
 
     /// Settles an action a crash left `planned`, `submitted` or `following`: looks for it on
     /// the server before anything is sent again.
-    pub async fn reconcile(&self, record: &ActionRecord, pylums: &PylumDirectory) -> ActionState {
+    pub(crate) async fn reconcile(
+        &self,
+        record: &ActionRecord,
+        pylums: &PylumDirectory,
+    ) -> ActionState {
         match (&record.state, &record.request) {
             (ActionState::Submitted | ActionState::Following, ActionRequest::Remediate { .. }) => {
                 match record.remediation_id.clone() {
@@ -568,7 +572,7 @@ impl Executor {
     ///
     /// It is called where nothing can be awaited (a `Drop`): the worker steps aside for it
     /// ([`crate::db::in_place`]).
-    pub fn abandon(&self, record: &ActionRecord, why: &str) {
+    pub(crate) fn abandon(&self, record: &ActionRecord, why: &str) {
         crate::db::in_place(|| self.abandon_now(record, why));
     }
 
@@ -755,7 +759,7 @@ fn remediation_json(report: &RemediationReport) -> Value {
 }
 
 /// The Malop id a remediation's progress is asked for with (none for one sent without).
-pub fn progress_malop(record: &ActionRecord) -> Option<&riposte_domain::MalopId> {
+pub(crate) fn progress_malop(record: &ActionRecord) -> Option<&riposte_domain::MalopId> {
     record.malop_id.as_ref()
 }
 

@@ -65,7 +65,7 @@ impl Core {
     /// an allowed action spends its budget in the store, a transaction with an fsync. If the
     /// blocking task fails, the action is denied (nothing was spent, or the spend is lost
     /// with the task: fail closed).
-    pub async fn decide_off_worker(
+    pub(crate) async fn decide_off_worker(
         self: &Arc<Self>,
         decide: impl FnOnce(&Gate) -> Decision + Send + 'static,
     ) -> Decision {
@@ -80,7 +80,11 @@ impl Core {
     }
 
     /// Follows a submitted remediation to its final state in the background.
-    pub fn follow_in_background(self: &Arc<Self>, record: ActionRecord, report: RemediationReport) {
+    pub(crate) fn follow_in_background(
+        self: &Arc<Self>,
+        record: ActionRecord,
+        report: RemediationReport,
+    ) {
         let core = self.clone();
         let handle = tokio::spawn(async move {
             core.executor.follow(&record, report).await;
@@ -92,7 +96,7 @@ impl Core {
     }
 
     /// Waits until every background follow-up has reached a final state (or its limit).
-    pub async fn drain_followers(&self) {
+    pub(crate) async fn drain_followers(&self) {
         loop {
             let pending: Vec<_> =
                 std::mem::take(&mut *self.followers.lock().unwrap_or_else(|p| p.into_inner()));
@@ -146,7 +150,7 @@ impl GatedHost {
 
     /// What the invocation used of its quotas, and what was refused for lack of them (for
     /// its audit record).
-    pub fn quota_use(&self) -> serde_json::Value {
+    pub(crate) fn quota_use(&self) -> serde_json::Value {
         let q = &self.quotas;
         json!({
             "queries": q.used(QuotaKind::Queries),

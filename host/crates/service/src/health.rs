@@ -34,7 +34,7 @@ impl HealthBook {
     }
 
     /// Whether `plugin` is known to be neither paused nor counting traps.
-    pub fn known_healthy(&self, plugin: &PluginName) -> bool {
+    pub(crate) fn known_healthy(&self, plugin: &PluginName) -> bool {
         self.lock().get(plugin).is_some_and(|h| h.reset)
     }
 
@@ -54,7 +54,7 @@ impl HealthBook {
     /// `reset` clears its trap count and pause in the store, unless that is known to be done
     /// already, or a trap was recorded since the run began (the trap stands). An error of
     /// `reset` is returned; the run is then not to be recorded handled.
-    pub async fn clean_run<E>(
+    pub(crate) async fn clean_run<E>(
         &self,
         plugin: &PluginName,
         traps_before: u64,

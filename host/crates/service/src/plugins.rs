@@ -48,7 +48,7 @@ impl ServicePlugin {
     }
 
     /// The detail of its `plugin-loaded` audit event.
-    pub fn loaded_event(&self) -> serde_json::Value {
+    pub(crate) fn loaded_event(&self) -> serde_json::Value {
         serde_json::json!({
             "version": self.info.version, "mode": self.config.rules.mode, "subscription": self.info.subscription,
             "wit": format!("{}@{}", riposte_runtime::WIT_PACKAGE, self.loaded.wit_version()),
@@ -58,7 +58,7 @@ impl ServicePlugin {
 
     /// Keeps the interval schedule of `previous` (the same plugin before a reload), so a
     /// reload does not make an interval due early.
-    pub fn keep_schedule_of(&self, previous: &ServicePlugin) {
+    pub(crate) fn keep_schedule_of(&self, previous: &ServicePlugin) {
         let due = *previous
             .next_interval_ms
             .lock()
@@ -70,7 +70,7 @@ impl ServicePlugin {
     }
 
     /// Whether the interval hook is due at `now`; if so, schedules the next one.
-    pub fn interval_due(&self, now: i64) -> bool {
+    pub(crate) fn interval_due(&self, now: i64) -> bool {
         let Some(seconds) = self.interval_secs() else {
             return false;
         };
@@ -110,7 +110,7 @@ pub fn runtime_config(config: &OperatorConfig) -> RuntimeConfig {
 
 /// Loads every configured plugin: pin and signature checks, package manifest check, compile
 /// (through the authenticated artifact cache), world check, `describe`.
-pub async fn load_all(
+pub(crate) async fn load_all(
     runtime: &Runtime,
     config: &OperatorConfig,
     cache_dir: &Path,

@@ -71,7 +71,7 @@ pub struct ActionKey(pub Sha256Digest);
 
 impl ActionKey {
     /// The key of `request` asked for by the plugin whose component has `plugin_digest`.
-    pub fn compute(request: &ActionRequest, plugin_digest: &Sha256Digest) -> ActionKey {
+    pub(crate) fn compute(request: &ActionRequest, plugin_digest: &Sha256Digest) -> ActionKey {
         ActionKey(Sha256Digest::of(
             Self::canonical_form(request, plugin_digest).as_bytes(),
         ))
@@ -80,7 +80,7 @@ impl ActionKey {
     /// The key of the undo of the action keyed `original`: distinct from any key a plugin
     /// can produce, and the same for every attempt to undo that action, so an undo also runs
     /// at most once.
-    pub fn for_undo(original: &ActionKey) -> ActionKey {
+    pub(crate) fn for_undo(original: &ActionKey) -> ActionKey {
         let text = serde_json::json!(["riposte.undo-key.v1", original.0.to_hex()]).to_string();
         ActionKey(Sha256Digest::of(text.as_bytes()))
     }
@@ -90,7 +90,7 @@ impl ActionKey {
     /// strings, sorted and deduplicated, reputation hashes and domains lowercased) and the
     /// parameters that change what the action does (verdict and prevention, the status, the
     /// comment text). Arrays only, so the form does not depend on map ordering.
-    pub fn canonical_form(request: &ActionRequest, plugin_digest: &Sha256Digest) -> String {
+    pub(crate) fn canonical_form(request: &ActionRequest, plugin_digest: &Sha256Digest) -> String {
         use erased::Named as _;
         let mut targets: Vec<Vec<String>> = match request {
             ActionRequest::Remediate { targets, .. } => targets
@@ -231,7 +231,8 @@ impl ActionState {
     ];
 
     /// The states whose outcome on the server is unknown after a crash.
-    pub const UNRESOLVED: [ActionState; 3] = [Self::Planned, Self::Submitted, Self::Following];
+    pub(crate) const UNRESOLVED: [ActionState; 3] =
+        [Self::Planned, Self::Submitted, Self::Following];
 
     /// The stable text stored in the database.
     pub fn as_str(self) -> &'static str {

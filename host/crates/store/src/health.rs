@@ -29,7 +29,7 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The pause after `consecutive_traps` traps in a row, or `None` below the threshold.
-    pub fn pause_for(&self, consecutive_traps: u32) -> Option<i64> {
+    pub(crate) fn pause_for(&self, consecutive_traps: u32) -> Option<i64> {
         let threshold = self.threshold.max(1);
         if consecutive_traps < threshold {
             return None;

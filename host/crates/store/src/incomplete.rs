@@ -46,7 +46,7 @@ pub struct IncompleteSummary {
 }
 
 /// How many waiting Malops [`IncompleteSummary::oldest`] lists.
-pub const SUMMARY_EXAMPLES: usize = 5;
+pub(crate) const SUMMARY_EXAMPLES: usize = 5;
 
 const COLUMNS: &str =
     "malop_id, kind, last_update_ms, unreadable, last_error, attempts, first_seen_ms, next_try_ms";

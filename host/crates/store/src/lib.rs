@@ -152,7 +152,7 @@ pub mod prelude {
 }
 
 /// How long a statement waits for another process's write lock before failing.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The one error type of the store. Every message names the database and the operation.
 #[derive(Debug, thiserror::Error)]
@@ -390,7 +390,7 @@ pub(crate) type Op<T> = std::result::Result<T, Failure>;
 
 /// When a write transaction's commit reaches the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
+pub(crate) enum Durability {
     /// Before the commit returns (`synchronous = FULL`): survives a power cut.
     Durable,
     /// With the next durable commit or checkpoint (`synchronous = NORMAL`): survives a crash
