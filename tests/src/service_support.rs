@@ -592,6 +592,18 @@ pub fn audit_calls(path: &Path, call: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The audit records whose call is `call` written so far by a process still appending to
+/// the trail at `path` (whole lines only; the chain is not checked).
+pub fn audit_calls_so_far(path: &Path, call: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|r| r["call"] == call)
+        .collect()
+}
+
 /// Polls until `reached` holds, failing if the process ends first or after `limit`.
 pub async fn wait_for_process(
     child: &mut Child,

@@ -49,6 +49,10 @@ fn the_documented_example_loads() {
     assert_eq!(server.base_url, "https://cybereason.example.com:8443");
     assert_eq!(config.service.follow.first_poll_secs, 5);
     assert_eq!(config.service.follow.max_polls, 40);
+    assert!(
+        !config.service.syslog.enabled,
+        "the listener is off in the example"
+    );
     assert_eq!(config.policy.protected.machine_name_globs.len(), 3);
     assert_eq!(
         config.policy.global_budgets[0].action,
@@ -669,5 +673,59 @@ fn a_missing_file_says_which() {
     assert!(
         err.to_string().contains("/nonexistent/riposte.toml"),
         "{err}"
+    );
+}
+
+#[test]
+fn the_syslog_listener_is_off_by_default_read_from_service_syslog_and_its_mistakes_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = OperatorConfig::load(write(dir.path(), &plugin(""))).unwrap();
+    assert!(!defaults.service.syslog.enabled);
+    assert!(!defaults.service.syslog.has_transport());
+
+    let text = format!(
+        "[service.syslog]\nenabled = true\ntcp_listen = \"127.0.0.1:5514\"\n\
+         allowed_sources = [\"192.0.2.7\", \"10.0.0.0/8\"]\ncoalesce_interval_ms = 250\n\
+         [service.syslog.tls]\nlisten = \"127.0.0.1:6514\"\ncert = \"tls/cert.pem\"\n\
+         key = \"tls/key.pem\"\n{}",
+        plugin("")
+    );
+    let path = write(dir.path(), &text);
+    let config = OperatorConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let syslog = &config.service.syslog;
+    assert!(syslog.enabled);
+    assert_eq!(syslog.tcp_listen, Some("127.0.0.1:5514".parse().unwrap()));
+    assert_eq!(syslog.allowed_sources.len(), 2);
+    assert_eq!(syslog.coalesce_interval_ms, 250);
+    let tls = syslog.tls.as_ref().unwrap();
+    assert_eq!(tls.cert, dir.path().join("tls/cert.pem"), "resolved");
+    assert_eq!(syslog.max_message_bytes, 8192, "the syslog crate's default");
+
+    // The syslog crate's checks, placed at file, line and key.
+    let (file, range) = problems(
+        "[service]\npoll_interval_secs = 30\n[service.syslog]\nenabled = true\n\
+         tcp_listen = \"127.0.0.1:5514\"\nmax_message_bytes = 10\n",
+    );
+    assert_eq!(range.len(), 1, "{range:?}");
+    assert_eq!(range[0].key, "service.syslog.max_message_bytes");
+    assert_eq!(range[0].file, file);
+    assert_eq!(range[0].line, 6);
+    assert!(
+        range[0].message.contains("out of range"),
+        "{}",
+        range[0].message
+    );
+    let (_, nowhere) = problems("[service.syslog]\nenabled = true\n");
+    assert_eq!(nowhere.len(), 1, "{nowhere:?}");
+    assert_eq!(nowhere[0].key, "service.syslog");
+    assert!(nowhere[0].message.contains("tcp_listen"), "{nowhere:?}");
+    let (_, unknown) = problems("[service.syslog]\nenabeld = true\n");
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert!(unknown[0].key.starts_with("service.syslog"), "{unknown:?}");
+    let (_, source) = problems("[service.syslog]\nallowed_sources = [\"cybereason\"]\n");
+    assert_eq!(source.len(), 1, "{source:?}");
+    assert!(
+        source[0].key.starts_with("service.syslog.allowed_sources"),
+        "{source:?}"
     );
 }

@@ -14,6 +14,7 @@ mod service_approvals;
 mod service_crash;
 mod service_faults;
 mod service_reload;
+mod service_syslog;
 mod service_watermark;
 mod shadow_mode;
 mod world_check;

@@ -6,8 +6,9 @@
 
 use riposte_domain::PluginName;
 use riposte_e2e::service_support::{
-    PluginSpec, ServiceEnv, Setup, assert_no_action_twice, audit_calls, audit_records,
-    run_until_settled, start_sim, subscriptions, unhandled, unhandled_by, wait_for_process,
+    PluginSpec, ServiceEnv, Setup, assert_no_action_twice, audit_calls, audit_calls_so_far,
+    audit_records, run_until_settled, start_sim, subscriptions, unhandled, unhandled_by,
+    wait_for_process,
 };
 use riposte_service::Service;
 use std::collections::BTreeMap;
@@ -155,14 +156,7 @@ async fn plugins_added_removed_and_broken_by_a_reload_lose_and_double_no_invocat
 }
 
 fn recorded(audit: &Path, call: &str) -> usize {
-    // The process appends while the test reads: count whole lines only.
-    std::fs::read_to_string(audit)
-        .unwrap_or_default()
-        .split_inclusive('\n')
-        .filter(|line| line.ends_with('\n'))
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|r| r["call"] == call)
-        .count()
+    audit_calls_so_far(audit, call).len()
 }
 
 fn signal(child: &tokio::process::Child, name: &str) {

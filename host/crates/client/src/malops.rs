@@ -175,12 +175,9 @@ impl Client {
         Ok(all)
     }
 
-    /// `crimes/unified` for given Malop ids of one kind.
-    pub(crate) async fn malops_by_id(
-        &self,
-        kind: ElementKind,
-        ids: &[MalopId],
-    ) -> Result<Vec<Malop>> {
+    /// `crimes/unified` for given Malop ids of one kind, in one query (without enrichment);
+    /// an id the server does not know, or of the other kind, is absent from the answer.
+    pub async fn malops_by_id(&self, kind: ElementKind, ids: &[MalopId]) -> Result<Vec<Malop>> {
         self.crimes_unified(kind, Some(ids), Value::Null).await
     }
 

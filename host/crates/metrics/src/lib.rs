@@ -20,6 +20,8 @@
 //! | `riposte_incomplete_malops` (gauge) | Malops offered with unreadable parts and waiting to be read again |
 //! | `riposte_budget_remaining` (gauge) | `scope` (`global` or the plugin), `action`, `window_secs` |
 //! | `riposte_budget_max` (gauge) | the same |
+//! | `riposte_syslog_hints_total` | `outcome` (`evaluated`: the Malop was read and offered; `unknown`: the server does not know it; `failed`: it could not be read) |
+//! | `riposte_syslog_messages_dropped` (gauge) | `reason`: syslog messages the listener dropped since it started (malformed, rate-limited, ...) |
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -61,6 +63,8 @@ pub struct Metrics {
     incomplete: Gauge,
     budget_remaining: Family<Labels, Gauge>,
     budget_max: Family<Labels, Gauge>,
+    hints: Family<Labels, Counter>,
+    syslog_dropped: Family<Labels, Gauge>,
     /// Budget series set by the last cycle (so budgets removed from the config disappear).
     budget_keys: Mutex<Vec<Labels>>,
 }
@@ -94,6 +98,8 @@ impl Metrics {
         let incomplete = Gauge::default();
         let budget_remaining = Family::<Labels, Gauge>::default();
         let budget_max = Family::<Labels, Gauge>::default();
+        let hints = Family::<Labels, Counter>::default();
+        let syslog_dropped = Family::<Labels, Gauge>::default();
         registry.register(
             "invocations",
             "Plugin invocations, by plugin, export and outcome",
@@ -150,6 +156,16 @@ impl Metrics {
             "Units each budget allows per window, by scope, action and window",
             budget_max.clone(),
         );
+        registry.register(
+            "syslog_hints",
+            "Malops named by syslog events and taken up, by outcome",
+            hints.clone(),
+        );
+        registry.register(
+            "syslog_messages_dropped",
+            "Syslog messages the listener dropped since it started, by reason",
+            syslog_dropped.clone(),
+        );
         Self {
             registry,
             invocations,
@@ -164,6 +180,8 @@ impl Metrics {
             incomplete,
             budget_remaining,
             budget_max,
+            hints,
+            syslog_dropped,
             budget_keys: Mutex::new(Vec::new()),
         }
     }
@@ -273,6 +291,22 @@ impl Metrics {
             self.budget_max.remove(old);
         }
         *keys = fresh;
+    }
+
+    /// One Malop named by a syslog event taken up: `evaluated`, `unknown` or `failed`.
+    pub fn hint(&self, outcome: &str) {
+        self.hints
+            .get_or_create(&labels(&[("outcome", outcome)]))
+            .inc();
+    }
+
+    /// The syslog listener's drops so far, by reason (read from its counters).
+    pub fn set_syslog_dropped<'a>(&self, drops: impl IntoIterator<Item = (&'a str, u64)>) {
+        for (reason, count) in drops {
+            self.syslog_dropped
+                .get_or_create(&labels(&[("reason", reason)]))
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     /// The exposition: every series in the OpenMetrics text format ([`CONTENT_TYPE`]).

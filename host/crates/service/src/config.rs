@@ -7,6 +7,7 @@
 //! | `[service]`, `[service.follow]`, `[[plugins]]` (`name`, `path`, `sha256`, `values`) | here |
 //! | `[service.audit]` | `riposte_audit::AuditConfig` |
 //! | `[service.server]` | `riposte_client::ServerConfig` |
+//! | `[service.syslog]`, `[service.syslog.tls]` | `riposte_syslog::ListenerConfig` |
 //! | `[protected]`, `[[global_budgets]]`, `[approvals]`, a plugin's policy keys | `riposte_policy::settings` |
 //! | `[plugins.limits]` | `riposte_runtime::Limits` |
 //! | `[signing]`, a plugin's `public_keys` | `riposte_supply::Signing` |
@@ -27,6 +28,7 @@ use riposte_policy::{
 };
 use riposte_runtime::Limits;
 use riposte_supply::Signing;
+use riposte_syslog::ListenerConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -132,6 +134,9 @@ pub struct ServiceConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// How remediations are followed on the server: `[service.follow]`.
     pub follow: FollowConfig,
+    /// The listener for the server's syslog Malop events: `[service.syslog]` (off by
+    /// default). An event only names a Malop to evaluate now; the poll loop goes on.
+    pub syslog: ListenerConfig,
 }
 
 impl Default for ServiceConfig {
@@ -146,6 +151,7 @@ impl Default for ServiceConfig {
             server: None,
             metrics_listen: None,
             follow: FollowConfig::default(),
+            syslog: ListenerConfig::default(),
         }
     }
 }
@@ -325,6 +331,7 @@ struct RawService {
     server: Option<RawServerConfig>,
     metrics_listen: Option<String>,
     follow: FollowConfig,
+    syslog: ListenerConfig,
 }
 
 impl Default for RawService {
@@ -340,6 +347,7 @@ impl Default for RawService {
             server: None,
             metrics_listen: None,
             follow: d.follow,
+            syslog: d.syslog,
         }
     }
 }
@@ -430,6 +438,8 @@ fn service_section(doc: &mut Document<'_>, raw: RawService, base: &Path) -> Serv
         server
     });
     findings.nest("follow", raw.follow.check());
+    let mut syslog = raw.syslog;
+    findings.nest("syslog", syslog_findings(&mut syslog, base));
     doc.report_findings("service", findings);
     ServiceConfig {
         poll_interval_secs: raw.poll_interval_secs,
@@ -441,7 +451,21 @@ fn service_section(doc: &mut Document<'_>, raw: RawService, base: &Path) -> Serv
         server,
         metrics_listen,
         follow: raw.follow,
+        syslog,
     }
+}
+
+/// The syslog crate's problems with `[service.syslog]`, keyed relative to that section; its
+/// TLS paths resolved against `base`.
+fn syslog_findings(syslog: &mut ListenerConfig, base: &Path) -> Findings {
+    let mut findings = Findings::new();
+    if let Err(problems) = syslog.validate() {
+        for problem in problems {
+            findings.at(problem.key, problem.message);
+        }
+    }
+    syslog.resolve_paths(base);
+    findings
 }
 
 fn policy_sections(doc: &mut Document<'_>) -> PolicyConfig {

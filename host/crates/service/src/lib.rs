@@ -13,6 +13,9 @@
 //! 5. advance the watermark to the newest update seen, but never past a Malop whose
 //!    details could not be fetched, so no Malop is skipped;
 //! 6. run the interval hooks that are due.
+//!
+//! Between cycles, [`Service::evaluate_hinted`] evaluates the Malops a syslog event named,
+//! read by id, under the same handled marks, ledger and audit as steps 3 and 4.
 
 mod audit;
 pub mod config;
@@ -333,6 +336,30 @@ impl Service {
                 wanted.push((malop, runnable));
             }
         }
+        self.evaluate_wanted(wanted, report)
+            .await
+            .into_iter()
+            .for_each(&mut hold);
+        if only.is_none() {
+            let safe = owed.map_or(newest, |t| newest.min(t - 1));
+            db::blocking(store, "set_watermark", move |s| {
+                s.set_watermark(&source, safe, now_ms())
+            })
+            .await?;
+        }
+        Ok(owed.is_none())
+    }
+
+    /// Fetches the details of each wanted Malop (several at a time, each as soon as it can),
+    /// offers it to its `runnable` plugins that did not handle that view of it, and evaluates
+    /// them ([`Service::evaluate_batch`]). Counts into `report`; returns the update times
+    /// still owed (details unavailable, plugins trapped or paused), which the watermark must
+    /// stay below.
+    async fn evaluate_wanted(
+        &self,
+        wanted: Vec<(Malop, Vec<Arc<ServicePlugin>>)>,
+        report: &mut CycleReport,
+    ) -> Vec<TimestampMs> {
         let mut unavailable = Vec::new();
         let mut incomplete = 0;
         let work = futures::stream::iter(wanted)
@@ -367,18 +394,72 @@ impl Service {
         report.deferred += unavailable.len();
         report.invocations += batch.invocations;
         report.traps += batch.traps;
+        unavailable.extend(batch.owed);
         unavailable
-            .into_iter()
-            .chain(batch.owed)
-            .for_each(&mut hold);
-        if only.is_none() {
-            let safe = owed.map_or(newest, |t| newest.min(t - 1));
-            db::blocking(store, "set_watermark", move |s| {
-                s.set_watermark(&source, safe, now_ms())
-            })
-            .await?;
+    }
+
+    /// Evaluates now the Malops a syslog event named (`ids`, at most a few per call): reads
+    /// them through the authenticated API (one `crimes/unified` query per element kind for
+    /// all of them), then evaluates each exactly as a poll would, under the same handled
+    /// marks, ledger and audit, so an event and a poll that see the same Malop update
+    /// evaluate it once. Nothing but the id comes from the event: an id the server does not
+    /// know is counted and ignored. The watermark is left alone (the poll loop stays the
+    /// safety net for whatever an event misses, a plugin owes or a fetch fails on).
+    pub async fn evaluate_hinted(&self, ids: &[MalopId]) -> anyhow::Result<CycleReport> {
+        let mut report = CycleReport::default();
+        let mut missing: Vec<MalopId> = ids.to_vec();
+        missing.sort();
+        missing.dedup();
+        let mut found = Vec::new();
+        for kind in ElementKind::ALL {
+            if missing.is_empty() {
+                break;
+            }
+            let source = format!("crimes/unified:{}:by-id", kind.as_api());
+            let read = std::time::Instant::now();
+            let malops = self.core.client.malops_by_id(kind, &missing).await;
+            self.metrics.poll(&source, read.elapsed(), malops.is_ok());
+            let malops = match malops {
+                Ok(malops) => malops,
+                Err(error) => {
+                    missing.iter().for_each(|_| self.metrics.hint("failed"));
+                    return Err(error).with_context(|| {
+                        format!("reading {} hinted {} Malops", missing.len(), kind.as_api())
+                    });
+                }
+            };
+            missing.retain(|id| !malops.iter().any(|m| &m.id == id));
+            found.extend(malops);
         }
-        Ok(owed.is_none())
+        for id in &missing {
+            tracing::info!(malop = %id, "a syslog event named a Malop the server does not know: ignored");
+            self.metrics.hint("unknown");
+        }
+        report.malops_seen = found.len();
+        let mut wanted = Vec::new();
+        for malop in found {
+            self.metrics.hint("evaluated");
+            // A paused plugin's Malops wait for the poll that follows its pause.
+            let (runnable, _paused) = self.plugins_owing(&malop).await?;
+            if !runnable.is_empty() {
+                wanted.push((malop, runnable));
+            }
+        }
+        self.evaluate_wanted(wanted, &mut report).await;
+        self.core
+            .auditor
+            .service_event("hint-evaluation", serde_json::to_value(&report)?);
+        self.core
+            .auditor
+            .barrier()
+            .context("forcing the audit trail to disk after a hinted evaluation")?;
+        Ok(report)
+    }
+
+    /// Waits for the remediation follow-ups still in flight (a cycle does this at its end;
+    /// call it before stopping after hinted evaluations).
+    pub async fn drain_followups(&self) {
+        self.core.drain_followers().await;
     }
 
     /// The (plugin, Malop) pairs to evaluate for a Malop read in detail: the `runnable`

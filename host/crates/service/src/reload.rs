@@ -29,7 +29,7 @@ pub struct ReloadReport {
     /// Plugins loaded again as they were.
     pub unchanged: Vec<PluginName>,
     /// Settings that changed but apply only after a restart (`[service.server]`,
-    /// `[service.follow]`, `metrics_listen`).
+    /// `[service.follow]`, `metrics_listen`, `[service.syslog]`).
     pub need_restart: Vec<&'static str>,
 }
 
@@ -135,6 +135,9 @@ impl Service {
         }
         if old.metrics_listen != new.metrics_listen {
             report.need_restart.push("metrics_listen");
+        }
+        if old.syslog != new.syslog {
+            report.need_restart.push("[service.syslog]");
         }
         report
     }

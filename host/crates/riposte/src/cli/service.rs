@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use riposte_audit::{AuditSink, Call, Entry, Redacted};
 use riposte_client::{Client, ClientConfig, Credentials};
+use riposte_domain::MalopId;
 use riposte_metrics::Metrics;
 use riposte_policy::Gate;
 use riposte_service::OperatorConfig;
@@ -95,8 +96,14 @@ fn load_config(path: &Path) -> anyhow::Result<OperatorConfig> {
     Ok(OperatorConfig::load(path)?)
 }
 
+/// Malops named by syslog events evaluated per wake-up at most: a flood of events is taken
+/// in bounded bites, and the poll deadline is checked between two bites.
+const HINTS_PER_WAKE: usize = 64;
+
 /// `riposte run`: the poll loop, until SIGINT/SIGTERM (or one cycle with `--once`); SIGHUP
-/// reloads the configuration and the plugins between cycles.
+/// reloads the configuration and the plugins between cycles. With `[service.syslog]`
+/// enabled, the Malops named by the server's syslog events are evaluated between polls as
+/// they come; the polls keep their interval.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     let client = Arc::new(client_from_config(&config)?);
@@ -106,12 +113,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(listen) => Some(riposte_metrics::serve(listen, metrics.clone()).await?),
         None => None,
     };
+    // Stopped when this function returns (dropping it closes every socket).
+    let (listener, mut hints) = match start_syslog(&config, args.once).await? {
+        Some((listener, hints)) => (Some(listener), Some(hints)),
+        None => (None, None),
+    };
     let follow = FollowPolicy::from(&config.service.follow);
-    let mut service = Service::start(config, client, follow, metrics).await?;
+    let mut service = Service::start(config, client, follow, metrics.clone()).await?;
     let mut shutdown = shutdown_signal()?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
-    loop {
+    'cycles: loop {
         // A cycle in flight always finishes: every action in it is ledgered and settled.
         match service.run_cycle().await {
             Ok(report) => tracing::info!(?report, "cycle done"),
@@ -126,20 +138,109 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             break;
         }
         let interval = Duration::from_secs(service.config().service.poll_interval_secs.max(1));
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            // A hang-up during a cycle waits for its end: no invocation runs under two rules.
-            _ = hangup.recv() => match service.reload(&args.config).await {
-                Ok(report) => tracing::info!(?report, "configuration reloaded"),
-                Err(error) => tracing::error!("{error:#}"),
-            },
-            _ = shutdown.recv() => {
-                tracing::info!("signal received: stopping after the cycle in flight");
+        let next_poll = tokio::time::Instant::now() + interval;
+        loop {
+            // However many events come, the poll runs when it is due.
+            if tokio::time::Instant::now() >= next_poll {
                 break;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.recv() => {
+                    tracing::info!("signal received: stopping after the cycle in flight");
+                    break 'cycles;
+                }
+                _ = tokio::time::sleep_until(next_poll) => break,
+                // A hang-up during a cycle waits for its end: no invocation runs under two rules.
+                _ = hangup.recv() => {
+                    // A changed [service.syslog] applies at the next restart (need_restart).
+                    match service.reload(&args.config).await {
+                        Ok(report) => tracing::info!(?report, "configuration reloaded"),
+                        Err(error) => tracing::error!("{error:#}"),
+                    }
+                    break;
+                }
+                hint = next_hint(&mut hints) => {
+                    let Some(first) = hint else {
+                        tracing::error!("the syslog listener stopped; polling only");
+                        hints = None;
+                        continue;
+                    };
+                    let ids = take_hints(first, hints.as_mut());
+                    match service.evaluate_hinted(&ids).await {
+                        Ok(report) => tracing::info!(?report, hinted = ids.len(), "hinted Malops evaluated"),
+                        Err(error) => tracing::warn!("hinted Malops not evaluated, the next poll covers them: {error:#}"),
+                    }
+                    if let Some(listener) = &listener {
+                        let stats = listener.stats();
+                        copy_syslog_drops(&metrics, &stats);
+                    }
+                }
             }
         }
     }
+    if let Some(listener) = listener {
+        listener.shutdown().await;
+    }
+    service.drain_followups().await;
     service.sync_audit()
+}
+
+/// Starts the syslog listener when `[service.syslog]` enables it (not for `--once`: one
+/// cycle reads everything an event would name).
+async fn start_syslog(
+    config: &OperatorConfig,
+    once: bool,
+) -> anyhow::Result<Option<(riposte_syslog::SyslogListener, riposte_syslog::HintReceiver)>> {
+    let syslog = &config.service.syslog;
+    if !syslog.enabled || once {
+        return Ok(None);
+    }
+    let (listener, hints) = riposte_syslog::SyslogListener::start(syslog)
+        .await
+        .with_context(|| {
+            format!(
+                "{}: starting the syslog listener of [service.syslog]",
+                config.source.display()
+            )
+        })?;
+    let addrs = listener.local_addrs();
+    tracing::info!(tcp = ?addrs.tcp, tls = ?addrs.tls, udp = ?addrs.udp,
+        "listening for the server's syslog Malop events");
+    Ok(Some((listener, hints)))
+}
+
+/// The next hint; never, without a listener.
+async fn next_hint(
+    hints: &mut Option<riposte_syslog::HintReceiver>,
+) -> Option<riposte_syslog::MalopHint> {
+    match hints {
+        Some(hints) => hints.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `first` and the hints ready now, at most [`HINTS_PER_WAKE`], as the service's Malop ids
+/// (the only thing taken from an event).
+fn take_hints(
+    first: riposte_syslog::MalopHint,
+    hints: Option<&mut riposte_syslog::HintReceiver>,
+) -> Vec<MalopId> {
+    let mut ids = vec![MalopId::new(first.malop_id.into_string())];
+    if let Some(hints) = hints {
+        while ids.len() < HINTS_PER_WAKE {
+            match hints.try_recv() {
+                Ok(hint) => ids.push(MalopId::new(hint.malop_id.into_string())),
+                Err(_) => break,
+            }
+        }
+    }
+    ids
+}
+
+/// Copies the listener's drop counters into the service's metrics.
+fn copy_syslog_drops(metrics: &Metrics, stats: &riposte_syslog::ListenerStats) {
+    metrics.set_syslog_dropped(stats.drops().map(|(reason, n)| (reason.as_str(), n)));
 }
 
 fn shutdown_signal() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
