@@ -16,11 +16,11 @@
 
 use super::{Failure, Op, Refusal, Result, Store};
 use crate::repos::ActionLedger;
+use crate::sql::{OptionalExtension, Row, Tx, Value, dyn_params, params};
 use riposte_domain::{
     ActionKind, ActionRequest, KeyKind, MalopId, PluginName, RemediationId, RemediationProgress,
     Sha256Digest,
 };
-use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -563,7 +563,7 @@ pub(crate) struct RawAction {
 }
 
 impl RawAction {
-    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+    pub(crate) fn from_row(row: &Row) -> Op<Self> {
         Ok(RawAction {
             id: row.get(0)?,
             key: row.get(1)?,
@@ -655,18 +655,17 @@ impl RawAction {
 }
 
 /// Reads one action, or `None`.
-pub(crate) fn load_raw(tx: &Transaction<'_>, id: &ActionId) -> Op<Option<RawAction>> {
-    Ok(tx
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM actions WHERE id = ?1"),
-            [id.as_str()],
-            RawAction::from_row,
-        )
-        .optional()?)
+pub(crate) fn load_raw(tx: &Tx<'_>, id: &ActionId) -> Op<Option<RawAction>> {
+    tx.query_row(
+        &format!("SELECT {COLUMNS} FROM actions WHERE id = ?1"),
+        params![id.as_str()],
+        RawAction::from_row,
+    )
+    .optional()
 }
 
 /// Reads one action, or fails with `NotFound`.
-pub(crate) fn load(tx: &Transaction<'_>, id: &ActionId) -> Op<ActionRecord> {
+pub(crate) fn load(tx: &Tx<'_>, id: &ActionId) -> Op<ActionRecord> {
     load_raw(tx, id)?
         .ok_or_else(|| Failure::NotFound(format!("action {id}")))?
         .into_record()
@@ -674,7 +673,7 @@ pub(crate) fn load(tx: &Transaction<'_>, id: &ActionId) -> Op<ActionRecord> {
 
 /// The current state of `id`, checked against the states it may leave for `to`.
 pub(crate) fn check_state(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &ActionId,
     allowed: &[ActionState],
     to: ActionState,
@@ -682,7 +681,7 @@ pub(crate) fn check_state(
     let text: Option<String> = tx
         .query_row(
             "SELECT state FROM actions WHERE id = ?1",
-            [id.as_str()],
+            params![id.as_str()],
             |r| r.get(0),
         )
         .optional()?;
@@ -781,7 +780,7 @@ impl ActionLedger for Store {
                 let existing = tx
                     .query_row(
                         &format!("SELECT {COLUMNS} FROM actions WHERE action_key = ?1"),
-                        [new.key.to_hex()],
+                        params![new.key.to_hex()],
                         RawAction::from_row,
                     )?
                     .into_record()?;
@@ -882,7 +881,7 @@ impl ActionLedger for Store {
             let from = check_state(tx, id, &[ActionState::Planned], ActionState::Planned)?;
             let attempts: i64 = tx.query_row(
                 "SELECT attempts FROM actions WHERE id = ?1",
-                [id.as_str()],
+                params![id.as_str()],
                 |r| r.get(0),
             )?;
             let attempts = attempts.saturating_add(1);
@@ -934,7 +933,7 @@ impl ActionLedger for Store {
         self.read("find_action_by_key", |tx| {
             tx.query_row(
                 &format!("SELECT {COLUMNS} FROM actions WHERE action_key = ?1"),
-                [key.to_hex()],
+                params![key.to_hex()],
                 RawAction::from_row,
             )
             .optional()?
@@ -955,10 +954,11 @@ impl ActionLedger for Store {
                 .into());
             }
             let pattern = format!("{}%", prefix.to_ascii_lowercase());
-            let mut stmt = tx.prepare("SELECT id FROM actions WHERE id LIKE ?1 ORDER BY id")?;
-            let ids: Vec<String> = stmt
-                .query_map([pattern], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+            let ids: Vec<String> = tx.query_map(
+                "SELECT id FROM actions WHERE id LIKE ?1 ORDER BY id",
+                params![pattern],
+                |r| r.get(0),
+            )?;
             match ids.len() {
                 0 => Err(Failure::NotFound(format!("action {prefix}"))),
                 1 => Ok(ActionId(ids.into_iter().next().unwrap_or_default())),
@@ -973,7 +973,7 @@ impl ActionLedger for Store {
     fn list_actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
         self.read("list_actions", |tx| {
             let mut sql = format!("SELECT {COLUMNS} FROM actions WHERE 1 = 1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut args: Vec<Value> = Vec::new();
             if !filter.states.is_empty() {
                 sql.push_str(" AND state IN (");
                 for (i, state) in filter.states.iter().enumerate() {
@@ -999,10 +999,7 @@ impl ActionLedger for Store {
                 sql.push_str(" LIMIT ?");
                 args.push(i64::from(limit).into());
             }
-            let mut stmt = tx.prepare(&sql)?;
-            let raws = stmt
-                .query_map(rusqlite::params_from_iter(args), RawAction::from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let raws = tx.query_map(&sql, &dyn_params(&args), RawAction::from_row)?;
             raws.into_iter().map(RawAction::into_record).collect()
         })
     }
@@ -1098,175 +1095,175 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_action_walks_its_lifecycle() {
-        let store = Store::open_in_memory().unwrap();
-        let new = new_action(isolate(&["m1"]));
-        let BeginOutcome::New(id) = store.begin_action(&new, 100).unwrap() else {
-            panic!("expected a new action")
-        };
-        assert_eq!(store.get_action(&id).unwrap().state, ActionState::Planned);
-        assert_eq!(store.unresolved_actions().unwrap().len(), 1);
+    backend_tests! {
+        fn an_action_walks_its_lifecycle(store) {
+            let new = new_action(isolate(&["m1"]));
+            let BeginOutcome::New(id) = store.begin_action(&new, 100).unwrap() else {
+                panic!("expected a new action")
+            };
+            assert_eq!(store.get_action(&id).unwrap().state, ActionState::Planned);
+            assert_eq!(store.unresolved_actions().unwrap().len(), 1);
 
-        let err = store.record_progress(
-            &id,
-            RemediationProgress::Pending,
-            &serde_json::json!({}),
-            101,
-        );
-        assert!(matches!(
-            err.unwrap_err().refusal(),
-            Some(Refusal::IllegalTransition { .. })
-        ));
-
-        store
-            .mark_submitted(
+            let err = store.record_progress(
                 &id,
-                Some(&RemediationId::new("r-1")),
-                &serde_json::json!({"m1": "ok"}),
-                110,
-            )
-            .unwrap();
-        store
-            .record_progress(
-                &id,
-                RemediationProgress::InProgress,
-                &serde_json::json!({"n": 1}),
-                120,
-            )
-            .unwrap();
-        store
-            .record_progress(
-                &id,
-                RemediationProgress::Success,
-                &serde_json::json!({"n": 2}),
-                130,
-            )
-            .unwrap();
-        store.finish(&id, Outcome::Succeeded, None, 140).unwrap();
+                RemediationProgress::Pending,
+                &serde_json::json!({}),
+                101,
+            );
+            assert!(matches!(
+                err.unwrap_err().refusal(),
+                Some(Refusal::IllegalTransition { .. })
+            ));
 
-        let record = store.get_action(&id).unwrap();
-        assert_eq!(record.state, ActionState::Succeeded);
-        assert_eq!(record.remediation_id, Some(RemediationId::new("r-1")));
-        assert_eq!(record.progress, Some(RemediationProgress::Success));
-        assert_eq!(record.polls, 2);
-        assert_eq!(record.submitted_at_ms, Some(110));
-        assert_eq!(record.finished_at_ms, Some(140));
-        assert_eq!(record.kinds, vec![ActionKind::Isolate]);
-        assert_eq!(record.request, isolate(&["m1"]));
-        assert_eq!(record.request_hash, request_hash(&isolate(&["m1"])));
-        assert!(store.unresolved_actions().unwrap().is_empty());
+            store
+                .mark_submitted(
+                    &id,
+                    Some(&RemediationId::new("r-1")),
+                    &serde_json::json!({"m1": "ok"}),
+                    110,
+                )
+                .unwrap();
+            store
+                .record_progress(
+                    &id,
+                    RemediationProgress::InProgress,
+                    &serde_json::json!({"n": 1}),
+                    120,
+                )
+                .unwrap();
+            store
+                .record_progress(
+                    &id,
+                    RemediationProgress::Success,
+                    &serde_json::json!({"n": 2}),
+                    130,
+                )
+                .unwrap();
+            store.finish(&id, Outcome::Succeeded, None, 140).unwrap();
 
-        assert!(store.finish(&id, Outcome::Failed, None, 150).is_err());
+            let record = store.get_action(&id).unwrap();
+            assert_eq!(record.state, ActionState::Succeeded);
+            assert_eq!(record.remediation_id, Some(RemediationId::new("r-1")));
+            assert_eq!(record.progress, Some(RemediationProgress::Success));
+            assert_eq!(record.polls, 2);
+            assert_eq!(record.submitted_at_ms, Some(110));
+            assert_eq!(record.finished_at_ms, Some(140));
+            assert_eq!(record.kinds, vec![ActionKind::Isolate]);
+            assert_eq!(record.request, isolate(&["m1"]));
+            assert_eq!(record.request_hash, request_hash(&isolate(&["m1"])));
+            assert!(store.unresolved_actions().unwrap().is_empty());
 
-        match store.begin_action(&new, 200).unwrap() {
-            BeginOutcome::AlreadyExists(existing) => {
-                assert_eq!(existing.id, id);
-                assert_eq!(existing.state, ActionState::Succeeded);
+            assert!(store.finish(&id, Outcome::Failed, None, 150).is_err());
+
+            match store.begin_action(&new, 200).unwrap() {
+                BeginOutcome::AlreadyExists(existing) => {
+                    assert_eq!(existing.id, id);
+                    assert_eq!(existing.state, ActionState::Succeeded);
+                }
+                other => panic!("expected the existing action, got {other:?}"),
             }
-            other => panic!("expected the existing action, got {other:?}"),
         }
     }
 
-    #[test]
-    fn retries_are_bounded() {
-        let store = Store::open_in_memory().unwrap();
-        let id = store
-            .begin_action(&new_action(isolate(&["m1"])), 1)
-            .unwrap()
-            .action_id()
-            .clone();
-        assert_eq!(
-            store.record_failed_attempt(&id, "500", 3, 2).unwrap(),
-            RetryDecision::Retry { attempts: 1 }
-        );
-        assert_eq!(
-            store.record_failed_attempt(&id, "500", 3, 3).unwrap(),
-            RetryDecision::Retry { attempts: 2 }
-        );
-        assert_eq!(
-            store.record_failed_attempt(&id, "503", 3, 4).unwrap(),
-            RetryDecision::GaveUp { attempts: 3 }
-        );
-        let record = store.get_action(&id).unwrap();
-        assert_eq!(record.state, ActionState::Failed);
-        assert_eq!(record.last_error.as_deref(), Some("503"));
-        assert!(store.record_failed_attempt(&id, "x", 3, 5).is_err());
+    backend_tests! {
+        fn retries_are_bounded(store) {
+            let id = store
+                .begin_action(&new_action(isolate(&["m1"])), 1)
+                .unwrap()
+                .action_id()
+                .clone();
+            assert_eq!(
+                store.record_failed_attempt(&id, "500", 3, 2).unwrap(),
+                RetryDecision::Retry { attempts: 1 }
+            );
+            assert_eq!(
+                store.record_failed_attempt(&id, "500", 3, 3).unwrap(),
+                RetryDecision::Retry { attempts: 2 }
+            );
+            assert_eq!(
+                store.record_failed_attempt(&id, "503", 3, 4).unwrap(),
+                RetryDecision::GaveUp { attempts: 3 }
+            );
+            let record = store.get_action(&id).unwrap();
+            assert_eq!(record.state, ActionState::Failed);
+            assert_eq!(record.last_error.as_deref(), Some("503"));
+            assert!(store.record_failed_attempt(&id, "x", 3, 5).is_err());
+        }
     }
 
-    #[test]
-    fn shadowed_actions_are_final_and_never_unresolved() {
-        let store = Store::open_in_memory().unwrap();
-        let new = new_action(isolate(&["m1"])).with_mode(ActionMode::Shadow);
-        let id = store.begin_action(&new, 1).unwrap().action_id().clone();
-        let record = store.get_action(&id).unwrap();
-        assert_eq!(record.state, ActionState::Shadowed);
-        assert_eq!(record.finished_at_ms, Some(1));
-        assert!(store.unresolved_actions().unwrap().is_empty());
-        assert!(
-            store
-                .mark_submitted(&id, None, &serde_json::Value::Null, 2)
-                .is_err()
-        );
+    backend_tests! {
+        fn shadowed_actions_are_final_and_never_unresolved(store) {
+            let new = new_action(isolate(&["m1"])).with_mode(ActionMode::Shadow);
+            let id = store.begin_action(&new, 1).unwrap().action_id().clone();
+            let record = store.get_action(&id).unwrap();
+            assert_eq!(record.state, ActionState::Shadowed);
+            assert_eq!(record.finished_at_ms, Some(1));
+            assert!(store.unresolved_actions().unwrap().is_empty());
+            assert!(
+                store
+                    .mark_submitted(&id, None, &serde_json::Value::Null, 2)
+                    .is_err()
+            );
+        }
     }
 
-    #[test]
-    fn actions_are_listed_by_filter_and_found_by_prefix() {
-        let store = Store::open_in_memory().unwrap();
-        let a = store
-            .begin_action(&new_action(isolate(&["m1"])), 1)
-            .unwrap();
-        let b = store
-            .begin_action(&new_action(isolate(&["m2"])), 2)
-            .unwrap();
-        store
-            .finish(b.action_id(), Outcome::Failed, Some("no"), 3)
-            .unwrap();
-        let all = store.list_actions(&ActionFilter::default()).unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(&all[0].id, b.action_id(), "newest first");
-        let failed = store
-            .list_actions(&ActionFilter {
-                states: vec![ActionState::Failed],
-                ..Default::default()
-            })
-            .unwrap();
-        assert_eq!(failed.len(), 1);
-        assert_eq!(failed[0].last_error.as_deref(), Some("no"));
-        let limited = store
-            .list_actions(&ActionFilter {
-                limit: Some(1),
-                plugin: Some(PluginName::new("isolator")),
-                malop_id: Some(MalopId::new("11.1")),
-                created_since_ms: Some(0),
-                ..Default::default()
-            })
-            .unwrap();
-        assert_eq!(limited.len(), 1);
+    backend_tests! {
+        fn actions_are_listed_by_filter_and_found_by_prefix(store) {
+            let a = store
+                .begin_action(&new_action(isolate(&["m1"])), 1)
+                .unwrap();
+            let b = store
+                .begin_action(&new_action(isolate(&["m2"])), 2)
+                .unwrap();
+            store
+                .finish(b.action_id(), Outcome::Failed, Some("no"), 3)
+                .unwrap();
+            let all = store.list_actions(&ActionFilter::default()).unwrap();
+            assert_eq!(all.len(), 2);
+            assert_eq!(&all[0].id, b.action_id(), "newest first");
+            let failed = store
+                .list_actions(&ActionFilter {
+                    states: vec![ActionState::Failed],
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(failed.len(), 1);
+            assert_eq!(failed[0].last_error.as_deref(), Some("no"));
+            let limited = store
+                .list_actions(&ActionFilter {
+                    limit: Some(1),
+                    plugin: Some(PluginName::new("isolator")),
+                    malop_id: Some(MalopId::new("11.1")),
+                    created_since_ms: Some(0),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(limited.len(), 1);
 
-        let id = a.action_id();
-        assert_eq!(&store.resolve_action_id(&id.as_str()[..12]).unwrap(), id);
-        assert_eq!(
-            &store
-                .resolve_action_id(&id.as_str().to_uppercase())
-                .unwrap(),
-            id
-        );
-        assert!(store.resolve_action_id("zz").is_err());
-        assert!(
-            store
-                .resolve_action_id("ffffffffffff")
-                .unwrap_err()
-                .is_not_found()
-        );
-        assert_eq!(
-            store
-                .find_action_by_key(&ActionKey::compute(&isolate(&["m1"]), &digest()))
-                .unwrap()
-                .unwrap()
-                .id,
-            *id
-        );
+            let id = a.action_id();
+            assert_eq!(&store.resolve_action_id(&id.as_str()[..12]).unwrap(), id);
+            assert_eq!(
+                &store
+                    .resolve_action_id(&id.as_str().to_uppercase())
+                    .unwrap(),
+                id
+            );
+            assert!(store.resolve_action_id("zz").is_err());
+            assert!(
+                store
+                    .resolve_action_id("ffffffffffff")
+                    .unwrap_err()
+                    .is_not_found()
+            );
+            assert_eq!(
+                store
+                    .find_action_by_key(&ActionKey::compute(&isolate(&["m1"]), &digest()))
+                    .unwrap()
+                    .unwrap()
+                    .id,
+                *id
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! transaction). Below both the action ledger and the approval decisions, which use it.
 
 use super::{ActionId, Op};
-use rusqlite::{Transaction, params};
+use crate::sql::{Tx, params};
 use std::fmt;
 
 /// Where an approval is.
@@ -47,7 +47,7 @@ impl fmt::Display for ApprovalStatus {
 
 /// Enqueues the approval of a just-inserted action (inside [`crate::ActionLedger::begin_action`]).
 pub(crate) fn enqueue(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &ActionId,
     hash_hex: &str,
     now_ms: i64,

@@ -10,8 +10,8 @@ use super::actions::{COLUMNS, RawAction, check_state, load, load_raw, one_row};
 use super::approval_queue::ApprovalStatus;
 use super::{ActionId, ActionRecord, ActionState, Failure, Op, Refusal, Result, Store};
 use crate::repos::Approvals;
+use crate::sql::{OptionalExtension, Tx, params};
 use riposte_domain::Sha256Digest;
-use rusqlite::{OptionalExtension, Transaction, params};
 
 /// An action waiting for an operator, with what they need to decide.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -43,11 +43,11 @@ struct ApprovalRow {
     expires_at_ms: i64,
 }
 
-fn approval_row(tx: &Transaction<'_>, id: &ActionId) -> Op<ApprovalRow> {
+fn approval_row(tx: &Tx<'_>, id: &ActionId) -> Op<ApprovalRow> {
     let row: Option<(String, String, i64)> = tx
         .query_row(
             "SELECT action_hash, status, expires_at_ms FROM approvals WHERE action_id = ?1",
-            [id.as_str()],
+            params![id.as_str()],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
@@ -67,7 +67,7 @@ fn approval_row(tx: &Transaction<'_>, id: &ActionId) -> Op<ApprovalRow> {
 
 /// Moves one pending approval and its action to a decision.
 fn decide(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &ActionId,
     status: ApprovalStatus,
     by: Option<&str>,
@@ -108,7 +108,7 @@ fn decide(
 /// The checks shared by approve and deny: pending, and not expired (an expired one is
 /// marked expired, and the refusal returned after the commit).
 fn check_pending(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &ActionId,
     now_ms: i64,
 ) -> Op<std::result::Result<ApprovalRow, Failure>> {
@@ -134,22 +134,19 @@ fn check_pending(
 impl Approvals for Store {
     fn list_pending(&self, now_ms: i64) -> Result<Vec<PendingApproval>> {
         self.read("list_pending", |tx| {
-            let mut stmt = tx.prepare(&format!(
+            let rows = tx.query_map(&format!(
                 "SELECT {COLUMNS}, approvals.action_hash, approvals.requested_at_ms, \
                  approvals.expires_at_ms FROM approvals JOIN actions ON actions.id = approvals.action_id \
                  WHERE approvals.status = ?1 AND approvals.expires_at_ms > ?2 \
                  ORDER BY approvals.requested_at_ms, approvals.action_id"
-            ))?;
-            let rows = stmt
-                .query_map(params![ApprovalStatus::Pending.as_str(), now_ms], |r| {
+            ), params![ApprovalStatus::Pending.as_str(), now_ms], |r| {
                     Ok((
                         RawAction::from_row(r)?,
-                        r.get::<_, String>(22)?,
-                        r.get::<_, i64>(23)?,
-                        r.get::<_, i64>(24)?,
+                        r.get::<String>(22)?,
+                        r.get::<i64>(23)?,
+                        r.get::<i64>(24)?,
                     ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                })?;
             rows.into_iter()
                 .map(|(raw, hash, requested_at_ms, expires_at_ms)| {
                     let action = raw.into_record()?;
@@ -220,15 +217,12 @@ impl Approvals for Store {
 
     fn expire_due(&self, now_ms: i64) -> Result<Vec<ActionId>> {
         self.write("expire_due", |tx| {
-            let ids: Vec<String> = tx
-                .prepare(
-                    "SELECT action_id FROM approvals WHERE status = ?1 AND expires_at_ms <= ?2 \
+            let ids: Vec<String> = tx.query_map(
+                "SELECT action_id FROM approvals WHERE status = ?1 AND expires_at_ms <= ?2 \
                      ORDER BY expires_at_ms, action_id",
-                )?
-                .query_map(params![ApprovalStatus::Pending.as_str(), now_ms], |r| {
-                    r.get(0)
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+                params![ApprovalStatus::Pending.as_str(), now_ms],
+                |r| r.get(0),
+            )?;
             let ids: Vec<ActionId> = ids
                 .into_iter()
                 .map(|id| {
@@ -246,21 +240,17 @@ impl Approvals for Store {
 
     fn claim_approved(&self, now_ms: i64) -> Result<Vec<ActionRecord>> {
         self.write("claim_approved", |tx| {
-            let rows: Vec<(String, String)> = tx
-                .prepare(
-                    "SELECT approvals.action_id, approvals.action_hash FROM approvals \
+            let rows: Vec<(String, String)> = tx.query_map(
+                "SELECT approvals.action_id, approvals.action_hash FROM approvals \
                      JOIN actions ON actions.id = approvals.action_id \
                      WHERE approvals.status = ?1 AND approvals.claimed_at_ms IS NULL \
                      AND actions.state = ?2 ORDER BY approvals.decided_at_ms, approvals.action_id",
-                )?
-                .query_map(
-                    params![
-                        ApprovalStatus::Approved.as_str(),
-                        ActionState::Approved.as_str()
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?
-                .collect::<rusqlite::Result<_>>()?;
+                params![
+                    ApprovalStatus::Approved.as_str(),
+                    ActionState::Approved.as_str()
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             let mut claimed = Vec::new();
             for (id, hash) in rows {
                 let id = ActionId::parse(&id).ok_or_else(|| {
@@ -410,201 +400,201 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_unresolved_action_is_held_for_an_operator_and_runs_once_approved() {
-        let store = Store::open_in_memory().unwrap();
-        let planned = |machine: &str| {
+    backend_tests! {
+        fn an_unresolved_action_is_held_for_an_operator_and_runs_once_approved(store) {
+            let planned = |machine: &str| {
+                let new = NewAction::new(
+                    PluginName::new("removed"),
+                    Sha256Digest::of(b"removed"),
+                    ActionRequest::Isolate {
+                        malop_id: None,
+                        machines: vec![MachineGuid::new(machine)],
+                    },
+                    "before the crash",
+                );
+                store.begin_action(&new, 1).unwrap().action_id().clone()
+            };
+            let (a, b) = (planned("m1"), planned("m2"));
+            assert!(store.hold_for_operator(&a, 1_000, 10).unwrap());
+            assert!(
+                !store.hold_for_operator(&a, 1_000, 11).unwrap(),
+                "held once"
+            );
+            assert_eq!(
+                store.get_action(&a).unwrap().state,
+                ActionState::AwaitingApproval
+            );
+            assert_eq!(store.unresolved_actions().unwrap().len(), 1, "b only");
+            let pending = store.list_pending(12).unwrap();
+            assert_eq!(pending.len(), 1);
+            assert_eq!(
+                pending[0].action_hash,
+                request_hash(&pending[0].action.request)
+            );
+            store
+                .approve(&a, "alice", Some(&pending[0].action_hash), 20)
+                .unwrap();
+            let claimed = store.claim_approved(30).unwrap();
+            assert_eq!(claimed.len(), 1);
+            assert_eq!(claimed[0].state, ActionState::Planned);
+            // One the server accepted with a remediation id is only followed, never held.
+            store
+                .mark_submitted(
+                    &b,
+                    Some(&riposte_domain::RemediationId::new("r-1")),
+                    &serde_json::json!({}),
+                    40,
+                )
+                .unwrap();
+            assert!(!store.hold_for_operator(&b, 1_000, 41).unwrap());
+            // An expiry in the past holds nothing.
+            assert!(!store.hold_for_operator(&a, 30, 50).unwrap());
+        }
+    }
+
+    backend_tests! {
+        fn approve_then_claim_once(store) {
+            let id = held(&store, "m1", 0, 1_000);
+            assert_eq!(
+                store.unresolved_actions().unwrap().len(),
+                0,
+                "held actions are not planned"
+            );
+            let pending = store.list_pending(10).unwrap();
+            assert_eq!(pending.len(), 1);
+            assert_eq!(pending[0].action.id, id);
+            assert_eq!(
+                pending[0].action_hash,
+                request_hash(&pending[0].action.request)
+            );
+            assert_eq!(store.pending_approvals_count(10).unwrap(), 1);
+
+            let approved = store
+                .approve(&id, "alice", Some(&pending[0].action_hash), 20)
+                .unwrap();
+            assert_eq!(approved.action.state, ActionState::Approved);
+            assert_eq!(approved.approved_by, "alice");
+            assert!(store.list_pending(21).unwrap().is_empty());
+
+            let again = store.approve(&id, "bob", None, 22).unwrap_err();
+            assert_eq!(
+                again.refusal(),
+                Some(&Refusal::AlreadyDecided {
+                    action: id.clone(),
+                    status: ApprovalStatus::Approved
+                })
+            );
+            assert!(store.deny(&id, "bob", 23).is_err());
+
+            let claimed = store.claim_approved(30).unwrap();
+            assert_eq!(claimed.len(), 1);
+            assert_eq!(claimed[0].state, ActionState::Planned);
+            assert!(store.claim_approved(31).unwrap().is_empty());
+            assert_eq!(store.unresolved_actions().unwrap().len(), 1);
+        }
+    }
+
+    backend_tests! {
+        fn deny_and_expire(store) {
+            let denied = held(&store, "m1", 0, 1_000);
+            let expiring = held(&store, "m2", 0, 500);
+            let late = held(&store, "m3", 0, 600);
+            store.deny(&denied, "alice", 10).unwrap();
+            assert_eq!(
+                store.get_action(&denied).unwrap().state,
+                ActionState::Denied
+            );
+
+            // Approving after the expiry is refused and marks it expired.
+            let err = store.approve(&late, "alice", None, 600).unwrap_err();
+            assert!(
+                matches!(err.refusal(), Some(Refusal::ApprovalExpired { .. })),
+                "{err}"
+            );
+            assert_eq!(store.get_action(&late).unwrap().state, ActionState::Expired);
+
+            assert_eq!(store.list_pending(499).unwrap().len(), 1);
+            assert!(store.list_pending(500).unwrap().is_empty());
+            assert_eq!(store.expire_due(500).unwrap(), vec![expiring.clone()]);
+            assert!(store.expire_due(501).unwrap().is_empty());
+            assert_eq!(
+                store.get_action(&expiring).unwrap().state,
+                ActionState::Expired
+            );
+            assert!(store.claim_approved(700).unwrap().is_empty());
+
+            // An expired approval can be queued again; a denied one cannot.
+            store.requeue_expired(&expiring, 2_000, 1_000).unwrap();
+            assert_eq!(
+                store.get_action(&expiring).unwrap().state,
+                ActionState::AwaitingApproval
+            );
+            assert_eq!(store.list_pending(1_001).unwrap().len(), 1);
+            store.approve(&expiring, "alice", None, 1_002).unwrap();
+            assert!(store.requeue_expired(&denied, 2_000, 1_000).is_err());
+            assert!(store.requeue_expired(&late, 1_000, 1_000).is_err());
+        }
+    }
+
+    backend_tests! {
+        fn the_approval_is_bound_to_the_exact_request(store) {
+            let id = held(&store, "m1", 0, 1_000);
+            let wrong = Sha256Digest::of(b"something else");
+            let err = store.approve(&id, "alice", Some(&wrong), 1).unwrap_err();
+            assert!(
+                matches!(err.refusal(), Some(Refusal::SeenHashMismatch { .. })),
+                "{err}"
+            );
+
+            // Someone edits the stored request: the approval no longer matches it.
+            store
+                .write("test: tamper", |tx| {
+                    tx.execute(
+                        "UPDATE actions SET request_json = ?1 WHERE id = ?2",
+                        params![
+                            r#"{"action":"isolate","malop_id":"11.7","machines":["m1","m9"]}"#,
+                            id.as_str()
+                        ],
+                    )?;
+                    Ok(())
+                })
+                .unwrap();
+            let err = store.approve(&id, "alice", None, 2).unwrap_err();
+            assert!(
+                matches!(err.refusal(), Some(Refusal::HashMismatch { .. })),
+                "{err}"
+            );
+            assert_eq!(
+                store.get_action(&id).unwrap().state,
+                ActionState::AwaitingApproval
+            );
+        }
+    }
+
+    backend_tests! {
+        fn unknown_approvals_are_not_found(store) {
+            assert!(
+                store
+                    .approve(&ActionId::generate(), "alice", None, 1)
+                    .unwrap_err()
+                    .is_not_found()
+            );
+        }
+    }
+
+    backend_tests! {
+        fn an_expiry_in_the_past_is_refused(store) {
             let new = NewAction::new(
-                PluginName::new("removed"),
-                Sha256Digest::of(b"removed"),
+                PluginName::new("p"),
+                Sha256Digest::of(b"p"),
                 ActionRequest::Isolate {
                     malop_id: None,
-                    machines: vec![MachineGuid::new(machine)],
+                    machines: vec![MachineGuid::new("m")],
                 },
-                "before the crash",
-            );
-            store.begin_action(&new, 1).unwrap().action_id().clone()
-        };
-        let (a, b) = (planned("m1"), planned("m2"));
-        assert!(store.hold_for_operator(&a, 1_000, 10).unwrap());
-        assert!(
-            !store.hold_for_operator(&a, 1_000, 11).unwrap(),
-            "held once"
-        );
-        assert_eq!(
-            store.get_action(&a).unwrap().state,
-            ActionState::AwaitingApproval
-        );
-        assert_eq!(store.unresolved_actions().unwrap().len(), 1, "b only");
-        let pending = store.list_pending(12).unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(
-            pending[0].action_hash,
-            request_hash(&pending[0].action.request)
-        );
-        store
-            .approve(&a, "alice", Some(&pending[0].action_hash), 20)
-            .unwrap();
-        let claimed = store.claim_approved(30).unwrap();
-        assert_eq!(claimed.len(), 1);
-        assert_eq!(claimed[0].state, ActionState::Planned);
-        // One the server accepted with a remediation id is only followed, never held.
-        store
-            .mark_submitted(
-                &b,
-                Some(&riposte_domain::RemediationId::new("r-1")),
-                &serde_json::json!({}),
-                40,
+                "r",
             )
-            .unwrap();
-        assert!(!store.hold_for_operator(&b, 1_000, 41).unwrap());
-        // An expiry in the past holds nothing.
-        assert!(!store.hold_for_operator(&a, 30, 50).unwrap());
-    }
-
-    #[test]
-    fn approve_then_claim_once() {
-        let store = Store::open_in_memory().unwrap();
-        let id = held(&store, "m1", 0, 1_000);
-        assert_eq!(
-            store.unresolved_actions().unwrap().len(),
-            0,
-            "held actions are not planned"
-        );
-        let pending = store.list_pending(10).unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].action.id, id);
-        assert_eq!(
-            pending[0].action_hash,
-            request_hash(&pending[0].action.request)
-        );
-        assert_eq!(store.pending_approvals_count(10).unwrap(), 1);
-
-        let approved = store
-            .approve(&id, "alice", Some(&pending[0].action_hash), 20)
-            .unwrap();
-        assert_eq!(approved.action.state, ActionState::Approved);
-        assert_eq!(approved.approved_by, "alice");
-        assert!(store.list_pending(21).unwrap().is_empty());
-
-        let again = store.approve(&id, "bob", None, 22).unwrap_err();
-        assert_eq!(
-            again.refusal(),
-            Some(&Refusal::AlreadyDecided {
-                action: id.clone(),
-                status: ApprovalStatus::Approved
-            })
-        );
-        assert!(store.deny(&id, "bob", 23).is_err());
-
-        let claimed = store.claim_approved(30).unwrap();
-        assert_eq!(claimed.len(), 1);
-        assert_eq!(claimed[0].state, ActionState::Planned);
-        assert!(store.claim_approved(31).unwrap().is_empty());
-        assert_eq!(store.unresolved_actions().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn deny_and_expire() {
-        let store = Store::open_in_memory().unwrap();
-        let denied = held(&store, "m1", 0, 1_000);
-        let expiring = held(&store, "m2", 0, 500);
-        let late = held(&store, "m3", 0, 600);
-        store.deny(&denied, "alice", 10).unwrap();
-        assert_eq!(
-            store.get_action(&denied).unwrap().state,
-            ActionState::Denied
-        );
-
-        // Approving after the expiry is refused and marks it expired.
-        let err = store.approve(&late, "alice", None, 600).unwrap_err();
-        assert!(
-            matches!(err.refusal(), Some(Refusal::ApprovalExpired { .. })),
-            "{err}"
-        );
-        assert_eq!(store.get_action(&late).unwrap().state, ActionState::Expired);
-
-        assert_eq!(store.list_pending(499).unwrap().len(), 1);
-        assert!(store.list_pending(500).unwrap().is_empty());
-        assert_eq!(store.expire_due(500).unwrap(), vec![expiring.clone()]);
-        assert!(store.expire_due(501).unwrap().is_empty());
-        assert_eq!(
-            store.get_action(&expiring).unwrap().state,
-            ActionState::Expired
-        );
-        assert!(store.claim_approved(700).unwrap().is_empty());
-
-        // An expired approval can be queued again; a denied one cannot.
-        store.requeue_expired(&expiring, 2_000, 1_000).unwrap();
-        assert_eq!(
-            store.get_action(&expiring).unwrap().state,
-            ActionState::AwaitingApproval
-        );
-        assert_eq!(store.list_pending(1_001).unwrap().len(), 1);
-        store.approve(&expiring, "alice", None, 1_002).unwrap();
-        assert!(store.requeue_expired(&denied, 2_000, 1_000).is_err());
-        assert!(store.requeue_expired(&late, 1_000, 1_000).is_err());
-    }
-
-    #[test]
-    fn the_approval_is_bound_to_the_exact_request() {
-        let store = Store::open_in_memory().unwrap();
-        let id = held(&store, "m1", 0, 1_000);
-        let wrong = Sha256Digest::of(b"something else");
-        let err = store.approve(&id, "alice", Some(&wrong), 1).unwrap_err();
-        assert!(
-            matches!(err.refusal(), Some(Refusal::SeenHashMismatch { .. })),
-            "{err}"
-        );
-
-        // Someone edits the stored request: the approval no longer matches it.
-        store
-            .write("test: tamper", |tx| {
-                tx.execute(
-                    "UPDATE actions SET request_json = ?1 WHERE id = ?2",
-                    params![
-                        r#"{"action":"isolate","malop_id":"11.7","machines":["m1","m9"]}"#,
-                        id.as_str()
-                    ],
-                )?;
-                Ok(())
-            })
-            .unwrap();
-        let err = store.approve(&id, "alice", None, 2).unwrap_err();
-        assert!(
-            matches!(err.refusal(), Some(Refusal::HashMismatch { .. })),
-            "{err}"
-        );
-        assert_eq!(
-            store.get_action(&id).unwrap().state,
-            ActionState::AwaitingApproval
-        );
-    }
-
-    #[test]
-    fn unknown_approvals_are_not_found() {
-        let store = Store::open_in_memory().unwrap();
-        assert!(
-            store
-                .approve(&ActionId::generate(), "alice", None, 1)
-                .unwrap_err()
-                .is_not_found()
-        );
-    }
-
-    #[test]
-    fn an_expiry_in_the_past_is_refused() {
-        let store = Store::open_in_memory().unwrap();
-        let new = NewAction::new(
-            PluginName::new("p"),
-            Sha256Digest::of(b"p"),
-            ActionRequest::Isolate {
-                malop_id: None,
-                machines: vec![MachineGuid::new("m")],
-            },
-            "r",
-        )
-        .with_mode(ActionMode::AwaitApproval { expires_at_ms: 5 });
-        assert!(store.begin_action(&new, 5).is_err());
+            .with_mode(ActionMode::AwaitApproval { expires_at_ms: 5 });
+            assert!(store.begin_action(&new, 5).is_err());
+        }
     }
 }

@@ -7,9 +7,9 @@
 //! aggregate budget. An event at time `t` counts in the window `(now - window, now]`, so it
 //! drops out exactly `window` after it was spent.
 
-use super::{Refusal, Result, Store};
+use super::{Op, Refusal, Result, Store};
 use crate::repos::BudgetCounters;
-use rusqlite::{Transaction, params};
+use crate::sql::{Tx, params};
 
 /// One budget a spend must fit in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,13 +59,7 @@ fn window_ms(window_secs: u64) -> i64 {
     i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
-fn count_used(
-    tx: &Transaction<'_>,
-    scope: &str,
-    kind: &str,
-    window_secs: u64,
-    now_ms: i64,
-) -> rusqlite::Result<u32> {
+fn count_used(tx: &Tx<'_>, scope: &str, kind: &str, window_secs: u64, now_ms: i64) -> Op<u32> {
     let since = now_ms.saturating_sub(window_ms(window_secs));
     let n: i64 = tx.query_row(
         "SELECT COUNT(*) FROM budget_events WHERE scope = ?1 AND kind = ?2 AND at_ms > ?3 AND at_ms <= ?4",
@@ -128,18 +122,19 @@ impl BudgetCounters for Store {
             if targets.is_empty() {
                 return Ok(SpendOutcome::Granted { remaining });
             }
-            let mut insert = tx.prepare(
-                "INSERT INTO budget_events (id, scope, kind, target, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
             for charge in charges {
                 for target in &targets {
-                    insert.execute(params![
-                        uuid::Uuid::new_v4().simple().to_string(),
-                        charge.scope,
-                        charge.kind,
-                        target,
-                        now_ms
-                    ])?;
+                    tx.execute(
+                        "INSERT INTO budget_events (id, scope, kind, target, at_ms) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            uuid::Uuid::new_v4().simple().to_string(),
+                            charge.scope,
+                            charge.kind,
+                            target,
+                            now_ms
+                        ],
+                    )?;
                 }
             }
             Ok(SpendOutcome::Granted { remaining })
@@ -148,23 +143,26 @@ impl BudgetCounters for Store {
 
     fn used(&self, scope: &str, kind: &str, window_secs: u64, now_ms: i64) -> Result<u32> {
         self.read("budget_used", |tx| {
-            Ok(count_used(tx, scope, kind, window_secs, now_ms)?)
+            count_used(tx, scope, kind, window_secs, now_ms)
         })
     }
 
     fn last_action_on(&self, target: &str) -> Result<Option<i64>> {
         self.read("last_action_on", |tx| {
-            Ok(tx.query_row(
+            tx.query_row(
                 "SELECT MAX(at_ms) FROM budget_events WHERE target = ?1",
-                [target],
+                params![target],
                 |r| r.get(0),
-            )?)
+            )
         })
     }
 
     fn prune_budget_events(&self, before_ms: i64) -> Result<usize> {
         self.write("prune_budget_events", |tx| {
-            Ok(tx.execute("DELETE FROM budget_events WHERE at_ms <= ?1", [before_ms])?)
+            tx.execute(
+                "DELETE FROM budget_events WHERE at_ms <= ?1",
+                params![before_ms],
+            )
         })
     }
 }
@@ -177,145 +175,145 @@ mod tests {
         names.iter().map(|s| s.to_string()).collect()
     }
 
-    #[test]
-    fn the_window_slides() {
-        let store = Store::open_in_memory().unwrap();
-        let hour = 3600;
-        let t0 = 1_000_000;
-        assert!(
-            store
-                .spend("g", "isolate", &targets(&["m1", "m2"]), t0, hour, 3)
-                .unwrap()
-                .is_granted()
-        );
-        assert_eq!(
-            store
-                .spend("g", "isolate", &targets(&["m3", "m4"]), t0 + 1, hour, 3)
-                .unwrap(),
-            SpendOutcome::Exhausted {
-                scope: "g".into(),
-                kind: "isolate".into(),
-                used: 2,
-                max: 3,
-                requested: 2
-            }
-        );
-        assert_eq!(
-            store
-                .spend("g", "isolate", &targets(&["m3"]), t0 + 2, hour, 3)
-                .unwrap(),
-            SpendOutcome::Granted { remaining: 0 }
-        );
-        // One millisecond before the first spend leaves the window: still full.
-        assert_eq!(
-            store
-                .used("g", "isolate", hour, t0 + 3_600_000 - 1)
-                .unwrap(),
-            3
-        );
-        assert!(
-            !store
-                .spend("g", "isolate", &targets(&["m5"]), t0 + 3_599_999, hour, 3)
-                .unwrap()
-                .is_granted()
-        );
-        // Exactly one window later the first two drop out.
-        assert_eq!(store.used("g", "isolate", hour, t0 + 3_600_000).unwrap(), 1);
-        assert!(
-            store
-                .spend(
-                    "g",
-                    "isolate",
-                    &targets(&["m5", "m6"]),
-                    t0 + 3_600_000,
-                    hour,
-                    3
-                )
-                .unwrap()
-                .is_granted()
-        );
-        // Other kinds and scopes have their own counters.
-        assert_eq!(
-            store
-                .used("g", "kill-process", hour, t0 + 3_600_000)
-                .unwrap(),
-            0
-        );
-        assert_eq!(
-            store
-                .used("plugin:x", "isolate", hour, t0 + 3_600_000)
-                .unwrap(),
-            0
-        );
+    backend_tests! {
+        fn the_window_slides(store) {
+            let hour = 3600;
+            let t0 = 1_000_000;
+            assert!(
+                store
+                    .spend("g", "isolate", &targets(&["m1", "m2"]), t0, hour, 3)
+                    .unwrap()
+                    .is_granted()
+            );
+            assert_eq!(
+                store
+                    .spend("g", "isolate", &targets(&["m3", "m4"]), t0 + 1, hour, 3)
+                    .unwrap(),
+                SpendOutcome::Exhausted {
+                    scope: "g".into(),
+                    kind: "isolate".into(),
+                    used: 2,
+                    max: 3,
+                    requested: 2
+                }
+            );
+            assert_eq!(
+                store
+                    .spend("g", "isolate", &targets(&["m3"]), t0 + 2, hour, 3)
+                    .unwrap(),
+                SpendOutcome::Granted { remaining: 0 }
+            );
+            // One millisecond before the first spend leaves the window: still full.
+            assert_eq!(
+                store
+                    .used("g", "isolate", hour, t0 + 3_600_000 - 1)
+                    .unwrap(),
+                3
+            );
+            assert!(
+                !store
+                    .spend("g", "isolate", &targets(&["m5"]), t0 + 3_599_999, hour, 3)
+                    .unwrap()
+                    .is_granted()
+            );
+            // Exactly one window later the first two drop out.
+            assert_eq!(store.used("g", "isolate", hour, t0 + 3_600_000).unwrap(), 1);
+            assert!(
+                store
+                    .spend(
+                        "g",
+                        "isolate",
+                        &targets(&["m5", "m6"]),
+                        t0 + 3_600_000,
+                        hour,
+                        3
+                    )
+                    .unwrap()
+                    .is_granted()
+            );
+            // Other kinds and scopes have their own counters.
+            assert_eq!(
+                store
+                    .used("g", "kill-process", hour, t0 + 3_600_000)
+                    .unwrap(),
+                0
+            );
+            assert_eq!(
+                store
+                    .used("plugin:x", "isolate", hour, t0 + 3_600_000)
+                    .unwrap(),
+                0
+            );
+        }
     }
 
-    #[test]
-    fn several_budgets_are_all_or_nothing() {
-        let store = Store::open_in_memory().unwrap();
-        let charges = [
-            BudgetCharge {
-                scope: "plugin:a".into(),
-                kind: "isolate".into(),
-                window_secs: 60,
-                max: 10,
-            },
-            BudgetCharge {
-                scope: "global".into(),
-                kind: "isolate".into(),
-                window_secs: 60,
-                max: 2,
-            },
-        ];
-        assert_eq!(
-            store
-                .spend_all(&charges, &targets(&["m1", "m1"]), 0)
-                .unwrap(),
-            SpendOutcome::Granted { remaining: 1 },
-            "duplicate targets count once"
-        );
-        let refused = store
-            .spend_all(&charges, &targets(&["m2", "m3"]), 1)
-            .unwrap();
-        assert!(matches!(refused, SpendOutcome::Exhausted { ref scope, .. } if scope == "global"));
-        assert_eq!(
-            store.used("plugin:a", "isolate", 60, 1).unwrap(),
-            1,
-            "nothing charged"
-        );
-        assert_eq!(store.used("global", "isolate", 60, 1).unwrap(), 1);
+    backend_tests! {
+        fn several_budgets_are_all_or_nothing(store) {
+            let charges = [
+                BudgetCharge {
+                    scope: "plugin:a".into(),
+                    kind: "isolate".into(),
+                    window_secs: 60,
+                    max: 10,
+                },
+                BudgetCharge {
+                    scope: "global".into(),
+                    kind: "isolate".into(),
+                    window_secs: 60,
+                    max: 2,
+                },
+            ];
+            assert_eq!(
+                store
+                    .spend_all(&charges, &targets(&["m1", "m1"]), 0)
+                    .unwrap(),
+                SpendOutcome::Granted { remaining: 1 },
+                "duplicate targets count once"
+            );
+            let refused = store
+                .spend_all(&charges, &targets(&["m2", "m3"]), 1)
+                .unwrap();
+            assert!(matches!(refused, SpendOutcome::Exhausted { ref scope, .. } if scope == "global"));
+            assert_eq!(
+                store.used("plugin:a", "isolate", 60, 1).unwrap(),
+                1,
+                "nothing charged"
+            );
+            assert_eq!(store.used("global", "isolate", 60, 1).unwrap(), 1);
+        }
     }
 
-    #[test]
-    fn last_action_and_pruning() {
-        let store = Store::open_in_memory().unwrap();
-        assert_eq!(store.last_action_on("m1").unwrap(), None);
-        store
-            .spend("g", "isolate", &targets(&["m1"]), 100, 60, 10)
-            .unwrap();
-        store
-            .spend("g", "kill-process", &targets(&["m1"]), 250, 60, 10)
-            .unwrap();
-        assert_eq!(store.last_action_on("m1").unwrap(), Some(250));
-        assert_eq!(store.prune_budget_events(100).unwrap(), 1);
-        assert_eq!(store.last_action_on("m1").unwrap(), Some(250));
-        assert_eq!(store.prune_budget_events(1_000).unwrap(), 1);
-        assert_eq!(store.last_action_on("m1").unwrap(), None);
+    backend_tests! {
+        fn last_action_and_pruning(store) {
+            assert_eq!(store.last_action_on("m1").unwrap(), None);
+            store
+                .spend("g", "isolate", &targets(&["m1"]), 100, 60, 10)
+                .unwrap();
+            store
+                .spend("g", "kill-process", &targets(&["m1"]), 250, 60, 10)
+                .unwrap();
+            assert_eq!(store.last_action_on("m1").unwrap(), Some(250));
+            assert_eq!(store.prune_budget_events(100).unwrap(), 1);
+            assert_eq!(store.last_action_on("m1").unwrap(), Some(250));
+            assert_eq!(store.prune_budget_events(1_000).unwrap(), 1);
+            assert_eq!(store.last_action_on("m1").unwrap(), None);
+        }
     }
 
-    #[test]
-    fn an_empty_spend_is_granted_and_records_nothing() {
-        let store = Store::open_in_memory().unwrap();
-        assert!(
-            store
-                .spend("g", "isolate", &[], 1, 60, 0)
-                .unwrap()
-                .is_granted()
-        );
-        assert_eq!(store.used("g", "isolate", 60, 1).unwrap(), 0);
-        assert!(
-            store
-                .spend("g", "isolate", &targets(&[""]), 1, 60, 5)
-                .is_err()
-        );
+    backend_tests! {
+        fn an_empty_spend_is_granted_and_records_nothing(store) {
+            assert!(
+                store
+                    .spend("g", "isolate", &[], 1, 60, 0)
+                    .unwrap()
+                    .is_granted()
+            );
+            assert_eq!(store.used("g", "isolate", 60, 1).unwrap(), 0);
+            assert!(
+                store
+                    .spend("g", "isolate", &targets(&[""]), 1, 60, 5)
+                    .is_err()
+            );
+        }
     }
 }

@@ -4,14 +4,14 @@
 //!
 //! [`Budgets::spend_charges_checked`] (and [`crate::BudgetsExt::spend_charges`] over it) is
 //! the atomic step `policy::BudgetLedger::try_spend` needs: in
-//! one `BEGIN IMMEDIATE` transaction it hands the policy's checks a [`ChargeView`] of the
+//! one write transaction (serialised against every other writer) it hands the policy's checks a [`ChargeView`] of the
 //! recorded charges and records the new charges only if the checks refuse nothing, so two
 //! concurrent decisions (threads or processes) cannot both squeeze under the same budget.
 
-use super::{Failure, Result, Store};
+use super::{Failure, Result, Store, tag};
 use crate::repos::{Budgets, ChargeCheck, ChargeReads, ChargeView, SpendCheck};
+use crate::sql::{Tx, Value, dyn_params, params};
 use riposte_domain::{ActionKind, PluginName, TimestampMs};
-use rusqlite::{Transaction, params};
 
 /// One charge to record: an action kind on a target (a machine guid, a reputation key, a
 /// Malop id, as the policy spells its target keys).
@@ -25,9 +25,11 @@ pub struct ChargeItem {
 
 /// The reads of [`ChargeReads`] inside the transaction of a spend.
 struct TxCharges<'a> {
-    tx: &'a Transaction<'a>,
+    tx: &'a Tx<'a>,
     store: &'a Store,
 }
+
+const SPEND: &str = "spend_charges";
 
 impl ChargeReads for TxCharges<'_> {
     fn count(
@@ -36,7 +38,7 @@ impl ChargeReads for TxCharges<'_> {
         kinds: &[ActionKind],
         since_ms: TimestampMs,
     ) -> Result<u64> {
-        count(self.tx, plugin, kinds, since_ms).map_err(|f| self.store.tag("spend_charges", f))
+        count(self.tx, plugin, kinds, since_ms).map_err(|f| tag(self.store.path(), SPEND, f))
     }
 
     fn last_charge(
@@ -45,12 +47,12 @@ impl ChargeReads for TxCharges<'_> {
         kind: ActionKind,
         target: &str,
     ) -> Result<Option<TimestampMs>> {
-        last(self.tx, plugin, kind, target).map_err(|f| self.store.tag("spend_charges", f))
+        last(self.tx, plugin, kind, target).map_err(|f| tag(self.store.path(), SPEND, f))
     }
 }
 
 fn count(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     plugin: Option<&PluginName>,
     kinds: &[ActionKind],
     since_ms: TimestampMs,
@@ -59,7 +61,7 @@ fn count(
         return Ok(0);
     }
     let mut sql = String::from("SELECT COUNT(*) FROM budget_charges WHERE at_ms > ? AND kind IN (");
-    let mut args: Vec<rusqlite::types::Value> = vec![since_ms.into()];
+    let mut args: Vec<Value> = vec![since_ms.into()];
     for (i, kind) in kinds.iter().enumerate() {
         sql.push_str(if i == 0 { "?" } else { ", ?" });
         args.push(kind.name().to_owned().into());
@@ -69,21 +71,21 @@ fn count(
         sql.push_str(" AND plugin = ?");
         args.push(plugin.as_str().to_owned().into());
     }
-    let n: i64 = tx.query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?;
+    let n: i64 = tx.query_row(&sql, &dyn_params(&args), |r| r.get(0))?;
     Ok(n.max(0) as u64)
 }
 
 fn last(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     plugin: &PluginName,
     kind: ActionKind,
     target: &str,
 ) -> std::result::Result<Option<TimestampMs>, Failure> {
-    Ok(tx.query_row(
+    tx.query_row(
         "SELECT MAX(at_ms) FROM budget_charges WHERE plugin = ?1 AND kind = ?2 AND target = ?3",
         params![plugin.as_str(), kind.name(), target],
         |r| r.get(0),
-    )?)
+    )
 }
 
 impl Budgets for Store {
@@ -94,40 +96,37 @@ impl Budgets for Store {
         now_ms: TimestampMs,
         check: &mut SpendCheck<'_>,
     ) -> Result<ChargeCheck> {
-        let mut guard = self.lock();
-        guard
-            .set_durability(super::Durability::Durable)
-            .map_err(|e| self.tag("spend_charges", e.into()))?;
-        let tx = guard
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.tag("spend_charges", e.into()))?;
-        let decided = check(&mut ChargeView::new(&mut TxCharges {
-            tx: &tx,
-            store: self,
-        }))?;
-        if decided == ChargeCheck::Discard {
-            return Ok(decided);
-        }
-        let record = || -> std::result::Result<(), Failure> {
-            let mut insert = tx.prepare(
-                "INSERT INTO budget_charges (id, plugin, kind, target, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for charge in charges {
-                insert.execute(params![
-                    uuid::Uuid::new_v4().simple().to_string(),
-                    plugin.as_str(),
-                    charge.kind.name(),
-                    charge.target,
-                    now_ms
-                ])?;
+        let mut check_failed = None;
+        let decided = self.write(SPEND, |tx| {
+            let mut reads = TxCharges { tx, store: self };
+            let decided = match check(&mut ChargeView::new(&mut reads)) {
+                Ok(decided) => decided,
+                Err(error) => {
+                    check_failed = Some(error);
+                    ChargeCheck::Discard
+                }
+            };
+            if decided == ChargeCheck::Record {
+                for charge in charges {
+                    tx.execute(
+                        "INSERT INTO budget_charges (id, plugin, kind, target, at_ms) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            uuid::Uuid::new_v4().simple().to_string(),
+                            plugin.as_str(),
+                            charge.kind.name(),
+                            charge.target,
+                            now_ms
+                        ],
+                    )?;
+                }
             }
-            Ok(())
-        };
-        record().map_err(|f| self.tag("spend_charges", f))?;
-        tx.commit()
-            .map_err(|e| self.tag("spend_charges", e.into()))?;
-        Ok(decided)
+            Ok(decided)
+        })?;
+        match check_failed {
+            Some(error) => Err(error),
+            None => Ok(decided),
+        }
     }
 
     fn refund_charges(
@@ -170,7 +169,10 @@ impl Budgets for Store {
 
     fn prune_charges(&self, before_ms: TimestampMs) -> Result<usize> {
         self.write("prune_charges", |tx| {
-            Ok(tx.execute("DELETE FROM budget_charges WHERE at_ms <= ?1", [before_ms])?)
+            tx.execute(
+                "DELETE FROM budget_charges WHERE at_ms <= ?1",
+                params![before_ms],
+            )
         })
     }
 }
@@ -200,127 +202,127 @@ mod tests {
         }
     }
 
-    #[test]
-    fn charges_are_recorded_only_when_the_check_passes() {
-        let store = Store::open_in_memory().unwrap();
-        let p = PluginName::new("p");
-        let q = PluginName::new("q");
-        let two = [
-            item(ActionKind::Isolate, "m1"),
-            item(ActionKind::Isolate, "m2"),
-        ];
-        assert_eq!(
-            store
-                .spend_charges(&p, &two, 100, at_most(3, 2, 0))
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            store
-                .spend_charges(&q, &two, 101, at_most(3, 2, 0))
-                .unwrap(),
-            Some(2),
-            "refused: 2 used"
-        );
-        assert_eq!(
-            store.charges_used(None, &[ActionKind::Isolate], 0).unwrap(),
-            2
-        );
-        assert_eq!(
-            store
-                .charges_used(Some(&q), &[ActionKind::Isolate], 0)
-                .unwrap(),
-            0
-        );
-        assert_eq!(
-            store
-                .spend_charges(&q, &two[..1], 102, at_most(3, 1, 0))
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            store
-                .charges_used(Some(&q), &[ActionKind::Isolate], 0)
-                .unwrap(),
-            1
-        );
-        // The window: charges strictly after `since`.
-        assert_eq!(
-            store
-                .charges_used(None, &[ActionKind::Isolate], 100)
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            store
-                .charges_used(None, &[ActionKind::Isolate, ActionKind::KillProcess], 0)
-                .unwrap(),
-            3
-        );
-        assert_eq!(store.charges_used(None, &[], 0).unwrap(), 0);
+    backend_tests! {
+        fn charges_are_recorded_only_when_the_check_passes(store) {
+            let p = PluginName::new("p");
+            let q = PluginName::new("q");
+            let two = [
+                item(ActionKind::Isolate, "m1"),
+                item(ActionKind::Isolate, "m2"),
+            ];
+            assert_eq!(
+                store
+                    .spend_charges(&p, &two, 100, at_most(3, 2, 0))
+                    .unwrap(),
+                None
+            );
+            assert_eq!(
+                store
+                    .spend_charges(&q, &two, 101, at_most(3, 2, 0))
+                    .unwrap(),
+                Some(2),
+                "refused: 2 used"
+            );
+            assert_eq!(
+                store.charges_used(None, &[ActionKind::Isolate], 0).unwrap(),
+                2
+            );
+            assert_eq!(
+                store
+                    .charges_used(Some(&q), &[ActionKind::Isolate], 0)
+                    .unwrap(),
+                0
+            );
+            assert_eq!(
+                store
+                    .spend_charges(&q, &two[..1], 102, at_most(3, 1, 0))
+                    .unwrap(),
+                None
+            );
+            assert_eq!(
+                store
+                    .charges_used(Some(&q), &[ActionKind::Isolate], 0)
+                    .unwrap(),
+                1
+            );
+            // The window: charges strictly after `since`.
+            assert_eq!(
+                store
+                    .charges_used(None, &[ActionKind::Isolate], 100)
+                    .unwrap(),
+                1
+            );
+            assert_eq!(
+                store
+                    .charges_used(None, &[ActionKind::Isolate, ActionKind::KillProcess], 0)
+                    .unwrap(),
+                3
+            );
+            assert_eq!(store.charges_used(None, &[], 0).unwrap(), 0);
 
-        assert_eq!(
-            store.last_charge(&p, ActionKind::Isolate, "m2").unwrap(),
-            Some(100)
-        );
-        assert_eq!(
-            store.last_charge(&q, ActionKind::Isolate, "m2").unwrap(),
-            None
-        );
-        assert_eq!(
-            store.last_charge(&p, ActionKind::Unisolate, "m2").unwrap(),
-            None
-        );
-        assert_eq!(store.prune_charges(100).unwrap(), 2);
-        assert_eq!(
-            store.last_charge(&p, ActionKind::Isolate, "m2").unwrap(),
-            None
-        );
+            assert_eq!(
+                store.last_charge(&p, ActionKind::Isolate, "m2").unwrap(),
+                Some(100)
+            );
+            assert_eq!(
+                store.last_charge(&q, ActionKind::Isolate, "m2").unwrap(),
+                None
+            );
+            assert_eq!(
+                store.last_charge(&p, ActionKind::Unisolate, "m2").unwrap(),
+                None
+            );
+            assert_eq!(store.prune_charges(100).unwrap(), 2);
+            assert_eq!(
+                store.last_charge(&p, ActionKind::Isolate, "m2").unwrap(),
+                None
+            );
+        }
     }
 
-    #[test]
-    fn refunds_delete_the_latest_matching_charge_once() {
-        let store = Store::open_in_memory().unwrap();
-        let p = PluginName::new("p");
-        let one = [item(ActionKind::Isolate, "m1")];
-        let pass = |_: &mut ChargeView<'_>| Ok::<Option<u64>, Error>(None);
-        store.spend_charges(&p, &one, 100, pass).unwrap();
-        store.spend_charges(&p, &one, 200, pass).unwrap();
-        // Not another plugin's, not before `since`.
-        assert_eq!(
-            store
-                .refund_charges(&PluginName::new("q"), &one, 0)
-                .unwrap(),
-            0
-        );
-        assert_eq!(store.refund_charges(&p, &one, 201).unwrap(), 0);
-        assert_eq!(store.refund_charges(&p, &one, 150).unwrap(), 1);
-        assert_eq!(
-            store.last_charge(&p, ActionKind::Isolate, "m1").unwrap(),
-            Some(100),
-            "the latest one went"
-        );
-        assert_eq!(store.refund_charges(&p, &one, 150).unwrap(), 0, "once only");
-        assert_eq!(
-            store.charges_used(None, &[ActionKind::Isolate], 0).unwrap(),
-            1
-        );
+    backend_tests! {
+        fn refunds_delete_the_latest_matching_charge_once(store) {
+            let p = PluginName::new("p");
+            let one = [item(ActionKind::Isolate, "m1")];
+            let pass = |_: &mut ChargeView<'_>| Ok::<Option<u64>, Error>(None);
+            store.spend_charges(&p, &one, 100, pass).unwrap();
+            store.spend_charges(&p, &one, 200, pass).unwrap();
+            // Not another plugin's, not before `since`.
+            assert_eq!(
+                store
+                    .refund_charges(&PluginName::new("q"), &one, 0)
+                    .unwrap(),
+                0
+            );
+            assert_eq!(store.refund_charges(&p, &one, 201).unwrap(), 0);
+            assert_eq!(store.refund_charges(&p, &one, 150).unwrap(), 1);
+            assert_eq!(
+                store.last_charge(&p, ActionKind::Isolate, "m1").unwrap(),
+                Some(100),
+                "the latest one went"
+            );
+            assert_eq!(store.refund_charges(&p, &one, 150).unwrap(), 0, "once only");
+            assert_eq!(
+                store.charges_used(None, &[ActionKind::Isolate], 0).unwrap(),
+                1
+            );
+        }
     }
 
-    #[test]
-    fn an_error_in_the_check_records_nothing() {
-        let store = Store::open_in_memory().unwrap();
-        let p = PluginName::new("p");
-        let err = store
-            .spend_charges::<(), String>(&p, &[item(ActionKind::Isolate, "m1")], 1, |_| {
-                Err("policy failed".to_owned())
-            })
-            .unwrap_err();
-        assert_eq!(err, "policy failed");
-        assert_eq!(
-            store.charges_used(None, &[ActionKind::Isolate], 0).unwrap(),
-            0
-        );
+    backend_tests! {
+        fn an_error_in_the_check_records_nothing(store) {
+            let p = PluginName::new("p");
+            let err = store
+                .spend_charges::<(), String>(&p, &[item(ActionKind::Isolate, "m1")], 1, |_| {
+                    Err("policy failed".to_owned())
+                })
+                .unwrap_err();
+            assert_eq!(err, "policy failed");
+            assert_eq!(
+                store.charges_used(None, &[ActionKind::Isolate], 0).unwrap(),
+                0
+            );
+        }
     }
 
     impl From<Error> for String {

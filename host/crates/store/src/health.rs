@@ -1,9 +1,9 @@
 //! Plugin health: a plugin that traps several times in a row is paused, for a time that
 //! doubles with each further trap, up to a maximum; one clean run resets it.
 
-use super::{Result, Store};
+use super::{Op, Result, Store};
 use crate::repos::Health;
-use rusqlite::{OptionalExtension, params};
+use crate::sql::{OptionalExtension, Row, Tx, params};
 
 /// When and for how long a trapping plugin is paused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub struct PausedPlugin {
 pub(crate) const HEALTH_COLUMNS: &str =
     "plugin, consecutive_traps, total_traps, last_trap_at_ms, paused_until_ms";
 
-pub(crate) fn health_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PausedPlugin> {
+pub(crate) fn health_row(r: &Row) -> Op<PausedPlugin> {
     let consecutive: i64 = r.get(1)?;
     let total: i64 = r.get(2)?;
     Ok(PausedPlugin {
@@ -84,8 +84,7 @@ impl Health for Store {
         self.write("record_trap", |tx| {
             let before: Option<i64> = tx
                 .query_row(
-                    "SELECT consecutive_traps FROM plugin_health WHERE plugin = ?1",
-                    [plugin],
+                    "SELECT consecutive_traps FROM plugin_health WHERE plugin = ?1", params![plugin],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -112,8 +111,7 @@ impl Health for Store {
     fn record_success(&self, plugin: &str) -> Result<()> {
         self.write("record_success", |tx| {
             tx.execute(
-                "UPDATE plugin_health SET consecutive_traps = 0, paused_until_ms = NULL WHERE plugin = ?1",
-                [plugin],
+                "UPDATE plugin_health SET consecutive_traps = 0, paused_until_ms = NULL WHERE plugin = ?1", params![plugin],
             )?;
             Ok(())
         })
@@ -124,7 +122,7 @@ impl Health for Store {
             let until: Option<Option<i64>> = tx
                 .query_row(
                     "SELECT paused_until_ms FROM plugin_health WHERE plugin = ?1",
-                    [plugin],
+                    params![plugin],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -133,19 +131,18 @@ impl Health for Store {
     }
 
     fn paused_plugins(&self, now_ms: i64) -> Result<Vec<PausedPlugin>> {
-        self.read("paused_plugins", |tx| Ok(paused(tx, now_ms)?))
+        self.read("paused_plugins", |tx| paused(tx, now_ms))
     }
 }
 
-pub(crate) fn paused(
-    tx: &rusqlite::Transaction<'_>,
-    now_ms: i64,
-) -> rusqlite::Result<Vec<PausedPlugin>> {
-    tx.prepare(&format!(
-        "SELECT {HEALTH_COLUMNS} FROM plugin_health WHERE paused_until_ms > ?1 ORDER BY plugin"
-    ))?
-    .query_map([now_ms], health_row)?
-    .collect()
+pub(crate) fn paused(tx: &Tx<'_>, now_ms: i64) -> Op<Vec<PausedPlugin>> {
+    tx.query_map(
+        &format!(
+            "SELECT {HEALTH_COLUMNS} FROM plugin_health WHERE paused_until_ms > ?1 ORDER BY plugin"
+        ),
+        params![now_ms],
+        health_row,
+    )
 }
 
 #[cfg(test)]
@@ -174,44 +171,44 @@ mod tests {
         assert_eq!(Backoff::default().pause_for(u32::MAX), Some(3_600_000));
     }
 
-    #[test]
-    fn crash_loops_pause_and_a_success_resets() {
-        let store = Store::open_in_memory().unwrap();
-        let b = Backoff::default();
-        assert_eq!(store.record_trap("p", 0, &b).unwrap().paused_until_ms, None);
-        assert_eq!(
-            store.record_trap("p", 10, &b).unwrap().paused_until_ms,
-            None
-        );
-        let third = store.record_trap("p", 20, &b).unwrap();
-        assert_eq!(
-            third,
-            PauseState {
-                consecutive_traps: 3,
-                paused_until_ms: Some(60_020)
-            }
-        );
-        assert_eq!(store.paused_until("p", 60_019).unwrap(), Some(60_020));
-        assert_eq!(store.paused_plugins(60_019).unwrap().len(), 1);
-        assert!(
-            store.paused_plugins(60_020).unwrap().is_empty(),
-            "the pause ends"
-        );
-        let fourth = store.record_trap("p", 70_000, &b).unwrap();
-        assert_eq!(fourth.paused_until_ms, Some(70_000 + 120_000), "doubled");
-        let paused = store.paused_plugins(70_001).unwrap();
-        assert_eq!(paused[0].total_traps, 4);
+    backend_tests! {
+        fn crash_loops_pause_and_a_success_resets(store) {
+            let b = Backoff::default();
+            assert_eq!(store.record_trap("p", 0, &b).unwrap().paused_until_ms, None);
+            assert_eq!(
+                store.record_trap("p", 10, &b).unwrap().paused_until_ms,
+                None
+            );
+            let third = store.record_trap("p", 20, &b).unwrap();
+            assert_eq!(
+                third,
+                PauseState {
+                    consecutive_traps: 3,
+                    paused_until_ms: Some(60_020)
+                }
+            );
+            assert_eq!(store.paused_until("p", 60_019).unwrap(), Some(60_020));
+            assert_eq!(store.paused_plugins(60_019).unwrap().len(), 1);
+            assert!(
+                store.paused_plugins(60_020).unwrap().is_empty(),
+                "the pause ends"
+            );
+            let fourth = store.record_trap("p", 70_000, &b).unwrap();
+            assert_eq!(fourth.paused_until_ms, Some(70_000 + 120_000), "doubled");
+            let paused = store.paused_plugins(70_001).unwrap();
+            assert_eq!(paused[0].total_traps, 4);
 
-        store.record_success("p").unwrap();
-        assert_eq!(store.paused_until("p", 70_001).unwrap(), None);
-        assert_eq!(
-            store
-                .record_trap("p", 80_000, &b)
-                .unwrap()
-                .consecutive_traps,
-            1
-        );
-        assert!(store.paused_plugins(80_001).unwrap().is_empty());
-        store.record_success("never-trapped").unwrap();
+            store.record_success("p").unwrap();
+            assert_eq!(store.paused_until("p", 70_001).unwrap(), None);
+            assert_eq!(
+                store
+                    .record_trap("p", 80_000, &b)
+                    .unwrap()
+                    .consecutive_traps,
+                1
+            );
+            assert!(store.paused_plugins(80_001).unwrap().is_empty());
+            store.record_success("never-trapped").unwrap();
+        }
     }
 }

@@ -5,8 +5,8 @@
 use super::polling::{parts_of, parts_text};
 use super::{Failure, Op, Result, Store};
 use crate::repos::IncompleteMalops;
+use crate::sql::{OptionalExtension, Row, params};
 use riposte_domain::{ElementKind, Malop, MalopId, MalopPart, TimestampMs};
-use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -51,16 +51,16 @@ pub(crate) const SUMMARY_EXAMPLES: usize = 5;
 const COLUMNS: &str =
     "malop_id, kind, last_update_ms, unreadable, last_error, attempts, first_seen_ms, next_try_ms";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<(IncompleteMalop, String)> {
+fn from_row(row: &Row) -> Op<(IncompleteMalop, String)> {
     let kind: String = row.get(1)?;
     Ok((
         IncompleteMalop {
-            malop_id: MalopId::new(row.get::<_, String>(0)?),
+            malop_id: MalopId::new(row.get::<String>(0)?),
             kind: ElementKind::Process,
             last_update_ms: row.get(2)?,
-            unreadable: parts_of(&row.get::<_, String>(3)?),
+            unreadable: parts_of(&row.get::<String>(3)?),
             last_error: row.get(4)?,
-            attempts: row.get::<_, i64>(5)?.clamp(0, i64::from(u32::MAX)) as u32,
+            attempts: row.get::<i64>(5)?.clamp(0, i64::from(u32::MAX)) as u32,
             first_seen_ms: row.get(6)?,
             next_try_ms: row.get(7)?,
         },
@@ -89,7 +89,7 @@ impl IncompleteMalops for Store {
             let before: Option<(i64, i64)> = tx
                 .query_row(
                     "SELECT attempts, first_seen_ms FROM incomplete_malops WHERE malop_id = ?1",
-                    [malop.id.as_str()],
+                    params![malop.id.as_str()],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
@@ -139,7 +139,7 @@ impl IncompleteMalops for Store {
             let attempts: Option<i64> = tx
                 .query_row(
                     "SELECT attempts FROM incomplete_malops WHERE malop_id = ?1",
-                    [malop_id.as_str()],
+                    params![malop_id.as_str()],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -165,7 +165,7 @@ impl IncompleteMalops for Store {
         self.write("forget_incomplete", |tx| {
             Ok(tx.execute(
                 "DELETE FROM incomplete_malops WHERE malop_id = ?1",
-                [malop_id.as_str()],
+                params![malop_id.as_str()],
             )? > 0)
         })
     }
@@ -195,10 +195,7 @@ impl IncompleteMalops for Store {
                 "SELECT {COLUMNS} FROM incomplete_malops WHERE next_try_ms <= ?1 \
                  ORDER BY next_try_ms, malop_id LIMIT ?2"
             );
-            let rows = tx
-                .prepare(&sql)?
-                .query_map(params![now_ms, limit as i64], from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = tx.query_map(&sql, params![now_ms, limit as i64], from_row)?;
             rows.into_iter().map(with_kind).collect()
         })
     }
@@ -207,10 +204,7 @@ impl IncompleteMalops for Store {
         self.read("incomplete_summary", |tx| {
             let sql =
                 format!("SELECT {COLUMNS} FROM incomplete_malops ORDER BY first_seen_ms, malop_id");
-            let rows = tx
-                .prepare(&sql)?
-                .query_map([], from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = tx.query_map(&sql, params![], from_row)?;
             let mut summary = IncompleteSummary::default();
             for row in rows {
                 let row = with_kind(row)?;
@@ -241,53 +235,53 @@ mod tests {
         m
     }
 
-    #[test]
-    fn incomplete_malops_back_off_are_summarised_and_forgotten() {
-        let store = Store::open_in_memory().unwrap();
-        let backoff = |attempts: u32| 1_000 * i64::from(attempts);
-        let a = malop("11.1", vec![MalopPart::Suspects, MalopPart::Network]);
-        let first = store
-            .record_incomplete(&a, "refused", 10, &backoff)
-            .unwrap();
-        assert_eq!((first.attempts, first.next_try_ms), (1, 1_010));
-        let again = store
-            .record_incomplete(&a, "refused again", 2_000, &backoff)
-            .unwrap();
-        assert_eq!(
-            (again.attempts, again.first_seen_ms, again.next_try_ms),
-            (2, 10, 4_000)
-        );
-        store
-            .record_incomplete(&malop("11.2", vec![MalopPart::Sensors]), "x", 20, &backoff)
-            .unwrap();
-        assert!(
+    backend_tests! {
+        fn incomplete_malops_back_off_are_summarised_and_forgotten(store) {
+            let backoff = |attempts: u32| 1_000 * i64::from(attempts);
+            let a = malop("11.1", vec![MalopPart::Suspects, MalopPart::Network]);
+            let first = store
+                .record_incomplete(&a, "refused", 10, &backoff)
+                .unwrap();
+            assert_eq!((first.attempts, first.next_try_ms), (1, 1_010));
+            let again = store
+                .record_incomplete(&a, "refused again", 2_000, &backoff)
+                .unwrap();
+            assert_eq!(
+                (again.attempts, again.first_seen_ms, again.next_try_ms),
+                (2, 10, 4_000)
+            );
             store
-                .due_incomplete(1_020, 10)
-                .unwrap()
-                .iter()
-                .map(|m| m.malop_id.as_str())
-                .eq(["11.2"])
-        );
-        let due = store.due_incomplete(5_000, 10).unwrap();
-        assert_eq!(due.len(), 2);
-        assert_eq!(due[1].kind, ElementKind::LogonSession);
-        let summary = store.incomplete_summary().unwrap();
-        assert_eq!(summary.count, 2);
-        assert_eq!(summary.by_part.get("suspects"), Some(&1));
-        assert_eq!(summary.oldest[0].last_error, "refused again");
-        let waiting = |now| store.waiting_parts(&a.id, 50, now).unwrap();
-        assert_eq!(
-            waiting(3_999),
-            Some(vec![MalopPart::Suspects, MalopPart::Network])
-        );
-        assert_eq!(waiting(4_000), None, "due: read it again");
-        assert_eq!(
-            store.waiting_parts(&a.id, 51, 0).unwrap(),
-            None,
-            "another update"
-        );
-        assert!(store.forget_incomplete(&a.id).unwrap());
-        assert!(!store.forget_incomplete(&a.id).unwrap());
-        assert_eq!(store.incomplete_summary().unwrap().count, 1);
+                .record_incomplete(&malop("11.2", vec![MalopPart::Sensors]), "x", 20, &backoff)
+                .unwrap();
+            assert!(
+                store
+                    .due_incomplete(1_020, 10)
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.malop_id.as_str())
+                    .eq(["11.2"])
+            );
+            let due = store.due_incomplete(5_000, 10).unwrap();
+            assert_eq!(due.len(), 2);
+            assert_eq!(due[1].kind, ElementKind::LogonSession);
+            let summary = store.incomplete_summary().unwrap();
+            assert_eq!(summary.count, 2);
+            assert_eq!(summary.by_part.get("suspects"), Some(&1));
+            assert_eq!(summary.oldest[0].last_error, "refused again");
+            let waiting = |now| store.waiting_parts(&a.id, 50, now).unwrap();
+            assert_eq!(
+                waiting(3_999),
+                Some(vec![MalopPart::Suspects, MalopPart::Network])
+            );
+            assert_eq!(waiting(4_000), None, "due: read it again");
+            assert_eq!(
+                store.waiting_parts(&a.id, 51, 0).unwrap(),
+                None,
+                "another update"
+            );
+            assert!(store.forget_incomplete(&a.id).unwrap());
+            assert!(!store.forget_incomplete(&a.id).unwrap());
+            assert_eq!(store.incomplete_summary().unwrap().count, 1);
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{Refusal, Result, Store};
 use crate::repos::Kv;
-use rusqlite::{OptionalExtension, params};
+use crate::sql::{OptionalExtension, params};
 
 /// The longest key, in bytes.
 pub const KV_MAX_KEY_BYTES: usize = riposte_domain::bounds::MAX_KV_KEY_BYTES;
@@ -13,13 +13,12 @@ pub const KV_MAX_VALUE_BYTES: usize = riposte_domain::bounds::MAX_KV_VALUE_BYTES
 impl Kv for Store {
     fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
         self.read("kv_get", |tx| {
-            Ok(tx
-                .query_row(
-                    "SELECT value FROM plugin_kv WHERE plugin = ?1 AND kv_key = ?2",
-                    params![plugin, key],
-                    |r| r.get(0),
-                )
-                .optional()?)
+            tx.query_row(
+                "SELECT value FROM plugin_kv WHERE plugin = ?1 AND kv_key = ?2",
+                params![plugin, key],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 
@@ -49,7 +48,7 @@ impl Kv for Store {
                 .into());
             }
             let others: i64 = tx.query_row(
-                "SELECT COALESCE(SUM(size_bytes), 0) FROM plugin_kv WHERE plugin = ?1 AND kv_key <> ?2",
+                "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM plugin_kv WHERE plugin = ?1 AND kv_key <> ?2",
                 params![plugin, key],
                 |r| r.get(0),
             )?;
@@ -85,8 +84,7 @@ impl Kv for Store {
     fn kv_usage(&self, plugin: &str) -> Result<u64> {
         self.read("kv_usage", |tx| {
             let used: i64 = tx.query_row(
-                "SELECT COALESCE(SUM(size_bytes), 0) FROM plugin_kv WHERE plugin = ?1",
-                [plugin],
+                "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM plugin_kv WHERE plugin = ?1", params![plugin],
                 |r| r.get(0),
             )?;
             Ok(used.max(0) as u64)
@@ -95,10 +93,11 @@ impl Kv for Store {
 
     fn kv_keys(&self, plugin: &str) -> Result<Vec<String>> {
         self.read("kv_keys", |tx| {
-            Ok(tx
-                .prepare("SELECT kv_key FROM plugin_kv WHERE plugin = ?1 ORDER BY kv_key")?
-                .query_map([plugin], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?)
+            tx.query_map(
+                "SELECT kv_key FROM plugin_kv WHERE plugin = ?1 ORDER BY kv_key",
+                params![plugin],
+                |r| r.get(0),
+            )
         })
     }
 }
@@ -107,38 +106,38 @@ impl Kv for Store {
 mod tests {
     use super::*;
 
-    #[test]
-    fn values_are_scoped_by_plugin_and_limited() {
-        let store = Store::open_in_memory().unwrap();
-        store.kv_set("a", "k", b"12345", 20, 1).unwrap();
-        assert_eq!(store.kv_get("a", "k").unwrap(), Some(b"12345".to_vec()));
-        assert_eq!(store.kv_get("b", "k").unwrap(), None);
-        assert_eq!(store.kv_usage("a").unwrap(), 6);
+    backend_tests! {
+        fn values_are_scoped_by_plugin_and_limited(store) {
+            store.kv_set("a", "k", b"12345", 20, 1).unwrap();
+            assert_eq!(store.kv_get("a", "k").unwrap(), Some(b"12345".to_vec()));
+            assert_eq!(store.kv_get("b", "k").unwrap(), None);
+            assert_eq!(store.kv_usage("a").unwrap(), 6);
 
-        // Overwriting counts the new size, not both.
-        store.kv_set("a", "k", &[0; 19], 20, 2).unwrap();
-        let err = store.kv_set("a", "k2", b"x", 20, 3).unwrap_err();
-        assert!(
-            matches!(err.refusal(), Some(Refusal::KvQuota { would_use: 23, .. })),
-            "{err}"
-        );
-        assert_eq!(store.kv_get("a", "k2").unwrap(), None, "nothing written");
-        store.kv_set("b", "k2", b"x", 20, 3).unwrap();
+            // Overwriting counts the new size, not both.
+            store.kv_set("a", "k", &[0; 19], 20, 2).unwrap();
+            let err = store.kv_set("a", "k2", b"x", 20, 3).unwrap_err();
+            assert!(
+                matches!(err.refusal(), Some(Refusal::KvQuota { would_use: 23, .. })),
+                "{err}"
+            );
+            assert_eq!(store.kv_get("a", "k2").unwrap(), None, "nothing written");
+            store.kv_set("b", "k2", b"x", 20, 3).unwrap();
 
-        assert!(store.kv_delete("a", "k").unwrap());
-        assert!(!store.kv_delete("a", "k").unwrap());
-        store.kv_set("a", "k2", b"x", 20, 4).unwrap();
-        assert_eq!(store.kv_keys("a").unwrap(), vec!["k2".to_owned()]);
+            assert!(store.kv_delete("a", "k").unwrap());
+            assert!(!store.kv_delete("a", "k").unwrap());
+            store.kv_set("a", "k2", b"x", 20, 4).unwrap();
+            assert_eq!(store.kv_keys("a").unwrap(), vec!["k2".to_owned()]);
 
-        let long = "k".repeat(KV_MAX_KEY_BYTES + 1);
-        assert!(matches!(
-            store
-                .kv_set("a", &long, b"", u64::MAX, 5)
-                .unwrap_err()
-                .refusal(),
-            Some(Refusal::TooLarge { what: "key", .. })
-        ));
-        store.kv_set("a", "empty", b"", 20, 6).unwrap();
-        assert_eq!(store.kv_get("a", "empty").unwrap(), Some(Vec::new()));
+            let long = "k".repeat(KV_MAX_KEY_BYTES + 1);
+            assert!(matches!(
+                store
+                    .kv_set("a", &long, b"", u64::MAX, 5)
+                    .unwrap_err()
+                    .refusal(),
+                Some(Refusal::TooLarge { what: "key", .. })
+            ));
+            store.kv_set("a", "empty", b"", 20, 6).unwrap();
+            assert_eq!(store.kv_get("a", "empty").unwrap(), Some(Vec::new()));
+        }
     }
 }

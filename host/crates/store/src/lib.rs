@@ -104,6 +104,32 @@
 //!
 //! The table definitions themselves need no change.
 
+/// Runs each unit test it wraps against both backends: `backend_tests! { fn name(store) {
+/// ... } }` becomes a module `name` with the tests `sqlite` (in memory) and `postgres` (a
+/// fresh database on the test server, see [`testing`]).
+#[cfg(test)]
+macro_rules! backend_tests {
+    ($(fn $name:ident($store:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($store: $crate::Store) $body
+
+            #[test]
+            fn sqlite() {
+                body($crate::Store::open_in_memory().unwrap())
+            }
+
+            #[test]
+            fn postgres() {
+                let db = $crate::testing::TestDatabase::postgres();
+                body(db.open())
+            }
+        }
+    )*};
+}
+
 mod actions;
 mod approval_queue;
 mod approvals;
@@ -114,9 +140,13 @@ mod incomplete;
 mod kv;
 mod policy_ledger;
 mod polling;
+mod postgres;
 mod repos;
 pub mod schema;
+mod sql;
+mod sqlite;
 mod status;
+pub mod testing;
 mod undo;
 
 pub use actions::{
@@ -138,9 +168,8 @@ pub use repos::{
 pub use status::{SourceStatus, StatusSnapshot};
 pub use undo::{UndoRecord, inverse_of};
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use sql::Tx;
+use std::path::Path;
 use std::time::Duration;
 
 /// The repository traits, to `use riposte_store::prelude::*` where the store is called.
@@ -167,6 +196,29 @@ pub enum Error {
         /// What SQLite said.
         #[source]
         source: rusqlite::Error,
+    },
+    /// PostgreSQL failed or refused a statement (a constraint, a lost connection, ...).
+    #[error("state database {path}: {op} failed: {source}")]
+    Postgres {
+        /// The database, as shown (its URL without the password).
+        path: String,
+        /// The store operation, e.g. `begin_action`.
+        op: &'static str,
+        /// What PostgreSQL (or the connection to it) said.
+        #[source]
+        source: ::postgres::Error,
+    },
+    /// No connection to the PostgreSQL database could be had: it is down or unreachable.
+    /// Nothing was done; the call can be made again once the database is back.
+    #[error("state database {path}: {op}: the database is unreachable: {source}")]
+    Unreachable {
+        /// The database, as shown (its URL without the password).
+        path: String,
+        /// The store operation.
+        op: &'static str,
+        /// Why no connection could be had.
+        #[source]
+        source: r2d2::Error,
     },
     /// The database was written by a newer riposte whose schema this one does not know.
     #[error(
@@ -237,6 +289,16 @@ impl Error {
     /// Whether the error is [`Error::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
+    }
+
+    /// Whether the database could not be reached (or the connection to it broke): nothing
+    /// can be recorded until it is back, so a caller must not act on the outside world.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::Postgres { source, .. } => source.is_closed() || source.as_db_error().is_none(),
+            _ => false,
+        }
     }
 }
 
@@ -368,15 +430,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub(crate) enum Failure {
     Sql(rusqlite::Error),
+    Postgres(::postgres::Error),
+    Unreachable(r2d2::Error),
+    /// A query that must return a row returned none.
+    NoRows,
     NotFound(String),
     Refused(Refusal),
     Corrupt(String),
-    FutureSchema { found: i64, known: i64 },
+    FutureSchema {
+        found: i64,
+        known: i64,
+    },
 }
 
 impl From<rusqlite::Error> for Failure {
     fn from(e: rusqlite::Error) -> Self {
         Failure::Sql(e)
+    }
+}
+
+impl From<::postgres::Error> for Failure {
+    fn from(e: ::postgres::Error) -> Self {
+        Failure::Postgres(e)
     }
 }
 
@@ -399,120 +474,51 @@ pub(crate) enum Durability {
     Deferred,
 }
 
-impl Durability {
-    fn pragma(self) -> &'static str {
-        match self {
-            Durability::Durable => "PRAGMA synchronous = FULL",
-            Durability::Deferred => "PRAGMA synchronous = NORMAL",
-        }
-    }
-}
-
-/// The connection and the `synchronous` level it is set to.
+/// The database behind a [`Store`].
 #[derive(Debug)]
-struct Conn {
-    conn: Connection,
-    synchronous: Durability,
+enum Backend {
+    Sqlite(sqlite::Database),
+    Postgres(postgres::Database),
 }
 
-impl Conn {
-    /// Sets `synchronous` for the next commits; called outside any transaction.
-    fn set_durability(&mut self, durability: Durability) -> rusqlite::Result<()> {
-        if self.synchronous != durability {
-            self.conn.execute_batch(durability.pragma())?;
-            self.synchronous = durability;
-        }
-        Ok(())
-    }
-}
-
-/// The durable state of one riposte service. Share it as `Arc<Store>`.
+/// The durable state of riposte: one SQLite file, or a PostgreSQL database shared by several
+/// hosts. Share it as `Arc<Store>` (or as `Arc<dyn Repositories>`).
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Conn>,
-    path: String,
-}
-
-/// `PRAGMA journal_mode = WAL`, retried while another connection holds the lock. Switching
-/// a fresh file needs an exclusive lock after a shared one, and SQLite can answer that
-/// escalation with SQLITE_BUSY at once instead of waiting in the busy handler (waiting could
-/// deadlock; seen in CI despite the busy timeout), so processes opening a new database
-/// together retry here.
-fn switch_to_wal(conn: &Connection) -> rusqlite::Result<String> {
-    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
-    loop {
-        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)) {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            result => return result,
-        }
-    }
+    backend: Backend,
+    shown: String,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, switches it to WAL mode with a busy
-    /// timeout and foreign keys, and applies the pending schema migrations.
+    /// Opens (creating if needed) the SQLite database at `path`, switches it to WAL mode
+    /// with a busy timeout and foreign keys, and applies the pending schema migrations.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
-        let path: PathBuf = path.as_ref().to_path_buf();
-        let shown = path.display().to_string();
-        let tag = |op: &'static str| {
-            let shown = shown.clone();
-            move |source| Error::Sqlite {
-                path: shown.clone(),
-                op,
-                source,
-            }
-        };
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
-        )
-        .map_err(tag("open"))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(tag("open"))?;
-        let mode = switch_to_wal(&conn).map_err(tag("open: set WAL mode"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Corrupt {
-                path: shown,
-                op: "open: set WAL mode",
-                detail: format!("the database stayed in journal mode `{mode}`"),
-            });
-        }
-        Self::configure(conn, shown)
+        let shown = path.as_ref().display().to_string();
+        let backend = sqlite::Database::open(path.as_ref())
+            .map_err(|failure| tag(&shown, "open", failure))?;
+        Self::migrated(Backend::Sqlite(backend), shown)
     }
 
-    /// Opens a private in-memory database (for tests and `--dry-run` style tools).
+    /// Opens a private in-memory SQLite database (for tests and `--dry-run` style tools).
     pub fn open_in_memory() -> Result<Store> {
         let shown = ":memory:".to_owned();
-        let conn = Connection::open_in_memory().map_err(|source| Error::Sqlite {
-            path: shown.clone(),
-            op: "open",
-            source,
-        })?;
-        Self::configure(conn, shown)
+        let backend =
+            sqlite::Database::open_in_memory().map_err(|failure| tag(&shown, "open", failure))?;
+        Self::migrated(Backend::Sqlite(backend), shown)
     }
 
-    fn configure(conn: Connection, path: String) -> Result<Store> {
-        let pragmas = "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
-        conn.execute_batch(pragmas)
-            .map_err(|source| Error::Sqlite {
-                path: path.clone(),
-                op: "open: set pragmas",
-                source,
-            })?;
-        let store = Store {
-            conn: Mutex::new(Conn {
-                conn,
-                synchronous: Durability::Durable,
-            }),
-            path,
-        };
+    /// Connects to the PostgreSQL database of `config` (which carries the password) and
+    /// applies the pending schema migrations; `shown` names it in messages and must not hold
+    /// the password. Fails with [`Error::Unreachable`] if no connection can be had.
+    pub fn connect_postgres(config: ::postgres::Config, shown: impl Into<String>) -> Result<Store> {
+        let shown = shown.into();
+        let backend =
+            postgres::Database::connect(config).map_err(|failure| tag(&shown, "open", failure))?;
+        Self::migrated(Backend::Postgres(backend), shown)
+    }
+
+    fn migrated(backend: Backend, shown: String) -> Result<Store> {
+        let store = Store { backend, shown };
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -521,47 +527,20 @@ impl Store {
         Ok(store)
     }
 
-    /// The database path as shown in messages (`:memory:` for an in-memory store).
+    /// The database as shown in messages: a path (`:memory:` for an in-memory store) or a
+    /// URL without its password.
     pub fn path(&self) -> &str {
-        &self.path
+        &self.shown
     }
 
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<i64> {
-        self.read("schema_version", |tx| Ok(schema::current_version(tx)?))
+        self.read("schema_version", |tx| schema::current_version(tx))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Conn> {
-        // A panic while holding the lock leaves no transaction open (a dropped transaction
-        // rolls back), so the connection is still consistent.
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn tag(&self, op: &'static str, failure: Failure) -> Error {
-        let path = self.path.clone();
-        match failure {
-            Failure::Sql(source) => Error::Sqlite { path, op, source },
-            Failure::NotFound(what) => Error::NotFound { path, op, what },
-            Failure::Refused(refusal) => Error::Refused { path, op, refusal },
-            Failure::Corrupt(detail) => Error::Corrupt { path, op, detail },
-            Failure::FutureSchema { found, known } => Error::FutureSchema {
-                path,
-                op,
-                found,
-                known,
-            },
-        }
-    }
-
-    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committing durably if it returns
-    /// `Ok`.
-    pub(crate) fn write<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<T>,
-    ) -> Result<T> {
+    /// Runs `f` in a write transaction (serialised against every other writer of the
+    /// database), committing durably if it returns `Ok`.
+    pub(crate) fn write<T>(&self, op: &'static str, f: impl FnOnce(&Tx<'_>) -> Op<T>) -> Result<T> {
         self.write_then(op, |tx| f(tx).map(Ok))
     }
 
@@ -570,9 +549,9 @@ impl Store {
         &self,
         op: &'static str,
         durability: Durability,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<T>,
+        f: impl FnOnce(&Tx<'_>) -> Op<T>,
     ) -> Result<T> {
-        self.transact(op, durability, |tx| f(tx).map(Ok))
+        self.transact(op, Some(durability), |tx| f(tx).map(Ok))
     }
 
     /// Runs `f` in a write transaction and commits even when `f` returns an inner refusal,
@@ -581,49 +560,68 @@ impl Store {
     pub(crate) fn write_then<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<std::result::Result<T, Failure>>,
+        f: impl FnOnce(&Tx<'_>) -> Op<std::result::Result<T, Failure>>,
     ) -> Result<T> {
-        self.transact(op, Durability::Durable, f)
+        self.transact(op, Some(Durability::Durable), f)
+    }
+
+    /// Runs `f` in a read transaction, so it sees one consistent snapshot.
+    pub(crate) fn read<T>(&self, op: &'static str, f: impl FnOnce(&Tx<'_>) -> Op<T>) -> Result<T> {
+        self.transact(op, None, |tx| f(tx).map(Ok))
     }
 
     fn transact<T>(
         &self,
         op: &'static str,
-        durability: Durability,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<std::result::Result<T, Failure>>,
+        durability: Option<Durability>,
+        f: impl FnOnce(&Tx<'_>) -> Op<std::result::Result<T, Failure>>,
     ) -> Result<T> {
-        let mut guard = self.lock();
-        let run = || -> Op<std::result::Result<T, Failure>> {
-            guard.set_durability(durability)?;
-            let tx = guard
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
+        let mut f = Some(f);
+        let mut out = None;
+        let mut run = |tx: &Tx<'_>| -> Op<()> {
+            let f = f
+                .take()
+                .ok_or_else(|| Failure::Corrupt("a transaction body was run twice".to_owned()))?;
+            out = Some(f(tx)?);
+            Ok(())
         };
-        match run() {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(failure)) | Err(failure) => Err(self.tag(op, failure)),
+        let done = match &self.backend {
+            Backend::Sqlite(db) => db.transact(durability, &mut run),
+            Backend::Postgres(db) => db.transact(durability, &mut run),
+        };
+        match (done, out) {
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Ok(()), Some(Err(failure))) | (Err(failure), _) => Err(tag(&self.shown, op, failure)),
+            (Ok(()), None) => Err(tag(
+                &self.shown,
+                op,
+                Failure::Corrupt("a transaction committed without running its body".to_owned()),
+            )),
         }
     }
+}
 
-    /// Runs `f` in a read transaction (`BEGIN DEFERRED`), so it sees one consistent snapshot.
-    pub(crate) fn read<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Op<T>,
-    ) -> Result<T> {
-        let mut guard = self.lock();
-        let run = || -> Op<T> {
-            let tx = guard
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Deferred)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        };
-        run().map_err(|failure| self.tag(op, failure))
+/// Names the database and the operation in a failure.
+fn tag(shown: &str, op: &'static str, failure: Failure) -> Error {
+    let path = shown.to_owned();
+    match failure {
+        Failure::Sql(source) => Error::Sqlite { path, op, source },
+        Failure::Postgres(source) => Error::Postgres { path, op, source },
+        Failure::Unreachable(source) => Error::Unreachable { path, op, source },
+        Failure::NoRows => Error::Corrupt {
+            path,
+            op,
+            detail: "a query that must return a row returned none".to_owned(),
+        },
+        Failure::NotFound(what) => Error::NotFound { path, op, what },
+        Failure::Refused(refusal) => Error::Refused { path, op, refusal },
+        Failure::Corrupt(detail) => Error::Corrupt { path, op, detail },
+        Failure::FutureSchema { found, known } => Error::FutureSchema {
+            path,
+            op,
+            found,
+            known,
+        },
     }
 }
 
@@ -631,23 +629,25 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[test]
-    fn in_memory_store_opens_at_the_newest_schema() {
-        let store = Store::open_in_memory().unwrap();
-        assert_eq!(store.schema_version().unwrap(), schema::LATEST_VERSION);
-        assert_eq!(store.path(), ":memory:");
+    backend_tests! {
+        fn a_new_store_opens_at_the_newest_schema(store) {
+            assert_eq!(store.schema_version().unwrap(), schema::LATEST_VERSION);
+            let shown = store.path();
+            assert!(shown == ":memory:" || shown.starts_with("postgres://"), "{shown}");
+            assert!(!shown.contains('@'), "no credentials in {shown}");
+        }
     }
 
-    #[test]
-    fn errors_name_the_database_and_the_operation() {
-        let store = Store::open_in_memory().unwrap();
-        let err = store
-            .get_action(&ActionId::parse("0123456789abcdef0123456789abcdef").unwrap())
-            .unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains(":memory:"), "{text}");
-        assert!(text.contains("get_action"), "{text}");
-        assert!(err.is_not_found());
+    backend_tests! {
+        fn errors_name_the_database_and_the_operation(store) {
+            let err = store
+                .get_action(&ActionId::parse("0123456789abcdef0123456789abcdef").unwrap())
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(store.path()), "{text}");
+            assert!(text.contains("get_action"), "{text}");
+            assert!(err.is_not_found());
+        }
     }
 
     #[test]
@@ -657,11 +657,10 @@ mod tests {
         let store = Store::open(dir.path().join("state.db")).unwrap();
         // 2 = FULL, 1 = NORMAL: what the next commit of the connection does.
         let level = |store: &Store| -> i64 {
-            store
-                .lock()
-                .conn
-                .query_row("PRAGMA synchronous", [], |r| r.get(0))
-                .unwrap()
+            match &store.backend {
+                Backend::Sqlite(db) => db.synchronous_level(),
+                Backend::Postgres(_) => unreachable!("a SQLite store"),
+            }
         };
         let action = |malop: &str, mode: ActionMode| {
             let request = ActionRequest::AddComment {

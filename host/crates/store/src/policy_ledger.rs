@@ -143,86 +143,86 @@ mod tests {
         }
     }
 
-    #[test]
-    fn budgets_are_all_or_nothing_and_slide() {
-        let store = Store::open_in_memory().unwrap();
-        let ledger: Arc<dyn BudgetLedger> = Arc::new(store);
-        let a = PluginName::new("a");
-        let b = PluginName::new("b");
-        let t0 = 1_000_000;
+    backend_tests! {
+        fn budgets_are_all_or_nothing_and_slide(store) {
+            let ledger: Arc<dyn BudgetLedger> = Arc::new(store);
+            let a = PluginName::new("a");
+            let b = PluginName::new("b");
+            let t0 = 1_000_000;
 
-        let two = [isolate("m1"), isolate("m2")];
-        assert_eq!(ledger.try_spend(&plan(&a, &two, t0, 0)).unwrap(), None);
-        let more = [isolate("m3"), isolate("m4")];
-        match ledger.try_spend(&plan(&a, &more, t0 + 1, 0)).unwrap() {
-            Some(Refusal::Budget {
-                scope: BudgetScope::Plugin(_),
-                used: 2,
-                requested: 2,
-                ..
-            }) => {}
-            other => panic!("expected the plugin budget to refuse, got {other:?}"),
+            let two = [isolate("m1"), isolate("m2")];
+            assert_eq!(ledger.try_spend(&plan(&a, &two, t0, 0)).unwrap(), None);
+            let more = [isolate("m3"), isolate("m4")];
+            match ledger.try_spend(&plan(&a, &more, t0 + 1, 0)).unwrap() {
+                Some(Refusal::Budget {
+                    scope: BudgetScope::Plugin(_),
+                    used: 2,
+                    requested: 2,
+                    ..
+                }) => {}
+                other => panic!("expected the plugin budget to refuse, got {other:?}"),
+            }
+            assert_eq!(
+                ledger
+                    .used(Some(&a), ActionSelector::Kind(ActionKind::Isolate), 0)
+                    .unwrap(),
+                2,
+                "nothing recorded by the refusal"
+            );
+            assert_eq!(ledger.try_spend(&plan(&b, &more, t0 + 2, 0)).unwrap(), None);
+            assert!(matches!(
+                ledger
+                    .try_spend(&plan(&b, &[isolate("m5")], t0 + 3, 0))
+                    .unwrap(),
+                Some(Refusal::Budget {
+                    scope: BudgetScope::Global,
+                    used: 4,
+                    ..
+                })
+            ));
+            // Ten minutes later the global window has slid past every charge.
+            let later = t0 + 600_000;
+            assert_eq!(
+                ledger
+                    .try_spend(&plan(&b, &[isolate("m5")], later, 0))
+                    .unwrap(),
+                None
+            );
+            assert_eq!(ledger.used(None, ActionSelector::Any, t0 + 2).unwrap(), 1);
+            assert_eq!(ledger.used(None, ActionSelector::Remediate, 0).unwrap(), 0);
         }
-        assert_eq!(
-            ledger
-                .used(Some(&a), ActionSelector::Kind(ActionKind::Isolate), 0)
-                .unwrap(),
-            2,
-            "nothing recorded by the refusal"
-        );
-        assert_eq!(ledger.try_spend(&plan(&b, &more, t0 + 2, 0)).unwrap(), None);
-        assert!(matches!(
-            ledger
-                .try_spend(&plan(&b, &[isolate("m5")], t0 + 3, 0))
-                .unwrap(),
-            Some(Refusal::Budget {
-                scope: BudgetScope::Global,
-                used: 4,
-                ..
-            })
-        ));
-        // Ten minutes later the global window has slid past every charge.
-        let later = t0 + 600_000;
-        assert_eq!(
-            ledger
-                .try_spend(&plan(&b, &[isolate("m5")], later, 0))
-                .unwrap(),
-            None
-        );
-        assert_eq!(ledger.used(None, ActionSelector::Any, t0 + 2).unwrap(), 1);
-        assert_eq!(ledger.used(None, ActionSelector::Remediate, 0).unwrap(), 0);
     }
 
-    #[test]
-    fn cooldowns_read_the_last_charge_per_target() {
-        let store = Store::open_in_memory().unwrap();
-        let a = PluginName::new("a");
-        assert_eq!(
-            store
-                .try_spend(&plan(&a, &[isolate("m1")], 0, 1_000))
-                .unwrap(),
-            None
-        );
-        match store
-            .try_spend(&plan(&a, &[isolate("m1")], 999, 1_000))
-            .unwrap()
-        {
-            Some(Refusal::Cooldown {
-                until_ms: 1_000, ..
-            }) => {}
-            other => panic!("expected a cooldown, got {other:?}"),
+    backend_tests! {
+        fn cooldowns_read_the_last_charge_per_target(store) {
+            let a = PluginName::new("a");
+            assert_eq!(
+                store
+                    .try_spend(&plan(&a, &[isolate("m1")], 0, 1_000))
+                    .unwrap(),
+                None
+            );
+            match store
+                .try_spend(&plan(&a, &[isolate("m1")], 999, 1_000))
+                .unwrap()
+            {
+                Some(Refusal::Cooldown {
+                    until_ms: 1_000, ..
+                }) => {}
+                other => panic!("expected a cooldown, got {other:?}"),
+            }
+            assert_eq!(
+                store
+                    .try_spend(&plan(&a, &[isolate("m1")], 1_000, 1_000))
+                    .unwrap(),
+                None
+            );
+            assert_eq!(
+                store
+                    .last_charge(&a, ActionKind::Isolate, "machine:m1")
+                    .unwrap(),
+                Some(1_000)
+            );
         }
-        assert_eq!(
-            store
-                .try_spend(&plan(&a, &[isolate("m1")], 1_000, 1_000))
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            store
-                .last_charge(&a, ActionKind::Isolate, "machine:m1")
-                .unwrap(),
-            Some(1_000)
-        );
     }
 }

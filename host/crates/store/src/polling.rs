@@ -3,8 +3,8 @@
 
 use super::{Result, Store};
 use crate::repos::Polling;
+use crate::sql::{OptionalExtension, params};
 use riposte_domain::{MalopId, MalopPart, PluginName, TimestampMs};
-use rusqlite::{OptionalExtension, params};
 
 /// One Malop a plugin handled as of an update: a row of [`crate::Polling::mark_handled_all`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,13 +46,12 @@ pub(crate) fn parts_of(text: &str) -> Vec<MalopPart> {
 impl Polling for Store {
     fn watermark(&self, source: &str) -> Result<Option<TimestampMs>> {
         self.read("watermark", |tx| {
-            Ok(tx
-                .query_row(
-                    "SELECT watermark_ms FROM watermarks WHERE source = ?1",
-                    [source],
-                    |r| r.get(0),
-                )
-                .optional()?)
+            tx.query_row(
+                "SELECT watermark_ms FROM watermarks WHERE source = ?1",
+                params![source],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 
@@ -70,11 +69,11 @@ impl Polling for Store {
                  THEN excluded.watermark_ms ELSE watermarks.watermark_ms END",
                 params![source, watermark_ms, polled_at_ms],
             )?;
-            Ok(tx.query_row(
+            tx.query_row(
                 "SELECT watermark_ms FROM watermarks WHERE source = ?1",
-                [source],
+                params![source],
                 |r| r.get(0),
-            )?)
+            )
         })
     }
 
@@ -99,15 +98,17 @@ impl Polling for Store {
             return Ok(());
         }
         self.write("mark_handled_all", |tx| {
-            let mut insert = tx.prepare_cached(MARK_HANDLED)?;
             for h in handled {
-                insert.execute(params![
-                    h.plugin.as_str(),
-                    h.malop_id.as_str(),
-                    h.last_update_ms,
-                    now_ms,
-                    parts_text(&h.unreadable),
-                ])?;
+                tx.execute(
+                    MARK_HANDLED,
+                    params![
+                        h.plugin.as_str(),
+                        h.malop_id.as_str(),
+                        h.last_update_ms,
+                        now_ms,
+                        parts_text(&h.unreadable),
+                    ],
+                )?;
             }
             Ok(())
         })
@@ -140,10 +141,10 @@ impl Polling for Store {
 
     fn prune_handled(&self, before_ms: i64) -> Result<usize> {
         self.write("prune_handled", |tx| {
-            Ok(tx.execute(
+            tx.execute(
                 "DELETE FROM handled_malops WHERE handled_at_ms <= ?1",
-                [before_ms],
-            )?)
+                params![before_ms],
+            )
         })
     }
 }
@@ -152,72 +153,72 @@ impl Polling for Store {
 mod tests {
     use super::*;
 
-    #[test]
-    fn watermarks_only_move_forward() {
-        let store = Store::open_in_memory().unwrap();
-        let src = "crimes/unified:MalopProcess";
-        assert_eq!(store.watermark(src).unwrap(), None);
-        assert_eq!(store.set_watermark(src, 1_000, 5).unwrap(), 1_000);
-        assert_eq!(store.set_watermark(src, 900, 6).unwrap(), 1_000);
-        assert_eq!(store.set_watermark(src, 2_000, 7).unwrap(), 2_000);
-        assert_eq!(store.watermark(src).unwrap(), Some(2_000));
-        assert_eq!(store.watermark("other").unwrap(), None);
+    backend_tests! {
+        fn watermarks_only_move_forward(store) {
+            let src = "crimes/unified:MalopProcess";
+            assert_eq!(store.watermark(src).unwrap(), None);
+            assert_eq!(store.set_watermark(src, 1_000, 5).unwrap(), 1_000);
+            assert_eq!(store.set_watermark(src, 900, 6).unwrap(), 1_000);
+            assert_eq!(store.set_watermark(src, 2_000, 7).unwrap(), 2_000);
+            assert_eq!(store.watermark(src).unwrap(), Some(2_000));
+            assert_eq!(store.watermark("other").unwrap(), None);
+        }
     }
 
-    #[test]
-    fn a_malop_updated_later_is_handled_again() {
-        let store = Store::open_in_memory().unwrap();
-        let p = PluginName::new("p");
-        let q = PluginName::new("q");
-        let m = MalopId::new("11.-1");
-        let handled = |store: &Store, p: &PluginName, t| store.is_handled(p, &m, t, None).unwrap();
-        assert!(!handled(&store, &p, 100));
-        store.mark_handled(&p, &m, 100, 1).unwrap();
-        assert!(handled(&store, &p, 100));
-        assert!(handled(&store, &p, 90), "an older view is not new");
-        assert!(!handled(&store, &p, 150));
-        assert!(!handled(&store, &q, 100), "per plugin");
-        store.mark_handled(&p, &m, 150, 2).unwrap();
-        store.mark_handled(&p, &m, 120, 3).unwrap();
-        assert!(handled(&store, &p, 150), "never moves back");
-        assert_eq!(store.prune_handled(1).unwrap(), 0);
-        assert_eq!(store.prune_handled(2).unwrap(), 1);
-        assert!(!handled(&store, &p, 150));
+    backend_tests! {
+        fn a_malop_updated_later_is_handled_again(store) {
+            let p = PluginName::new("p");
+            let q = PluginName::new("q");
+            let m = MalopId::new("11.-1");
+            let handled = |store: &Store, p: &PluginName, t| store.is_handled(p, &m, t, None).unwrap();
+            assert!(!handled(&store, &p, 100));
+            store.mark_handled(&p, &m, 100, 1).unwrap();
+            assert!(handled(&store, &p, 100));
+            assert!(handled(&store, &p, 90), "an older view is not new");
+            assert!(!handled(&store, &p, 150));
+            assert!(!handled(&store, &q, 100), "per plugin");
+            store.mark_handled(&p, &m, 150, 2).unwrap();
+            store.mark_handled(&p, &m, 120, 3).unwrap();
+            assert!(handled(&store, &p, 150), "never moves back");
+            assert_eq!(store.prune_handled(1).unwrap(), 0);
+            assert_eq!(store.prune_handled(2).unwrap(), 1);
+            assert!(!handled(&store, &p, 150));
+        }
     }
 
-    #[test]
-    fn a_malop_handled_incomplete_is_offered_again_once_a_part_can_be_read() {
-        let store = Store::open_in_memory().unwrap();
-        let (p, m) = (PluginName::new("p"), MalopId::new("11.-1"));
-        let mark = |parts: Vec<MalopPart>, now| {
-            let h = Handled {
-                plugin: p.clone(),
-                malop_id: m.clone(),
-                last_update_ms: 100,
-                unreadable: parts,
+    backend_tests! {
+        fn a_malop_handled_incomplete_is_offered_again_once_a_part_can_be_read(store) {
+            let (p, m) = (PluginName::new("p"), MalopId::new("11.-1"));
+            let mark = |parts: Vec<MalopPart>, now| {
+                let h = Handled {
+                    plugin: p.clone(),
+                    malop_id: m.clone(),
+                    last_update_ms: 100,
+                    unreadable: parts,
+                };
+                store.mark_handled_all(&[h], now).unwrap();
             };
-            store.mark_handled_all(&[h], now).unwrap();
-        };
-        let both = [MalopPart::Suspects, MalopPart::Network];
-        mark(both.to_vec(), 1);
-        let handled = |now: Option<&[MalopPart]>| store.is_handled(&p, &m, 100, now).unwrap();
-        assert!(handled(Some(&both[..])), "the same view");
-        assert!(
-            handled(Some(
-                &[MalopPart::Suspects, MalopPart::Network, MalopPart::Sensors][..]
-            )),
-            "a poorer view"
-        );
-        assert!(
-            !handled(Some(&[MalopPart::Network][..])),
-            "suspects readable now"
-        );
-        assert!(!handled(None), "a list entry: read it again to know");
-        mark(Vec::new(), 2);
-        assert!(handled(Some(&[][..])) && handled(None), "complete now");
-        assert!(
-            handled(Some(&[MalopPart::Suspects][..])),
-            "a complete view was offered"
-        );
+            let both = [MalopPart::Suspects, MalopPart::Network];
+            mark(both.to_vec(), 1);
+            let handled = |now: Option<&[MalopPart]>| store.is_handled(&p, &m, 100, now).unwrap();
+            assert!(handled(Some(&both[..])), "the same view");
+            assert!(
+                handled(Some(
+                    &[MalopPart::Suspects, MalopPart::Network, MalopPart::Sensors][..]
+                )),
+                "a poorer view"
+            );
+            assert!(
+                !handled(Some(&[MalopPart::Network][..])),
+                "suspects readable now"
+            );
+            assert!(!handled(None), "a list entry: read it again to know");
+            mark(Vec::new(), 2);
+            assert!(handled(Some(&[][..])) && handled(None), "complete now");
+            assert!(
+                handled(Some(&[MalopPart::Suspects][..])),
+                "a complete view was offered"
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! the end with the next version.
 
 use super::{Failure, Op};
-use rusqlite::Transaction;
+use crate::sql::{Tx, params};
 
 /// One schema migration.
 #[derive(Debug)]
@@ -184,35 +184,35 @@ pub const LATEST_VERSION: i64 = 4;
 
 /// The version recorded in the database (0 for a database never migrated). The
 /// `schema_version` table must exist.
-pub(crate) fn current_version(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
+pub(crate) fn current_version(tx: &Tx<'_>) -> Op<i64> {
     tx.query_row(
         "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-        [],
+        params![],
         |row| row.get(0),
     )
 }
 
 /// Applies the pending [`MIGRATIONS`].
-pub(crate) fn migrate(tx: &Transaction<'_>, now_ms: i64) -> Op<i64> {
+pub(crate) fn migrate(tx: &Tx<'_>, now_ms: i64) -> Op<i64> {
     migrate_with(tx, MIGRATIONS, now_ms)
 }
 
 /// Applies the pending migrations of `migrations` in order; refuses a database newer than
 /// the last of them.
-pub(crate) fn migrate_with(tx: &Transaction<'_>, migrations: &[Migration], now_ms: i64) -> Op<i64> {
+pub(crate) fn migrate_with(tx: &Tx<'_>, migrations: &[Migration], now_ms: i64) -> Op<i64> {
     let known = migrations.last().map_or(0, |m| m.version);
-    tx.execute(VERSION_TABLE, [])?;
+    tx.execute(VERSION_TABLE, params![])?;
     let found = current_version(tx)?;
     if found > known {
         return Err(Failure::FutureSchema { found, known });
     }
     for migration in migrations.iter().filter(|m| m.version > found) {
         for statement in migration.statements {
-            tx.execute(statement, [])?;
+            tx.execute(&tx.dialect().ddl(statement), params![])?;
         }
         tx.execute(
             "INSERT INTO schema_version (version, name, applied_at_ms) VALUES (?1, ?2, ?3)",
-            rusqlite::params![migration.version, migration.name, now_ms],
+            params![migration.version, migration.name, now_ms],
         )?;
     }
     Ok(known.max(found))
@@ -259,7 +259,11 @@ mod tests {
             tx.commit().unwrap();
         }
         let rows: i64 = conn
-            .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM schema_version",
+                rusqlite::params![],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(rows, LATEST_VERSION + 1);
         conn.execute("INSERT INTO extra (id) VALUES ('x')", [])
@@ -288,24 +292,28 @@ mod tests {
         tx.execute(
             "INSERT INTO budget_charges (id, plugin, kind, target, at_ms) \
              VALUES ('c', 'p', 'set-reputation', 'file-hash:x', 1)",
-            [],
+            rusqlite::params![],
         )
         .unwrap();
         tx.commit().unwrap();
         let tx = conn.transaction().unwrap();
         assert_eq!(migrate(&tx, 2).unwrap(), LATEST_VERSION);
         let kinds = |id: &str| -> String {
-            tx.query_row("SELECT kinds FROM actions WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+            tx.query_row(
+                "SELECT kinds FROM actions WHERE id = ?1",
+                rusqlite::params![id],
+                |r| r.get(0),
+            )
             .unwrap()
         };
         assert_eq!(kinds("a"), "blacklist");
         assert_eq!(kinds("b"), "whitelist");
         let charge: String = tx
-            .query_row("SELECT kind FROM budget_charges WHERE id = 'c'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT kind FROM budget_charges WHERE id = 'c'",
+                rusqlite::params![],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(charge, "blacklist");
     }
@@ -324,7 +332,7 @@ mod tests {
         let tables: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
-                [],
+                rusqlite::params![],
                 |r| r.get(0),
             )
             .unwrap();
@@ -338,7 +346,7 @@ mod tests {
         migrate_with(&tx, MIGRATIONS, 1).unwrap();
         tx.execute(
             "INSERT INTO schema_version (version, name, applied_at_ms) VALUES (99, 'future', 1)",
-            [],
+            rusqlite::params![],
         )
         .unwrap();
         tx.commit().unwrap();

@@ -10,8 +10,8 @@
 use super::actions::{check_state, one_row};
 use super::{ActionId, ActionState, Failure, Refusal, Result, Store};
 use crate::repos::UndoLog;
+use crate::sql::{OptionalExtension, params};
 use riposte_domain::{ActionRequest, RemediationKind, RemediationTarget};
-use rusqlite::{OptionalExtension, params};
 
 /// The inverse of `request`, or `None` if nothing can reverse it.
 ///
@@ -121,7 +121,7 @@ impl UndoLog for Store {
                 .query_row(
                     "SELECT inverse_json, recorded_at_ms, undone_at_ms, undone_by, undo_action_id \
                      FROM undo_records WHERE action_id = ?1",
-                    [action_id.as_str()],
+                    params![action_id.as_str()],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()?;
@@ -153,7 +153,7 @@ impl UndoLog for Store {
             let undone: Option<Option<i64>> = tx
                 .query_row(
                     "SELECT undone_at_ms FROM undo_records WHERE action_id = ?1",
-                    [action_id.as_str()],
+                    params![action_id.as_str()],
                     |r| r.get(0),
                 )
                 .optional()?;

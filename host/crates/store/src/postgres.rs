@@ -1,0 +1,200 @@
+//! The shared backend: one PostgreSQL database that several riposte hosts use at once.
+//!
+//! Connections come from an r2d2 pool of the `postgres` client (the blocking face of
+//! tokio-postgres, by the same authors): the store's methods block by contract and run on
+//! blocking threads, so a blocking client with a blocking pool fits them without a second
+//! async runtime in the store.
+//!
+//! # Serialising writers across hosts
+//!
+//! A write transaction starts with `pg_advisory_xact_lock` on one key, held to its commit:
+//! writers of every host run one after another, exactly as SQLite's `BEGIN IMMEDIATE`
+//! serialises the processes sharing a file. In `READ COMMITTED` each statement then sees
+//! every commit made before the lock was granted, so each check-then-write of the store
+//! (a budget's room, a kv quota, an approval's state, a claim) is decided on the latest
+//! state and no two hosts can both pass it. Reads take no lock and see one snapshot
+//! (`REPEATABLE READ, READ ONLY`). The guarded `UPDATE ... WHERE state IN (...)` and the
+//! unique action key hold on their own as a second line.
+//!
+//! A deferred commit ([`Durability::Deferred`]) sets `synchronous_commit = off` for its
+//! transaction: PostgreSQL's WAL is written in commit order, so like SQLite's it keeps a
+//! prefix of the commits after a crash of the server, and any later durable commit makes it
+//! durable.
+
+use crate::sql::{Dialect, Row, Sql, ToValue, Tx, Value};
+use crate::{Durability, Failure, Op};
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use postgres::{IsolationLevel, NoTls};
+use r2d2_postgres::PostgresConnectionManager;
+use std::cell::RefCell;
+use std::time::Duration;
+
+/// The advisory lock every write transaction holds: "riposte" in ASCII.
+const WRITE_LOCK: i64 = 0x0072_6970_6f73_7465;
+
+/// Connections per host: the service's blocking pool runs a handful of store calls at once.
+const POOL_SIZE: u32 = 8;
+
+/// How long a call waits for a connection before it fails (the database is unreachable):
+/// short, so that a host stops acting quickly instead of queueing work it cannot record.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// A pool of connections to one PostgreSQL database.
+#[derive(Debug)]
+pub(crate) struct Database {
+    pool: Pool,
+}
+
+impl Database {
+    /// Connects with `config` (its password included) and checks one connection works.
+    pub(crate) fn connect(mut config: postgres::Config) -> Op<Database> {
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("riposte");
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build(manager)
+            .map_err(Failure::Unreachable)?;
+        Ok(Database { pool })
+    }
+
+    /// Runs `f` in a transaction and commits it if `f` returns `Ok`: a write transaction
+    /// holding the write lock, with `durability`, or a read snapshot for `None`.
+    pub(crate) fn transact(
+        &self,
+        durability: Option<Durability>,
+        f: &mut dyn FnMut(&Tx<'_>) -> Op<()>,
+    ) -> Op<()> {
+        let mut client = self.pool.get().map_err(Failure::Unreachable)?;
+        let tx = match durability {
+            Some(durability) => {
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::ReadCommitted)
+                    .start()?;
+                let mut setup = format!("SELECT pg_advisory_xact_lock({WRITE_LOCK});");
+                if durability == Durability::Deferred {
+                    setup.push_str("SET LOCAL synchronous_commit = off;");
+                }
+                let mut tx = tx;
+                tx.batch_execute(&setup)?;
+                tx
+            }
+            None => client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?,
+        };
+        let tx = Transaction {
+            tx: RefCell::new(tx),
+        };
+        f(&tx)?;
+        tx.tx.into_inner().commit()?;
+        Ok(())
+    }
+}
+
+/// A PostgreSQL transaction, as the store's operations use it.
+struct Transaction<'a> {
+    tx: RefCell<postgres::Transaction<'a>>,
+}
+
+impl Sql for Transaction<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&self, sql: &str, params: &[&dyn ToValue]) -> Op<usize> {
+        let values = bind(params);
+        let refs = as_params(&values);
+        let sql = crate::sql::numbered_placeholders(sql);
+        let changed = self.tx.borrow_mut().execute(sql.as_str(), &refs)?;
+        Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+    }
+
+    fn query(&self, sql: &str, params: &[&dyn ToValue]) -> Op<Vec<Row>> {
+        let values = bind(params);
+        let refs = as_params(&values);
+        let sql = crate::sql::numbered_placeholders(sql);
+        let rows = self.tx.borrow_mut().query(sql.as_str(), &refs)?;
+        rows.iter().map(read_row).collect()
+    }
+}
+
+fn bind(params: &[&dyn ToValue]) -> Vec<Value> {
+    params.iter().map(|p| p.to_value()).collect()
+}
+
+fn as_params(values: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+fn read_row(row: &postgres::Row) -> Op<Row> {
+    let values = row
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, column)| read_column(row, i, column.type_()))
+        .collect::<Op<Vec<_>>>()?;
+    Ok(Row::new(values))
+}
+
+fn read_column(row: &postgres::Row, i: usize, ty: &Type) -> Op<Value> {
+    let integer = |n: Option<i64>| n.map_or(Value::Null, Value::Integer);
+    Ok(match *ty {
+        Type::INT8 => integer(row.try_get(i)?),
+        Type::INT4 => integer(row.try_get::<_, Option<i32>>(i)?.map(i64::from)),
+        Type::INT2 => integer(row.try_get::<_, Option<i16>>(i)?.map(i64::from)),
+        Type::BOOL => integer(row.try_get::<_, Option<bool>>(i)?.map(i64::from)),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => row
+            .try_get::<_, Option<String>>(i)?
+            .map_or(Value::Null, Value::Text),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(i)?
+            .map_or(Value::Null, Value::Blob),
+        ref other => {
+            return Err(Failure::Corrupt(format!(
+                "column {i} is of type {other}, which the store does not read (cast it to BIGINT or TEXT)"
+            )));
+        }
+    })
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match (self, ty) {
+            (Value::Null, _) => Ok(IsNull::Yes),
+            (Value::Integer(n), &Type::INT8) => n.to_sql(ty, out),
+            (Value::Integer(n), &Type::INT4) => i32::try_from(*n)?.to_sql(ty, out),
+            (Value::Integer(n), &Type::INT2) => i16::try_from(*n)?.to_sql(ty, out),
+            (Value::Integer(n), &Type::BOOL) => (*n != 0).to_sql(ty, out),
+            (Value::Text(text), _) if <&str as ToSql>::accepts(ty) => text.as_str().to_sql(ty, out),
+            (Value::Blob(bytes), &Type::BYTEA) => bytes.as_slice().to_sql(ty, out),
+            (value, _) => Err(format!("{} bound to a parameter of type {ty}", value.kind()).into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        [
+            &Type::INT8,
+            &Type::INT4,
+            &Type::INT2,
+            &Type::BOOL,
+            &Type::BYTEA,
+        ]
+        .contains(&ty)
+            || <&str as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
+}

@@ -1,0 +1,113 @@
+//! Databases for tests, of either backend, so that one suite runs against both.
+//!
+//! The PostgreSQL tests need a server: `tests/run.sh` (README's test command) starts one on
+//! loopback and names it in [`POSTGRES_ENV`]; each [`TestDatabase::postgres`] is a new,
+//! empty database on it. A test that needs PostgreSQL and finds no server fails, saying how
+//! to start one; it never passes silently.
+
+use crate::{Result, Store};
+use std::path::PathBuf;
+
+/// The environment variable holding the URL of the PostgreSQL server the tests use, e.g.
+/// `postgres://riposte:secret@127.0.0.1:5433/postgres`.
+pub const POSTGRES_ENV: &str = "RIPOSTE_TEST_POSTGRES";
+
+/// A fresh database that several [`Store`]s (threads, processes, "hosts") can open.
+#[derive(Debug)]
+pub enum TestDatabase {
+    /// A SQLite file in a temporary directory, removed when this is dropped.
+    Sqlite {
+        /// The directory holding the file.
+        dir: tempfile::TempDir,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A new database on the test server.
+    Postgres {
+        /// How to connect (with the password).
+        config: Box<postgres::Config>,
+        /// The URL without its password, as the store shows it.
+        shown: String,
+    },
+}
+
+impl TestDatabase {
+    /// A new SQLite file.
+    pub fn sqlite() -> TestDatabase {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let path = dir.path().join("state.db");
+        TestDatabase::Sqlite { dir, path }
+    }
+
+    /// A new, empty database on the PostgreSQL server named by [`POSTGRES_ENV`].
+    ///
+    /// # Panics
+    ///
+    /// When the variable is not set or the server cannot be reached: the test then fails
+    /// with a message saying how to start one.
+    pub fn postgres() -> TestDatabase {
+        let url = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
+            panic!(
+                "this test needs a PostgreSQL server and {POSTGRES_ENV} is not set: run the tests \
+                 with tests/run.sh, which starts one, or start one with \
+                 `tests/postgres.sh start DIR` and export {POSTGRES_ENV} to the URL it prints"
+            )
+        });
+        let admin: postgres::Config = url
+            .parse()
+            .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is not a PostgreSQL URL: {e}"));
+        let name = format!("riposte_test_{}", uuid::Uuid::new_v4().simple());
+        let mut client = admin.connect(postgres::NoTls).unwrap_or_else(|e| {
+            panic!("cannot connect to the PostgreSQL server of {POSTGRES_ENV}: {e}; is it running?")
+        });
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("creating the test database {name}: {e}"));
+        let mut config = admin.clone();
+        config.dbname(&name);
+        let hosts = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                postgres::config::Host::Tcp(host) => host.clone(),
+                #[cfg(unix)]
+                postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let shown = format!("postgres://{hosts}/{name}");
+        TestDatabase::Postgres {
+            config: Box::new(config),
+            shown,
+        }
+    }
+
+    /// Each backend's fresh database: the parameters of a suite run against both.
+    pub fn each() -> [fn() -> TestDatabase; 2] {
+        [TestDatabase::sqlite, TestDatabase::postgres]
+    }
+
+    /// The backend's name, for messages.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            TestDatabase::Sqlite { .. } => "sqlite",
+            TestDatabase::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// Opens a new handle on the database (a new connection, as another host would).
+    pub fn try_open(&self) -> Result<Store> {
+        match self {
+            TestDatabase::Sqlite { path, .. } => Store::open(path),
+            TestDatabase::Postgres { config, shown } => {
+                Store::connect_postgres((**config).clone(), shown.clone())
+            }
+        }
+    }
+
+    /// [`TestDatabase::try_open`], panicking on failure.
+    pub fn open(&self) -> Store {
+        self.try_open()
+            .unwrap_or_else(|e| panic!("opening the {} test database: {e}", self.backend()))
+    }
+}
