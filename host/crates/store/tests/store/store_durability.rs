@@ -29,150 +29,149 @@ fn new_action(request: ActionRequest) -> NewAction {
     )
 }
 
-#[test]
-fn reopening_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let plugin = PluginName::new("isolator");
-    let malop = MalopId::new("11.-7780537507363356527");
+each_backend! {
+    fn reopening_keeps_everything(db) {
+        let plugin = PluginName::new("isolator");
+        let malop = MalopId::new("11.-7780537507363356527");
 
-    let (executed, held, undo_of) = {
-        let store = Store::open(&path).unwrap();
-        store
-            .set_watermark("crimes/unified:MalopProcess", 1_700_000_000_000, 50)
-            .unwrap();
-        store
-            .mark_handled(&plugin, &malop, 1_700_000_000_500, 60)
-            .unwrap();
+        let (executed, held, undo_of) = {
+            let store = db.open();
+            store
+                .set_watermark("crimes/unified:MalopProcess", 1_700_000_000_000, 50)
+                .unwrap();
+            store
+                .mark_handled(&plugin, &malop, 1_700_000_000_500, 60)
+                .unwrap();
 
-        let executed = store
-            .begin_action(&new_action(isolate("11.1", &["m1"])), 100)
-            .unwrap()
-            .action_id()
-            .clone();
-        store
-            .mark_submitted(
-                &executed,
-                None,
-                &serde_json::json!({"m1": "Succeeded"}),
-                110,
-            )
-            .unwrap();
-        store
-            .finish(&executed, Outcome::Succeeded, None, 120)
-            .unwrap();
-        store
-            .record_undo(
-                &executed,
-                &inverse_of(&isolate("11.1", &["m1"])).unwrap(),
-                120,
-            )
-            .unwrap();
+            let executed = store
+                .begin_action(&new_action(isolate("11.1", &["m1"])), 100)
+                .unwrap()
+                .action_id()
+                .clone();
+            store
+                .mark_submitted(
+                    &executed,
+                    None,
+                    &serde_json::json!({"m1": "Succeeded"}),
+                    110,
+                )
+                .unwrap();
+            store
+                .finish(&executed, Outcome::Succeeded, None, 120)
+                .unwrap();
+            store
+                .record_undo(
+                    &executed,
+                    &inverse_of(&isolate("11.1", &["m1"])).unwrap(),
+                    120,
+                )
+                .unwrap();
 
-        let remediation = ActionRequest::Remediate {
-            malop_id: Some(MalopId::new("11.1")),
-            targets: vec![RemediationTarget {
-                machine_guid: MachineGuid::new("m2"),
-                target_guid: ElementGuid::new("file-1"),
-                kind: RemediationKind::QuarantineFile,
-            }],
+            let remediation = ActionRequest::Remediate {
+                malop_id: Some(MalopId::new("11.1")),
+                targets: vec![RemediationTarget {
+                    machine_guid: MachineGuid::new("m2"),
+                    target_guid: ElementGuid::new("file-1"),
+                    kind: RemediationKind::QuarantineFile,
+                }],
+            };
+            let undo_of = store
+                .begin_action(&new_action(remediation), 130)
+                .unwrap()
+                .action_id()
+                .clone();
+            store
+                .mark_submitted(
+                    &undo_of,
+                    Some(&RemediationId::new("r-9")),
+                    &serde_json::json!({}),
+                    131,
+                )
+                .unwrap();
+
+            let held = store
+                .begin_action(
+                    &new_action(isolate("11.2", &["m3"])).with_mode(ActionMode::AwaitApproval {
+                        expires_at_ms: 10_000,
+                    }),
+                    140,
+                )
+                .unwrap()
+                .action_id()
+                .clone();
+
+            store
+                .spend("global", "isolate", &["m1".into()], 100, 3600, 5)
+                .unwrap();
+            store
+                .record_trap("crashy", 150, &Backoff::default())
+                .unwrap();
+            store.kv_set("isolator", "seen", b"42", 1024, 160).unwrap();
+            (executed, held, undo_of)
         };
-        let undo_of = store
-            .begin_action(&new_action(remediation), 130)
-            .unwrap()
-            .action_id()
-            .clone();
-        store
-            .mark_submitted(
-                &undo_of,
-                Some(&RemediationId::new("r-9")),
-                &serde_json::json!({}),
-                131,
-            )
-            .unwrap();
 
-        let held = store
-            .begin_action(
-                &new_action(isolate("11.2", &["m3"])).with_mode(ActionMode::AwaitApproval {
-                    expires_at_ms: 10_000,
-                }),
-                140,
-            )
-            .unwrap()
-            .action_id()
-            .clone();
+        let store = db.open();
+        assert_eq!(store.schema_version().unwrap(), schema::LATEST_VERSION);
+        assert_eq!(
+            store.watermark("crimes/unified:MalopProcess").unwrap(),
+            Some(1_700_000_000_000)
+        );
+        assert!(
+            store
+                .is_handled(&plugin, &malop, 1_700_000_000_500, None)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .is_handled(&plugin, &malop, 1_700_000_000_501, None)
+                .unwrap()
+        );
 
-        store
-            .spend("global", "isolate", &["m1".into()], 100, 3600, 5)
-            .unwrap();
-        store
-            .record_trap("crashy", 150, &Backoff::default())
-            .unwrap();
-        store.kv_set("isolator", "seen", b"42", 1024, 160).unwrap();
-        (executed, held, undo_of)
-    };
-
-    let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), schema::LATEST_VERSION);
-    assert_eq!(
-        store.watermark("crimes/unified:MalopProcess").unwrap(),
-        Some(1_700_000_000_000)
-    );
-    assert!(
-        store
-            .is_handled(&plugin, &malop, 1_700_000_000_500, None)
+        let record = store.get_action(&executed).unwrap();
+        assert_eq!(record.state, ActionState::Succeeded);
+        assert_eq!(record.request, isolate("11.1", &["m1"]));
+        assert_eq!(
+            store.get_undo(&executed).unwrap().unwrap().inverse,
+            ActionRequest::Unisolate {
+                malop_id: Some(MalopId::new("11.1")),
+                machines: vec![MachineGuid::new("m1")]
+            }
+        );
+        match store
+            .begin_action(&new_action(isolate("11.1", &["m1"])), 200)
             .unwrap()
-    );
-    assert!(
-        !store
-            .is_handled(&plugin, &malop, 1_700_000_000_501, None)
-            .unwrap()
-    );
-
-    let record = store.get_action(&executed).unwrap();
-    assert_eq!(record.state, ActionState::Succeeded);
-    assert_eq!(record.request, isolate("11.1", &["m1"]));
-    assert_eq!(
-        store.get_undo(&executed).unwrap().unwrap().inverse,
-        ActionRequest::Unisolate {
-            malop_id: Some(MalopId::new("11.1")),
-            machines: vec![MachineGuid::new("m1")]
+        {
+            BeginOutcome::AlreadyExists(existing) => assert_eq!(existing.id, executed),
+            other => panic!("the ledger forgot an executed action: {other:?}"),
         }
-    );
-    match store
-        .begin_action(&new_action(isolate("11.1", &["m1"])), 200)
-        .unwrap()
-    {
-        BeginOutcome::AlreadyExists(existing) => assert_eq!(existing.id, executed),
-        other => panic!("the ledger forgot an executed action: {other:?}"),
+
+        let unresolved = store.unresolved_actions().unwrap();
+        assert_eq!(unresolved.len(), 1);
+        assert_eq!(unresolved[0].id, undo_of);
+        assert_eq!(
+            unresolved[0].remediation_id,
+            Some(RemediationId::new("r-9"))
+        );
+
+        let pending = store.list_pending(200).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].action.id, held);
+
+        assert_eq!(store.used("global", "isolate", 3600, 200).unwrap(), 1);
+        assert_eq!(store.last_action_on("m1").unwrap(), Some(100));
+        assert_eq!(store.status(200).unwrap().paused_plugins.len(), 0);
+        assert_eq!(
+            store
+                .record_trap("crashy", 300, &Backoff::default())
+                .unwrap()
+                .consecutive_traps,
+            2
+        );
+        assert_eq!(
+            store.kv_get("isolator", "seen").unwrap(),
+            Some(b"42".to_vec())
+        );
     }
-
-    let unresolved = store.unresolved_actions().unwrap();
-    assert_eq!(unresolved.len(), 1);
-    assert_eq!(unresolved[0].id, undo_of);
-    assert_eq!(
-        unresolved[0].remediation_id,
-        Some(RemediationId::new("r-9"))
-    );
-
-    let pending = store.list_pending(200).unwrap();
-    assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].action.id, held);
-
-    assert_eq!(store.used("global", "isolate", 3600, 200).unwrap(), 1);
-    assert_eq!(store.last_action_on("m1").unwrap(), Some(100));
-    assert_eq!(store.status(200).unwrap().paused_plugins.len(), 0);
-    assert_eq!(
-        store
-            .record_trap("crashy", 300, &Backoff::default())
-            .unwrap()
-            .consecutive_traps,
-        2
-    );
-    assert_eq!(
-        store.kv_get("isolator", "seen").unwrap(),
-        Some(b"42".to_vec())
-    );
 }
 
 #[test]
