@@ -135,6 +135,7 @@ mod approval_queue;
 mod approvals;
 mod budget;
 mod charges;
+pub mod fleet;
 mod health;
 mod incomplete;
 mod kv;
@@ -157,13 +158,15 @@ pub use approval_queue::ApprovalStatus;
 pub use approvals::{ApprovedAction, PendingApproval};
 pub use budget::{BudgetCharge, SpendOutcome};
 pub use charges::ChargeItem;
+pub use fleet::{HostStatus, LeaseGrant, LeaseStatus, MAX_HOLDING_BYTES};
 pub use health::{Backoff, PauseState, PausedPlugin};
 pub use incomplete::{IncompleteMalop, IncompleteSummary};
 pub use kv::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
 pub use polling::Handled;
 pub use repos::{
     ActionLedger, Approvals, BudgetCounters, Budgets, BudgetsExt, ChargeCheck, ChargeReads,
-    ChargeView, Health, IncompleteMalops, Kv, Polling, Repositories, SpendCheck, Status, UndoLog,
+    ChargeView, Fleet, Health, IncompleteMalops, Kv, Polling, Repositories, SpendCheck, Status,
+    UndoLog,
 };
 pub use status::{SourceStatus, StatusSnapshot};
 pub use undo::{UndoRecord, inverse_of};
@@ -175,8 +178,8 @@ use std::time::Duration;
 /// The repository traits, to `use riposte_store::prelude::*` where the store is called.
 pub mod prelude {
     pub use crate::repos::{
-        ActionLedger, Approvals, BudgetCounters, Budgets, BudgetsExt, Health, IncompleteMalops, Kv,
-        Polling, Repositories, Status, UndoLog,
+        ActionLedger, Approvals, BudgetCounters, Budgets, BudgetsExt, Fleet, Health,
+        IncompleteMalops, Kv, Polling, Repositories, Status, UndoLog,
     };
 }
 

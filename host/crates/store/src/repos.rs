@@ -32,9 +32,9 @@
 
 use crate::{
     ActionFilter, ActionId, ActionKey, ActionRecord, ApprovedAction, Backoff, BeginOutcome,
-    BudgetCharge, ChargeItem, Error, Handled, IncompleteMalop, IncompleteSummary, NewAction,
-    Outcome, PauseState, PausedPlugin, PendingApproval, Result, RetryDecision, SpendOutcome,
-    StatusSnapshot, UndoRecord,
+    BudgetCharge, ChargeItem, Error, Handled, HostStatus, IncompleteMalop, IncompleteSummary,
+    LeaseGrant, LeaseStatus, NewAction, Outcome, PauseState, PausedPlugin, PendingApproval, Result,
+    RetryDecision, SpendOutcome, StatusSnapshot, UndoRecord,
 };
 use riposte_domain::{
     ActionKind, ActionRequest, Malop, MalopId, MalopPart, PluginName, RemediationId,
@@ -533,6 +533,41 @@ pub trait UndoLog {
     ) -> Result<()>;
 }
 
+/// Several hosts on one database: heartbeats and leases (see [`crate::fleet`]).
+pub trait Fleet {
+    /// Records that `host_id` (running `version` since `started_at_ms`) is alive at
+    /// `now_ms`, holding what `holding` says (cut to [`crate::MAX_HOLDING_BYTES`]).
+    fn heartbeat(
+        &self,
+        host_id: &str,
+        version: &str,
+        started_at_ms: i64,
+        holding: &str,
+        now_ms: i64,
+    ) -> Result<()>;
+
+    /// Grants the lease `name` to `host_id` until `now_ms + ttl_ms` if nobody holds it, if
+    /// its holder let it expire (at or before `now_ms`: a new epoch), or renews it if
+    /// `host_id` holds it; otherwise refuses, naming the holder. Of concurrent callers at
+    /// most one holds the lease at any point of the commit order.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        host_id: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<LeaseGrant>;
+
+    /// Gives the lease up (it expires at `now_ms`) if `host_id` holds it; whether it did.
+    fn release_lease(&self, name: &str, host_id: &str, now_ms: i64) -> Result<bool>;
+
+    /// Forgets the hosts whose last heartbeat is before `silent_since_ms`; how many.
+    fn forget_hosts(&self, silent_since_ms: i64) -> Result<usize>;
+
+    /// Every host and every lease, in one snapshot.
+    fn fleet(&self) -> Result<(Vec<HostStatus>, Vec<LeaseStatus>)>;
+}
+
 /// The status snapshot of `riposte status`.
 pub trait Status {
     /// The status snapshot at `now_ms`, read in one consistent snapshot.
@@ -552,6 +587,7 @@ pub trait Repositories:
     + Kv
     + IncompleteMalops
     + UndoLog
+    + Fleet
     + Status
     + Send
     + Sync
@@ -568,6 +604,7 @@ impl<T> Repositories for T where
         + Kv
         + IncompleteMalops
         + UndoLog
+        + Fleet
         + Status
         + Send
         + Sync

@@ -177,10 +177,33 @@ pub const MIGRATIONS: &[Migration] = &[
             "UPDATE budget_events SET kind = 'blacklist' WHERE kind = 'set-reputation'",
         ],
     },
+    Migration {
+        version: 5,
+        name: "fleet",
+        statements: &[
+            // Every riposte host sharing the database, with its last heartbeat and a short
+            // account of what it holds (for `riposte status`).
+            "CREATE TABLE fleet_hosts (
+            host_id TEXT PRIMARY KEY,
+            version TEXT NOT NULL,
+            started_at_ms BIGINT NOT NULL,
+            heartbeat_ms BIGINT NOT NULL,
+            holding TEXT NOT NULL
+        )",
+            // Leases: one holder at a time, until it expires; the epoch counts the holders.
+            "CREATE TABLE fleet_leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            epoch BIGINT NOT NULL,
+            acquired_at_ms BIGINT NOT NULL,
+            expires_at_ms BIGINT NOT NULL
+        )",
+        ],
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 4;
+pub const LATEST_VERSION: i64 = 5;
 
 /// The version recorded in the database (0 for a database never migrated). The
 /// `schema_version` table must exist.

@@ -1,5 +1,6 @@
 //! The snapshot `riposte status` shows.
 
+use super::fleet::{HostStatus, LeaseStatus, hosts, leases};
 use super::health::{PausedPlugin, paused};
 use super::{ActionState, ApprovalStatus, Failure, Result, Store};
 use crate::repos::Status;
@@ -28,6 +29,10 @@ pub struct StatusSnapshot {
     pub paused_plugins: Vec<PausedPlugin>,
     /// Actions per state (states with no action are absent).
     pub actions_by_state: BTreeMap<ActionState, u64>,
+    /// Every host that has sent a heartbeat (and not been forgotten), by id.
+    pub hosts: Vec<HostStatus>,
+    /// Every lease and its holder, by name.
+    pub leases: Vec<LeaseStatus>,
 }
 
 impl StatusSnapshot {
@@ -81,6 +86,8 @@ impl Status for Store {
                 pending_approvals: pending.max(0) as u64,
                 paused_plugins: paused(tx, now_ms)?,
                 actions_by_state,
+                hosts: hosts(tx)?,
+                leases: leases(tx)?,
             })
         })
     }

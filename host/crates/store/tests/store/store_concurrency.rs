@@ -162,3 +162,19 @@ each_backend! {
         assert_eq!(outcomes.iter().filter(|spent| **spent).count(), 3);
     }
 }
+
+each_backend! {
+    fn a_lease_has_one_holder_among_racing_hosts(db) {
+        let db = Arc::new(db);
+        drop(db.open());
+        let grants = race(move |i| {
+            db.open()
+                .acquire_lease("poller", &format!("host-{i}"), 10_000, 1)
+                .unwrap()
+        });
+        let held: Vec<_> = grants.iter().filter(|g| g.is_held()).collect();
+        assert_eq!(held.len(), 1, "{grants:?}");
+        let holder = &held[0].lease().holder;
+        assert!(grants.iter().all(|g| &g.lease().holder == holder));
+    }
+}
