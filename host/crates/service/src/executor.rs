@@ -6,6 +6,7 @@
 //! action stays unresolved and [`Executor::reconcile`] looks for it on the server first.
 
 use super::audit::Auditor;
+use crate::fleet::Membership;
 use riposte_client::{self, Client, IsolationReport, RemediationEntry, RemediationReport};
 use riposte_domain::{ActionKind, ActionRequest, MachineGuid, PylumId, RemediationProgress};
 use riposte_policy::{BudgetLedger, Charge, TargetKey};
@@ -80,6 +81,8 @@ pub(crate) struct Executor {
     store: Arc<Store>,
     auditor: Arc<Auditor>,
     follow: FollowPolicy,
+    /// Asked just before anything is sent: a host that lost the poller lease sends nothing.
+    membership: Arc<Membership>,
 }
 
 /// Where an action stands after its one send.
@@ -118,12 +121,14 @@ impl Executor {
         store: Arc<Store>,
         auditor: Arc<Auditor>,
         follow: FollowPolicy,
+        membership: Arc<Membership>,
     ) -> Self {
         Self {
             client,
             store,
             auditor,
             follow,
+            membership,
         }
     }
 
@@ -162,6 +167,13 @@ impl Executor {
                 .await;
             self.auditor.action_result(record, state, started.elapsed());
             return Submitted::Final(state);
+        }
+        // Another host may have taken the poller lease over (this one stalled, or lost the
+        // database): the action stays planned, and the acting host settles it (looking for
+        // it on the server first).
+        if !self.membership.may_act() {
+            tracing::warn!(action = %record.id, "not sent: this host no longer holds the poller lease");
+            return Submitted::Final(ActionState::Planned);
         }
         let state = match self.send(&record.request, pylums, sending).await {
             Ok(Sent::Done {

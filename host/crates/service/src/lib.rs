@@ -21,6 +21,7 @@ mod audit;
 pub mod config;
 mod db;
 mod executor;
+mod fleet;
 mod gated;
 mod health;
 mod plugins;
@@ -29,6 +30,7 @@ mod reload;
 pub use audit::Auditor;
 pub use config::{FollowConfig, OperatorConfig, PluginConfig, PluginFileError, ServiceConfig};
 pub use executor::{FollowPolicy, now_ms};
+pub use fleet::{FleetSettings, HOST_ID_ENV, Membership, POLLER_LEASE, Role, default_host_id};
 pub use plugins::{ServicePlugin, runtime_config};
 pub use reload::ReloadReport;
 
@@ -117,6 +119,8 @@ pub struct Service {
     backfill: std::sync::Mutex<Vec<PluginName>>,
     /// Where the cycle's counters and gauges go (the caller serves them).
     metrics: Arc<Metrics>,
+    /// This host's place in the fleet sharing the database: whether it acts.
+    membership: Arc<Membership>,
 }
 
 impl Service {
@@ -143,12 +147,20 @@ impl Service {
                     )
                 })?;
         let auditor = Arc::new(Auditor::new(sink, metrics.clone()));
+        let membership = Membership::new(store.clone(), fleet_settings(&config));
+        membership.beat().await;
         let (gate, runtime, plugins) = load_rules(&config, &store).await?;
         let core = Arc::new(Core {
             gate,
             store: store.clone(),
             auditor: auditor.clone(),
-            executor: Executor::new(client.clone(), store, auditor.clone(), follow),
+            executor: Executor::new(
+                client.clone(),
+                store,
+                auditor.clone(),
+                follow,
+                membership.clone(),
+            ),
             client,
             approval_expiry_secs: config.policy.approvals.expiry_secs,
             kv_limit_bytes: 1 << 20,
@@ -164,6 +176,7 @@ impl Service {
             health: HealthBook::default(),
             backfill: Default::default(),
             metrics,
+            membership,
         };
         service.audit_loaded(|_| true);
         Ok(service)
@@ -201,6 +214,12 @@ impl Service {
     /// The loaded plugins.
     pub fn plugins(&self) -> &[Arc<ServicePlugin>] {
         &self.plugins
+    }
+
+    /// This host's place among the hosts sharing the database: the caller keeps its
+    /// heartbeat going ([`Membership::spawn`]) and runs cycles only while it may act.
+    pub fn membership(&self) -> &Arc<Membership> {
+        &self.membership
     }
 
     /// The state store.
@@ -1190,6 +1209,16 @@ fn orphan_policy(record: &ActionRecord) -> riposte_policy::PluginPolicy {
 /// What `config` sets the service's rules to: the gate, the runtime, and every plugin loaded
 /// and checked (pins, signatures, world, package manifests), compiled or taken from the
 /// authenticated artifact cache beside the database.
+/// How this host takes part in the fleet, from `[service.database]`.
+fn fleet_settings(_config: &OperatorConfig) -> FleetSettings {
+    FleetSettings {
+        shared: false,
+        lease: std::time::Duration::from_secs(30),
+        heartbeat: std::time::Duration::from_secs(5),
+        host_id: default_host_id(),
+    }
+}
+
 async fn load_rules(
     config: &OperatorConfig,
     store: &Arc<Store>,

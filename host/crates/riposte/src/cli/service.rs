@@ -123,10 +123,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut shutdown = shutdown_signal()?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
+    let membership = service.membership().clone();
+    let heartbeat = membership.spawn();
+    let mut role = membership.watch();
     'cycles: loop {
+        let acting = membership.may_act();
+        if !acting && args.once {
+            heartbeat.abort();
+            return Err(not_acting(&membership.role()));
+        }
+        if !acting {
+            tracing::info!(role = ?membership.role(), "standing by: another host acts");
+        }
         // A cycle in flight always finishes: every action in it is ledgered and settled.
-        match service.run_cycle().await {
-            Ok(report) => tracing::info!(?report, "cycle done"),
+        let cycle = if acting {
+            service.run_cycle().await.map(Some)
+        } else {
+            Ok(None)
+        };
+        match cycle {
+            Ok(Some(report)) => tracing::info!(?report, "cycle done"),
+            Ok(None) => {}
             // With --once no poll follows: the failure is the command's, for cron and timers.
             Err(error) if args.once => {
                 service.sync_audit()?;
@@ -151,6 +168,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     break 'cycles;
                 }
                 _ = tokio::time::sleep_until(next_poll) => break,
+                // Took the lease over (its holder died or left): act at once.
+                Ok(()) = role.changed(), if !membership.may_act() => {
+                    if membership.may_act() {
+                        tracing::warn!(role = ?membership.role(), "this host acts now");
+                        break;
+                    }
+                }
                 // A hang-up during a cycle waits for its end: no invocation runs under two rules.
                 _ = hangup.recv() => {
                     // A changed [service.syslog] applies at the next restart (need_restart).
@@ -167,6 +191,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         continue;
                     };
                     let ids = take_hints(first, hints.as_mut());
+                    if !membership.may_act() {
+                        // The acting host hears the same events, and its polls cover them.
+                        continue;
+                    }
                     match service.evaluate_hinted(&ids).await {
                         Ok(report) => tracing::info!(?report, hinted = ids.len(), "hinted Malops evaluated"),
                         Err(error) => tracing::warn!("hinted Malops not evaluated, the next poll covers them: {error:#}"),
@@ -183,7 +211,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         listener.shutdown().await;
     }
     service.drain_followups().await;
+    heartbeat.abort();
+    membership.leave().await;
     service.sync_audit()
+}
+
+/// Why `riposte run --once` did nothing on a shared database.
+fn not_acting(role: &riposte_service::Role) -> anyhow::Error {
+    match role {
+        riposte_service::Role::Standby { holder, until_ms } => anyhow::anyhow!(
+            "another host ({holder}) holds the {} lease until {until_ms} ms: it runs the cycles; \
+             this one did nothing",
+            riposte_service::POLLER_LEASE
+        ),
+        _ => anyhow::anyhow!(
+            "the state database is unreachable: nothing was done (a host that cannot record \
+             what it does does not act)"
+        ),
+    }
 }
 
 /// Starts the syslog listener when `[service.syslog]` enables it (not for `--once`: one
@@ -281,9 +326,33 @@ pub fn status(args: ConfigArg) -> anyhow::Result<()> {
         "sources": snapshot.sources,
         "actions_by_state": snapshot.actions_by_state,
         "incomplete_malops": store.incomplete_summary()?,
+        "hosts": hosts_status(&snapshot, now),
+        "leases": snapshot.leases,
     });
     println!("{}", serde_json::to_string_pretty(&status)?);
     Ok(())
+}
+
+/// Every host that shares the database: its last heartbeat, how long ago, and what it
+/// holds (the acting host holds the poller lease).
+fn hosts_status(snapshot: &riposte_store::StatusSnapshot, now: i64) -> Vec<serde_json::Value> {
+    snapshot
+        .hosts
+        .iter()
+        .map(|h| {
+            let lease = snapshot
+                .leases
+                .iter()
+                .find(|l| l.holder == h.host_id && l.expires_at_ms > now)
+                .map(|l| l.name.clone());
+            json!({
+                "host": h.host_id, "version": h.version, "started_at_ms": h.started_at_ms,
+                "last_heartbeat_ms": h.heartbeat_ms,
+                "seconds_since_heartbeat": (now - h.heartbeat_ms).max(0) / 1000,
+                "holds_lease": lease, "holding": h.holding,
+            })
+        })
+        .collect()
 }
 
 fn open_store(config: &OperatorConfig) -> anyhow::Result<Store> {

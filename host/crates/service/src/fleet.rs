@@ -1,0 +1,251 @@
+//! This host's place among the hosts sharing one database.
+//!
+//! Every host sends a heartbeat (`riposte status` lists them). On a shared database
+//! (PostgreSQL) the hosts elect one *acting* host through the `poller` lease: only the
+//! holder polls, evaluates, executes approved actions and settles what a crash left
+//! unresolved, so each (Malop, plugin) is evaluated once across the fleet. The others stand
+//! by, renewing their heartbeats and trying the lease; when the holder dies its lease
+//! expires and one of them takes over within [`Membership::lease`], settling first what the
+//! dead host left (its actions are looked for on the server before anything is re-sent).
+//!
+//! The holder renews every heartbeat and treats the lease as lost one heartbeat before it
+//! expires ([`Membership::may_act`]), so by the time another host can take it over the old
+//! holder has stopped sending: the executor asks [`Membership::may_act`] just before each
+//! request that changes something. A host that cannot reach the database cannot renew, and
+//! so stops acting (fail closed); it resumes by itself once a renewal succeeds.
+//!
+//! On a database of its own (SQLite) a host always acts: the lease is not consulted.
+
+use crate::db;
+use crate::executor::now_ms;
+use riposte_store::prelude::*;
+use riposte_store::{LeaseGrant, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The lease the acting host holds.
+pub const POLLER_LEASE: &str = "poller";
+
+/// Hosts silent for this long are dropped from `riposte status`.
+const FORGET_SILENT_HOSTS: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How this host takes part in the fleet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetSettings {
+    /// Whether other hosts may share the database (PostgreSQL): then only the holder of the
+    /// poller lease acts.
+    pub shared: bool,
+    /// How long a lease lasts unless renewed.
+    pub lease: Duration,
+    /// How often the heartbeat (and the lease) is renewed; less than half the lease.
+    pub heartbeat: Duration,
+    /// This host's id in the fleet.
+    pub host_id: String,
+}
+
+/// The environment variable that names this host in the fleet (default `hostname:pid`).
+pub const HOST_ID_ENV: &str = "RIPOSTE_HOST_ID";
+
+/// This host's default id: `RIPOSTE_HOST_ID`, or `hostname:pid`.
+pub fn default_host_id() -> String {
+    if let Ok(id) = std::env::var(HOST_ID_ENV)
+        && !id.trim().is_empty()
+    {
+        return id.trim().chars().take(128).collect();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+/// What this host may do now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It acts, until `until_ms` (its clock) unless it renews the lease before.
+    Acting {
+        /// When the lease is treated as lost (one heartbeat before it expires).
+        until_ms: i64,
+        /// The lease's epoch (how many times it changed hands).
+        epoch: i64,
+    },
+    /// Another host acts.
+    Standby {
+        /// The host holding the lease.
+        holder: String,
+        /// When its lease expires unless renewed.
+        until_ms: i64,
+    },
+    /// The database could not be reached at the last heartbeat: nothing is done.
+    Unreachable,
+}
+
+/// This host's membership of the fleet.
+pub struct Membership {
+    store: Arc<Store>,
+    settings: FleetSettings,
+    started_at_ms: i64,
+    role: watch::Sender<Role>,
+}
+
+impl Membership {
+    /// A member that has not yet sent its first heartbeat: on a shared database it does not
+    /// act until [`Membership::beat`] wins the lease.
+    pub fn new(store: Arc<Store>, settings: FleetSettings) -> Arc<Self> {
+        let initial = if settings.shared {
+            Role::Unreachable
+        } else {
+            Role::Acting {
+                until_ms: i64::MAX,
+                epoch: 0,
+            }
+        };
+        Arc::new(Self {
+            store,
+            settings,
+            started_at_ms: now_ms(),
+            role: watch::Sender::new(initial),
+        })
+    }
+
+    /// This host's id.
+    pub fn host_id(&self) -> &str {
+        &self.settings.host_id
+    }
+
+    /// How long a lease lasts unless renewed: the longest a dead host's work waits.
+    pub fn lease(&self) -> Duration {
+        self.settings.lease
+    }
+
+    /// The role now.
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    /// Follows the role as it changes.
+    pub fn watch(&self) -> watch::Receiver<Role> {
+        self.role.subscribe()
+    }
+
+    /// Whether this host may act now: always on a database of its own; on a shared one,
+    /// while it holds the poller lease with a heartbeat's margin left.
+    pub fn may_act(&self) -> bool {
+        match *self.role.borrow() {
+            Role::Acting { until_ms, .. } => now_ms() < until_ms,
+            _ => false,
+        }
+    }
+
+    /// Sends a heartbeat and, on a shared database, takes or renews the poller lease.
+    /// Returns the role it leaves, and the host whose expired lease it took over (if any).
+    pub async fn beat(&self) -> (Role, Option<String>) {
+        let host = self.settings.host_id.clone();
+        let (shared, ttl_ms) = (self.settings.shared, millis(self.settings.lease));
+        let holding = self.holding();
+        let started = self.started_at_ms;
+        let margin_ms = millis(self.settings.heartbeat);
+        let answer = db::blocking(&self.store, "heartbeat", move |s| {
+            let now = now_ms();
+            s.heartbeat(&host, env!("CARGO_PKG_VERSION"), started, &holding, now)?;
+            if !shared {
+                return Ok(None);
+            }
+            s.acquire_lease(POLLER_LEASE, &host, ttl_ms, now).map(Some)
+        })
+        .await;
+        let (role, taken_from) = match answer {
+            Ok(None) => (self.role(), None),
+            Ok(Some(LeaseGrant::Held { lease, taken_from })) => (
+                Role::Acting {
+                    until_ms: lease.expires_at_ms - margin_ms,
+                    epoch: lease.epoch,
+                },
+                taken_from,
+            ),
+            Ok(Some(LeaseGrant::Refused { lease })) => (
+                Role::Standby {
+                    holder: lease.holder,
+                    until_ms: lease.expires_at_ms,
+                },
+                None,
+            ),
+            Err(error) => {
+                tracing::error!(
+                    "heartbeat failed; not acting until the database answers again: {error:#}"
+                );
+                (Role::Unreachable, None)
+            }
+        };
+        self.role.send_if_modified(|current| {
+            let changed = std::mem::discriminant(current) != std::mem::discriminant(&role);
+            *current = role.clone();
+            changed
+        });
+        (role, taken_from)
+    }
+
+    /// What this host holds, for its heartbeat.
+    fn holding(&self) -> String {
+        match &*self.role.borrow() {
+            Role::Acting { epoch, .. } if self.settings.shared => {
+                format!("{POLLER_LEASE} lease (epoch {epoch})")
+            }
+            Role::Acting { .. } => "everything (database of its own)".to_owned(),
+            Role::Standby { holder, .. } => format!("standing by for {holder}"),
+            Role::Unreachable => "nothing: the database is unreachable".to_owned(),
+        }
+    }
+
+    /// Beats every [`FleetSettings::heartbeat`] until the returned task is aborted,
+    /// forgetting long-silent hosts now and then.
+    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let member = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(member.settings.heartbeat);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut beats: u64 = 0;
+            loop {
+                ticks.tick().await;
+                let (role, taken_from) = member.beat().await;
+                if let Some(previous) = taken_from {
+                    tracing::warn!(previous = %previous, ?role, "took the poller lease over from a silent host");
+                }
+                beats += 1;
+                if beats % 1_000 == 1 {
+                    let cutoff = now_ms() - millis(FORGET_SILENT_HOSTS);
+                    if let Err(e) = db::blocking(&member.store, "forget_hosts", move |s| {
+                        s.forget_hosts(cutoff)
+                    })
+                    .await
+                    {
+                        tracing::warn!("forgetting silent hosts: {e:#}");
+                    }
+                }
+            }
+        })
+    }
+
+    /// Gives the lease up at shutdown, so another host takes over at once.
+    pub async fn leave(&self) {
+        if !self.settings.shared {
+            return;
+        }
+        let host = self.settings.host_id.clone();
+        let released = db::blocking(&self.store, "release_lease", move |s| {
+            s.release_lease(POLLER_LEASE, &host, now_ms())
+        })
+        .await;
+        self.role.send_replace(Role::Unreachable);
+        if let Err(e) = released {
+            tracing::warn!("giving the poller lease up: {e:#}; it expires by itself");
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
