@@ -7,7 +7,23 @@
 //! `Drop`, a synchronous `PluginHost` method, an audit append deep inside a synchronous
 //! helper) uses [`in_place`].
 
+use anyhow::Context as _;
+use riposte_store::Store;
+use riposte_store::settings::{Backend, DatabaseConfig};
 use std::sync::Arc;
+
+/// Opens the state database `database` names (and migrates it). It blocks: async code runs it
+/// on the blocking pool.
+pub fn open_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
+    match &database.backend {
+        Backend::Sqlite { path } => Store::open(path)
+            .with_context(|| format!("opening the state database {}", path.display())),
+        Backend::Postgres(postgres) => anyhow::bail!(
+            "[service.database] names the PostgreSQL database {}: the PostgreSQL backend is not built yet; use backend = \"sqlite\"",
+            postgres.shown()
+        ),
+    }
+}
 
 /// Runs `op` on the store from async code, on tokio's blocking thread pool, and waits for
 /// it. `name` names the operation in the error if the blocking task itself fails (it
@@ -75,6 +91,26 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("kv_get"), "{text}");
         assert!(text.contains("panicked"), "{text}");
+    }
+
+    #[test]
+    fn a_postgres_database_is_refused_by_name_without_its_password() {
+        use riposte_domain::Secret;
+        use riposte_store::settings::PostgresConfig;
+        let postgres =
+            PostgresConfig::new("postgres://riposte@db:5432/state", Secret::new("hunter2"))
+                .unwrap();
+        let err = open_store(&DatabaseConfig::postgres(postgres)).unwrap_err();
+        let text = format!("{err:#} {err:?}");
+        assert!(text.contains("not built yet"), "{text}");
+        assert!(text.contains("postgres://riposte@db:5432/state"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = open_store(&DatabaseConfig::sqlite(&path)).unwrap();
+        store.kv_set("p", "k", b"v", 1024, 1).unwrap();
+        assert!(path.is_file(), "SQLite opens at its path");
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod reload;
 
 pub use audit::Auditor;
 pub use config::{FollowConfig, OperatorConfig, PluginConfig, PluginFileError, ServiceConfig};
+pub use db::open_store;
 pub use executor::{FollowPolicy, now_ms};
 pub use plugins::{ServicePlugin, runtime_config};
 pub use reload::ReloadReport;
@@ -130,7 +131,7 @@ impl Service {
     ) -> anyhow::Result<Self> {
         let database = config.service.database.clone();
         let store = Arc::new(
-            tokio::task::spawn_blocking(move || Store::open(&database))
+            tokio::task::spawn_blocking(move || db::open_store(&database))
                 .await
                 .context("opening the state database")??,
         );
@@ -1196,7 +1197,7 @@ async fn load_rules(
 ) -> anyhow::Result<(Gate, Arc<Runtime>, Vec<Arc<ServicePlugin>>)> {
     let gate = Gate::new(&config.policy, store.clone())?;
     let runtime = Arc::new(Runtime::new(plugins::runtime_config(config))?);
-    let cache_dir = config.service.database.with_extension("artifacts");
+    let cache_dir = config.artifact_dir();
     let plugins = plugins::load_all(&runtime, config, &cache_dir).await?;
     Ok((gate, runtime, plugins))
 }

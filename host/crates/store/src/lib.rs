@@ -116,6 +116,7 @@ mod policy_ledger;
 mod polling;
 mod repos;
 pub mod schema;
+pub mod settings;
 mod status;
 mod undo;
 

@@ -287,8 +287,7 @@ pub fn status(args: ConfigArg) -> anyhow::Result<()> {
 }
 
 fn open_store(config: &OperatorConfig) -> anyhow::Result<Store> {
-    let path = &config.service.database;
-    Store::open(path).with_context(|| format!("opening the state database {}", path.display()))
+    riposte_service::open_store(&config.service.database)
 }
 
 /// `riposte approvals ...`.
