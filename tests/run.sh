@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# README's test command. On a fresh machine it installs what it needs, builds the host once
-# (dev profile, optimised dependencies), builds every plugin from source, and runs all tests.
+# README's test command. On a fresh machine it installs what it needs, starts a PostgreSQL
+# cluster on loopback for the tests that need one (tests/postgres.sh; RIPOSTE_TEST_POSTGRES holds
+# its URL), builds the host once (dev profile, optimised dependencies), builds every plugin from
+# source, and runs all tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "==> starting PostgreSQL on 127.0.0.1 for the tests (installs Debian's postgresql package if needed)"
+postgres_dir=$(mktemp -d)
+# Stopped and removed however this script ends, so nothing is left running.
+trap 'tests/postgres.sh stop "$postgres_dir"' EXIT
+RIPOSTE_TEST_POSTGRES=$(tests/postgres.sh start "$postgres_dir")
+export RIPOSTE_TEST_POSTGRES
 
 echo "==> building the host"
 cargo build --workspace --all-targets

@@ -215,7 +215,7 @@ credentials_file = "{credentials}"
 /// Copies precompiled artifacts from `from` into the cache dir the service at `config` uses,
 /// so a service start does not compile the Python plugin again.
 pub fn seed_cache(from: &Path, config: &OperatorConfig) -> anyhow::Result<()> {
-    let to = config.service.database.with_extension("artifacts");
+    let to = config.artifact_dir();
     std::fs::create_dir_all(&to)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o700))?;

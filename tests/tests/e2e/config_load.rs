@@ -7,6 +7,7 @@ use riposte_domain::{ActionKind, Operation, PluginName, RemediationKind, Sha256D
 use riposte_policy::{ActionSelector, Mode};
 use riposte_runtime::Limits;
 use riposte_service::{OperatorConfig, PluginFileError};
+use riposte_store::settings::{Backend, DatabaseConfig, PasswordSource};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -39,7 +40,10 @@ fn the_documented_example_loads() {
     let config = OperatorConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let base = path.parent().unwrap();
     assert_eq!(config.service.poll_interval_secs, 30);
-    assert_eq!(config.service.database, base.join("riposte.db"));
+    assert_eq!(
+        config.service.database,
+        DatabaseConfig::sqlite(base.join("riposte.db"))
+    );
     assert_eq!(config.service.audit.fsync, FsyncPolicy::EveryRecord);
     assert_eq!(
         config.service.metrics_listen,
@@ -107,6 +111,145 @@ fn the_documented_example_loads() {
     assert_eq!(config.signing.public_keys, vec![key.clone()]);
     assert_eq!(p.public_keys, vec![key.clone()]);
     assert_eq!(q.public_keys, vec![key]);
+}
+
+#[test]
+fn the_database_is_sqlite_by_default_or_postgres_with_its_password_outside_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = OperatorConfig::load(write(dir.path(), &plugin(""))).unwrap();
+    assert_eq!(
+        defaults.service.database,
+        DatabaseConfig::sqlite(dir.path().join("riposte.db"))
+    );
+    assert_eq!(
+        defaults.artifact_dir(),
+        dir.path().join("riposte.artifacts")
+    );
+    // The older key: SQLite at that path.
+    let older = OperatorConfig::load(write(dir.path(), "[service]\ndatabase = \"state/r.db\"\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        older.service.database,
+        DatabaseConfig::sqlite(dir.path().join("state/r.db"))
+    );
+    assert_eq!(older.artifact_dir(), dir.path().join("state/r.artifacts"));
+
+    // PostgreSQL, the password in a private credentials file.
+    let secret = "correct horse battery staple";
+    let credentials = dir.path().join("database-credentials");
+    std::fs::write(&credentials, format!("password = {secret}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = "[service]\npoll_interval_secs = 10\n\n[service.database]\nbackend = \"postgres\"\n\
+                url = \"postgres://riposte@db.corp:5432/riposte\"\ncredentials_file = \"database-credentials\"\n\
+                lease_secs = 20\nheartbeat_secs = 4\n";
+    let config = OperatorConfig::load(write(dir.path(), text)).unwrap_or_else(|e| panic!("{e}"));
+    let Backend::Postgres(postgres) = &config.service.database.backend else {
+        panic!("{:?}", config.service.database)
+    };
+    assert_eq!(postgres.shown(), "postgres://riposte@db.corp:5432/riposte");
+    assert_eq!(postgres.password().expose(), secret);
+    assert_eq!(
+        postgres.password_source(),
+        &PasswordSource::CredentialsFile(credentials.clone())
+    );
+    assert_eq!(postgres.lease(), Duration::from_secs(20));
+    assert_eq!(postgres.heartbeat(), Duration::from_secs(4));
+    assert_eq!(config.artifact_dir(), dir.path().join("riposte.artifacts"));
+    let shown = format!("{config:?} {}", serde_json::to_string(&config).unwrap());
+    assert!(!shown.contains("horse"), "{shown}");
+
+    // Readable by others: refused, at the key, with the fix.
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let Err(Error::Invalid {
+        problems: found, ..
+    }) = OperatorConfig::load(write(dir.path(), text))
+    else {
+        panic!("a credentials file others may read must be refused")
+    };
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].line, found[0].key.as_str()),
+        (7, "service.database.credentials_file")
+    );
+    assert!(
+        found[0].message.contains("chmod 600"),
+        "{}",
+        found[0].message
+    );
+}
+
+#[test]
+fn database_mistakes_are_named_by_key_and_never_repeat_the_password() {
+    let (path, found) = problems(
+        "[service.database]\nbackend = \"postgres\"\nurl = \"postgres://riposte:hunter2@db/riposte\"\n\
+         password_env = \"RIPOSTE_E2E_SURELY_UNSET_PASSWORD\"\nheartbeat_secs = 20\n",
+    );
+    let keys: Vec<(usize, &str)> = found.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(
+        keys,
+        [
+            (3, "service.database.url"),
+            (4, "service.database.password_env"),
+            (5, "service.database.heartbeat_secs"),
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found[0]
+            .message
+            .contains("write `postgres://riposte@db/riposte`"),
+        "{}",
+        found[0].message
+    );
+    assert!(
+        found[1]
+            .message
+            .contains("RIPOSTE_E2E_SURELY_UNSET_PASSWORD is not set"),
+        "{}",
+        found[1].message
+    );
+    let err = OperatorConfig::load(&path).unwrap_err().to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+
+    let (_, found) = problems(
+        "[service.database]\nbackend = \"postgres\"\nurl = \"postgres://riposte@db/riposte\"\npassword = \"hunter2\"\n",
+    );
+    let password = found
+        .iter()
+        .find(|p| p.key == "service.database.password")
+        .unwrap_or_else(|| panic!("{found:#?}"));
+    assert_eq!(password.line, 4);
+    assert!(
+        password.message.contains("password_env"),
+        "{}",
+        password.message
+    );
+    assert!(!format!("{found:?}").contains("hunter2"), "{found:#?}");
+
+    let (_, found) = problems("[service.database]\nbackend = \"mysql\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].key, "service.database.backend");
+    let (_, found) = problems("[service.database]\npath = \"r.db\"\nlease_secs = 30\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].line, found[0].key.as_str()),
+        (3, "service.database.lease_secs")
+    );
+    let (_, found) = problems("[service.database]\nbakend = \"sqlite\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].key, "service.database.bakend");
+
+    // The older key and the table at once: TOML itself refuses the second `database`.
+    let (_, found) =
+        problems("[service]\ndatabase = \"a.db\"\n\n[service.database]\npath = \"b.db\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].line >= 4, "{found:?}");
+    assert!(
+        found[0].message.contains("duplicate"),
+        "{}",
+        found[0].message
+    );
 }
 
 #[test]

@@ -98,6 +98,24 @@ async fn plugins_added_removed_and_broken_by_a_reload_lose_and_double_no_invocat
     let refused = format!("{:#}", service.reload(&env.config).await.unwrap_err());
     assert!(refused.contains("riposte.toml"), "{refused}");
     assert!(refused.contains("riposte.toml:1:"), "{refused}");
+    // A configuration that moves the state database: refused, the running set stays.
+    env.reconfigure(&sim, &Setup::new(vec![ransomware.clone(), feed.clone()]));
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let line = format!("database = {:?}", env.database.display().to_string());
+    assert!(text.contains(&line), "{text}");
+    std::fs::write(
+        &env.config,
+        text.replace(&line, "").replace(
+            "[service.audit]",
+            "[service.database]\npath = \"elsewhere.db\"\n\n[service.audit]",
+        ),
+    )
+    .unwrap();
+    let refused = format!("{:#}", service.reload(&env.config).await.unwrap_err());
+    assert!(
+        refused.contains("elsewhere.db") && refused.contains("cannot change without a restart"),
+        "{refused}"
+    );
     assert_eq!(
         names(&service),
         ["ransomware-containment", "reputation-feed"]
@@ -152,7 +170,7 @@ async fn plugins_added_removed_and_broken_by_a_reload_lose_and_double_no_invocat
     assert_each_invoked_once(&env.audit);
     assert_no_action_twice(&sim);
     assert_eq!(audit_calls(&env.audit, "config-reloaded").len(), 2);
-    assert_eq!(audit_calls(&env.audit, "config-reload-refused").len(), 2);
+    assert_eq!(audit_calls(&env.audit, "config-reload-refused").len(), 3);
 }
 
 fn recorded(audit: &Path, call: &str) -> usize {

@@ -2,6 +2,7 @@
 
 use super::error::{Error, Result};
 use super::secret::Secret;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,6 +10,9 @@ use std::time::Duration;
 pub const ENV_USERNAME: &str = "RIPOSTE_USERNAME";
 /// Environment variable holding the password.
 pub const ENV_PASSWORD: &str = "RIPOSTE_PASSWORD";
+
+/// The keys of the server's credentials file.
+const CREDENTIAL_KEYS: [&str; 2] = ["username", "password"];
 
 /// A username and password. The password is a [`Secret`] and never printed.
 #[derive(Clone, Debug)]
@@ -47,35 +51,14 @@ impl Credentials {
     /// (blank lines and `#` comments are ignored; values may be double-quoted). Like ssh with
     /// a private key, a file that group or others may read is refused, before it is read.
     pub fn from_file(path: &Path) -> Result<Self> {
-        check_private(path)?;
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!(
-                "cannot read credentials file {}: {e}",
-                path.display()
-            ))
-        })?;
-        Self::parse_file(&text)
+        let values = riposte_domain::secret::read_credentials_file(path, &CREDENTIAL_KEYS)
+            .map_err(Error::Config)?;
+        Self::from_values(values)
             .map_err(|why| Error::Config(format!("credentials file {}: {why}", path.display())))
     }
 
-    fn parse_file(text: &str) -> std::result::Result<Self, String> {
-        let (mut user, mut pass) = (None, None);
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((key, value)) = line.split_once('=') else {
-                return Err(format!("line {}: expected `key = value`", n + 1));
-            };
-            let value = value.trim().trim_matches('"').to_owned();
-            match key.trim() {
-                "username" => user = Some(value),
-                "password" => pass = Some(Secret::new(value)),
-                other => return Err(format!("line {}: unknown key {other:?}", n + 1)),
-            }
-        }
-        match (user, pass) {
+    fn from_values(mut values: BTreeMap<String, String>) -> std::result::Result<Self, String> {
+        match (values.remove("username"), values.remove("password")) {
             (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Ok(Self::new(u, p)),
             _ => Err("both `username` and `password` are required".into()),
         }
@@ -88,32 +71,6 @@ impl Credentials {
             None => Self::from_env(),
         }
     }
-}
-
-/// Refuses a credentials file whose mode lets group or others read (or write) it.
-#[cfg(unix)]
-fn check_private(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let meta = std::fs::metadata(path).map_err(|e| {
-        Error::Config(format!(
-            "cannot read credentials file {}: {e}",
-            path.display()
-        ))
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::Config(format!(
-            "credentials file {} is accessible by group or others (mode {mode:04o}); it holds a password: run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<()> {
-    Ok(())
 }
 
 /// Time limits for every call.
@@ -215,12 +172,15 @@ mod tests {
 
     #[test]
     fn credentials_file_parses_and_hides_the_password() {
-        let c =
-            Credentials::parse_file("# x\nusername = api@corp\npassword = \"s3cr3t\"\n").unwrap();
+        let parse = |text| {
+            riposte_domain::secret::parse_credentials(text, &CREDENTIAL_KEYS)
+                .and_then(Credentials::from_values)
+        };
+        let c = parse("# x\nusername = api@corp\npassword = \"s3cr3t\"\n").unwrap();
         assert_eq!(c.username, "api@corp");
         assert_eq!(c.password.expose(), "s3cr3t");
         assert!(!format!("{c:?}").contains("s3cr3t"));
-        assert!(Credentials::parse_file("username = a\n").is_err());
+        assert!(parse("username = a\n").is_err());
     }
 
     #[test]

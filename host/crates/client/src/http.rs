@@ -304,7 +304,7 @@ impl Client {
 
     /// Removes the password from text that goes into an error.
     pub(crate) fn scrub(&self, text: &str) -> String {
-        self.credentials.password.scrub(text)
+        super::secret::scrub(&self.credentials.password, text)
     }
 
     /// Logs a failed try that will be made again after `delay`.

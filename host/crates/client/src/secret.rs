@@ -1,44 +1,24 @@
-//! A wrapper for values that must never be printed: passwords and session cookies.
+//! Keeping secrets out of text: [`Secret`] (the domain's, never printed) and [`scrub`], which
+//! redacts a password from what a server or a transport error echoes.
 
-use std::fmt;
+pub use riposte_domain::Secret;
 
-/// A secret string. `Debug` prints `[redacted]`; there is no `Display`; read it with
-/// [`Secret::expose`] only where the value is put on the wire.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+/// Redacts `secret` where it can appear in text that goes into an error or a log (a
+/// server echoing a login form, a transport error): the value of any `password` field
+/// (`password=...` in a form, `"password": "..."` in JSON), and the secret itself, raw or
+/// form-encoded, where it stands as a whole token, not inside a longer word. So a short
+/// password never mangles unrelated words ("tcp" stays "tcp" for the password "p").
+pub(crate) fn scrub(secret: &Secret, text: &str) -> String {
+    let mut out = redact_password_fields(text);
+    let secret = secret.expose();
+    if secret.is_empty() {
+        return out;
     }
-
-    /// The secret itself: only for building a request.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
+    let encoded = form_escape(secret);
+    for needle in [secret, encoded.as_str()] {
+        out = replace_tokens(&out, needle);
     }
-
-    /// Whether the secret is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Redacts this secret where it can appear in text that goes into an error or a log (a
-    /// server echoing a login form, a transport error): the value of any `password` field
-    /// (`password=...` in a form, `"password": "..."` in JSON), and the secret itself, raw or
-    /// form-encoded, where it stands as a whole token, not inside a longer word. So a short
-    /// password never mangles unrelated words ("tcp" stays "tcp" for the password "p").
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = redact_password_fields(text);
-        if self.0.is_empty() {
-            return out;
-        }
-        let encoded = form_escape(&self.0);
-        for needle in [self.0.as_str(), encoded.as_str()] {
-            out = replace_tokens(&out, needle);
-        }
-        out
-    }
+    out
 }
 
 const REDACTED: &str = "[redacted]";
@@ -119,33 +99,14 @@ fn json_string_value(rest: &str) -> Option<(usize, usize)> {
     Some((start, len))
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Self(value)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Self(value.to_owned())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn debug_never_shows_the_value() {
+    fn the_secret_is_scrubbed_where_it_stands_alone() {
         let s = Secret::new("hunter2");
-        assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(s.scrub("pw=hunter2;"), "pw=[redacted];");
+        assert_eq!(scrub(&s, "pw=hunter2;"), "pw=[redacted];");
     }
 
     #[test]
@@ -153,30 +114,30 @@ mod tests {
         let p = Secret::new("p");
         let text = "tcp connect error: Connection refused (os error 111); p";
         assert_eq!(
-            p.scrub(text),
+            scrub(&p, text),
             "tcp connect error: Connection refused (os error 111); [redacted]"
         );
-        assert_eq!(Secret::new("t").scrub("tcp"), "tcp");
+        assert_eq!(scrub(&Secret::new("t"), "tcp"), "tcp");
     }
 
     #[test]
     fn password_fields_are_redacted_whatever_the_secret() {
         let s = Secret::new("other");
         assert_eq!(
-            s.scrub("username=a%40b&password=s3cr%26t&x=1"),
+            scrub(&s, "username=a%40b&password=s3cr%26t&x=1"),
             "username=a%40b&password=[redacted]&x=1"
         );
         assert_eq!(
-            s.scrub(r#"{"user":"a","password" : "p\"w","n":1}"#),
+            scrub(&s, r#"{"user":"a","password" : "p\"w","n":1}"#),
             r#"{"user":"a","password" : "[redacted]","n":1}"#
         );
-        assert_eq!(s.scrub("the password is wrong"), "the password is wrong");
+        assert_eq!(scrub(&s, "the password is wrong"), "the password is wrong");
     }
 
     #[test]
     fn the_secret_is_redacted_raw_and_form_encoded() {
         let s = Secret::new("a b&c");
-        assert_eq!(s.scrub("echo: a+b%26c."), "echo: [redacted].");
-        assert_eq!(s.scrub("echo: [a b&c]"), "echo: [[redacted]]");
+        assert_eq!(scrub(&s, "echo: a+b%26c."), "echo: [redacted].");
+        assert_eq!(scrub(&s, "echo: [a b&c]"), "echo: [[redacted]]");
     }
 }

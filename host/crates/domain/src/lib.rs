@@ -5,7 +5,10 @@
 //! guid is expected.
 
 pub mod bounds;
+pub mod secret;
 pub mod settings;
+
+pub use secret::Secret;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

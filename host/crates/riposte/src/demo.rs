@@ -297,7 +297,9 @@ fn write_config(
 poll_interval_secs = 2
 overlap_window_secs = 60
 max_concurrency = 4
-database = "{db}"
+
+[service.database]
+path = "{db}"
 
 [service.audit]
 path = "{audit}"

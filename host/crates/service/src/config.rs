@@ -5,6 +5,7 @@
 //! | section | owner |
 //! |---|---|
 //! | `[service]`, `[service.follow]`, `[[plugins]]` (`name`, `path`, `sha256`, `values`) | here |
+//! | `[service.database]` (or the older `[service] database = "path"`) | `riposte_store::settings::DatabaseConfig` |
 //! | `[service.audit]` | `riposte_audit::AuditConfig` |
 //! | `[service.server]` | `riposte_client::ServerConfig` |
 //! | `[service.syslog]`, `[service.syslog.tls]` | `riposte_syslog::ListenerConfig` |
@@ -15,7 +16,9 @@
 //! Relative paths (plugin components, the database, the audit log, the credentials file)
 //! resolve against the directory of the configuration file. Secrets never live in this file:
 //! the server's password sits in a separate credentials file named by
-//! `service.server.credentials_file`.
+//! `service.server.credentials_file` (or in the environment), and so does the PostgreSQL
+//! password (`service.database.credentials_file`, or the variable named by
+//! `service.database.password_env`).
 
 use riposte_audit::AuditConfig;
 use riposte_client::{RawServerConfig, ServerConfig};
@@ -27,6 +30,7 @@ use riposte_policy::{
     Approvals, Budget, PluginPolicy, PluginRules, PolicyConfig, ProtectedAssets, Quotas,
 };
 use riposte_runtime::Limits;
+use riposte_store::settings::{Backend, DatabaseConfig, RawDatabase};
 use riposte_supply::Signing;
 use riposte_syslog::ListenerConfig;
 use serde::{Deserialize, Serialize};
@@ -42,8 +46,6 @@ pub(crate) const DEFAULT_OVERLAP_WINDOW_SECS: u64 = 300;
 pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 4;
 /// Default Malop detail requests in flight at once during a poll.
 pub const DEFAULT_MAX_DETAIL_FETCHES: usize = 8;
-/// Default state database path (relative to the configuration file).
-pub(crate) const DEFAULT_DATABASE: &str = "riposte.db";
 
 /// The top-level sections of the file.
 const SECTIONS: [&str; 6] = [
@@ -123,8 +125,9 @@ pub struct ServiceConfig {
     /// 8): the details of new Malops are fetched concurrently, and each Malop is evaluated
     /// as soon as its details arrive.
     pub max_detail_fetches: usize,
-    /// The SQLite state database (`database`, default `riposte.db`).
-    pub database: PathBuf,
+    /// The state database: `[service.database]` (SQLite at `riposte.db` by default, or
+    /// PostgreSQL), or the older `database = "path"` (SQLite at that path).
+    pub database: DatabaseConfig,
     /// The audit trail: `[service.audit]`.
     pub audit: AuditConfig,
     /// The Cybereason server: `[service.server]`; required by `riposte run`, optional for
@@ -146,7 +149,7 @@ impl Default for ServiceConfig {
             overlap_window_secs: DEFAULT_OVERLAP_WINDOW_SECS,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             max_detail_fetches: DEFAULT_MAX_DETAIL_FETCHES,
-            database: PathBuf::from(DEFAULT_DATABASE),
+            database: DatabaseConfig::default(),
             audit: AuditConfig::default(),
             server: None,
             metrics_listen: None,
@@ -234,6 +237,19 @@ impl OperatorConfig {
     /// The plugin called `name`.
     pub fn plugin(&self, name: &PluginName) -> Option<&PluginConfig> {
         self.plugins.iter().find(|p| &p.name == name)
+    }
+
+    /// The directory of the authenticated cache of precompiled plugins: beside a SQLite
+    /// database (`riposte.artifacts` for `riposte.db`); with PostgreSQL, which has no file
+    /// here, `riposte.artifacts` beside the configuration file.
+    pub fn artifact_dir(&self) -> PathBuf {
+        match &self.service.database.backend {
+            Backend::Sqlite { path } => path.with_extension("artifacts"),
+            Backend::Postgres(_) => {
+                let dir = self.source.parent().unwrap_or(Path::new(""));
+                dir.join("riposte.artifacts")
+            }
+        }
     }
 }
 
@@ -326,7 +342,7 @@ struct RawService {
     overlap_window_secs: u64,
     max_concurrency: usize,
     max_detail_fetches: usize,
-    database: PathBuf,
+    database: RawDatabase,
     audit: AuditConfig,
     server: Option<RawServerConfig>,
     metrics_listen: Option<String>,
@@ -342,7 +358,7 @@ impl Default for RawService {
             overlap_window_secs: d.overlap_window_secs,
             max_concurrency: d.max_concurrency,
             max_detail_fetches: d.max_detail_fetches,
-            database: d.database,
+            database: RawDatabase::default(),
             audit: d.audit,
             server: None,
             metrics_listen: None,
@@ -417,9 +433,8 @@ fn service_section(doc: &mut Document<'_>, raw: RawService, base: &Path) -> Serv
             findings.at(key, format!("must be at least 1{unit}"));
         }
     }
-    if raw.database.as_os_str().is_empty() {
-        findings.at("database", "must not be empty");
-    }
+    let (database, inner) = DatabaseConfig::from_section(raw.database, base);
+    findings.nest("database", inner);
     let mut audit = raw.audit;
     findings.nest("audit", audit.resolve(base));
     let metrics_listen = raw.metrics_listen.as_deref().and_then(|addr| {
@@ -446,7 +461,7 @@ fn service_section(doc: &mut Document<'_>, raw: RawService, base: &Path) -> Serv
         overlap_window_secs: raw.overlap_window_secs,
         max_concurrency: raw.max_concurrency,
         max_detail_fetches: raw.max_detail_fetches,
-        database: resolve_path(base, raw.database),
+        database,
         audit,
         server,
         metrics_listen,

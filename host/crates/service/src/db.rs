@@ -7,7 +7,17 @@
 //! `Drop`, a synchronous `PluginHost` method, an audit append deep inside a synchronous
 //! helper) uses [`in_place`].
 
+use anyhow::Context as _;
+use riposte_store::Store;
+use riposte_store::settings::DatabaseConfig;
 use std::sync::Arc;
+
+/// Opens the state database `database` names (and migrates it). It blocks: async code runs it
+/// on the blocking pool.
+pub fn open_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
+    Store::open_configured(database)
+        .with_context(|| format!("opening the state database {database}"))
+}
 
 /// Runs `op` on the store from async code, on tokio's blocking thread pool, and waits for
 /// it. `name` names the operation in the error if the blocking task itself fails (it
@@ -75,6 +85,37 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("kv_get"), "{text}");
         assert!(text.contains("panicked"), "{text}");
+    }
+
+    #[test]
+    fn a_wrong_password_is_refused_naming_the_database_but_not_the_password() {
+        use riposte_domain::Secret;
+        use riposte_store::settings::PostgresConfig;
+        let server = riposte_store::testing::TestDatabase::postgres();
+        let riposte_store::testing::TestDatabase::Postgres { shown, .. } = &server else {
+            unreachable!("a PostgreSQL test database")
+        };
+        let url = shown.replacen("postgres://", "postgres://riposte@", 1);
+        let postgres = PostgresConfig::new(&url, Secret::new("hunter2-wrong")).unwrap();
+        let err = open_store(&DatabaseConfig::postgres(postgres)).unwrap_err();
+        let text = format!("{err:#} {err:?}");
+        assert!(
+            text.contains(shown.trim_start_matches("postgres://")),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            err.chain().any(|e| e
+                .downcast_ref::<riposte_store::Error>()
+                .is_some_and(riposte_store::Error::is_unreachable)),
+            "{text}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = open_store(&DatabaseConfig::sqlite(&path)).unwrap();
+        store.kv_set("p", "k", b"v", 1024, 1).unwrap();
+        assert!(path.is_file(), "SQLite opens at its path");
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod reload;
 
 pub use audit::Auditor;
 pub use config::{FollowConfig, OperatorConfig, PluginConfig, PluginFileError, ServiceConfig};
+pub use db::open_store;
 pub use executor::{FollowPolicy, now_ms};
 pub use fleet::{FleetSettings, HOST_ID_ENV, Membership, POLLER_LEASE, Role, default_host_id};
 pub use plugins::{ServicePlugin, runtime_config};
@@ -134,7 +135,7 @@ impl Service {
     ) -> anyhow::Result<Self> {
         let database = config.service.database.clone();
         let store = Arc::new(
-            tokio::task::spawn_blocking(move || Store::open(&database))
+            tokio::task::spawn_blocking(move || db::open_store(&database))
                 .await
                 .context("opening the state database")??,
         );
@@ -1209,12 +1210,22 @@ fn orphan_policy(record: &ActionRecord) -> riposte_policy::PluginPolicy {
 /// What `config` sets the service's rules to: the gate, the runtime, and every plugin loaded
 /// and checked (pins, signatures, world, package manifests), compiled or taken from the
 /// authenticated artifact cache beside the database.
-/// How this host takes part in the fleet, from `[service.database]`.
-fn fleet_settings(_config: &OperatorConfig) -> FleetSettings {
+/// How this host takes part in the fleet, from `[service.database]`: a PostgreSQL
+/// database is shared, a SQLite file is not.
+fn fleet_settings(config: &OperatorConfig) -> FleetSettings {
+    use riposte_store::settings::{Backend, DEFAULT_HEARTBEAT_SECS, DEFAULT_LEASE_SECS};
+    let (shared, lease, heartbeat) = match &config.service.database.backend {
+        Backend::Postgres(pg) => (true, pg.lease(), pg.heartbeat()),
+        Backend::Sqlite { .. } => (
+            false,
+            std::time::Duration::from_secs(DEFAULT_LEASE_SECS),
+            std::time::Duration::from_secs(DEFAULT_HEARTBEAT_SECS),
+        ),
+    };
     FleetSettings {
-        shared: false,
-        lease: std::time::Duration::from_secs(30),
-        heartbeat: std::time::Duration::from_secs(5),
+        shared,
+        lease,
+        heartbeat,
         host_id: default_host_id(),
     }
 }
@@ -1225,7 +1236,7 @@ async fn load_rules(
 ) -> anyhow::Result<(Gate, Arc<Runtime>, Vec<Arc<ServicePlugin>>)> {
     let gate = Gate::new(&config.policy, store.clone())?;
     let runtime = Arc::new(Runtime::new(plugins::runtime_config(config))?);
-    let cache_dir = config.service.database.with_extension("artifacts");
+    let cache_dir = config.artifact_dir();
     let plugins = plugins::load_all(&runtime, config, &cache_dir).await?;
     Ok((gate, runtime, plugins))
 }

@@ -66,11 +66,11 @@ impl Service {
     async fn swap_in(&mut self, config: OperatorConfig) -> anyhow::Result<ReloadReport> {
         let old = &self.config.service;
         anyhow::ensure!(
-            config.service.database == old.database,
-            "{}: `database` changed from {} to {}; the state database cannot change without a restart",
+            config.service.database.same_database(&old.database),
+            "{}: [service.database] changed from the {} to the {}; the state database cannot change without a restart",
             config.source.display(),
-            old.database.display(),
-            config.service.database.display()
+            old.database,
+            config.service.database
         );
         anyhow::ensure!(
             config.service.audit.path == old.audit.path,
@@ -129,6 +129,11 @@ impl Service {
         let (old, new) = (&self.config.service, &config.service);
         if old.server != new.server {
             report.need_restart.push("[service.server]");
+        }
+        if old.database != new.database {
+            // The same database (a reload that moves it is refused) with another password
+            // or lease timing.
+            report.need_restart.push("[service.database]");
         }
         if old.follow != new.follow {
             report.need_restart.push("[service.follow]");

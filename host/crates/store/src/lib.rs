@@ -144,6 +144,7 @@ mod polling;
 mod postgres;
 mod repos;
 pub mod schema;
+pub mod settings;
 mod sql;
 mod sqlite;
 mod status;
@@ -518,6 +519,28 @@ impl Store {
         let backend =
             postgres::Database::connect(config).map_err(|failure| tag(&shown, "open", failure))?;
         Self::migrated(Backend::Postgres(backend), shown)
+    }
+
+    /// Opens the database `[service.database]` names: the SQLite file, or the PostgreSQL
+    /// database (its password from where the configuration says).
+    pub fn open_configured(database: &settings::DatabaseConfig) -> Result<Store> {
+        match &database.backend {
+            settings::Backend::Sqlite { path } => Store::open(path),
+            settings::Backend::Postgres(pg) => {
+                // Parsed without the password, so no message can carry it.
+                let mut config: ::postgres::Config = pg.shown().parse().map_err(|e| {
+                    tag(
+                        pg.shown(),
+                        "open",
+                        Failure::Refused(Refusal::InvalidArgument(format!(
+                            "not a PostgreSQL URL: {e}"
+                        ))),
+                    )
+                })?;
+                config.password(pg.password().expose());
+                Store::connect_postgres(config, pg.shown())
+            }
+        }
     }
 
     fn migrated(backend: Backend, shown: String) -> Result<Store> {

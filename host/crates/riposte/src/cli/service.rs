@@ -356,8 +356,7 @@ fn hosts_status(snapshot: &riposte_store::StatusSnapshot, now: i64) -> Vec<serde
 }
 
 fn open_store(config: &OperatorConfig) -> anyhow::Result<Store> {
-    let path = &config.service.database;
-    Store::open(path).with_context(|| format!("opening the state database {}", path.display()))
+    riposte_service::open_store(&config.service.database)
 }
 
 /// `riposte approvals ...`.
