@@ -18,6 +18,7 @@ use riposte_service::{FollowPolicy, Service};
 use riposte_sim::{Fault, FaultKind, LoggedRequest, SimConfig, SimHandle, SimMalop, Simulator};
 use riposte_store::Store;
 use riposte_store::prelude::*;
+use riposte_store::testing::TestDatabase;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -195,6 +196,8 @@ pub struct ServiceEnv {
     pub audit: PathBuf,
     /// The metrics the services of this environment count into (its own).
     pub metrics: Arc<Metrics>,
+    /// On a PostgreSQL database shared by a fleet: the database and this host's id.
+    pub fleet: Option<(Arc<TestDatabase>, String)>,
 }
 
 impl ServiceEnv {
@@ -204,7 +207,13 @@ impl ServiceEnv {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let database = dir.path().join("riposte.db");
         let audit = dir.path().join("audit.jsonl");
-        let config = write_config(dir.path(), &database, &audit, &sim.base_url(), setup);
+        let config = write_config(
+            dir.path(),
+            Database::Sqlite(&database),
+            &audit,
+            &sim.base_url(),
+            setup,
+        );
         let shared = warm_cache();
         std::os::unix::fs::symlink(&shared, database.with_extension("artifacts"))
             .expect("linking the shared artifact cache");
@@ -214,15 +223,50 @@ impl ServiceEnv {
             database,
             audit,
             metrics: Arc::new(Metrics::new()),
+            fleet: None,
+        }
+    }
+
+    /// One host of a fleet on the PostgreSQL database `db` (lease `lease_secs`, heartbeat
+    /// every `heartbeat_secs`): its own configuration directory and audit trail, the shared
+    /// artifact cache, and `host` as its id (`RIPOSTE_HOST_ID`).
+    pub fn fleet_host(
+        sim: &SimHandle,
+        setup: &Setup,
+        db: &Arc<TestDatabase>,
+        host: &str,
+        (lease_secs, heartbeat_secs): (u64, u64),
+    ) -> Self {
+        let TestDatabase::Postgres { shown, .. } = db.as_ref() else {
+            panic!("a fleet shares a PostgreSQL database")
+        };
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let audit = dir.path().join("audit.jsonl");
+        let database = Database::Postgres {
+            url: shown,
+            lease_secs,
+            heartbeat_secs,
+        };
+        let config = write_config(dir.path(), database, &audit, &sim.base_url(), setup);
+        std::os::unix::fs::symlink(warm_cache(), dir.path().join("riposte.artifacts"))
+            .expect("linking the shared artifact cache");
+        Self {
+            database: PathBuf::new(),
+            dir,
+            config,
+            audit,
+            metrics: Arc::new(Metrics::new()),
+            fleet: Some((db.clone(), host.to_owned())),
         }
     }
 
     /// Rewrites the configuration for `setup`, keeping the database, the audit trail and
     /// the artifact cache (an operator changing the plugins of a running deployment).
     pub fn reconfigure(&self, sim: &SimHandle, setup: &Setup) {
+        assert!(self.fleet.is_none(), "reconfigure a SQLite environment");
         write_config(
             self.dir.path(),
-            &self.database,
+            Database::Sqlite(&self.database),
             &self.audit,
             &sim.base_url(),
             setup,
@@ -236,7 +280,10 @@ impl ServiceEnv {
 
     /// Opens the state database (another connection: the service may be running).
     pub fn store(&self) -> Store {
-        Store::open(&self.database).expect("the state database opens")
+        match &self.fleet {
+            Some((db, _)) => db.open(),
+            None => Store::open(&self.database).expect("the state database opens"),
+        }
     }
 
     /// Starts the service in process, following remediations without pauses.
@@ -255,7 +302,13 @@ impl ServiceEnv {
     /// to [`ServiceEnv::log_path`]).
     pub fn spawn_run(&self, run: usize) -> Child {
         let log = std::fs::File::create(self.log_path(run)).expect("the run's log file");
-        Command::new(riposte_bin())
+        let mut command = Command::new(riposte_bin());
+        if let Some((db, host)) = &self.fleet {
+            command
+                .env(riposte_service::HOST_ID_ENV, host)
+                .env(PASSWORD_ENV, db.password().unwrap_or_default());
+        }
+        command
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
@@ -298,9 +351,49 @@ pub fn fast_follow() -> FollowPolicy {
     }
 }
 
+/// Where a test service keeps its state.
+#[derive(Clone, Copy, Debug)]
+enum Database<'a> {
+    /// A SQLite file.
+    Sqlite(&'a Path),
+    /// A PostgreSQL database shared by a fleet (password from [`PASSWORD_ENV`]).
+    Postgres {
+        url: &'a str,
+        lease_secs: u64,
+        heartbeat_secs: u64,
+    },
+}
+
+/// The variable the test fleets' configurations take the database password from.
+pub const PASSWORD_ENV: &str = "RIPOSTE_DATABASE_PASSWORD";
+
+impl Database<'_> {
+    /// Its lines: a key of `[service]` and a section of its own.
+    fn toml(&self) -> (String, String) {
+        match *self {
+            Database::Sqlite(path) => (
+                format!("database = {:?}\n", path.display().to_string()),
+                String::new(),
+            ),
+            Database::Postgres {
+                url,
+                lease_secs,
+                heartbeat_secs,
+            } => (
+                String::new(),
+                format!(
+                    "[service.database]\nbackend = \"postgres\"\nurl = {url:?}\n\
+                     password_env = {PASSWORD_ENV:?}\nlease_secs = {lease_secs}\n\
+                     heartbeat_secs = {heartbeat_secs}\n\n"
+                ),
+            ),
+        }
+    }
+}
+
 fn write_config(
     dir: &Path,
-    database: &Path,
+    database: Database<'_>,
     audit: &Path,
     base_url: &str,
     setup: &Setup,
@@ -314,14 +407,14 @@ fn write_config(
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600))
         .expect("restricting the credentials file");
+    let (database_key, database_section) = database.toml();
     let mut toml = format!(
         "[service]\npoll_interval_secs = {poll}\noverlap_window_secs = 60\nmax_concurrency = {MAX_CONCURRENCY}\n\
-         database = {db:?}\n\n[service.audit]\npath = {audit:?}\nfsync = \"every-record\"\n\n\
+         {database_key}\n[service.audit]\npath = {audit:?}\nfsync = \"every-record\"\n\n\
          [service.server]\nbase_url = {base_url:?}\ncredentials_file = {cred:?}\nrequest_timeout_secs = 10\n\n\
-         [approvals]\nrequired = {approvals:?}\nexpiry_secs = {expiry}\n\n\
+         {database_section}[approvals]\nrequired = {approvals:?}\nexpiry_secs = {expiry}\n\n\
          [[global_budgets]]\naction = \"any\"\nmax = 100000\nwindow_secs = 3600\n",
         poll = setup.poll_interval_secs,
-        db = database.display().to_string(),
         audit = audit.display().to_string(),
         cred = credentials.display().to_string(),
         approvals = setup.approvals,
@@ -367,7 +460,13 @@ fn warm_cache() -> PathBuf {
     let mut setup = Setup::examples();
     setup.plugins.push(PluginSpec::hostile("panic"));
     setup.plugins.push(PluginSpec::legacy());
-    let config = write_config(&base, &database, &audit, "http://127.0.0.1:9", &setup);
+    let config = write_config(
+        &base,
+        Database::Sqlite(&database),
+        &audit,
+        "http://127.0.0.1:9",
+        &setup,
+    );
     let config = OperatorConfig::load(&config).expect("the warm-up configuration loads");
     let client = Client::new(ClientConfig::new(
         "http://127.0.0.1:9".to_owned(),

@@ -3,6 +3,7 @@
 
 mod config_load;
 mod example_plugins;
+mod fleet;
 mod hostile_limits;
 mod hostile_service;
 mod integrity;

@@ -95,8 +95,7 @@ mod tests {
         let riposte_store::testing::TestDatabase::Postgres { shown, .. } = &server else {
             unreachable!("a PostgreSQL test database")
         };
-        let url = shown.replacen("postgres://", "postgres://riposte@", 1);
-        let postgres = PostgresConfig::new(&url, Secret::new("hunter2-wrong")).unwrap();
+        let postgres = PostgresConfig::new(shown, Secret::new("hunter2-wrong")).unwrap();
         let err = open_store(&DatabaseConfig::postgres(postgres)).unwrap_err();
         let text = format!("{err:#} {err:?}");
         assert!(

@@ -41,15 +41,42 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
+/// Runs blocking client work so that it can never stall or trip an async runtime: the
+/// `postgres` client drives each call on a runtime of its own, which tokio refuses to
+/// start on one of its async workers. On a multi-threaded runtime's worker the worker
+/// steps aside first (`block_in_place`); anywhere else (a plain thread, a blocking-pool
+/// thread) the work runs in place. A current-thread runtime cannot step aside: call the
+/// store from `spawn_blocking` there.
+pub(crate) fn off_async_workers<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// A pool of connections to one PostgreSQL database.
 #[derive(Debug)]
 pub(crate) struct Database {
-    pool: Pool,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    pool: Option<Pool>,
+}
+
+impl Drop for Database {
+    /// Closing a connection blocks on the client's own runtime: off the async workers too.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            off_async_workers(move || drop(pool));
+        }
+    }
 }
 
 impl Database {
     /// Connects with `config` (its password included) and checks one connection works.
-    pub(crate) fn connect(mut config: postgres::Config) -> Op<Database> {
+    pub(crate) fn connect(config: postgres::Config) -> Op<Database> {
+        off_async_workers(|| Self::connect_here(config))
+    }
+
+    fn connect_here(mut config: postgres::Config) -> Op<Database> {
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("riposte");
         let manager = PostgresConnectionManager::new(config, NoTls);
@@ -60,7 +87,7 @@ impl Database {
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(manager)
             .map_err(Failure::Unreachable)?;
-        Ok(Database { pool })
+        Ok(Database { pool: Some(pool) })
     }
 
     /// Runs `f` in a transaction and commits it if `f` returns `Ok`: a write transaction
@@ -70,7 +97,18 @@ impl Database {
         durability: Option<Durability>,
         f: &mut dyn FnMut(&Tx<'_>) -> Op<()>,
     ) -> Op<()> {
-        let mut client = self.pool.get().map_err(Failure::Unreachable)?;
+        off_async_workers(|| self.transact_here(durability, f))
+    }
+
+    fn transact_here(
+        &self,
+        durability: Option<Durability>,
+        f: &mut dyn FnMut(&Tx<'_>) -> Op<()>,
+    ) -> Op<()> {
+        let pool = self.pool.as_ref().ok_or_else(|| {
+            Failure::Corrupt("the connection pool was used while being dropped".to_owned())
+        })?;
+        let mut client = pool.get().map_err(Failure::Unreachable)?;
         let tx = match durability {
             Some(durability) => {
                 let tx = client

@@ -26,7 +26,8 @@ pub enum TestDatabase {
     Postgres {
         /// How to connect (with the password).
         config: Box<postgres::Config>,
-        /// The URL without its password, as the store shows it.
+        /// The URL without its password (`postgres://user@host:port/name`), as the store
+        /// shows it and as `[service.database] url` names it.
         shown: String,
     },
 }
@@ -57,25 +58,34 @@ impl TestDatabase {
             .parse()
             .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is not a PostgreSQL URL: {e}"));
         let name = format!("riposte_test_{}", uuid::Uuid::new_v4().simple());
-        let mut client = admin.connect(postgres::NoTls).unwrap_or_else(|e| {
-            panic!("cannot connect to the PostgreSQL server of {POSTGRES_ENV}: {e}; is it running?")
+        crate::postgres::off_async_workers(|| {
+            let mut client = admin.connect(postgres::NoTls).unwrap_or_else(|e| {
+                panic!(
+                    "cannot connect to the PostgreSQL server of {POSTGRES_ENV}: {e}; is it running?"
+                )
+            });
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .unwrap_or_else(|e| panic!("creating the test database {name}: {e}"));
         });
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("creating the test database {name}: {e}"));
         let mut config = admin.clone();
         config.dbname(&name);
         let hosts = config
             .get_hosts()
             .iter()
-            .map(|h| match h {
-                postgres::config::Host::Tcp(host) => host.clone(),
+            .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+            .map(|(h, port)| match h {
+                postgres::config::Host::Tcp(host) => format!("{host}:{port}"),
                 #[cfg(unix)]
                 postgres::config::Host::Unix(path) => path.display().to_string(),
             })
             .collect::<Vec<_>>()
             .join(",");
-        let shown = format!("postgres://{hosts}/{name}");
+        let user = config
+            .get_user()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let shown = format!("postgres://{user}{hosts}/{name}");
         TestDatabase::Postgres {
             config: Box::new(config),
             shown,
@@ -92,6 +102,16 @@ impl TestDatabase {
         match self {
             TestDatabase::Sqlite { .. } => "sqlite",
             TestDatabase::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// The password of a PostgreSQL database's user, if any (for `password_env`).
+    pub fn password(&self) -> Option<String> {
+        match self {
+            TestDatabase::Postgres { config, .. } => config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            TestDatabase::Sqlite { .. } => None,
         }
     }
 

@@ -1,0 +1,192 @@
+//! Several hosts on one PostgreSQL database (issue 14): three `riposte run` processes share
+//! the work of one simulated tenant. The acting host (the holder of the poller lease) is
+//! killed with SIGKILL again and again at different points of its cycle (a request in
+//! flight, just after the simulator carried an action out, while remediations are followed)
+//! and restarted; each time another host must take the lease over within the lease time.
+//! At the end every Malop is handled by every plugin subscribed to it, every action
+//! succeeded, and no action reached the simulator twice (its request log).
+
+use riposte_e2e::service_support::{
+    ServiceEnv, Setup, actions_carried_out, assert_no_action_twice, audit_calls_so_far,
+    audit_records, start_sim, subscriptions, unhandled_by,
+};
+use riposte_service::POLLER_LEASE;
+use riposte_sim::{Fault, FaultKind, SimHandle};
+use riposte_store::prelude::*;
+use riposte_store::testing::TestDatabase;
+use riposte_store::{ActionFilter, ActionState, Store};
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::process::Child;
+
+/// Lease and heartbeat (seconds): short, so that failovers fit a test.
+const TIMING: (u64, u64) = (3, 1);
+const HOSTS: usize = 3;
+
+/// Where the acting host is killed, counted from the round's start.
+#[derive(Clone, Copy, Debug)]
+enum KillAt {
+    /// When the simulator has logged this many more requests (one is in flight).
+    Requests(usize),
+    /// Just after the simulator carried out this many more actions.
+    Actions(usize),
+}
+
+const KILLS: [KillAt; 4] = [
+    KillAt::Requests(5),
+    KillAt::Actions(1),
+    KillAt::Actions(3),
+    KillAt::Requests(40),
+];
+
+/// The host holding the poller lease now, and since when.
+fn acting(store: &Store) -> Option<(String, i64)> {
+    let now = riposte_service::now_ms();
+    let (_, leases) = store.fleet().expect("the fleet's state");
+    leases
+        .into_iter()
+        .find(|l| l.name == POLLER_LEASE && l.expires_at_ms > now)
+        .map(|l| (l.holder, l.acquired_at_ms))
+}
+
+async fn wait_for(what: &str, limit: Duration, mut reached: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !reached() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn carried(sim: &SimHandle) -> usize {
+    actions_carried_out(sim).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_and_again() {
+    let sim = start_sim(41, 10).await;
+    sim.inject(
+        Fault::new(FaultKind::Delay, u32::MAX)
+            .on("/rest/")
+            .delay_ms(10),
+    );
+    let setup = Setup::examples();
+    let plugins = {
+        let single = ServiceEnv::new(&sim, &setup);
+        subscriptions(&single.service(&sim).await)
+    };
+    let db = Arc::new(TestDatabase::postgres());
+    let hosts: Vec<ServiceEnv> = (0..HOSTS)
+        .map(|i| ServiceEnv::fleet_host(&sim, &setup, &db, &format!("host-{i}"), TIMING))
+        .collect();
+    let mut children: Vec<Child> = hosts.iter().map(|h| h.spawn_run(0)).collect();
+    let mut runs = [0usize; HOSTS];
+    let store = db.open();
+    let lease_limit = Duration::from_secs(TIMING.0 + 2 * TIMING.1 + 4);
+
+    wait_for("a host to act", lease_limit, || acting(&store).is_some()).await;
+    for (round, kill_at) in KILLS.iter().enumerate() {
+        if round > 0 {
+            sim.add_malop();
+        }
+        let (requests0, actions0) = (sim.requests().len(), carried(&sim));
+        wait_for(
+            &format!("round {round}: {kill_at:?}"),
+            Duration::from_secs(30),
+            || match *kill_at {
+                KillAt::Requests(n) => sim.requests().len() >= requests0 + n,
+                KillAt::Actions(n) => carried(&sim) >= actions0 + n,
+            },
+        )
+        .await;
+        let (holder, _) = acting(&store).expect("a host acts while requests flow");
+        let victim = hosts
+            .iter()
+            .position(|h| h.fleet.as_ref().is_some_and(|(_, id)| *id == holder))
+            .expect("the holder is one of the hosts");
+        children[victim].start_kill().expect("SIGKILL");
+        let status = children[victim].wait().await.expect("reaped");
+        assert_eq!(status.signal(), Some(9), "host {victim} died of SIGKILL");
+        let killed_at = riposte_service::now_ms();
+
+        // Another host takes the work over within the lease time.
+        let started = Instant::now();
+        wait_for(
+            &format!("round {round}: another host to take over from {holder}"),
+            lease_limit,
+            || acting(&store).is_some_and(|(h, since)| h != holder && since >= killed_at - 1),
+        )
+        .await;
+        let took = started.elapsed();
+        assert!(took <= lease_limit, "round {round}: failover took {took:?}");
+
+        // The dead host comes back, and stands by.
+        runs[victim] += 1;
+        children[victim] = hosts[victim].spawn_run(runs[victim]);
+    }
+
+    let pending_work = || {
+        let unhandled = unhandled_by(&plugins, &store, &sim.malops()).len();
+        let unresolved = store.unresolved_actions().expect("the ledger").len();
+        (unhandled, unresolved)
+    };
+    wait_for(
+        "every Malop handled and every action settled",
+        Duration::from_secs(60),
+        || pending_work() == (0, 0),
+    )
+    .await;
+    for (i, child) in children.iter_mut().enumerate() {
+        let pid = child.id().expect("the host runs").to_string();
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(term.success());
+        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .expect("the host stops within 15 s of SIGTERM")
+            .expect("reaped");
+        assert!(
+            status.success(),
+            "host {i} exits cleanly ({status}):\n{}",
+            hosts[i].log_tail(runs[i])
+        );
+    }
+
+    assert!(unhandled_by(&plugins, &store, &sim.malops()).is_empty());
+    assert_no_action_twice(&sim);
+    let actions = store.list_actions(&ActionFilter::default()).unwrap();
+    let unsettled: Vec<_> = actions
+        .iter()
+        .filter(|a| a.state != ActionState::Succeeded)
+        .map(|a| (a.id.as_str(), a.state, a.last_error.clone()))
+        .collect();
+    assert!(
+        unsettled.is_empty(),
+        "every action succeeded: {unsettled:#?}"
+    );
+    assert!(
+        actions_carried_out(&sim).len() <= actions.len(),
+        "at most one request carried out per ledgered action"
+    );
+    // The lease changed hands at every kill (its epoch counts the holders), and each host
+    // kept its own audit trail.
+    let (known, leases) = store.fleet().unwrap();
+    let poller = leases.iter().find(|l| l.name == POLLER_LEASE).unwrap();
+    assert!(poller.epoch > KILLS.len() as i64, "{poller:?}");
+    assert!(hosts.iter().all(|h| !audit_records(&h.audit).is_empty()));
+    assert!(
+        hosts
+            .iter()
+            .any(|h| !audit_calls_so_far(&h.audit, "poll-cycle").is_empty())
+    );
+    assert_eq!(
+        known.len(),
+        HOSTS,
+        "riposte status sees every host: {known:?}"
+    );
+}
