@@ -2,6 +2,7 @@
 //! the `riposte` binary, hostile plugins and injected faults.
 
 mod config_load;
+mod db_copy;
 mod example_plugins;
 mod hostile_limits;
 mod hostile_service;
