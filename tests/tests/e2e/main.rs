@@ -2,6 +2,7 @@
 //! the `riposte` binary, hostile plugins and injected faults.
 
 mod config_load;
+mod db_copy;
 mod example_plugins;
 mod fleet;
 mod hostile_limits;

@@ -103,6 +103,13 @@
 //!   repository traits (the contract is written on them, in `repos`).
 //!
 //! The table definitions themselves need no change.
+//!
+//! # Moving a deployment to PostgreSQL
+//!
+//! [`copy_database`] copies the whole state of one store into an empty store of either
+//! backend: one snapshot of the source, one transaction of the target (all or nothing),
+//! refused unless both are at this riposte's schema version and every table of the target
+//! is empty. `riposte db copy` runs it from a SQLite file to a PostgreSQL database.
 
 /// Runs each unit test it wraps against both backends: `backend_tests! { fn name(store) {
 /// ... } }` becomes a module `name` with the tests `sqlite` (in memory) and `postgres` (a
@@ -135,6 +142,7 @@ mod approval_queue;
 mod approvals;
 mod budget;
 mod charges;
+mod copy;
 pub mod fleet;
 mod health;
 mod incomplete;
@@ -159,6 +167,7 @@ pub use approval_queue::ApprovalStatus;
 pub use approvals::{ApprovedAction, PendingApproval};
 pub use budget::{BudgetCharge, SpendOutcome};
 pub use charges::ChargeItem;
+pub use copy::{CopyReport, TableCopied, copy_database};
 pub use fleet::{HostStatus, LeaseGrant, LeaseStatus, MAX_HOLDING_BYTES};
 pub use health::{Backoff, PauseState, PausedPlugin};
 pub use incomplete::{IncompleteMalop, IncompleteSummary};
@@ -279,6 +288,16 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// A copy between two databases ([`copy_database`]) failed while copying one table;
+    /// the target was left as it was.
+    #[error("copying table {table}: {source}")]
+    Copy {
+        /// The table being copied.
+        table: &'static str,
+        /// What failed, naming the database (the source or the target).
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -286,13 +305,17 @@ impl Error {
     pub fn refusal(&self) -> Option<&Refusal> {
         match self {
             Error::Refused { refusal, .. } => Some(refusal),
+            Error::Copy { source, .. } => source.refusal(),
             _ => None,
         }
     }
 
     /// Whether the error is [`Error::NotFound`].
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::NotFound { .. })
+        match self {
+            Error::Copy { source, .. } => source.is_not_found(),
+            other => matches!(other, Error::NotFound { .. }),
+        }
     }
 
     /// Whether the database could not be reached (or the connection to it broke): nothing
@@ -301,6 +324,7 @@ impl Error {
         match self {
             Error::Unreachable { .. } => true,
             Error::Postgres { source, .. } => source.is_closed() || source.as_db_error().is_none(),
+            Error::Copy { source, .. } => source.is_unreachable(),
             _ => false,
         }
     }
@@ -376,6 +400,21 @@ pub enum Refusal {
     },
     /// An argument the store cannot use.
     InvalidArgument(String),
+    /// The database is not at the schema version a copy between databases needs (the
+    /// newest this riposte knows, [`schema::LATEST_VERSION`]).
+    SchemaVersion {
+        /// The version of the database.
+        found: i64,
+        /// The version a copy needs.
+        expected: i64,
+    },
+    /// A copy's target already holds rows: a copy writes only into an empty database.
+    NotEmpty {
+        /// The first table found holding rows.
+        table: &'static str,
+        /// How many it holds.
+        rows: u64,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -423,6 +462,14 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::AlreadyUndone { action } => write!(f, "action {action} was already undone"),
             Refusal::InvalidArgument(detail) => write!(f, "invalid argument: {detail}"),
+            Refusal::SchemaVersion { found, expected } => write!(
+                f,
+                "the database is at schema version {found}, not {expected}: a copy needs both databases at the version of this riposte ({expected})"
+            ),
+            Refusal::NotEmpty { table, rows } => write!(
+                f,
+                "table {table} already holds {rows} row(s): a copy writes only into an empty database; nothing was written"
+            ),
         }
     }
 }
@@ -445,6 +492,9 @@ pub(crate) enum Failure {
         found: i64,
         known: i64,
     },
+    /// An error already tagged with its database and operation: a transaction on another
+    /// store, run inside this one (a copy between databases), failed.
+    Tagged(Box<Error>),
 }
 
 impl From<rusqlite::Error> for Failure {
@@ -648,6 +698,7 @@ fn tag(shown: &str, op: &'static str, failure: Failure) -> Error {
             found,
             known,
         },
+        Failure::Tagged(error) => *error,
     }
 }
 
@@ -660,7 +711,9 @@ mod tests {
             assert_eq!(store.schema_version().unwrap(), schema::LATEST_VERSION);
             let shown = store.path();
             assert!(shown == ":memory:" || shown.starts_with("postgres://"), "{shown}");
-            assert!(!shown.contains('@'), "no credentials in {shown}");
+            let authority = shown.trim_start_matches("postgres://");
+            let userinfo = authority.split_once('@').map_or("", |(user, _)| user);
+            assert!(!userinfo.contains(':'), "no password in {shown}");
         }
     }
 

@@ -205,6 +205,166 @@ pub const MIGRATIONS: &[Migration] = &[
 /// The newest schema version this build knows.
 pub const LATEST_VERSION: i64 = 5;
 
+/// One table of the schema as [`TABLES`] lists it: what a copy between two databases
+/// ([`crate::copy_database`]) reads and writes.
+#[derive(Debug)]
+pub(crate) struct Table {
+    /// Its name.
+    pub(crate) name: &'static str,
+    /// The columns of its primary key, in key order (rows are read in this order).
+    pub(crate) key: &'static [&'static str],
+    /// Every column, in the order of the table.
+    pub(crate) columns: &'static [&'static str],
+    /// The columns (nullable) that reference rows of the same table: a copy writes them
+    /// once every row of the table exists.
+    pub(crate) self_references: &'static [&'static str],
+}
+
+/// Every table [`MIGRATIONS`] create, at [`LATEST_VERSION`], but `schema_version` (each
+/// database keeps its own), in an order that respects the foreign keys: a table comes
+/// after every other table it references. A migration that adds a table or a column adds
+/// it here too; a unit test compares this list with the schema SQLite builds.
+pub(crate) const TABLES: &[Table] = &[
+    Table {
+        name: "watermarks",
+        key: &["source"],
+        columns: &["source", "watermark_ms", "last_poll_ms"],
+        self_references: &[],
+    },
+    Table {
+        name: "handled_malops",
+        key: &["plugin", "malop_id"],
+        columns: &[
+            "plugin",
+            "malop_id",
+            "last_update_ms",
+            "handled_at_ms",
+            "unreadable",
+        ],
+        self_references: &[],
+    },
+    Table {
+        name: "incomplete_malops",
+        key: &["malop_id"],
+        columns: &[
+            "malop_id",
+            "kind",
+            "last_update_ms",
+            "unreadable",
+            "last_error",
+            "attempts",
+            "first_seen_ms",
+            "next_try_ms",
+        ],
+        self_references: &[],
+    },
+    Table {
+        name: "actions",
+        key: &["id"],
+        columns: &[
+            "id",
+            "action_key",
+            "plugin",
+            "plugin_digest",
+            "malop_id",
+            "kinds",
+            "request_json",
+            "request_hash",
+            "reason",
+            "state",
+            "undo_of",
+            "remediation_id",
+            "server_result_json",
+            "progress",
+            "progress_json",
+            "polls",
+            "attempts",
+            "last_error",
+            "created_at_ms",
+            "updated_at_ms",
+            "submitted_at_ms",
+            "finished_at_ms",
+        ],
+        self_references: &["undo_of"],
+    },
+    Table {
+        name: "approvals",
+        key: &["action_id"],
+        columns: &[
+            "action_id",
+            "action_hash",
+            "status",
+            "requested_at_ms",
+            "expires_at_ms",
+            "decided_by",
+            "decided_at_ms",
+            "claimed_at_ms",
+        ],
+        self_references: &[],
+    },
+    Table {
+        name: "undo_records",
+        key: &["action_id"],
+        columns: &[
+            "action_id",
+            "inverse_json",
+            "recorded_at_ms",
+            "undone_at_ms",
+            "undone_by",
+            "undo_action_id",
+        ],
+        self_references: &[],
+    },
+    Table {
+        name: "budget_events",
+        key: &["id"],
+        columns: &["id", "scope", "kind", "target", "at_ms"],
+        self_references: &[],
+    },
+    Table {
+        name: "budget_charges",
+        key: &["id"],
+        columns: &["id", "plugin", "kind", "target", "at_ms"],
+        self_references: &[],
+    },
+    Table {
+        name: "plugin_health",
+        key: &["plugin"],
+        columns: &[
+            "plugin",
+            "consecutive_traps",
+            "total_traps",
+            "last_trap_at_ms",
+            "paused_until_ms",
+        ],
+        self_references: &[],
+    },
+    Table {
+        name: "fleet_hosts",
+        key: &["host_id"],
+        columns: &[
+            "host_id",
+            "version",
+            "started_at_ms",
+            "heartbeat_ms",
+            "holding",
+        ],
+        self_references: &[],
+    },
+    Table {
+        name: "fleet_leases",
+        key: &["name"],
+        columns: &["name", "holder", "epoch", "acquired_at_ms", "expires_at_ms"],
+        self_references: &[],
+    },
+    Table {
+        name: "plugin_kv",
+        key: &["plugin", "kv_key"],
+        columns: &["plugin", "kv_key", "value", "size_bytes", "updated_at_ms"],
+        self_references: &[],
+    },
+];
+
 /// The version recorded in the database (0 for a database never migrated). The
 /// `schema_version` table must exist.
 pub(crate) fn current_version(tx: &Tx<'_>) -> Op<i64> {
@@ -339,6 +499,115 @@ mod tests {
             )
             .unwrap();
         assert_eq!(charge, "blacklist");
+    }
+
+    /// The tables of the schema as SQLite builds it from [`MIGRATIONS`]: (name, columns in
+    /// order, primary key columns in key order, foreign keys as (column, referenced table),
+    /// nullable columns).
+    type Described = (
+        String,
+        Vec<String>,
+        Vec<String>,
+        Vec<(String, String)>,
+        Vec<String>,
+    );
+
+    fn describe_schema() -> Vec<Described> {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        migrate_with(&tx, MIGRATIONS, 1).unwrap();
+        tx.commit().unwrap();
+        let names: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' AND name <> 'schema_version' ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        names
+            .into_iter()
+            .map(|name| {
+                let mut info = conn
+                    .prepare("SELECT name, pk, \"notnull\" FROM pragma_table_info(?1) ORDER BY cid")
+                    .unwrap();
+                let rows: Vec<(String, i64, bool)> = info
+                    .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                let columns = rows.iter().map(|(c, _, _)| c.clone()).collect();
+                let mut key: Vec<(i64, String)> = rows
+                    .iter()
+                    .filter(|(_, pk, _)| *pk > 0)
+                    .map(|(c, pk, _)| (*pk, c.clone()))
+                    .collect();
+                key.sort();
+                let key = key.into_iter().map(|(_, c)| c).collect();
+                let nullable = rows
+                    .iter()
+                    .filter(|(_, _, not_null)| !not_null)
+                    .map(|(c, _, _)| c.clone())
+                    .collect();
+                let foreign: Vec<(String, String)> = conn
+                    .prepare("SELECT \"from\", \"table\" FROM pragma_foreign_key_list(?1)")
+                    .unwrap()
+                    .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                (name, columns, key, foreign, nullable)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_table_list_is_the_schema_the_migrations_build() {
+        let schema = describe_schema();
+        let mut listed: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+        listed.sort_unstable();
+        let built: Vec<&str> = schema.iter().map(|(name, ..)| name.as_str()).collect();
+        assert_eq!(
+            listed, built,
+            "schema::TABLES must name every table the migrations create (but schema_version)"
+        );
+        let position = |name: &str| TABLES.iter().position(|t| t.name == name);
+        for (name, columns, key, foreign, nullable) in &schema {
+            let table = &TABLES[position(name).unwrap()];
+            assert_eq!(
+                table.columns, columns,
+                "schema::TABLES: the columns of `{name}`, in the order of the table"
+            );
+            assert_eq!(
+                table.key, key,
+                "schema::TABLES: the primary key of `{name}`"
+            );
+            for (column, referenced) in foreign {
+                if referenced == name {
+                    assert!(
+                        table.self_references.contains(&column.as_str()),
+                        "`{name}.{column}` references its own table: list it in self_references"
+                    );
+                } else {
+                    assert!(
+                        position(referenced) < position(name),
+                        "`{name}.{column}` references `{referenced}`, which must come first in schema::TABLES"
+                    );
+                }
+            }
+            for column in table.self_references {
+                assert!(
+                    foreign.iter().any(|(c, r)| c == column && r == name),
+                    "`{name}.{column}` is listed as a self-reference but is not one"
+                );
+                assert!(
+                    nullable.iter().any(|c| c == column),
+                    "`{name}.{column}` must be nullable: a copy writes it in a second pass"
+                );
+            }
+        }
     }
 
     #[test]

@@ -178,6 +178,11 @@ impl Row {
         Self { values }
     }
 
+    /// Every column, in the order of the `SELECT`.
+    pub(crate) fn into_values(self) -> Vec<Value> {
+        self.values
+    }
+
     /// Column `index` (from 0) as a `T`; a column of another type is [`Failure::Corrupt`].
     pub(crate) fn get<T: FromValue>(&self, index: usize) -> Op<T> {
         let value = self.values.get(index).cloned().ok_or_else(|| {

@@ -1,6 +1,7 @@
 //! The `riposte` command line: argument definitions and one module per command group.
 //! This is the binary's edge, so errors are `anyhow` with context.
 
+mod db;
 mod plugin;
 mod service;
 
@@ -46,6 +47,9 @@ pub enum Command {
     /// Check or read the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Work with the state database: copy a SQLite deployment's state into PostgreSQL.
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Run the whole product on the built-in simulator and print a summary.
     Demo(DemoArgs),
 }
@@ -138,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Show(args)) => {
             riposte_audit::run_show(&args, &mut std::io::stdout().lock())
         }
+        Command::Db(command) => db::run(command).await,
         Command::Demo(args) => demo(args).await,
     }
 }

@@ -24,5 +24,6 @@ macro_rules! each_backend {
 }
 
 mod store_concurrency;
+mod store_copy;
 mod store_durability;
 mod store_flows;
