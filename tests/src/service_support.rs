@@ -365,7 +365,7 @@ enum Database<'a> {
 }
 
 /// The variable the test fleets' configurations take the database password from.
-pub const PASSWORD_ENV: &str = "RIPOSTE_DATABASE_PASSWORD";
+pub use riposte_store::settings::DEFAULT_PASSWORD_ENV as PASSWORD_ENV;
 
 impl Database<'_> {
     /// Its lines: a key of `[service]` and a section of its own.

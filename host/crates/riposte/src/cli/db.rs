@@ -11,8 +11,9 @@ use clap::{Args, Subcommand};
 use riposte_store::{CopyReport, Store, copy_database};
 use std::path::PathBuf;
 
-/// The environment variable holding the PostgreSQL password.
-pub(crate) const PASSWORD_ENV: &str = "RIPOSTE_DATABASE_PASSWORD";
+/// The environment variable holding the PostgreSQL password: the one `[service.database]`
+/// reads by default.
+pub(crate) use riposte_store::settings::DEFAULT_PASSWORD_ENV as PASSWORD_ENV;
 
 /// The shape of the target's URL, for messages.
 const URL_SHAPE: &str = "postgres://USER@HOST[:PORT]/DATABASE";
