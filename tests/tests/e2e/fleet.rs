@@ -8,7 +8,7 @@
 
 use riposte_e2e::service_support::{
     ServiceEnv, Setup, actions_carried_out, assert_no_action_twice, audit_calls_so_far,
-    audit_records, start_sim, subscriptions, unhandled_by,
+    audit_records, riposte_cli, start_sim, subscriptions, unhandled_by,
 };
 use riposte_service::POLLER_LEASE;
 use riposte_sim::{Fault, FaultKind, SimHandle};
@@ -189,4 +189,44 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
         HOSTS,
         "riposte status sees every host: {known:?}"
     );
+
+    // The fleet's trail reads as one: every host's chain verifies, and `show` merges them
+    // in time order, naming each record's trail.
+    let trails: Vec<String> = hosts
+        .iter()
+        .map(|h| h.audit.display().to_string())
+        .collect();
+    let mut verify = vec!["audit", "verify"];
+    verify.extend(trails.iter().map(String::as_str));
+    let (ok, out, err) = riposte_cli(&verify).await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.lines().count(), HOSTS, "{out}");
+    let mut show = vec!["audit", "show", "--json"];
+    show.extend(trails.iter().map(String::as_str));
+    let (ok, out, err) = riposte_cli(&show).await;
+    assert!(ok, "{err}");
+    let merged: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON record"))
+        .collect();
+    let total: usize = hosts.iter().map(|h| audit_records(&h.audit).len()).sum();
+    assert_eq!(merged.len(), total, "every record of every trail");
+    let time = |r: &serde_json::Value| r["time_ms"].as_i64().unwrap();
+    let sorted =
+        |records: &[serde_json::Value]| records.windows(2).all(|w| time(&w[0]) <= time(&w[1]));
+    if hosts.iter().all(|h| sorted(&audit_records(&h.audit))) {
+        assert!(sorted(&merged), "merged in time order");
+    }
+    for trail in &trails {
+        let seqs: Vec<u64> = merged
+            .iter()
+            .filter(|r| r["trail"] == trail.as_str())
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect();
+        assert!(!seqs.is_empty(), "{trail}");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{trail} keeps its order"
+        );
+    }
 }

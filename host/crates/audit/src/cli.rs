@@ -9,8 +9,9 @@ use std::path::PathBuf;
 /// `riposte audit verify <file>`: checks the chain; fails naming the first bad record.
 #[derive(Clone, Debug, clap::Args)]
 pub struct AuditVerifyArgs {
-    /// The audit log (JSON lines).
-    pub file: PathBuf,
+    /// The audit logs (JSON lines): one, or every host's of a fleet (each is its own chain).
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
     /// Require the record with this seq to be present with `--expect-hash` (an anchor kept
     /// from an earlier verify).
     #[arg(long, requires = "expect_hash")]
@@ -34,22 +35,27 @@ pub fn run_verify(args: &AuditVerifyArgs, out: &mut dyn Write) -> anyhow::Result
         }),
         _ => None,
     };
-    let report = verify_with(
-        &args.file,
-        &VerifyOptions {
-            anchor,
-            head_file: !args.no_head_file,
-        },
-    )?;
-    writeln!(out, "{}: {report}", args.file.display())?;
+    if anchor.is_some() && args.files.len() > 1 {
+        anyhow::bail!("--expect-seq and --expect-hash anchor one chain: give one file with them");
+    }
+    let options = VerifyOptions {
+        anchor,
+        head_file: !args.no_head_file,
+    };
+    for file in &args.files {
+        let report = verify_with(file, &options)?;
+        writeln!(out, "{}: {report}", file.display())?;
+    }
     Ok(())
 }
 
 /// `riposte audit show <file>`: prints records, filtered.
 #[derive(Clone, Debug, clap::Args)]
 pub struct AuditShowArgs {
-    /// The audit log (JSON lines).
-    pub file: PathBuf,
+    /// The audit logs (JSON lines). Several (every host's of a fleet) are shown as one trail,
+    /// merged in time order, each record prefixed with its file (`trail` in JSON).
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
     /// Only this plugin's records.
     #[arg(long)]
     pub plugin: Option<String>,
@@ -71,12 +77,39 @@ pub fn run_show(args: &AuditShowArgs, out: &mut dyn Write) -> anyhow::Result<()>
         malop: args.malop.as_deref().map(MalopId::from),
         decision: args.decision,
     };
-    for record in show(&args.file, filter)? {
+    let mut trails = Vec::with_capacity(args.files.len());
+    for file in &args.files {
+        trails.push(show(file, filter.clone())?.peekable());
+    }
+    let fleet = args.files.len() > 1;
+    // Each trail is in time order: merge them by taking the earliest head each time.
+    loop {
+        let next = trails
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, trail)| match trail.peek() {
+                Some(Ok(record)) => Some((record.time_ms, i)),
+                Some(Err(_)) => Some((TimestampMs::MIN, i)),
+                None => None,
+            })
+            .min();
+        let Some((_, i)) = next else { break };
+        let Some(record) = trails[i].next() else {
+            break;
+        };
         let record = record?;
-        if args.json {
-            writeln!(out, "{}", serde_json::to_string(&record)?)?;
-        } else {
-            writeln!(out, "{}", render_record(&record))?;
+        let trail = args.files[i].display().to_string();
+        match (args.json, fleet) {
+            (true, false) => writeln!(out, "{}", serde_json::to_string(&record)?)?,
+            (true, true) => {
+                let mut value = serde_json::to_value(&record)?;
+                if let Some(fields) = value.as_object_mut() {
+                    fields.insert("trail".to_owned(), trail.into());
+                }
+                writeln!(out, "{value}")?;
+            }
+            (false, false) => writeln!(out, "{}", render_record(&record))?,
+            (false, true) => writeln!(out, "{trail} {}", render_record(&record))?,
         }
     }
     Ok(())

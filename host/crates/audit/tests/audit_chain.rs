@@ -437,7 +437,7 @@ fn the_cli_helpers_report_and_fail() {
     let mut out = Vec::new();
     run_verify(
         &AuditVerifyArgs {
-            file: path.clone(),
+            files: vec![path.clone()],
             expect_seq: Some(head.seq),
             expect_hash: Some(head.hash.to_hex()),
             no_head_file: false,
@@ -452,7 +452,7 @@ fn the_cli_helpers_report_and_fail() {
     let mut out = Vec::new();
     run_show(
         &AuditShowArgs {
-            file: path.clone(),
+            files: vec![path.clone()],
             plugin: Some("odd".into()),
             malop: None,
             decision: Some(DecisionKind::Deny),
@@ -477,7 +477,7 @@ fn the_cli_helpers_report_and_fail() {
     rewrite(&path, &l);
     let err = run_verify(
         &AuditVerifyArgs {
-            file: path.clone(),
+            files: vec![path.clone()],
             expect_seq: None,
             expect_hash: None,
             no_head_file: false,
