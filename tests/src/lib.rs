@@ -2,6 +2,7 @@
 //! a runtime whose compiled components are cached across test processes, and a dry run of
 //! one plugin on one Malop.
 
+pub mod cut_proxy;
 pub mod gate_support;
 
 use riposte_domain::{ActionRequest, Malop};

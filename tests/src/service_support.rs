@@ -229,21 +229,27 @@ impl ServiceEnv {
 
     /// One host of a fleet on the PostgreSQL database `db` (lease `lease_secs`, heartbeat
     /// every `heartbeat_secs`): its own configuration directory and audit trail, the shared
-    /// artifact cache, and `host` as its id (`RIPOSTE_HOST_ID`).
+    /// artifact cache, and `host` as its id (`RIPOSTE_HOST_ID`). With `via`, it reaches the
+    /// database's server through that address (a [`crate::cut_proxy::CutProxy`]).
     pub fn fleet_host(
         sim: &SimHandle,
         setup: &Setup,
         db: &Arc<TestDatabase>,
         host: &str,
         (lease_secs, heartbeat_secs): (u64, u64),
+        via: Option<std::net::SocketAddr>,
     ) -> Self {
         let TestDatabase::Postgres { shown, .. } = db.as_ref() else {
             panic!("a fleet shares a PostgreSQL database")
         };
+        let shown = match via {
+            Some(proxy) => shown.replacen(&postgres_addr(db).to_string(), &proxy.to_string(), 1),
+            None => shown.clone(),
+        };
         let dir = tempfile::tempdir().expect("a temporary directory");
         let audit = dir.path().join("audit.jsonl");
         let database = Database::Postgres {
-            url: shown,
+            url: &shown,
             lease_secs,
             heartbeat_secs,
         };
@@ -349,6 +355,18 @@ pub fn fast_follow() -> FollowPolicy {
         poll_interval: Duration::ZERO,
         ..FollowPolicy::default()
     }
+}
+
+/// The address of the server of a PostgreSQL test database (as its URL names it).
+pub fn postgres_addr(db: &TestDatabase) -> std::net::SocketAddr {
+    let TestDatabase::Postgres { shown, .. } = db else {
+        panic!("a PostgreSQL test database")
+    };
+    let authority = shown.trim_start_matches("postgres://");
+    let authority = authority.split_once('@').map_or(authority, |(_, a)| a);
+    let addr = authority.split('/').next().unwrap_or_default();
+    addr.parse()
+        .unwrap_or_else(|e| panic!("{addr} is not an IP address and port: {e}"))
 }
 
 /// Where a test service keeps its state.

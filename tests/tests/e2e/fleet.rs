@@ -6,9 +6,10 @@
 //! At the end every Malop is handled by every plugin subscribed to it, every action
 //! succeeded, and no action reached the simulator twice (its request log).
 
+use riposte_e2e::cut_proxy::CutProxy;
 use riposte_e2e::service_support::{
     ServiceEnv, Setup, actions_carried_out, assert_no_action_twice, audit_calls_so_far,
-    audit_records, riposte_cli, start_sim, subscriptions, unhandled_by,
+    audit_records, postgres_addr, riposte_cli, start_sim, subscriptions, unhandled_by,
 };
 use riposte_service::POLLER_LEASE;
 use riposte_sim::{Fault, FaultKind, SimHandle};
@@ -80,7 +81,7 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
     };
     let db = Arc::new(TestDatabase::postgres());
     let hosts: Vec<ServiceEnv> = (0..HOSTS)
-        .map(|i| ServiceEnv::fleet_host(&sim, &setup, &db, &format!("host-{i}"), TIMING))
+        .map(|i| ServiceEnv::fleet_host(&sim, &setup, &db, &format!("host-{i}"), TIMING, None))
         .collect();
     let mut children: Vec<Child> = hosts.iter().map(|h| h.spawn_run(0)).collect();
     let mut runs = [0usize; HOSTS];
@@ -229,4 +230,104 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
             "{trail} keeps its order"
         );
     }
+}
+
+/// A database outage in the middle of the work (the link to PostgreSQL cut): the host stops
+/// acting once its lease can no longer be renewed, nothing is sent while the database is
+/// down, and once it is back the host resumes by itself and completes everything, sending
+/// nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_stops_the_host_and_it_resumes_by_itself() {
+    let sim = start_sim(43, 4).await;
+    sim.inject(
+        Fault::new(FaultKind::Delay, u32::MAX)
+            .on("/rest/")
+            .delay_ms(10),
+    );
+    let setup = Setup::examples();
+    let plugins = {
+        let single = ServiceEnv::new(&sim, &setup);
+        subscriptions(&single.service(&sim).await)
+    };
+    let db = Arc::new(TestDatabase::postgres());
+    let proxy = CutProxy::start(postgres_addr(&db)).await;
+    let host = ServiceEnv::fleet_host(&sim, &setup, &db, "solo", TIMING, Some(proxy.addr()));
+    let mut child = host.spawn_run(0);
+    let store = db.open();
+    let pending_work = || {
+        let unhandled = unhandled_by(&plugins, &store, &sim.malops()).len();
+        let unresolved = store.unresolved_actions().expect("the ledger").len();
+        (unhandled, unresolved)
+    };
+    wait_for("the first Malops handled", Duration::from_secs(40), || {
+        pending_work() == (0, 0)
+    })
+    .await;
+
+    proxy.cut();
+    for _ in 0..3 {
+        sim.add_malop();
+    }
+    // The host stops acting: its log says the database cannot be reached, and the lease it
+    // held runs out.
+    wait_for(
+        "the host to notice the outage",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(host.log_path(0))
+                .is_ok_and(|log| log.contains("heartbeat failed"))
+        },
+    )
+    .await;
+    let (_, leases) = store.fleet().unwrap();
+    let lease_end = leases.iter().map(|l| l.expires_at_ms).max().unwrap_or(0);
+    wait_for("the lease to run out", Duration::from_secs(10), || {
+        riposte_service::now_ms() > lease_end
+    })
+    .await;
+    let sent_before = carried(&sim);
+    let requests_before = sim.requests().len();
+    // While the database is down, the new Malops wait: two poll intervals and more pass
+    // without a request to the server.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        assert_eq!(
+            carried(&sim),
+            sent_before,
+            "nothing is sent while the database is down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sim.requests().len(),
+        requests_before,
+        "no cycle runs without the database"
+    );
+    assert!(
+        pending_work().0 > 0,
+        "the new Malops are still to be handled"
+    );
+
+    proxy.restore();
+    wait_for(
+        "everything handled once the database is back",
+        Duration::from_secs(60),
+        || pending_work() == (0, 0),
+    )
+    .await;
+    assert!(carried(&sim) > sent_before, "the work resumed");
+    assert_no_action_twice(&sim);
+    let pid = child.id().expect("the host runs").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the host stops within 15 s")
+        .expect("reaped");
+    assert!(status.success(), "{status}:\n{}", host.log_tail(0));
 }
