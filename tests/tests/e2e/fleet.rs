@@ -8,8 +8,9 @@
 
 use riposte_e2e::cut_proxy::CutProxy;
 use riposte_e2e::service_support::{
-    ServiceEnv, Setup, actions_carried_out, assert_no_action_twice, audit_calls_so_far,
-    audit_records, postgres_addr, riposte_cli, start_sim, subscriptions, unhandled_by,
+    PASSWORD_ENV, PluginSpec, ServiceEnv, Setup, actions_carried_out, assert_no_action_twice,
+    audit_calls_so_far, audit_records, postgres_addr, riposte_cli, start_sim, subscriptions,
+    unhandled_by,
 };
 use riposte_service::POLLER_LEASE;
 use riposte_sim::{Fault, FaultKind, SimHandle};
@@ -330,4 +331,100 @@ async fn a_database_outage_stops_the_host_and_it_resumes_by_itself() {
         .expect("the host stops within 15 s")
         .expect("reaped");
     assert!(status.success(), "{status}:\n{}", host.log_tail(0));
+}
+
+/// Two operators approve the same action at once, each on a different host: one approval
+/// wins, the other is refused, and the action is carried out exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_approvals_on_two_hosts_execute_the_action_once() {
+    const ISOLATE: &str = "/rest/monitor/global/commands/isolate";
+    let sim = start_sim(7, 12).await;
+    let setup =
+        Setup::new(vec![PluginSpec::ransomware_containment()]).approvals(&["isolate"], 3600);
+    let db = Arc::new(TestDatabase::postgres());
+    let hosts: Vec<ServiceEnv> = ["a", "b"]
+        .iter()
+        .map(|id| ServiceEnv::fleet_host(&sim, &setup, &db, id, TIMING, None))
+        .collect();
+    let mut children: Vec<Child> = hosts.iter().map(|h| h.spawn_run(0)).collect();
+    let store = db.open();
+    wait_for(
+        "an isolation awaiting approval",
+        Duration::from_secs(40),
+        || {
+            !store
+                .list_pending(riposte_service::now_ms())
+                .unwrap()
+                .is_empty()
+        },
+    )
+    .await;
+    let pending = store.list_pending(riposte_service::now_ms()).unwrap();
+    let id = pending[0].action.id.as_str().to_owned();
+    assert_eq!(
+        sim.requests().iter().filter(|r| r.path == ISOLATE).count(),
+        0,
+        "nothing sent before the approval"
+    );
+
+    let approve = |host: &ServiceEnv, by: &str| {
+        let mut command = tokio::process::Command::new(riposte_e2e::riposte_bin());
+        command
+            .args(["approvals", "approve", "--by", by, "--config"])
+            .arg(&host.config)
+            .arg(&id)
+            .env(PASSWORD_ENV, db.password().unwrap_or_default())
+            .output()
+    };
+    let (first, second) = tokio::join!(approve(&hosts[0], "alice"), approve(&hosts[1], "bob"));
+    let outputs = [first.unwrap(), second.unwrap()];
+    let approved = outputs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(approved, 1, "one approval wins: {outputs:?}");
+    let refused = outputs.iter().find(|o| !o.status.success()).unwrap();
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("already"),
+        "{refused:?}"
+    );
+
+    let action = riposte_store::ActionId::parse(&id).unwrap();
+    wait_for(
+        "the approved isolation carried out",
+        Duration::from_secs(30),
+        || store.get_action(&action).unwrap().state == ActionState::Succeeded,
+    )
+    .await;
+    let isolations = actions_carried_out(&sim)
+        .iter()
+        .filter(|(path, _)| path == ISOLATE)
+        .count();
+    assert_eq!(isolations, 1, "the approved isolation is carried out once");
+    assert_no_action_twice(&sim);
+
+    // `riposte status` on either host shows both, and which one holds the poller lease.
+    let status = tokio::process::Command::new(riposte_e2e::riposte_bin())
+        .args(["status", "--config"])
+        .arg(&hosts[1].config)
+        .env(PASSWORD_ENV, db.password().unwrap_or_default())
+        .output()
+        .await
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let shown = status["hosts"].as_array().expect("hosts");
+    let ids: Vec<&str> = shown.iter().map(|h| h["host"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b"], "{status}");
+    let holders: Vec<_> = shown
+        .iter()
+        .filter(|h| h["holds_lease"] == POLLER_LEASE)
+        .collect();
+    assert_eq!(holders.len(), 1, "{status}");
+    assert!(
+        shown
+            .iter()
+            .all(|h| h["seconds_since_heartbeat"].as_i64() < Some(10))
+    );
+    for child in &mut children {
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+    }
 }
