@@ -517,6 +517,37 @@ pub fn inject_first(sim: &SimHandle, fault: Fault) {
     sim.with_state(|s| s.faults.push_front(fault));
 }
 
+/// Where a `riposte run` is killed, counted from a point (its start, a round's start).
+#[derive(Clone, Copy, Debug)]
+pub enum KillAt {
+    /// When the simulator has logged this many more requests (one is in flight).
+    Requests(usize),
+    /// Just after the simulator carried out this many more actions.
+    Actions(usize),
+}
+
+impl KillAt {
+    /// What the simulator counts now, to pass to [`KillAt::reached`] later.
+    pub fn mark(sim: &SimHandle) -> (usize, usize) {
+        (sim.requests().len(), actions_carried_out(sim).len())
+    }
+
+    /// Whether the kill point is reached since `mark`.
+    pub fn reached(self, sim: &SimHandle, (requests, actions): (usize, usize)) -> bool {
+        match self {
+            KillAt::Requests(n) => sim.requests().len() >= requests + n,
+            KillAt::Actions(n) => actions_carried_out(sim).len() >= actions + n,
+        }
+    }
+}
+
+/// The plugins of `setup` and the Malop kinds each subscribes to, read by loading them once
+/// in a service of its own.
+pub async fn subscriptions_of(sim: &SimHandle, setup: &Setup) -> Vec<(PluginName, PluginInfo)> {
+    let single = ServiceEnv::new(sim, setup);
+    subscriptions(&single.service(sim).await)
+}
+
 /// Polls `condition` until it holds; panics with `what` after `limit`.
 pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;

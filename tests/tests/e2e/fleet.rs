@@ -8,9 +8,9 @@
 
 use riposte_e2e::cut_proxy::CutProxy;
 use riposte_e2e::service_support::{
-    PASSWORD_ENV, PluginSpec, ServiceEnv, Setup, actions_carried_out, assert_no_action_twice,
-    audit_calls_so_far, audit_records, postgres_addr, riposte_cli, start_sim, subscriptions,
-    unhandled_by,
+    KillAt, PASSWORD_ENV, PluginSpec, ServiceEnv, Setup, actions_carried_out,
+    assert_no_action_twice, audit_calls_so_far, audit_records, postgres_addr, riposte_cli,
+    start_sim, subscriptions_of, unhandled_by, wait_until,
 };
 use riposte_service::POLLER_LEASE;
 use riposte_sim::{Fault, FaultKind, SimHandle};
@@ -25,15 +25,6 @@ use tokio::process::Child;
 /// Lease and heartbeat (seconds): short, so that failovers fit a test.
 const TIMING: (u64, u64) = (3, 1);
 const HOSTS: usize = 3;
-
-/// Where the acting host is killed, counted from the round's start.
-#[derive(Clone, Copy, Debug)]
-enum KillAt {
-    /// When the simulator has logged this many more requests (one is in flight).
-    Requests(usize),
-    /// Just after the simulator carried out this many more actions.
-    Actions(usize),
-}
 
 const KILLS: [KillAt; 4] = [
     KillAt::Requests(5),
@@ -52,17 +43,6 @@ fn acting(store: &Store) -> Option<(String, i64)> {
         .map(|l| (l.holder, l.acquired_at_ms))
 }
 
-async fn wait_for(what: &str, limit: Duration, mut reached: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !reached() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn carried(sim: &SimHandle) -> usize {
     actions_carried_out(sim).len()
 }
@@ -76,10 +56,7 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
             .delay_ms(10),
     );
     let setup = Setup::examples();
-    let plugins = {
-        let single = ServiceEnv::new(&sim, &setup);
-        subscriptions(&single.service(&sim).await)
-    };
+    let plugins = subscriptions_of(&sim, &setup).await;
     let db = Arc::new(TestDatabase::postgres());
     let hosts: Vec<ServiceEnv> = (0..HOSTS)
         .map(|i| ServiceEnv::fleet_host(&sim, &setup, &db, &format!("host-{i}"), TIMING, None))
@@ -89,19 +66,16 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
     let store = db.open();
     let lease_limit = Duration::from_secs(TIMING.0 + 2 * TIMING.1 + 4);
 
-    wait_for("a host to act", lease_limit, || acting(&store).is_some()).await;
+    wait_until("a host to act", lease_limit, || acting(&store).is_some()).await;
     for (round, kill_at) in KILLS.iter().enumerate() {
         if round > 0 {
             sim.add_malop();
         }
-        let (requests0, actions0) = (sim.requests().len(), carried(&sim));
-        wait_for(
+        let mark = KillAt::mark(&sim);
+        wait_until(
             &format!("round {round}: {kill_at:?}"),
             Duration::from_secs(30),
-            || match *kill_at {
-                KillAt::Requests(n) => sim.requests().len() >= requests0 + n,
-                KillAt::Actions(n) => carried(&sim) >= actions0 + n,
-            },
+            || kill_at.reached(&sim, mark),
         )
         .await;
         let (holder, _) = acting(&store).expect("a host acts while requests flow");
@@ -116,7 +90,7 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
 
         // Another host takes the work over within the lease time.
         let started = Instant::now();
-        wait_for(
+        wait_until(
             &format!("round {round}: another host to take over from {holder}"),
             lease_limit,
             || acting(&store).is_some_and(|(h, since)| h != holder && since >= killed_at - 1),
@@ -135,7 +109,7 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
         let unresolved = store.unresolved_actions().expect("the ledger").len();
         (unhandled, unresolved)
     };
-    wait_for(
+    wait_until(
         "every Malop handled and every action settled",
         Duration::from_secs(60),
         || pending_work() == (0, 0),
@@ -246,10 +220,7 @@ async fn a_database_outage_stops_the_host_and_it_resumes_by_itself() {
             .delay_ms(10),
     );
     let setup = Setup::examples();
-    let plugins = {
-        let single = ServiceEnv::new(&sim, &setup);
-        subscriptions(&single.service(&sim).await)
-    };
+    let plugins = subscriptions_of(&sim, &setup).await;
     let db = Arc::new(TestDatabase::postgres());
     let proxy = CutProxy::start(postgres_addr(&db)).await;
     let host = ServiceEnv::fleet_host(&sim, &setup, &db, "solo", TIMING, Some(proxy.addr()));
@@ -260,7 +231,7 @@ async fn a_database_outage_stops_the_host_and_it_resumes_by_itself() {
         let unresolved = store.unresolved_actions().expect("the ledger").len();
         (unhandled, unresolved)
     };
-    wait_for("the first Malops handled", Duration::from_secs(40), || {
+    wait_until("the first Malops handled", Duration::from_secs(40), || {
         pending_work() == (0, 0)
     })
     .await;
@@ -271,7 +242,7 @@ async fn a_database_outage_stops_the_host_and_it_resumes_by_itself() {
     }
     // The host stops acting: its log says the database cannot be reached, and the lease it
     // held runs out.
-    wait_for(
+    wait_until(
         "the host to notice the outage",
         Duration::from_secs(20),
         || {
@@ -282,7 +253,7 @@ async fn a_database_outage_stops_the_host_and_it_resumes_by_itself() {
     .await;
     let (_, leases) = store.fleet().unwrap();
     let lease_end = leases.iter().map(|l| l.expires_at_ms).max().unwrap_or(0);
-    wait_for("the lease to run out", Duration::from_secs(10), || {
+    wait_until("the lease to run out", Duration::from_secs(10), || {
         riposte_service::now_ms() > lease_end
     })
     .await;
@@ -310,7 +281,7 @@ async fn a_database_outage_stops_the_host_and_it_resumes_by_itself() {
     );
 
     proxy.restore();
-    wait_for(
+    wait_until(
         "everything handled once the database is back",
         Duration::from_secs(60),
         || pending_work() == (0, 0),
@@ -348,7 +319,7 @@ async fn concurrent_approvals_on_two_hosts_execute_the_action_once() {
         .collect();
     let mut children: Vec<Child> = hosts.iter().map(|h| h.spawn_run(0)).collect();
     let store = db.open();
-    wait_for(
+    wait_until(
         "an isolation awaiting approval",
         Duration::from_secs(40),
         || {
@@ -387,7 +358,7 @@ async fn concurrent_approvals_on_two_hosts_execute_the_action_once() {
     );
 
     let action = riposte_store::ActionId::parse(&id).unwrap();
-    wait_for(
+    wait_until(
         "the approved isolation carried out",
         Duration::from_secs(30),
         || store.get_action(&action).unwrap().state == ActionState::Succeeded,

@@ -6,23 +6,14 @@
 //! and no action may have reached the simulator twice (read from its request log).
 
 use riposte_e2e::service_support::{
-    ServiceEnv, Setup, actions_carried_out, assert_no_action_twice, audit_records, start_sim,
-    subscriptions, unhandled_by, wait_for_process,
+    KillAt, ServiceEnv, Setup, actions_carried_out, assert_no_action_twice, audit_records,
+    start_sim, subscriptions, unhandled_by, wait_for_process,
 };
-use riposte_sim::{Fault, FaultKind, SimHandle};
+use riposte_sim::{Fault, FaultKind};
 use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionState};
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
-
-/// Where a run is killed, counted from its start.
-#[derive(Clone, Copy, Debug)]
-enum KillAt {
-    /// When the simulator has logged this many requests of the run (one is in flight).
-    Requests(usize),
-    /// Just after the simulator carried out this many actions of the run.
-    Actions(usize),
-}
 
 const KILLS: [KillAt; 7] = [
     KillAt::Requests(3),
@@ -33,10 +24,6 @@ const KILLS: [KillAt; 7] = [
     KillAt::Actions(10),
     KillAt::Actions(20),
 ];
-
-fn carried(sim: &SimHandle) -> usize {
-    actions_carried_out(sim).len()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_cycle_again_and_again_then_every_malop_is_handled_and_no_action_sent_twice() {
@@ -65,7 +52,7 @@ async fn sigkill_mid_cycle_again_and_again_then_every_malop_is_handled_and_no_ac
             // New work for every run, so that each kill lands in a busy cycle.
             sim.add_malop();
         }
-        let (requests0, actions0) = (sim.requests().len(), carried(&sim));
+        let mark = KillAt::mark(&sim);
         let mut child = env.spawn_run(run);
         let what = format!("{kill_at:?}");
         wait_for_process(
@@ -74,10 +61,7 @@ async fn sigkill_mid_cycle_again_and_again_then_every_malop_is_handled_and_no_ac
             run,
             &what,
             Duration::from_secs(20),
-            || match *kill_at {
-                KillAt::Requests(n) => sim.requests().len() >= requests0 + n,
-                KillAt::Actions(n) => carried(&sim) >= actions0 + n,
-            },
+            || kill_at.reached(&sim, mark),
         )
         .await;
         child.start_kill().expect("SIGKILL");
