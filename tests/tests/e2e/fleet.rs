@@ -115,6 +115,12 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
         || pending_work() == (0, 0),
     )
     .await;
+    let (known, _) = store.fleet().unwrap();
+    assert_eq!(
+        known.len(),
+        HOSTS,
+        "riposte status sees every host: {known:?}"
+    );
     for (i, child) in children.iter_mut().enumerate() {
         let pid = child.id().expect("the host runs").to_string();
         let term = std::process::Command::new("kill")
@@ -160,10 +166,13 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
             .iter()
             .any(|h| !audit_calls_so_far(&h.audit, "poll-cycle").is_empty())
     );
-    assert_eq!(
-        known.len(),
-        HOSTS,
-        "riposte status sees every host: {known:?}"
+    assert!(
+        known.is_empty(),
+        "hosts that stopped cleanly left: {known:?}"
+    );
+    assert!(
+        poller.expires_at_ms <= riposte_service::now_ms(),
+        "the lease was given up"
     );
 
     // The fleet's trail reads as one: every host's chain verifies, and `show` merges them

@@ -229,19 +229,15 @@ impl Membership {
         })
     }
 
-    /// Gives the lease up at shutdown, so another host takes over at once.
+    /// Leaves the fleet at a clean shutdown: gives the lease up, so another host takes over
+    /// at once, and drops this host from `riposte status` (a host that dies stays listed,
+    /// with its last heartbeat, until it has been silent for a week).
     pub async fn leave(&self) {
-        if !self.settings.shared {
-            return;
-        }
         let host = self.settings.host_id.clone();
-        let released = db::blocking(&self.store, "release_lease", move |s| {
-            s.release_lease(POLLER_LEASE, &host, now_ms())
-        })
-        .await;
+        let left = db::blocking(&self.store, "leave", move |s| s.leave(&host, now_ms())).await;
         self.role.send_replace(Role::Unreachable);
-        if let Err(e) = released {
-            tracing::warn!("giving the poller lease up: {e:#}; it expires by itself");
+        if let Err(e) = left {
+            tracing::warn!("leaving the fleet: {e:#}; the lease expires by itself");
         }
     }
 }

@@ -218,13 +218,18 @@ impl Fleet for Store {
         })
     }
 
-    fn release_lease(&self, name: &str, host_id: &str, now_ms: i64) -> Result<bool> {
-        self.write("release_lease", |tx| {
-            Ok(tx.execute(
-                "UPDATE fleet_leases SET expires_at_ms = ?3 \
-                 WHERE name = ?1 AND holder = ?2 AND expires_at_ms > ?3",
-                params![name, host_id, now_ms],
-            )? > 0)
+    fn leave(&self, host_id: &str, now_ms: i64) -> Result<usize> {
+        self.write("leave", |tx| {
+            let released = tx.execute(
+                "UPDATE fleet_leases SET expires_at_ms = ?2 \
+                 WHERE holder = ?1 AND expires_at_ms > ?2",
+                params![host_id, now_ms],
+            )?;
+            tx.execute(
+                "DELETE FROM fleet_hosts WHERE host_id = ?1",
+                params![host_id],
+            )?;
+            Ok(released)
         })
     }
 
@@ -271,9 +276,11 @@ mod tests {
             }
             assert!(!store.acquire_lease("poller", "a", 1_000, 1_950).unwrap().is_held());
 
-            // Released, it is free at once.
-            assert!(store.release_lease("poller", "b", 2_000).unwrap());
-            assert!(!store.release_lease("poller", "b", 2_000).unwrap());
+            // Given up by a host leaving, it is free at once.
+            store.heartbeat("b", "0.2.0", 1, "", 1_950).unwrap();
+            assert_eq!(store.leave("b", 2_000).unwrap(), 1);
+            assert_eq!(store.leave("b", 2_000).unwrap(), 0);
+            assert!(store.fleet().unwrap().0.is_empty(), "b is forgotten");
             assert!(store.acquire_lease("poller", "a", 1_000, 2_000).unwrap().is_held());
             assert!(store.acquire_lease("poller", "a", 0, 2_000).is_err());
         }

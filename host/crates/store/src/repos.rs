@@ -558,8 +558,10 @@ pub trait Fleet {
         now_ms: i64,
     ) -> Result<LeaseGrant>;
 
-    /// Gives the lease up (it expires at `now_ms`) if `host_id` holds it; whether it did.
-    fn release_lease(&self, name: &str, host_id: &str, now_ms: i64) -> Result<bool>;
+    /// A host stopping cleanly: gives up every lease it holds (each expires at `now_ms`, so
+    /// another host may take it at once) and forgets its heartbeat row, in one transaction.
+    /// Returns how many leases it gave up.
+    fn leave(&self, host_id: &str, now_ms: i64) -> Result<usize>;
 
     /// Forgets the hosts whose last heartbeat is before `silent_since_ms`; how many.
     fn forget_hosts(&self, silent_since_ms: i64) -> Result<usize>;
