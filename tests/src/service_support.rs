@@ -153,6 +153,8 @@ pub struct Setup {
     pub approval_expiry_secs: u64,
     /// `[service].poll_interval_secs`.
     pub poll_interval_secs: u64,
+    /// The global budget: at most this many actions (of any kind) an hour.
+    pub global_budget: u64,
 }
 
 impl Setup {
@@ -163,6 +165,7 @@ impl Setup {
             approvals: Vec::new(),
             approval_expiry_secs: 3600,
             poll_interval_secs: 1,
+            global_budget: 100_000,
         }
     }
 
@@ -431,7 +434,8 @@ fn write_config(
          {database_key}\n[service.audit]\npath = {audit:?}\nfsync = \"every-record\"\n\n\
          [service.server]\nbase_url = {base_url:?}\ncredentials_file = {cred:?}\nrequest_timeout_secs = 10\n\n\
          {database_section}[approvals]\nrequired = {approvals:?}\nexpiry_secs = {expiry}\n\n\
-         [[global_budgets]]\naction = \"any\"\nmax = 100000\nwindow_secs = 3600\n",
+         [[global_budgets]]\naction = \"any\"\nmax = {budget}\nwindow_secs = 3600\n",
+        budget = setup.global_budget,
         poll = setup.poll_interval_secs,
         audit = audit.display().to_string(),
         cred = credentials.display().to_string(),

@@ -25,6 +25,9 @@ use tokio::process::Child;
 /// Lease and heartbeat (seconds): short, so that failovers fit a test.
 const TIMING: (u64, u64) = (3, 1);
 const HOSTS: usize = 3;
+/// The global budget (actions an hour, counted per target) of the kill test: below what its
+/// Malops ask for, so the hosts compete for its last units.
+const BUDGET: u64 = 40;
 
 const KILLS: [KillAt; 4] = [
     KillAt::Requests(5),
@@ -55,7 +58,8 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
             .on("/rest/")
             .delay_ms(10),
     );
-    let setup = Setup::examples();
+    let mut setup = Setup::examples();
+    setup.global_budget = BUDGET;
     let plugins = subscriptions_of(&sim, &setup).await;
     let db = Arc::new(TestDatabase::postgres());
     let hosts: Vec<ServiceEnv> = (0..HOSTS)
@@ -154,6 +158,14 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
     assert!(
         actions_carried_out(&sim).len() <= actions.len(),
         "at most one request carried out per ledgered action"
+    );
+    // The budget was spent to its last unit across the hosts and the kills, never beyond.
+    let charged = store
+        .charges_used(None, &riposte_domain::ActionKind::ALL, 0)
+        .unwrap();
+    assert_eq!(
+        charged, BUDGET,
+        "the global budget is spent exactly to its maximum"
     );
     // The lease changed hands at every kill (its epoch counts the holders), and each host
     // kept its own audit trail.
