@@ -1,6 +1,7 @@
 //! `riposte db copy` through the real binary: a SQLite deployment's state moves into a fresh
-//! PostgreSQL database (RIPOSTE_TEST_POSTGRES names the server); the password comes only
-//! from the environment and is never shown, not even when the copy fails.
+//! PostgreSQL database (RIPOSTE_TEST_POSTGRES names the server) that the operator
+//! configuration's `[service.database]` names; the password comes from where that section
+//! says (here the environment) and is never shown, not even when the copy fails.
 
 use riposte_domain::{MalopId, PluginName};
 use riposte_e2e::{output_text, riposte_bin};
@@ -13,12 +14,23 @@ use std::process::{Command, Output};
 /// reaches the server, but the command holds it all the same).
 const SECRET: &str = "e2e-never-shown-7f3a";
 
-/// `riposte db copy --from <from> --to-url <url> [extra]`, the password in the environment.
+/// `riposte db copy --from <from> --config <a configuration naming url> [extra]`, the
+/// password in the environment.
 fn db_copy(from: &Path, url: &str, password: &str, extra: &[&str]) -> Output {
+    let config = from.with_file_name("target.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[service.database]\nbackend = \"postgres\"\nurl = {url:?}\n\
+             password_env = \"RIPOSTE_DATABASE_PASSWORD\"\n"
+        ),
+    )
+    .expect("writing the target's configuration");
     Command::new(riposte_bin())
         .args(["db", "copy", "--from"])
         .arg(from)
-        .args(["--to-url", url])
+        .arg("--config")
+        .arg(&config)
         .args(extra)
         .env("RUST_LOG", "warn")
         .env("RIPOSTE_DATABASE_PASSWORD", password)
@@ -112,17 +124,17 @@ fn db_copy_moves_a_sqlite_deployment_into_postgres() {
 }
 
 #[test]
-fn db_copy_takes_the_password_from_the_environment_only_and_never_shows_it() {
+fn db_copy_never_shows_the_password_nor_takes_it_from_the_configuration_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("riposte.db");
     riposte_store::Store::open(&path).unwrap();
 
-    // In the URL: refused before anything is opened, without repeating it.
+    // In the configuration's URL: refused before anything is opened, without repeating it.
     let url = format!("postgres://riposte:{SECRET}@127.0.0.1:1/state");
     let out = db_copy(&path, &url, "", &[]);
     let text = output_text(&out);
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("RIPOSTE_DATABASE_PASSWORD"), "{text}");
+    assert!(text.contains("service.database.url"), "{text}");
     assert!(!text.contains(SECRET), "{text}");
 
     // Unreachable: the error names the database by its URL, never with the password.

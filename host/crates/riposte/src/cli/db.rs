@@ -1,22 +1,17 @@
 //! `riposte db copy`: moves a deployment's state from its SQLite file to a PostgreSQL
 //! database (`riposte_store::copy_database`).
 //!
-//! The target is named by a URL without its password; the password comes from the
-//! environment ([`PASSWORD_ENV`]), never from the command line, where the process list and
-//! the shell's history would show it. It never appears in the output or an error: the
-//! database is shown by its URL, which carries none.
+//! The target is the PostgreSQL database the operator configuration's `[service.database]`
+//! names (the configuration the deployment will run with), its password from where that
+//! section says (a credentials file or the environment), never from the command line, where
+//! the process list and the shell's history would show it. It never appears in the output or
+//! an error: the database is shown by its URL, which carries none.
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use riposte_store::settings::{Backend, DatabaseConfig, RawDatabase};
 use riposte_store::{CopyReport, Store, copy_database};
-use std::path::PathBuf;
-
-/// The environment variable holding the PostgreSQL password: the one `[service.database]`
-/// reads by default.
-pub(crate) use riposte_store::settings::DEFAULT_PASSWORD_ENV as PASSWORD_ENV;
-
-/// The shape of the target's URL, for messages.
-const URL_SHAPE: &str = "postgres://USER@HOST[:PORT]/DATABASE";
+use std::path::{Path, PathBuf};
 
 /// `riposte db ...`.
 #[derive(Debug, Subcommand)]
@@ -34,12 +29,12 @@ pub(crate) struct CopyArgs {
     /// names). It is read, not changed (but migrated first if an older riposte wrote it).
     #[arg(long, value_name = "PATH")]
     pub from: PathBuf,
-    /// The PostgreSQL database to copy into, as postgres://USER@HOST[:PORT]/DATABASE,
-    /// without a password: the password is read from the environment variable
-    /// RIPOSTE_DATABASE_PASSWORD. The database must exist; riposte creates its tables, and
-    /// refuses it if any of them holds a row.
-    #[arg(long, value_name = "URL")]
-    pub to_url: String,
+    /// The operator configuration whose `[service.database]` names the PostgreSQL database
+    /// to copy into (with where its password comes from; only that section is read). The
+    /// database must exist; riposte creates its tables, and refuses it if any of them holds
+    /// a row.
+    #[arg(long, value_name = "PATH")]
+    pub config: PathBuf,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -49,18 +44,15 @@ pub(crate) struct CopyArgs {
 /// event loop), so the work runs on tokio's blocking pool.
 pub(crate) async fn run(command: DbCommand) -> anyhow::Result<()> {
     match command {
-        DbCommand::Copy(args) => {
-            let password = std::env::var(PASSWORD_ENV).ok();
-            tokio::task::spawn_blocking(move || copy(&args, password))
-                .await
-                .context("the copy did not complete")?
-        }
+        DbCommand::Copy(args) => tokio::task::spawn_blocking(move || copy(&args))
+            .await
+            .context("the copy did not complete")?,
     }
 }
 
-/// `riposte db copy`, with the password read from the environment.
-fn copy(args: &CopyArgs, password: Option<String>) -> anyhow::Result<()> {
-    let (config, shown) = postgres_target(&args.to_url, password)?;
+/// `riposte db copy`.
+fn copy(args: &CopyArgs) -> anyhow::Result<()> {
+    let database = target_database(&args.config)?;
     if !args.from.is_file() {
         anyhow::bail!(
             "--from {}: no such file; name the SQLite state database to copy",
@@ -68,20 +60,19 @@ fn copy(args: &CopyArgs, password: Option<String>) -> anyhow::Result<()> {
         );
     }
     let from = Store::open(&args.from).context("opening the database to copy from")?;
-    let to = Store::connect_postgres(config, shown.clone())
-        .context("opening the database to copy into")?;
+    let to = Store::open_configured(&database).context("opening the database to copy into")?;
     let report = copy_database(&from, &to)?;
     if args.json {
         let out = serde_json::json!({
             "from": from.path(),
-            "to": shown,
+            "to": to.path(),
             "schema_version": report.schema_version,
             "tables": report.tables,
             "total_rows": report.total_rows(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", render(from.path(), &shown, &report));
+        print!("{}", render(from.path(), to.path(), &report));
     }
     Ok(())
 }
@@ -110,99 +101,79 @@ fn render(from: &str, to: &str, report: &CopyReport) -> String {
     out
 }
 
-/// The connection settings of `url` with `password`, and the database as it may be shown.
-/// A URL carrying a password is refused (without repeating it).
-fn postgres_target(
-    url: &str,
-    password: Option<String>,
-) -> anyhow::Result<(postgres::Config, String)> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        anyhow::bail!("--to-url must be a PostgreSQL URL: {URL_SHAPE}");
+/// The PostgreSQL database `[service.database]` of `config` names (only that section is
+/// read, so a configuration being prepared for the move can be used before it is complete).
+fn target_database(config: &Path) -> anyhow::Result<DatabaseConfig> {
+    /// `[service]`, of which only `database` is read.
+    #[derive(Default, serde::Deserialize)]
+    struct Service {
+        #[serde(default)]
+        database: RawDatabase,
     }
-    // The URL parser's messages name a part or a byte offset, never the text.
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--to-url is not a PostgreSQL URL ({URL_SHAPE}): {e}"))?;
-    if config.get_password().is_some() {
-        anyhow::bail!(
-            "--to-url carries a password: the command line shows in the process list and the shell's history; give the URL without it ({URL_SHAPE}) and the password in the environment variable {PASSWORD_ENV}"
-        );
+    let database = riposte_config::load(config, |doc| {
+        let service = doc.section::<Service>("service")?;
+        let (database, findings) = DatabaseConfig::from_section(service.database, doc.base());
+        doc.report_findings("service.database", findings);
+        Some(database)
+    })?
+    .context("[service.database] could not be read")?;
+    match database.backend {
+        Backend::Postgres(_) => Ok(database),
+        Backend::Sqlite { .. } => anyhow::bail!(
+            "{}: [service.database] names a SQLite file ({database}); db copy moves a deployment into the PostgreSQL database the configuration names (backend = \"postgres\")",
+            config.display()
+        ),
     }
-    let Some(user) = config.get_user().map(str::to_owned) else {
-        anyhow::bail!("--to-url names no user: {URL_SHAPE}");
-    };
-    let Some(dbname) = config.get_dbname().map(str::to_owned) else {
-        anyhow::bail!("--to-url names no database: {URL_SHAPE}");
-    };
-    if let Some(password) = password.filter(|p| !p.is_empty()) {
-        config.password(password);
-    }
-    let ports = config.get_ports();
-    let hosts = config
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, host)| {
-            let host = match host {
-                postgres::config::Host::Tcp(name) => name.clone(),
-                postgres::config::Host::Unix(path) => path.display().to_string(),
-            };
-            match ports.get(i).or(ports.first()) {
-                Some(port) => format!("{host}:{port}"),
-                None => host,
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",");
-    Ok((config, format!("postgres://{user}@{hosts}/{dbname}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_target_is_shown_without_its_password() {
-        let (config, shown) = postgres_target(
-            "postgres://riposte@db.corp:5433/state",
-            Some("hunter2".into()),
+    fn config(dir: &Path, database: &str) -> PathBuf {
+        let path = dir.join("riposte.toml");
+        std::fs::write(
+            &path,
+            format!("[service]\npoll_interval_secs = 5\n{database}"),
         )
         .unwrap();
-        assert_eq!(shown, "postgres://riposte@db.corp:5433/state");
-        assert_eq!(config.get_password(), Some(&b"hunter2"[..]));
-        assert!(!format!("{shown} {config:?}").contains("hunter2"));
-
-        let (config, shown) = postgres_target("postgresql://ops@a:6000,b:6001/db", None).unwrap();
-        assert_eq!(shown, "postgres://ops@a:6000,b:6001/db");
-        assert_eq!(config.get_password(), None);
+        path
     }
 
     #[test]
-    fn a_password_on_the_command_line_is_refused_without_repeating_it() {
-        for url in [
-            "postgres://riposte:hunter2@db:5432/state",
-            "postgres://riposte@db:5432/state?password=hunter2",
-        ] {
-            let err = postgres_target(url, None).unwrap_err();
-            let text = format!("{err:#}");
-            assert!(text.contains("carries a password"), "{text}");
-            assert!(text.contains(PASSWORD_ENV), "{text}");
-            assert!(!text.contains("hunter2"), "{text}");
-        }
-        for (url, says) in [
-            ("db:5432/state", "must be a PostgreSQL URL"),
-            ("postgres://db:5432/state", "names no user"),
-            ("postgres://riposte@db:5432", "names no database"),
-            (
-                "postgres://riposte@db:port/state",
-                "is not a PostgreSQL URL",
-            ),
-        ] {
-            let err = postgres_target(url, Some("hunter2".into())).unwrap_err();
-            let text = format!("{err:#}");
-            assert!(text.contains(says), "{url}: {text}");
-            assert!(!text.contains("hunter2"), "{text}");
-        }
+    fn the_target_comes_from_the_configuration_and_is_shown_without_its_password() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = dir.path().join("db-credentials");
+        std::fs::write(&credentials, "password = hunter2\n").unwrap();
+        std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = config(
+            dir.path(),
+            "[service.database]\nbackend = \"postgres\"\nurl = \"postgres://riposte@db.corp:5433/state\"\n\
+             credentials_file = \"db-credentials\"\n",
+        );
+        let database = target_database(&path).unwrap();
+        assert_eq!(
+            database.to_string(),
+            "PostgreSQL database postgres://riposte@db.corp:5433/state"
+        );
+        assert!(!format!("{database} {database:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_configuration_naming_sqlite_or_a_password_in_the_url_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = config(dir.path(), "database = \"riposte.db\"\n");
+        let text = format!("{:#}", target_database(&path).unwrap_err());
+        assert!(text.contains("names a SQLite file"), "{text}");
+
+        let path = config(
+            dir.path(),
+            "[service.database]\nbackend = \"postgres\"\nurl = \"postgres://r:hunter2@db/state\"\n",
+        );
+        let text = format!("{:#}", target_database(&path).unwrap_err());
+        assert!(text.contains("service.database.url"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     #[test]
