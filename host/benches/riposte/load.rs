@@ -4,18 +4,20 @@
 
 use crate::fixtures::{self, PluginEntry};
 use crate::util::{self, ms, summary};
-use riposte_client::parse;
-use riposte_domain::{ElementKind, Malop, ManagementStatus, Priority};
+use anyhow::Context;
+use riposte_client::{Client, RESULT_LIMIT, parse};
+use riposte_domain::{ElementKind, Malop, ManagementStatus, Priority, TimestampMs};
 use riposte_runtime::{
     ArtifactCache, CallContext, Entry, Limits, Outcome, PluginHost, RecordingHost, Runtime,
     RuntimeConfig,
 };
 use riposte_service::ServicePlugin;
+use riposte_sim::SimHandle;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const RUST_EXAMPLES: [&str; 3] = ["ransomware-containment", "cleanup", "reputation-feed"];
 
@@ -131,6 +133,32 @@ pub async fn throughput(work: &Path, python_cache: &Path) -> anyhow::Result<Valu
     }))
 }
 
+/// Malops in section 4's fetch that stays under crimes/unified's result limit.
+const UNDER_LIMIT: usize = 9_000;
+
+/// Three timed `Client::malops_updated_since(MalopProcess, since)`: the samples, the Malops
+/// the last one read, and the crimes/unified queries each one made.
+async fn timed_fetches(
+    sim: &SimHandle,
+    client: &Client,
+    since: TimestampMs,
+) -> anyhow::Result<(Vec<Duration>, Vec<Malop>, usize)> {
+    const RUNS: usize = 3;
+    let mut samples = Vec::new();
+    let mut malops = Vec::new();
+    sim.clear_requests();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        malops = client
+            .malops_updated_since(ElementKind::Process, since)
+            .await
+            .context("fetching MalopProcess Malops through the client")?;
+        samples.push(started.elapsed());
+    }
+    let queries = sim.count("POST", "/rest/crimes/unified") / RUNS;
+    Ok((samples, malops, queries))
+}
+
 /// Section 4.
 pub async fn parsing() -> anyhow::Result<Value> {
     const TARGET: usize = 10_000;
@@ -174,16 +202,16 @@ pub async fn parsing() -> anyhow::Result<Value> {
     // MalopProcess Malops, so the first answer reaches crimes/unified's result limit and the
     // client narrows the time window until every Malop is read (several queries, not one).
     let client = fixtures::client(&sim).await?;
-    let mut fetch = Vec::new();
-    let mut fetched = 0;
-    for _ in 0..3 {
-        let started = Instant::now();
-        fetched = client
-            .malops_updated_since(ElementKind::Process, 0)
-            .await?
-            .len();
-        fetch.push(started.elapsed());
-    }
+    let (fetch, all, queries) = timed_fetches(&sim, &client, 0).await?;
+    // Just under the limit: the newest UNDER_LIMIT of the same Malops, which one query reads
+    // whole, so the plain fetch cost is seen next to the narrowing one.
+    let since = all[all.len() - UNDER_LIMIT - 1].last_update_time;
+    let (under, under_malops, under_queries) = timed_fetches(&sim, &client, since).await?;
+    anyhow::ensure!(
+        under_malops.len() < RESULT_LIMIT as usize && under_queries == 1,
+        "the under-the-limit fetch read {} Malops in {under_queries} queries",
+        under_malops.len()
+    );
     sim.shutdown().await;
     Ok(json!({
         "malops": parsed, "body_bytes": body.len(),
@@ -191,8 +219,12 @@ pub async fn parsing() -> anyhow::Result<Value> {
         "peak_heap_bytes": peak,
         "peak_heap_per_body_byte": util::round(peak as f64 / body.len() as f64),
         "peak_rss_delta_bytes": rss_peak,
-        "client_fetch_and_parse": summary(&fetch), "client_fetch_malops": fetched,
-        "method": "Body rendered by the simulator's crimes/unified handler (templateContext MALOP, with element values), trimmed to exactly 10,000 results; parse::crimes_unified timed 5 times after a warm-up. client_fetch_and_parse is Client::malops_updated_since over loopback on the same simulator: its first answer reaches the 10,000-result limit, so it includes the narrowing of the time window that reads every Malop. Peak heap from a counting global allocator (peak live bytes during the parse minus live bytes before); peak RSS delta from VmHWM after resetting it (clear_refs).",
+        "client_fetch_and_parse": summary(&fetch), "client_fetch_malops": all.len(),
+        "client_fetch_queries": queries,
+        "client_fetch_under_limit": summary(&under),
+        "client_fetch_under_limit_malops": under_malops.len(),
+        "client_fetch_under_limit_queries": under_queries,
+        "method": "Body rendered by the simulator's crimes/unified handler (templateContext MALOP, with element values), trimmed to exactly 10,000 results; parse::crimes_unified timed 5 times after a warm-up. client_fetch_and_parse is Client::malops_updated_since(MalopProcess, 0) over loopback on the same simulator, 3 times: its first answer reaches the 10,000-result limit, so it includes the narrowing of the time window that reads every Malop (client_fetch_queries crimes/unified queries per fetch, each rendered by the simulator, transferred and parsed). client_fetch_under_limit is the same call for the newest 9,000 of those Malops (a malopLastUpdateTime filter), answered whole by one query: the plain fetch cost. Peak heap from a counting global allocator (peak live bytes during the parse minus live bytes before); peak RSS delta from VmHWM after resetting it (clear_refs).",
     }))
 }
 
