@@ -53,7 +53,7 @@ fn watch(sim: Arc<SimHandle>, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<Seen>>>)
 }
 
 /// Adds Malops until a ransomware one with a connected machine appears; returns its id.
-fn add_ransomware(sim: &SimHandle) -> MalopId {
+pub(crate) fn add_ransomware(sim: &SimHandle) -> MalopId {
     sim.with_state(|s| {
         for m in &mut s.machines {
             m.isolated = false;

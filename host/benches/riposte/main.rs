@@ -1,7 +1,7 @@
 //! riposte's benchmarks: `cargo bench -p riposte-benches --bench riposte`.
 //!
-//! Runs the seven measurements of issue 7 and the per-language one of issue 17 (section 8) in
-//! one process, each against its floor where the issue asks for one (bare wasmtime doing the
+//! Runs the seven measurements of issue 7, the per-language one of issue 17 (section 8) and
+//! the several-hosts one of issue 14 (section 9, PostgreSQL) in one process, each against its floor where the issue asks for one (bare wasmtime doing the
 //! same work, a bare call, the Rust rule), and writes
 //! `host/benches/results/results.json` and `RESULTS.md` with the machine's description.
 //! Nothing here asserts a time; goals are reported as met or not, with the figures.
@@ -9,10 +9,16 @@
 //! `RIPOSTE_BENCH_ONLY=1,3,7` runs a subset (the results files are then not written unless
 //! `RIPOSTE_BENCH_WRITE=1`, which merges the subset into the existing results.json); `RIPOSTE_BENCH_REPORT_ONLY=1` re-renders RESULTS.md from
 //! results.json and notes.md without measuring.
+//!
+//! Section 9 needs a PostgreSQL server: the one `RIPOSTE_TEST_POSTGRES` names, or else the
+//! harness starts a throwaway cluster with `tests/postgres.sh start` (as root it installs
+//! Debian's `postgresql` package if needed) and stops and removes it when it ends. It also
+//! runs the `riposte` binary, built first with `cargo build -p riposte` (of this profile).
 
 mod bare;
 mod containment;
 mod fixtures;
+mod fleet;
 mod languages;
 mod latency;
 mod load;
@@ -28,6 +34,10 @@ static ALLOCATOR: util::Counting = util::Counting;
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; a harness = false binary ignores its arguments.
+    let measuring = std::env::var_os(memory::CHILD_ENV).is_none()
+        && std::env::var_os("RIPOSTE_BENCH_REPORT_ONLY").is_none();
+    // Before any thread starts (it may set RIPOSTE_TEST_POSTGRES); stopped when dropped.
+    let postgres = fleet::Postgres::before_threads(measuring && wanted(9));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -41,7 +51,10 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(out.join("RESULTS.md"), report::markdown(&doc))?;
         return Ok(());
     }
-    runtime.block_on(run())
+    let result = runtime.block_on(run(&postgres));
+    drop(runtime);
+    drop(postgres);
+    result
 }
 
 fn wanted(n: u32) -> bool {
@@ -58,7 +71,7 @@ where
     if !wanted(n) {
         return;
     }
-    eprintln!("[{n}/8] {name} ...");
+    eprintln!("[{n}/9] {name} ...");
     let started = Instant::now();
     let mut value = match f.await {
         Ok(v) => v,
@@ -73,7 +86,7 @@ where
     results.insert(format!("{n}_{name}"), value);
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(postgres: &fleet::Postgres) -> anyhow::Result<()> {
     let started = Instant::now();
     let root = fixtures::root();
     fixtures::ensure_plugins()?;
@@ -137,6 +150,13 @@ async fn run() -> anyhow::Result<()> {
         8,
         "languages",
         languages::languages(&malop, &work),
+    )
+    .await;
+    section(
+        &mut results,
+        9,
+        "postgres_fleet",
+        fleet::fleet(&work, postgres),
     )
     .await;
     sim.shutdown().await;

@@ -353,6 +353,7 @@ fn sections(o: &mut String, r: &Value) {
             / 1000.0
     );
     languages(o, &r["8_languages"]);
+    crate::fleet::report(o, &r["9_postgres_fleet"]);
 }
 
 fn languages(o: &mut String, l: &Value) {
