@@ -280,41 +280,45 @@ impl GatedHost {
             new.key = shadow_key(&new.key);
         }
         let store = &self.core.store;
-        // Asked for before (an earlier run, or a Malop handled again): answer from the ledger,
-        // spend nothing and send nothing.
-        let key = new.key;
-        let found = db::blocking(store, "find_action_by_key", move |s| {
-            s.find_action_by_key(&key)
-        })
-        .await;
-        if let Some(existing) = found.map_err(internal)? {
-            auditor.duplicate(call, &request, &existing);
-            return Ok(receipt_of(&existing));
-        }
         let now = now_ms();
-        // The budget spend (in `decide`), the ledger row and the `Unsent` guard below follow
-        // one another with no await point in between: the invocation's deadline drops this
-        // future at an await, and must not fall between them (a budget spent for no action,
-        // or a planned row that recovery would send after the plugin was told nothing). So
-        // these two transactions run with the worker stepped aside (`db::in_place`), not on
-        // the blocking pool behind an await.
+        // The ledger lookup, the budget spend (in `decide`), the ledger row and the `Unsent`
+        // guard below follow one another with no await point in between: the invocation's
+        // deadline drops this future at an await, and must not fall between them (a budget
+        // spent for no action, or a planned row that recovery would send after the plugin was
+        // told nothing). So these transactions run with the worker stepped aside
+        // (`db::in_place`), not on the blocking pool behind an await. Without an await here,
+        // the invocations of a batch that only plan (shadow mode) finish together and share
+        // one group commit of their handled marks (`Service::evaluate_batch`); with one, they
+        // finished one by one, each group a durable commit of its own.
         let expires_at_ms = now + (self.core.approval_expiry_secs as i64) * 1000;
-        let (decision, mode, begun) = db::in_place(|| {
+        let step = db::in_place(|| {
+            // Asked for before (an earlier run, or a Malop handled again): answer from the
+            // ledger, spend nothing and send nothing.
+            if let Some(existing) = store.find_action_by_key(&new.key)? {
+                return Ok(Ledgered::Before(Box::new(existing)));
+            }
             let decision =
                 self.core
                     .gate
                     .decide(&self.policy, &request, self.scope(), &self.facts(), now);
             let mode = match &decision {
-                Decision::Deny(_) => return Ok((decision, None, None)),
+                Decision::Deny(_) => return Ok(Ledgered::Now(decision, None, None)),
                 Decision::Shadow { .. } => ActionMode::Shadow,
                 Decision::AwaitApproval { .. } => ActionMode::AwaitApproval { expires_at_ms },
                 Decision::Allow { .. } => ActionMode::Execute,
             };
             new.mode = mode;
             let begun = store.begin_action(&new, now)?;
-            Ok((decision, Some(mode), Some(begun)))
+            Ok(Ledgered::Now(decision, Some(mode), Some(begun)))
         })
         .map_err(internal)?;
+        let (decision, mode, begun) = match step {
+            Ledgered::Before(existing) => {
+                auditor.duplicate(call, &request, &existing);
+                return Ok(receipt_of(&existing));
+            }
+            Ledgered::Now(decision, mode, begun) => (decision, mode, begun),
+        };
         let (Some(mode), Some(begun)) = (mode, begun) else {
             auditor.decision(call, &request, &reason, &decision, None);
             return Err(decision
@@ -507,6 +511,14 @@ fn shadow_key(key: &ActionKey) -> ActionKey {
 }
 
 /// What is left of a request once the targets asked for before are taken out.
+/// What the ledger step of an action found or did.
+enum Ledgered {
+    /// The same action was asked for before: this is its record.
+    Before(Box<ActionRecord>),
+    /// The gate's decision, and unless it denied, the mode and the new ledger row.
+    Now(Decision, Option<ActionMode>, Option<BeginOutcome>),
+}
+
 enum Remaining {
     /// Nothing was asked before.
     All,
