@@ -8,7 +8,11 @@
 //!
 //! `RIPOSTE_BENCH_ONLY=1,3,7` runs a subset (the results files are then not written unless
 //! `RIPOSTE_BENCH_WRITE=1`, which merges the subset into the existing results.json); `RIPOSTE_BENCH_REPORT_ONLY=1` re-renders RESULTS.md from
-//! results.json and notes.md without measuring.
+//! results.json, before-after.json and notes.md without measuring.
+//!
+//! `RIPOSTE_BENCH_BEFORE=<an earlier harness executable>` compares sections 1–3 of that build
+//! and of this one, run alternately (issue 13's before/after), into
+//! `host/benches/results/before-after.json`; see [`compare`].
 //!
 //! Section 9 needs a PostgreSQL server: the one `RIPOSTE_TEST_POSTGRES` names, or else the
 //! harness starts a throwaway cluster with `tests/postgres.sh start` (as root it installs
@@ -16,6 +20,7 @@
 //! runs the `riposte` binary, built first with `cargo build -p riposte` (of this profile).
 
 mod bare;
+mod compare;
 mod containment;
 mod fixtures;
 mod fleet;
@@ -34,6 +39,17 @@ static ALLOCATOR: util::Counting = util::Counting;
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; a harness = false binary ignores its arguments.
+    let root = fixtures::root();
+    let out = root.join("host/benches/results");
+    if let Some(before) = std::env::var_os(compare::BEFORE_ENV) {
+        // Before/after: runs the earlier harness and this one alternately (sections 1–3).
+        compare::run(&root, std::path::Path::new(&before))?;
+        return render(&out);
+    }
+    if std::env::var_os(compare::SUMMARY_ENV).is_some() {
+        compare::summarise(&root)?;
+        return render(&out);
+    }
     let measuring = std::env::var_os(memory::CHILD_ENV).is_none()
         && std::env::var_os("RIPOSTE_BENCH_REPORT_ONLY").is_none();
     // Before any thread starts (it may set RIPOSTE_TEST_POSTGRES); stopped when dropped.
@@ -46,15 +62,30 @@ fn main() -> anyhow::Result<()> {
     }
     if std::env::var("RIPOSTE_BENCH_REPORT_ONLY").is_ok() {
         // Re-renders RESULTS.md from results.json (after editing notes.md), measuring nothing.
-        let out = fixtures::root().join("host/benches/results");
-        let doc: Value = serde_json::from_slice(&std::fs::read(out.join("results.json"))?)?;
-        std::fs::write(out.join("RESULTS.md"), report::markdown(&doc))?;
-        return Ok(());
+        return render(&out);
     }
     let result = runtime.block_on(run(&postgres));
     drop(runtime);
     drop(postgres);
     result
+}
+
+/// RESULTS.md from results.json, before-after.json (if there is one) and notes.md.
+fn render(out: &std::path::Path) -> anyhow::Result<()> {
+    let doc: Value = serde_json::from_slice(&std::fs::read(out.join("results.json"))?)?;
+    std::fs::write(out.join("RESULTS.md"), markdown(out, &doc)?)?;
+    eprintln!("wrote {}/RESULTS.md", out.display());
+    Ok(())
+}
+
+/// The report of `doc`, with the before/after comparison kept next to it.
+fn markdown(out: &std::path::Path, doc: &Value) -> anyhow::Result<String> {
+    let before_after = match std::fs::read(out.join(compare::FILE)) {
+        Ok(bytes) => Some(serde_json::from_slice::<Value>(&bytes)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(report::markdown(doc, before_after.as_ref()))
 }
 
 fn wanted(n: u32) -> bool {
@@ -192,7 +223,7 @@ async fn run(postgres: &fleet::Postgres) -> anyhow::Result<()> {
             out.join("results.json"),
             serde_json::to_string_pretty(&doc)? + "\n",
         )?;
-        std::fs::write(out.join("RESULTS.md"), report::markdown(&doc))?;
+        std::fs::write(out.join("RESULTS.md"), markdown(&out, &doc)?)?;
         eprintln!("wrote {}/RESULTS.md and results.json", out.display());
     } else {
         println!("{}", serde_json::to_string_pretty(&doc)?);

@@ -47,7 +47,7 @@ fn latency_row(out: &mut String, name: &str, s: &Value) {
 }
 
 /// Renders the whole report.
-pub fn markdown(doc: &Value) -> String {
+pub fn markdown(doc: &Value, before_after: Option<&Value>) -> String {
     let mut o = String::new();
     let m = &doc["machine"];
     let r = &doc["results"];
@@ -76,6 +76,9 @@ pub fn markdown(doc: &Value) -> String {
     let _ = writeln!(o);
     goals(&mut o, r);
     sections(&mut o, r);
+    if let Some(s) = before_after {
+        crate::compare::report(&mut o, s);
+    }
     o.push_str(crate::report::NOTES);
     o
 }
