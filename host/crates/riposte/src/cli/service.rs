@@ -105,6 +105,11 @@ const HINTS_PER_WAKE: usize = 64;
 /// enabled, the Malops named by the server's syslog events are evaluated between polls as
 /// they come; the polls keep their interval.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // First of all, so that a stop asked for while the plugins load is a clean stop after
+    // the first cycle rather than a death by signal.
+    let mut shutdown = shutdown_signal()?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let config = load_config(&args.config)?;
     let client = Arc::new(client_from_config(&config)?);
     let metrics = Arc::new(Metrics::new());
@@ -120,9 +125,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let follow = FollowPolicy::from(&config.service.follow);
     let mut service = Service::start(config, client, follow, metrics.clone()).await?;
-    let mut shutdown = shutdown_signal()?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("installing the SIGHUP handler")?;
     let membership = service.membership().clone();
     let heartbeat = membership.spawn();
     let mut role = membership.watch();
@@ -146,6 +148,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Ok(None) => {}
             // With --once no poll follows: the failure is the command's, for cron and timers.
             Err(error) if args.once => {
+                // Gives the lease up, so that the next run (a timer's) acts at once.
+                heartbeat.abort();
+                membership.leave().await;
                 service.sync_audit()?;
                 return Err(error.context("the cycle failed"));
             }
