@@ -18,6 +18,7 @@
 
 use crate::db;
 use crate::executor::now_ms;
+use riposte_metrics::Metrics;
 use riposte_store::prelude::*;
 use riposte_store::{LeaseGrant, Store};
 use std::sync::Arc;
@@ -83,9 +84,21 @@ pub enum Role {
     Unreachable,
 }
 
+impl Role {
+    /// Its name, as the `fleet_role` metric labels it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Acting { .. } => "acting",
+            Role::Standby { .. } => "standby",
+            Role::Unreachable => "unreachable",
+        }
+    }
+}
+
 /// This host's membership of the fleet.
 pub struct Membership {
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     settings: FleetSettings,
     started_at_ms: i64,
     role: watch::Sender<Role>,
@@ -94,7 +107,7 @@ pub struct Membership {
 impl Membership {
     /// A member that has not yet sent its first heartbeat: on a shared database it does not
     /// act until [`Membership::beat`] wins the lease.
-    pub fn new(store: Arc<Store>, settings: FleetSettings) -> Arc<Self> {
+    pub fn new(store: Arc<Store>, settings: FleetSettings, metrics: Arc<Metrics>) -> Arc<Self> {
         let initial = if settings.shared {
             Role::Unreachable
         } else {
@@ -103,8 +116,10 @@ impl Membership {
                 epoch: 0,
             }
         };
+        metrics.set_fleet_role(initial.name());
         Arc::new(Self {
             store,
+            metrics,
             settings,
             started_at_ms: now_ms(),
             role: watch::Sender::new(initial),
@@ -180,6 +195,7 @@ impl Membership {
                 (Role::Unreachable, None)
             }
         };
+        self.metrics.set_fleet_role(role.name());
         self.role.send_if_modified(|current| {
             let changed = std::mem::discriminant(current) != std::mem::discriminant(&role);
             *current = role.clone();

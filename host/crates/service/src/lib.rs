@@ -148,7 +148,7 @@ impl Service {
                     )
                 })?;
         let auditor = Arc::new(Auditor::new(sink, metrics.clone()));
-        let membership = Membership::new(store.clone(), fleet_settings(&config));
+        let membership = Membership::new(store.clone(), fleet_settings(&config), metrics.clone());
         membership.beat().await;
         let (gate, runtime, plugins) = load_rules(&config, &store).await?;
         let core = Arc::new(Core {
