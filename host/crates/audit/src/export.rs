@@ -676,7 +676,7 @@ pub fn check_against_export(
     }
     let mut beyond = exported.range(last + 1..).map(|(s, _)| *s);
     if let Some(first) = beyond.next() {
-        out.beyond = Some((first, beyond.last().unwrap_or(first)));
+        out.beyond = Some((first, beyond.next_back().unwrap_or(first)));
     }
     Ok(out)
 }
