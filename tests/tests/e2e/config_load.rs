@@ -918,7 +918,10 @@ fn the_audit_key_and_the_siem_export_are_read_from_service_audit_and_their_mista
         "{found:?}"
     );
     assert_eq!(found[0].file, file);
-    assert!(found[0].message.contains("audit trail's directory"), "{found:?}");
+    assert!(
+        found[0].message.contains("audit trail's directory"),
+        "{found:?}"
+    );
     let (_, udp) = problems("[service.audit.export]\nenabled = true\ntransport = \"udp\"\n");
     assert_eq!(udp.len(), 1, "{udp:?}");
     assert!(udp[0].key.starts_with("service.audit"), "{udp:?}");

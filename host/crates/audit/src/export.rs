@@ -155,9 +155,9 @@ impl Exporter {
     /// cursor cannot be read or the sender's settings or TLS material are unusable.
     pub fn start(self, appended: Option<watch::Receiver<u64>>) -> Result<ExportHandle, Error> {
         let cursor = load_cursor(&self.cursor_file)?;
-        let sender = SyslogSender::start(&self.sender).map_err(|e| Error::Cursor {
-            path: self.cursor_file.clone(),
-            detail: format!("cannot start the SIEM sender: {e}"),
+        let sender = SyslogSender::start(&self.sender).map_err(|e| Error::Export {
+            collector: self.sender.address.clone(),
+            detail: e.to_string(),
         })?;
         let (stop_tx, stop) = watch::channel(None);
         let (cursor_tx, cursor_rx) = watch::channel(cursor.seq);
@@ -203,9 +203,9 @@ impl ExportHandle {
         self.cursor.clone()
     }
 
-    /// Stops reading the trail, gives the records already queued up to `grace` to be written
-    /// and confirmed (the cursor then moves past them), and stops. Whatever is not confirmed
-    /// by then is sent again by the next run. Returns the export's error, if it stopped on one.
+    /// Stops the export: within `grace`, the records appended so far are read and sent, and
+    /// once written and confirmed the cursor moves past them. Whatever is not confirmed by
+    /// then is sent again by the next run. Returns the export's error, if it stopped on one.
     pub async fn shutdown(self, grace: Duration) -> Result<(), Error> {
         let _ = self.stop.send(Some(grace));
         let abort = self.task.abort_handle();
@@ -250,14 +250,27 @@ impl Run {
         let mut poll = tokio::time::interval(self.exporter.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut at_end = false;
+        // Set on shutdown: the trail is read to its end and sent until then.
+        let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if self.ready.is_empty() && !at_end && self.sent.len() < MAX_UNCONFIRMED {
                 at_end = self.read_chunk()?;
             }
+            if deadline.is_some() && at_end && self.ready.is_empty() {
+                break;
+            }
             let next_message = self.ready.front().map(|r| r.message.clone());
+            let until =
+                deadline.unwrap_or_else(|| tokio::time::Instant::now() + self.exporter.poll);
             tokio::select! {
                 biased;
-                _ = stop.changed() => break,
+                _ = stop.changed(), if deadline.is_none() => {
+                    // A dropped handle reads as no grace at all.
+                    let grace = (*stop.borrow()).unwrap_or(Duration::ZERO);
+                    deadline = Some(tokio::time::Instant::now() + grace);
+                    at_end = false;
+                }
+                () = tokio::time::sleep_until(until), if deadline.is_some() => break,
                 _ = tick.tick() => self.confirm_or_rewind()?,
                 queued = queue(&self.sender, next_message) => {
                     if queued.is_err() {
@@ -281,8 +294,8 @@ impl Run {
                 at_end = false;
             }
         }
-        let grace = (*stop.borrow()).unwrap_or(Duration::ZERO);
-        self.flush(grace).await
+        self.flush(deadline.unwrap_or_else(tokio::time::Instant::now))
+            .await
     }
 
     /// Reads up to `batch` complete records after `next`; returns whether the trail ended.
@@ -452,11 +465,9 @@ impl Run {
 
     /// Drops the sender (and its queue) and starts over from the cursor with a fresh one.
     fn rewind(&mut self) -> Result<(), Error> {
-        let fresh = SyslogSender::start(&self.exporter.sender).map_err(|e| {
-            cursor_error(
-                &self.exporter.cursor_file,
-                format!("cannot restart the SIEM sender: {e}"),
-            )
+        let fresh = SyslogSender::start(&self.exporter.sender).map_err(|e| Error::Export {
+            collector: self.exporter.sender.address.clone(),
+            detail: e.to_string(),
         })?;
         let old = std::mem::replace(&mut self.sender, fresh);
         tokio::spawn(old.shutdown(Duration::ZERO));
@@ -468,10 +479,9 @@ impl Run {
         Ok(())
     }
 
-    /// On shutdown: waits, within `grace`, for what is queued to be written and then
+    /// On shutdown: waits, until `deadline`, for what is queued to be written and then
     /// confirmed (one confirmation period without trouble), and moves the cursor.
-    async fn flush(mut self, grace: Duration) -> Result<(), Error> {
-        let deadline = tokio::time::Instant::now() + grace;
+    async fn flush(mut self, deadline: tokio::time::Instant) -> Result<(), Error> {
         if let Some(&(last, _)) = self.sent.back() {
             let mut written = self.sender.written();
             let done = tokio::time::timeout_at(deadline, written.wait_for(|w| *w >= Some(last)))

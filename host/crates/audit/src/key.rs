@@ -14,6 +14,13 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// The size of a key made by [`ChainKey::generate`].
 const GENERATED_KEY_BYTES: usize = 32;
 
+fn key_error(path: &Path, detail: String) -> Error {
+    Error::Key {
+        path: path.to_path_buf(),
+        detail: format!("audit key file {}: {detail}", path.display()),
+    }
+}
+
 /// The HMAC key of a keyed audit chain. `Debug` never shows it; there is no `Display` and no
 /// `Serialize`: the key is only ever fed to the HMAC.
 #[derive(Clone, PartialEq, Eq)]
@@ -40,12 +47,12 @@ impl ChainKey {
     /// Reads the key file at `path`: refused, before it is read, when group or others may
     /// read or write it (mode 0600 or stricter is required), and when it is not a key.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let fail = |detail: String| Error::Key {
+        riposte_domain::secret::check_owner_only(path, "audit key file", "the audit chain's key")
+            .map_err(|detail| Error::Key {
             path: path.to_path_buf(),
             detail,
-        };
-        riposte_domain::secret::check_owner_only(path, "audit key file", "the audit chain's key")
-            .map_err(fail)?;
+        })?;
+        let fail = |detail: String| key_error(path, detail);
         let mut bytes = Vec::new();
         std::fs::File::open(path)
             .and_then(|f| f.take(MAX_KEY_BYTES as u64 + 1).read_to_end(&mut bytes))
@@ -56,10 +63,7 @@ impl ChainKey {
     /// Creates a new key file at `path` (which must not exist): 32 random bytes from the
     /// kernel, mode 0600 from its creation on.
     pub fn generate(path: &Path) -> Result<(), Error> {
-        let fail = |detail: String| Error::Key {
-            path: path.to_path_buf(),
-            detail,
-        };
+        let fail = |detail: String| key_error(path, detail);
         let mut key = [0u8; GENERATED_KEY_BYTES];
         std::fs::File::open("/dev/urandom")
             .and_then(|mut f| f.read_exact(&mut key))

@@ -129,11 +129,11 @@ pub enum Error {
     #[error("cannot encode an audit record: {0}")]
     Encode(String),
     /// The audit key file is missing, unreadable, open to others, or not a key.
-    #[error("audit key file {}: {detail}", path.display())]
+    #[error("{detail}")]
     Key {
         /// The key file.
         path: PathBuf,
-        /// What is wrong (never the key).
+        /// What is wrong, naming the file (never the key).
         detail: String,
     },
     /// The trail is keyed but no key was configured: appending unkeyed records would
@@ -151,6 +151,14 @@ pub enum Error {
     Cursor {
         /// The cursor file.
         path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The SIEM export's sender could not start (its settings or TLS material).
+    #[error("SIEM export to {collector}: {detail}")]
+    Export {
+        /// The collector's address.
+        collector: String,
         /// What is wrong.
         detail: String,
     },
