@@ -912,8 +912,8 @@ fn the_audit_key_and_the_siem_export_are_read_from_service_audit_and_their_mista
         keys,
         [
             ("service.audit.key_file", 3),
-            ("service.audit.export.address", 7),
             ("service.audit.export.ca_file", 4),
+            ("service.audit.export.address", 7),
         ],
         "{found:?}"
     );

@@ -109,6 +109,59 @@ fn host_name() -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// Why the trail could not be read from an offset.
+enum ReadProblem {
+    Io(&'static str, std::io::Error),
+    /// The trail is shorter (this many bytes) than the offset.
+    Shorter(u64),
+    TooLong,
+}
+
+/// The complete lines (without their `\n`, each with the offset just after it) of the file at
+/// `trail` from byte `from`, at most `max`; and whether the file ended (a line still being
+/// written counts as the end). Blocking.
+fn read_lines(
+    trail: &Path,
+    from: u64,
+    max: usize,
+) -> Result<(Vec<(Vec<u8>, u64)>, bool), ReadProblem> {
+    let mut file = match File::open(trail) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), true)),
+        Err(e) => return Err(ReadProblem::Io("open for the export", e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| ReadProblem::Io("read the size of", e))?
+        .len();
+    if len < from {
+        return Err(ReadProblem::Shorter(len));
+    }
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| ReadProblem::Io("seek", e))?;
+    let mut reader = BufReader::new(file);
+    let mut lines = Vec::new();
+    let mut offset = from;
+    while lines.len() < max {
+        let mut line = Vec::new();
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| ReadProblem::Io("read", e))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            if n as u64 >= MAX_LINE_BYTES {
+                return Err(ReadProblem::TooLong);
+            }
+            // The end, or a record being written: read again later.
+            return Ok((lines, true));
+        }
+        line.pop();
+        offset += n as u64;
+        lines.push((line, offset));
+    }
+    Ok((lines, false))
+}
+
 /// One record ready to go: its seq, the byte after its line, and its message.
 struct Ready {
     seq: u64,
@@ -254,7 +307,7 @@ impl Run {
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if self.ready.is_empty() && !at_end && self.sent.len() < MAX_UNCONFIRMED {
-                at_end = self.read_chunk()?;
+                at_end = self.read_chunk().await?;
             }
             if deadline.is_some() && at_end && self.ready.is_empty() {
                 break;
@@ -271,7 +324,7 @@ impl Run {
                     at_end = false;
                 }
                 () = tokio::time::sleep_until(until), if deadline.is_some() => break,
-                _ = tick.tick() => self.confirm_or_rewind()?,
+                _ = tick.tick() => self.confirm_or_rewind().await?,
                 queued = queue(&self.sender, next_message) => {
                     if queued.is_err() {
                         // The sender's task ended: start over from the cursor.
@@ -298,56 +351,42 @@ impl Run {
             .await
     }
 
-    /// Reads up to `batch` complete records after `next`; returns whether the trail ended.
-    fn read_chunk(&mut self) -> Result<bool, Error> {
-        let trail = &self.exporter.trail;
-        let io = |action: &'static str| {
-            move |source| Error::Io {
-                path: trail.clone(),
-                action,
-                source,
+    /// Reads up to `batch` complete records after `next` (the file is read on the blocking
+    /// pool); returns whether the trail ended.
+    async fn read_chunk(&mut self) -> Result<bool, Error> {
+        let (trail, from, batch) = (
+            self.exporter.trail.clone(),
+            self.next.offset,
+            self.exporter.batch,
+        );
+        let chunk = tokio::task::spawn_blocking(move || read_lines(&trail, from, batch))
+            .await
+            .map_err(|e| self.bad_line(&format!("the reading task failed: {e}")))?;
+        let (lines, at_end) = match chunk {
+            Ok(chunk) => chunk,
+            Err(ReadProblem::Io(action, source)) => {
+                return Err(Error::Io {
+                    path: self.exporter.trail.clone(),
+                    action,
+                    source,
+                });
             }
-        };
-        let mut file = match File::open(trail) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-            Err(e) => return Err(io("open for the export")(e)),
-        };
-        let len = file.metadata().map_err(io("read the size of"))?.len();
-        if len < self.next.offset {
-            return Err(cursor_error(
-                &self.exporter.cursor_file,
-                format!(
-                    "the trail is {len} bytes, shorter than the cursor's offset {}: it was truncated or replaced; move the cursor aside to export it from the start",
-                    self.next.offset
-                ),
-            ));
-        }
-        file.seek(SeekFrom::Start(self.next.offset))
-            .map_err(io("seek"))?;
-        let mut reader = BufReader::new(file);
-        let mut line = Vec::new();
-        while self.ready.len() < self.exporter.batch {
-            line.clear();
-            let n = (&mut reader)
-                .take(MAX_LINE_BYTES)
-                .read_until(b'\n', &mut line)
-                .map_err(io("read"))?;
-            if n == 0 || line.last() != Some(&b'\n') {
-                if n as u64 >= MAX_LINE_BYTES {
-                    return Err(self.bad_line("a line longer than 16 MiB"));
-                }
-                // The end, or a record being written: read again later.
-                return Ok(true);
+            Err(ReadProblem::Shorter(len)) => {
+                return Err(self.bad_line(&format!(
+                    "the trail is {len} bytes, shorter than the cursor's offset: it was truncated or replaced; move the cursor file aside to export it from the start"
+                )));
             }
-            let ready = self.prepare(&line[..line.len() - 1], self.next.offset + n as u64)?;
+            Err(ReadProblem::TooLong) => return Err(self.bad_line("a line longer than 16 MiB")),
+        };
+        for (line, end) in lines {
+            let ready = self.prepare(&line, end)?;
             self.next = Cursor {
                 seq: ready.seq,
                 offset: ready.end,
             };
             self.ready.push_back(ready);
         }
-        Ok(false)
+        Ok(at_end)
     }
 
     fn bad_line(&self, detail: &str) -> Error {
@@ -426,7 +465,7 @@ impl Run {
     /// At each tick: a connection that broke since the last one means records written on it
     /// may be lost, so resend from the cursor; otherwise what was written at the last tick
     /// is confirmed and the cursor moves past it.
-    fn confirm_or_rewind(&mut self) -> Result<(), Error> {
+    async fn confirm_or_rewind(&mut self) -> Result<(), Error> {
         let troubles = self.troubles();
         if troubles != self.troubles {
             tracing::warn!(
@@ -437,14 +476,15 @@ impl Run {
             return self.rewind();
         }
         if let Some(seq) = self.candidate {
-            self.advance(seq)?;
+            self.advance(seq).await?;
         }
         self.candidate = *self.sender.written().borrow();
         Ok(())
     }
 
-    /// Moves the cursor to `seq` (a record written and confirmed).
-    fn advance(&mut self, seq: u64) -> Result<(), Error> {
+    /// Moves the cursor to `seq` (a record written and confirmed); the cursor file is
+    /// written on the blocking pool (it is fsynced).
+    async fn advance(&mut self, seq: u64) -> Result<(), Error> {
         let mut end = None;
         while let Some(&(s, e)) = self.sent.front() {
             if s > seq {
@@ -456,8 +496,11 @@ impl Run {
         if let Some(offset) = end
             && seq > self.cursor.seq
         {
-            self.cursor = Cursor { seq, offset };
-            store_cursor(&self.exporter.cursor_file, self.cursor)?;
+            let (path, cursor) = (self.exporter.cursor_file.clone(), Cursor { seq, offset });
+            tokio::task::spawn_blocking(move || store_cursor(&path, cursor))
+                .await
+                .map_err(|e| cursor_error(&self.exporter.cursor_file, e.to_string()))??;
+            self.cursor = cursor;
             self.cursor_tx.send_replace(seq);
         }
         Ok(())
@@ -491,7 +534,7 @@ impl Run {
             if done && confirmed_at <= deadline {
                 tokio::time::sleep_until(confirmed_at).await;
                 if self.troubles() == self.troubles {
-                    self.advance(last)?;
+                    self.advance(last).await?;
                 }
             }
         }

@@ -127,6 +127,23 @@ async fn listen() -> (TcpListener, String) {
     (listener, addr)
 }
 
+/// A temporary trail's path, and a collector on loopback that keeps everything (its address).
+async fn trail_and_collector() -> (tempfile::TempDir, PathBuf, String, Received) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = trail(dir.path());
+    let (listener, addr) = listen().await;
+    let received = Received::new();
+    collector(listener, received.clone(), None);
+    (dir, path, addr, received)
+}
+
+/// Appends the records `seqs` (see [`entry`]).
+fn append(sink: &AuditSink, seqs: std::ops::RangeInclusive<u64>) {
+    for i in seqs {
+        sink.append(&entry(i)).unwrap();
+    }
+}
+
 fn config(addr: &str, confirm_ms: u64) -> ExportConfig {
     let mut config = ExportConfig::tcp(addr);
     config.confirm_ms = confirm_ms;
@@ -196,9 +213,7 @@ async fn a_collector_outage_mid_stream_loses_nothing_and_duplicates_keep_their_s
     let dir = tempfile::tempdir().unwrap();
     let path = trail(dir.path());
     let sink = AuditSink::open(&path, FsyncPolicy::Never).unwrap();
-    for i in 1..=1500 {
-        sink.append(&entry(i)).unwrap();
-    }
+    append(&sink, 1..=1500);
     let (listener, addr) = listen().await;
     let received = Received::new();
     // The first collector goes down after 300 messages, with more on their way.
@@ -212,17 +227,13 @@ async fn a_collector_outage_mid_stream_loses_nothing_and_duplicates_keep_their_s
         .unwrap();
     assert_eq!(received.snapshot().len(), 300);
     // Meanwhile the service goes on writing: the trail is the buffer.
-    for i in 1501..=1600 {
-        sink.append(&entry(i)).unwrap();
-    }
+    append(&sink, 1501..=1600);
     // The collector comes back on the same address.
     let listener = TcpListener::bind(&addr).await.unwrap();
     collector(listener, received.clone(), None);
     wait_distinct(&received, 1600).await;
     // Records written after the collector came back go out at once.
-    for i in 1601..=1650 {
-        sink.append(&entry(i)).unwrap();
-    }
+    append(&sink, 1601..=1650);
     wait_cursor(&handle, 1650).await;
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
     wait_distinct(&received, 1650).await;
@@ -236,16 +247,10 @@ async fn a_collector_outage_mid_stream_loses_nothing_and_duplicates_keep_their_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_from_the_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = trail(dir.path());
-    let (listener, addr) = listen().await;
-    let received = Received::new();
-    collector(listener, received.clone(), None);
+    let (_dir, path, addr, received) = trail_and_collector().await;
     {
         let sink = AuditSink::open(&path, FsyncPolicy::Never).unwrap();
-        for i in 1..=100 {
-            sink.append(&entry(i)).unwrap();
-        }
+        append(&sink, 1..=100);
         let handle = Exporter::new(&config(&addr, 50), &path)
             .start(Some(sink.subscribe()))
             .unwrap();
@@ -256,16 +261,12 @@ async fn a_restart_resumes_from_the_cursor() {
     // The service is down a while; records keep coming (another process: no wake-up, the
     // exporter finds them by polling the trail).
     let sink = AuditSink::open(&path, FsyncPolicy::Never).unwrap();
-    for i in 101..=130 {
-        sink.append(&entry(i)).unwrap();
-    }
+    append(&sink, 101..=130);
     let handle = Exporter::new(&config(&addr, 50), &path)
         .start(None)
         .unwrap();
     wait_cursor(&handle, 130).await;
-    for i in 131..=150 {
-        sink.append(&entry(i)).unwrap();
-    }
+    append(&sink, 131..=150);
     wait_cursor(&handle, 150).await;
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
     received
@@ -277,15 +278,9 @@ async fn a_restart_resumes_from_the_cursor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abrupt_stop_resends_what_was_not_confirmed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = trail(dir.path());
-    let (listener, addr) = listen().await;
-    let received = Received::new();
-    collector(listener, received.clone(), None);
+    let (_dir, path, addr, received) = trail_and_collector().await;
     let sink = AuditSink::open(&path, FsyncPolicy::Never).unwrap();
-    for i in 1..=200 {
-        sink.append(&entry(i)).unwrap();
-    }
+    append(&sink, 1..=200);
     // Confirmation takes an hour: nothing is confirmed, the process "dies" (the handle is
     // dropped without a shutdown).
     let handle = Exporter::new(&config(&addr, 3_600_000), &path)
@@ -309,15 +304,9 @@ async fn an_abrupt_stop_resends_what_was_not_confirmed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_against_the_export_catches_a_rewrite_after_the_export() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = trail(dir.path());
-    let (listener, addr) = listen().await;
-    let received = Received::new();
-    collector(listener, received.clone(), None);
+    let (dir, path, addr, received) = trail_and_collector().await;
     let sink = AuditSink::open(&path, FsyncPolicy::EveryRecord).unwrap();
-    for i in 1..=20 {
-        sink.append(&entry(i)).unwrap();
-    }
+    append(&sink, 1..=20);
     let mut cef = config(&addr, 50);
     cef.format = ExportFormat::Cef;
     let handle = Exporter::new(&cef, &path).start(None).unwrap();
@@ -344,9 +333,7 @@ async fn verify_against_the_export_catches_a_rewrite_after_the_export() {
     );
 
     // Records not exported yet are listed, not a tamper.
-    for i in 21..=25 {
-        sink.append(&entry(i)).unwrap();
-    }
+    append(&sink, 21..=25);
     drop(sink);
     let report = check_against_export(&path, &export, &options).unwrap();
     assert_eq!(report.missing, vec![(21, 25)]);
