@@ -58,7 +58,8 @@ async fn riposte_run_exports_its_keyed_trail_and_verify_checks_it_against_the_ex
         1,
     ) + &format!(
         "\n[service.audit.export]\nenabled = true\naddress = \"{address}\"\n\
-         framing = \"newline\"\nconfirm_ms = 100\npoll_ms = 100\n"
+         framing = \"newline\"\nconfirm_ms = 100\npoll_ms = 100\n\
+         \n[service.follow]\nfirst_poll_secs = 0\nmax_poll_interval_secs = 0\n"
     );
     std::fs::write(&env.config, text).unwrap();
 
