@@ -117,14 +117,14 @@ enum ReadProblem {
     TooLong,
 }
 
+/// Lines read from the trail: each without its `\n`, with the offset just after it; and
+/// whether the file ended there.
+type Chunk = (Vec<(Vec<u8>, u64)>, bool);
+
 /// The complete lines (without their `\n`, each with the offset just after it) of the file at
 /// `trail` from byte `from`, at most `max`; and whether the file ended (a line still being
 /// written counts as the end). Blocking.
-fn read_lines(
-    trail: &Path,
-    from: u64,
-    max: usize,
-) -> Result<(Vec<(Vec<u8>, u64)>, bool), ReadProblem> {
+fn read_lines(trail: &Path, from: u64, max: usize) -> Result<Chunk, ReadProblem> {
     let mut file = match File::open(trail) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), true)),
