@@ -28,6 +28,7 @@ macro_rules! each_backend {
     )*};
 }
 
+mod audit_export;
 mod config_load;
 mod db_copy;
 mod example_plugins;
