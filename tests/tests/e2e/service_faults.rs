@@ -733,3 +733,42 @@ each_backend! {
         );
     }
 }
+
+/// `riposte run --once` says which remediations it still follows before it exits, rather
+/// than waiting on them silently: each followed action by id, kinds and Malop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_names_the_remediations_it_waits_for() {
+    let sim = start_sim(5, 0).await;
+    let malop = riposte_e2e::service_support::add_ransomware_malop(&sim);
+    let env = ServiceEnv::new(
+        &sim,
+        &Setup::new(vec![PluginSpec::ransomware_containment()]),
+    );
+    let config = env.config.display().to_string();
+    let (code, log) = riposte_with_env(&["run", "--config", &config, "--once"], &[]).await;
+    assert_eq!(code, 0, "{log}");
+    let store = env.store();
+    let kills: Vec<_> = store
+        .list_actions(&ActionFilter::default())
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.kinds.contains(&riposte_domain::ActionKind::KillProcess))
+        .collect();
+    assert!(
+        !kills.is_empty(),
+        "the ransomware's processes were killed: {log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("following remediations to their final status"))
+        .unwrap_or_else(|| panic!("no word of the followed remediations:\n{log}"));
+    for kill in &kills {
+        assert!(line.contains(kill.id.as_str()), "{line}");
+    }
+    assert!(line.contains("kill-process"), "{line}");
+    assert!(line.contains(&format!("Malop {malop}")), "{line}");
+    assert!(
+        kills.iter().all(|k| k.state == ActionState::Succeeded),
+        "followed to the end before exiting"
+    );
+}
