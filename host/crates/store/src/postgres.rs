@@ -136,6 +136,13 @@ impl Database {
     fn connect_here(mut config: postgres::Config, tls: MakeRustlsConnect) -> Op<Database> {
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("riposte");
+        // The server's NOTICEs (a migration's "already exists, skipping") are not news.
+        let quiet = "-c client_min_messages=warning";
+        let options = match config.get_options() {
+            Some(given) => format!("{given} {quiet}"),
+            None => quiet.to_owned(),
+        };
+        config.options(&options);
         let manager = PostgresConnectionManager::new(config, tls);
         // One connection first, so that a failure keeps its cause (a refused certificate, a
         // wrong password) rather than the pool's one-line summary of it.
