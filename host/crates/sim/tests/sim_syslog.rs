@@ -1,0 +1,226 @@
+//! The simulator's CEF Malop events (issue 15 §1): every Malop created or updated at run time
+//! reaches a collector as `Malop Created` / `Malop Updated` with its id in `cs1`
+//! (`cs1Label=malopId`), readable by riposte's own parser; a collector that is absent never
+//! holds up or breaks the simulator, and what it could not send is counted.
+
+use riposte_sim::{
+    MalopKind, MalopSpec, SimConfig, SimEventStyle, SimHandle, SimSyslog, Simulator,
+};
+use riposte_syslog::parse::{HeaderKind, Parsed, parse_message};
+use riposte_syslog::{Framing, MalopEvent, SenderConfig, SenderTransport};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+async fn sim_sending_to(sender: SenderConfig, style: SimEventStyle) -> SimHandle {
+    Simulator::start(SimConfig {
+        malops: 4,
+        syslog: Some(SimSyslog { sender, style }),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("the simulator starts")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// One event as riposte's listener reads it: (Malop id, event, header).
+fn parsed(line: &str) -> (String, MalopEvent, HeaderKind) {
+    match parse_message(line.as_bytes()) {
+        Ok(Parsed::Malop {
+            malop_id,
+            event,
+            header,
+        }) => (malop_id.into_string(), event, header),
+        other => panic!("not a Malop event: {line:?}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn created_and_updated_malops_reach_a_tcp_collector() {
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = collector.local_addr().expect("its address").to_string();
+    let mut sender = SenderConfig::new(SenderTransport::Tcp, address);
+    sender.framing = Framing::Newline;
+    let sim = sim_sending_to(sender, SimEventStyle::Vendor).await;
+
+    // Through the control API: a ransomware Malop with every machine online, then an update.
+    let base = sim.base_url();
+    let created: Value = http()
+        .post(format!("{base}/sim/malops"))
+        .json(&json!({"kind": "ransomware", "machinesOnline": true}))
+        .send()
+        .await
+        .expect("the control call answers")
+        .json()
+        .await
+        .expect("a JSON answer");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    assert_eq!(created["kind"], "RANSOMWARE");
+    let malop = sim
+        .malops()
+        .into_iter()
+        .find(|m| m.guid == id)
+        .expect("the Malop exists");
+    assert_eq!(created["creationTime"], json!(malop.creation_time));
+    assert!(created["createdAtUs"].as_u64().is_some_and(|t| t > 0));
+    let machines = sim.machines();
+    for guid in &malop.machines {
+        let machine = machines
+            .iter()
+            .find(|m| &m.guid == guid)
+            .expect("a machine");
+        assert!(machine.online, "{} is online", machine.name);
+    }
+    let touched = http()
+        .post(format!("{base}/sim/malops/{id}/touch"))
+        .send()
+        .await
+        .expect("the control call answers");
+    assert!(touched.status().is_success());
+    // Through the handle: another Malop, of the next kind in order.
+    let second = sim.add_malop();
+
+    let (stream, _) = tokio::time::timeout(LIMIT, collector.accept())
+        .await
+        .expect("the simulator connects")
+        .expect("accepted");
+    let mut lines = BufReader::new(stream).lines();
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let line = tokio::time::timeout(LIMIT, lines.next_line())
+            .await
+            .expect("an event arrives")
+            .expect("readable")
+            .expect("the connection stays open");
+        if events.is_empty() {
+            assert!(
+                line.contains("|Malop|Malop Created|")
+                    && line.contains("cs1Label=malopId")
+                    && line.contains("cs3=RANSOMWARE"),
+                "{line}"
+            );
+        }
+        events.push(parsed(&line));
+    }
+    assert_eq!(
+        events,
+        vec![
+            (id.clone(), MalopEvent::Created, HeaderKind::Rfc3164),
+            (id, MalopEvent::Updated, HeaderKind::Rfc3164),
+            (
+                second.as_str().to_owned(),
+                MalopEvent::Created,
+                HeaderKind::Rfc3164
+            ),
+        ]
+    );
+    let stats = sim.syslog_stats().expect("the sender runs");
+    assert_eq!((stats.queued, stats.dropped), (3, 0));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_forwarder_style_over_udp_parses_as_rfc5424() {
+    let collector = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = collector.local_addr().expect("its address").to_string();
+    let sim = sim_sending_to(
+        SenderConfig::new(SenderTransport::Udp, address),
+        SimEventStyle::Forwarder,
+    )
+    .await;
+    let new = sim.create_malop(MalopSpec {
+        kind: Some(MalopKind::LateralMovement),
+        machines_online: false,
+    });
+    let mut datagram = vec![0u8; 65_536];
+    let n = tokio::time::timeout(LIMIT, collector.recv(&mut datagram))
+        .await
+        .expect("a datagram arrives")
+        .expect("readable");
+    let line = std::str::from_utf8(&datagram[..n]).expect("text");
+    assert!(line.contains("CEF:0|Cybereason|Cybereason|1.0|1|Malop Created|5|"));
+    assert!(line.contains("cs2=MalopLogonSession"), "{line}");
+    assert_eq!(
+        parsed(line),
+        (new.id, MalopEvent::Created, HeaderKind::Rfc5424)
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_absent_collector_neither_blocks_nor_breaks_the_simulator() {
+    // A port nobody listens on (bound, then released).
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .to_string();
+    let mut sender = SenderConfig::new(SenderTransport::Tcp, address);
+    sender.queue_capacity = 2;
+    sender.backoff_min_ms = 10;
+    sender.backoff_max_ms = 50;
+    let sim = sim_sending_to(sender, SimEventStyle::Vendor).await;
+
+    let client = http();
+    let started = Instant::now();
+    for _ in 0..20 {
+        let reply = client
+            .post(format!("{}/sim/malops", sim.base_url()))
+            .send()
+            .await
+            .expect("the control call answers");
+        assert!(reply.status().is_success());
+    }
+    // Each answer came without waiting on the collector (a connection attempt is 10 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let stats = sim.syslog_stats().expect("the sender runs");
+    assert_eq!(stats.queued + stats.dropped, 20);
+    assert!(
+        stats.dropped >= 17,
+        "a queue of 2 (and one event in hand) keeps at most 3: {stats:?}"
+    );
+    assert_eq!(stats.sender.written, 0);
+    let counters: Value = client
+        .get(format!("{}/sim/syslog", sim.base_url()))
+        .send()
+        .await
+        .expect("the control call answers")
+        .json()
+        .await
+        .expect("a JSON answer");
+    assert_eq!(counters["dropped"], json!(stats.dropped));
+
+    // The API keeps serving: the new Malops are there.
+    assert_eq!(sim.malops().len(), 24);
+    let deadline = Instant::now() + LIMIT;
+    while sim
+        .syslog_stats()
+        .expect("the sender runs")
+        .sender
+        .connect_failures
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the sender keeps trying");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Shutting down does not wait on the collector beyond its grace period.
+    tokio::time::timeout(LIMIT, sim.shutdown())
+        .await
+        .expect("the simulator stops");
+}
