@@ -224,3 +224,74 @@ async fn an_absent_collector_neither_blocks_nor_breaks_the_simulator() {
         .await
         .expect("the simulator stops");
 }
+
+/// `riposte sim`'s flags, as the binary parses them.
+#[derive(clap::Parser)]
+struct SimCli {
+    #[command(flatten)]
+    args: riposte_sim::SimArgs,
+}
+
+fn sim_flags(flags: &[&str]) -> Result<riposte_sim::SimArgs, clap::Error> {
+    use clap::Parser as _;
+    SimCli::try_parse_from(std::iter::once("sim").chain(flags.iter().copied())).map(|c| c.args)
+}
+
+#[test]
+fn the_syslog_flags_make_the_sender_configuration() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "sim-password\n").expect("the password file writes");
+    let password = password.to_str().expect("a UTF-8 path");
+
+    let config = sim_flags(&["--password-file", password])
+        .expect("the flags parse")
+        .to_config()
+        .expect("a configuration");
+    assert_eq!(config.syslog, None, "no events without --syslog");
+
+    let config = sim_flags(&[
+        "--password-file",
+        password,
+        "--syslog",
+        "127.0.0.1:5514",
+        "--syslog-transport",
+        "udp",
+        "--syslog-style",
+        "forwarder",
+    ])
+    .expect("the flags parse")
+    .to_config()
+    .expect("a configuration");
+    let mut sender = SenderConfig::new(SenderTransport::Udp, "127.0.0.1:5514");
+    sender.framing = Framing::Newline;
+    assert_eq!(
+        config.syslog,
+        Some(SimSyslog {
+            sender,
+            style: SimEventStyle::Forwarder,
+        })
+    );
+
+    let tcp = sim_flags(&["--password-file", password, "--syslog", "localhost:514"])
+        .expect("the flags parse")
+        .to_config()
+        .expect("a configuration")
+        .syslog
+        .expect("events are sent");
+    assert_eq!(
+        (tcp.sender.transport, tcp.sender.framing, tcp.style),
+        (
+            SenderTransport::Tcp,
+            Framing::Newline,
+            SimEventStyle::Vendor
+        )
+    );
+
+    let refused = sim_flags(&["--syslog", "127.0.0.1:5514", "--syslog-transport", "sctp"]);
+    assert!(refused.is_err_and(|e| e.to_string().contains("tcp, udp or tls")));
+    assert!(
+        sim_flags(&["--syslog-transport", "udp"]).is_err(),
+        "a transport without --syslog is refused"
+    );
+}
