@@ -42,8 +42,11 @@ async fn a_malop_the_simulator_announces_is_contained_before_the_next_poll() {
     setup.poll_interval_secs = 3600;
     let env = ServiceEnv::new(&sim, &setup);
     let mut config = std::fs::read_to_string(&env.config).expect("the configuration reads");
+    // Remediations are followed without a pause (the simulator settles them at once), so the
+    // first cycle ends quickly.
     config.push_str(&format!(
-        "\n[service.syslog]\nenabled = true\ntcp_listen = \"127.0.0.1:{port}\"\n\
+        "\n[service.follow]\nfirst_poll_secs = 0\nmax_poll_interval_secs = 0\n\
+         \n[service.syslog]\nenabled = true\ntcp_listen = \"127.0.0.1:{port}\"\n\
          allowed_sources = [\"127.0.0.1\"]\n"
     ));
     std::fs::write(&env.config, config).expect("the configuration writes");
