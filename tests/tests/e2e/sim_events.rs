@@ -54,10 +54,13 @@ async fn a_malop_the_simulator_announces_is_contained_before_the_next_poll() {
     let mut child = env.spawn_run(0);
     wait_for_process(&mut child, &env, 0, "a first cycle", LIMIT, || polls() > 0).await;
 
-    let new = sim.create_malop(MalopSpec {
-        kind: Some(MalopKind::Ransomware),
-        machines_online: true,
-    });
+    let new = sim
+        .create_malop(MalopSpec {
+            kind: Some(MalopKind::Ransomware),
+            machines_online: true,
+            ..MalopSpec::default()
+        })
+        .expect("a Malop");
     let isolation = || {
         sim.requests()
             .into_iter()

@@ -211,9 +211,17 @@ async fn contain_on_event(
     sim: &SimHandle,
     hints: &mut HintReceiver,
 ) -> anyhow::Result<EventContainment> {
+    // On a machine the policy does not protect (it protects the first).
+    let machine = sim
+        .machines()
+        .get(1)
+        .map(|m| m.name.clone())
+        .context("the simulator has a single machine")?;
     let created: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/sim/malops", sim.base_url()))
-        .json(&serde_json::json!({"kind": "ransomware", "machinesOnline": true}))
+        .json(
+            &serde_json::json!({"kind": "ransomware", "machinesOnline": true, "machine": machine}),
+        )
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)

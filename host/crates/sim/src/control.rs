@@ -3,7 +3,7 @@
 //! | call | effect |
 //! |---|---|
 //! | `GET /sim/malops` | ids and update times of all Malops |
-//! | `POST /sim/malops` `{"kind": "ransomware"/"known-malware"/"blacklist"/"lateral-movement", "machinesOnline": true}` (body optional, both keys too) | a new Malop appears now, and its `Malop Created` event is sent → `{"id", "kind", "creationTime", "createdAtUs"}` |
+//! | `POST /sim/malops` `{"kind": "ransomware"/"known-malware"/"blacklist"/"lateral-movement", "machinesOnline": true, "machine": pylumId, guid or name}` (body optional, every key too) | a new Malop appears now, and its `Malop Created` event is sent → `{"id", "kind", "creationTime", "createdAtUs"}` |
 //! | `POST /sim/malops/{id}/touch` | the Malop is updated now, and its `Malop Updated` event is sent → `{"lastUpdateTime"}` |
 //! | `GET /sim/syslog` | the event sender's counters (`{"enabled": false}` without `--syslog`) |
 //! | `POST /sim/sessions/expire` | every session expires |
@@ -42,16 +42,18 @@ pub fn handle(shared: &Shared, method: &str, path: &str, body: &[u8]) -> Reply {
                 serde_json::from_slice::<MalopSpec>(body)
             };
             match spec {
-                Ok(spec) => {
-                    let new = st.create_malop(spec);
-                    let kind = st.malop(&new.id).map(|m| m.detection_type.clone());
-                    ok(json!({
-                        "id": new.id,
-                        "kind": kind,
-                        "creationTime": new.creation_time,
-                        "createdAtUs": epoch_us(new.created_at),
-                    }))
-                }
+                Ok(spec) => match st.create_malop(spec) {
+                    Ok(new) => {
+                        let kind = st.malop(&new.id).map(|m| m.detection_type.clone());
+                        ok(json!({
+                            "id": new.id,
+                            "kind": kind,
+                            "creationTime": new.creation_time,
+                            "createdAtUs": epoch_us(new.created_at),
+                        }))
+                    }
+                    Err(e) => Reply::json(404, &json!({"error": e.to_string()})),
+                },
                 Err(e) => Reply::json(400, &json!({"error": format!("bad Malop: {e}")})),
             }
         }

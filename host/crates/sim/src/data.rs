@@ -33,6 +33,12 @@ impl SimMachine {
     pub fn has_pylum_id(&self, pylum_id: &str) -> bool {
         self.pylum_id.as_deref() == Some(pylum_id)
     }
+
+    /// Whether `key` names this machine: its sensor's pylumId, its guid or its host name (any
+    /// case), as the control API takes them.
+    pub(crate) fn is_named(&self, key: &str) -> bool {
+        self.has_pylum_id(key) || self.guid == key || self.name.eq_ignore_ascii_case(key)
+    }
 }
 
 /// A network connection of a process.

@@ -42,7 +42,9 @@ mod state;
 pub use data::{MalopKind, ORG, SimConnection, SimFile, SimMachine, SimMalop, SimProcess};
 pub use events::{SimEventStyle, SimSyslog, SimSyslogStats};
 pub use recorded::Unservable;
-pub use state::{Fault, FaultKind, LoggedRequest, MalopSpec, NewMalop, SimQuarantine, SimState};
+pub use state::{
+    Fault, FaultKind, LoggedRequest, MalopSpec, NewMalop, SimQuarantine, SimState, UnknownMachine,
+};
 
 use anyhow::Context as _;
 use riposte_domain::MalopId;
@@ -207,7 +209,7 @@ impl SimHandle {
     }
 
     /// A new Malop as `spec` says appears now (its `Malop Created` event is queued).
-    pub fn create_malop(&self, spec: MalopSpec) -> NewMalop {
+    pub fn create_malop(&self, spec: MalopSpec) -> Result<NewMalop, UnknownMachine> {
         self.with_state(|s| s.create_malop(spec))
     }
 

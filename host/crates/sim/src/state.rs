@@ -111,14 +111,22 @@ pub struct LoggedRequest {
 }
 
 /// What a new Malop should be (`POST /sim/malops`, [`crate::SimHandle::create_malop`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct MalopSpec {
     /// Its kind (default: the next in the seeded order).
     pub kind: Option<MalopKind>,
     /// Bring the sensors of its machines online first, so that a rule acts on all of them.
     pub machines_online: bool,
+    /// The one machine it affects (pylumId, guid or host name; default: one to three
+    /// machines drawn from the world).
+    pub machine: Option<String>,
 }
+
+/// Why a Malop could not be created.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no machine is `{0}` (pylumId, guid or host name)")]
+pub struct UnknownMachine(pub String);
 
 /// A Malop just created.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -295,16 +303,29 @@ impl SimState {
 
     /// Creates a new Malop now (a "Malop appears") and returns its id.
     pub fn add_malop(&mut self) -> String {
-        self.create_malop(MalopSpec::default()).id
+        self.create_malop(MalopSpec::default())
+            .expect("a Malop on machines drawn from the world")
+            .id
     }
 
     /// Creates a new Malop now as `spec` says, and sends its `Malop Created` event.
-    pub fn create_malop(&mut self, spec: MalopSpec) -> NewMalop {
+    pub fn create_malop(&mut self, spec: MalopSpec) -> Result<NewMalop, UnknownMachine> {
+        let on = match &spec.machine {
+            Some(key) => {
+                let machine = self
+                    .machines
+                    .iter()
+                    .find(|m| m.is_named(key))
+                    .ok_or_else(|| UnknownMachine(key.clone()))?;
+                vec![machine.clone()]
+            }
+            None => self.machines.clone(),
+        };
         let now = self.tick();
         let kind = spec
             .kind
             .unwrap_or_else(|| MalopKind::nth(self.malops_made));
-        let mut m = data::malop_of_kind(&mut self.rng, kind, &self.machines, now);
+        let mut m = data::malop_of_kind(&mut self.rng, kind, &on, now);
         self.malops_made += 1;
         m.creation_time = now;
         m.last_update_time = now;
@@ -319,11 +340,11 @@ impl SimState {
         }
         let id = m.guid.clone();
         self.malops.push(m);
-        NewMalop {
+        Ok(NewMalop {
             id,
             creation_time: now,
             created_at,
-        }
+        })
     }
 
     /// Marks a Malop as updated now, and sends its `Malop Updated` event; returns the new
@@ -350,11 +371,7 @@ impl SimState {
 
     /// Sets a sensor online or offline; coming online applies a primed isolation change.
     pub fn set_online(&mut self, key: &str, online: bool) -> bool {
-        let Some(m) = self
-            .machines
-            .iter_mut()
-            .find(|m| m.has_pylum_id(key) || m.guid == key || m.name.eq_ignore_ascii_case(key))
-        else {
+        let Some(m) = self.machines.iter_mut().find(|m| m.is_named(key)) else {
             return false;
         };
         m.online = online;

@@ -81,6 +81,17 @@ async fn created_and_updated_malops_reach_a_tcp_collector() {
             .expect("a machine");
         assert!(machine.online, "{} is online", machine.name);
     }
+    let unknown = http()
+        .post(format!("{base}/sim/malops"))
+        .json(&json!({"machine": "NO-SUCH-HOST"}))
+        .send()
+        .await
+        .expect("the control call answers");
+    assert_eq!(
+        unknown.status().as_u16(),
+        404,
+        "no Malop on an unknown machine"
+    );
     let touched = http()
         .post(format!("{base}/sim/malops/{id}/touch"))
         .send()
@@ -140,10 +151,16 @@ async fn the_forwarder_style_over_udp_parses_as_rfc5424() {
         SimEventStyle::Forwarder,
     )
     .await;
-    let new = sim.create_malop(MalopSpec {
-        kind: Some(MalopKind::LateralMovement),
-        machines_online: false,
-    });
+    let machine = sim.machines()[2].clone();
+    let new = sim
+        .create_malop(MalopSpec {
+            kind: Some(MalopKind::LateralMovement),
+            machine: Some(machine.name.to_lowercase()),
+            ..MalopSpec::default()
+        })
+        .expect("a Malop on a known machine");
+    let malop = sim.malops().into_iter().find(|m| m.guid == new.id);
+    assert_eq!(malop.map(|m| m.machines), Some(vec![machine.guid]));
     let mut datagram = vec![0u8; 65_536];
     let n = tokio::time::timeout(LIMIT, collector.recv(&mut datagram))
         .await
