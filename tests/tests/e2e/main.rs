@@ -47,4 +47,5 @@ mod service_reload;
 mod service_syslog;
 mod service_watermark;
 mod shadow_mode;
+mod sim_events;
 mod world_check;

@@ -5,6 +5,8 @@ mod db;
 mod plugin;
 mod service;
 
+pub(crate) use service::take_hints;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Runs detection-to-remediation rules for Cybereason EDR as sandboxed WebAssembly components.

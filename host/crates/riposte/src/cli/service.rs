@@ -307,7 +307,7 @@ async fn next_hint(
 
 /// `first` and the hints ready now, at most [`HINTS_PER_WAKE`], as the service's Malop ids
 /// (the only thing taken from an event).
-fn take_hints(
+pub(crate) fn take_hints(
     first: riposte_syslog::MalopHint,
     hints: Option<&mut riposte_syslog::HintReceiver>,
 ) -> Vec<MalopId> {
