@@ -4,15 +4,18 @@
 #   tests/postgres.sh start DIR   initdb a fresh cluster in DIR (empty or absent), start it on
 #                                 127.0.0.1 on a free port, create the role `riposte` (LOGIN
 #                                 CREATEDB, a generated password) and print one line on stdout:
-#                                 postgres://riposte:PASSWORD@127.0.0.1:PORT/postgres
-#                                 (also written to DIR/url; the server logs to DIR/log).
+#                                 postgres://riposte:PASSWORD@127.0.0.1:PORT/postgres?sslmode=require
+#                                 (also written to DIR/url; the server logs to DIR/log). TCP
+#                                 is TLS only, with a certificate for 127.0.0.1 issued by a
+#                                 throwaway CA whose certificate is DIR/ca.pem.
 #   tests/postgres.sh stop DIR    stop that cluster and remove DIR; succeeds if already stopped.
 #
 # Missing server binaries (initdb, pg_ctl, postgres under /usr/lib/postgresql/*/bin) are
 # installed from Debian's packages when run as root. The server refuses to run as root, so as
 # root the cluster belongs to the `postgres` system user. Nothing but the socket in DIR and the
 # port on 127.0.0.1 is opened: the socket trusts whoever can enter DIR (mode 0700), TCP asks
-# for the password (scram-sha-256) and only from 127.0.0.1.
+# for TLS and the password (scram-sha-256) and only from 127.0.0.1. The certificates are made
+# with openssl (Debian's openssl package when missing).
 set -euo pipefail
 
 MARKER=riposte-postgres
@@ -101,6 +104,30 @@ as_user() {
   fi
 }
 
+# A throwaway CA (DIR/ca.pem, its key DIR/tls/ca.key) and a server certificate for 127.0.0.1
+# and localhost signed by it (DIR/tls/server.{crt,key}), valid for two days.
+make_certificates() {
+  local dir=$1 tls=$1/tls
+  if ! command -v openssl >/dev/null; then
+    [[ $EUID -eq 0 ]] || die "openssl not found; install it (\`sudo apt-get install openssl\`)"
+    say "installing openssl from Debian's packages"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssl >&2 ||
+      die "apt-get install openssl failed"
+  fi
+  mkdir -p "$tls"
+  {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj "/CN=riposte test CA" -keyout "$tls/ca.key" -out "$dir/ca.pem" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj "/CN=127.0.0.1" -keyout "$tls/server.key" -out "$tls/server.csr" &&
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >"$tls/server.ext" &&
+      openssl x509 -req -in "$tls/server.csr" -CA "$dir/ca.pem" -CAkey "$tls/ca.key" \
+        -CAcreateserial -CAserial "$tls/ca.srl" -days 2 -extfile "$tls/server.ext" -out "$tls/server.crt"
+  } >/dev/null 2>"$tls/openssl.log" || die "making the test certificates failed (openssl); its output is in $tls/openssl.log"
+  chmod 644 "$dir/ca.pem"
+}
+
 # A TCP port on 127.0.0.1 that nothing listens on now.
 free_port() {
   if command -v python3 >/dev/null; then
@@ -164,12 +191,15 @@ start() {
     --auth-host=scram-sha-256 --encoding=UTF8 --locale=C --no-instructions >>"$log" 2>&1 ||
     die "initdb failed in $data (as $user); its output is in $log:$(echo; tail -n 20 "$log")"
 
-  # Local socket: only whoever can enter DIR. TCP: 127.0.0.1, with a password.
+  # Local socket: only whoever can enter DIR. TCP: 127.0.0.1, over TLS, with a password.
   as_user "$user" tee "$data/pg_hba.conf" >/dev/null <<'EOF'
-# TYPE  DATABASE  USER  ADDRESS       METHOD
-local   all       all                 trust
-host    all       all   127.0.0.1/32  scram-sha-256
+# TYPE   DATABASE  USER  ADDRESS       METHOD
+local    all       all                 trust
+hostssl  all       all   127.0.0.1/32  scram-sha-256
 EOF
+  make_certificates "$dir"
+  install -o "$user" -m 600 "$dir/tls/server.key" "$data/server.key"
+  install -o "$user" -m 644 "$dir/tls/server.crt" "$data/server.crt"
 
   local port password url attempt started=
   password=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
@@ -181,6 +211,9 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
 max_connections = 200
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
 EOF
     if as_user "$user" "$bindir/pg_ctl" --pgdata="$data" --log="$log" --wait --timeout=60 start >/dev/null; then
       started=1
@@ -200,7 +233,7 @@ CREATE ROLE $ROLE LOGIN CREATEDB PASSWORD '$password';"
     die "creating the role $ROLE failed (psql on the socket in $dir); the end of $log:$(echo; tail -n 20 "$log")"
   fi
 
-  url="postgres://$ROLE:$password@127.0.0.1:$port/postgres"
+  url="postgres://$ROLE:$password@127.0.0.1:$port/postgres?sslmode=require"
   (umask 077 && echo "$url" >"$dir/url")
   echo "$url"
 }

@@ -11,7 +11,9 @@ postgres_dir=$(mktemp -d)
 # Stopped and removed however this script ends, so nothing is left running.
 trap 'tests/postgres.sh stop "$postgres_dir"' EXIT
 RIPOSTE_TEST_POSTGRES=$(tests/postgres.sh start "$postgres_dir")
-export RIPOSTE_TEST_POSTGRES
+# The server takes TLS only; its certificate's CA:
+RIPOSTE_TEST_POSTGRES_CA=$postgres_dir/ca.pem
+export RIPOSTE_TEST_POSTGRES RIPOSTE_TEST_POSTGRES_CA
 
 echo "==> building the host"
 cargo build --workspace --all-targets

@@ -187,47 +187,35 @@ impl Setup {
     }
 }
 
-/// A service's files in a temporary directory: configuration, credentials, database, audit.
+/// A service's files in a temporary directory: configuration, credentials, audit trail, and
+/// its state database (a SQLite file of its own, or a PostgreSQL database it may share with a
+/// fleet).
 pub struct ServiceEnv {
     /// Removed on drop.
     pub dir: tempfile::TempDir,
     /// `riposte.toml`.
     pub config: PathBuf,
-    /// The SQLite database.
-    pub database: PathBuf,
     /// The audit trail.
     pub audit: PathBuf,
     /// The metrics the services of this environment count into (its own).
     pub metrics: Arc<Metrics>,
-    /// On a PostgreSQL database shared by a fleet: the database and this host's id.
-    pub fleet: Option<(Arc<TestDatabase>, String)>,
+    /// The state database.
+    pub db: Arc<TestDatabase>,
+    /// In a fleet: this host's id (`RIPOSTE_HOST_ID` of its runs).
+    pub host: Option<String>,
 }
 
 impl ServiceEnv {
-    /// Writes the configuration of `setup` against `sim` (fsync on every audit record), with
-    /// the shared, warmed artifact cache.
+    /// Writes the configuration of `setup` against `sim` (fsync on every audit record) on a
+    /// SQLite database of its own, with the shared, warmed artifact cache.
     pub fn new(sim: &SimHandle, setup: &Setup) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let database = dir.path().join("riposte.db");
-        let audit = dir.path().join("audit.jsonl");
-        let config = write_config(
-            dir.path(),
-            Database::Sqlite(&database),
-            &audit,
-            &sim.base_url(),
-            setup,
-        );
-        let shared = warm_cache();
-        std::os::unix::fs::symlink(&shared, database.with_extension("artifacts"))
-            .expect("linking the shared artifact cache");
-        Self {
-            dir,
-            config,
-            database,
-            audit,
-            metrics: Arc::new(Metrics::new()),
-            fleet: None,
-        }
+        Self::on(TestDatabase::sqlite(), sim, setup)
+    }
+
+    /// [`ServiceEnv::new`] on `db`, a fresh database of either backend (the parameter of a
+    /// suite that runs against both).
+    pub fn on(db: TestDatabase, sim: &SimHandle, setup: &Setup) -> Self {
+        Self::with_database(Arc::new(db), None, sim, setup)
     }
 
     /// One host of a fleet on the PostgreSQL database `db` (lease `lease_secs`, heartbeat
@@ -239,47 +227,92 @@ impl ServiceEnv {
         setup: &Setup,
         db: &Arc<TestDatabase>,
         host: &str,
-        (lease_secs, heartbeat_secs): (u64, u64),
+        timing: (u64, u64),
         via: Option<std::net::SocketAddr>,
     ) -> Self {
-        let TestDatabase::Postgres { shown, .. } = db.as_ref() else {
-            panic!("a fleet shares a PostgreSQL database")
+        assert!(
+            matches!(db.as_ref(), TestDatabase::Postgres { .. }),
+            "a fleet shares a PostgreSQL database"
+        );
+        let fleet = FleetHost {
+            host: host.to_owned(),
+            timing,
+            via,
         };
-        let shown = match via {
-            Some(proxy) => shown.replacen(&postgres_addr(db).to_string(), &proxy.to_string(), 1),
-            None => shown.clone(),
-        };
+        Self::with_database(db.clone(), Some(fleet), sim, setup)
+    }
+
+    fn with_database(
+        db: Arc<TestDatabase>,
+        fleet: Option<FleetHost>,
+        sim: &SimHandle,
+        setup: &Setup,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let audit = dir.path().join("audit.jsonl");
-        let database = Database::Postgres {
-            url: &shown,
-            lease_secs,
-            heartbeat_secs,
-        };
-        let config = write_config(dir.path(), database, &audit, &sim.base_url(), setup);
-        std::os::unix::fs::symlink(warm_cache(), dir.path().join("riposte.artifacts"))
-            .expect("linking the shared artifact cache");
-        Self {
-            database: PathBuf::new(),
+        let env = Self {
+            config: dir.path().join("riposte.toml"),
+            audit: dir.path().join("audit.jsonl"),
             dir,
-            config,
-            audit,
             metrics: Arc::new(Metrics::new()),
-            fleet: Some((db.clone(), host.to_owned())),
-        }
+            host: fleet.as_ref().map(|f| f.host.clone()),
+            db,
+        };
+        let artifacts = match env.db.as_ref() {
+            TestDatabase::Sqlite { path, .. } => path.with_extension("artifacts"),
+            TestDatabase::Postgres { .. } => env.dir.path().join("riposte.artifacts"),
+        };
+        std::os::unix::fs::symlink(warm_cache(), artifacts)
+            .expect("linking the shared artifact cache");
+        env.write(fleet.as_ref(), sim, setup);
+        env
+    }
+
+    fn write(&self, fleet: Option<&FleetHost>, sim: &SimHandle, setup: &Setup) {
+        let database = match self.db.as_ref() {
+            TestDatabase::Sqlite { path, .. } => Database::Sqlite(path),
+            TestDatabase::Postgres { shown, .. } => {
+                let (lease_secs, heartbeat_secs) = fleet.map_or(DEFAULT_TIMING, |f| f.timing);
+                let url = match fleet.and_then(|f| f.via) {
+                    Some(proxy) => {
+                        shown.replacen(&postgres_addr(&self.db).to_string(), &proxy.to_string(), 1)
+                    }
+                    None => shown.clone(),
+                };
+                Database::Postgres {
+                    url,
+                    password: self.db.password().unwrap_or_default(),
+                    ca_file: self.db.ca_file(),
+                    lease_secs,
+                    heartbeat_secs,
+                }
+            }
+        };
+        write_config(
+            self.dir.path(),
+            &database,
+            &self.audit,
+            &sim.base_url(),
+            setup,
+        );
     }
 
     /// Rewrites the configuration for `setup`, keeping the database, the audit trail and
     /// the artifact cache (an operator changing the plugins of a running deployment).
     pub fn reconfigure(&self, sim: &SimHandle, setup: &Setup) {
-        assert!(self.fleet.is_none(), "reconfigure a SQLite environment");
-        write_config(
-            self.dir.path(),
-            Database::Sqlite(&self.database),
-            &self.audit,
-            &sim.base_url(),
-            setup,
-        );
+        assert!(self.host.is_none(), "reconfigure a host of its own");
+        self.write(None, sim, setup);
+    }
+
+    /// The SQLite file of an environment on SQLite.
+    ///
+    /// # Panics
+    ///
+    /// On PostgreSQL.
+    pub fn sqlite_path(&self) -> &Path {
+        match self.db.as_ref() {
+            TestDatabase::Sqlite { path, .. } => path,
+            TestDatabase::Postgres { .. } => panic!("this environment is on PostgreSQL"),
+        }
     }
 
     /// The configuration, loaded.
@@ -289,22 +322,24 @@ impl ServiceEnv {
 
     /// Opens the state database (another connection: the service may be running).
     pub fn store(&self) -> Store {
-        match &self.fleet {
-            Some((db, _)) => db.open(),
-            None => Store::open(&self.database).expect("the state database opens"),
-        }
+        self.db.open()
     }
 
-    /// Starts the service in process, following remediations without pauses.
+    /// Starts the service in process, following remediations without pauses. On
+    /// PostgreSQL its heartbeat runs (renewing its lease) until the test's runtime ends.
     pub async fn service(&self, sim: &SimHandle) -> Service {
-        Service::start(
+        let service = Service::start(
             self.load(),
             Arc::new(client(sim)),
             fast_follow(),
             self.metrics.clone(),
         )
         .await
-        .expect("the service starts")
+        .expect("the service starts");
+        if matches!(self.db.as_ref(), TestDatabase::Postgres { .. }) {
+            drop(service.membership().spawn());
+        }
+        service
     }
 
     /// Starts `riposte run --config` on this environment (run number `run`: its stderr goes
@@ -312,10 +347,14 @@ impl ServiceEnv {
     pub fn spawn_run(&self, run: usize) -> Child {
         let log = std::fs::File::create(self.log_path(run)).expect("the run's log file");
         let mut command = Command::new(riposte_bin());
-        if let Some((db, host)) = &self.fleet {
-            command
-                .env(riposte_service::HOST_ID_ENV, host)
-                .env(PASSWORD_ENV, db.password().unwrap_or_default());
+        if matches!(self.db.as_ref(), TestDatabase::Postgres { .. }) {
+            // Outside a fleet test, the test process's own id: its runs and its in-process
+            // services are one host, which takes its lease back at once after a crash.
+            let host = self
+                .host
+                .clone()
+                .unwrap_or_else(riposte_service::default_host_id);
+            command.env(riposte_service::HOST_ID_ENV, host);
         }
         command
             .args(["run", "--config"])
@@ -372,63 +411,93 @@ pub fn postgres_addr(db: &TestDatabase) -> std::net::SocketAddr {
         .unwrap_or_else(|e| panic!("{addr} is not an IP address and port: {e}"))
 }
 
+/// The lease and heartbeat (seconds) of a host on PostgreSQL outside a fleet test: the
+/// defaults of `[service.database]`.
+const DEFAULT_TIMING: (u64, u64) = (
+    riposte_store::settings::DEFAULT_LEASE_SECS,
+    riposte_store::settings::DEFAULT_HEARTBEAT_SECS,
+);
+
+/// A host's place in a fleet test.
+struct FleetHost {
+    /// Its id.
+    host: String,
+    /// Lease and heartbeat, seconds.
+    timing: (u64, u64),
+    /// The address it reaches the database's server through, if not directly.
+    via: Option<std::net::SocketAddr>,
+}
+
 /// Where a test service keeps its state.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 enum Database<'a> {
     /// A SQLite file.
     Sqlite(&'a Path),
-    /// A PostgreSQL database shared by a fleet (password from [`PASSWORD_ENV`]).
+    /// A PostgreSQL database (the password in a credentials file beside the configuration).
     Postgres {
-        url: &'a str,
+        url: String,
+        password: String,
+        ca_file: Option<&'a Path>,
         lease_secs: u64,
         heartbeat_secs: u64,
     },
 }
 
-/// The variable the test fleets' configurations take the database password from.
-pub use riposte_store::settings::DEFAULT_PASSWORD_ENV as PASSWORD_ENV;
-
 impl Database<'_> {
-    /// Its lines: a key of `[service]` and a section of its own.
-    fn toml(&self) -> (String, String) {
-        match *self {
+    /// Its lines: a key of `[service]` and a section of its own (writing the database's
+    /// credentials file into `dir`).
+    fn toml(&self, dir: &Path) -> (String, String) {
+        match self {
             Database::Sqlite(path) => (
                 format!("database = {:?}\n", path.display().to_string()),
                 String::new(),
             ),
             Database::Postgres {
                 url,
+                password,
+                ca_file,
                 lease_secs,
                 heartbeat_secs,
-            } => (
-                String::new(),
-                format!(
+            } => {
+                let credentials = dir.join("database-credentials");
+                write_secret_file(&credentials, &format!("password = {password}\n"));
+                let mut section = format!(
                     "[service.database]\nbackend = \"postgres\"\nurl = {url:?}\n\
-                     password_env = {PASSWORD_ENV:?}\nlease_secs = {lease_secs}\n\
-                     heartbeat_secs = {heartbeat_secs}\n\n"
-                ),
-            ),
+                     credentials_file = {credentials:?}\nlease_secs = {lease_secs}\n\
+                     heartbeat_secs = {heartbeat_secs}\n",
+                    credentials = credentials.display().to_string(),
+                );
+                if let Some(ca) = ca_file {
+                    let _ = writeln!(section, "ca_file = {:?}", ca.display().to_string());
+                }
+                section.push('\n');
+                (String::new(), section)
+            }
         }
     }
 }
 
+/// Writes `text` to `path`, readable by its owner only (as riposte demands of credentials).
+fn write_secret_file(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("writing a credentials file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .expect("restricting a credentials file");
+}
+
 fn write_config(
     dir: &Path,
-    database: Database<'_>,
+    database: &Database<'_>,
     audit: &Path,
     base_url: &str,
     setup: &Setup,
 ) -> PathBuf {
     let credentials = dir.join("credentials");
-    std::fs::write(
+    write_secret_file(
         &credentials,
-        format!("username = {USER}\npassword = {PASSWORD}\n"),
-    )
-    .expect("writing the credentials file");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600))
-        .expect("restricting the credentials file");
-    let (database_key, database_section) = database.toml();
+        &format!("username = {USER}\npassword = {PASSWORD}\n"),
+    );
+    let (database_key, database_section) = database.toml(dir);
     let mut toml = format!(
         "[service]\npoll_interval_secs = {poll}\noverlap_window_secs = 60\nmax_concurrency = {MAX_CONCURRENCY}\n\
          {database_key}\n[service.audit]\npath = {audit:?}\nfsync = \"every-record\"\n\n\
@@ -484,7 +553,7 @@ fn warm_cache() -> PathBuf {
     setup.plugins.push(PluginSpec::legacy());
     let config = write_config(
         &base,
-        Database::Sqlite(&database),
+        &Database::Sqlite(&database),
         &audit,
         "http://127.0.0.1:9",
         &setup,
@@ -528,19 +597,68 @@ pub enum KillAt {
     Requests(usize),
     /// Just after the simulator carried out this many more actions.
     Actions(usize),
+    /// When this many more remediation progress requests reached the simulator: the host
+    /// is following a remediation it sent (the answer is still on its way).
+    Following(usize),
+}
+
+/// The path prefix of a remediation's progress requests.
+const PROGRESS: &str = "/rest/remediate/progress/";
+
+/// What the simulator has counted at some point: see [`KillAt::mark`].
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    requests: usize,
+    actions: usize,
+    progress: usize,
 }
 
 impl KillAt {
     /// What the simulator counts now, to pass to [`KillAt::reached`] later.
-    pub fn mark(sim: &SimHandle) -> (usize, usize) {
-        (sim.requests().len(), actions_carried_out(sim).len())
+    pub fn mark(sim: &SimHandle) -> Mark {
+        Mark {
+            requests: sim.requests().len(),
+            actions: actions_carried_out(sim).len(),
+            progress: progress_requests(sim),
+        }
     }
 
     /// Whether the kill point is reached since `mark`.
-    pub fn reached(self, sim: &SimHandle, (requests, actions): (usize, usize)) -> bool {
+    pub fn reached(self, sim: &SimHandle, mark: Mark) -> bool {
         match self {
-            KillAt::Requests(n) => sim.requests().len() >= requests + n,
-            KillAt::Actions(n) => actions_carried_out(sim).len() >= actions + n,
+            KillAt::Requests(n) => sim.requests().len() >= mark.requests + n,
+            KillAt::Actions(n) => actions_carried_out(sim).len() >= mark.actions + n,
+            KillAt::Following(n) => progress_requests(sim) >= mark.progress + n,
+        }
+    }
+}
+
+fn progress_requests(sim: &SimHandle) -> usize {
+    sim.requests()
+        .iter()
+        .filter(|r| r.path.starts_with(PROGRESS))
+        .count()
+}
+
+/// Adds a ransomware Malop whose machines are all connected (so ransomware-containment
+/// isolates them and kills its processes) to the simulator.
+pub fn add_ransomware_malop(sim: &SimHandle) -> MalopId {
+    loop {
+        let id = sim.add_malop();
+        let ransomware = sim.with_state(|s| {
+            let malop = s.malops.iter().find(|m| m.guid == id.as_str()).cloned();
+            let Some(malop) = malop.filter(|m| m.detection_type == "RANSOMWARE") else {
+                return false;
+            };
+            for machine in s.machines.iter_mut() {
+                if malop.machines.contains(&machine.guid) {
+                    machine.online = true;
+                }
+            }
+            true
+        });
+        if ransomware {
+            return id;
         }
     }
 }

@@ -57,6 +57,15 @@ fn the_documented_example_loads() {
         !config.service.syslog.enabled,
         "the listener is off in the example"
     );
+    assert!(
+        !config.service.audit.export.enabled,
+        "the SIEM export is off in the example"
+    );
+    assert_eq!(config.service.audit.key_file, None);
+    assert_eq!(
+        config.service.audit.export.ca_file,
+        Some(base.join("siem-ca.pem"))
+    );
     assert_eq!(config.policy.protected.machine_name_globs.len(), 3);
     assert_eq!(
         config.policy.global_budgets[0].action,
@@ -871,4 +880,49 @@ fn the_syslog_listener_is_off_by_default_read_from_service_syslog_and_its_mistak
         source[0].key.starts_with("service.syslog.allowed_sources"),
         "{source:?}"
     );
+}
+
+#[test]
+fn the_audit_key_and_the_siem_export_are_read_from_service_audit_and_their_mistakes_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = OperatorConfig::load(write(dir.path(), &plugin(""))).unwrap();
+    assert!(!defaults.service.audit.export.enabled, "off by default");
+    assert_eq!(defaults.service.audit.key_file, None);
+
+    let text = format!(
+        "[service.audit]\npath = \"audit/trail.jsonl\"\nkey_file = \"keys/audit.key\"\n\
+         [service.audit.export]\nenabled = true\naddress = \"siem.example.com:6514\"\n\
+         transport = \"tls\"\nca_file = \"siem-ca.pem\"\nformat = \"cef\"\n{}",
+        plugin("")
+    );
+    let config = OperatorConfig::load(write(dir.path(), &text)).unwrap();
+    let audit = &config.service.audit;
+    assert_eq!(audit.key_file, Some(dir.path().join("keys/audit.key")));
+    assert!(audit.export.enabled);
+    assert_eq!(audit.export.ca_file, Some(dir.path().join("siem-ca.pem")));
+    assert_eq!(audit.export.format, riposte_audit::ExportFormat::Cef);
+
+    // The audit crate's checks, placed at file, line and key.
+    let (file, found) = problems(
+        "[service.audit]\npath = \"audit/trail.jsonl\"\nkey_file = \"audit/trail.key\"\n\
+         [service.audit.export]\nenabled = true\ntransport = \"tls\"\naddress = \"siem\"\n",
+    );
+    let keys: Vec<_> = found.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("service.audit.key_file", 3),
+            ("service.audit.export.ca_file", 4),
+            ("service.audit.export.address", 7),
+        ],
+        "{found:?}"
+    );
+    assert_eq!(found[0].file, file);
+    assert!(
+        found[0].message.contains("audit trail's directory"),
+        "{found:?}"
+    );
+    let (_, udp) = problems("[service.audit.export]\nenabled = true\ntransport = \"udp\"\n");
+    assert_eq!(udp.len(), 1, "{udp:?}");
+    assert!(udp[0].key.starts_with("service.audit"), "{udp:?}");
 }

@@ -6,7 +6,7 @@
 use riposte_domain::{MalopId, PluginName};
 use riposte_e2e::{output_text, riposte_bin};
 use riposte_store::prelude::*;
-use riposte_store::testing::TestDatabase;
+use riposte_store::testing::{POSTGRES_CA_ENV, TestDatabase};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -18,14 +18,17 @@ const SECRET: &str = "e2e-never-shown-7f3a";
 /// password in the environment.
 fn db_copy(from: &Path, url: &str, password: &str, extra: &[&str]) -> Output {
     let config = from.with_file_name("target.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[service.database]\nbackend = \"postgres\"\nurl = {url:?}\n\
-             password_env = \"RIPOSTE_DATABASE_PASSWORD\"\n"
-        ),
-    )
-    .expect("writing the target's configuration");
+    let mut text = format!(
+        "[service.database]\nbackend = \"postgres\"\nurl = {url:?}\n\
+         password_env = \"RIPOSTE_DATABASE_PASSWORD\"\n"
+    );
+    if let Some(ca) = std::env::var_os(POSTGRES_CA_ENV) {
+        text.push_str(&format!(
+            "ca_file = {:?}\n",
+            Path::new(&ca).display().to_string()
+        ));
+    }
+    std::fs::write(&config, text).expect("writing the target's configuration");
     Command::new(riposte_bin())
         .args(["db", "copy", "--from"])
         .arg(from)
@@ -40,19 +43,10 @@ fn db_copy(from: &Path, url: &str, password: &str, extra: &[&str]) -> Output {
 
 /// The URL of a test database (without its password) and the password to give.
 fn target(db: &TestDatabase) -> (String, String) {
-    let TestDatabase::Postgres { config, .. } = db else {
+    let TestDatabase::Postgres { config, shown, .. } = db else {
         unreachable!("a PostgreSQL test database")
     };
-    let host = match &config.get_hosts()[0] {
-        postgres::config::Host::Tcp(host) => host.clone(),
-        postgres::config::Host::Unix(path) => path.display().to_string(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let url = format!(
-        "postgres://{}@{host}:{port}/{}",
-        config.get_user().expect("the test URL names a user"),
-        config.get_dbname().expect("the test database has a name")
-    );
+    let url = shown.clone();
     let password = config.get_password().map_or(SECRET.to_owned(), |p| {
         String::from_utf8_lossy(p).into_owned()
     });

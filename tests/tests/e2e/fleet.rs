@@ -8,9 +8,9 @@
 
 use riposte_e2e::cut_proxy::CutProxy;
 use riposte_e2e::service_support::{
-    KillAt, PASSWORD_ENV, PluginSpec, ServiceEnv, Setup, actions_carried_out,
-    assert_no_action_twice, audit_calls_so_far, audit_records, postgres_addr, riposte_cli,
-    start_sim, subscriptions_of, unhandled_by, wait_until,
+    KillAt, PluginSpec, ServiceEnv, Setup, actions_carried_out, assert_no_action_twice,
+    audit_calls_so_far, audit_records, postgres_addr, riposte_cli, start_sim, subscriptions_of,
+    unhandled_by, wait_until,
 };
 use riposte_service::POLLER_LEASE;
 use riposte_sim::{Fault, FaultKind, SimHandle};
@@ -26,10 +26,12 @@ use tokio::process::Child;
 const TIMING: (u64, u64) = (3, 1);
 const HOSTS: usize = 3;
 /// The global budget (actions an hour, counted per target) of the kill test: below what its
-/// Malops ask for, so the hosts compete for its last units.
-const BUDGET: u64 = 40;
+/// Malops ask for (about 190 without a budget), so the hosts compete for its last units, and high
+/// enough that every kill round still finds actions to send.
+const BUDGET: u64 = 150;
 
-const KILLS: [KillAt; 4] = [
+const KILLS: [KillAt; 5] = [
+    KillAt::Following(1),
     KillAt::Requests(5),
     KillAt::Actions(1),
     KillAt::Actions(3),
@@ -85,7 +87,7 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
         let (holder, _) = acting(&store).expect("a host acts while requests flow");
         let victim = hosts
             .iter()
-            .position(|h| h.fleet.as_ref().is_some_and(|(_, id)| *id == holder))
+            .position(|h| h.host.as_deref() == Some(holder.as_str()))
             .expect("the holder is one of the hosts");
         children[victim].start_kill().expect("SIGKILL");
         let status = children[victim].wait().await.expect("reaped");
@@ -365,7 +367,6 @@ async fn concurrent_approvals_on_two_hosts_execute_the_action_once() {
             .args(["approvals", "approve", "--by", by, "--config"])
             .arg(&host.config)
             .arg(&id)
-            .env(PASSWORD_ENV, db.password().unwrap_or_default())
             .output()
     };
     let (first, second) = tokio::join!(approve(&hosts[0], "alice"), approve(&hosts[1], "bob"));
@@ -396,7 +397,6 @@ async fn concurrent_approvals_on_two_hosts_execute_the_action_once() {
     let status = tokio::process::Command::new(riposte_e2e::riposte_bin())
         .args(["status", "--config"])
         .arg(&hosts[1].config)
-        .env(PASSWORD_ENV, db.password().unwrap_or_default())
         .output()
         .await
         .unwrap();
@@ -419,4 +419,53 @@ async fn concurrent_approvals_on_two_hosts_execute_the_action_once() {
         child.start_kill().unwrap();
         child.wait().await.unwrap();
     }
+}
+
+fn role_gauges(metrics: &riposte_metrics::Metrics) -> Vec<String> {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("riposte_fleet_role{") && l.ends_with(" 1"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `fleet_role` metric follows the heartbeats: acting while the host holds the lease,
+/// unreachable while the database is cut off (and acting is refused), acting again when it
+/// returns; one role at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_role_metric_follows_the_database() {
+    let sim = start_sim(5, 1).await;
+    let db = Arc::new(TestDatabase::postgres());
+    let proxy = CutProxy::start(postgres_addr(&db)).await;
+    let setup = Setup::new(vec![PluginSpec::reputation_feed()]);
+    let host = ServiceEnv::fleet_host(&sim, &setup, &db, "m", TIMING, Some(proxy.addr()));
+    let service = host.service(&sim).await;
+    let membership = service.membership().clone();
+    assert!(membership.may_act(), "{:?}", membership.role());
+    assert_eq!(
+        role_gauges(&host.metrics),
+        [r#"riposte_fleet_role{role="acting"} 1"#]
+    );
+
+    proxy.cut();
+    let (role, _) = membership.beat().await;
+    assert_eq!(role, riposte_service::Role::Unreachable);
+    assert!(!membership.may_act());
+    assert_eq!(
+        role_gauges(&host.metrics),
+        [r#"riposte_fleet_role{role="unreachable"} 1"#]
+    );
+
+    proxy.restore();
+    wait_until(
+        "the heartbeat to reach the database again",
+        Duration::from_secs(15),
+        || membership.may_act(),
+    )
+    .await;
+    assert_eq!(
+        role_gauges(&host.metrics),
+        [r#"riposte_fleet_role{role="acting"} 1"#]
+    );
 }

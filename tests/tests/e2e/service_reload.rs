@@ -101,7 +101,7 @@ async fn plugins_added_removed_and_broken_by_a_reload_lose_and_double_no_invocat
     // A configuration that moves the state database: refused, the running set stays.
     env.reconfigure(&sim, &Setup::new(vec![ransomware.clone(), feed.clone()]));
     let text = std::fs::read_to_string(&env.config).unwrap();
-    let line = format!("database = {:?}", env.database.display().to_string());
+    let line = format!("database = {:?}", env.sqlite_path().display().to_string());
     assert!(text.contains(&line), "{text}");
     std::fs::write(
         &env.config,
@@ -186,97 +186,98 @@ fn signal(child: &tokio::process::Child, name: &str) {
     assert!(sent.success(), "kill -{name} {pid}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_the_running_service_and_a_broken_configuration_keeps_it_running() {
-    let sim = start_sim(1702, 6).await;
-    let ransomware = PluginSpec::ransomware_containment();
-    let feed = PluginSpec::reputation_feed();
-    let env = ServiceEnv::new(&sim, &Setup::new(vec![ransomware.clone()]));
-    let mut child = env.spawn_run(0);
-    let limit = Duration::from_secs(40);
-    wait_for_process(&mut child, &env, 0, "a first cycle", limit, || {
-        recorded(&env.audit, "poll-cycle") > 0
-    })
-    .await;
+each_backend! {
+    async fn sighup_reloads_the_running_service_and_a_broken_configuration_keeps_it_running(db) {
+        let sim = start_sim(1702, 6).await;
+        let ransomware = PluginSpec::ransomware_containment();
+        let feed = PluginSpec::reputation_feed();
+        let env = ServiceEnv::on(db, &sim, &Setup::new(vec![ransomware.clone()]));
+        let mut child = env.spawn_run(0);
+        let limit = Duration::from_secs(40);
+        wait_for_process(&mut child, &env, 0, "a first cycle", limit, || {
+            recorded(&env.audit, "poll-cycle") > 0
+        })
+        .await;
 
-    env.reconfigure(&sim, &Setup::new(vec![ransomware, feed]));
-    signal(&child, "HUP");
-    wait_for_process(&mut child, &env, 0, "the reload", limit, || {
-        recorded(&env.audit, "config-reloaded") == 1
-    })
-    .await;
-    let cycles = recorded(&env.audit, "poll-cycle");
-    wait_for_process(
-        &mut child,
-        &env,
-        0,
-        "a cycle after the reload",
-        limit,
-        || recorded(&env.audit, "poll-cycle") > cycles,
-    )
-    .await;
+        env.reconfigure(&sim, &Setup::new(vec![ransomware, feed]));
+        signal(&child, "HUP");
+        wait_for_process(&mut child, &env, 0, "the reload", limit, || {
+            recorded(&env.audit, "config-reloaded") == 1
+        })
+        .await;
+        let cycles = recorded(&env.audit, "poll-cycle");
+        wait_for_process(
+            &mut child,
+            &env,
+            0,
+            "a cycle after the reload",
+            limit,
+            || recorded(&env.audit, "poll-cycle") > cycles,
+        )
+        .await;
 
-    break_pin(&env.config, "reputation-feed");
-    signal(&child, "HUP");
-    wait_for_process(&mut child, &env, 0, "the refusal", limit, || {
-        recorded(&env.audit, "config-reload-refused") == 1
-    })
-    .await;
-    sim.add_malop();
-    // The cycle in flight may have polled before the Malop came: wait for the one after.
-    let cycles = recorded(&env.audit, "poll-cycle") + 1;
-    wait_for_process(
-        &mut child,
-        &env,
-        0,
-        "a whole cycle after the refusal",
-        limit,
-        || recorded(&env.audit, "poll-cycle") > cycles,
-    )
-    .await;
+        break_pin(&env.config, "reputation-feed");
+        signal(&child, "HUP");
+        wait_for_process(&mut child, &env, 0, "the refusal", limit, || {
+            recorded(&env.audit, "config-reload-refused") == 1
+        })
+        .await;
+        sim.add_malop();
+        // The cycle in flight may have polled before the Malop came: wait for the one after.
+        let cycles = recorded(&env.audit, "poll-cycle") + 1;
+        wait_for_process(
+            &mut child,
+            &env,
+            0,
+            "a whole cycle after the refusal",
+            limit,
+            || recorded(&env.audit, "poll-cycle") > cycles,
+        )
+        .await;
 
-    signal(&child, "TERM");
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("the service stops within 15 s of SIGTERM")
-        .expect("the process is reaped");
-    assert!(status.success(), "{status}:\n{}", env.log_tail(0));
-    let log = std::fs::read_to_string(env.log_path(0)).unwrap();
-    assert!(
-        log.contains("configuration reloaded"),
-        "{}",
-        env.log_tail(0)
-    );
-    assert!(
-        log.contains("the running plugins stay"),
-        "{}",
-        env.log_tail(0)
-    );
+        signal(&child, "TERM");
+        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .expect("the service stops within 15 s of SIGTERM")
+            .expect("the process is reaped");
+        assert!(status.success(), "{status}:\n{}", env.log_tail(0));
+        let log = std::fs::read_to_string(env.log_path(0)).unwrap();
+        assert!(
+            log.contains("configuration reloaded"),
+            "{}",
+            env.log_tail(0)
+        );
+        assert!(
+            log.contains("the running plugins stay"),
+            "{}",
+            env.log_tail(0)
+        );
 
-    // Both plugins ran on every Malop they subscribe to; nothing ran or was sent twice.
-    let loaded = audit_records(&env.audit)
-        .into_iter()
-        .filter(|r| r["call"] == "plugin-loaded")
-        .map(|r| r["plugin"].as_str().unwrap_or_default().to_owned())
-        .collect::<Vec<_>>();
-    assert_eq!(loaded, ["ransomware-containment", "reputation-feed"]);
-    assert_each_invoked_once(&env.audit);
-    assert_no_action_twice(&sim);
-    let feed_runs = invocations(&env.audit)
-        .keys()
-        .filter(|(plugin, _)| plugin == "reputation-feed")
-        .count();
-    assert!(feed_runs > 0, "the plugin added by SIGHUP ran");
-    env.reconfigure(
-        &sim,
-        &Setup::new(vec![
-            PluginSpec::ransomware_containment(),
-            PluginSpec::reputation_feed(),
-        ]),
-    );
-    let service = env.service(&sim).await;
-    assert_eq!(
-        unhandled(&service, &env.store(), &sim),
-        Vec::<(String, String)>::new()
-    );
+        // Both plugins ran on every Malop they subscribe to; nothing ran or was sent twice.
+        let loaded = audit_records(&env.audit)
+            .into_iter()
+            .filter(|r| r["call"] == "plugin-loaded")
+            .map(|r| r["plugin"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>();
+        assert_eq!(loaded, ["ransomware-containment", "reputation-feed"]);
+        assert_each_invoked_once(&env.audit);
+        assert_no_action_twice(&sim);
+        let feed_runs = invocations(&env.audit)
+            .keys()
+            .filter(|(plugin, _)| plugin == "reputation-feed")
+            .count();
+        assert!(feed_runs > 0, "the plugin added by SIGHUP ran");
+        env.reconfigure(
+            &sim,
+            &Setup::new(vec![
+                PluginSpec::ransomware_containment(),
+                PluginSpec::reputation_feed(),
+            ]),
+        );
+        let service = env.service(&sim).await;
+        assert_eq!(
+            unhandled(&service, &env.store(), &sim),
+            Vec::<(String, String)>::new()
+        );
+    }
 }

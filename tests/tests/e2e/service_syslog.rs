@@ -6,12 +6,13 @@
 
 use riposte_domain::MalopId;
 use riposte_e2e::service_support::{
-    PluginSpec, ServiceEnv, Setup, assert_no_action_twice, audit_calls_so_far, riposte_cli,
-    start_sim, wait_for_process,
+    PluginSpec, ServiceEnv, Setup, add_ransomware_malop, assert_no_action_twice,
+    audit_calls_so_far, riposte_cli, start_sim, wait_for_process,
 };
 use riposte_sim::SimHandle;
 use riposte_store::ActionFilter;
 use riposte_store::prelude::*;
+use riposte_store::testing::TestDatabase;
 use riposte_syslog::MalopEvent;
 use riposte_syslog::format::{CefMalopEvent, CefStyle};
 use std::path::Path;
@@ -30,10 +31,10 @@ fn free_port() -> u16 {
 }
 
 /// A service environment polling once an hour, with the syslog listener on `port`.
-fn env_with_syslog(sim: &SimHandle, port: u16) -> ServiceEnv {
+fn env_with_syslog(db: TestDatabase, sim: &SimHandle, port: u16) -> ServiceEnv {
     let mut setup = Setup::new(vec![PluginSpec::ransomware_containment()]);
     setup.poll_interval_secs = 3600;
-    let env = ServiceEnv::new(sim, &setup);
+    let env = ServiceEnv::on(db, sim, &setup);
     let mut text = std::fs::read_to_string(&env.config).expect("the configuration reads");
     // Remediations are followed without a pause (the simulator settles them at once).
     text.push_str(&format!(
@@ -51,9 +52,12 @@ fn recorded(audit: &Path, call: &str) -> Vec<serde_json::Value> {
 
 /// `riposte run` polling once an hour with the syslog listener on a free port, after its
 /// first cycle.
-async fn run_with_syslog(sim: &SimHandle) -> (u16, ServiceEnv, tokio::process::Child) {
+async fn run_with_syslog(
+    db: TestDatabase,
+    sim: &SimHandle,
+) -> (u16, ServiceEnv, tokio::process::Child) {
     let port = free_port();
-    let env = env_with_syslog(sim, port);
+    let env = env_with_syslog(db, sim, port);
     let mut child = env.spawn_run(0);
     wait_for_process(&mut child, &env, 0, "a first cycle", LIMIT, || {
         !recorded(&env.audit, "poll-cycle").is_empty()
@@ -79,29 +83,6 @@ fn actions(env: &ServiceEnv, malop: &MalopId) -> usize {
         })
         .expect("the ledger answers")
         .len()
-}
-
-/// A new ransomware Malop on the simulator whose machines are all connected, so the
-/// containment plugin acts on it.
-fn new_ransomware_malop(sim: &SimHandle) -> MalopId {
-    loop {
-        let id = sim.add_malop();
-        let ransomware = sim.with_state(|s| {
-            let malop = s.malops.iter().find(|m| m.guid == id.as_str()).cloned();
-            let Some(malop) = malop.filter(|m| m.detection_type == "RANSOMWARE") else {
-                return false;
-            };
-            for machine in s.machines.iter_mut() {
-                if malop.machines.contains(&machine.guid) {
-                    machine.online = true;
-                }
-            }
-            true
-        });
-        if ransomware {
-            return id;
-        }
-    }
 }
 
 /// Writes `messages` to the listener, newline-framed, on one connection.
@@ -141,112 +122,114 @@ async fn stop(child: &mut tokio::process::Child, env: &ServiceEnv) {
     assert!(status.success(), "{status}:\n{}", env.log_tail(0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malop_event_is_acted_on_before_the_next_poll_and_only_once() {
-    let sim = start_sim(1501, 4).await;
-    let (port, env, mut child) = run_with_syslog(&sim).await;
-    let log = std::fs::read_to_string(env.log_path(0)).unwrap_or_default();
-    assert!(
-        log.contains("listening for the server's syslog Malop events")
-            && log.contains(&format!("127.0.0.1:{port}")),
-        "the listener's address is logged:\n{}",
-        env.log_tail(0)
-    );
+each_backend! {
+    async fn a_malop_event_is_acted_on_before_the_next_poll_and_only_once(db) {
+        let sim = start_sim(1501, 4).await;
+        let (port, env, mut child) = run_with_syslog(db, &sim).await;
+        let log = std::fs::read_to_string(env.log_path(0)).unwrap_or_default();
+        assert!(
+            log.contains("listening for the server's syslog Malop events")
+                && log.contains(&format!("127.0.0.1:{port}")),
+            "the listener's address is logged:\n{}",
+            env.log_tail(0)
+        );
 
-    let malop = new_ransomware_malop(&sim);
-    send(port, &[created(malop.as_str())]).await;
-    wait_for_process(
-        &mut child,
-        &env,
-        0,
-        "the action on the hinted Malop",
-        LIMIT,
-        || invocations(&env.audit, &malop) > 0 && actions(&env, &malop) > 0,
-    )
-    .await;
-    assert_eq!(
-        recorded(&env.audit, "poll-cycle").len(),
-        1,
-        "the event, not a poll, brought the Malop"
-    );
-    let acted = actions(&env, &malop);
+        let malop = add_ransomware_malop(&sim);
+        send(port, &[created(malop.as_str())]).await;
+        wait_for_process(
+            &mut child,
+            &env,
+            0,
+            "the action on the hinted Malop",
+            LIMIT,
+            || invocations(&env.audit, &malop) > 0 && actions(&env, &malop) > 0,
+        )
+        .await;
+        assert_eq!(
+            recorded(&env.audit, "poll-cycle").len(),
+            1,
+            "the event, not a poll, brought the Malop"
+        );
+        let acted = actions(&env, &malop);
 
-    // The same event again: the Malop is read again, and found handled at this update.
-    let hinted = recorded(&env.audit, "hint-evaluation").len();
-    send(port, &[created(malop.as_str())]).await;
-    wait_for_process(
-        &mut child,
-        &env,
-        0,
-        "the second event's evaluation",
-        LIMIT,
-        || recorded(&env.audit, "hint-evaluation").len() > hinted,
-    )
-    .await;
-    assert_eq!(invocations(&env.audit, &malop), 1);
-    assert_eq!(actions(&env, &malop), acted);
-    stop(&mut child, &env).await;
+        // The same event again: the Malop is read again, and found handled at this update.
+        let hinted = recorded(&env.audit, "hint-evaluation").len();
+        send(port, &[created(malop.as_str())]).await;
+        wait_for_process(
+            &mut child,
+            &env,
+            0,
+            "the second event's evaluation",
+            LIMIT,
+            || recorded(&env.audit, "hint-evaluation").len() > hinted,
+        )
+        .await;
+        assert_eq!(invocations(&env.audit, &malop), 1);
+        assert_eq!(actions(&env, &malop), acted);
+        stop(&mut child, &env).await;
 
-    // A poll sees the same Malop update: nothing is evaluated or sent again.
-    let config = env.config.display().to_string();
-    let (ok, _, stderr) = riposte_cli(&["run", "--config", &config, "--once"]).await;
-    assert!(ok, "riposte run --once: {stderr}");
-    assert_eq!(recorded(&env.audit, "poll-cycle").len(), 2);
-    assert_eq!(invocations(&env.audit, &malop), 1);
-    assert_eq!(actions(&env, &malop), acted);
-    assert_no_action_twice(&sim);
-    riposte_audit::verify(&env.audit).expect("the audit trail verifies");
+        // A poll sees the same Malop update: nothing is evaluated or sent again.
+        let config = env.config.display().to_string();
+        let (ok, _, stderr) = riposte_cli(&["run", "--config", &config, "--once"]).await;
+        assert!(ok, "riposte run --once: {stderr}");
+        assert_eq!(recorded(&env.audit, "poll-cycle").len(), 2);
+        assert_eq!(invocations(&env.audit, &malop), 1);
+        assert_eq!(actions(&env, &malop), acted);
+        assert_no_action_twice(&sim);
+        riposte_audit::verify(&env.audit).expect("the audit trail verifies");
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_events_for_unknown_malops_or_none_do_nothing() {
-    let sim = start_sim(1502, 4).await;
-    let (port, env, mut child) = run_with_syslog(&sim).await;
-    let requests = sim.requests().len();
-    let invoked = recorded(&env.audit, "invoke:on-malop").len();
+each_backend! {
+    async fn forged_events_for_unknown_malops_or_none_do_nothing(db) {
+        let sim = start_sim(1502, 4).await;
+        let (port, env, mut child) = run_with_syslog(db, &sim).await;
+        let requests = sim.requests().len();
+        let invoked = recorded(&env.audit, "invoke:on-malop").len();
 
-    // A well-formed event for a Malop the server does not have, and garbage around it.
-    let unknown = "11.1234567890123456789";
-    assert!(sim.malops().iter().all(|m| m.guid != unknown));
-    send(
-        port,
-        &[
-            "CEF:0|Cybereason|Cybereason|1.0|1|Malop Created|5|cs1=../../etc cs1Label=malopId"
-                .to_owned(),
-            "\u{1}\u{2}binary\u{7f}".to_owned(),
-            created(unknown),
-        ],
-    )
-    .await;
-    wait_for_process(
-        &mut child,
-        &env,
-        0,
-        "the forged event's evaluation",
-        LIMIT,
-        || !recorded(&env.audit, "hint-evaluation").is_empty(),
-    )
-    .await;
-    let evaluation = &recorded(&env.audit, "hint-evaluation")[0];
-    assert!(
-        evaluation.to_string().contains("\"malops_seen\":0"),
-        "{evaluation}"
-    );
-    assert_eq!(recorded(&env.audit, "invoke:on-malop").len(), invoked);
-    let since: Vec<_> = sim.requests()[requests..]
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
-    assert!(
-        since.iter().all(|r| r == "POST /rest/crimes/unified"),
-        "only the Malop was looked up: {since:?}"
-    );
-    assert!(!since.is_empty(), "the Malop was looked up");
-    assert_eq!(
-        child.try_wait().expect("polling the process"),
-        None,
-        "the service still runs"
-    );
-    stop(&mut child, &env).await;
-    assert_no_action_twice(&sim);
+        // A well-formed event for a Malop the server does not have, and garbage around it.
+        let unknown = "11.1234567890123456789";
+        assert!(sim.malops().iter().all(|m| m.guid != unknown));
+        send(
+            port,
+            &[
+                "CEF:0|Cybereason|Cybereason|1.0|1|Malop Created|5|cs1=../../etc cs1Label=malopId"
+                    .to_owned(),
+                "\u{1}\u{2}binary\u{7f}".to_owned(),
+                created(unknown),
+            ],
+        )
+        .await;
+        wait_for_process(
+            &mut child,
+            &env,
+            0,
+            "the forged event's evaluation",
+            LIMIT,
+            || !recorded(&env.audit, "hint-evaluation").is_empty(),
+        )
+        .await;
+        let evaluation = &recorded(&env.audit, "hint-evaluation")[0];
+        assert!(
+            evaluation.to_string().contains("\"malops_seen\":0"),
+            "{evaluation}"
+        );
+        assert_eq!(recorded(&env.audit, "invoke:on-malop").len(), invoked);
+        let since: Vec<_> = sim.requests()[requests..]
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(
+            since.iter().all(|r| r == "POST /rest/crimes/unified"),
+            "only the Malop was looked up: {since:?}"
+        );
+        assert!(!since.is_empty(), "the Malop was looked up");
+        assert_eq!(
+            child.try_wait().expect("polling the process"),
+            None,
+            "the service still runs"
+        );
+        stop(&mut child, &env).await;
+        assert_no_action_twice(&sim);
+    }
 }

@@ -9,66 +9,67 @@ use riposte_store::prelude::*;
 
 const OVERLAP_MS: i64 = 60_000;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malops_a_plugin_trapped_on_are_offered_again_after_its_pause() {
-    let sim = start_sim(11, 8).await;
-    let malops = sim.malops();
-    let oldest = malops.iter().map(|m| m.last_update_time).min().unwrap();
-    let newest = malops.iter().map(|m| m.last_update_time).max().unwrap();
-    assert!(
-        newest - oldest > OVERLAP_MS,
-        "the seeded Malops span more than the overlap window"
-    );
-    let hostile = PluginName::new("hostile");
+each_backend! {
+    async fn malops_a_plugin_trapped_on_are_offered_again_after_its_pause(db) {
+        let sim = start_sim(11, 8).await;
+        let malops = sim.malops();
+        let oldest = malops.iter().map(|m| m.last_update_time).min().unwrap();
+        let newest = malops.iter().map(|m| m.last_update_time).max().unwrap();
+        assert!(
+            newest - oldest > OVERLAP_MS,
+            "the seeded Malops span more than the overlap window"
+        );
+        let hostile = PluginName::new("hostile");
 
-    // The plugin panics on every Malop: it traps three times, is paused, and owes them all.
-    let trapping = ServiceEnv::new(&sim, &Setup::new(vec![PluginSpec::hostile("panic")]));
-    let service = trapping.service(&sim).await;
-    service.run_cycle().await.expect("a cycle runs");
-    let store = trapping.store();
-    assert!(
-        store.paused_until("hostile", now_ms()).unwrap().is_some(),
-        "paused after its traps"
-    );
-    for kind in ElementKind::ALL {
-        let source = format!("crimes/unified:{}", kind.as_api());
-        let owed_oldest = malops
-            .iter()
-            .filter(|m| m.kind == kind)
-            .map(|m| m.last_update_time)
-            .min();
-        if let (Some(watermark), Some(owed)) = (store.watermark(&source).unwrap(), owed_oldest) {
+        // The plugin panics on every Malop: it traps three times, is paused, and owes them all.
+        let trapping = ServiceEnv::on(db, &sim, &Setup::new(vec![PluginSpec::hostile("panic")]));
+        let service = trapping.service(&sim).await;
+        service.run_cycle().await.expect("a cycle runs");
+        let store = trapping.store();
+        assert!(
+            store.paused_until("hostile", now_ms()).unwrap().is_some(),
+            "paused after its traps"
+        );
+        for kind in ElementKind::ALL {
+            let source = format!("crimes/unified:{}", kind.as_api());
+            let owed_oldest = malops
+                .iter()
+                .filter(|m| m.kind == kind)
+                .map(|m| m.last_update_time)
+                .min();
+            if let (Some(watermark), Some(owed)) = (store.watermark(&source).unwrap(), owed_oldest) {
+                assert!(
+                    watermark < owed,
+                    "{source}: the watermark {watermark} stays below the owed Malop at {owed}"
+                );
+            }
+        }
+        service
+            .run_cycle()
+            .await
+            .expect("a cycle while paused runs");
+        drop(service);
+
+        // The operator fixes the plugin (same database, a version that completes) and the pause
+        // is over: every Malop it owed is offered again and handled.
+        store.record_success("hostile").unwrap();
+        trapping.reconfigure(&sim, &Setup::new(vec![PluginSpec::hostile("env")]));
+        let service = trapping.service(&sim).await;
+        service.run_cycle().await.expect("a cycle runs");
+        for malop in &malops {
             assert!(
-                watermark < owed,
-                "{source}: the watermark {watermark} stays below the owed Malop at {owed}"
+                store
+                    .is_handled(
+                        &hostile,
+                        &MalopId::new(malop.guid.clone()),
+                        malop.last_update_time,
+                        None
+                    )
+                    .unwrap(),
+                "Malop {} (updated {}) was offered again and handled",
+                malop.guid,
+                malop.last_update_time
             );
         }
-    }
-    service
-        .run_cycle()
-        .await
-        .expect("a cycle while paused runs");
-    drop(service);
-
-    // The operator fixes the plugin (same database, a version that completes) and the pause
-    // is over: every Malop it owed is offered again and handled.
-    store.record_success("hostile").unwrap();
-    trapping.reconfigure(&sim, &Setup::new(vec![PluginSpec::hostile("env")]));
-    let service = trapping.service(&sim).await;
-    service.run_cycle().await.expect("a cycle runs");
-    for malop in &malops {
-        assert!(
-            store
-                .is_handled(
-                    &hostile,
-                    &MalopId::new(malop.guid.clone()),
-                    malop.last_update_time,
-                    None
-                )
-                .unwrap(),
-            "Malop {} (updated {}) was offered again and handled",
-            malop.guid,
-            malop.last_update_time
-        );
     }
 }

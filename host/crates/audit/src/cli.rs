@@ -1,6 +1,9 @@
 //! The `riposte audit verify` and `riposte audit show` commands, ready for the CLI to mount.
 
-use super::{Anchor, DecisionKind, Filter, Record, VerifyOptions, show, verify_with};
+use super::{
+    Anchor, ChainKey, DecisionKind, Filter, Record, VerifyOptions, check_against_export, show,
+    verify_with,
+};
 use anyhow::Context as _;
 use riposte_domain::{MalopId, PluginName, Sha256Digest, TimestampMs};
 use std::io::Write;
@@ -22,6 +25,34 @@ pub struct AuditVerifyArgs {
     /// Ignore the sidecar head file (`<file>.head`).
     #[arg(long)]
     pub no_head_file: bool,
+    /// The chain's key file (`[service.audit] key_file`): keyed links are authenticated
+    /// with it, and the trail must be keyed. Without it a keyed chain is only checked for
+    /// structure, and the report says so.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Also check the trail against a SIEM export (the exported messages as the collector
+    /// stored them, one per line): every exported record's hash must match the trail's
+    /// record of the same seq; records missing from the export are listed.
+    #[arg(long, value_name = "EXPORT")]
+    pub against: Option<PathBuf>,
+}
+
+/// `riposte audit keygen <file>`: makes a new chain key.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AuditKeygenArgs {
+    /// Where to write the key (must not exist; keep it outside the audit directory).
+    pub file: PathBuf,
+}
+
+/// Runs `audit keygen`: writes 32 random bytes, mode 0600, to a new file.
+pub fn run_keygen(args: &AuditKeygenArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    ChainKey::generate(&args.file)?;
+    writeln!(
+        out,
+        "wrote a new audit chain key to {} (mode 0600); set [service.audit] key_file to it",
+        args.file.display()
+    )?;
+    Ok(())
 }
 
 /// Runs `audit verify`: prints the report to `out`, or returns the error naming the first
@@ -38,13 +69,33 @@ pub fn run_verify(args: &AuditVerifyArgs, out: &mut dyn Write) -> anyhow::Result
     if anchor.is_some() && args.files.len() > 1 {
         anyhow::bail!("--expect-seq and --expect-hash anchor one chain: give one file with them");
     }
+    if args.against.is_some() && args.files.len() > 1 {
+        anyhow::bail!("--against checks one trail against its export: give one file with it");
+    }
     let options = VerifyOptions {
         anchor,
         head_file: !args.no_head_file,
+        key: args.key.as_deref().map(ChainKey::load).transpose()?,
     };
     for file in &args.files {
         let report = verify_with(file, &options)?;
         writeln!(out, "{}: {report}", file.display())?;
+    }
+    if let (Some(export), [file]) = (&args.against, args.files.as_slice()) {
+        let report = check_against_export(file, export, &options)?;
+        writeln!(
+            out,
+            "{} against {}: {report}",
+            file.display(),
+            export.display()
+        )?;
+        if report.is_tampered() {
+            anyhow::bail!(
+                "{}: the trail contradicts the export {}: {report}",
+                file.display(),
+                export.display()
+            );
+        }
     }
     Ok(())
 }

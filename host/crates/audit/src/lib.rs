@@ -7,12 +7,15 @@
 //! component), `invocation`, `malop`, `input_digest` (sha256 of the input the plugin was
 //! given), `call` (an operation name such as `isolate`, or a host event such as
 //! `invoke:on-malop`), `arguments` (JSON), `decision` (`{kind, category, detail}` or null),
-//! `result` (JSON), `duration_us`, `prev`, `hash`.
+//! `result` (JSON), `duration_us`, `link`, `prev`, `hash`. Records written before `link`
+//! existed have none: they read as `"link":"sha256"`.
 //!
 //! # The chain
 //!
-//! `hash = sha256(B)`, where `B` is the compact `serde_json` encoding of the record *without*
-//! its `hash` field (the fields above, in that order, ending with `prev`). `prev` is the
+//! `hash = sha256(B)` (`"link":"sha256"`) or `hash = HMAC-SHA256(key, B)`
+//! (`"link":"hmac-sha256"`, a *keyed* chain, see below), where `B` is the compact `serde_json`
+//! encoding of the record *without* its `hash` field (the fields above, in that order, ending
+//! with `prev`). `prev` is the
 //! `hash` of the previous record; the first record's `prev` is [`GENESIS`] (64 zeros). On disk
 //! a line is `B` with `,"hash":"<64 hex>"` inserted before the final `}`, so a verifier
 //! recomputes each hash from the exact bytes on disk (strip the hash field, hash the rest):
@@ -34,8 +37,19 @@
 //!   second machine) and pass it back as an [`Anchor`] to prove later that the log still
 //!   contains that record unchanged.
 //!
-//! The chain is not keyed: someone with write access can rewrite the whole file consistently
-//! from the first changed record on. Anchors held elsewhere are what detect that.
+//! # The keyed chain
+//!
+//! An unkeyed chain (`sha256`) can be rewritten consistently by anyone with write access, from
+//! the first changed record on; only anchors held elsewhere detect that. With a [`ChainKey`]
+//! (`[service.audit] key_file`, a file of random bytes kept outside the audit directory), each
+//! record's hash is an HMAC-SHA256 under the key and says so (`"link":"hmac-sha256"`): a
+//! rewrite by someone without the key cannot produce valid links, and [`verify_with`] given
+//! the key names the first record whose link does not authenticate. The record says how it
+//! is linked, so a trail may start unkeyed and become keyed (a key configured later); the
+//! reverse, an unkeyed record after a keyed one, is a tamper ([`Tamper::Downgrade`]), and a
+//! verify given the key refuses a trail with no keyed record at all (the whole file rewritten
+//! with plain sha256). Without the key, a keyed chain can only be checked for structure (seq
+//! and prev links); the report says so ([`Keying`]).
 //!
 //! # Never a secret
 //!
@@ -45,17 +59,25 @@
 //! `"[redacted]"` before anything is written.
 
 mod cli;
+mod export;
+mod key;
 mod log;
 mod settings;
 mod verify;
 
 pub use cli::{
-    AuditShowArgs, AuditVerifyArgs, render_record, render_time_ms, run_show, run_verify,
+    AuditKeygenArgs, AuditShowArgs, AuditVerifyArgs, render_record, render_time_ms, run_keygen,
+    run_show, run_verify,
 };
+pub use export::{
+    ExportAgainstReport, ExportHandle, ExportedAnchor, Exporter, check_against_export, cursor_path,
+    parse_exported, read_cursor,
+};
+pub use key::{ChainKey, MAX_KEY_BYTES, MIN_KEY_BYTES};
 pub use log::{AuditLog, AuditSink, MemoryLog, head_path};
-pub use settings::{AuditConfig, DEFAULT_AUDIT_PATH};
+pub use settings::{AuditConfig, DEFAULT_AUDIT_PATH, ExportConfig, ExportFormat, ExportTransport};
 pub use verify::{
-    Anchor, Filter, HeadFileCheck, Show, Tamper, VerifyOptions, VerifyReport, show, verify,
+    Anchor, Filter, HeadFileCheck, Keying, Show, Tamper, VerifyOptions, VerifyReport, show, verify,
     verify_reader, verify_with,
 };
 
@@ -106,6 +128,40 @@ pub enum Error {
     /// A value could not be encoded.
     #[error("cannot encode an audit record: {0}")]
     Encode(String),
+    /// The audit key file is missing, unreadable, open to others, or not a key.
+    #[error("{detail}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong, naming the file (never the key).
+        detail: String,
+    },
+    /// The trail is keyed but no key was configured: appending unkeyed records would
+    /// downgrade the chain.
+    #[error(
+        "audit log {}: the trail is keyed (hmac-sha256) but no key is configured: set [service.audit] key_file to its key",
+        path.display()
+    )]
+    KeyRequired {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The exporter's cursor file could not be read or written.
+    #[error("audit export cursor {}: {detail}", path.display())]
+    Cursor {
+        /// The cursor file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The SIEM export's sender could not start (its settings or TLS material).
+    #[error("SIEM export to {collector}: {detail}")]
+    Export {
+        /// The collector's address.
+        collector: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// Verification found a bad record.
     #[error("audit log {} line {line}{}: {problem}", path.display(), seq.map(|s| format!(" (seq {s})")).unwrap_or_default())]
     Tampered {
@@ -454,6 +510,34 @@ impl Entry {
     }
 }
 
+/// How a record is linked to the previous one (its `link` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Link {
+    /// `hash = sha256(body)`: anyone can recompute it (records without a `link` field too).
+    #[default]
+    #[serde(rename = "sha256")]
+    Sha256,
+    /// `hash = HMAC-SHA256(key, body)`: only the key's holder can compute it.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+}
+
+impl Link {
+    /// The name written in records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::HmacSha256 => "hmac-sha256",
+        }
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A record as read back from the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -482,6 +566,9 @@ pub struct Record {
     pub result: Value,
     /// Duration.
     pub duration_us: u64,
+    /// How `hash` is computed (`sha256` when the record has no `link` field).
+    #[serde(default)]
+    pub link: Link,
     /// The previous record's hash.
     pub prev: Sha256Digest,
     /// This record's hash.
@@ -512,16 +599,19 @@ struct Body<'a> {
     decision: &'a Option<DecisionRecord>,
     result: &'a Redacted,
     duration_us: u64,
+    link: Link,
     prev: Sha256Digest,
 }
 
 const HASH_FIELD: &str = ",\"hash\":\"";
 
-/// Encodes one record: the line to write (with its `\n`) and its hash.
+/// Encodes one record: the line to write (with its `\n`) and its hash, an HMAC under `key`
+/// when there is one.
 pub(crate) fn encode(
     seq: u64,
     prev: Sha256Digest,
     entry: &Entry,
+    key: Option<&ChainKey>,
 ) -> Result<(String, Sha256Digest), Error> {
     let body = Body {
         seq,
@@ -536,10 +626,18 @@ pub(crate) fn encode(
         decision: &entry.decision,
         result: &entry.result,
         duration_us: entry.duration_us,
+        link: if key.is_some() {
+            Link::HmacSha256
+        } else {
+            Link::Sha256
+        },
         prev,
     };
     let mut text = serde_json::to_string(&body).map_err(|e| Error::Encode(e.to_string()))?;
-    let hash = Sha256Digest::of(text.as_bytes());
+    let hash = match key {
+        Some(key) => key.mac(text.as_bytes()),
+        None => Sha256Digest::of(text.as_bytes()),
+    };
     text.pop(); // the closing brace
     text.push_str(HASH_FIELD);
     text.push_str(&hash.to_hex());
@@ -547,9 +645,10 @@ pub(crate) fn encode(
     Ok((text, hash))
 }
 
-/// Checks one line (without its `\n`): the stored hash must be the sha256 of the line with
-/// the hash field removed. Returns the parsed record.
-pub(crate) fn decode(line: &str) -> Result<Record, Tamper> {
+/// Checks one line (without its `\n`): the stored hash must be the sha256 (or, for a keyed
+/// record, the HMAC under `key`) of the line with the hash field removed. A keyed record read
+/// without a key is returned unchecked (only its structure can be). Returns the parsed record.
+pub(crate) fn decode(line: &str, key: Option<&ChainKey>) -> Result<Record, Tamper> {
     let cut = line
         .rfind(HASH_FIELD)
         .filter(|&i| line.len() == i + HASH_FIELD.len() + 64 + 2 && line.ends_with("\"}"))
@@ -559,11 +658,18 @@ pub(crate) fn decode(line: &str) -> Result<Record, Tamper> {
     let mut body = String::with_capacity(cut + 1);
     body.push_str(&line[..cut]);
     body.push('}');
-    let computed = Sha256Digest::of(body.as_bytes());
+    let computed = match (record.link, key) {
+        (Link::Sha256, _) => Sha256Digest::of(body.as_bytes()),
+        (Link::HmacSha256, Some(key)) => key.mac(body.as_bytes()),
+        (Link::HmacSha256, None) => return Ok(record),
+    };
     if computed != record.hash {
-        return Err(Tamper::HashMismatch {
-            stored: record.hash,
-            computed,
+        return Err(match record.link {
+            Link::Sha256 => Tamper::HashMismatch {
+                stored: record.hash,
+                computed,
+            },
+            Link::HmacSha256 => Tamper::MacMismatch,
         });
     }
     Ok(record)
@@ -579,17 +685,37 @@ mod tests {
         entry.plugin = Some(PluginName::new("iso"));
         entry.arguments =
             Redacted::from_serialize(&serde_json::json!({"b": 1, "a": [1, 2]})).unwrap();
-        let (line, hash) = encode(1, GENESIS, &entry).unwrap();
+        let (line, hash) = encode(1, GENESIS, &entry, None).unwrap();
         assert!(line.starts_with("{\"seq\":1,\"time_ms\":1700000000000,\"plugin\":\"iso\""));
         assert!(line.ends_with(&format!(
-            ",\"prev\":\"{}\",\"hash\":\"{}\"}}\n",
+            ",\"link\":\"sha256\",\"prev\":\"{}\",\"hash\":\"{}\"}}\n",
             GENESIS, hash
         )));
-        let record = decode(line.trim_end()).unwrap();
+        let record = decode(line.trim_end(), None).unwrap();
         assert_eq!(record.hash, hash);
         assert_eq!(record.seq, 1);
         let edited = line.trim_end().replace("\"iso\"", "\"isx\"");
-        assert!(matches!(decode(&edited), Err(Tamper::HashMismatch { .. })));
+        assert!(matches!(
+            decode(&edited, None),
+            Err(Tamper::HashMismatch { .. })
+        ));
+        let key = ChainKey::new(vec![7; 32]).unwrap();
+        let (keyed, mac) = encode(1, GENESIS, &entry, Some(&key)).unwrap();
+        assert!(keyed.contains(",\"link\":\"hmac-sha256\",\"prev\":"));
+        assert_ne!(
+            mac,
+            Sha256Digest::of(keyed.split(",\"hash\"").next().unwrap().as_bytes())
+        );
+        assert_eq!(decode(keyed.trim_end(), Some(&key)).unwrap().hash, mac);
+        assert_eq!(
+            decode(keyed.trim_end(), None).unwrap().link,
+            Link::HmacSha256
+        );
+        let other = ChainKey::new(vec![8; 32]).unwrap();
+        assert_eq!(
+            decode(keyed.trim_end(), Some(&other)).err(),
+            Some(Tamper::MacMismatch)
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Writing the trail: the file log, the in-memory log, and the thread-safe sink.
 
-use super::{Entry, Error, FsyncPolicy, GENESIS, RecordRef, Tamper, decode, encode};
+use super::{
+    ChainKey, Entry, Error, FsyncPolicy, GENESIS, Link, RecordRef, Tamper, decode, encode,
+};
 use riposte_domain::Sha256Digest;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -47,6 +49,8 @@ pub struct AuditLog {
     file: File,
     head: File,
     fsync: FsyncPolicy,
+    /// The chain's key: records are linked by HMAC-SHA256 under it.
+    key: Option<ChainKey>,
     next_seq: u64,
     prev: Sha256Digest,
     /// Records written to the log since its last fsync.
@@ -68,13 +72,26 @@ impl std::fmt::Debug for AuditLog {
             .field("path", &self.path)
             .field("next_seq", &self.next_seq)
             .field("prev", &self.prev)
+            .field("keyed", &self.key.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl AuditLog {
-    /// Opens (creating it and its directory if needed) the log at `path`.
+    /// Opens (creating it and its directory if needed) the unkeyed log at `path`.
     pub fn open(path: impl AsRef<Path>, fsync: FsyncPolicy) -> Result<Self, Error> {
+        Self::open_keyed(path, fsync, None)
+    }
+
+    /// Opens the log at `path`, linking new records by HMAC under `key` when there is one.
+    /// A keyed trail is refused without a key ([`Error::KeyRequired`]), and with a key its
+    /// last record must authenticate under it; an unkeyed trail opened with a key goes on
+    /// keyed.
+    pub fn open_keyed(
+        path: impl AsRef<Path>,
+        fsync: FsyncPolicy,
+        key: Option<ChainKey>,
+    ) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
         let io = |action: &'static str| {
             let path = path.clone();
@@ -93,7 +110,7 @@ impl AuditLog {
             .create(true)
             .open(&path)
             .map_err(io("open"))?;
-        let last = last_record(&path, &mut file)?;
+        let last = last_record(&path, &mut file, key.as_ref())?;
         // The last record's line number, counted only for a message: the file ends with it.
         let corrupt = |detail: String| match count_lines(&path, u64::MAX) {
             Ok(line) => Error::CorruptTail {
@@ -141,6 +158,7 @@ impl AuditLog {
             file,
             head,
             fsync,
+            key,
             next_seq,
             prev,
             unsynced: 0,
@@ -172,7 +190,7 @@ impl AuditLog {
                 .len();
             if len != self.known_len {
                 let path = self.path.clone();
-                if let Some(r) = last_record(&path, &mut self.file)? {
+                if let Some(r) = last_record(&path, &mut self.file, self.key.as_ref())? {
                     self.next_seq = r.seq + 1;
                     self.prev = r.hash;
                 }
@@ -214,7 +232,7 @@ impl AuditLog {
                 path: self.path.clone(),
             });
         }
-        let (line, hash) = encode(self.next_seq, self.prev, entry)?;
+        let (line, hash) = encode(self.next_seq, self.prev, entry, self.key.as_ref())?;
         let result = self.write(
             line.as_bytes(),
             RecordRef {
@@ -351,8 +369,13 @@ impl Drop for AuditLog {
     }
 }
 
-/// Finds and checks the last record of the file: its seq and hash.
-fn last_record(path: &Path, file: &mut File) -> Result<Option<RecordRef>, Error> {
+/// Finds and checks the last record of the file: its seq and hash. A keyed record must
+/// authenticate under `key`, and cannot be continued without one.
+fn last_record(
+    path: &Path,
+    file: &mut File,
+    key: Option<&ChainKey>,
+) -> Result<Option<RecordRef>, Error> {
     let io = |action: &'static str| {
         move |source| Error::Io {
             path: path.to_path_buf(),
@@ -405,11 +428,18 @@ fn last_record(path: &Path, file: &mut File) -> Result<Option<RecordRef>, Error>
         Ok(t) => t,
         Err(_) => return corrupt("the last line is not UTF-8".into()),
     };
-    match decode(text) {
-        Ok(record) => Ok(Some(RecordRef {
-            seq: record.seq,
-            hash: record.hash,
+    match decode(text, key) {
+        Ok(d) if d.link == Link::HmacSha256 && key.is_none() => Err(Error::KeyRequired {
+            path: path.to_path_buf(),
+        }),
+        Ok(d) => Ok(Some(RecordRef {
+            seq: d.seq,
+            hash: d.hash,
         })),
+        Err(Tamper::MacMismatch) => corrupt(
+            "the last record does not authenticate under the configured key: it was modified, or key_file is not this trail's key"
+                .into(),
+        ),
         Err(t @ (Tamper::Malformed(_) | Tamper::HashMismatch { .. })) => {
             corrupt(format!("the last record is damaged: {t}"))
         }
@@ -468,7 +498,7 @@ impl MemoryLog {
     /// Appends one record.
     pub fn append(&mut self, entry: &Entry) -> Result<RecordRef, Error> {
         let seq = self.lines.len() as u64 + 1;
-        let (line, hash) = encode(seq, self.prev, entry)?;
+        let (line, hash) = encode(seq, self.prev, entry, None)?;
         self.lines.push(line);
         self.prev = hash;
         Ok(RecordRef { seq, hash })
@@ -497,6 +527,8 @@ enum Backend {
 /// and the chain follow the order in which appends complete.
 pub struct AuditSink {
     inner: Mutex<Backend>,
+    /// The seq of the last record appended through this sink (for the exporter).
+    appended: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for AuditSink {
@@ -506,23 +538,36 @@ impl std::fmt::Debug for AuditSink {
 }
 
 impl AuditSink {
-    /// Opens a file log (see [`AuditLog::open`]).
+    /// Opens an unkeyed file log (see [`AuditLog::open`]).
     pub fn open(path: impl AsRef<Path>, fsync: FsyncPolicy) -> Result<Self, Error> {
         AuditLog::open(path, fsync).map(Self::file)
     }
 
     /// Wraps an open file log.
     pub fn file(log: AuditLog) -> Self {
-        Self {
-            inner: Mutex::new(Backend::File(log)),
-        }
+        Self::with(Backend::File(log))
     }
 
     /// An in-memory log.
     pub fn memory() -> Self {
+        Self::with(Backend::Memory(MemoryLog::new()))
+    }
+
+    fn with(backend: Backend) -> Self {
+        let head = match &backend {
+            Backend::File(log) => log.head(),
+            Backend::Memory(log) => log.head(),
+        };
         Self {
-            inner: Mutex::new(Backend::Memory(MemoryLog::new())),
+            inner: Mutex::new(backend),
+            appended: tokio::sync::watch::Sender::new(head.map_or(0, |h| h.seq)),
         }
+    }
+
+    /// The seq of the last record appended through this sink (or found on open); changes
+    /// with every append. Records other processes append are not announced here.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Backend> {
@@ -533,10 +578,12 @@ impl AuditSink {
 
     /// Appends one record.
     pub fn append(&self, entry: &Entry) -> Result<RecordRef, Error> {
-        match &mut *self.lock() {
+        let r = match &mut *self.lock() {
             Backend::File(log) => log.append(entry),
             Backend::Memory(log) => log.append(entry),
-        }
+        }?;
+        self.appended.send_replace(r.seq);
+        Ok(r)
     }
 
     /// The last record, if any.

@@ -1,7 +1,7 @@
 //! Checking and reading the trail.
 
 use super::log::read_head;
-use super::{DecisionKind, Error, GENESIS, Record, RecordRef, decode};
+use super::{ChainKey, DecisionKind, Error, GENESIS, Link, Record, RecordRef, decode};
 use riposte_domain::{MalopId, PluginName, Sha256Digest};
 use std::fmt;
 use std::fs::File;
@@ -35,6 +35,18 @@ pub enum Tamper {
         /// The seq found.
         found: u64,
     },
+    /// A keyed record whose HMAC does not verify under the given key: it was modified (its
+    /// link recomputed without the key), or the key is not this trail's.
+    MacMismatch,
+    /// An unkeyed (`sha256`) record after a keyed one: the records from here on were
+    /// rewritten by someone without the key.
+    Downgrade {
+        /// The first keyed record's seq.
+        keyed_from: u64,
+    },
+    /// A key was given but no record is keyed: the whole trail was rewritten with plain
+    /// sha256 links, or it was never keyed (then verify it without `--key`).
+    NotKeyed,
     /// The last line has no newline: the file was cut off mid-record.
     Incomplete,
     /// The log ends before the record the head file (or an anchor) names: trailing records
@@ -84,6 +96,16 @@ impl fmt::Display for Tamper {
                 f,
                 "seq {found} where {expected} was due: records were reordered or duplicated"
             ),
+            Self::MacMismatch => f.write_str(
+                "the record's HMAC does not verify under the given key: it was modified (and its link recomputed without the key), or the key is not this trail's",
+            ),
+            Self::Downgrade { keyed_from } => write!(
+                f,
+                "an unkeyed (sha256) record after keyed ones (keyed from seq {keyed_from}): the records from here on were rewritten without the key"
+            ),
+            Self::NotKeyed => f.write_str(
+                "a key was given but the trail has no keyed record: it was rewritten with plain sha256 links from its first record, or it was never keyed (verify it without --key)",
+            ),
             Self::Incomplete => f.write_str(
                 "the last line is incomplete (no newline): the file was truncated mid-record",
             ),
@@ -124,6 +146,8 @@ pub struct VerifyOptions {
     pub anchor: Option<Anchor>,
     /// Check the sidecar head file when there is one (default true).
     pub head_file: bool,
+    /// The chain's key: keyed records are authenticated with it, and the trail must be keyed.
+    pub key: Option<ChainKey>,
 }
 
 impl Default for VerifyOptions {
@@ -131,6 +155,56 @@ impl Default for VerifyOptions {
         Self {
             anchor: None,
             head_file: true,
+            key: None,
+        }
+    }
+}
+
+/// How the verified chain is linked, and what that proves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keying {
+    /// Every record is linked by plain sha256: a consistent rewrite of the whole file (or of
+    /// its end) by anyone with write access would not be detected; only anchors held
+    /// elsewhere (an export, `--expect-seq`) catch it.
+    Unkeyed,
+    /// Keyed (HMAC-SHA256) from seq `from` on, every keyed link verified with the key.
+    Verified {
+        /// The first keyed record (records before it are unkeyed, from before a key was
+        /// configured).
+        from: u64,
+    },
+    /// Keyed from seq `from` on, but no key was given: only the structure (seq, prev links)
+    /// was checked, not who wrote the links.
+    Unchecked {
+        /// The first keyed record.
+        from: u64,
+    },
+}
+
+impl fmt::Display for Keying {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let before = |f: &mut fmt::Formatter<'_>, from: u64| {
+            if from > 1 {
+                write!(f, " (records 1..{} unkeyed, from before the key)", from - 1)
+            } else {
+                Ok(())
+            }
+        };
+        match *self {
+            Self::Unkeyed => f.write_str(
+                "unkeyed chain (sha256): WARNING a consistent rewrite of the whole file would not be detected; compare it with an export (--against) or configure [service.audit] key_file",
+            ),
+            Self::Verified { from } => {
+                write!(f, "keyed chain (hmac-sha256) verified with the key from seq {from}")?;
+                before(f, from)
+            }
+            Self::Unchecked { from } => {
+                write!(
+                    f,
+                    "keyed chain (hmac-sha256) from seq {from}, NOT authenticated: no key given, only the structure was checked (pass --key)"
+                )?;
+                before(f, from)
+            }
         }
     }
 }
@@ -161,6 +235,8 @@ pub struct VerifyReport {
     pub head: Option<RecordRef>,
     /// The head file's verdict.
     pub head_file: HeadFileCheck,
+    /// How the chain is linked and whether its links were authenticated.
+    pub keying: Keying,
 }
 
 impl fmt::Display for VerifyReport {
@@ -184,7 +260,11 @@ impl fmt::Display for VerifyReport {
                 f,
                 " (head file names seq {seq}, which matches; later records were appended after it)"
             ),
+        }?;
+        if self.head.is_some() {
+            write!(f, "; {}", self.keying)?;
         }
+        Ok(())
     }
 }
 
@@ -224,7 +304,7 @@ pub fn verify_with(path: impl AsRef<Path>, options: &VerifyOptions) -> Result<Ve
     if let Some(a) = options.anchor {
         checks.push((a, "anchor"));
     }
-    let mut report = scan(path, BufReader::new(file), &checks)?;
+    let mut report = scan(path, BufReader::new(file), &checks, options.key.as_ref())?;
     report.head_file = match (options.head_file, head) {
         (false, _) => HeadFileCheck::NotChecked,
         (true, None) => HeadFileCheck::Absent,
@@ -234,16 +314,22 @@ pub fn verify_with(path: impl AsRef<Path>, options: &VerifyOptions) -> Result<Ve
     Ok(report)
 }
 
-/// Verifies a log read from a stream (no head file).
-pub fn verify_reader(reader: impl BufRead, anchor: Option<Anchor>) -> Result<VerifyReport, Error> {
+/// Verifies a log read from a stream (no head file); keyed records are authenticated with
+/// `key` when given.
+pub fn verify_reader(
+    reader: impl BufRead,
+    anchor: Option<Anchor>,
+    key: Option<&ChainKey>,
+) -> Result<VerifyReport, Error> {
     let checks: Vec<_> = anchor.into_iter().map(|a| (a, "anchor")).collect();
-    scan(Path::new("<stream>"), reader, &checks)
+    scan(Path::new("<stream>"), reader, &checks, key)
 }
 
 fn scan(
     path: &Path,
     mut reader: impl BufRead,
     checks: &[(Anchor, &'static str)],
+    key: Option<&ChainKey>,
 ) -> Result<VerifyReport, Error> {
     let bad = |line: u64, seq: Option<u64>, problem: Tamper| Error::Tampered {
         path: path.to_path_buf(),
@@ -255,6 +341,7 @@ fn scan(
     let mut line_no = 0u64;
     let mut prev = GENESIS;
     let mut head: Option<RecordRef> = None;
+    let mut keyed_from: Option<u64> = None;
     loop {
         buf.clear();
         let n = reader
@@ -280,7 +367,7 @@ fn scan(
                 Tamper::Malformed("not UTF-8".into()),
             )
         })?;
-        let record = match decode(text) {
+        let record = match decode(text, key) {
             Ok(r) => r,
             Err(problem) => {
                 // Name the record by the seq it claims, if it can be read at all.
@@ -310,6 +397,17 @@ fn scan(
                     found: record.prev,
                 },
             ));
+        }
+        match (record.link, keyed_from) {
+            (Link::HmacSha256, None) => keyed_from = Some(record.seq),
+            (Link::Sha256, Some(keyed_from)) => {
+                return Err(bad(
+                    line_no,
+                    Some(record.seq),
+                    Tamper::Downgrade { keyed_from },
+                ));
+            }
+            _ => {}
         }
         for (anchor, source) in checks {
             if anchor.seq == record.seq && anchor.hash != record.hash {
@@ -344,10 +442,17 @@ fn scan(
             ));
         }
     }
+    let keying = match (keyed_from, key) {
+        (None, Some(_)) if last > 0 => return Err(bad(1, Some(1), Tamper::NotKeyed)),
+        (None, _) => Keying::Unkeyed,
+        (Some(from), Some(_)) => Keying::Verified { from },
+        (Some(from), None) => Keying::Unchecked { from },
+    };
     Ok(VerifyReport {
         records: last,
         head,
         head_file: HeadFileCheck::NotChecked,
+        keying,
     })
 }
 

@@ -1,5 +1,10 @@
 //! The audit trail on real files: the chain, reopening, every kind of tampering, redaction,
-//! filtering and concurrent writers.
+//! filtering and concurrent writers; the keyed chain (`keyed`); the SIEM export (`export`).
+
+#[path = "audit_chain/export.rs"]
+mod export;
+#[path = "audit_chain/keyed.rs"]
+mod keyed;
 
 use riposte_audit::{
     Anchor, AuditLog, AuditShowArgs, AuditSink, AuditVerifyArgs, Call, DecisionKind, Entry, Error,
@@ -82,6 +87,7 @@ fn no_head() -> VerifyOptions {
     VerifyOptions {
         anchor: None,
         head_file: false,
+        key: None,
     }
 }
 
@@ -241,6 +247,7 @@ fn deleting_trailing_records_is_caught_by_the_head_file_or_an_anchor() {
                 hash: anchor.hash,
             }),
             head_file: false,
+            key: None,
         },
     ));
     assert!(matches!(
@@ -263,6 +270,7 @@ fn an_anchor_must_match_its_record() {
                 hash: Sha256Digest::of(b"other"),
             }),
             head_file: true,
+            key: None,
         },
     ));
     assert!(matches!(
@@ -425,7 +433,7 @@ fn the_memory_sink_uses_the_same_chain() {
         sink.append(&entry(i)).unwrap();
     }
     let text = sink.memory_lines().concat();
-    let report = verify_reader(text.as_bytes(), None).unwrap();
+    let report = verify_reader(text.as_bytes(), None, None).unwrap();
     assert_eq!(report.records, 5);
     assert_eq!(report.head, sink.head());
 }
@@ -441,6 +449,8 @@ fn the_cli_helpers_report_and_fail() {
             expect_seq: Some(head.seq),
             expect_hash: Some(head.hash.to_hex()),
             no_head_file: false,
+            key: None,
+            against: None,
         },
         &mut out,
     )
@@ -481,6 +491,8 @@ fn the_cli_helpers_report_and_fail() {
             expect_seq: None,
             expect_hash: None,
             no_head_file: false,
+            key: None,
+            against: None,
         },
         &mut Vec::new(),
     )

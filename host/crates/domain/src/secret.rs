@@ -101,15 +101,22 @@ pub fn parse_credentials(text: &str, keys: &[&str]) -> Result<BTreeMap<String, S
 }
 
 /// Refuses a credentials file whose mode lets group or others read (or write) it.
-#[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), String> {
+    check_owner_only(path, "credentials file", "a password")
+}
+
+/// Refuses a file holding a secret (`what`, e.g. `audit key file`, holding `holds`, e.g. `a
+/// key`) whose mode lets group or others read or write it (anything but 0600 or stricter),
+/// before it is read. The error names the file and its mode, never its content.
+#[cfg(unix)]
+pub fn check_owner_only(path: &Path, what: &str, holds: &str) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt as _;
     let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read credentials file {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(
-            "credentials file {} is accessible by group or others (mode {mode:04o}); it holds a password: run `chmod 600 {}`",
+            "{what} {} is accessible by group or others (mode {mode:04o}); it holds {holds}: run `chmod 600 {}`",
             path.display(),
             path.display()
         ));
@@ -117,8 +124,9 @@ fn check_private(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a file holding a secret whose mode lets others read it (not checked off unix).
 #[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<(), String> {
+pub fn check_owner_only(_path: &Path, _what: &str, _holds: &str) -> Result<(), String> {
     Ok(())
 }
 

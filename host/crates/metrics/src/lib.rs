@@ -22,6 +22,7 @@
 //! | `riposte_budget_max` (gauge) | the same |
 //! | `riposte_syslog_hints_total` | `outcome` (`evaluated`: the Malop was read and offered; `unknown`: the server does not know it; `failed`: it could not be read) |
 //! | `riposte_syslog_messages_dropped` (gauge) | `reason`: syslog messages the listener dropped since it started (malformed, rate-limited, ...) |
+//! | `riposte_fleet_role` (gauge) | `role` (`acting`/`standby`/`unreachable`): 1 for this host's role at its last heartbeat, 0 for the others |
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -37,6 +38,9 @@ use std::time::Duration;
 pub(crate) type Labels = Vec<(String, String)>;
 
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// The roles [`Metrics::set_fleet_role`] knows.
+pub const FLEET_ROLES: [&str; 3] = ["acting", "standby", "unreachable"];
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -65,6 +69,7 @@ pub struct Metrics {
     budget_max: Family<Labels, Gauge>,
     hints: Family<Labels, Counter>,
     syslog_dropped: Family<Labels, Gauge>,
+    fleet_role: Family<Labels, Gauge>,
     /// Budget series set by the last cycle (so budgets removed from the config disappear).
     budget_keys: Mutex<Vec<Labels>>,
 }
@@ -100,6 +105,7 @@ impl Metrics {
         let budget_max = Family::<Labels, Gauge>::default();
         let hints = Family::<Labels, Counter>::default();
         let syslog_dropped = Family::<Labels, Gauge>::default();
+        let fleet_role = Family::<Labels, Gauge>::default();
         registry.register(
             "invocations",
             "Plugin invocations, by plugin, export and outcome",
@@ -166,6 +172,11 @@ impl Metrics {
             "Syslog messages the listener dropped since it started, by reason",
             syslog_dropped.clone(),
         );
+        registry.register(
+            "fleet_role",
+            "1 for this host's role in the fleet sharing its database (acting, standby, unreachable), 0 for the others",
+            fleet_role.clone(),
+        );
         Self {
             registry,
             invocations,
@@ -182,6 +193,7 @@ impl Metrics {
             budget_max,
             hints,
             syslog_dropped,
+            fleet_role,
             budget_keys: Mutex::new(Vec::new()),
         }
     }
@@ -254,6 +266,15 @@ impl Metrics {
         self.unreadable
             .get_or_create(&labels(&[("part", part.name())]))
             .inc();
+    }
+
+    /// Sets this host's role in its fleet (one of [`FLEET_ROLES`]) after a heartbeat.
+    pub fn set_fleet_role(&self, role: &str) {
+        for name in FLEET_ROLES {
+            self.fleet_role
+                .get_or_create(&labels(&[("role", name)]))
+                .set(i64::from(name == role));
+        }
     }
 
     /// Sets how many Malops wait with unreadable parts.

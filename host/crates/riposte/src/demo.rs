@@ -5,6 +5,13 @@
 //! approval), runs the service until every seeded Malop is handled, prints a summary and
 //! verifies the audit chain. Everything it writes stays in the work directory, so the
 //! operator can go on with `riposte status`, `approvals` and `audit show` against it.
+//!
+//! The service's syslog listener runs on a loopback port and the simulator sends it a CEF
+//! event for every Malop it creates or updates. Once the seeded Malops are handled, the demo
+//! creates a ransomware Malop through the simulator's control API; its `Malop Created` event
+//! brings it to the service at once, and the demo reports the containment latency the
+//! simulator saw: from the Malop's creation (its event sent) to the first containment request
+//! (the kill of its suspects; isolation waits for an operator here) arriving at the server.
 
 use anyhow::Context;
 use riposte_audit::{DecisionKind, Filter};
@@ -12,13 +19,17 @@ use riposte_client::{Client, ClientConfig, Credentials};
 use riposte_domain::{ActionRequest, MalopId, Sha256Digest};
 use riposte_service::OperatorConfig;
 use riposte_service::{FollowPolicy, Service, now_ms};
-use riposte_sim::{SimConfig, SimHandle, Simulator};
+use riposte_sim::{SimConfig, SimEventStyle, SimHandle, SimSyslog, Simulator};
 use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionState};
+use riposte_syslog::{
+    Framing, HintReceiver, ListenerConfig, SenderConfig, SenderTransport, SyslogListener,
+};
 use riposte_toolchain::BuildOptions;
 use riposte_toolchain::progress::Steps;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +42,12 @@ const PLUGINS: [&str; 4] = [
     "python-triage",
 ];
 const DEMO_USER: &str = "demo@riposte.local";
+/// The poll interval the demo's configuration sets (`riposte run` on it polls this often).
+const POLL_INTERVAL_SECS: u64 = 2;
+/// How long the demo waits for the simulator's syslog event to reach the listener.
+const EVENT_WAIT: Duration = Duration::from_secs(10);
+/// The API paths of containment requests: killing a process, isolating a machine.
+const CONTAINMENT_PATHS: [&str; 2] = ["/rest/remediate", "/rest/monitor/global/commands/isolate"];
 
 /// Options of the demo.
 #[derive(Clone, Debug)]
@@ -59,33 +76,59 @@ pub(crate) struct DemoSummary {
     pub audit_records: u64,
     pub audit_head: String,
     pub config: PathBuf,
+    pub event_containment: Option<EventContainment>,
+}
+
+/// The Malop the demo created after the seeded ones, and how soon it was contained.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct EventContainment {
+    /// The new ransomware Malop.
+    pub malop: String,
+    /// From its creation (its `Malop Created` event sent) to the first containment request
+    /// arriving at the simulator; `None` when no such request came (e.g. only a protected
+    /// machine was affected).
+    pub latency_ms: Option<f64>,
+    /// The containment request's API path.
+    pub request: Option<String>,
+    /// The configured poll interval, which a poll-only service would wait for.
+    pub poll_interval_secs: u64,
 }
 
 /// Runs the demo and returns its summary.
 pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
-    let steps = Steps::new(5, "demo");
+    let steps = Steps::new(6, "demo");
     steps.start(
         1,
         "building the example plugins (first time: a few minutes)",
     );
     let plugins = steps.suspend(|| built_plugins(&options.root))?;
-    steps.start(2, "starting the Cybereason simulator on loopback");
+    steps.start(
+        2,
+        "starting the Cybereason simulator and the syslog listener on loopback",
+    );
+    let (listener, mut hints, syslog) = start_listener().await?;
     let password = demo_password();
+    let mut events = SenderConfig::new(SenderTransport::Tcp, syslog.to_string());
+    events.framing = Framing::Newline;
     let sim = Simulator::start(SimConfig {
         seed: options.seed,
         malops: options.malops,
         username: DEMO_USER.into(),
         password: password.clone(),
+        syslog: Some(SimSyslog {
+            sender: events,
+            style: SimEventStyle::Vendor,
+        }),
         ..SimConfig::default()
     })
     .await?;
     steps.note(&format!(
-        "simulator at {} with {} Malops",
+        "simulator at {} with {} Malops, sending its Malop events to {syslog}",
         sim.base_url(),
         sim.malops().len()
     ));
     steps.start(3, "writing the sample policy");
-    let config_path = write_config(&options.workdir, &sim, &plugins, &password)?;
+    let config_path = write_config(&options.workdir, &sim, &plugins, &password, syslog)?;
     let config = OperatorConfig::load(&config_path)?;
     let client = Arc::new(Client::new(ClientConfig::new(
         sim.base_url(),
@@ -123,12 +166,94 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
             break;
         }
     }
+    steps.start(
+        5,
+        "a ransomware Malop appears: the server's syslog event brings it in",
+    );
+    let contained = contain_on_event(&service, &sim, &mut hints).await?;
+    steps.note(&match contained.latency_ms {
+        Some(ms) => format!("contained {ms:.1} ms after its creation"),
+        None => "no containment request reached the server".to_owned(),
+    });
+    summary.event_containment = Some(contained);
     service.sync_audit()?;
-    steps.start(5, "verifying the audit chain");
+    steps.start(6, "verifying the audit chain");
     tally(&service, &config, &mut summary)?;
     steps.finish();
+    listener.shutdown().await;
     sim.shutdown().await;
     Ok(summary)
+}
+
+/// The service's syslog listener on a free loopback port, for the simulator only.
+async fn start_listener() -> anyhow::Result<(SyslogListener, HintReceiver, SocketAddr)> {
+    let config = ListenerConfig {
+        enabled: true,
+        tcp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        allowed_sources: vec!["127.0.0.1".parse().map_err(anyhow::Error::msg)?],
+        ..ListenerConfig::default()
+    };
+    let (listener, hints) = SyslogListener::start(&config)
+        .await
+        .context("starting the syslog listener on loopback")?;
+    let addr = listener
+        .local_addrs()
+        .tcp
+        .context("the syslog listener has no TCP address")?;
+    Ok((listener, hints, addr))
+}
+
+/// Creates a ransomware Malop through the simulator's control API, evaluates the Malops the
+/// syslog events name as `riposte run` does between polls, and measures how soon the first
+/// containment request about it reached the simulator.
+async fn contain_on_event(
+    service: &Service,
+    sim: &SimHandle,
+    hints: &mut HintReceiver,
+) -> anyhow::Result<EventContainment> {
+    // On a machine the policy does not protect (it protects the first).
+    let machine = sim
+        .machines()
+        .get(1)
+        .map(|m| m.name.clone())
+        .context("the simulator has a single machine")?;
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/sim/malops", sim.base_url()))
+        .json(
+            &serde_json::json!({"kind": "ransomware", "machinesOnline": true, "machine": machine}),
+        )
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .context("creating a Malop through the simulator's control API")?
+        .json()
+        .await
+        .context("reading the control API's answer")?;
+    let (Some(malop), Some(created_us)) = (created["id"].as_str(), created["createdAtUs"].as_u64())
+    else {
+        anyhow::bail!("the control API's answer lacks id or createdAtUs: {created}");
+    };
+    let first = tokio::time::timeout(EVENT_WAIT, hints.recv())
+        .await
+        .with_context(|| format!("no syslog event named a Malop within {EVENT_WAIT:?}"))?
+        .context("the syslog listener stopped")?;
+    let ids = crate::cli::take_hints(first, Some(hints));
+    service.evaluate_hinted(&ids).await?;
+    service.drain_followups().await;
+    let request = sim.requests().into_iter().find(|r| {
+        r.method == "POST"
+            && CONTAINMENT_PATHS.contains(&r.path.as_str())
+            && r.body.contains(malop)
+            && r.received_us >= created_us
+    });
+    Ok(EventContainment {
+        malop: malop.to_owned(),
+        latency_ms: request
+            .as_ref()
+            .map(|r| (r.received_us - created_us) as f64 / 1000.0),
+        request: request.map(|r| r.path),
+        poll_interval_secs: POLL_INTERVAL_SECS,
+    })
 }
 
 fn built_plugins(root: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
@@ -250,6 +375,24 @@ pub fn render(summary: &DemoSummary) -> String {
             outcomes.join(", ")
         }
     );
+    if let Some(contained) = &summary.event_containment {
+        let what = match &contained.request {
+            Some(path) if path.contains("isolate") => "isolation",
+            _ => "kill",
+        };
+        let _ = match contained.latency_ms {
+            Some(ms) => writeln!(
+                out,
+                "  containment latency    {ms:.1} ms  (syslog event to {what} request; polling alone: up to {} s)\n{:25}for the new ransomware Malop {}",
+                contained.poll_interval_secs, "", contained.malop
+            ),
+            None => writeln!(
+                out,
+                "  containment latency    none: no containment request for the new Malop {} (protected machine?)",
+                contained.malop
+            ),
+        };
+    }
     let _ = writeln!(
         out,
         "  audit trail            {} records, chain verified (head {})",
@@ -269,6 +412,7 @@ fn write_config(
     sim: &SimHandle,
     plugins: &BTreeMap<String, PathBuf>,
     password: &str,
+    syslog: SocketAddr,
 ) -> anyhow::Result<PathBuf> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
@@ -294,9 +438,15 @@ fn write_config(
     let toml = format!(
         r#"# Written by `riposte demo`.
 [service]
-poll_interval_secs = 2
+poll_interval_secs = {poll}
 overlap_window_secs = 60
 max_concurrency = 4
+
+# The server's CEF syslog events (here: the simulator's) name Malops to evaluate at once.
+[service.syslog]
+enabled = true
+tcp_listen = "{syslog}"
+allowed_sources = ["127.0.0.1"]
 
 [service.database]
 path = "{db}"
@@ -363,6 +513,7 @@ operations = ["add-comment", "set-status"]
 [plugins.values]
 min-priority = "HIGH"
 "#,
+        poll = POLL_INTERVAL_SECS,
         db = dir.join("riposte.db").display(),
         audit = dir.join("audit.jsonl").display(),
         url = sim.base_url(),

@@ -18,6 +18,7 @@
 
 use crate::db;
 use crate::executor::now_ms;
+use riposte_metrics::Metrics;
 use riposte_store::prelude::*;
 use riposte_store::{LeaseGrant, Store};
 use std::sync::Arc;
@@ -83,18 +84,34 @@ pub enum Role {
     Unreachable,
 }
 
+impl Role {
+    /// Its name, as the `fleet_role` metric labels it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Acting { .. } => "acting",
+            Role::Standby { .. } => "standby",
+            Role::Unreachable => "unreachable",
+        }
+    }
+}
+
 /// This host's membership of the fleet.
 pub struct Membership {
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     settings: FleetSettings,
     started_at_ms: i64,
     role: watch::Sender<Role>,
+    /// Set once this host has left; held while a heartbeat writes, so that a heartbeat
+    /// whose task was cancelled (its blocking write still running) cannot bring the host
+    /// back after it left.
+    left: Arc<std::sync::Mutex<bool>>,
 }
 
 impl Membership {
     /// A member that has not yet sent its first heartbeat: on a shared database it does not
     /// act until [`Membership::beat`] wins the lease.
-    pub fn new(store: Arc<Store>, settings: FleetSettings) -> Arc<Self> {
+    pub fn new(store: Arc<Store>, settings: FleetSettings, metrics: Arc<Metrics>) -> Arc<Self> {
         let initial = if settings.shared {
             Role::Unreachable
         } else {
@@ -103,11 +120,14 @@ impl Membership {
                 epoch: 0,
             }
         };
+        metrics.set_fleet_role(initial.name());
         Arc::new(Self {
             store,
+            metrics,
             settings,
             started_at_ms: now_ms(),
             role: watch::Sender::new(initial),
+            left: Arc::new(std::sync::Mutex::new(false)),
         })
     }
 
@@ -148,7 +168,12 @@ impl Membership {
         let holding = self.holding();
         let started = self.started_at_ms;
         let margin_ms = millis(self.settings.heartbeat);
+        let left = self.left.clone();
         let answer = db::blocking(&self.store, "heartbeat", move |s| {
+            let left = left.lock().unwrap_or_else(|p| p.into_inner());
+            if *left {
+                return Ok(None);
+            }
             let now = now_ms();
             s.heartbeat(&host, env!("CARGO_PKG_VERSION"), started, &holding, now)?;
             if !shared {
@@ -157,6 +182,9 @@ impl Membership {
             s.acquire_lease(POLLER_LEASE, &host, ttl_ms, now).map(Some)
         })
         .await;
+        if *self.left.lock().unwrap_or_else(|p| p.into_inner()) {
+            return (Role::Unreachable, None);
+        }
         let (role, taken_from) = match answer {
             Ok(None) => (self.role(), None),
             Ok(Some(LeaseGrant::Held { lease, taken_from })) => (
@@ -180,6 +208,7 @@ impl Membership {
                 (Role::Unreachable, None)
             }
         };
+        self.metrics.set_fleet_role(role.name());
         self.role.send_if_modified(|current| {
             let changed = std::mem::discriminant(current) != std::mem::discriminant(&role);
             *current = role.clone();
@@ -234,7 +263,13 @@ impl Membership {
     /// with its last heartbeat, until it has been silent for a week).
     pub async fn leave(&self) {
         let host = self.settings.host_id.clone();
-        let left = db::blocking(&self.store, "leave", move |s| s.leave(&host, now_ms())).await;
+        let gate = self.left.clone();
+        let left = db::blocking(&self.store, "leave", move |s| {
+            let mut left = gate.lock().unwrap_or_else(|p| p.into_inner());
+            *left = true;
+            s.leave(&host, now_ms())
+        })
+        .await;
         self.role.send_replace(Role::Unreachable);
         if let Err(e) = left {
             tracing::warn!("leaving the fleet: {e:#}; the lease expires by itself");
@@ -244,4 +279,37 @@ impl Membership {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heartbeat_after_leaving_does_not_bring_the_host_back() {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let settings = FleetSettings {
+            shared: false,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            host_id: "h".to_owned(),
+        };
+        let member = Membership::new(store.clone(), settings, Arc::new(Metrics::new()));
+        member.beat().await;
+        assert_eq!(
+            store.fleet().unwrap().0.len(),
+            1,
+            "the heartbeat lists the host"
+        );
+        assert!(member.may_act());
+
+        member.leave().await;
+        assert!(store.fleet().unwrap().0.is_empty(), "leaving unlists it");
+        // A heartbeat that comes late (its task was cancelled, its write was not) finds the
+        // host gone and leaves it gone.
+        let (role, _) = member.beat().await;
+        assert_eq!(role, Role::Unreachable);
+        assert!(store.fleet().unwrap().0.is_empty(), "still unlisted");
+        assert!(!member.may_act(), "a host that left does not act");
+    }
 }

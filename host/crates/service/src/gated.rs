@@ -41,8 +41,18 @@ pub struct Core {
     pub quotas: Arc<QuotaBook>,
     /// Remediations being followed in the background: following them does not count
     /// against the plugin's time, and the cycle waits for them before it ends.
-    pub followers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub followers: std::sync::Mutex<Vec<Follower>>,
 }
+
+/// A remediation followed in the background: what it is, and its task.
+pub struct Follower {
+    /// Said when the cycle waits for it: the action, its kinds and its Malop.
+    what: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How many followed remediations a wait names one by one.
+const FOLLOWERS_NAMED: usize = 10;
 
 impl Core {
     /// The same connections, ledger, audit trail and quota windows under new rules (a
@@ -85,14 +95,19 @@ impl Core {
         record: ActionRecord,
         report: RemediationReport,
     ) {
+        let kinds: Vec<&str> = record.kinds.iter().map(|k| k.name()).collect();
+        let what = match &record.malop_id {
+            Some(malop) => format!("{} ({}, Malop {malop})", record.id, kinds.join("+")),
+            None => format!("{} ({})", record.id, kinds.join("+")),
+        };
         let core = self.clone();
-        let handle = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             core.executor.follow(&record, report).await;
         });
         self.followers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(handle);
+            .push(Follower { what, task });
     }
 
     /// Waits until every background follow-up has reached a final state (or its limit).
@@ -103,8 +118,21 @@ impl Core {
             if pending.is_empty() {
                 return;
             }
-            for handle in pending {
-                if let Err(e) = handle.await {
+            let mut named: Vec<&str> = pending
+                .iter()
+                .take(FOLLOWERS_NAMED)
+                .map(|f| f.what.as_str())
+                .collect();
+            if pending.len() > FOLLOWERS_NAMED {
+                named.push("...");
+            }
+            tracing::info!(
+                remediations = pending.len(),
+                "following remediations to their final status before the cycle ends: {}",
+                named.join(", ")
+            );
+            for Follower { task, .. } in pending {
+                if let Err(e) = task.await {
                     tracing::error!("a remediation follow-up task failed: {e}");
                 }
             }

@@ -139,16 +139,14 @@ impl Service {
                 .await
                 .context("opening the state database")??,
         );
-        let sink =
-            riposte_audit::AuditSink::open(&config.service.audit.path, config.service.audit.fsync)
-                .with_context(|| {
-                    format!(
-                        "opening the audit trail {}",
-                        config.service.audit.path.display()
-                    )
-                })?;
+        let sink = config.service.audit.open_sink().with_context(|| {
+            format!(
+                "opening the audit trail {}",
+                config.service.audit.path.display()
+            )
+        })?;
         let auditor = Arc::new(Auditor::new(sink, metrics.clone()));
-        let membership = Membership::new(store.clone(), fleet_settings(&config));
+        let membership = Membership::new(store.clone(), fleet_settings(&config), metrics.clone());
         membership.beat().await;
         let (gate, runtime, plugins) = load_rules(&config, &store).await?;
         let core = Arc::new(Core {
@@ -231,6 +229,12 @@ impl Service {
     /// The policy gate (for budget status).
     pub fn gate(&self) -> &Gate {
         &self.core.gate
+    }
+
+    /// The seq of the last record this service appended to its audit trail; changes with
+    /// every append (the SIEM exporter wakes on it).
+    pub fn audit_appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.core.auditor.sink().subscribe()
     }
 
     /// Flushes the audit trail to disk.

@@ -144,6 +144,13 @@ impl Service {
         if old.syslog != new.syslog {
             report.need_restart.push("[service.syslog]");
         }
+        // The trail stays open with the key and fsync policy it was opened with.
+        if old.audit.key_file != new.audit.key_file || old.audit.fsync != new.audit.fsync {
+            report.need_restart.push("[service.audit]");
+        }
+        if old.audit.export != new.audit.export {
+            report.need_restart.push("[service.audit.export]");
+        }
         report
     }
 }

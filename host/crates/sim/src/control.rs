@@ -3,18 +3,24 @@
 //! | call | effect |
 //! |---|---|
 //! | `GET /sim/malops` | ids and update times of all Malops |
-//! | `POST /sim/malops` | a new Malop appears now → `{"id"}` |
-//! | `POST /sim/malops/{id}/touch` | the Malop is updated now → `{"lastUpdateTime"}` |
+//! | `POST /sim/malops` `{"kind": "ransomware"/"known-malware"/"blacklist"/"lateral-movement", "machinesOnline": true, "machine": pylumId, guid or name}` (body optional, every key too) | a new Malop appears now, and its `Malop Created` event is sent → `{"id", "kind", "creationTime", "createdAtUs"}` |
+//! | `POST /sim/malops/{id}/touch` | the Malop is updated now, and its `Malop Updated` event is sent → `{"lastUpdateTime"}` |
+//! | `GET /sim/syslog` | the event sender's counters (`{"enabled": false}` without `--syslog`) |
 //! | `POST /sim/sessions/expire` | every session expires |
 //! | `POST /sim/faults` `{"kind": "500"/"429"/"garbage"/"truncated"/"delay"/"error-body"/"html"/"reset", "count", "path_prefix", "delay_ms", "after_processing"}` | inject a fault for the next `count` requests |
 //! | `DELETE /sim/faults` | drop pending faults |
 //! | `POST /sim/sensors/{pylumId, guid or name}/offline` (or `/online`) | sensor state |
 //! | `POST /sim/investigation/refuse` (or `/allow`) | refuse (or serve again) every `visualsearch` query |
 //! | `POST /sim/advance` `{"steps": n, "ms": m}` | remediations move `n` steps; the clock `m` ms |
-//! | `GET /sim/requests`, `DELETE /sim/requests` | read / reset the request log |
+//! | `GET /sim/requests`, `DELETE /sim/requests` | read / reset the request log (each entry with `received_us`, its wall-clock arrival in µs since the epoch) |
+//!
+//! `creationTime` is on the server clock (ms, see the crate documentation); `createdAtUs` is
+//! the wall-clock time the Malop was created and its event queued (µs since the epoch), to
+//! compare with a request's `received_us`: the containment latency a syslog-driven rule gives.
 
+use super::events::epoch_us;
 use super::reply::Reply;
-use super::state::{Fault, Shared};
+use super::state::{Fault, MalopSpec, Shared};
 use serde_json::{Value, json};
 
 /// Handles one control request.
@@ -29,7 +35,39 @@ pub fn handle(shared: &Shared, method: &str, path: &str, body: &[u8]) -> Reply {
                 .map(|m| json!({"id": m.guid, "kind": m.kind.as_api(), "lastUpdateTime": m.last_update_time}))
                 .collect(),
         )),
-        ("POST", ["malops"]) => ok(json!({"id": st.add_malop()})),
+        ("POST", ["malops"]) => {
+            let spec = if body.iter().all(u8::is_ascii_whitespace) {
+                Ok(MalopSpec::default())
+            } else {
+                serde_json::from_slice::<MalopSpec>(body)
+            };
+            match spec {
+                Ok(spec) => match st.create_malop(spec) {
+                    Ok(new) => {
+                        let kind = st.malop(&new.id).map(|m| m.detection_type.clone());
+                        ok(json!({
+                            "id": new.id,
+                            "kind": kind,
+                            "creationTime": new.creation_time,
+                            "createdAtUs": epoch_us(new.created_at),
+                        }))
+                    }
+                    Err(e) => Reply::json(404, &json!({"error": e.to_string()})),
+                },
+                Err(e) => Reply::json(400, &json!({"error": format!("bad Malop: {e}")})),
+            }
+        }
+        ("GET", ["syslog"]) => ok(match st.events.as_ref().map(|e| e.stats()) {
+            Some(s) => json!({
+                "enabled": true,
+                "queued": s.queued,
+                "dropped": s.dropped,
+                "written": s.sender.written,
+                "connectFailures": s.sender.connect_failures,
+                "writeFailures": s.sender.write_failures,
+            }),
+            None => json!({"enabled": false}),
+        }),
         ("POST", ["malops", id, "touch"]) => match st.touch_malop(id) {
             Some(t) => ok(json!({"lastUpdateTime": t})),
             None => Reply::json(404, &json!({"error": "no such malop"})),

@@ -33,6 +33,12 @@ impl SimMachine {
     pub fn has_pylum_id(&self, pylum_id: &str) -> bool {
         self.pylum_id.as_deref() == Some(pylum_id)
     }
+
+    /// Whether `key` names this machine: its sensor's pylumId, its guid or its host name (any
+    /// case), as the control API takes them.
+    pub(crate) fn is_named(&self, key: &str) -> bool {
+        self.has_pylum_id(key) || self.guid == key || self.name.eq_ignore_ascii_case(key)
+    }
 }
 
 /// A network connection of a process.
@@ -191,9 +197,50 @@ pub fn machines(rng: &mut Rng, count: usize) -> Vec<SimMachine> {
         .collect()
 }
 
+/// The kinds of Malop the simulator makes (each seeded Malop takes the next in this order).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum MalopKind {
+    /// `detectionType` RANSOMWARE, a process Malop.
+    Ransomware,
+    /// KNOWN_MALWARE, a process Malop.
+    KnownMalware,
+    /// BLACKLIST (a blacklisted hash), a process Malop.
+    Blacklist,
+    /// LATERAL_MOVEMENT, a logon-session Malop.
+    LateralMovement,
+}
+
+impl MalopKind {
+    /// Every kind, in the order seeded Malops take them.
+    pub const ALL: [Self; 4] = [
+        Self::Ransomware,
+        Self::KnownMalware,
+        Self::Blacklist,
+        Self::LateralMovement,
+    ];
+
+    /// Malop number `n`'s kind.
+    pub(crate) fn nth(n: usize) -> Self {
+        Self::ALL[n % Self::ALL.len()]
+    }
+}
+
 /// Generates Malop number `n` on some of `machines`, created before `now`.
 pub fn malop(rng: &mut Rng, n: usize, machines: &[SimMachine], now: i64) -> SimMalop {
-    let (detection, activity, label) = KINDS[n % KINDS.len()];
+    malop_of_kind(rng, MalopKind::nth(n), machines, now)
+}
+
+/// Generates a Malop of `kind` on some of `machines`, created before `now`.
+pub fn malop_of_kind(
+    rng: &mut Rng,
+    kind: MalopKind,
+    machines: &[SimMachine],
+    now: i64,
+) -> SimMalop {
+    let (detection, activity, label) = KINDS[kind as usize];
     let kind = if detection == "LATERAL_MOVEMENT" {
         ElementKind::LogonSession
     } else {

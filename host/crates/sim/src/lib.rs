@@ -17,11 +17,19 @@
 //! start-up flags, and consumed by the next matching requests. A tenant whose API user has no
 //! investigation rights is a standing switch: `--refuse-investigation`,
 //! [`SimHandle::refuse_investigation`], `POST /sim/investigation/refuse` (or `/allow`). Every request is in the log
-//! ([`SimHandle::requests`], `GET /sim/requests`) with the login password redacted.
+//! ([`SimHandle::requests`], `GET /sim/requests`) with the login password redacted and its
+//! wall-clock arrival time.
+//!
+//! **Syslog events.** With [`SimConfig::syslog`] (`riposte sim --syslog HOST:PORT`), every
+//! Malop created or updated at run time (not the seeded ones) is also announced as a CEF
+//! `Malop Created` / `Malop Updated` event to that collector, as a Cybereason server forwards
+//! them; see [`SimSyslog`]. A control call creates a Malop now ([`SimHandle::create_malop`],
+//! `POST /sim/malops`).
 
 mod api;
 mod control;
 mod data;
+mod events;
 mod pages;
 mod query;
 mod recorded;
@@ -31,16 +39,21 @@ mod rng;
 mod server;
 mod state;
 
-pub use data::{ORG, SimConnection, SimFile, SimMachine, SimMalop, SimProcess};
+pub use data::{MalopKind, ORG, SimConnection, SimFile, SimMachine, SimMalop, SimProcess};
+pub use events::{SimEventStyle, SimSyslog, SimSyslogStats};
 pub use recorded::Unservable;
-pub use state::{Fault, FaultKind, LoggedRequest, SimQuarantine, SimState};
+pub use state::{
+    Fault, FaultKind, LoggedRequest, MalopSpec, NewMalop, SimQuarantine, SimState, UnknownMachine,
+};
 
 use anyhow::Context as _;
 use riposte_domain::MalopId;
+use riposte_syslog::{Framing, SenderConfig, SenderTransport};
 use state::Shared;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The most results a real server's crimes/unified answer holds (`totalResultLimit` is capped
 /// at 10,000 on real tenants).
@@ -78,6 +91,8 @@ pub struct SimConfig {
     pub refuse_investigation: bool,
     /// The most results one `crimes/unified` answer holds (a real server's: 10,000).
     pub result_limit: usize,
+    /// Where to send a CEF Malop event for every Malop created or updated (none: nowhere).
+    pub syslog: Option<SimSyslog>,
 }
 
 impl Default for SimConfig {
@@ -95,9 +110,13 @@ impl Default for SimConfig {
             offline: Vec::new(),
             refuse_investigation: false,
             result_limit: SERVER_RESULT_LIMIT,
+            syslog: None,
         }
     }
 }
+
+/// How long [`SimHandle::shutdown`] waits for queued syslog events to be written.
+const SYSLOG_GRACE: Duration = Duration::from_secs(2);
 
 /// The simulator entry point.
 #[derive(Debug)]
@@ -120,6 +139,9 @@ impl Simulator {
         st.faults.extend(config.faults.iter().cloned());
         for key in &config.offline {
             anyhow::ensure!(st.set_online(key, false), "--offline {key}: no such sensor");
+        }
+        if let Some(syslog) = &config.syslog {
+            st.events = Some(events::MalopEvents::start(syslog)?);
         }
         Self::serve(config.listen, st).await
     }
@@ -184,6 +206,16 @@ impl SimHandle {
     /// A new Malop appears now; returns its id.
     pub fn add_malop(&self) -> MalopId {
         MalopId::new(self.with_state(SimState::add_malop))
+    }
+
+    /// A new Malop as `spec` says appears now (its `Malop Created` event is queued).
+    pub fn create_malop(&self, spec: MalopSpec) -> Result<NewMalop, UnknownMachine> {
+        self.with_state(|s| s.create_malop(spec))
+    }
+
+    /// The syslog event sender's counters; `None` without [`SimConfig::syslog`].
+    pub fn syslog_stats(&self) -> Option<SimSyslogStats> {
+        self.with_state(|s| s.events.as_ref().map(events::MalopEvents::stats))
     }
 
     /// The Malop is updated now; returns its new `malopLastUpdateTime`.
@@ -256,13 +288,18 @@ impl SimHandle {
         self.with_state(|s| s.log.clear());
     }
 
-    /// Stops the server and waits for it.
+    /// Stops the server and waits for it, then gives queued syslog events a moment to be
+    /// written.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        let events = self.with_state(|s| s.events.take());
+        if let Some(events) = events {
+            events.shutdown(SYSLOG_GRACE).await;
         }
     }
 }
@@ -327,6 +364,30 @@ pub struct SimArgs {
     /// The most results one crimes/unified answer holds (a real server's: 10,000).
     #[arg(long, default_value_t = SERVER_RESULT_LIMIT)]
     pub result_limit: usize,
+    /// Send a CEF syslog event (`Malop Created` / `Malop Updated`) for every Malop created
+    /// or updated at run time to this collector, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub syslog: Option<String>,
+    /// How to reach the --syslog collector: tcp (newline framing, as Cybereason servers
+    /// send), udp, or tls (with --syslog-ca).
+    #[arg(long, value_parser = parse_transport, default_value = "tcp", requires = "syslog")]
+    pub syslog_transport: SenderTransport,
+    /// CA certificates (PEM) the TLS collector's certificate must chain to.
+    #[arg(long, requires = "syslog")]
+    pub syslog_ca: Option<PathBuf>,
+    /// The events' header and CEF dialect: vendor (RFC 3164 + CEF:1) or forwarder
+    /// (RFC 5424 + CEF:0).
+    #[arg(long, value_enum, default_value_t = SimEventStyle::Vendor, requires = "syslog")]
+    pub syslog_style: SimEventStyle,
+}
+
+fn parse_transport(text: &str) -> Result<SenderTransport, String> {
+    match text {
+        "tcp" => Ok(SenderTransport::Tcp),
+        "udp" => Ok(SenderTransport::Udp),
+        "tls" => Ok(SenderTransport::Tls),
+        other => Err(format!("`{other}`: tcp, udp or tls")),
+    }
 }
 
 impl SimArgs {
@@ -358,6 +419,15 @@ impl SimArgs {
             let n = self.delay_count.unwrap_or(u32::MAX);
             faults.push(Fault::new(FaultKind::Delay, n).delay_ms(self.delay_ms));
         }
+        let syslog = self.syslog.as_ref().map(|address| {
+            let mut sender = SenderConfig::new(self.syslog_transport, address.clone());
+            sender.framing = Framing::Newline;
+            sender.ca_file = self.syslog_ca.clone();
+            SimSyslog {
+                sender,
+                style: self.syslog_style,
+            }
+        });
         Ok(SimConfig {
             listen: self.listen,
             seed: self.seed,
@@ -370,6 +440,7 @@ impl SimArgs {
             offline: self.offline.clone(),
             refuse_investigation: self.refuse_investigation,
             result_limit: self.result_limit.max(1),
+            syslog,
             ..SimConfig::default()
         })
     }
@@ -380,6 +451,12 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let handle = Simulator::start(args.to_config()?).await?;
     println!("riposte simulator listening on {}", handle.base_url());
     println!("control API: {}/sim/ (loopback only)", handle.base_url());
+    if let Some(syslog) = &args.syslog {
+        println!(
+            "Malop events (CEF over syslog, {:?}) go to {syslog}",
+            args.syslog_transport
+        );
+    }
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;

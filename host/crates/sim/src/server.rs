@@ -20,6 +20,7 @@ pub(crate) async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let received = std::time::SystemTime::now();
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     if uri.path().starts_with("/sim/") || uri.path() == "/sim" {
         if !peer.ip().is_loopback() {
@@ -36,6 +37,7 @@ pub(crate) async fn dispatch(
             &path,
             logged,
             fault.as_ref().map(|f| f.kind),
+            received,
         );
         (fault, idx)
     };

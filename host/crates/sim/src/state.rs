@@ -1,10 +1,13 @@
 //! The simulator's mutable state: world, sessions, remediations, reputations, faults, log.
 
-use super::data::{self, SimMachine, SimMalop};
+use super::data::{self, MalopKind, SimMachine, SimMalop};
+use super::events::MalopEvents;
 use super::rng::Rng;
+use riposte_syslog::MalopEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
 
 /// What an injected fault does to a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -102,6 +105,39 @@ pub struct LoggedRequest {
     pub status: u16,
     /// The fault applied, if any.
     pub fault: Option<FaultKind>,
+    /// When the request arrived, by the wall clock: microseconds since the Unix epoch (for
+    /// latencies; the server clock `clock_ms` only moves on mutations).
+    pub received_us: u64,
+}
+
+/// What a new Malop should be (`POST /sim/malops`, [`crate::SimHandle::create_malop`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct MalopSpec {
+    /// Its kind (default: the next in the seeded order).
+    pub kind: Option<MalopKind>,
+    /// Bring the sensors of its machines online first, so that a rule acts on all of them.
+    pub machines_online: bool,
+    /// The one machine it affects (pylumId, guid or host name; default: one to three
+    /// machines drawn from the world).
+    pub machine: Option<String>,
+}
+
+/// Why a Malop could not be created.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no machine is `{0}` (pylumId, guid or host name)")]
+pub struct UnknownMachine(pub String);
+
+/// A Malop just created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMalop {
+    /// Its id (`11.<i64>`).
+    pub id: String,
+    /// Its `creationTime` on the server clock (ms).
+    pub creation_time: i64,
+    /// When it was created by the wall clock, that is when its `Malop Created` event was
+    /// queued (compare with [`LoggedRequest::received_us`]).
+    pub created_at: SystemTime,
 }
 
 /// One remediation item and its predetermined final result.
@@ -206,6 +242,8 @@ pub struct SimState {
     pub result_limit: usize,
     next_seq: u64,
     malops_made: usize,
+    /// Where Malop events go, if anywhere.
+    pub(crate) events: Option<MalopEvents>,
 }
 
 impl SimState {
@@ -253,6 +291,7 @@ impl SimState {
             result_limit: crate::SERVER_RESULT_LIMIT,
             next_seq: 0,
             malops_made,
+            events: None,
         }
     }
 
@@ -264,21 +303,59 @@ impl SimState {
 
     /// Creates a new Malop now (a "Malop appears") and returns its id.
     pub fn add_malop(&mut self) -> String {
+        self.create_malop(MalopSpec::default())
+            .expect("a Malop on machines drawn from the world")
+            .id
+    }
+
+    /// Creates a new Malop now as `spec` says, and sends its `Malop Created` event.
+    pub fn create_malop(&mut self, spec: MalopSpec) -> Result<NewMalop, UnknownMachine> {
+        let on = match &spec.machine {
+            Some(key) => {
+                let machine = self
+                    .machines
+                    .iter()
+                    .find(|m| m.is_named(key))
+                    .ok_or_else(|| UnknownMachine(key.clone()))?;
+                vec![machine.clone()]
+            }
+            None => self.machines.clone(),
+        };
         let now = self.tick();
-        let mut m = data::malop(&mut self.rng, self.malops_made, &self.machines, now);
+        let kind = spec
+            .kind
+            .unwrap_or_else(|| MalopKind::nth(self.malops_made));
+        let mut m = data::malop_of_kind(&mut self.rng, kind, &on, now);
         self.malops_made += 1;
         m.creation_time = now;
         m.last_update_time = now;
+        if spec.machines_online {
+            for machine in &m.machines {
+                self.set_online(machine, true);
+            }
+        }
+        let created_at = SystemTime::now();
+        if let Some(events) = &self.events {
+            events.emit(&m, MalopEvent::Created, now);
+        }
         let id = m.guid.clone();
         self.malops.push(m);
-        id
+        Ok(NewMalop {
+            id,
+            creation_time: now,
+            created_at,
+        })
     }
 
-    /// Marks a Malop as updated now; returns the new update time.
+    /// Marks a Malop as updated now, and sends its `Malop Updated` event; returns the new
+    /// update time.
     pub fn touch_malop(&mut self, id: &str) -> Option<i64> {
         let now = self.tick();
         let m = self.malops.iter_mut().find(|m| m.guid == id)?;
         m.last_update_time = now;
+        if let Some(events) = &self.events {
+            events.emit(m, MalopEvent::Updated, now);
+        }
         Some(now)
     }
 
@@ -294,11 +371,7 @@ impl SimState {
 
     /// Sets a sensor online or offline; coming online applies a primed isolation change.
     pub fn set_online(&mut self, key: &str, online: bool) -> bool {
-        let Some(m) = self
-            .machines
-            .iter_mut()
-            .find(|m| m.has_pylum_id(key) || m.guid == key || m.name.eq_ignore_ascii_case(key))
-        else {
+        let Some(m) = self.machines.iter_mut().find(|m| m.is_named(key)) else {
             return false;
         };
         m.online = online;
@@ -375,6 +448,7 @@ impl SimState {
         path: &str,
         body: String,
         fault: Option<FaultKind>,
+        received: SystemTime,
     ) -> usize {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -385,6 +459,7 @@ impl SimState {
             body,
             status: 0,
             fault,
+            received_us: super::events::epoch_us(received),
         });
         self.log.len() - 1
     }

@@ -563,22 +563,29 @@ impl Store {
 
     /// Connects to the PostgreSQL database of `config` (which carries the password) and
     /// applies the pending schema migrations; `shown` names it in messages and must not hold
-    /// the password. Fails with [`Error::Unreachable`] if no connection can be had.
-    pub fn connect_postgres(config: ::postgres::Config, shown: impl Into<String>) -> Result<Store> {
+    /// the password. TLS (when the server offers it, or `sslmode=require`) verifies the
+    /// server's certificate against Mozilla's roots and the CA certificates of `ca_file`.
+    /// Fails with [`Error::Unreachable`] if no connection can be had.
+    pub fn connect_postgres(
+        config: ::postgres::Config,
+        shown: impl Into<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Store> {
         let shown = shown.into();
-        let backend =
-            postgres::Database::connect(config).map_err(|failure| tag(&shown, "open", failure))?;
+        let backend = postgres::Database::connect(config, ca_file)
+            .map_err(|failure| tag(&shown, "open", failure))?;
         Self::migrated(Backend::Postgres(backend), shown)
     }
 
     /// Opens the database `[service.database]` names: the SQLite file, or the PostgreSQL
-    /// database (its password from where the configuration says).
+    /// database (its password from where the configuration says, TLS as its URL and
+    /// `ca_file` say).
     pub fn open_configured(database: &settings::DatabaseConfig) -> Result<Store> {
         match &database.backend {
             settings::Backend::Sqlite { path } => Store::open(path),
             settings::Backend::Postgres(pg) => {
                 // Parsed without the password, so no message can carry it.
-                let mut config: ::postgres::Config = pg.shown().parse().map_err(|e| {
+                let mut config: ::postgres::Config = pg.driver_url().parse().map_err(|e| {
                     tag(
                         pg.shown(),
                         "open",
@@ -588,7 +595,7 @@ impl Store {
                     )
                 })?;
                 config.password(pg.password().expose());
-                Store::connect_postgres(config, pg.shown())
+                Store::connect_postgres(config, pg.shown(), pg.ca_file())
             }
         }
     }

@@ -16,6 +16,14 @@
 //! (`REPEATABLE READ, READ ONLY`). The guarded `UPDATE ... WHERE state IN (...)` and the
 //! unique action key hold on their own as a second line.
 //!
+//! # TLS
+//!
+//! Connections use rustls whenever the server offers TLS (`sslmode=prefer`, the driver's
+//! default) or must (`sslmode=require`): the server's certificate chain and its host name are
+//! always verified, against Mozilla's roots and the CA certificates of `ca_file` (libpq's
+//! `verify-full`; `sslmode=verify-ca` and `verify-full` are accepted and mean `require`).
+//! Only `sslmode=disable` sends in the clear.
+//!
 //! A deferred commit ([`Durability::Deferred`]) sets `synchronous_commit = off` for its
 //! transaction: PostgreSQL's WAL is written in commit order, so like SQLite's it keeps a
 //! prefix of the commits after a crash of the server, and any later durable commit makes it
@@ -23,11 +31,16 @@
 
 use crate::sql::{Dialect, Row, Sql, ToValue, Tx, Value};
 use crate::{Durability, Failure, Op};
+use postgres::IsolationLevel;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use postgres::{IsolationLevel, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use std::cell::RefCell;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The advisory lock every write transaction holds: "riposte" in ASCII.
 const WRITE_LOCK: i64 = 0x0072_6970_6f73_7465;
@@ -39,7 +52,40 @@ const POOL_SIZE: u32 = 8;
 /// short, so that a host stops acting quickly instead of queueing work it cannot record.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
+
+/// The CA certificates of the PEM file `path`, or why they cannot be read.
+pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read CA certificates from {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM CERTIFICATE block", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The TLS side of a connection: rustls (ring) trusting Mozilla's roots and the
+/// certificates of `ca_file`.
+pub(crate) fn tls_connector(ca_file: Option<&Path>) -> Op<MakeRustlsConnect> {
+    let invalid = |why: String| Failure::Refused(crate::Refusal::InvalidArgument(why));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in read_ca_file(path).map_err(invalid)? {
+            roots
+                .add(cert)
+                .map_err(|e| invalid(format!("a CA certificate of {}: {e}", path.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(format!("TLS settings: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
 
 /// Runs blocking client work so that it can never stall or trip an async runtime: the
 /// `postgres` client drives each call on a runtime of its own, which tokio refuses to
@@ -55,10 +101,19 @@ pub(crate) fn off_async_workers<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// A pool of connections to one PostgreSQL database.
-#[derive(Debug)]
 pub(crate) struct Database {
     /// Always `Some` until dropped (see the `Drop` impl).
     pool: Option<Pool>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.pool.as_ref().map(|p| p.state());
+        f.debug_struct("Database")
+            .field("connections", &state.as_ref().map(|s| s.connections))
+            .field("idle", &state.as_ref().map(|s| s.idle_connections))
+            .finish()
+    }
 }
 
 impl Drop for Database {
@@ -71,15 +126,27 @@ impl Drop for Database {
 }
 
 impl Database {
-    /// Connects with `config` (its password included) and checks one connection works.
-    pub(crate) fn connect(config: postgres::Config) -> Op<Database> {
-        off_async_workers(|| Self::connect_here(config))
+    /// Connects with `config` (its password included), TLS trusting the certificates of
+    /// `ca_file` besides Mozilla's roots, and checks one connection works.
+    pub(crate) fn connect(config: postgres::Config, ca_file: Option<&Path>) -> Op<Database> {
+        let tls = tls_connector(ca_file)?;
+        off_async_workers(|| Self::connect_here(config, tls))
     }
 
-    fn connect_here(mut config: postgres::Config) -> Op<Database> {
+    fn connect_here(mut config: postgres::Config, tls: MakeRustlsConnect) -> Op<Database> {
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("riposte");
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        // The server's NOTICEs (a migration's "already exists, skipping") are not news.
+        let quiet = "-c client_min_messages=warning";
+        let options = match config.get_options() {
+            Some(given) => format!("{given} {quiet}"),
+            None => quiet.to_owned(),
+        };
+        config.options(&options);
+        let manager = PostgresConnectionManager::new(config, tls);
+        // One connection first, so that a failure keeps its cause (a refused certificate, a
+        // wrong password) rather than the pool's one-line summary of it.
+        drop(r2d2::ManageConnection::connect(&manager)?);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))

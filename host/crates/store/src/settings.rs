@@ -10,6 +10,7 @@
 //! url = "postgres://riposte@db.corp:5432/riposte"   # no password here
 //! password_env = "RIPOSTE_DATABASE_PASSWORD"        # the default; or:
 //! # credentials_file = "database-credentials"        # `password = ...`, mode 0600
+//! # ca_file = "db-ca.pem"   # CA certificates of the server's TLS certificate (PEM)
 //! lease_secs = 30           # work held by a host that stops heartbeating moves after this
 //! heartbeat_secs = 5        # less than half of lease_secs
 //! ```
@@ -96,6 +97,7 @@ pub struct PostgresConfig {
     url: Url,
     password: Secret,
     password_source: PasswordSource,
+    ca_file: Option<PathBuf>,
     lease_secs: u64,
     heartbeat_secs: u64,
 }
@@ -234,6 +236,7 @@ impl PostgresConfig {
             url,
             password,
             password_source,
+            ca_file: None,
             lease_secs: DEFAULT_LEASE_SECS,
             heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
         })
@@ -248,6 +251,40 @@ impl PostgresConfig {
         self.lease_secs = lease_secs;
         self.heartbeat_secs = heartbeat_secs;
         Ok(self)
+    }
+
+    /// The same database, its server's TLS certificate checked against the CA certificates
+    /// of `path` (a PEM file) besides Mozilla's roots.
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Result<Self, String> {
+        let path = path.into();
+        crate::postgres::read_ca_file(&path)?;
+        self.ca_file = Some(path);
+        Ok(self)
+    }
+
+    /// The PEM file of CA certificates trusted for the server's TLS certificate
+    /// (`ca_file`), besides Mozilla's roots.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+
+    /// The URL as the driver takes it (no password): libpq's `sslmode=verify-ca` and
+    /// `verify-full` become `require`, which verifies the certificate and the host name
+    /// anyway.
+    pub fn driver_url(&self) -> String {
+        let mut url = self.url.clone();
+        let pairs: Vec<(String, String)> = self
+            .url
+            .query_pairs()
+            .map(|(k, v)| match (k.as_ref(), v.as_ref()) {
+                ("sslmode", "verify-ca" | "verify-full") => (k.into_owned(), "require".to_owned()),
+                _ => (k.into_owned(), v.into_owned()),
+            })
+            .collect();
+        if !pairs.is_empty() {
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        url.into()
     }
 
     /// The URL with the password set in it, percent-encoded: for the driver only.
@@ -294,9 +331,10 @@ impl Serialize for PostgresConfig {
     /// The URL (no password), where the password comes from, and the timing.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
-        let mut s = serializer.serialize_struct("PostgresConfig", 4)?;
+        let mut s = serializer.serialize_struct("PostgresConfig", 5)?;
         s.serialize_field("url", self.shown())?;
         s.serialize_field("password_from", &self.password_source)?;
+        s.serialize_field("ca_file", &self.ca_file)?;
         s.serialize_field("lease_secs", &self.lease_secs)?;
         s.serialize_field("heartbeat_secs", &self.heartbeat_secs)?;
         s.end()
@@ -359,6 +397,8 @@ pub struct RawDatabaseSection {
     #[serde(default)]
     credentials_file: Option<PathBuf>,
     #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
     lease_secs: Option<u64>,
     #[serde(default)]
     heartbeat_secs: Option<u64>,
@@ -373,6 +413,7 @@ impl RawDatabaseSection {
             ("url", self.url.is_some()),
             ("password_env", self.password_env.is_some()),
             ("credentials_file", self.credentials_file.is_some()),
+            ("ca_file", self.ca_file.is_some()),
             ("lease_secs", self.lease_secs.is_some()),
             ("heartbeat_secs", self.heartbeat_secs.is_some()),
         ] {
@@ -421,6 +462,12 @@ impl RawDatabaseSection {
             Some(Ok(url)) => Some(url),
         };
         let password = self.password(base, env, findings);
+        let ca_file = self.ca_file.as_ref().map(|f| resolve_path(base, f.clone()));
+        if let Some(path) = &ca_file
+            && let Err(why) = crate::postgres::read_ca_file(path)
+        {
+            findings.at("ca_file", why);
+        }
         let lease_secs = self.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
         let heartbeat_secs = self.heartbeat_secs.unwrap_or(DEFAULT_HEARTBEAT_SECS);
         if let Some((key, why)) = timing_problem(lease_secs, heartbeat_secs) {
@@ -431,6 +478,7 @@ impl RawDatabaseSection {
             url,
             password,
             password_source,
+            ca_file,
             lease_secs,
             heartbeat_secs,
         }))
@@ -502,6 +550,10 @@ impl RawDatabaseSection {
 
 /// Parses a PostgreSQL URL: the scheme, a user, a host and a database name. The message of
 /// a URL that does not parse never repeats it (it may hold a password).
+/// The `sslmode`s of a URL: the driver's three, and libpq's two verifying ones (which
+/// riposte does in every mode that uses TLS).
+const SSL_MODES: [&str; 5] = ["disable", "prefer", "require", "verify-ca", "verify-full"];
+
 fn check_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("is not a URL ({e}); expected {URL_SHAPE}"))?;
     let mut shown = url.clone();
@@ -521,6 +573,14 @@ fn check_url(text: &str) -> Result<Url, String> {
     if database.is_empty() || database.contains('/') {
         return Err(format!(
             "`{shown}` names no database (one path segment); expected {URL_SHAPE}"
+        ));
+    }
+    if let Some((_, mode)) = url.query_pairs().find(|(key, _)| key == "sslmode")
+        && !SSL_MODES.contains(&mode.as_ref())
+    {
+        return Err(format!(
+            "`{shown}`: sslmode `{mode}` is not one of {}",
+            SSL_MODES.join(", ")
         ));
     }
     if let Some((key, _)) = url
@@ -905,5 +965,76 @@ mod tests {
         assert!(a.same_database(&b), "but it is the same database");
         assert!(!a.same_database(&DatabaseConfig::default()));
         assert!(DatabaseConfig::sqlite("/a.db").same_database(&DatabaseConfig::sqlite("/a.db")));
+    }
+
+    #[test]
+    fn ca_file_and_sslmode_are_checked_where_they_are_written() {
+        let env = [(DEFAULT_PASSWORD_ENV, PASSWORD)];
+        let (_, findings) = load(
+            "[database]\nbackend = \"postgres\"\nurl = \"postgres://r@h/d?sslmode=verify-everything\"\n",
+            &env,
+        );
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].0, "url");
+        assert!(findings[0].1.contains("verify-everything"), "{findings:?}");
+        assert!(findings[0].1.contains("verify-full"), "{findings:?}");
+
+        let (_, findings) = load(
+            "[database]\nbackend = \"postgres\"\nurl = \"postgres://r@h/d\"\nca_file = \"/nonexistent/ca.pem\"\n",
+            &env,
+        );
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].0, "ca_file");
+        assert!(
+            findings[0].1.contains("/nonexistent/ca.pem"),
+            "{findings:?}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let (_, findings) = load(
+            &format!(
+                "[database]\nbackend = \"postgres\"\nurl = \"postgres://r@h/d\"\nca_file = {:?}\n",
+                not_pem.display().to_string()
+            ),
+            &env,
+        );
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].1.contains("no PEM CERTIFICATE"), "{findings:?}");
+
+        let (_, findings) = load("[database]\nca_file = \"ca.pem\"\n", &env);
+        assert_eq!(
+            findings,
+            [(
+                "ca_file".to_owned(),
+                "applies to backend = \"postgres\" only".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn libpq_verifying_modes_reach_the_driver_as_require() {
+        let env = [(DEFAULT_PASSWORD_ENV, PASSWORD)];
+        for (written, driven) in [
+            ("?sslmode=verify-full", "?sslmode=require"),
+            (
+                "?sslmode=verify-ca&connect_timeout=3",
+                "?sslmode=require&connect_timeout=3",
+            ),
+            ("?sslmode=disable", "?sslmode=disable"),
+            ("", ""),
+        ] {
+            let (config, findings) = load(
+                &format!(
+                    "[database]\nbackend = \"postgres\"\nurl = \"postgres://r@h/d{written}\"\n"
+                ),
+                &env,
+            );
+            assert!(findings.is_empty(), "{findings:?}");
+            let pg = postgres(&config);
+            assert_eq!(pg.driver_url(), format!("postgres://r@h/d{driven}"));
+            assert_eq!(pg.shown(), format!("postgres://r@h/d{written}"));
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Databases for tests, of either backend, so that one suite runs against both.
 //!
 //! The PostgreSQL tests need a server: `tests/run.sh` (README's test command) starts one on
-//! loopback and names it in [`POSTGRES_ENV`]; each [`TestDatabase::postgres`] is a new,
-//! empty database on it. A test that needs PostgreSQL and finds no server fails, saying how
+//! loopback, reachable over TLS only, and names it in [`POSTGRES_ENV`] and its CA
+//! certificate in [`POSTGRES_CA_ENV`]; each [`TestDatabase::postgres`] is a new, empty
+//! database on it. A test that needs PostgreSQL and finds no server fails, saying how
 //! to start one; it never passes silently.
 
 use crate::{Result, Store};
@@ -11,6 +12,10 @@ use std::path::PathBuf;
 /// The environment variable holding the URL of the PostgreSQL server the tests use, e.g.
 /// `postgres://riposte:secret@127.0.0.1:5433/postgres`.
 pub const POSTGRES_ENV: &str = "RIPOSTE_TEST_POSTGRES";
+
+/// The environment variable holding the PEM file of the CA certificate of the test server's
+/// TLS certificate (`DIR/ca.pem` of `tests/postgres.sh start DIR`), if it has one.
+pub const POSTGRES_CA_ENV: &str = "RIPOSTE_TEST_POSTGRES_CA";
 
 /// A fresh database that several [`Store`]s (threads, processes, "hosts") can open.
 #[derive(Debug)]
@@ -29,6 +34,8 @@ pub enum TestDatabase {
         /// The URL without its password (`postgres://user@host:port/name`), as the store
         /// shows it and as `[service.database] url` names it.
         shown: String,
+        /// The CA certificate of the server's TLS certificate, as `ca_file` names it.
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -57,9 +64,12 @@ impl TestDatabase {
         let admin: postgres::Config = url
             .parse()
             .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is not a PostgreSQL URL: {e}"));
+        let ca_file = std::env::var_os(POSTGRES_CA_ENV).map(PathBuf::from);
+        let tls = crate::postgres::tls_connector(ca_file.as_deref())
+            .unwrap_or_else(|e| panic!("the CA certificate of {POSTGRES_CA_ENV}: {e:?}"));
         let name = format!("riposte_test_{}", uuid::Uuid::new_v4().simple());
         crate::postgres::off_async_workers(|| {
-            let mut client = admin.connect(postgres::NoTls).unwrap_or_else(|e| {
+            let mut client = admin.connect(tls).unwrap_or_else(|e| {
                 panic!(
                     "cannot connect to the PostgreSQL server of {POSTGRES_ENV}: {e}; is it running?"
                 )
@@ -85,16 +95,30 @@ impl TestDatabase {
             .get_user()
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
-        let shown = format!("postgres://{user}{hosts}/{name}");
+        let tls = match config.get_ssl_mode() {
+            postgres::config::SslMode::Require => "?sslmode=require",
+            postgres::config::SslMode::Disable => "?sslmode=disable",
+            _ => "",
+        };
+        let shown = format!("postgres://{user}{hosts}/{name}{tls}");
         TestDatabase::Postgres {
             config: Box::new(config),
             shown,
+            ca_file,
         }
     }
 
     /// Each backend's fresh database: the parameters of a suite run against both.
     pub fn each() -> [fn() -> TestDatabase; 2] {
         [TestDatabase::sqlite, TestDatabase::postgres]
+    }
+
+    /// A new, empty database of the same backend (a second run inside one test).
+    pub fn another(&self) -> TestDatabase {
+        match self {
+            TestDatabase::Sqlite { .. } => TestDatabase::sqlite(),
+            TestDatabase::Postgres { .. } => TestDatabase::postgres(),
+        }
     }
 
     /// The backend's name, for messages.
@@ -115,13 +139,42 @@ impl TestDatabase {
         }
     }
 
+    /// The CA certificate file a configuration names as `ca_file` for this database.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        match self {
+            TestDatabase::Postgres { ca_file, .. } => ca_file.as_deref(),
+            TestDatabase::Sqlite { .. } => None,
+        }
+    }
+
+    /// A plain client connection to a PostgreSQL database (TLS as the store connects), for
+    /// tests that reach under the store.
+    ///
+    /// # Panics
+    ///
+    /// On SQLite, or when the connection fails.
+    pub fn client(&self) -> postgres::Client {
+        let TestDatabase::Postgres {
+            config, ca_file, ..
+        } = self
+        else {
+            panic!("a client of a PostgreSQL test database")
+        };
+        let tls = crate::postgres::tls_connector(ca_file.as_deref())
+            .unwrap_or_else(|e| panic!("the CA certificate of {POSTGRES_CA_ENV}: {e:?}"));
+        crate::postgres::off_async_workers(|| config.connect(tls))
+            .unwrap_or_else(|e| panic!("connecting to the PostgreSQL test database: {e}"))
+    }
+
     /// Opens a new handle on the database (a new connection, as another host would).
     pub fn try_open(&self) -> Result<Store> {
         match self {
             TestDatabase::Sqlite { path, .. } => Store::open(path),
-            TestDatabase::Postgres { config, shown } => {
-                Store::connect_postgres((**config).clone(), shown.clone())
-            }
+            TestDatabase::Postgres {
+                config,
+                shown,
+                ca_file,
+            } => Store::connect_postgres((**config).clone(), shown.clone(), ca_file.as_deref()),
         }
     }
 

@@ -303,6 +303,64 @@ pub enum RecordParseError {
     /// The payload is not a JSON audit record.
     #[error("the payload is not a JSON audit record: {0}")]
     Json(#[from] serde_json::Error),
+    /// The payload is a CEF record without a sequence number or chain hash.
+    #[error("the payload is not a CEF audit record (externalId and cs1 chainHash): {0}")]
+    Cef(String),
+}
+
+/// What an exported audit record anchors: its sequence number and chain hash (hex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportedAnchor {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// Its chain hash, as exported (hex).
+    pub chain_hash: String,
+}
+
+/// Reads the sequence number and chain hash of one exported audit record as a collector may
+/// store it: the RFC 5424 message (optionally still prefixed with its RFC 6587 octet count),
+/// or its payload alone; the payload JSON or CEF.
+pub fn exported_anchor(stored: &str) -> Result<ExportedAnchor, RecordParseError> {
+    let mut text = stored.trim();
+    // An octet count left in front of the message: `123 <PRI>1 ...`.
+    if let Some((count, rest)) = text.split_once(' ')
+        && !count.is_empty()
+        && count.bytes().all(|b| b.is_ascii_digit())
+        && rest.starts_with('<')
+    {
+        text = rest;
+    }
+    let payload = if text.starts_with('<') {
+        let parsed = syslog_loose::parse_message(text, syslog_loose::Variant::RFC5424);
+        if !matches!(parsed.protocol, syslog_loose::Protocol::RFC5424(_))
+            || parsed.msgid != Some(AUDIT_MSG_ID)
+        {
+            return Err(RecordParseError::NotAuditMessage);
+        }
+        parsed.msg
+    } else {
+        text
+    };
+    if payload.starts_with("CEF:") {
+        let cef = crate::cef::parse(payload).map_err(|e| RecordParseError::Cef(e.to_string()))?;
+        let seq = cef
+            .get("externalId")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| RecordParseError::Cef("no numeric externalId".into()))?;
+        if cef.get("cs1Label") != Some("chainHash") {
+            return Err(RecordParseError::Cef("cs1Label is not chainHash".into()));
+        }
+        let chain_hash = cef
+            .get("cs1")
+            .ok_or_else(|| RecordParseError::Cef("no cs1".into()))?
+            .to_owned();
+        return Ok(ExportedAnchor { seq, chain_hash });
+    }
+    let record: JsonRecord = serde_json::from_str(payload)?;
+    Ok(ExportedAnchor {
+        seq: record.seq,
+        chain_hash: record.chain_hash,
+    })
 }
 
 impl AuditRecord {
@@ -515,6 +573,28 @@ mod tests {
             "<109>1 2023-11-14T22:13:20.123Z riposte-host riposte - riposte-audit - {"
         ));
         assert_eq!(AuditRecord::from_syslog_json(text).unwrap(), record());
+    }
+
+    #[test]
+    fn exported_anchors_read_back_from_every_stored_form() {
+        let origin = Origin::new("h", "riposte");
+        let priority = Priority::new(Facility::Audit, Severity::Notice);
+        let want = ExportedAnchor {
+            seq: 42,
+            chain_hash: "ab".repeat(32),
+        };
+        for payload in [RecordPayload::Json, RecordPayload::Cef] {
+            let msg = record().to_syslog(payload, priority, &origin).unwrap();
+            let text = std::str::from_utf8(&msg.payload).unwrap().to_owned();
+            let body = text.split_once(" riposte-audit - ").unwrap().1.to_owned();
+            let counted = format!("{} {text}", text.len());
+            for stored in [&text, &counted, &body] {
+                assert_eq!(exported_anchor(stored).unwrap(), want, "{stored}");
+            }
+        }
+        assert!(exported_anchor("<13>1 - h app - other - {}").is_err());
+        assert!(exported_anchor("CEF:0|a|b|1|x|x|3|externalId=1").is_err());
+        assert!(exported_anchor("garbage").is_err());
     }
 
     #[test]

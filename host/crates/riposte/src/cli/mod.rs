@@ -5,6 +5,8 @@ mod db;
 mod plugin;
 mod service;
 
+pub(crate) use service::take_hints;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Runs detection-to-remediation rules for Cybereason EDR as sandboxed WebAssembly components.
@@ -74,10 +76,13 @@ pub(crate) struct DemoArgs {
 /// `riposte audit ...`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Check the hash chain; exits non-zero naming the first bad record.
+    /// Check the hash chain (with --key, authenticate a keyed chain; with --against, compare
+    /// with a SIEM export); exits non-zero naming the first bad record.
     Verify(riposte_audit::AuditVerifyArgs),
     /// Print records, filtered by plugin, Malop and decision.
     Show(riposte_audit::AuditShowArgs),
+    /// Make a new key for a keyed chain (`[service.audit] key_file`).
+    Keygen(riposte_audit::AuditKeygenArgs),
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
@@ -141,6 +146,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Show(args)) => {
             riposte_audit::run_show(&args, &mut std::io::stdout().lock())
+        }
+        Command::Audit(AuditCommand::Keygen(args)) => {
+            riposte_audit::run_keygen(&args, &mut std::io::stdout().lock())
         }
         Command::Db(command) => db::run(command).await,
         Command::Demo(args) => demo(args).await,

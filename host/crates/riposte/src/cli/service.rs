@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use riposte_audit::{AuditSink, Call, Entry, Redacted};
+use riposte_audit::{Call, Entry, Redacted};
 use riposte_client::{Client, ClientConfig, Credentials};
 use riposte_domain::MalopId;
 use riposte_metrics::Metrics;
@@ -105,6 +105,11 @@ const HINTS_PER_WAKE: usize = 64;
 /// enabled, the Malops named by the server's syslog events are evaluated between polls as
 /// they come; the polls keep their interval.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // First of all, so that a stop asked for while the plugins load is a clean stop after
+    // the first cycle rather than a death by signal.
+    let mut shutdown = shutdown_signal()?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let config = load_config(&args.config)?;
     let client = Arc::new(client_from_config(&config)?);
     let metrics = Arc::new(Metrics::new());
@@ -120,9 +125,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let follow = FollowPolicy::from(&config.service.follow);
     let mut service = Service::start(config, client, follow, metrics.clone()).await?;
-    let mut shutdown = shutdown_signal()?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("installing the SIGHUP handler")?;
+    // Stopped (and given EXPORT_GRACE to deliver what it queued) when the loop ends.
+    let export = start_export(service.config(), service.audit_appended())?;
     let membership = service.membership().clone();
     let heartbeat = membership.spawn();
     let mut role = membership.watch();
@@ -146,6 +150,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Ok(None) => {}
             // With --once no poll follows: the failure is the command's, for cron and timers.
             Err(error) if args.once => {
+                // Gives the lease up, so that the next run (a timer's) acts at once.
+                heartbeat.abort();
+                membership.leave().await;
                 service.sync_audit()?;
                 return Err(error.context("the cycle failed"));
             }
@@ -213,7 +220,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     service.drain_followups().await;
     heartbeat.abort();
     membership.leave().await;
-    service.sync_audit()
+    let synced = service.sync_audit();
+    if let Some(export) = export
+        && let Err(error) = export.shutdown(EXPORT_GRACE).await
+    {
+        tracing::error!("the SIEM export stopped on an error: {error}");
+    }
+    synced
+}
+
+/// How long the SIEM export may take, on the way out, to deliver what it has queued.
+const EXPORT_GRACE: Duration = Duration::from_secs(5);
+
+/// Starts the SIEM export of the audit trail when `[service.audit.export]` enables it. It
+/// runs as its own task and never holds the service up: when the collector is away, the
+/// trail is the buffer.
+fn start_export(
+    config: &OperatorConfig,
+    appended: tokio::sync::watch::Receiver<u64>,
+) -> anyhow::Result<Option<riposte_audit::ExportHandle>> {
+    let audit = &config.service.audit;
+    if !audit.export.enabled {
+        return Ok(None);
+    }
+    let handle = riposte_audit::Exporter::new(&audit.export, &audit.path)
+        .start(Some(appended))
+        .with_context(|| {
+            format!(
+                "{}: starting the SIEM export of [service.audit.export]",
+                config.source.display()
+            )
+        })?;
+    tracing::info!(collector = %audit.export.address, cursor = *handle.cursor().borrow(),
+        "exporting the audit trail to the SIEM");
+    Ok(Some(handle))
 }
 
 /// Why `riposte run --once` did nothing on a shared database.
@@ -267,7 +307,7 @@ async fn next_hint(
 
 /// `first` and the hints ready now, at most [`HINTS_PER_WAKE`], as the service's Malop ids
 /// (the only thing taken from an event).
-fn take_hints(
+pub(crate) fn take_hints(
     first: riposte_syslog::MalopHint,
     hints: Option<&mut riposte_syslog::HintReceiver>,
 ) -> Vec<MalopId> {
@@ -391,7 +431,12 @@ fn decide(args: Decide, approve: bool) -> anyhow::Result<()> {
         store.deny(&id, &args.by, now)?;
     }
     let record = store.get_action(&id)?;
-    let audit = AuditSink::open(&config.service.audit.path, config.service.audit.fsync)?;
+    let audit = config.service.audit.open_sink().with_context(|| {
+        format!(
+            "opening the audit trail {}",
+            config.service.audit.path.display()
+        )
+    })?;
     let mut entry = Entry::new(
         now,
         Call::event(if approve {

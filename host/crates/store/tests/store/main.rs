@@ -27,3 +27,4 @@ mod store_concurrency;
 mod store_copy;
 mod store_durability;
 mod store_flows;
+mod store_tls;

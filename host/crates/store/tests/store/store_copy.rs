@@ -518,10 +518,7 @@ fn a_database_at_another_schema_version_is_refused() {
     fill(&source);
     let postgres = TestDatabase::postgres();
     let target = postgres.open();
-    let TestDatabase::Postgres { config, .. } = &postgres else {
-        unreachable!("a PostgreSQL database")
-    };
-    let mut raw = config.connect(postgres::NoTls).unwrap();
+    let mut raw = postgres.client();
     raw.execute(
         "INSERT INTO schema_version (version, name, applied_at_ms) VALUES ($1, 'future', 1)",
         &[&(schema::LATEST_VERSION + 1)],
