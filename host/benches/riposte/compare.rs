@@ -50,8 +50,10 @@ fn loadavg() -> Value {
     json!(v)
 }
 
-/// CPU time since boot from /proc/stat, all CPUs, in clock ticks: (busy, total). Busy leaves
-/// out idle and I/O wait.
+/// CPU time since boot from /proc/stat, all CPUs, in clock ticks: (user, total). User time
+/// (with nice) only: the kernel's work on the run's behalf (fsyncs flushed by kernel
+/// threads, loopback networking in softirq) is not charged to the run's process, so system
+/// time cannot be split between the run and others.
 fn cpu_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let fields: Vec<u64> = stat
@@ -63,37 +65,33 @@ fn cpu_ticks() -> (u64, u64) {
         .filter_map(|x| x.parse().ok())
         .collect();
     // user nice system idle iowait irq softirq steal (guest time is inside user).
-    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
-    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
-    (busy, busy + at(3) + at(4))
+    (fields.iter().take(2).sum(), fields.iter().take(8).sum())
 }
 
-/// CPU time of this process's waited-for children (and theirs), in clock ticks.
+/// User CPU time of this process's waited-for children (and theirs), in clock ticks.
 fn children_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name (which may hold spaces): cutime and cstime are the
-    // 16th and 17th fields of the line, the 14th and 15th after it.
-    let rest: Vec<u64> = stat
-        .rsplit_once(')')
+    // The fields after the command name (which may hold spaces): cutime is the 16th field
+    // of the line, the 14th after it.
+    stat.rsplit_once(')')
         .map_or("", |x| x.1)
         .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    rest.get(12).copied().unwrap_or(0) + rest.get(13).copied().unwrap_or(0)
+        .nth(13)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
 }
 
-/// The share of the machine's CPU time (all cores) used by other processes between two
-/// readings: what competed with the measured run.
+/// The share of the machine's CPU time (all cores) that other processes spent in user mode
+/// between two readings: what competed with the measured run.
 fn others_share(start: ((u64, u64), u64), end: ((u64, u64), u64)) -> f64 {
-    let (((b0, t0), c0), ((b1, t1), c1)) = (start, end);
+    let (((u0, t0), c0), ((u1, t1), c1)) = (start, end);
     let total = t1.saturating_sub(t0).max(1) as f64;
-    let others = (b1.saturating_sub(b0)).saturating_sub(c1.saturating_sub(c0));
+    let others = (u1.saturating_sub(u0)).saturating_sub(c1.saturating_sub(c0));
     util::round(others as f64 / total)
 }
 
 /// Waits (at most `QUIET_WAIT`) until other processes use less than `QUIET_SHARE` of the
-/// CPU over a few seconds; returns the last share seen and how long it waited.
+/// CPU (user mode) over a few seconds; returns the last share seen and how long it waited.
 fn wait_for_quiet() -> (f64, f64) {
     let started = std::time::Instant::now();
     loop {
@@ -481,7 +479,7 @@ pub fn summarise(root: &Path) -> anyhow::Result<()> {
         "noise_threshold": NOISE,
         "runs": listed,
         "figures": figures,
-        "method": format!("Sections {SECTIONS} of the earlier harness (built at the before commit) and of this one, each run as its own process, alternately (before, after, before, after, …) on the same machine; each side's plugins built from its own tree. Medians over the rounds; ratio = after / before; per-round ratios pair each after run with the before run just ahead of it. A figure is called worse when it moved the slower way by more than {:.0}% in every round. Each run starts once other processes use less than {:.0}% of the machine's CPU over 3 s (waiting at most {} s); the share they used during the run (from /proc/stat, less the run's own CPU time) and the load average (1, 5, 15 min, /proc/loadavg, which counts the run itself) at its start and end are listed. Regenerate: RIPOSTE_BENCH_BEFORE=<earlier harness executable> cargo bench -p riposte-benches --bench riposte (runs under target/before-after/).", NOISE * 100.0, QUIET_SHARE * 100.0, QUIET_WAIT.as_secs()),
+        "method": format!("Sections {SECTIONS} of the earlier harness (built at the before commit) and of this one, each run as its own process, alternately (before, after, before, after, …) on the same machine; each side's plugins built from its own tree. Medians over the rounds; ratio = after / before; per-round ratios pair each after run with the before run just ahead of it. A figure is called worse when it moved the slower way by more than {:.0}% in every round. Each run starts once other processes use less than {:.0}% of the machine's CPU in user mode over 3 s (waiting at most {} s); the share they used during the run (user time from /proc/stat less the run's own; the kernel's work for the run, fsyncs and loopback networking, cannot be told apart from others' and is left out) and the load average (1, 5, 15 min, /proc/loadavg, which counts the run itself) at its start and end are listed. Regenerate: RIPOSTE_BENCH_BEFORE=<earlier harness executable> cargo bench -p riposte-benches --bench riposte (runs under target/before-after/).", NOISE * 100.0, QUIET_SHARE * 100.0, QUIET_WAIT.as_secs()),
     });
     let out = root.join("host/benches/results").join(FILE);
     std::fs::write(&out, serde_json::to_string_pretty(&summary)? + "\n")?;
@@ -503,6 +501,15 @@ fn list(v: &Value) -> String {
         .into_iter()
         .flatten()
         .map(num)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn loads(v: &Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| x.as_f64().map_or("–".into(), |x| format!("{x:.2}")))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -550,7 +557,7 @@ pub fn report(o: &mut String, s: &Value) {
     }
     let _ = writeln!(
         o,
-        "\n| round | side | commit | run ended (UTC) | seconds | waited for quiet | other processes' CPU share during the run | load average at start | at end |\n|---|---|---|---|---|---|---|---|---|"
+        "\n| round | side | commit | run ended (UTC) | seconds | waited for quiet | other processes' user CPU share during the run | load average at start | at end |\n|---|---|---|---|---|---|---|---|---|"
     );
     for run in s["runs"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -565,8 +572,8 @@ pub fn report(o: &mut String, s: &Value) {
             run["others_cpu_share"]
                 .as_f64()
                 .map_or("–".into(), |x| format!("{:.0}%", x * 100.0)),
-            list(&run["loadavg_start"]),
-            list(&run["loadavg_end"]),
+            loads(&run["loadavg_start"]),
+            loads(&run["loadavg_end"]),
         );
     }
     let _ = writeln!(o);
