@@ -19,7 +19,7 @@ use anyhow::Context;
 use riposte_domain::{ActionRequest, MachineGuid, MalopId, PluginName, Sha256Digest};
 use riposte_sim::SimHandle;
 use riposte_store::prelude::*;
-use riposte_store::testing::{POSTGRES_ENV, TestDatabase};
+use riposte_store::testing::{POSTGRES_CA_ENV, POSTGRES_ENV, TestDatabase};
 use riposte_store::{BeginOutcome, NewAction, Outcome, Store};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -79,13 +79,18 @@ impl Postgres {
             .arg(&dir)
             .stderr(Stdio::inherit())
             .output();
+        // The server speaks TLS only, with a certificate from its own throwaway CA.
+        let ca = dir.join("ca.pem");
         let server = Postgres::Started(dir);
         match started {
             Ok(out) if out.status.success() => {
                 let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
                 // SAFETY: called from `main` before the tokio runtime (or any other thread)
                 // is started, so nothing reads the environment concurrently.
-                unsafe { std::env::set_var(POSTGRES_ENV, url) };
+                unsafe {
+                    std::env::set_var(POSTGRES_ENV, url);
+                    std::env::set_var(POSTGRES_CA_ENV, ca);
+                }
                 server
             }
             other => {
@@ -105,9 +110,9 @@ impl Postgres {
     fn source(&self) -> anyhow::Result<&'static str> {
         match self {
             Postgres::External => Ok("the server named by RIPOSTE_TEST_POSTGRES"),
-            Postgres::Started(_) => {
-                Ok("a throwaway cluster started by tests/postgres.sh on loopback, same machine")
-            }
+            Postgres::Started(_) => Ok(
+                "a throwaway cluster started by tests/postgres.sh on loopback (TLS), same machine",
+            ),
             Postgres::Missing(why) => anyhow::bail!("no PostgreSQL server: {why}"),
             Postgres::Unused => anyhow::bail!("PostgreSQL was not set up for this run"),
         }
@@ -198,7 +203,7 @@ async fn ledger() -> anyhow::Result<Value> {
             TestDatabase::sqlite as fn() -> TestDatabase,
         ),
         (
-            "PostgreSQL (loopback, synchronous_commit = on, writes serialised on the advisory lock)",
+            "PostgreSQL (loopback, TLS, synchronous_commit = on, writes serialised on the advisory lock)",
             TestDatabase::postgres,
         ),
     ] {
@@ -319,7 +324,7 @@ impl Host {
                     path.display()
                 )
             }
-            TestDatabase::Postgres { shown, .. } => {
+            TestDatabase::Postgres { shown, ca_file, .. } => {
                 let credentials = dir.join("database-credentials");
                 std::fs::write(
                     &credentials,
@@ -327,11 +332,15 @@ impl Host {
                 )?;
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600))?;
-                format!(
+                let mut section = format!(
                     "[service.database]\nbackend = \"postgres\"\nurl = \"{shown}\"\n\
                      credentials_file = \"{}\"\nlease_secs = {LEASE_SECS}\nheartbeat_secs = {HEARTBEAT_SECS}\n",
                     credentials.display()
-                )
+                );
+                if let Some(ca) = ca_file {
+                    let _ = writeln!(section, "ca_file = {:?}", ca.display().to_string());
+                }
+                section
             }
         };
         toml = toml.replacen(&legacy, "", 1);
