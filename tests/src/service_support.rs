@@ -155,6 +155,8 @@ pub struct Setup {
     pub poll_interval_secs: u64,
     /// The global budget: at most this many actions (of any kind) an hour.
     pub global_budget: u64,
+    /// The action kind the global budget counts (`any`: every kind).
+    pub global_budget_action: &'static str,
 }
 
 impl Setup {
@@ -166,6 +168,7 @@ impl Setup {
             approval_expiry_secs: 3600,
             poll_interval_secs: 1,
             global_budget: 100_000,
+            global_budget_action: "any",
         }
     }
 
@@ -503,8 +506,9 @@ fn write_config(
          {database_key}\n[service.audit]\npath = {audit:?}\nfsync = \"every-record\"\n\n\
          [service.server]\nbase_url = {base_url:?}\ncredentials_file = {cred:?}\nrequest_timeout_secs = 10\n\n\
          {database_section}[approvals]\nrequired = {approvals:?}\nexpiry_secs = {expiry}\n\n\
-         [[global_budgets]]\naction = \"any\"\nmax = {budget}\nwindow_secs = 3600\n",
+         [[global_budgets]]\naction = \"{budget_action}\"\nmax = {budget}\nwindow_secs = 3600\n",
         budget = setup.global_budget,
+        budget_action = setup.global_budget_action,
         poll = setup.poll_interval_secs,
         audit = audit.display().to_string(),
         cred = credentials.display().to_string(),

@@ -538,7 +538,6 @@ fn shadow_key(key: &ActionKey) -> ActionKey {
     ActionKey(Sha256Digest::of(text.as_bytes()))
 }
 
-/// What is left of a request once the targets asked for before are taken out.
 /// What the ledger step of an action found or did.
 enum Ledgered {
     /// The same action was asked for before: this is its record.
@@ -547,6 +546,7 @@ enum Ledgered {
     Now(Decision, Option<ActionMode>, Option<BeginOutcome>),
 }
 
+/// What is left of a request once the targets asked for before are taken out.
 enum Remaining {
     /// Nothing was asked before.
     All,
