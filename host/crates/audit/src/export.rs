@@ -100,15 +100,6 @@ fn store_cursor(path: &Path, cursor: Cursor) -> Result<(), Error> {
         .map_err(|e| fail("cannot fsync its directory", e))
 }
 
-/// This machine's host name, for the RFC 5424 HOSTNAME.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "-".to_owned())
-}
-
 /// Why the trail could not be read from an offset.
 enum ReadProblem {
     Io(&'static str, std::io::Error),
@@ -193,7 +184,11 @@ impl Exporter {
             sender: config.sender(),
             payload: config.format.into(),
             origin: Origin::new(
-                config.hostname.clone().unwrap_or_else(host_name),
+                config
+                    .hostname
+                    .clone()
+                    .or_else(riposte_domain::host_name)
+                    .unwrap_or_else(|| "-".to_owned()),
                 config.app_name.clone(),
             ),
             batch: config.batch_records.max(1),

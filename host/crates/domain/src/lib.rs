@@ -10,6 +10,15 @@ pub mod settings;
 
 pub use secret::Secret;
 
+/// This machine's host name as the kernel has it, if it has one: the fleet's host ids and
+/// the SIEM export's syslog HOSTNAME.
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -55,11 +55,7 @@ pub fn default_host_id() -> String {
     {
         return id.trim().chars().take(128).collect();
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
+    let host = riposte_domain::host_name().unwrap_or_else(|| "localhost".to_owned());
     format!("{host}:{}", std::process::id())
 }
 

@@ -17,6 +17,12 @@ pub const POSTGRES_ENV: &str = "RIPOSTE_TEST_POSTGRES";
 /// TLS certificate (`DIR/ca.pem` of `tests/postgres.sh start DIR`), if it has one.
 pub const POSTGRES_CA_ENV: &str = "RIPOSTE_TEST_POSTGRES_CA";
 
+/// The TLS connector of the test server's clients: trusting the CA of [`POSTGRES_CA_ENV`].
+fn test_tls(ca_file: Option<&std::path::Path>) -> tokio_postgres_rustls::MakeRustlsConnect {
+    crate::postgres::tls_connector(ca_file)
+        .unwrap_or_else(|e| panic!("the CA certificate of {POSTGRES_CA_ENV}: {e:?}"))
+}
+
 /// A fresh database that several [`Store`]s (threads, processes, "hosts") can open.
 #[derive(Debug)]
 pub enum TestDatabase {
@@ -65,8 +71,7 @@ impl TestDatabase {
             .parse()
             .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is not a PostgreSQL URL: {e}"));
         let ca_file = std::env::var_os(POSTGRES_CA_ENV).map(PathBuf::from);
-        let tls = crate::postgres::tls_connector(ca_file.as_deref())
-            .unwrap_or_else(|e| panic!("the CA certificate of {POSTGRES_CA_ENV}: {e:?}"));
+        let tls = test_tls(ca_file.as_deref());
         let name = format!("riposte_test_{}", uuid::Uuid::new_v4().simple());
         crate::postgres::off_async_workers(|| {
             let mut client = admin.connect(tls).unwrap_or_else(|e| {
@@ -160,8 +165,7 @@ impl TestDatabase {
         else {
             panic!("a client of a PostgreSQL test database")
         };
-        let tls = crate::postgres::tls_connector(ca_file.as_deref())
-            .unwrap_or_else(|e| panic!("the CA certificate of {POSTGRES_CA_ENV}: {e:?}"));
+        let tls = test_tls(ca_file.as_deref());
         crate::postgres::off_async_workers(|| config.connect(tls))
             .unwrap_or_else(|e| panic!("connecting to the PostgreSQL test database: {e}"))
     }
