@@ -245,19 +245,27 @@ async fn contain_on_event(
     else {
         anyhow::bail!("the control API's answer lacks id or createdAtUs: {created}");
     };
-    let first = tokio::time::timeout(EVENT_WAIT, hints.recv())
-        .await
-        .with_context(|| format!("no syslog event named a Malop within {EVENT_WAIT:?}"))?
-        .context("the syslog listener stopped")?;
-    let ids = crate::cli::take_hints(first, Some(hints));
-    let report = service.evaluate_hinted(&ids).await?;
-    service.drain_followups().await;
-    let hinted = Hinted {
-        invocations: report.invocations,
-        new_malops: usize::from(
-            report.malops_seen > 0 && ids.iter().any(|id| id.as_str() == malop),
-        ),
+    // Events of the seeded Malops' updates (statuses the plugins set) may come first: each
+    // bite of hints is evaluated as `riposte run` would, until one names the new Malop.
+    let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+    let mut hinted = Hinted {
+        invocations: 0,
+        new_malops: 0,
     };
+    while hinted.new_malops == 0 {
+        let first = tokio::time::timeout_at(deadline, hints.recv())
+            .await
+            .with_context(|| {
+                format!("no syslog event named the new Malop {malop} within {EVENT_WAIT:?}")
+            })?
+            .context("the syslog listener stopped")?;
+        let ids = crate::cli::take_hints(first, Some(hints));
+        let report = service.evaluate_hinted(&ids).await?;
+        hinted.invocations += report.invocations;
+        hinted.new_malops =
+            usize::from(report.malops_seen > 0 && ids.iter().any(|id| id.as_str() == malop));
+    }
+    service.drain_followups().await;
     let request = sim.requests().into_iter().find(|r| {
         r.method == "POST"
             && CONTAINMENT_PATHS.contains(&r.path.as_str())
