@@ -361,15 +361,15 @@ async fn concurrent_approvals_on_two_hosts_execute_the_action_once() {
         "nothing sent before the approval"
     );
 
-    let approve = |host: &ServiceEnv, by: &str| {
+    let approve = |host: &ServiceEnv| {
         let mut command = tokio::process::Command::new(riposte_e2e::riposte_bin());
         command
-            .args(["approvals", "approve", "--by", by, "--config"])
+            .args(["approvals", "approve", "--config"])
             .arg(&host.config)
             .arg(&id)
             .output()
     };
-    let (first, second) = tokio::join!(approve(&hosts[0], "alice"), approve(&hosts[1], "bob"));
+    let (first, second) = tokio::join!(approve(&hosts[0]), approve(&hosts[1]));
     let outputs = [first.unwrap(), second.unwrap()];
     let approved = outputs.iter().filter(|o| o.status.success()).count();
     assert_eq!(approved, 1, "one approval wins: {outputs:?}");

@@ -6,7 +6,7 @@
 use riposte_domain::{ActionRequest, MalopId, Sha256Digest};
 use riposte_e2e::service_support::{
     PluginSpec, ServiceEnv, Setup, actions_carried_out, assert_no_action_twice, audit_calls,
-    riposte_cli, start_sim, unhandled, wait_until,
+    audit_records, riposte_cli, start_sim, unhandled, wait_until,
 };
 use riposte_service::now_ms;
 use riposte_sim::SimHandle;
@@ -138,6 +138,19 @@ each_backend! {
         .await;
         assert!(ok, "approving with the shown hash works: {stderr}");
         assert!(stdout.contains(approve_id), "{stdout}");
+        // The decision is recorded under the OS account the command ran as, never a typed name.
+        let account = std::process::Command::new("id").arg("-un").output().expect("id -un");
+        let account = format!("os:{}", String::from_utf8_lossy(&account.stdout).trim());
+        let granted = audit_records(&env.audit)
+            .into_iter()
+            .find(|r| r["call"] == "approval-granted")
+            .expect("the approval is audited");
+        assert_eq!(granted["arguments"]["by"], account.as_str(), "{granted}");
+        let (ok, _, stderr) = riposte_cli(&[
+            "approvals", "deny", "--config", &config, denied.action.id.as_str(), "--by", "alice",
+        ])
+        .await;
+        assert!(!ok && stderr.contains("--by"), "a typed name is refused: {stderr}");
         let (ok, _, stderr) = riposte_cli(&[
             "approvals",
             "deny",

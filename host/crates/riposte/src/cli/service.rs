@@ -58,9 +58,6 @@ pub(crate) struct Decide {
     /// changed since.
     #[arg(long)]
     pub hash: Option<String>,
-    /// Who decides (recorded in the audit trail). Defaults to $USER.
-    #[arg(long, env = "USER", default_value = "operator")]
-    pub by: String,
 }
 
 /// Arguments of `riposte undo`.
@@ -71,9 +68,19 @@ pub(crate) struct UndoArgs {
     pub config: PathBuf,
     /// The action to undo (a unique prefix is enough).
     pub action_id: String,
-    /// Who asks (recorded in the audit trail). Defaults to $USER.
-    #[arg(long, env = "USER", default_value = "operator")]
-    pub by: String,
+}
+
+/// Who decides from the command line: the OS account the command runs as (its effective
+/// uid), as `os:NAME`, never a name the caller types or sets in the environment, so the
+/// audit trail names an identity the OS authenticated.
+pub(crate) fn os_operator() -> anyhow::Result<String> {
+    let uid = nix::unistd::Uid::effective();
+    let user = nix::unistd::User::from_uid(uid)
+        .with_context(|| format!("looking up the account of uid {uid}"))?;
+    Ok(match user {
+        Some(user) => format!("os:{}", user.name),
+        None => format!("os:uid-{uid}"),
+    })
 }
 
 /// Builds the Cybereason client from the configuration's `[service.server]`.
@@ -428,11 +435,12 @@ fn decide(args: Decide, approve: bool) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let by = os_operator()?;
     let now = now_ms();
     if approve {
-        store.approve(&id, &args.by, hash.as_ref(), now)?;
+        store.approve(&id, &by, hash.as_ref(), now)?;
     } else {
-        store.deny(&id, &args.by, now)?;
+        store.deny(&id, &by, now)?;
     }
     let record = store.get_action(&id)?;
     let audit = config.service.audit.open_sink().with_context(|| {
@@ -453,7 +461,7 @@ fn decide(args: Decide, approve: bool) -> anyhow::Result<()> {
     entry.plugin_digest = Some(record.plugin_digest);
     entry.malop = record.malop_id.clone();
     entry.arguments = Redacted::from_value(
-        json!({ "action_id": id.as_str(), "by": args.by, "request_hash": record.request_hash }),
+        json!({ "action_id": id.as_str(), "by": by, "request_hash": record.request_hash }),
     );
     audit.append(&entry)?;
     audit.sync()?;
@@ -472,7 +480,7 @@ pub async fn undo(args: UndoArgs) -> anyhow::Result<()> {
     let follow = FollowPolicy::from(&config.service.follow);
     // One action undone: nothing serves these counters.
     let service = Service::start(config, client, follow, Arc::new(Metrics::new())).await?;
-    let record = service.undo(&args.action_id, &args.by).await?;
+    let record = service.undo(&args.action_id, &os_operator()?).await?;
     println!("{}", serde_json::to_string_pretty(&record)?);
     service.sync_audit()
 }
