@@ -101,6 +101,20 @@ each_backend! {
             "one audited hold per isolation"
         );
 
+        // For people, a table: each held isolation in one line, with its hash; for scripts, JSON.
+        let (ok, table, stderr) = riposte_cli(&["approvals", "list", "--config", &config]).await;
+        assert!(ok, "{stderr}");
+        for p in &pending {
+            let line = table
+                .lines()
+                .find(|l| l.contains(p.action.id.as_str()))
+                .unwrap_or_else(|| panic!("{} is listed:\n{table}", p.action.id.as_str()));
+            assert!(line.contains(" isolate ") && line.contains(" machine") && line.contains(&p.action_hash.to_hex()), "{line}");
+        }
+        let (ok, json, _) = riposte_cli(&["approvals", "list", "--json", "--config", &config]).await;
+        let listed: serde_json::Value = serde_json::from_str(&json).expect("--json prints JSON");
+        assert!(ok && listed.as_array().map(Vec::len) == Some(pending.len()), "{json}");
+
         let (approved, denied) = (&pending[0], &pending[1]);
         let approve_id = approved.action.id.as_str();
         let wrong = Sha256Digest::of(b"another action").to_hex();

@@ -4,6 +4,7 @@
 mod db;
 mod plugin;
 mod service;
+mod table;
 
 pub(crate) use service::take_hints;
 

@@ -30,8 +30,8 @@ pub(crate) struct RunArgs {
 /// `riposte approvals ...`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ApprovalsCommand {
-    /// List the actions waiting for an operator.
-    List(ConfigArg),
+    /// List the actions waiting for an operator (a table; `--json` for scripts).
+    List(ListArgs),
     /// Approve one action; it runs once, at the service's next cycle.
     Approve(Decide),
     /// Deny one action; it never runs.
@@ -44,6 +44,17 @@ pub(crate) struct ConfigArg {
     /// The operator configuration (TOML).
     #[arg(long)]
     pub config: PathBuf,
+}
+
+/// Arguments of `approvals list`.
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// The operator configuration (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Print the pending approvals as JSON (times in ms since the epoch).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `approve` / `deny`.
@@ -415,8 +426,13 @@ pub fn approvals(command: ApprovalsCommand) -> anyhow::Result<()> {
     match command {
         ApprovalsCommand::List(args) => {
             let config = load_config(&args.config)?;
-            let pending = open_store(&config)?.list_pending(now_ms())?;
-            println!("{}", serde_json::to_string_pretty(&pending)?);
+            let now = now_ms();
+            let pending = open_store(&config)?.list_pending(now)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&pending)?);
+            } else {
+                println!("{}", super::table::pending_approvals(&pending, now));
+            }
             Ok(())
         }
         ApprovalsCommand::Approve(args) => decide(args, true),

@@ -1,0 +1,191 @@
+//! What the CLI prints for people: tables with dates, ages and one-line summaries (as
+//! `kubectl get` does); `--json` keeps the raw records for scripts.
+
+use comfy_table::{Table, presets};
+use riposte_domain::ActionRequest;
+use riposte_store::PendingApproval;
+
+/// Targets named in a summary before "(+N more)".
+const SHOWN_TARGETS: usize = 3;
+/// Characters of a reason or comment in a summary.
+const SHOWN_TEXT: usize = 60;
+
+/// The actions waiting for an operator, one line each, oldest first, at `now_ms`.
+pub(crate) fn pending_approvals(pending: &[PendingApproval], now_ms: i64) -> String {
+    if pending.is_empty() {
+        return "No action is waiting for an approval.".to_owned();
+    }
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header([
+        "ACTION",
+        "PLUGIN",
+        "WOULD",
+        "MALOP",
+        "REQUESTED",
+        "EXPIRES",
+        "HASH",
+    ]);
+    for p in pending {
+        let a = &p.action;
+        table.add_row([
+            a.id.as_str().to_owned(),
+            a.plugin.as_str().to_owned(),
+            would(&a.request),
+            a.malop_id
+                .as_ref()
+                .map_or("-".to_owned(), |m| m.as_str().to_owned()),
+            when(p.requested_at_ms, now_ms),
+            when(p.expires_at_ms, now_ms),
+            p.action_hash.to_hex(),
+        ]);
+    }
+    format!(
+        "{table}\n\n{} waiting. Approve with `riposte approvals approve --config FILE ACTION --hash HASH`.",
+        pending.len()
+    )
+}
+
+/// What an action would do, in one line.
+pub(crate) fn would(request: &ActionRequest) -> String {
+    match request {
+        ActionRequest::Remediate { targets, .. } => {
+            let mut machines: Vec<&str> = targets.iter().map(|t| t.machine_guid.as_str()).collect();
+            machines.sort_unstable();
+            machines.dedup();
+            let mut kinds: Vec<String> =
+                targets.iter().map(|t| t.kind.as_api().to_owned()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            format!(
+                "remediate {} on {} machine(s): {}",
+                count(targets.len(), "item"),
+                machines.len(),
+                listed(&kinds)
+            )
+        }
+        ActionRequest::Isolate { machines, .. } | ActionRequest::Unisolate { machines, .. } => {
+            let verb = if matches!(request, ActionRequest::Isolate { .. }) {
+                "isolate"
+            } else {
+                "unisolate"
+            };
+            let guids: Vec<String> = machines.iter().map(|m| m.as_str().to_owned()).collect();
+            format!(
+                "{verb} {}: {}",
+                count(machines.len(), "machine"),
+                listed(&guids)
+            )
+        }
+        ActionRequest::SetReputation { keys, verdict, .. } => {
+            let values: Vec<String> = keys.iter().map(|k| k.value.clone()).collect();
+            format!(
+                "{verdict:?} {}: {}",
+                count(keys.len(), "key"),
+                listed(&values)
+            )
+            .to_lowercase()
+        }
+        ActionRequest::RemoveReputation { keys } => {
+            let values: Vec<String> = keys.iter().map(|k| k.value.clone()).collect();
+            format!(
+                "remove the reputation of {}: {}",
+                count(keys.len(), "key"),
+                listed(&values)
+            )
+        }
+        ActionRequest::SetStatus { status, .. } => format!("set the status to {status:?}"),
+        ActionRequest::AddComment { text, .. } => format!("comment \"{}\"", clipped(text)),
+    }
+}
+
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The first few of `items`, and how many more.
+fn listed(items: &[String]) -> String {
+    let shown = items
+        .iter()
+        .take(SHOWN_TARGETS)
+        .map(|s| clipped(s))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match items.len().saturating_sub(SHOWN_TARGETS) {
+        0 => shown,
+        more => format!("{shown} (+{more} more)"),
+    }
+}
+
+fn clipped(text: &str) -> String {
+    let mut clipped: String = text.chars().take(SHOWN_TEXT).collect();
+    if text.chars().count() > SHOWN_TEXT {
+        clipped.push('…');
+    }
+    clipped.replace(['\n', '\r', '\t'], " ")
+}
+
+/// A time as a UTC date and its distance from `now_ms` ("3m ago", "in 23h").
+pub(crate) fn when(at_ms: i64, now_ms: i64) -> String {
+    let date = chrono::DateTime::from_timestamp_millis(at_ms).map_or_else(
+        || at_ms.to_string(),
+        |d| d.format("%Y-%m-%d %H:%M:%S").to_string(),
+    );
+    let delta = (at_ms - now_ms) / 1000;
+    let span = age(delta.unsigned_abs());
+    if delta == 0 {
+        format!("{date} (now)")
+    } else if delta < 0 {
+        format!("{date} ({span} ago)")
+    } else {
+        format!("{date} (in {span})")
+    }
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riposte_domain::{MachineGuid, MalopId};
+
+    #[test]
+    fn an_isolation_of_many_machines_fits_one_line() {
+        let machines = (0..5)
+            .map(|i| MachineGuid::new(format!("guid-{i}")))
+            .collect();
+        let line = would(&ActionRequest::Isolate {
+            malop_id: Some(MalopId::new("11.1")),
+            machines,
+        });
+        assert_eq!(line, "isolate 5 machines: guid-0, guid-1, guid-2 (+2 more)");
+    }
+
+    #[test]
+    fn times_read_as_dates_and_ages() {
+        let now = 1_764_590_400_000; // 2025-12-01 12:00:00 UTC
+        assert_eq!(when(now - 90_000, now), "2025-12-01 11:58:30 (1m ago)");
+        assert_eq!(
+            when(now + 23 * 3_600_000, now),
+            "2025-12-02 11:00:00 (in 23h00m)"
+        );
+        assert_eq!(age(3 * 86_400 + 7200), "3d2h");
+    }
+
+    #[test]
+    fn a_comment_is_clipped_to_one_line() {
+        let text = format!("line one\nline two {}", "x".repeat(100));
+        let line = would(&ActionRequest::AddComment {
+            malop_id: MalopId::new("11.1"),
+            text,
+        });
+        assert!(line.starts_with("comment \"line one line two"), "{line}");
+        assert!(line.ends_with("…\"") && !line.contains('\n'), "{line}");
+    }
+}
