@@ -395,7 +395,7 @@ async fn concurrent_approvals_on_two_hosts_execute_the_action_once() {
 
     // `riposte status` on either host shows both, and which one holds the poller lease.
     let status = tokio::process::Command::new(riposte_e2e::riposte_bin())
-        .args(["status", "--config"])
+        .args(["status", "--json", "--config"])
         .arg(&hosts[1].config)
         .output()
         .await

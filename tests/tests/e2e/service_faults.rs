@@ -392,7 +392,7 @@ each_backend! {
 
         // `riposte status` shows the pause.
         let config = env.config.display().to_string();
-        let (ok, stdout, stderr) = riposte_cli(&["status", "--config", &config]).await;
+        let (ok, stdout, stderr) = riposte_cli(&["status", "--json", "--config", &config]).await;
         assert!(ok, "riposte status runs: {stderr}");
         let status: serde_json::Value = serde_json::from_str(&stdout).expect("status is JSON");
         let shown = status["paused_plugins"]
@@ -552,7 +552,7 @@ each_backend! {
             ) >= unreadable_before + malops.len() as f64
         );
         let config = env.config.display().to_string();
-        let (ok, status, stderr) = riposte_cli(&["status", "--config", &config]).await;
+        let (ok, status, stderr) = riposte_cli(&["status", "--json", "--config", &config]).await;
         assert!(ok, "{stderr}");
         let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
         assert_eq!(status["incomplete_malops"]["count"], malops.len());

@@ -41,7 +41,7 @@ pub enum Command {
     /// Run the service: poll the server, run the plugins, carry out allowed actions.
     Run(service::RunArgs),
     /// Show plugins, modes, budgets left, paused plugins, pending approvals, last poll.
-    Status(service::ConfigArg),
+    Status(service::StatusArgs),
     /// List, approve or deny actions waiting for an operator.
     #[command(subcommand)]
     Approvals(service::ApprovalsCommand),

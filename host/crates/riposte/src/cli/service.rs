@@ -46,6 +46,17 @@ pub(crate) struct ConfigArg {
     pub config: PathBuf,
 }
 
+/// Arguments of `riposte status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The operator configuration (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Print the status as JSON (times in ms since the epoch).
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `approvals list`.
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
@@ -364,7 +375,7 @@ fn shutdown_signal() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
 
 /// `riposte status`: plugins, modes, budgets left, paused plugins, approvals, last poll, and
 /// the Malops offered with parts that could not be read (waiting to be read again).
-pub fn status(args: ConfigArg) -> anyhow::Result<()> {
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     let store = Arc::new(open_store(&config)?);
     let now = now_ms();
@@ -391,7 +402,11 @@ pub fn status(args: ConfigArg) -> anyhow::Result<()> {
         "hosts": hosts_status(&snapshot, now),
         "leases": snapshot.leases,
     });
-    println!("{}", serde_json::to_string_pretty(&status)?);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        println!("{}", super::table::status(&status, now));
+    }
     Ok(())
 }
 
