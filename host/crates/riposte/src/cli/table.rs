@@ -17,8 +17,7 @@ pub(crate) fn pending_approvals(pending: &[PendingApproval], now_ms: i64) -> Str
     if pending.is_empty() {
         return "No action is waiting for an approval.".to_owned();
     }
-    let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_header([
+    let mut table = table([
         "ACTION",
         "PLUGIN",
         "WOULD",
@@ -152,6 +151,120 @@ fn age(secs: u64) -> String {
     }
 }
 
+/// `riposte status` for people, from the record `--json` prints (`status`), at `now_ms`.
+pub(crate) fn status(status: &Value, now_ms: i64) -> String {
+    let mut out = String::new();
+    let mut plugins = table(["PLUGIN", "MODE", "PAUSED", "BUDGETS (used/max per window)"]);
+    for p in items(&status["plugins"]) {
+        let paused = p["paused_until_ms"]
+            .as_i64()
+            .map_or("no".to_owned(), |until| {
+                format!("until {}", when(until, now_ms))
+            });
+        plugins.add_row([
+            text(&p["name"]),
+            text(&p["mode"]),
+            paused,
+            budgets(&p["budgets"]),
+        ]);
+    }
+    let _ = writeln!(out, "{plugins}");
+    let _ = writeln!(
+        out,
+        "\nGlobal budgets: {}",
+        budgets(&status["global_budgets"])
+    );
+    let mut sources = table(["SOURCE", "LAST POLL", "WATERMARK"]);
+    for s in items(&status["sources"]) {
+        sources.add_row([
+            text(&s["source"]),
+            ms(&s["last_poll_ms"], now_ms),
+            ms(&s["watermark_ms"], now_ms),
+        ]);
+    }
+    let _ = writeln!(out, "\n{sources}");
+    let _ = writeln!(
+        out,
+        "\nPending approvals: {} (riposte approvals list)",
+        status["pending_approvals"]
+    );
+    let actions = status["actions_by_state"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "none".to_owned());
+    let _ = writeln!(out, "Actions: {actions}");
+    let _ = writeln!(
+        out,
+        "Incomplete Malops: {}",
+        status["incomplete_malops"]["count"]
+    );
+    let mut hosts = table(["HOST", "VERSION", "STARTED", "LAST HEARTBEAT", "HOLDS"]);
+    for h in items(&status["hosts"]) {
+        hosts.add_row([
+            text(&h["host"]),
+            text(&h["version"]),
+            ms(&h["started_at_ms"], now_ms),
+            ms(&h["last_heartbeat_ms"], now_ms),
+            h["holds_lease"].as_str().unwrap_or("-").to_owned(),
+        ]);
+    }
+    let _ = write!(out, "\n{hosts}");
+    out
+}
+
+/// A borderless table with these column names (as `kubectl get` prints).
+fn table<const N: usize>(header: [&str; N]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header(header);
+    table
+}
+
+fn items(list: &Value) -> &[Value] {
+    list.as_array().map_or(&[], Vec::as_slice)
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn ms(value: &Value, now_ms: i64) -> String {
+    value
+        .as_i64()
+        .map_or("never".to_owned(), |at| when(at, now_ms))
+}
+
+/// Budgets as `ACTION: USED/MAX per WINDOW`, comma-separated.
+fn budgets(list: &Value) -> String {
+    let shown: Vec<String> = items(list)
+        .iter()
+        .map(|b| {
+            let budget = &b["budget"];
+            let window = budget["window_secs"].as_u64().map_or("?".to_owned(), age);
+            format!(
+                "{}: {}/{} per {window}",
+                text(&budget["action"]),
+                b["used"],
+                budget["max"]
+            )
+        })
+        .collect();
+    if shown.is_empty() {
+        "none".to_owned()
+    } else {
+        shown.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,128 +340,5 @@ mod tests {
         });
         assert!(line.starts_with("comment \"line one line two"), "{line}");
         assert!(line.ends_with("…\"") && !line.contains('\n'), "{line}");
-    }
-}
-
-/// `riposte status` for people, from the record `--json` prints (`status`), at `now_ms`.
-pub(crate) fn status(status: &Value, now_ms: i64) -> String {
-    let mut out = String::new();
-    let mut plugins = Table::new();
-    plugins.load_preset(presets::NOTHING).set_header([
-        "PLUGIN",
-        "MODE",
-        "PAUSED",
-        "BUDGETS (used/max per window)",
-    ]);
-    for p in items(&status["plugins"]) {
-        let paused = p["paused_until_ms"]
-            .as_i64()
-            .map_or("no".to_owned(), |until| {
-                format!("until {}", when(until, now_ms))
-            });
-        plugins.add_row([
-            text(&p["name"]),
-            text(&p["mode"]),
-            paused,
-            budgets(&p["budgets"]),
-        ]);
-    }
-    let _ = writeln!(out, "{plugins}");
-    let _ = writeln!(
-        out,
-        "\nGlobal budgets: {}",
-        budgets(&status["global_budgets"])
-    );
-    let mut sources = Table::new();
-    sources
-        .load_preset(presets::NOTHING)
-        .set_header(["SOURCE", "LAST POLL", "WATERMARK"]);
-    for s in items(&status["sources"]) {
-        sources.add_row([
-            text(&s["source"]),
-            ms(&s["last_poll_ms"], now_ms),
-            ms(&s["watermark_ms"], now_ms),
-        ]);
-    }
-    let _ = writeln!(out, "\n{sources}");
-    let _ = writeln!(
-        out,
-        "\nPending approvals: {} (riposte approvals list)",
-        status["pending_approvals"]
-    );
-    let actions = status["actions_by_state"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(state, n)| format!("{n} {state}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "none".to_owned());
-    let _ = writeln!(out, "Actions: {actions}");
-    let _ = writeln!(
-        out,
-        "Incomplete Malops: {}",
-        status["incomplete_malops"]["count"]
-    );
-    let mut hosts = Table::new();
-    hosts.load_preset(presets::NOTHING).set_header([
-        "HOST",
-        "VERSION",
-        "STARTED",
-        "LAST HEARTBEAT",
-        "HOLDS",
-    ]);
-    for h in items(&status["hosts"]) {
-        hosts.add_row([
-            text(&h["host"]),
-            text(&h["version"]),
-            ms(&h["started_at_ms"], now_ms),
-            ms(&h["last_heartbeat_ms"], now_ms),
-            h["holds_lease"].as_str().unwrap_or("-").to_owned(),
-        ]);
-    }
-    let _ = write!(out, "\n{hosts}");
-    out
-}
-
-fn items(list: &Value) -> &[Value] {
-    list.as_array().map_or(&[], Vec::as_slice)
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-fn ms(value: &Value, now_ms: i64) -> String {
-    value
-        .as_i64()
-        .map_or("never".to_owned(), |at| when(at, now_ms))
-}
-
-/// Budgets as `ACTION: USED/MAX per WINDOW`, comma-separated.
-fn budgets(list: &Value) -> String {
-    let shown: Vec<String> = items(list)
-        .iter()
-        .map(|b| {
-            let budget = &b["budget"];
-            let window = budget["window_secs"].as_u64().map_or("?".to_owned(), age);
-            format!(
-                "{}: {}/{} per {window}",
-                text(&budget["action"]),
-                b["used"],
-                budget["max"]
-            )
-        })
-        .collect();
-    if shown.is_empty() {
-        "none".to_owned()
-    } else {
-        shown.join(", ")
     }
 }
