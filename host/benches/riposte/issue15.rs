@@ -18,7 +18,7 @@ use crate::script::{self, Details};
 use crate::util::{self, ms};
 use anyhow::Context;
 use riposte_client::{Client, ClientConfig, Credentials};
-use riposte_domain::{MalopId, PluginName};
+use riposte_domain::{MalopId, MalopPart, PluginName};
 use riposte_service::{CycleReport, OperatorConfig, Service};
 use riposte_sim::{
     LoggedRequest, MalopKind, MalopSpec, SimConfig, SimEventStyle, SimHandle, SimSyslog, Simulator,
@@ -526,8 +526,10 @@ async fn outbreak_once(
             while !waiting.is_empty() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let store = service.store();
+                // Handled at this update, whatever parts its plugin did not read.
+                let all = Some(&MalopPart::ALL[..]);
                 waiting
-                    .retain(|(id, at)| !store.is_handled(&plugin, id, *at, None).unwrap_or(false));
+                    .retain(|(id, at)| !store.is_handled(&plugin, id, *at, all).unwrap_or(false));
             }
             OUTBREAK - waiting.len()
         }
