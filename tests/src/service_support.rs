@@ -65,6 +65,8 @@ pub struct PluginSpec {
     pub remediation: Vec<&'static str>,
     /// `[plugins.values]`.
     pub values: Vec<(String, String)>,
+    /// `malop_parts` (none: the default, every part).
+    pub malop_parts: Option<Vec<&'static str>>,
 }
 
 impl PluginSpec {
@@ -76,6 +78,7 @@ impl PluginSpec {
             operations: operations.to_vec(),
             remediation: remediation.to_vec(),
             values: Vec::new(),
+            malop_parts: None,
         }
     }
 
@@ -132,6 +135,12 @@ impl PluginSpec {
     /// Grants one more remediation kind.
     pub fn grant_remediation(mut self, kind: &'static str) -> Self {
         self.remediation.push(kind);
+        self
+    }
+
+    /// Says which parts of a Malop the plugin reads (`malop_parts`).
+    pub fn reads(mut self, parts: &[&'static str]) -> Self {
+        self.malop_parts = Some(parts.to_vec());
         self
     }
 
@@ -520,13 +529,17 @@ fn write_config(
         let bytes = std::fs::read(&path).expect("the plugin reads");
         let _ = write!(
             toml,
-            "\n[[plugins]]\nname = {name:?}\npath = {path:?}\nsha256 = \"{sha}\"\nmode = \"{mode}\"\n\
+            "\n[[plugins]]\nname = {name:?}\npath = {path:?}\nsha256 = \"{sha}\"\nmode = \"{mode}\"\n{parts}\
              [plugins.grants]\noperations = {ops:?}\n",
             name = plugin.name,
             path = path.display().to_string(),
             sha = Sha256Digest::of(&bytes).to_hex(),
             mode = plugin.mode,
             ops = plugin.operations,
+            parts = plugin
+                .malop_parts
+                .as_ref()
+                .map_or(String::new(), |parts| format!("malop_parts = {parts:?}\n")),
         );
         if !plugin.remediation.is_empty() {
             let _ = writeln!(toml, "remediation = {:?}", plugin.remediation);

@@ -44,6 +44,7 @@ mod service_approvals;
 mod service_crash;
 mod service_faults;
 mod service_reload;
+mod service_requests;
 mod service_syslog;
 mod service_watermark;
 mod shadow_mode;

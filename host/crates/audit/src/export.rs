@@ -17,6 +17,13 @@
 //! a fresh sender and resends everything after the cursor. After a restart it resumes from
 //! the cursor. Records may therefore arrive twice; each carries its seq, so duplicates are
 //! recognisable (same seq, same chain hash).
+//!
+//! # Stats
+//!
+//! [`ExportHandle::stats`] watches what the export has done ([`ExportStats`]): how far the
+//! cursor trails the trail's head, records delivered and sent again, connection failures and
+//! the time of the last write; the service's metrics read it (this crate knows nothing of
+//! metrics).
 
 use super::{Error, ExportConfig, Sha256Digest, VerifyOptions, verify_with};
 use riposte_syslog::format::{
@@ -28,7 +35,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -50,11 +57,51 @@ pub fn cursor_path(trail: &Path) -> PathBuf {
 }
 
 /// The cursor: every record up to `seq` was delivered; `offset` is the byte just after it.
+/// `written`: the highest seq written to a collector's connection when the cursor was
+/// stored (records up to it that go out again are counted as resent; absent from cursors
+/// written before it existed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Cursor {
     seq: u64,
     offset: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    written: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What an export has done since it started ([`ExportHandle::stats`]), for the service's
+/// metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportStats {
+    /// The seq of the newest record known to be in the trail: announced by the audit sink
+    /// or read by the export.
+    pub head: u64,
+    /// The seq the cursor file records as delivered.
+    pub cursor: u64,
+    /// Records delivered since the export started: written, confirmed, and the cursor moved
+    /// past them.
+    pub exported: u64,
+    /// Records queued again since the export started, having been written before: after a
+    /// broken connection, or after a restart (records written since the previous run last
+    /// stored its cursor, less the last confirmation period before a crash).
+    pub resent: u64,
+    /// Connection failures since the export started: attempts to connect that failed,
+    /// connections the collector closed, and writes that failed.
+    pub connection_failures: u64,
+    /// When a record was last written to the collector's connection (seen at the
+    /// confirmation tick, so within `confirm_ms`); `None` before the first.
+    pub last_write: Option<SystemTime>,
+}
+
+impl ExportStats {
+    /// Records appended to the trail and not yet delivered (`head - cursor`).
+    pub fn lag(&self) -> u64 {
+        self.head.saturating_sub(self.cursor)
+    }
 }
 
 fn cursor_error(path: &Path, detail: impl Into<String>) -> Error {
@@ -209,6 +256,12 @@ impl Exporter {
         })?;
         let (stop_tx, stop) = watch::channel(None);
         let (cursor_tx, cursor_rx) = watch::channel(cursor.seq);
+        let head = appended.as_ref().map_or(0, |a| *a.borrow());
+        let (stats_tx, stats_rx) = watch::channel(ExportStats {
+            head: head.max(cursor.seq),
+            cursor: cursor.seq,
+            ..ExportStats::default()
+        });
         let run = Run {
             exporter: self,
             sender,
@@ -219,6 +272,13 @@ impl Exporter {
             sent: VecDeque::new(),
             troubles: 0,
             candidate: None,
+            stats: stats_tx,
+            head,
+            exported: 0,
+            resent: 0,
+            resend_up_to: cursor.written,
+            earlier_failures: 0,
+            last_write: None,
         };
         let trail = run.exporter.trail.clone();
         let task = tokio::spawn(async move {
@@ -231,6 +291,7 @@ impl Exporter {
         Ok(ExportHandle {
             stop: stop_tx,
             cursor: cursor_rx,
+            stats: stats_rx,
             task,
         })
     }
@@ -242,6 +303,7 @@ impl Exporter {
 pub struct ExportHandle {
     stop: watch::Sender<Option<Duration>>,
     cursor: watch::Receiver<u64>,
+    stats: watch::Receiver<ExportStats>,
     task: JoinHandle<Result<(), Error>>,
 }
 
@@ -249,6 +311,12 @@ impl ExportHandle {
     /// The seq the cursor file records as delivered; changes as it moves.
     pub fn cursor(&self) -> watch::Receiver<u64> {
         self.cursor.clone()
+    }
+
+    /// What the export has done so far; updated at every confirmation tick (`confirm_ms`)
+    /// and whenever the cursor moves. Still readable after the export stopped.
+    pub fn stats(&self) -> watch::Receiver<ExportStats> {
+        self.stats.clone()
     }
 
     /// Stops the export: within `grace`, the records appended so far are read and sent, and
@@ -285,6 +353,21 @@ struct Run {
     troubles: u64,
     /// The seq written at the last tick: confirmed at the next if no trouble came between.
     candidate: Option<u64>,
+    /// Published at every tick and cursor move.
+    stats: watch::Sender<ExportStats>,
+    /// The newest seq the audit sink announced or the export read.
+    head: u64,
+    /// Records delivered since the start.
+    exported: u64,
+    /// Records queued again since the start.
+    resent: u64,
+    /// The highest seq written on an earlier connection (or by an earlier run): a record up
+    /// to it that is queued again is a resend.
+    resend_up_to: u64,
+    /// Connection failures of the senders dropped so far.
+    earlier_failures: u64,
+    /// When a record was last seen written.
+    last_write: Option<SystemTime>,
 }
 
 impl Run {
@@ -300,6 +383,8 @@ impl Run {
         let mut at_end = false;
         // Set on shutdown: the trail is read to its end and sent until then.
         let mut deadline: Option<tokio::time::Instant> = None;
+        // A shutdown asked for (not a dropped handle, which stands for a crash).
+        let mut graceful = false;
         loop {
             if self.ready.is_empty() && !at_end && self.sent.len() < MAX_UNCONFIRMED {
                 at_end = self.read_chunk().await?;
@@ -314,12 +399,20 @@ impl Run {
                 biased;
                 _ = stop.changed(), if deadline.is_none() => {
                     // A dropped handle reads as no grace at all.
-                    let grace = (*stop.borrow()).unwrap_or(Duration::ZERO);
+                    let asked = *stop.borrow();
+                    graceful = asked.is_some();
+                    let grace = asked.unwrap_or(Duration::ZERO);
                     deadline = Some(tokio::time::Instant::now() + grace);
                     at_end = false;
                 }
                 () = tokio::time::sleep_until(until), if deadline.is_some() => break,
-                _ = tick.tick() => self.confirm_or_rewind().await?,
+                _ = tick.tick() => {
+                    if let Some(appended) = &appended {
+                        self.head = self.head.max(*appended.borrow());
+                    }
+                    self.confirm_or_rewind().await?;
+                    self.publish();
+                }
                 queued = queue(&self.sender, next_message) => {
                     if queued.is_err() {
                         // The sender's task ended: start over from the cursor.
@@ -327,6 +420,9 @@ impl Run {
                         continue;
                     }
                     let r = self.ready.pop_front().expect("a message was queued from it");
+                    if r.seq <= self.resend_up_to {
+                        self.resent += 1;
+                    }
                     self.sent.push_back((r.seq, r.end));
                 }
                 _ = poll.tick(), if at_end && self.ready.is_empty() => at_end = false,
@@ -342,7 +438,7 @@ impl Run {
                 at_end = false;
             }
         }
-        self.flush(deadline.unwrap_or_else(tokio::time::Instant::now))
+        self.flush(deadline.unwrap_or_else(tokio::time::Instant::now), graceful)
             .await
     }
 
@@ -378,9 +474,11 @@ impl Run {
             self.next = Cursor {
                 seq: ready.seq,
                 offset: ready.end,
+                written: 0,
             };
             self.ready.push_back(ready);
         }
+        self.head = self.head.max(self.next.seq);
         Ok(at_end)
     }
 
@@ -457,6 +555,25 @@ impl Run {
         stats.write_failures + stats.disconnects
     }
 
+    /// The highest seq written to a connection, by this run or an earlier one.
+    fn written_up_to(&self) -> u64 {
+        self.resend_up_to
+            .max(self.sender.written().borrow().unwrap_or(0))
+    }
+
+    /// Publishes the stats now.
+    fn publish(&self) {
+        let sender = self.sender.stats();
+        self.stats.send_replace(ExportStats {
+            head: self.head.max(self.cursor.seq),
+            cursor: self.cursor.seq,
+            exported: self.exported,
+            resent: self.resent,
+            connection_failures: self.earlier_failures + connection_failures(&sender),
+            last_write: self.last_write,
+        });
+    }
+
     /// At each tick: a connection that broke since the last one means records written on it
     /// may be lost, so resend from the cursor; otherwise what was written at the last tick
     /// is confirmed and the cursor moves past it.
@@ -473,7 +590,11 @@ impl Run {
         if let Some(seq) = self.candidate {
             self.advance(seq).await?;
         }
-        self.candidate = *self.sender.written().borrow();
+        let written = *self.sender.written().borrow();
+        if written.is_some() && written != self.candidate {
+            self.last_write = Some(SystemTime::now());
+        }
+        self.candidate = written;
         Ok(())
     }
 
@@ -491,14 +612,26 @@ impl Run {
         if let Some(offset) = end
             && seq > self.cursor.seq
         {
-            let (path, cursor) = (self.exporter.cursor_file.clone(), Cursor { seq, offset });
-            tokio::task::spawn_blocking(move || store_cursor(&path, cursor))
-                .await
-                .map_err(|e| cursor_error(&self.exporter.cursor_file, e.to_string()))??;
+            let cursor = Cursor {
+                seq,
+                offset,
+                written: self.written_up_to(),
+            };
+            self.store(cursor).await?;
+            self.exported += seq - self.cursor.seq;
             self.cursor = cursor;
             self.cursor_tx.send_replace(seq);
+            self.publish();
         }
         Ok(())
+    }
+
+    /// Writes `cursor` to the cursor file, on the blocking pool (it is fsynced).
+    async fn store(&self, cursor: Cursor) -> Result<(), Error> {
+        let path = self.exporter.cursor_file.clone();
+        tokio::task::spawn_blocking(move || store_cursor(&path, cursor))
+            .await
+            .map_err(|e| cursor_error(&self.exporter.cursor_file, e.to_string()))?
     }
 
     /// Drops the sender (and its queue) and starts over from the cursor with a fresh one.
@@ -507,7 +640,9 @@ impl Run {
             collector: self.exporter.sender.address.clone(),
             detail: e.to_string(),
         })?;
+        self.resend_up_to = self.written_up_to();
         let old = std::mem::replace(&mut self.sender, fresh);
+        self.earlier_failures += connection_failures(&old.stats());
         tokio::spawn(old.shutdown(Duration::ZERO));
         self.next = self.cursor;
         self.ready.clear();
@@ -518,8 +653,9 @@ impl Run {
     }
 
     /// On shutdown: waits, until `deadline`, for what is queued to be written and then
-    /// confirmed (one confirmation period without trouble), and moves the cursor.
-    async fn flush(mut self, deadline: tokio::time::Instant) -> Result<(), Error> {
+    /// confirmed (one confirmation period without trouble), and moves the cursor. On a
+    /// `graceful` one, the cursor also records what was written and not confirmed.
+    async fn flush(mut self, deadline: tokio::time::Instant, graceful: bool) -> Result<(), Error> {
         if let Some(&(last, _)) = self.sent.back() {
             let mut written = self.sender.written();
             let done = tokio::time::timeout_at(deadline, written.wait_for(|w| *w >= Some(last)))
@@ -533,10 +669,27 @@ impl Run {
                 }
             }
         }
+        // Records written and not confirmed go out again at the next run: it counts them as
+        // resent.
+        let written = self.written_up_to();
+        if graceful && written > self.cursor.written.max(self.cursor.seq) {
+            let cursor = Cursor {
+                written,
+                ..self.cursor
+            };
+            self.store(cursor).await?;
+            self.cursor = cursor;
+        }
+        self.publish();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let _ = self.sender.shutdown(left).await;
         Ok(())
     }
+}
+
+/// Connection failures a sender counted: failed attempts, connections closed, failed writes.
+fn connection_failures(stats: &riposte_syslog::SenderStats) -> u64 {
+    stats.connect_failures + stats.disconnects + stats.write_failures
 }
 
 /// Queues `message`, waiting for room; never, without one.
@@ -739,8 +892,16 @@ mod tests {
         let path = cursor_path(&dir.path().join("a.jsonl"));
         assert!(path.ends_with("a.jsonl.export-cursor"));
         assert_eq!(read_cursor(&path).unwrap(), 0);
-        store_cursor(&path, Cursor { seq: 7, offset: 99 }).unwrap();
-        assert_eq!(load_cursor(&path).unwrap(), Cursor { seq: 7, offset: 99 });
+        let cursor = Cursor {
+            seq: 7,
+            offset: 99,
+            written: 9,
+        };
+        store_cursor(&path, cursor).unwrap();
+        assert_eq!(load_cursor(&path).unwrap(), cursor);
+        // A cursor written before `written` existed.
+        std::fs::write(&path, r#"{"seq":3,"offset":40}"#).unwrap();
+        assert_eq!(load_cursor(&path).unwrap().written, 0);
         std::fs::write(&path, "nonsense").unwrap();
         assert!(matches!(read_cursor(&path), Err(Error::Cursor { .. })));
     }

@@ -70,8 +70,8 @@ pub use cli::{
     run_show, run_verify,
 };
 pub use export::{
-    ExportAgainstReport, ExportHandle, ExportedAnchor, Exporter, check_against_export, cursor_path,
-    parse_exported, read_cursor,
+    ExportAgainstReport, ExportHandle, ExportStats, ExportedAnchor, Exporter, check_against_export,
+    cursor_path, parse_exported, read_cursor,
 };
 pub use key::{ChainKey, MAX_KEY_BYTES, MIN_KEY_BYTES};
 pub use log::{AuditLog, AuditSink, MemoryLog, head_path};

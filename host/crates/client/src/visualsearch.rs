@@ -4,12 +4,13 @@
 
 use super::http::{Call, Safety};
 use super::parse;
-use super::{Client, Element, Error, Result, Sensor};
+use super::{Client, Element, Error, Result, Sensor, SensorBatch};
 use riposte_domain::{
     ElementGuid, ElementKind, FileItem, MachineGuid, Malop, MalopId, MalopPart, PylumId,
     RegistryEntry, Suspect,
 };
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 impl Client {
     /// Runs a raw query path; the last path element must carry `"isResult": true`.
@@ -190,39 +191,69 @@ impl Client {
 
     /// [`Client::get_malop_details`], with the error of each part that could not be read.
     pub async fn malop_details(&self, id: &MalopId) -> Result<Details> {
-        let mut malop = self.get_malop(id).await?;
-        let failures = self.enrich(&mut malop).await;
-        Ok(Details { malop, failures })
+        let malop = self.get_malop(id).await?;
+        let sensors = SensorBatch::of([&malop]);
+        Ok(self.read_parts(malop, &MalopPart::ALL, &sensors).await)
     }
 
-    /// Reads the parts crimes/unified does not give in full (see [`MalopPart`]); each that
-    /// fails keeps what crimes/unified gave and is marked unreadable on the Malop.
-    async fn enrich(&self, malop: &mut Malop) -> Vec<PartFailure> {
+    /// Reads the `parts` of a Malop as crimes/unified gave it (see [`MalopPart`]): the
+    /// `visualsearch` parts at the same time, the sensors from `sensors` (one query shared
+    /// by a batch of Malops). A part that fails keeps what crimes/unified gave and is listed
+    /// in [`Malop::unreadable`] and in [`Details::failures`]; a part not in `parts` is not
+    /// read, and is listed in [`Malop::unreadable`] only, since nobody asked for it.
+    pub async fn read_parts(
+        &self,
+        mut malop: Malop,
+        parts: &[MalopPart],
+        sensors: &SensorBatch,
+    ) -> Details {
         let (kind, id) = (malop.kind, malop.id.clone());
+        let (suspects, files, network, sensors) = tokio::join!(
+            if_wanted(parts, MalopPart::Suspects, self.malop_suspects(kind, &id)),
+            if_wanted(parts, MalopPart::Files, self.malop_files(kind, &id)),
+            if_wanted(parts, MalopPart::Network, self.malop_network(kind, &id)),
+            if_wanted(parts, MalopPart::Sensors, sensors.get(self)),
+        );
         let mut failures = Vec::new();
-        let mut failed = |part: MalopPart, error: Error, malop: &mut Malop| {
-            tracing::warn!(malop = %malop.id, %part, "{part} unreadable: {error}");
-            malop.mark_unreadable(part);
-            failures.push(PartFailure { part, error });
+        let mut read = |part: MalopPart,
+                        result: Option<std::result::Result<(), Arc<Error>>>,
+                        malop: &mut Malop| {
+            match result {
+                None => malop.mark_unreadable(part),
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
+                    tracing::warn!(malop = %malop.id, %part, "{part} unreadable: {error}");
+                    malop.mark_unreadable(part);
+                    failures.push(PartFailure { part, error });
+                }
+            }
         };
-        match self.malop_suspects(kind, &id).await {
-            Ok(suspects) => malop.suspects = suspects,
-            Err(e) => failed(MalopPart::Suspects, e, malop),
-        }
-        match self.malop_files(kind, &id).await {
-            Ok(files) => malop.files = files,
-            Err(e) => failed(MalopPart::Files, e, malop),
-        }
-        match self.malop_network(kind, &id).await {
-            Ok((ips, domains)) => (malop.ip_addresses, malop.domains) = (ips, domains),
-            Err(e) => failed(MalopPart::Network, e, malop),
-        }
-        let names: Vec<&str> = malop.machines.iter().map(|m| m.name.as_str()).collect();
-        match self.sensors_by_name(&names).await {
-            Ok(sensors) => apply_sensors(malop, &sensors),
-            Err(e) => failed(MalopPart::Sensors, e, malop),
-        }
-        failures
+        let applied = suspects.map(|r| r.map(|s| malop.suspects = s).map_err(Arc::new));
+        read(MalopPart::Suspects, applied, &mut malop);
+        let applied = files.map(|r| r.map(|f| malop.files = f).map_err(Arc::new));
+        read(MalopPart::Files, applied, &mut malop);
+        let applied = network.map(|r| {
+            r.map(|(ips, domains)| (malop.ip_addresses, malop.domains) = (ips, domains))
+                .map_err(Arc::new)
+        });
+        read(MalopPart::Network, applied, &mut malop);
+        let applied = sensors.map(|r| r.map(|s| apply_sensors(&mut malop, &s)));
+        read(MalopPart::Sensors, applied, &mut malop);
+        Details { malop, failures }
+    }
+}
+
+/// `query`'s answer if `part` is one of `parts`; otherwise `None`, and nothing is sent
+/// (a future does nothing until awaited).
+async fn if_wanted<T>(
+    parts: &[MalopPart],
+    part: MalopPart,
+    query: impl Future<Output = T>,
+) -> Option<T> {
+    if parts.contains(&part) {
+        Some(query.await)
+    } else {
+        None
     }
 }
 
@@ -240,8 +271,8 @@ pub struct Details {
 pub struct PartFailure {
     /// The part.
     pub part: MalopPart,
-    /// The query's error (secret-free).
-    pub error: Error,
+    /// The query's error (secret-free); shared when one query served several Malops.
+    pub error: Arc<Error>,
 }
 
 /// Sets the machines' pylumId, connection, isolation, OS and group from their sensors.

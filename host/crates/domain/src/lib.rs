@@ -329,8 +329,8 @@ pub struct Malop {
     pub ip_addresses: Vec<String>,
     #[serde(default)]
     pub domains: Vec<String>,
-    /// The parts the host could not read this time (sorted, no duplicates; empty when the
-    /// Malop is complete).
+    /// The parts the host could not read this time, or did not read because no plugin
+    /// offered the Malop reads them (sorted, no duplicates; empty when the Malop is complete).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<MalopPart>,
 }

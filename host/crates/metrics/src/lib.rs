@@ -23,6 +23,14 @@
 //! | `riposte_syslog_hints_total` | `outcome` (`evaluated`: the Malop was read and offered; `unknown`: the server does not know it; `failed`: it could not be read) |
 //! | `riposte_syslog_messages_dropped` (gauge) | `reason`: syslog messages the listener dropped since it started (malformed, rate-limited, ...) |
 //! | `riposte_fleet_role` (gauge) | `role` (`acting`/`standby`/`unreachable`): 1 for this host's role at its last heartbeat, 0 for the others |
+//! | `riposte_audit_export_lag_records` (gauge) | audit records appended and not yet delivered to the SIEM collector |
+//! | `riposte_audit_export_records_total` | audit records delivered to the collector (written and confirmed) |
+//! | `riposte_audit_export_resent_records_total` | audit records sent again after a broken connection or a restart |
+//! | `riposte_audit_export_connection_failures_total` | failed connection attempts, connections closed by the collector, failed writes |
+//! | `riposte_audit_export_last_write_timestamp_seconds` (gauge) | when a record was last written to the collector (unix seconds; 0 before the first) |
+//!
+//! The `riposte_audit_export_*` series are read from the exporter's stats
+//! ([`Metrics::watch_audit_export`]) at every scrape.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -32,7 +40,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// Label pairs of one series.
 pub(crate) type Labels = Vec<(String, String)>;
@@ -70,8 +79,68 @@ pub struct Metrics {
     hints: Family<Labels, Counter>,
     syslog_dropped: Family<Labels, Gauge>,
     fleet_role: Family<Labels, Gauge>,
+    export: ExportSeries,
+    /// The SIEM exporter's stats, read at every scrape.
+    export_stats: Mutex<Option<watch::Receiver<riposte_audit::ExportStats>>>,
     /// Budget series set by the last cycle (so budgets removed from the config disappear).
     budget_keys: Mutex<Vec<Labels>>,
+}
+
+/// The SIEM export's series.
+#[derive(Default)]
+struct ExportSeries {
+    lag: Gauge,
+    records: Counter,
+    resent: Counter,
+    connection_failures: Counter,
+    last_write: Gauge,
+}
+
+impl ExportSeries {
+    fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("audit_export");
+        registry.register(
+            "lag_records",
+            "Audit records appended and not yet delivered to the SIEM collector",
+            self.lag.clone(),
+        );
+        registry.register(
+            "records",
+            "Audit records delivered to the SIEM collector (written and confirmed)",
+            self.records.clone(),
+        );
+        registry.register(
+            "resent_records",
+            "Audit records sent to the SIEM collector again after a broken connection or a restart",
+            self.resent.clone(),
+        );
+        registry.register(
+            "connection_failures",
+            "Connections to the SIEM collector that failed: attempts, closes by the collector, failed writes",
+            self.connection_failures.clone(),
+        );
+        registry.register(
+            "last_write_timestamp_seconds",
+            "When an audit record was last written to the SIEM collector (unix seconds, 0 before the first)",
+            self.last_write.clone(),
+        );
+    }
+
+    fn set(&self, stats: &riposte_audit::ExportStats) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        // Counters only grow: each takes what the exporter counted beyond it.
+        let catch_up = |counter: &Counter, total: u64| {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        };
+        self.lag.set(gauge(stats.lag()));
+        catch_up(&self.records, stats.exported);
+        catch_up(&self.resent, stats.resent);
+        catch_up(&self.connection_failures, stats.connection_failures);
+        if let Some(at) = stats.last_write {
+            let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            self.last_write.set(gauge(secs));
+        }
+    }
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -106,6 +175,7 @@ impl Metrics {
         let hints = Family::<Labels, Counter>::default();
         let syslog_dropped = Family::<Labels, Gauge>::default();
         let fleet_role = Family::<Labels, Gauge>::default();
+        let export = ExportSeries::default();
         registry.register(
             "invocations",
             "Plugin invocations, by plugin, export and outcome",
@@ -177,6 +247,7 @@ impl Metrics {
             "1 for this host's role in the fleet sharing its database (acting, standby, unreachable), 0 for the others",
             fleet_role.clone(),
         );
+        export.register(&mut registry);
         Self {
             registry,
             invocations,
@@ -194,6 +265,8 @@ impl Metrics {
             hints,
             syslog_dropped,
             fleet_role,
+            export,
+            export_stats: Mutex::new(None),
             budget_keys: Mutex::new(Vec::new()),
         }
     }
@@ -330,8 +403,32 @@ impl Metrics {
         }
     }
 
+    /// Reads the SIEM exporter's stats (from [`riposte_audit::ExportHandle::stats`]) into
+    /// the `riposte_audit_export_*` series at every scrape, from now on.
+    pub fn watch_audit_export(&self, stats: watch::Receiver<riposte_audit::ExportStats>) {
+        let mut watched = self.watched_export();
+        self.export.set(&stats.borrow());
+        *watched = Some(stats);
+    }
+
+    /// Sets the `riposte_audit_export_*` series to the exporter's `stats`.
+    pub fn set_audit_export(&self, stats: &riposte_audit::ExportStats) {
+        // Under the lock: two scrapes at once must not both add the same increment.
+        let _one_at_a_time = self.watched_export();
+        self.export.set(stats);
+    }
+
+    fn watched_export(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<watch::Receiver<riposte_audit::ExportStats>>> {
+        self.export_stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The exposition: every series in the OpenMetrics text format ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
+        if let Some(stats) = self.watched_export().as_ref() {
+            self.export.set(&stats.borrow());
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -437,5 +534,50 @@ mod tests {
         );
         assert!(text.contains("riposte_cycles_total 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// The export's series follow the exporter's stats at every scrape; counters are not
+    /// counted twice by two scrapes.
+    #[test]
+    fn the_export_series_follow_the_exporters_stats() {
+        use riposte_audit::ExportStats;
+        let m = Metrics::new();
+        let (stats, watched) = watch::channel(ExportStats {
+            head: 10,
+            cursor: 4,
+            exported: 4,
+            connection_failures: 1,
+            ..ExportStats::default()
+        });
+        m.watch_audit_export(watched);
+        let text = m.render();
+        for line in [
+            "riposte_audit_export_lag_records 6\n",
+            "riposte_audit_export_records_total 4\n",
+            "riposte_audit_export_resent_records_total 0\n",
+            "riposte_audit_export_connection_failures_total 1\n",
+            "riposte_audit_export_last_write_timestamp_seconds 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        stats.send_replace(ExportStats {
+            head: 12,
+            cursor: 12,
+            exported: 12,
+            resent: 3,
+            connection_failures: 2,
+            last_write: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        });
+        let text = m.render();
+        for line in [
+            "riposte_audit_export_lag_records 0\n",
+            "riposte_audit_export_records_total 12\n",
+            "riposte_audit_export_resent_records_total 3\n",
+            "riposte_audit_export_connection_failures_total 2\n",
+            "riposte_audit_export_last_write_timestamp_seconds 1700000000\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert_eq!(m.render(), text, "a second scrape adds nothing");
     }
 }

@@ -170,7 +170,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         5,
         "a ransomware Malop appears: the server's syslog event brings it in",
     );
-    let contained = contain_on_event(&service, &sim, &mut hints).await?;
+    let (contained, hinted) = contain_on_event(&service, &sim, &mut hints).await?;
+    // The evaluation the event brought counts with the cycles' (the new Malop was seen and
+    // its plugins invoked there, not in a poll).
+    summary.invocations += hinted.invocations;
+    summary.malops_seen += hinted.new_malops;
     steps.note(&match contained.latency_ms {
         Some(ms) => format!("contained {ms:.1} ms after its creation"),
         None => "no containment request reached the server".to_owned(),
@@ -203,6 +207,14 @@ async fn start_listener() -> anyhow::Result<(SyslogListener, HintReceiver, Socke
     Ok((listener, hints, addr))
 }
 
+/// What the evaluation of the Malops named by syslog events added to the summary.
+struct Hinted {
+    /// Plugin invocations.
+    invocations: usize,
+    /// 1 when the new Malop was read and offered (the others named were seen by the polls).
+    new_malops: usize,
+}
+
 /// Creates a ransomware Malop through the simulator's control API, evaluates the Malops the
 /// syslog events name as `riposte run` does between polls, and measures how soon the first
 /// containment request about it reached the simulator.
@@ -210,7 +222,7 @@ async fn contain_on_event(
     service: &Service,
     sim: &SimHandle,
     hints: &mut HintReceiver,
-) -> anyhow::Result<EventContainment> {
+) -> anyhow::Result<(EventContainment, Hinted)> {
     // On a machine the policy does not protect (it protects the first).
     let machine = sim
         .machines()
@@ -238,22 +250,29 @@ async fn contain_on_event(
         .with_context(|| format!("no syslog event named a Malop within {EVENT_WAIT:?}"))?
         .context("the syslog listener stopped")?;
     let ids = crate::cli::take_hints(first, Some(hints));
-    service.evaluate_hinted(&ids).await?;
+    let report = service.evaluate_hinted(&ids).await?;
     service.drain_followups().await;
+    let hinted = Hinted {
+        invocations: report.invocations,
+        new_malops: usize::from(
+            report.malops_seen > 0 && ids.iter().any(|id| id.as_str() == malop),
+        ),
+    };
     let request = sim.requests().into_iter().find(|r| {
         r.method == "POST"
             && CONTAINMENT_PATHS.contains(&r.path.as_str())
             && r.body.contains(malop)
             && r.received_us >= created_us
     });
-    Ok(EventContainment {
+    let contained = EventContainment {
         malop: malop.to_owned(),
         latency_ms: request
             .as_ref()
             .map(|r| (r.received_us - created_us) as f64 / 1000.0),
         request: request.map(|r| r.path),
         poll_interval_secs: POLL_INTERVAL_SECS,
-    })
+    };
+    Ok((contained, hinted))
 }
 
 fn built_plugins(root: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {

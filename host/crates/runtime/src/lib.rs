@@ -27,7 +27,8 @@ pub use loader::{Inspection, LoadedPlugin, sha256_hex};
 pub use outcome::{InvocationReport, Outcome, StopReason};
 pub use recording::{FixtureMalops, GateOutcome, Judge, MalopSource, RecordedCall, RecordingHost};
 
-use riposte_domain::Malop;
+use loader::WorldPre;
+use riposte_domain::{CallError, Malop};
 use sha2::{Digest, Sha256};
 use state::PluginState;
 use std::sync::Arc;
@@ -121,6 +122,48 @@ pub enum Entry<'a> {
     Malop(&'a Malop),
     /// `on-interval` at this time (ms since the epoch).
     Interval(i64),
+}
+
+/// An [`Entry`] owned by the task that runs the invocation.
+enum OwnedEntry {
+    Malop(Box<Malop>),
+    Interval(i64),
+}
+
+impl From<Entry<'_>> for OwnedEntry {
+    fn from(entry: Entry<'_>) -> Self {
+        match entry {
+            Entry::Malop(malop) => Self::Malop(Box::new(malop.clone())),
+            Entry::Interval(now) => Self::Interval(now),
+        }
+    }
+}
+
+impl OwnedEntry {
+    fn entry(&self) -> Entry<'_> {
+        match self {
+            Self::Malop(malop) => Entry::Malop(malop),
+            Self::Interval(now) => Entry::Interval(*now),
+        }
+    }
+}
+
+type RunResult = Result<wasmtime::Result<Result<(), CallError>>, tokio::time::error::Elapsed>;
+
+/// Runs a fresh instance on a task of its own, so that the invocations a caller awaits
+/// together spread over every worker thread of a multi-threaded runtime instead of taking
+/// turns on the caller's. The task is aborted if the caller stops waiting for it.
+async fn run_on_own_task(
+    pre: WorldPre,
+    mut store: Store<PluginState>,
+    entry: OwnedEntry,
+    backstop: Duration,
+) -> Result<(Store<PluginState>, RunResult), tokio::task::JoinError> {
+    let task = tokio::spawn(async move {
+        let result = tokio::time::timeout(backstop, pre.run(&mut store, entry.entry())).await;
+        (store, result)
+    });
+    tokio_util::task::AbortOnDropHandle::new(task).await
 }
 
 /// The sandbox runtime. Cheap to share behind an `Arc`; one per process.
@@ -224,11 +267,28 @@ impl Runtime {
             .expect("the semaphore is never closed");
         let started = Instant::now();
         let invocation_id = call.invocation_id.clone();
-        let mut store = self.new_store(host, call, limits, started);
+        let store = self.new_store(host, call, limits, started);
         // The epoch callback stops wasm at the deadline and host calls are bounded by it;
         // this outer timeout is a backstop for anything that still does not return.
         let backstop = limits.wall_clock + Duration::from_millis(250);
-        let result = tokio::time::timeout(backstop, plugin.pre.run(&mut store, entry)).await;
+        let ran = run_on_own_task(plugin.pre.clone(), store, OwnedEntry::from(entry), backstop);
+        let (store, result) = match ran.await {
+            Ok(ran) => ran,
+            // Only a panic of the host's own code ends the task early: stop this invocation.
+            Err(failed) => {
+                return InvocationReport {
+                    invocation_id,
+                    outcome: Outcome::Stopped {
+                        reason: StopReason::Trap(format!("the invocation's task failed: {failed}")),
+                    },
+                    fuel_used: 0,
+                    peak_memory: 0,
+                    duration: started.elapsed(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                };
+            }
+        };
         let outcome = match result {
             Ok(Ok(Ok(()))) => Outcome::Completed,
             Ok(Ok(Err(error))) => Outcome::PluginError {

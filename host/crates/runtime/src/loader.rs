@@ -24,6 +24,7 @@ pub struct LoadedPlugin {
 }
 
 /// A component pre-instantiated against the world of the WIT version it was built for.
+#[derive(Clone)]
 pub(crate) enum WorldPre {
     /// `riposte:plugin@0.1.0`.
     V0_1(v0_1::RulePre<PluginState>),

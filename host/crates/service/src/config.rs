@@ -4,7 +4,7 @@
 //!
 //! | section | owner |
 //! |---|---|
-//! | `[service]`, `[service.follow]`, `[[plugins]]` (`name`, `path`, `sha256`, `values`) | here |
+//! | `[service]`, `[service.follow]`, `[[plugins]]` (`name`, `path`, `sha256`, `values`, `malop_parts`) | here |
 //! | `[service.database]` (or the older `[service] database = "path"`) | `riposte_store::settings::DatabaseConfig` |
 //! | `[service.audit]` | `riposte_audit::AuditConfig` |
 //! | `[service.server]` | `riposte_client::ServerConfig` |
@@ -24,7 +24,7 @@ use riposte_audit::AuditConfig;
 use riposte_client::{RawServerConfig, ServerConfig};
 use riposte_config::Document;
 use riposte_domain::settings::{Findings, resolve_path};
-use riposte_domain::{PluginName, Sha256Digest};
+use riposte_domain::{MalopPart, PluginName, Sha256Digest};
 use riposte_policy::settings::{RawApprovals, RawBudget, RawGrants, RawPluginRules};
 use riposte_policy::{
     Approvals, Budget, PluginPolicy, PluginRules, PolicyConfig, ProtectedAssets, Quotas,
@@ -220,6 +220,9 @@ pub struct PluginConfig {
     /// The publisher keys pinned for this plugin: its own `public_keys`, else `[signing]`'s.
     /// When not empty, its component must carry a valid signature by one of them.
     pub public_keys: Vec<PathBuf>,
+    /// The parts of a Malop the plugin reads (`malop_parts`, default every part): a part
+    /// that no plugin offered the Malop reads is not queried, and is listed unreadable.
+    pub malop_parts: Vec<MalopPart>,
 }
 
 impl OperatorConfig {
@@ -269,6 +272,7 @@ impl PluginConfig {
             limits: Limits::default(),
             values: BTreeMap::new(),
             public_keys: Vec::new(),
+            malop_parts: MalopPart::ALL.to_vec(),
         }
     }
 
@@ -394,6 +398,8 @@ struct RawPlugin {
     values: BTreeMap<String, String>,
     #[serde(default)]
     public_keys: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    malop_parts: Option<Vec<String>>,
 }
 
 fn build(doc: &mut Document<'_>) -> OperatorConfig {
@@ -576,6 +582,10 @@ fn plugin_section(
         }
         None => signing.public_keys.clone(),
     };
+    let malop_parts = match raw.malop_parts {
+        None => MalopPart::ALL.to_vec(),
+        Some(names) => malop_parts(&names, &mut findings),
+    };
     if !findings.is_empty() {
         return (None, findings);
     }
@@ -587,8 +597,29 @@ fn plugin_section(
         limits: raw.limits,
         values: raw.values,
         public_keys,
+        malop_parts,
     });
     (plugin, findings)
+}
+
+/// `malop_parts` as written: each a part's name, sorted, without duplicates.
+fn malop_parts(names: &[String], findings: &mut Findings) -> Vec<MalopPart> {
+    let mut parts = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match MalopPart::from_name(name) {
+            Some(part) => parts.push(part),
+            None => findings.at(
+                format!("malop_parts[{i}]"),
+                format!(
+                    "`{name}` is not a part of a Malop; use {}",
+                    MalopPart::ALL.map(|p| format!("`{p}`")).join(", ")
+                ),
+            ),
+        }
+    }
+    parts.sort();
+    parts.dedup();
+    parts
 }
 
 fn pin_problem(pin: &str) -> String {

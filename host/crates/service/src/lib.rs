@@ -24,6 +24,7 @@ mod executor;
 mod fleet;
 mod gated;
 mod health;
+mod owing;
 mod plugins;
 mod reload;
 
@@ -40,8 +41,11 @@ use executor::{Executor, PylumDirectory, pylum_directory};
 use futures::{Stream, StreamExt};
 use gated::{Core, GatedHost};
 use health::HealthBook;
-use riposte_client::Client;
-use riposte_domain::{ActionRequest, ElementKind, Malop, MalopId, PluginName, TimestampMs};
+use owing::{MarkAnswer, MarkQuestion, Owing};
+use riposte_client::{Client, SensorBatch};
+use riposte_domain::{
+    ActionRequest, ElementKind, Malop, MalopId, MalopPart, PluginName, TimestampMs,
+};
 use riposte_metrics::Metrics;
 use riposte_policy::{Gate, TargetFacts};
 use riposte_runtime::{CallContext, Entry, InvocationReport, Outcome, PluginHost, Runtime};
@@ -54,6 +58,8 @@ use std::sync::Arc;
 /// The most handled marks one group commit holds: a crash before the commit offers at most
 /// this many (plugin, Malop) pairs again (their actions are answered from the ledger).
 const MARK_GROUP_MAX: usize = 64;
+/// Malops whose machines' sensors one `sensors/query` reads (see [`SensorBatch`]).
+const SENSOR_BATCH_MALOPS: usize = 200;
 
 /// The longest pause before an incomplete Malop is read again.
 const REREAD_MAX_MS: i64 = 3_600_000;
@@ -346,18 +352,18 @@ impl Service {
                 }
             }
         }
-        for malop in malops {
+        let owing = self.plugins_owing(&malops).await?;
+        for (malop, mut owing) in malops.into_iter().zip(owing) {
             newest = newest.max(malop.last_update_time);
-            let (mut runnable, mut paused) = self.plugins_owing(&malop).await?;
             if let Some(only) = only {
-                runnable.retain(|p| only.contains(&p.policy.name));
-                paused &= backfilled_paused;
+                owing.runnable.retain(|p| only.contains(&p.policy.name));
+                owing.paused &= backfilled_paused;
             }
-            if paused {
+            if owing.paused {
                 hold(malop.last_update_time);
             }
-            if !runnable.is_empty() {
-                wanted.push((malop, runnable));
+            if !owing.runnable.is_empty() {
+                wanted.push((malop, owing));
             }
         }
         self.evaluate_wanted(wanted, report)
@@ -374,35 +380,56 @@ impl Service {
         Ok(owed.is_none())
     }
 
-    /// Fetches the details of each wanted Malop (several at a time, each as soon as it can),
-    /// offers it to its `runnable` plugins that did not handle that view of it, and evaluates
-    /// them ([`Service::evaluate_batch`]). Counts into `report`; returns the update times
-    /// still owed (details unavailable, plugins trapped or paused), which the watermark must
-    /// stay below.
+    /// Reads the parts of each wanted Malop that its subscribed plugins read (several
+    /// Malops at a time, each as soon as it can; one sensors query per
+    /// [`SENSOR_BATCH_MALOPS`] Malops), offers it to its runnable plugins that did not handle
+    /// that view of it, and evaluates them ([`Service::evaluate_batch`]). Counts into
+    /// `report`; returns the update times still owed (plugins trapped or paused, a read that
+    /// failed outright), which the watermark must stay below.
     async fn evaluate_wanted(
         &self,
-        wanted: Vec<(Malop, Vec<Arc<ServicePlugin>>)>,
+        wanted: Vec<(Malop, Owing)>,
         report: &mut CycleReport,
     ) -> Vec<TimestampMs> {
         let mut unavailable = Vec::new();
         let mut incomplete = 0;
-        let work = futures::stream::iter(wanted)
-            .map(|(malop, runnable)| {
-                // Each fetch runs as its own task: it goes on while the invocations downstream
+        let mut batches = Vec::new();
+        let mut wanted = wanted.into_iter().peekable();
+        while wanted.peek().is_some() {
+            batches.push(
+                wanted
+                    .by_ref()
+                    .take(SENSOR_BATCH_MALOPS)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let work = futures::stream::iter(batches)
+            .flat_map(|batch| {
+                let sensors = SensorBatch::of(
+                    batch
+                        .iter()
+                        .filter(|(_, owing)| owing.parts.contains(&MalopPart::Sensors))
+                        .map(|(malop, _)| malop),
+                );
+                futures::stream::iter(batch.into_iter().map(move |w| (w, sensors.clone())))
+            })
+            .map(|((malop, owing), sensors)| {
+                // Each read runs as its own task: it goes on while the invocations downstream
                 // are busy and this stream is not polled, so it cannot time out waiting.
-                let fetch = tokio::spawn(fetch_details(self.core.client.clone(), malop.id.clone()));
+                let client = self.core.client.clone();
+                let (update, id) = (malop.last_update_time, malop.id.clone());
+                let Owing { runnable, parts, waiting, .. } = owing;
+                let read =
+                    tokio::spawn(async move { client.read_parts(malop, &parts, &sensors).await });
                 async move {
-                    let details = fetch.await.unwrap_or_else(|e| {
-                        Err(anyhow::anyhow!("the details fetch task failed: {e}"))
-                    });
-                    match details {
+                    match read.await {
                         Ok(details) => {
                             let partial = !details.failures.is_empty();
-                            (self.offer(details, runnable).await, partial, None)
+                            (self.offer(details, runnable, waiting).await, partial, None)
                         }
                         Err(error) => {
-                            tracing::warn!(malop = %malop.id, "details unavailable, retrying next cycle: {error}");
-                            (Vec::new(), false, Some(malop.last_update_time))
+                            tracing::error!(malop = %id, "reading the Malop failed, retrying next cycle: {error}");
+                            (Vec::new(), false, Some(update))
                         }
                     }
                 }
@@ -460,13 +487,13 @@ impl Service {
             self.metrics.hint("unknown");
         }
         report.malops_seen = found.len();
+        let owing = self.plugins_owing(&found).await?;
         let mut wanted = Vec::new();
-        for malop in found {
+        // A paused plugin's Malops wait for the poll that follows its pause.
+        for (malop, owing) in found.into_iter().zip(owing) {
             self.metrics.hint("evaluated");
-            // A paused plugin's Malops wait for the poll that follows its pause.
-            let (runnable, _paused) = self.plugins_owing(&malop).await?;
-            if !runnable.is_empty() {
-                wanted.push((malop, runnable));
+            if !owing.runnable.is_empty() {
+                wanted.push((malop, owing));
             }
         }
         self.evaluate_wanted(wanted, &mut report).await;
@@ -489,16 +516,24 @@ impl Service {
     /// The (plugin, Malop) pairs to evaluate for a Malop read in detail: the `runnable`
     /// plugins that did not handle this view of it yet. A Malop read with unreadable parts is
     /// offered with what the server gave, and the failure is audited, counted and queued to
-    /// be read again; a Malop read in full is taken off that queue.
+    /// be read again; a Malop read in full is taken off that queue if it `waiting` there.
     async fn offer(
         &self,
         details: riposte_client::Details,
         runnable: Vec<Arc<ServicePlugin>>,
+        waiting: bool,
     ) -> Vec<(Arc<ServicePlugin>, Arc<Malop>)> {
         let riposte_client::Details { malop, failures } = details;
         let malop = Arc::new(malop);
-        if let Err(e) = self.note_completeness(&malop, &failures).await {
+        if (waiting || !failures.is_empty())
+            && let Err(e) = self.note_completeness(&malop, &failures).await
+        {
             tracing::error!(malop = %malop.id, "recording the Malop's unreadable parts: {e}");
+        }
+        if failures.is_empty() {
+            // The view is the one `plugins_owing` found unhandled (or a more complete one,
+            // which no mark covers either): no need to ask again.
+            return runnable.into_iter().map(|p| (p, malop.clone())).collect();
         }
         let names: Vec<PluginName> = runnable.iter().map(|p| p.policy.name.clone()).collect();
         let view = malop.clone();
@@ -637,9 +672,12 @@ impl Service {
                     continue;
                 }
             };
-            let (runnable, _paused) = self.plugins_owing(&details.malop).await?;
+            let owing = self
+                .plugins_owing(std::slice::from_ref(&details.malop))
+                .await?;
+            let runnable = owing.into_iter().flat_map(|o| o.runnable).collect();
             report.incomplete += usize::from(!details.failures.is_empty());
-            work.extend(self.offer(details, runnable).await);
+            work.extend(self.offer(details, runnable, true).await);
         }
         let batch = self.evaluate_batch(futures::stream::iter(work)).await;
         report.invocations += batch.invocations;
@@ -719,68 +757,38 @@ impl Service {
         report
     }
 
-    /// The plugins subscribed to `malop` that have not handled it at its latest update and
-    /// can run now, and whether any such plugin is paused.
-    async fn plugins_owing(
-        &self,
-        malop: &Malop,
-    ) -> anyhow::Result<(Vec<Arc<ServicePlugin>>, bool)> {
+    /// For each of `malops`, in one trip to the blocking pool: the subscribed plugins that
+    /// have not handled it at its latest update and can run now, whether such a plugin is
+    /// paused, and the parts to read (see [`Owing`]).
+    async fn plugins_owing(&self, malops: &[Malop]) -> anyhow::Result<Vec<Owing>> {
         let now = now_ms();
-        let subscribed: Vec<(Arc<ServicePlugin>, bool)> = self
-            .plugins
+        let subscribed: Vec<Vec<Arc<ServicePlugin>>> = malops
             .iter()
-            .filter(|p| p.info.subscription.matches(malop))
-            .map(|p| (p.clone(), self.health.known_healthy(&p.policy.name)))
+            .map(|malop| {
+                self.plugins
+                    .iter()
+                    .filter(|p| p.info.subscription.matches(malop))
+                    .cloned()
+                    .collect()
+            })
             .collect();
-        if subscribed.is_empty() {
-            return Ok((Vec::new(), false));
-        }
-        let names: Vec<(PluginName, bool)> = subscribed
+        let questions: Vec<MarkQuestion> = malops
             .iter()
-            .map(|(p, healthy)| (p.policy.name.clone(), *healthy))
+            .zip(&subscribed)
+            .map(|(malop, plugins)| MarkQuestion::new(malop, plugins, &self.health))
             .collect();
-        let (id, last_update, unreadable) = (
-            malop.id.clone(),
-            malop.last_update_time,
-            malop.unreadable.clone(),
-        );
-        // Every read of the Malop's marks in one trip to the blocking pool: per plugin,
-        // `None` if it handled this view, else whether it is paused.
-        let owed = db::blocking(&self.core.store, "plugins_owing", move |s| {
-            // A Malop from a poll's list: whether its parts can be read is not known yet,
-            // unless it waits to be read again (then its last read stands until it is due).
-            let waiting = if unreadable.is_empty() {
-                s.waiting_parts(&id, last_update, now)?
-            } else {
-                None
-            };
-            let view = match &waiting {
-                Some(parts) => Some(parts.as_slice()),
-                None => (!unreadable.is_empty()).then_some(unreadable.as_slice()),
-            };
-            let mut owed = Vec::with_capacity(names.len());
-            for (name, healthy) in &names {
-                if s.is_handled(name, &id, last_update, view)? {
-                    owed.push(None);
-                } else {
-                    owed.push(Some(
-                        !healthy && s.paused_until(name.as_str(), now)?.is_some(),
-                    ));
-                }
-            }
-            Ok(owed)
+        let answers = db::blocking(&self.core.store, "plugins_owing", move |s| {
+            questions
+                .iter()
+                .map(|q| q.answer(s, now))
+                .collect::<riposte_store::Result<Vec<MarkAnswer>>>()
         })
         .await?;
-        let mut runnable = Vec::new();
-        let mut paused = false;
-        for ((plugin, _), owed) in subscribed.into_iter().zip(owed) {
-            match owed {
-                None => {}
-                Some(true) => paused = true,
-                Some(false) => runnable.push(plugin),
-            }
-        }
-        Ok((runnable, paused))
+        Ok(subscribed
+            .into_iter()
+            .zip(answers)
+            .map(|(plugins, answer)| answer.owing(plugins))
+            .collect())
     }
 
     /// Runs `on-malop` of one plugin in a fresh sandbox, audits how it ended, and records it
@@ -1173,14 +1181,6 @@ fn budgets_left(gate: &Gate, plugins: &[Arc<ServicePlugin>]) -> Vec<riposte_poli
         }
     }
     all
-}
-
-/// A Malop in as much detail as the server gives, for the poller.
-async fn fetch_details(
-    client: Arc<Client>,
-    id: MalopId,
-) -> anyhow::Result<riposte_client::Details> {
-    Ok(client.malop_details(&id).await?)
 }
 
 /// The pause before incomplete read number `attempts` + 1: the poll interval, doubled with

@@ -2,7 +2,7 @@
 
 use crate::config::{OperatorConfig, PluginConfig};
 use anyhow::Context;
-use riposte_domain::Sha256Digest;
+use riposte_domain::{MalopPart, Operation, Sha256Digest};
 use riposte_policy::PluginPolicy;
 use riposte_runtime::{
     ArtifactCache, Limits, LoadedPlugin, PluginIdentity, PluginInfo, RecordingHost, Runtime,
@@ -32,6 +32,8 @@ pub struct ServicePlugin {
     pub signer: Option<riposte_supply::KeyId>,
     /// Its package manifest, when the component is a package.
     pub package: Option<riposte_supply::Manifest>,
+    /// The parts of a Malop offered to it that must be read (see [`parts_read`]).
+    pub parts_read: Vec<MalopPart>,
     next_interval_ms: Mutex<Option<i64>>,
 }
 
@@ -153,6 +155,7 @@ async fn load_one(
     Ok(ServicePlugin {
         signer,
         package,
+        parts_read: parts_read(config),
         policy: config.policy(),
         digest: config.sha256,
         limits: config.limits.clone(),
@@ -162,6 +165,26 @@ async fn load_one(
         info,
         next_interval_ms: Mutex::new(None),
     })
+}
+
+/// The parts of a Malop a plugin is offered that must be read: those it reads
+/// (`malop_parts`), and the machines' sensors whenever it may act on machines, since the
+/// gate's protected groups and the isolation's sensor ids come from them.
+fn parts_read(config: &PluginConfig) -> Vec<MalopPart> {
+    let grants = &config.rules.grants;
+    let acts_on_machines = [
+        Operation::Remediate,
+        Operation::Isolate,
+        Operation::Unisolate,
+    ]
+    .into_iter()
+    .any(|op| grants.allows_operation(op));
+    let mut parts = config.malop_parts.clone();
+    if acts_on_machines && !parts.contains(&MalopPart::Sensors) {
+        parts.push(MalopPart::Sensors);
+        parts.sort();
+    }
+    parts
 }
 
 /// A package must be the plugin it says it is; grants beyond what it asks for are reported
@@ -200,7 +223,7 @@ fn check_package(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use riposte_domain::{Operation, RemediationKind};
+    use riposte_domain::RemediationKind;
     use riposte_supply::{Manifest, RequestedGrants};
 
     fn manifest(name: &str, version: &str) -> Manifest {

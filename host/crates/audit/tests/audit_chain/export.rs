@@ -1,21 +1,23 @@
-//! The SIEM export against a collector on loopback: an outage mid-stream, a restart from the
-//! cursor, and `verify --against` catching a local rewrite after the export.
+//! The SIEM export against a collector on loopback (TCP, and TLS with a throwaway CA): an
+//! outage mid-stream, a restart from the cursor, the export's stats, and `verify --against`
+//! catching a local rewrite after the export.
 
 use super::keyed::forge;
 use super::{entry, lines, rewrite};
 use riposte_audit::{
-    AuditSink, AuditVerifyArgs, ExportConfig, ExportFormat, ExportHandle, Exporter, FsyncPolicy,
-    Record, VerifyOptions, check_against_export, cursor_path, head_path, parse_exported,
-    read_cursor, run_verify,
+    AuditSink, AuditVerifyArgs, ExportConfig, ExportFormat, ExportHandle, ExportStats,
+    ExportTransport, Exporter, FsyncPolicy, Record, VerifyOptions, check_against_export,
+    cursor_path, head_path, parse_exported, read_cursor, run_verify,
 };
 use riposte_domain::Sha256Digest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 /// How long any wait may take before the test fails (a bound, never a synchronisation).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -72,8 +74,22 @@ impl Received {
     }
 }
 
+/// A collector's side of one connection: plain TCP, or TLS.
+type Stream = Box<dyn AsyncRead + Unpin + Send>;
+
+/// The stream of an accepted connection: over TLS with `tls` (`None` if the handshake fails).
+async fn accept(stream: TcpStream, tls: Option<&TlsAcceptor>) -> Option<Stream> {
+    match tls {
+        None => Some(Box::new(stream)),
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(stream) => Some(Box::new(stream)),
+            Err(_) => None,
+        },
+    }
+}
+
 /// Reads one RFC 6587 octet-counted frame; `None` at the end of the stream.
-async fn frame(reader: &mut BufReader<TcpStream>) -> Option<String> {
+async fn frame(reader: &mut BufReader<Stream>) -> Option<String> {
     let mut count = Vec::new();
     reader.read_until(b' ', &mut count).await.ok()?;
     let len: usize = std::str::from_utf8(count.strip_suffix(b" ")?)
@@ -85,18 +101,23 @@ async fn frame(reader: &mut BufReader<TcpStream>) -> Option<String> {
     String::from_utf8(message).ok()
 }
 
-/// A collector that stores every message; with `stop_after`, it goes down (closes its
-/// connection, unread data and all, and its listener) once it has read that many.
+/// A collector that stores every message (over TLS with `tls`); with `stop_after`, it goes
+/// down (closes its connection, unread data and all, and its listener) once it has read that
+/// many.
 fn collector(
     listener: TcpListener,
     received: Received,
     stop_after: Option<usize>,
+    tls: Option<TlsAcceptor>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut read = 0;
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
+            };
+            let Some(stream) = accept(stream, tls.as_ref()).await else {
+                continue;
             };
             if stop_after.is_none() {
                 let received = received.clone();
@@ -133,8 +154,37 @@ async fn trail_and_collector() -> (tempfile::TempDir, PathBuf, String, Received)
     let path = trail(dir.path());
     let (listener, addr) = listen().await;
     let received = Received::new();
-    collector(listener, received.clone(), None);
+    collector(listener, received.clone(), None, None);
     (dir, path, addr, received)
+}
+
+/// A throwaway CA (its PEM file in `dir`, for `ca_file`) and the TLS acceptor of a collector
+/// it certifies for `localhost` and `127.0.0.1`.
+fn throwaway_pki(dir: &Path) -> (PathBuf, TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    let ca_file = dir.join("siem-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+    )
+    .unwrap();
+    (ca_file, TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Appends the records `seqs` (see [`entry`]).
@@ -182,6 +232,59 @@ async fn wait_distinct(received: &Received, n: usize) {
         .await;
 }
 
+/// Waits until the export's stats satisfy `done`; returns them.
+async fn wait_stats(
+    stats: &watch::Receiver<ExportStats>,
+    what: &str,
+    done: impl Fn(&ExportStats) -> bool,
+) -> ExportStats {
+    let mut watched = stats.clone();
+    match tokio::time::timeout(PATIENCE, watched.wait_for(|s| done(s))).await {
+        Ok(seen) => *seen.unwrap(),
+        Err(_) => panic!("the export never {what}: {:?}", *stats.borrow()),
+    }
+}
+
+/// Exports the trail at `path` (written by `sink`) as `export` says to a collector on `listener` (over TLS with
+/// `tls`) that goes down after `stop_after` messages, with more on their way; returns once
+/// it is down.
+async fn export_until_outage(
+    listener: TcpListener,
+    export: &ExportConfig,
+    (path, sink): (&Path, &AuditSink),
+    received: &Received,
+    stop_after: usize,
+    tls: Option<TlsAcceptor>,
+) -> ExportHandle {
+    let first = collector(listener, received.clone(), Some(stop_after), tls);
+    let handle = Exporter::new(export, path)
+        .start(Some(sink.subscribe()))
+        .unwrap();
+    tokio::time::timeout(PATIENCE, first)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received.snapshot().len(), stop_after);
+    handle
+}
+
+/// An export whose confirmation takes an hour, once the collector has received `n` messages:
+/// all written, none confirmed.
+async fn written_not_confirmed(
+    addr: &str,
+    path: &Path,
+    received: &Received,
+    n: usize,
+) -> ExportHandle {
+    let handle = Exporter::new(&config(addr, 3_600_000), path)
+        .start(None)
+        .unwrap();
+    received
+        .wait_until(&format!("received {n} messages"), |m| m.len() >= n)
+        .await;
+    handle
+}
+
 async fn wait_cursor(handle: &ExportHandle, seq: u64) {
     let mut cursor = handle.cursor();
     tokio::time::timeout(PATIENCE, cursor.wait_for(|c| *c >= seq))
@@ -216,21 +319,20 @@ async fn a_collector_outage_mid_stream_loses_nothing_and_duplicates_keep_their_s
     append(&sink, 1..=1500);
     let (listener, addr) = listen().await;
     let received = Received::new();
-    // The first collector goes down after 300 messages, with more on their way.
-    let first = collector(listener, received.clone(), Some(300));
-    let handle = Exporter::new(&config(&addr, 1000), &path)
-        .start(Some(sink.subscribe()))
-        .unwrap();
-    tokio::time::timeout(PATIENCE, first)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(received.snapshot().len(), 300);
+    let export = config(&addr, 1000);
+    let handle = export_until_outage(listener, &export, (&path, &sink), &received, 300, None).await;
+    let stats = handle.stats();
     // Meanwhile the service goes on writing: the trail is the buffer.
     append(&sink, 1501..=1600);
+    // The stats show the outage: the lag grows, connections fail.
+    let away = wait_stats(&stats, "saw the outage", |s| {
+        s.head == 1600 && s.connection_failures > 0
+    })
+    .await;
+    assert!(away.lag() >= 1300 && away.cursor <= 300, "{away:?}");
     // The collector comes back on the same address.
     let listener = TcpListener::bind(&addr).await.unwrap();
-    collector(listener, received.clone(), None);
+    collector(listener, received.clone(), None, None);
     wait_distinct(&received, 1600).await;
     // Records written after the collector came back go out at once.
     append(&sink, 1601..=1650);
@@ -243,6 +345,105 @@ async fn a_collector_outage_mid_stream_loses_nothing_and_duplicates_keep_their_s
         "the records in flight when the collector went down were sent again"
     );
     assert_eq!(read_cursor(&cursor_path(&path)).unwrap(), 1650);
+    let end = *stats.borrow();
+    assert_eq!(
+        (end.cursor, end.head, end.lag(), end.exported),
+        (1650, 1650, 0, 1650)
+    );
+    assert!(
+        end.resent >= duplicates as u64,
+        "every duplicate the collector got was counted as resent: {end:?}"
+    );
+    assert!(end.connection_failures >= away.connection_failures);
+    assert!(end.last_write.is_some());
+}
+
+/// Over TLS, the collector verified against a throwaway CA (`ca_file`): every record
+/// arrives across a collector outage and an exporter restart, and duplicates carry the seq
+/// and chain hash of their record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_an_outage_and_a_restart_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = trail(dir.path());
+    let (ca_file, acceptor) = throwaway_pki(dir.path());
+    let sink = AuditSink::open(&path, FsyncPolicy::Never).unwrap();
+    append(&sink, 1..=600);
+    let (listener, addr) = listen().await;
+    let received = Received::new();
+    let mut tls = config(&addr, 1000);
+    tls.transport = ExportTransport::Tls;
+    tls.ca_file = Some(ca_file);
+    tls.server_name = Some("localhost".into());
+    let handle = export_until_outage(
+        listener,
+        &tls,
+        (&path, &sink),
+        &received,
+        200,
+        Some(acceptor.clone()),
+    )
+    .await;
+    let stats = handle.stats();
+    append(&sink, 601..=700);
+    let listener = TcpListener::bind(&addr).await.unwrap();
+    collector(listener, received.clone(), None, Some(acceptor));
+    wait_distinct(&received, 700).await;
+    wait_cursor(&handle, 700).await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+    let first_run = *stats.borrow();
+    // The service restarts; records appended while it was down go out after the cursor.
+    append(&sink, 701..=750);
+    let handle = Exporter::new(&tls, &path)
+        .start(Some(sink.subscribe()))
+        .unwrap();
+    let stats = handle.stats();
+    wait_cursor(&handle, 750).await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+    wait_distinct(&received, 750).await;
+    let duplicates = assert_all_arrived(&received, &path);
+    assert!(
+        duplicates > 0,
+        "the records in flight when the collector went down were sent again"
+    );
+    assert!(first_run.resent >= duplicates as u64, "{first_run:?}");
+    assert_eq!(
+        (stats.borrow().exported, stats.borrow().resent),
+        (50, 0),
+        "the restart resumed after the cursor"
+    );
+    assert_eq!(read_cursor(&cursor_path(&path)).unwrap(), 750);
+}
+
+/// A stop that cannot confirm what it wrote records it in the cursor: the next run sends it
+/// again and counts it as resent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_counts_the_records_it_sends_again() {
+    let (_dir, path, addr, received) = trail_and_collector().await;
+    let sink = AuditSink::open(&path, FsyncPolicy::Never).unwrap();
+    append(&sink, 1..=50);
+    let handle = written_not_confirmed(&addr, &path, &received, 50).await;
+    let first = handle.stats();
+    handle.shutdown(Duration::from_millis(200)).await.unwrap();
+    assert_eq!(read_cursor(&cursor_path(&path)).unwrap(), 0);
+    assert_eq!((first.borrow().exported, first.borrow().lag()), (0, 50));
+    let handle = Exporter::new(&config(&addr, 50), &path)
+        .start(None)
+        .unwrap();
+    append(&sink, 51..=60);
+    wait_cursor(&handle, 60).await;
+    let stats = handle.stats();
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+    let end = *stats.borrow();
+    assert_eq!(
+        (end.exported, end.resent, end.connection_failures, end.lag()),
+        (60, 50, 0, 0),
+        "{end:?}"
+    );
+    assert!(end.last_write.is_some());
+    received
+        .wait_until("received 110 messages", |m| m.len() >= 110)
+        .await;
+    assert_eq!(assert_all_arrived(&received, &path), 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,14 +482,8 @@ async fn an_abrupt_stop_resends_what_was_not_confirmed() {
     let (_dir, path, addr, received) = trail_and_collector().await;
     let sink = AuditSink::open(&path, FsyncPolicy::Never).unwrap();
     append(&sink, 1..=200);
-    // Confirmation takes an hour: nothing is confirmed, the process "dies" (the handle is
-    // dropped without a shutdown).
-    let handle = Exporter::new(&config(&addr, 3_600_000), &path)
-        .start(None)
-        .unwrap();
-    received
-        .wait_until("received 200 messages", |m| m.len() >= 200)
-        .await;
+    // Nothing is confirmed, the process "dies" (the handle is dropped without a shutdown).
+    let handle = written_not_confirmed(&addr, &path, &received, 200).await;
     drop(handle);
     assert_eq!(read_cursor(&cursor_path(&path)).unwrap(), 0);
     let handle = Exporter::new(&config(&addr, 50), &path)

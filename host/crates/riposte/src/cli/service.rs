@@ -127,6 +127,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut service = Service::start(config, client, follow, metrics.clone()).await?;
     // Stopped (and given EXPORT_GRACE to deliver what it queued) when the loop ends.
     let export = start_export(service.config(), service.audit_appended())?;
+    if let Some(export) = &export {
+        // Read at every scrape of the metrics endpoint.
+        metrics.watch_audit_export(export.stats());
+    }
     let membership = service.membership().clone();
     let heartbeat = membership.spawn();
     let mut role = membership.watch();
