@@ -241,6 +241,7 @@ where
 /// Section 10.
 pub async fn issue15(work: &Path) -> anyhow::Result<Value> {
     let load_start = crate::compare::loadavg();
+    let fsync_start = fsync_probe(work)?;
     let latency = part("a", event_latency(work)).await;
     let outbreak = part("b", outbreak(work)).await;
     let cycles = part("c", throughput(work)).await;
@@ -251,7 +252,27 @@ pub async fn issue15(work: &Path) -> anyhow::Result<Value> {
         "malop_parts_declared": !fixtures::PARTS_UNKNOWN.load(std::sync::atomic::Ordering::Relaxed),
         "loadavg_start": load_start,
         "loadavg_end": crate::compare::loadavg(),
+        "fdatasync_4k_ms": {"start": fsync_start, "end": fsync_probe(work)?},
     }))
+}
+
+/// The median time of 4 KiB write + fdatasync in `work` (the disk the state and audit trail
+/// are on), in ms: what every durable commit pays on this machine now.
+fn fsync_probe(work: &Path) -> anyhow::Result<Value> {
+    use std::io::Write as _;
+    let path = work.join("issue15-fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = [0u8; 4096];
+    let mut samples = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        samples.push(started.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(json!(ms(util::median(&samples))))
 }
 
 /// One latency sample's stage boundaries (µs since the epoch).
@@ -788,9 +809,11 @@ pub fn report(o: &mut String, s: &Value, before: Option<&Value>) {
     }
     let _ = writeln!(
         o,
-        "Load average (1, 5, 15 min) at the start of the section: {}; at its end: {}. `malop_parts` declared: {}.{}\n",
+        "Load average (1, 5, 15 min) at the start of the section: {}; at its end: {}. A 4 KiB write + fdatasync on the work directory's disk (median of 50): {} ms at the start, {} ms at the end. `malop_parts` declared: {}.{}\n",
         s["loadavg_start"],
         s["loadavg_end"],
+        s["fdatasync_4k_ms"]["start"],
+        s["fdatasync_4k_ms"]["end"],
         if s["malop_parts_declared"] == true {
             "yes"
         } else {
