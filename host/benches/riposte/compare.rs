@@ -40,7 +40,7 @@ fn raw_dir(root: &Path) -> PathBuf {
 }
 
 /// The 1-, 5- and 15-minute load averages.
-fn loadavg() -> Value {
+pub(crate) fn loadavg() -> Value {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let v: Vec<f64> = text
         .split_whitespace()

@@ -39,14 +39,22 @@ pub fn plugin_path(name: &str) -> PathBuf {
     root().join("target/plugins").join(format!("{name}.wasm"))
 }
 
-/// Builds the plugins with `riposte plugin build`'s tooling when any is missing.
-pub fn ensure_plugins() -> anyhow::Result<()> {
-    if NEEDED.iter().all(|n| plugin_path(n).is_file()) {
+/// The Rust examples, all section 10 runs.
+pub const RUST_EXAMPLES: [&str; 3] = ["ransomware-containment", "cleanup", "reputation-feed"];
+
+/// Builds the plugins with `riposte plugin build`'s tooling when any is missing: all of
+/// them, or only the Rust examples when they are all a run needs (`only_rust`).
+pub fn ensure_plugins(only_rust: bool) -> anyhow::Result<()> {
+    let needed: &[&str] = if only_rust { &RUST_EXAMPLES } else { &NEEDED };
+    if needed.iter().all(|n| plugin_path(n).is_file()) {
         return Ok(());
     }
     eprintln!("building the plugins (riposte plugin build) ...");
     let mut opts = riposte_toolchain::BuildOptions::new(root());
     opts.echo = true;
+    if only_rust {
+        opts.only = RUST_EXAMPLES.iter().map(|n| n.to_string()).collect();
+    }
     riposte_toolchain::build_plugins(&opts).context("building the plugins")?;
     Ok(())
 }
@@ -105,6 +113,9 @@ pub struct PluginEntry {
     pub operations: &'static [&'static str],
     pub remediation: &'static [&'static str],
     pub values: Vec<(String, String)>,
+    /// `malop_parts` to declare (issue 15), when the configuration knows the key; empty:
+    /// not written (every part).
+    pub parts: &'static [&'static str],
 }
 
 impl PluginEntry {
@@ -129,7 +140,19 @@ impl PluginEntry {
             operations,
             remediation,
             values: Vec::new(),
+            parts: &[],
         }
+    }
+
+    /// Declares the parts of a Malop the example reads (`malop_parts`, from its source).
+    pub fn parts_read(mut self) -> Self {
+        self.parts = match self.component.as_str() {
+            "ransomware-containment" => &["suspects", "sensors"],
+            "cleanup" => &["suspects", "files", "sensors"],
+            "reputation-feed" => &["network"],
+            _ => &[],
+        };
+        self
     }
 
     pub fn value(mut self, key: &str, value: &str) -> Self {
@@ -145,6 +168,19 @@ pub fn write_config(
     plugins: &[PluginEntry],
     fsync: &str,
     max_concurrency: usize,
+) -> anyhow::Result<OperatorConfig> {
+    write_config_with(dir, sim, plugins, fsync, max_concurrency, "")
+}
+
+/// [`write_config`] with `tables` (whole TOML tables, e.g. `[service.syslog]`) added after
+/// `[service.server]`.
+pub fn write_config_with(
+    dir: &Path,
+    sim: &SimHandle,
+    plugins: &[PluginEntry],
+    fsync: &str,
+    max_concurrency: usize,
+    tables: &str,
 ) -> anyhow::Result<OperatorConfig> {
     std::fs::create_dir_all(dir)?;
     let credentials = dir.join("credentials");
@@ -174,6 +210,27 @@ credentials_file = "{credentials}"
         url = sim.base_url(),
         credentials = credentials.display(),
     );
+    toml.push_str(tables);
+    let path = dir.join("riposte.toml");
+    let with_parts = plugins_toml(toml.clone(), plugins, true)?;
+    std::fs::write(&path, &with_parts)?;
+    match OperatorConfig::load(&path) {
+        Err(e) if e.to_string().contains("malop_parts") => {
+            // A service from before issue 15 reads every part and knows no `malop_parts`.
+            PARTS_UNKNOWN.store(true, std::sync::atomic::Ordering::Relaxed);
+            std::fs::write(&path, plugins_toml(toml, plugins, false)?)?;
+            Ok(OperatorConfig::load(&path)?)
+        }
+        loaded => Ok(loaded?),
+    }
+}
+
+/// Set when the configuration refused `malop_parts` (a service from before issue 15): the
+/// services of this run read every part.
+pub static PARTS_UNKNOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `toml` followed by the `[[plugins]]` entries, `malop_parts` included when `parts`.
+fn plugins_toml(mut toml: String, plugins: &[PluginEntry], parts: bool) -> anyhow::Result<String> {
     for p in plugins {
         let path = plugin_path(&p.component);
         let digest = Sha256Digest::of(&std::fs::read(&path)?).to_hex();
@@ -185,12 +242,17 @@ credentials_file = "{credentials}"
                 .join(", ")
         };
         write!(
-            toml,
-            "\n[[plugins]]\nname = \"{}\"\npath = \"{}\"\nsha256 = \"{digest}\"\nmode = \"{}\"\n\
+            &mut toml,
+            "\n[[plugins]]\nname = \"{}\"\npath = \"{}\"\nsha256 = \"{digest}\"\nmode = \"{}\"\n{}\
              [plugins.limits]\nwall_clock_ms = 60000\n[plugins.grants]\noperations = [{}]\nremediation = [{}]\n",
             p.name,
             path.display(),
             p.mode,
+            if parts && !p.parts.is_empty() {
+                format!("malop_parts = [{}]\n", list(p.parts))
+            } else {
+                String::new()
+            },
             list(p.operations),
             list(p.remediation),
         )?;
@@ -207,9 +269,7 @@ credentials_file = "{credentials}"
             }
         }
     }
-    let path = dir.join("riposte.toml");
-    std::fs::write(&path, toml)?;
-    Ok(OperatorConfig::load(&path)?)
+    Ok(toml)
 }
 
 /// Copies precompiled artifacts from `from` into the cache dir the service at `config` uses,
@@ -244,12 +304,12 @@ pub async fn service(config: OperatorConfig, client: Arc<Client>) -> anyhow::Res
     .await
 }
 
-/// The raw `crimes/unified` body for `kind`, as the client requests it, fetched over HTTP.
-pub async fn raw_crimes_unified(sim: &SimHandle, kind: ElementKind) -> anyhow::Result<Vec<u8>> {
+/// A plain HTTP client (no redirects followed) and the session cookie of a form login to
+/// `base` as the bench user: what a script would start with.
+pub async fn login_plain(base: &str) -> anyhow::Result<(reqwest::Client, String)> {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let base = sim.base_url();
     let login = http
         .post(format!("{base}/login.html"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -264,12 +324,19 @@ pub async fn raw_crimes_unified(sim: &SimHandle, kind: ElementKind) -> anyhow::R
         .find_map(|v| v.strip_prefix("JSESSIONID="))
         .map(|v| v.split(';').next().unwrap_or("").to_owned())
         .context("no session cookie from the simulator")?;
+    Ok((http, format!("JSESSIONID={cookie}")))
+}
+
+/// The raw `crimes/unified` body for `kind`, as the client requests it, fetched over HTTP.
+pub async fn raw_crimes_unified(sim: &SimHandle, kind: ElementKind) -> anyhow::Result<Vec<u8>> {
+    let base = sim.base_url();
+    let (http, cookie) = login_plain(&base).await?;
     let body = serde_json::json!({"totalResultLimit": 10_000, "perGroupLimit": 10_000,
         "perFeatureLimit": 100, "templateContext": "MALOP", "customFields": [],
         "queryPath": [{"requestedType": kind.as_api(), "result": true, "filters": []}]});
     let reply = http
         .post(format!("{base}/rest/crimes/unified"))
-        .header("cookie", format!("JSESSIONID={cookie}"))
+        .header("cookie", cookie)
         .json(&body)
         .send()
         .await?;

@@ -2,7 +2,7 @@
 //! 4. Parsing a 10,000-Malop `crimes/unified` response.
 //! 5. The Python plugin: compile, cached load, instantiation.
 
-use crate::fixtures::{self, PluginEntry};
+use crate::fixtures::{self, PluginEntry, RUST_EXAMPLES};
 use crate::util::{self, ms, summary};
 use anyhow::Context;
 use riposte_client::{Client, RESULT_LIMIT, parse};
@@ -19,9 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const RUST_EXAMPLES: [&str; 3] = ["ransomware-containment", "cleanup", "reputation-feed"];
-
-fn shadow_entries(names: &[&str]) -> Vec<PluginEntry> {
+pub(crate) fn shadow_entries(names: &[&str]) -> Vec<PluginEntry> {
     names
         .iter()
         .map(|n| {

@@ -1,7 +1,8 @@
 //! riposte's benchmarks: `cargo bench -p riposte-benches --bench riposte`.
 //!
-//! Runs the seven measurements of issue 7, the per-language one of issue 17 (section 8) and
-//! the several-hosts one of issue 14 (section 9, PostgreSQL) in one process, each against its floor where the issue asks for one (bare wasmtime doing the
+//! Runs the seven measurements of issue 7, the per-language one of issue 17 (section 8),
+//! the several-hosts one of issue 14 (section 9, PostgreSQL) and issue 15's events, cores and
+//! server requests (section 10) in one process, each against its floor where the issue asks for one (bare wasmtime doing the
 //! same work, a bare call, the Rust rule), and writes
 //! `host/benches/results/results.json` and `RESULTS.md` with the machine's description.
 //! Nothing here asserts a time; goals are reported as met or not, with the figures.
@@ -24,11 +25,13 @@ mod compare;
 mod containment;
 mod fixtures;
 mod fleet;
+mod issue15;
 mod languages;
 mod latency;
 mod load;
 mod memory;
 mod report;
+mod script;
 mod util;
 
 use serde_json::{Value, json};
@@ -70,7 +73,12 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-/// RESULTS.md from results.json, before-after.json (if there is one) and notes.md.
+/// Section 10 measured at the commit before issue 15's service changes: the document a run
+/// of that commit's harness printed with `RIPOSTE_BENCH_ONLY=10` (see notes.md).
+const ISSUE15_BEFORE: &str = "issue15-before.json";
+
+/// RESULTS.md from results.json, before-after.json and issue15-before.json (if there are
+/// any) and notes.md.
 fn render(out: &std::path::Path) -> anyhow::Result<()> {
     let doc: Value = serde_json::from_slice(&std::fs::read(out.join("results.json"))?)?;
     std::fs::write(out.join("RESULTS.md"), markdown(out, &doc)?)?;
@@ -78,14 +86,24 @@ fn render(out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The report of `doc`, with the before/after comparison kept next to it.
+/// The report of `doc`, with the before/after comparisons kept next to it.
 fn markdown(out: &std::path::Path, doc: &Value) -> anyhow::Result<String> {
-    let before_after = match std::fs::read(out.join(compare::FILE)) {
-        Ok(bytes) => Some(serde_json::from_slice::<Value>(&bytes)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
-    Ok(report::markdown(doc, before_after.as_ref()))
+    let before_after = read_optional(&out.join(compare::FILE))?;
+    let issue15_before = read_optional(&out.join(ISSUE15_BEFORE))?;
+    Ok(report::markdown(
+        doc,
+        before_after.as_ref(),
+        issue15_before.as_ref(),
+    ))
+}
+
+/// A JSON document, or `None` when the file does not exist.
+fn read_optional(path: &std::path::Path) -> anyhow::Result<Option<Value>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice::<Value>(&bytes)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn wanted(n: u32) -> bool {
@@ -102,7 +120,7 @@ where
     if !wanted(n) {
         return;
     }
-    eprintln!("[{n}/9] {name} ...");
+    eprintln!("[{n}/10] {name} ...");
     let started = Instant::now();
     let mut value = match f.await {
         Ok(v) => v,
@@ -120,7 +138,8 @@ where
 async fn run(postgres: &fleet::Postgres) -> anyhow::Result<()> {
     let started = Instant::now();
     let root = fixtures::root();
-    fixtures::ensure_plugins()?;
+    // Section 10 alone needs only the Rust examples.
+    fixtures::ensure_plugins(!(1..=9).any(wanted))?;
     let work = root.join("target/bench-work");
     std::fs::create_dir_all(&work)?;
     let python_cache = work.join("python-artifacts");
@@ -190,6 +209,7 @@ async fn run(postgres: &fleet::Postgres) -> anyhow::Result<()> {
         fleet::fleet(&work, postgres),
     )
     .await;
+    section(&mut results, 10, "issue15", issue15::issue15(&work)).await;
     sim.shutdown().await;
 
     let out = root.join("host/benches/results");

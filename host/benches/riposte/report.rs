@@ -31,7 +31,7 @@ fn kib(v: &Value) -> String {
     format!("{:.0} KiB", v.as_f64().unwrap_or(0.0) / 1024.0)
 }
 
-fn verdict(met: bool) -> &'static str {
+pub(crate) fn verdict(met: bool) -> &'static str {
     if met { "**met**" } else { "**not met**" }
 }
 
@@ -46,8 +46,13 @@ fn latency_row(out: &mut String, name: &str, s: &Value) {
     );
 }
 
-/// Renders the whole report.
-pub fn markdown(doc: &Value, before_after: Option<&Value>) -> String {
+/// Renders the whole report; `issue15_before` is section 10 measured before issue 15's
+/// service changes.
+pub fn markdown(
+    doc: &Value,
+    before_after: Option<&Value>,
+    issue15_before: Option<&Value>,
+) -> String {
     let mut o = String::new();
     let m = &doc["machine"];
     let r = &doc["results"];
@@ -76,6 +81,7 @@ pub fn markdown(doc: &Value, before_after: Option<&Value>) -> String {
     let _ = writeln!(o);
     goals(&mut o, r);
     sections(&mut o, r);
+    crate::issue15::report(&mut o, &r["10_issue15"], issue15_before);
     if let Some(s) = before_after {
         crate::compare::report(&mut o, s);
     }
@@ -116,6 +122,7 @@ fn goals(o: &mut String, r: &Value) {
         verdict(cycle >= 10_000.0),
         verdict(stage >= 10_000.0)
     );
+    crate::issue15::goals(o, &r["10_issue15"]);
     let _ = writeln!(o);
 }
 
