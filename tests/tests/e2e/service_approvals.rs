@@ -182,6 +182,12 @@ each_backend! {
 
         let report = service.run_cycle().await.expect("the second cycle runs");
         assert_eq!(report.approvals_executed, 1);
+        // The execution record names its approver.
+        let executed = audit_records(&env.audit)
+            .into_iter()
+            .find(|r| r["call"] == "approved-action")
+            .expect("the execution of the approved action is audited");
+        assert_eq!(executed["arguments"]["by"], account.as_str(), "{executed}");
         let isolated = sent(&sim, ISOLATE);
         assert_eq!(
             isolated.len(),

@@ -959,13 +959,16 @@ impl Service {
                 .operator_event("approval-expired", record, "riposte", None);
         }
         let claimed = db::blocking(store, "claim_approved", move |s| s.claim_approved(now)).await?;
-        for record in &claimed {
-            self.execute_approved(record).await?;
+        for approved in &claimed {
+            self.execute_approved(&approved.action, &approved.approved_by)
+                .await?;
         }
         Ok(claimed.len())
     }
 
-    async fn execute_approved(&self, record: &ActionRecord) -> anyhow::Result<()> {
+    /// Carries out an action `approver` approved, through the gate again (budgets,
+    /// protection), and audits it under the approver's name.
+    async fn execute_approved(&self, record: &ActionRecord, approver: &str) -> anyhow::Result<()> {
         let configured = self.plugin_named(&record.plugin);
         let policy = configured.map_or_else(|| orphan_policy(record), |p| p.policy.clone());
         let (facts, pylums) = self.machine_facts(record.malop_id.as_ref()).await;
@@ -979,7 +982,7 @@ impl Service {
         self.core.auditor.operator_event(
             "approved-action",
             record,
-            "operator",
+            approver,
             Some(decision.to_record()),
         );
         if let Some(error) = decision.call_error() {

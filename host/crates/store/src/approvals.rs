@@ -238,10 +238,11 @@ impl Approvals for Store {
         })
     }
 
-    fn claim_approved(&self, now_ms: i64) -> Result<Vec<ActionRecord>> {
+    fn claim_approved(&self, now_ms: i64) -> Result<Vec<ApprovedAction>> {
         self.write("claim_approved", |tx| {
-            let rows: Vec<(String, String)> = tx.query_map(
-                "SELECT approvals.action_id, approvals.action_hash FROM approvals \
+            let rows: Vec<(String, String, Option<String>, Option<i64>)> = tx.query_map(
+                "SELECT approvals.action_id, approvals.action_hash, approvals.decided_by, \
+                     approvals.decided_at_ms FROM approvals \
                      JOIN actions ON actions.id = approvals.action_id \
                      WHERE approvals.status = ?1 AND approvals.claimed_at_ms IS NULL \
                      AND actions.state = ?2 ORDER BY approvals.decided_at_ms, approvals.action_id",
@@ -249,10 +250,10 @@ impl Approvals for Store {
                     ApprovalStatus::Approved.as_str(),
                     ActionState::Approved.as_str()
                 ],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
             let mut claimed = Vec::new();
-            for (id, hash) in rows {
+            for (id, hash, by, at) in rows {
                 let id = ActionId::parse(&id).ok_or_else(|| {
                     Failure::Corrupt(format!("approval with bad action id `{id}`"))
                 })?;
@@ -287,7 +288,11 @@ impl Approvals for Store {
                     params![now_ms, id.as_str()],
                 )?;
                 if matches {
-                    claimed.push(load(tx, &id)?);
+                    claimed.push(ApprovedAction {
+                        action: load(tx, &id)?,
+                        approved_by: by.unwrap_or_default(),
+                        approved_at_ms: at.unwrap_or_default(),
+                    });
                 }
             }
             Ok(claimed)
@@ -436,7 +441,7 @@ mod tests {
                 .unwrap();
             let claimed = store.claim_approved(30).unwrap();
             assert_eq!(claimed.len(), 1);
-            assert_eq!(claimed[0].state, ActionState::Planned);
+            assert_eq!(claimed[0].action.state, ActionState::Planned);
             // One the server accepted with a remediation id is only followed, never held.
             store
                 .mark_submitted(
@@ -488,7 +493,7 @@ mod tests {
 
             let claimed = store.claim_approved(30).unwrap();
             assert_eq!(claimed.len(), 1);
-            assert_eq!(claimed[0].state, ActionState::Planned);
+            assert_eq!(claimed[0].action.state, ActionState::Planned);
             assert!(store.claim_approved(31).unwrap().is_empty());
             assert_eq!(store.unresolved_actions().unwrap().len(), 1);
         }

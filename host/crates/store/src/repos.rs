@@ -152,9 +152,10 @@ pub trait Approvals {
     /// Claims every approved, unclaimed action for execution: each moves `Approved` →
     /// `Planned` (guarded, in one transaction), so exactly one caller receives it, however
     /// many claim at once; from there it follows the normal path (`mark_submitted`, ...)
-    /// and shows in [`ActionLedger::unresolved_actions`] after a crash. An action whose
-    /// request no longer matches its approval hash is not returned: it is marked `Failed`.
-    fn claim_approved(&self, now_ms: i64) -> Result<Vec<ActionRecord>>;
+    /// and shows in [`ActionLedger::unresolved_actions`] after a crash. Each comes with who
+    /// approved it and when. An action whose request no longer matches its approval hash is
+    /// not returned: it is marked `Failed`.
+    fn claim_approved(&self, now_ms: i64) -> Result<Vec<ApprovedAction>>;
 
     /// Puts the expired approval of `id` back in the queue until `expires_at_ms`, bound to
     /// the same hash (for instance when its Malop is updated and the plugin asks again):

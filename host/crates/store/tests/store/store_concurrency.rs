@@ -84,7 +84,7 @@ each_backend! {
         let claims = race(move |_| db.open().claim_approved(3).unwrap());
         let claimed: Vec<_> = claims.into_iter().flatten().collect();
         assert_eq!(claimed.len(), 1);
-        assert_eq!(claimed[0].id, id);
+        assert_eq!(claimed[0].action.id, id);
     }
 }
 

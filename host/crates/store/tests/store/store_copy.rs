@@ -432,7 +432,7 @@ fn a_sqlite_deployment_moves_to_postgres_and_carries_on() {
     );
     let claimed = target.claim_approved(NOW).unwrap();
     assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].id, filled.approved);
+    assert_eq!(claimed[0].action.id, filled.approved);
     assert!(target.claim_approved(NOW + 1).unwrap().is_empty());
 
     // ... and the source was left as it was.

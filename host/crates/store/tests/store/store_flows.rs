@@ -88,7 +88,8 @@ each_backend! {
 
         let claimed = store.claim_approved(40).unwrap();
         assert_eq!(claimed.len(), 1);
-        assert_eq!(claimed[0].state, ActionState::Planned);
+        assert_eq!(claimed[0].action.state, ActionState::Planned);
+        assert_eq!((claimed[0].approved_by.as_str(), claimed[0].approved_at_ms), ("alice", 30));
         assert!(store.claim_approved(41).unwrap().is_empty(), "claimed once");
 
         // From here it is an ordinary action, recoverable after a crash.
