@@ -418,14 +418,14 @@ impl Service {
                 // are busy and this stream is not polled, so it cannot time out waiting.
                 let client = self.core.client.clone();
                 let (update, id) = (malop.last_update_time, malop.id.clone());
-                let Owing { runnable, parts, waiting, .. } = owing;
+                let Owing { runnable, parts, queued, .. } = owing;
                 let read =
                     tokio::spawn(async move { client.read_parts(malop, &parts, &sensors).await });
                 async move {
                     match read.await {
                         Ok(details) => {
                             let partial = !details.failures.is_empty();
-                            (self.offer(details, runnable, waiting).await, partial, None)
+                            (self.offer(details, runnable, queued).await, partial, None)
                         }
                         Err(error) => {
                             tracing::error!(malop = %id, "reading the Malop failed, retrying next cycle: {error}");
@@ -516,16 +516,16 @@ impl Service {
     /// The (plugin, Malop) pairs to evaluate for a Malop read in detail: the `runnable`
     /// plugins that did not handle this view of it yet. A Malop read with unreadable parts is
     /// offered with what the server gave, and the failure is audited, counted and queued to
-    /// be read again; a Malop read in full is taken off that queue if it `waiting` there.
+    /// be read again; a Malop read in full is taken off that queue if it is `queued` there.
     async fn offer(
         &self,
         details: riposte_client::Details,
         runnable: Vec<Arc<ServicePlugin>>,
-        waiting: bool,
+        queued: bool,
     ) -> Vec<(Arc<ServicePlugin>, Arc<Malop>)> {
         let riposte_client::Details { malop, failures } = details;
         let malop = Arc::new(malop);
-        if (waiting || !failures.is_empty())
+        if (queued || !failures.is_empty())
             && let Err(e) = self.note_completeness(&malop, &failures).await
         {
             tracing::error!(malop = %malop.id, "recording the Malop's unreadable parts: {e}");
@@ -659,8 +659,8 @@ impl Service {
                 continue;
             }
             report.reread += 1;
-            let details = match self.core.client.malop_details(&row.malop_id).await {
-                Ok(details) => details,
+            let malop = match self.core.client.get_malop(&row.malop_id).await {
+                Ok(malop) => malop,
                 Err(error) => {
                     tracing::warn!(malop = %row.malop_id, "reading the incomplete Malop again: {error}");
                     let interval_ms = (self.config.service.poll_interval_secs.max(1) * 1000) as i64;
@@ -672,12 +672,22 @@ impl Service {
                     continue;
                 }
             };
-            let owing = self
-                .plugins_owing(std::slice::from_ref(&details.malop))
-                .await?;
-            let runnable = owing.into_iter().flat_map(|o| o.runnable).collect();
+            // Only the parts its plugins read, as a poll would read it.
+            let Some(owing) = self
+                .plugins_owing(std::slice::from_ref(&malop))
+                .await?
+                .pop()
+            else {
+                continue;
+            };
+            let sensors = SensorBatch::of([&malop]);
+            let details = self
+                .core
+                .client
+                .read_parts(malop, &owing.parts, &sensors)
+                .await;
             report.incomplete += usize::from(!details.failures.is_empty());
-            work.extend(self.offer(details, runnable, true).await);
+            work.extend(self.offer(details, owing.runnable, true).await);
         }
         let batch = self.evaluate_batch(futures::stream::iter(work)).await;
         report.invocations += batch.invocations;

@@ -21,8 +21,9 @@ pub(crate) struct Owing {
     /// The parts to read: those some subscribed plugin reads (sorted). The others are
     /// listed unreadable, and handled marks are read with them missing.
     pub parts: Vec<MalopPart>,
-    /// Whether it waits in the queue of Malops to read again.
-    pub waiting: bool,
+    /// Whether it is in the queue of Malops to read again (due or not, whatever its view): a
+    /// read in full takes it off.
+    pub queued: bool,
 }
 
 /// The handled marks to read for one Malop, asked off the async workers.
@@ -41,7 +42,7 @@ pub(crate) struct MarkAnswer {
     /// Per subscribed plugin: `None` if it handled this view, else whether it is paused.
     marks: Vec<Option<bool>>,
     parts: Vec<MalopPart>,
-    waiting: bool,
+    queued: bool,
 }
 
 impl MarkQuestion {
@@ -71,17 +72,17 @@ impl MarkQuestion {
         let mut answer = MarkAnswer {
             marks: Vec::with_capacity(self.plugins.len()),
             parts: self.parts.clone(),
-            waiting: false,
+            queued: false,
         };
         if self.plugins.is_empty() {
             return Ok(answer);
         }
-        let waiting = if self.unreadable.is_empty() {
+        answer.queued = self.unreadable.is_empty() && store.is_incomplete(&self.id)?;
+        let waiting = if answer.queued {
             store.waiting_parts(&self.id, self.last_update, now)?
         } else {
             None
         };
-        answer.waiting = waiting.is_some();
         let view = match &waiting {
             Some(parts) => Some(parts.as_slice()),
             None if !self.unreadable.is_empty() => Some(self.unreadable.as_slice()),
@@ -107,7 +108,7 @@ impl MarkAnswer {
             runnable: Vec::new(),
             paused: false,
             parts: self.parts,
-            waiting: self.waiting,
+            queued: self.queued,
         };
         for (plugin, mark) in plugins.into_iter().zip(self.marks) {
             match mark {

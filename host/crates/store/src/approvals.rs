@@ -290,7 +290,8 @@ impl Approvals for Store {
                 if matches {
                     claimed.push(ApprovedAction {
                         action: load(tx, &id)?,
-                        approved_by: by.unwrap_or_default(),
+                        // Every decision records its decider; an older row may lack one.
+                        approved_by: by.unwrap_or_else(|| "unknown".to_owned()),
                         approved_at_ms: at.unwrap_or_default(),
                     });
                 }

@@ -170,6 +170,19 @@ impl IncompleteMalops for Store {
         })
     }
 
+    fn is_incomplete(&self, malop_id: &MalopId) -> Result<bool> {
+        self.read("is_incomplete", |tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT 1 FROM incomplete_malops WHERE malop_id = ?1",
+                    params![malop_id.as_str()],
+                    |r| r.get::<i64>(0),
+                )
+                .optional()?
+                .is_some())
+        })
+    }
+
     fn waiting_parts(
         &self,
         malop_id: &MalopId,
@@ -268,6 +281,7 @@ mod tests {
             assert_eq!(summary.count, 2);
             assert_eq!(summary.by_part.get("suspects"), Some(&1));
             assert_eq!(summary.oldest[0].last_error, "refused again");
+            assert!(store.is_incomplete(&a.id).unwrap());
             let waiting = |now| store.waiting_parts(&a.id, 50, now).unwrap();
             assert_eq!(
                 waiting(3_999),

@@ -493,6 +493,10 @@ pub trait IncompleteMalops {
     /// waiting.
     fn forget_incomplete(&self, malop_id: &MalopId) -> Result<bool>;
 
+    /// Whether the Malop is in the queue of Malops to read again (whatever its view, due or
+    /// not): a read in full must take it off.
+    fn is_incomplete(&self, malop_id: &MalopId) -> Result<bool>;
+
     /// The parts the Malop's latest read could not get, while it waits to be read again:
     /// `Some` when it was read incomplete as of `last_update_ms` and is not due at `now_ms`.
     fn waiting_parts(

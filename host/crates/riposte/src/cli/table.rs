@@ -79,12 +79,12 @@ pub(crate) fn would(request: &ActionRequest) -> String {
         }
         ActionRequest::SetReputation { keys, verdict, .. } => {
             let values: Vec<String> = keys.iter().map(|k| k.value.clone()).collect();
+            let verdict = format!("{verdict:?}").to_lowercase();
             format!(
-                "{verdict:?} {}: {}",
+                "{verdict} {}: {}",
                 count(keys.len(), "key"),
                 listed(&values)
             )
-            .to_lowercase()
         }
         ActionRequest::RemoveReputation { keys } => {
             let values: Vec<String> = keys.iter().map(|k| k.value.clone()).collect();
@@ -117,12 +117,29 @@ fn listed(items: &[String]) -> String {
     }
 }
 
+/// At most [`SHOWN_TEXT`] characters of `text` (which a plugin may have chosen), on one
+/// line, with every control and bidirectional-formatting character shown escaped, so that
+/// nothing in it can move the cursor, recolour or reorder what the operator reads.
 fn clipped(text: &str) -> String {
-    let mut clipped: String = text.chars().take(SHOWN_TEXT).collect();
+    let mut clipped = String::new();
+    for c in text.chars().take(SHOWN_TEXT) {
+        match c {
+            '\n' | '\r' | '\t' => clipped.push(' '),
+            c if c.is_control() || is_bidi_control(c) => {
+                clipped.extend(c.escape_unicode());
+            }
+            c => clipped.push(c),
+        }
+    }
     if text.chars().count() > SHOWN_TEXT {
         clipped.push('…');
     }
-    clipped.replace(['\n', '\r', '\t'], " ")
+    clipped
+}
+
+/// The characters that change the direction of the text around them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A time as a UTC date and its distance from `now_ms` ("3m ago", "in 23h").
@@ -340,5 +357,18 @@ mod tests {
         });
         assert!(line.starts_with("comment \"line one line two"), "{line}");
         assert!(line.ends_with("…\"") && !line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn escapes_and_direction_overrides_from_a_plugin_are_shown_escaped() {
+        let line = would(&ActionRequest::AddComment {
+            malop_id: MalopId::new("11.1"),
+            text: "ok\u{1b}[2K\u{202E}evil".to_owned(),
+        });
+        assert!(
+            !line.contains('\u{1b}') && !line.contains('\u{202E}'),
+            "{line:?}"
+        );
+        assert!(line.contains("\\u{1b}[2K\\u{202e}evil"), "{line}");
     }
 }
