@@ -31,7 +31,6 @@ pub(crate) struct MarkQuestion {
     id: MalopId,
     last_update: TimestampMs,
     unreadable: Vec<MalopPart>,
-    not_read: Vec<MalopPart>,
     parts: Vec<MalopPart>,
     /// Each subscribed plugin, and whether this process knows it healthy (no pause to read).
     plugins: Vec<(PluginName, bool)>,
@@ -48,16 +47,11 @@ pub(crate) struct MarkAnswer {
 impl MarkQuestion {
     /// The question for `malop` and the plugins subscribed to it.
     pub(crate) fn new(malop: &Malop, plugins: &[Arc<ServicePlugin>], health: &HealthBook) -> Self {
-        let parts = parts_read_by(plugins);
         Self {
             id: malop.id.clone(),
             last_update: malop.last_update_time,
             unreadable: malop.unreadable.clone(),
-            not_read: MalopPart::ALL
-                .into_iter()
-                .filter(|p| !parts.contains(p))
-                .collect(),
-            parts,
+            parts: parts_read_by(plugins),
             plugins: plugins
                 .iter()
                 .map(|p| (p.policy.name.clone(), health.known_healthy(&p.policy.name)))
@@ -83,10 +77,14 @@ impl MarkQuestion {
         } else {
             None
         };
+        let not_read: Vec<MalopPart> = MalopPart::ALL
+            .into_iter()
+            .filter(|p| !self.parts.contains(p))
+            .collect();
         let view = match &waiting {
             Some(parts) => Some(parts.as_slice()),
             None if !self.unreadable.is_empty() => Some(self.unreadable.as_slice()),
-            None => (!self.not_read.is_empty()).then_some(self.not_read.as_slice()),
+            None => (!not_read.is_empty()).then_some(not_read.as_slice()),
         };
         for (name, healthy) in &self.plugins {
             answer.marks.push(
