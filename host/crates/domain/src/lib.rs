@@ -7,8 +7,10 @@
 pub mod bounds;
 pub mod secret;
 pub mod settings;
+pub mod users;
 
 pub use secret::Secret;
+pub use users::{Role, UserName};
 
 /// This machine's host name as the kernel has it, if it has one: the fleet's host ids and
 /// the SIEM export's syslog HOSTNAME.

@@ -12,6 +12,7 @@
 //! | `[protected]`, `[[global_budgets]]`, `[approvals]`, a plugin's policy keys | `riposte_policy::settings` |
 //! | `[plugins.limits]` | `riposte_runtime::Limits` |
 //! | `[signing]`, a plugin's `public_keys` | `riposte_supply::Signing` |
+//! | `[console]` (read by its owner, which sits above the service, from the same file) | `riposte_console::ConsoleConfig` |
 //!
 //! Relative paths (plugin components, the database, the audit log, the credentials file)
 //! resolve against the directory of the configuration file. Secrets never live in this file:
@@ -47,9 +48,11 @@ pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 4;
 /// Default Malop detail requests in flight at once during a poll.
 pub const DEFAULT_MAX_DETAIL_FETCHES: usize = 8;
 
-/// The top-level sections of the file.
-const SECTIONS: [&str; 6] = [
+/// The top-level sections of the file. `[console]` is not read here: its owner,
+/// `riposte_console::ConsoleConfig`, sits above the service and reads it from the same file.
+const SECTIONS: [&str; 7] = [
     "service",
+    "console",
     "protected",
     "global_budgets",
     "approvals",

@@ -237,6 +237,12 @@ impl Service {
         &self.core.gate
     }
 
+    /// The service's audit trail writer: the console records its actions through it, so
+    /// one process keeps one chain.
+    pub fn auditor(&self) -> &Arc<Auditor> {
+        &self.core.auditor
+    }
+
     /// The seq of the last record this service appended to its audit trail; changes with
     /// every append (the SIEM exporter wakes on it).
     pub fn audit_appended(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -3,7 +3,7 @@
 //! One [`Store`] holds everything riposte must remember across restarts and crashes. Its
 //! operations are grouped by concern into repository traits ([`ActionLedger`],
 //! [`Approvals`], [`Budgets`], [`BudgetCounters`], [`Polling`], [`Health`], [`Kv`],
-//! [`IncompleteMalops`], [`UndoLog`], [`Status`]; all of them together: [`Repositories`]),
+//! [`IncompleteMalops`], [`UndoLog`], [`Status`], [`Users`]; all of them together: [`Repositories`]),
 //! which state the contract a second backend (PostgreSQL) must keep; [`Store`] implements
 //! them all over one SQLite connection. `use riposte_store::prelude::*` brings them into
 //! scope. The traits are object-safe: a backend chosen at runtime is an
@@ -158,6 +158,7 @@ mod sqlite;
 mod status;
 pub mod testing;
 mod undo;
+mod users;
 
 pub use actions::{
     ActionFilter, ActionId, ActionKey, ActionMode, ActionRecord, ActionState, BeginOutcome,
@@ -176,10 +177,11 @@ pub use polling::Handled;
 pub use repos::{
     ActionLedger, Approvals, BudgetCounters, Budgets, BudgetsExt, ChargeCheck, ChargeReads,
     ChargeView, Fleet, Health, IncompleteMalops, Kv, Polling, Repositories, SpendCheck, Status,
-    UndoLog,
+    UndoLog, Users,
 };
 pub use status::{SourceStatus, StatusSnapshot};
 pub use undo::{UndoRecord, inverse_of};
+pub use users::UserRecord;
 
 use sql::Tx;
 use std::path::Path;
@@ -189,7 +191,7 @@ use std::time::Duration;
 pub mod prelude {
     pub use crate::repos::{
         ActionLedger, Approvals, BudgetCounters, Budgets, BudgetsExt, Fleet, Health,
-        IncompleteMalops, Kv, Polling, Repositories, Status, UndoLog,
+        IncompleteMalops, Kv, Polling, Repositories, Status, UndoLog, Users,
     };
 }
 

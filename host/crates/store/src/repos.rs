@@ -34,11 +34,11 @@ use crate::{
     ActionFilter, ActionId, ActionKey, ActionRecord, ApprovedAction, Backoff, BeginOutcome,
     BudgetCharge, ChargeItem, Error, Handled, HostStatus, IncompleteMalop, IncompleteSummary,
     LeaseGrant, LeaseStatus, NewAction, Outcome, PauseState, PausedPlugin, PendingApproval, Result,
-    RetryDecision, SpendOutcome, StatusSnapshot, UndoRecord,
+    RetryDecision, SpendOutcome, StatusSnapshot, UndoRecord, UserRecord,
 };
 use riposte_domain::{
     ActionKind, ActionRequest, Malop, MalopId, MalopPart, PluginName, RemediationId,
-    RemediationProgress, Sha256Digest, TimestampMs,
+    RemediationProgress, Role, Sha256Digest, TimestampMs, UserName,
 };
 
 /// The action ledger (G4, exactly once): every action recorded under its idempotency key
@@ -581,6 +581,28 @@ pub trait Status {
     fn status(&self, now_ms: i64) -> Result<StatusSnapshot>;
 }
 
+/// The console's users (see [`crate::UserRecord`]): names, roles and password hashes.
+pub trait Users {
+    /// Adds a user. Refused ([`crate::Refusal::InvalidArgument`]) if the name is taken.
+    fn add_user(&self, name: &UserName, role: Role, password_hash: &str, now_ms: i64)
+    -> Result<()>;
+
+    /// The user called `name`, if any.
+    fn get_user(&self, name: &UserName) -> Result<Option<UserRecord>>;
+
+    /// Every user, by name.
+    fn list_users(&self) -> Result<Vec<UserRecord>>;
+
+    /// Removes a user; whether there was one.
+    fn remove_user(&self, name: &UserName) -> Result<bool>;
+
+    /// Changes a user's role; [`Error::NotFound`] if there is no such user.
+    fn set_user_role(&self, name: &UserName, role: Role, now_ms: i64) -> Result<()>;
+
+    /// Replaces a user's password hash; [`Error::NotFound`] if there is no such user.
+    fn set_user_password(&self, name: &UserName, password_hash: &str, now_ms: i64) -> Result<()>;
+}
+
 /// Every repository over one database handle: what the service holds
 /// (`Arc<dyn Repositories>` for a backend chosen at runtime). Implemented for every type
 /// that implements all the repositories.
@@ -596,6 +618,7 @@ pub trait Repositories:
     + UndoLog
     + Fleet
     + Status
+    + Users
     + Send
     + Sync
 {
@@ -613,6 +636,7 @@ impl<T> Repositories for T where
         + UndoLog
         + Fleet
         + Status
+        + Users
         + Send
         + Sync
 {

@@ -200,10 +200,24 @@ pub const MIGRATIONS: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 6,
+        name: "console-users",
+        statements: &[
+            // The console's users: a role and an argon2 password hash (PHC string) each.
+            "CREATE TABLE console_users (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            password_hash TEXT NOT NULL,
+            created_at_ms BIGINT NOT NULL,
+            updated_at_ms BIGINT NOT NULL
+        )",
+        ],
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 5;
+pub const LATEST_VERSION: i64 = 6;
 
 /// One table of the schema as [`TABLES`] lists it: what a copy between two databases
 /// ([`crate::copy_database`]) reads and writes.
@@ -355,6 +369,18 @@ pub(crate) const TABLES: &[Table] = &[
         name: "fleet_leases",
         key: &["name"],
         columns: &["name", "holder", "epoch", "acquired_at_ms", "expires_at_ms"],
+        self_references: &[],
+    },
+    Table {
+        name: "console_users",
+        key: &["name"],
+        columns: &[
+            "name",
+            "role",
+            "password_hash",
+            "created_at_ms",
+            "updated_at_ms",
+        ],
         self_references: &[],
     },
     Table {

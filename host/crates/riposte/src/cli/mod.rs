@@ -5,6 +5,7 @@ mod db;
 mod plugin;
 mod service;
 mod table;
+mod users;
 
 pub(crate) use service::take_hints;
 
@@ -53,6 +54,9 @@ pub enum Command {
     /// Work with the state database: copy a SQLite deployment's state into PostgreSQL.
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Manage the console's users and their roles (viewer, approver, admin).
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Run the whole product on the built-in simulator and print a summary.
     Demo(DemoArgs),
 }
@@ -152,6 +156,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             riposte_audit::run_keygen(&args, &mut std::io::stdout().lock())
         }
         Command::Db(command) => db::run(command).await,
+        Command::Users(command) => users::run(command),
         Command::Demo(args) => demo(args).await,
     }
 }

@@ -121,7 +121,7 @@ pub(crate) fn client_from_config(config: &OperatorConfig) -> anyhow::Result<Clie
     Ok(Client::new(client_config)?)
 }
 
-fn load_config(path: &Path) -> anyhow::Result<OperatorConfig> {
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<OperatorConfig> {
     Ok(OperatorConfig::load(path)?)
 }
 
@@ -153,7 +153,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => (None, None),
     };
     let follow = FollowPolicy::from(&config.service.follow);
+    let console = riposte_console::ConsoleConfig::load(&args.config)?;
     let mut service = Service::start(config, client, follow, metrics.clone()).await?;
+    // Served until this function returns (dropping it stops serving); not for --once.
+    let _console = match console {
+        Some(settings) if !args.once => Some(start_console(settings, &service).await?),
+        _ => None,
+    };
     // Stopped (and given EXPORT_GRACE to deliver what it queued) when the loop ends.
     let export = start_export(service.config(), service.audit_appended())?;
     if let Some(export) = &export {
@@ -260,6 +266,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::error!("the SIEM export stopped on an error: {error}");
     }
     synced
+}
+
+/// Serves the console (`[console]`) over the service's store and audit trail. The pages
+/// show the configuration `riposte run` started with; a reload applies to them at the next
+/// restart.
+async fn start_console(
+    settings: riposte_console::ConsoleConfig,
+    service: &Service,
+) -> anyhow::Result<riposte_console::ConsoleServer> {
+    let console = riposte_console::Console::new(
+        settings,
+        Arc::new(service.config().clone()),
+        service.store().clone(),
+        service.auditor().clone(),
+    )?;
+    let server = console
+        .serve()
+        .await
+        .context("starting the console of [console]")?;
+    tracing::info!(url = %server.url(), "the console is served");
+    Ok(server)
 }
 
 /// How long the SIEM export may take, on the way out, to deliver what it has queued.
@@ -432,7 +459,7 @@ fn hosts_status(snapshot: &riposte_store::StatusSnapshot, now: i64) -> Vec<serde
         .collect()
 }
 
-fn open_store(config: &OperatorConfig) -> anyhow::Result<Store> {
+pub(crate) fn open_store(config: &OperatorConfig) -> anyhow::Result<Store> {
     riposte_service::open_store(&config.service.database)
 }
 

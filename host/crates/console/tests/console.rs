@@ -1,0 +1,391 @@
+//! The console over HTTP on loopback: the real router and a real store (SQLite in a
+//! temporary directory), driven with reqwest; time is the test's clock.
+
+use riposte_audit::{AuditSink, FsyncPolicy};
+use riposte_console::{Console, ConsoleConfig, ConsoleServer, SESSION_COOKIE, auth};
+use riposte_domain::{
+    ActionRequest, MachineGuid, MalopId, PluginName, Role, Sha256Digest, UserName,
+};
+use riposte_metrics::Metrics;
+use riposte_service::{Auditor, OperatorConfig};
+use riposte_store::prelude::*;
+use riposte_store::{ActionId, ActionMode, ActionState, BeginOutcome, NewAction, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+const T0: i64 = 1_764_590_400_000; // 2025-12-01 12:00 UTC
+const PASSWORD: &str = "a long enough password";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    audit_path: PathBuf,
+    clock: Arc<AtomicI64>,
+    server: ConsoleServer,
+    http: reqwest::Client,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("riposte.toml");
+        let text = "[service]\n[service.database]\npath = \"riposte.db\"\n[service.audit]\npath = \"audit.jsonl\"\n[console]\n";
+        std::fs::write(&config_path, text).unwrap();
+        let operator = OperatorConfig::load(&config_path).unwrap();
+        let settings = ConsoleConfig::load(&config_path)
+            .unwrap()
+            .expect("[console] is there");
+        let audit_path = operator.service.audit.path.clone();
+        let store = Arc::new(riposte_service::open_store(&operator.service.database).unwrap());
+        for (name, role) in [("alice", Role::Approver), ("victor", Role::Viewer)] {
+            let hash = auth::hash_password(PASSWORD).unwrap();
+            store
+                .add_user(&UserName::parse(name).unwrap(), role, &hash, T0)
+                .unwrap();
+        }
+        let sink = AuditSink::open(&audit_path, FsyncPolicy::EveryRecord).unwrap();
+        let auditor = Arc::new(Auditor::new(sink, Arc::new(Metrics::new())));
+        let clock = Arc::new(AtomicI64::new(T0));
+        let now = clock.clone();
+        let console = Console::with_clock(
+            settings,
+            Arc::new(operator),
+            store.clone(),
+            auditor,
+            Arc::new(move || now.load(Ordering::SeqCst)),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = console.serve_on(listener).unwrap();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            _dir: dir,
+            store,
+            audit_path,
+            clock,
+            server,
+            http,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.url())
+    }
+
+    async fn login_as(&self, name: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/login"))
+            .form(&[("username", name), ("password", password)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Logs in and returns the session cookie (`name=value`).
+    async fn session(&self, name: &str) -> String {
+        let response = self.login_as(name, PASSWORD).await;
+        assert_eq!(response.status(), 303, "{name} logs in");
+        let set = response.headers()["set-cookie"].to_str().unwrap();
+        set.split(';').next().unwrap().to_owned()
+    }
+
+    async fn get(&self, cookie: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, cookie: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("cookie", cookie)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// An isolation waiting for approval, from a plugin whose reason tries to inject markup.
+    fn pending(&self) -> (ActionId, Sha256Digest) {
+        let new = NewAction::new(
+            PluginName::new("isolator"),
+            Sha256Digest::of(b"isolator.wasm"),
+            ActionRequest::Isolate {
+                malop_id: Some(MalopId::new("11.42")),
+                machines: vec![MachineGuid::new("-1845090846.1198775089551518743")],
+            },
+            "<script>alert(1)</script> lateral movement",
+        )
+        .with_mode(ActionMode::AwaitApproval {
+            expires_at_ms: T0 + 3_600_000,
+        });
+        let BeginOutcome::New(id) = self.store.begin_action(&new, T0).unwrap() else {
+            panic!("a new action");
+        };
+        let record = self.store.get_action(&id).unwrap();
+        (id, record.request_hash)
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit_path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// The CSRF token of the page at `path`.
+async fn csrf(h: &Harness, cookie: &str, path: &str) -> String {
+    let page = h.get(cookie, path).await.text().await.unwrap();
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with the token")
+        + 19;
+    page[at..at + 64].to_owned()
+}
+
+fn is_login_redirect(response: &reqwest::Response) -> bool {
+    response.status() == 303 && response.headers()["location"] == "/login"
+}
+
+#[tokio::test]
+async fn login_sets_a_strict_http_only_cookie_and_a_bad_password_is_refused() {
+    let h = Harness::start().await;
+    let bad = h.login_as("alice", "not her password").await;
+    assert_eq!(bad.status(), 401);
+    assert!(bad.headers().get("set-cookie").is_none());
+    let unknown = h.login_as("mallory", PASSWORD).await;
+    assert_eq!(unknown.status(), 401);
+
+    let ok = h.login_as("alice", PASSWORD).await;
+    assert_eq!(ok.status(), 303);
+    assert_eq!(ok.headers()["location"], "/");
+    let cookie = ok.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with(&format!("{SESSION_COOKIE}=")),
+        "{cookie}"
+    );
+    let value = cookie.split(';').next().unwrap().split_once('=').unwrap().1;
+    assert_eq!(value.len(), 64, "a 256-bit token in hex");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP on loopback: {cookie}"
+    );
+
+    let page = h.get(cookie.split(';').next().unwrap(), "/").await;
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    assert!(page.text().await.unwrap().contains("alice (approver)"));
+
+    // Without a session every page sends to the login page.
+    assert!(is_login_redirect(&h.get("", "/approvals").await));
+    let events: Vec<String> = h
+        .audit()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["call"].as_str().unwrap(),
+                r["arguments"]["by"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "console-login-failed console:alice",
+            "console-login-failed console:mallory",
+            "console-login console:alice"
+        ]
+    );
+    assert!(
+        !std::fs::read_to_string(&h.audit_path)
+            .unwrap()
+            .contains(PASSWORD),
+        "no password in the audit trail"
+    );
+}
+
+#[tokio::test]
+async fn logins_are_rate_limited_per_user_name() {
+    let h = Harness::start().await;
+    for _ in 0..auth::MAX_LOGIN_FAILURES {
+        assert_eq!(h.login_as("alice", "wrong password!").await.status(), 401);
+    }
+    // Even the right password is refused now, until the window passes.
+    assert_eq!(h.login_as("alice", PASSWORD).await.status(), 429);
+    h.clock.fetch_add(5 * 60 * 1000 + 1, Ordering::SeqCst);
+    assert_eq!(h.login_as("alice", PASSWORD).await.status(), 303);
+}
+
+#[tokio::test]
+async fn a_post_without_the_sessions_csrf_token_is_forbidden() {
+    let h = Harness::start().await;
+    let (id, hash) = h.pending();
+    let cookie = h.session("alice").await;
+    let path = format!("/approvals/{}/approve", id.as_str());
+    let forged = h.post(&cookie, &path, &[("hash", &hash.to_hex())]).await;
+    assert_eq!(forged.status(), 403);
+    let wrong = h
+        .post(
+            &cookie,
+            &path,
+            &[("csrf", &"0".repeat(64)), ("hash", &hash.to_hex())],
+        )
+        .await;
+    assert_eq!(wrong.status(), 403);
+    assert_eq!(h.post(&cookie, "/logout", &[]).await.status(), 403);
+    assert_eq!(
+        h.store.get_action(&id).unwrap().state,
+        ActionState::AwaitingApproval
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_sees_no_buttons_and_cannot_approve() {
+    let h = Harness::start().await;
+    let (id, hash) = h.pending();
+    let cookie = h.session("victor").await;
+    let path = format!("/approvals/{}", id.as_str());
+    let page = h.get(&cookie, &path).await.text().await.unwrap();
+    assert!(page.contains(&hash.to_hex()), "the evidence is shown");
+    assert!(!page.contains("id=\"approve\"") && !page.contains("id=\"deny\""));
+    let token = csrf(&h, &cookie, &path).await;
+    for verb in ["approve", "deny"] {
+        let response = h
+            .post(
+                &cookie,
+                &format!("{path}/{verb}"),
+                &[("csrf", &token), ("hash", &hash.to_hex())],
+            )
+            .await;
+        assert_eq!(response.status(), 403, "{verb}");
+    }
+    assert_eq!(
+        h.store.get_action(&id).unwrap().state,
+        ActionState::AwaitingApproval
+    );
+}
+
+#[tokio::test]
+async fn an_expired_session_is_sent_to_the_login_page() {
+    let h = Harness::start().await;
+    let cookie = h.session("alice").await;
+    assert_eq!(h.get(&cookie, "/").await.status(), 200);
+    let idle = riposte_console::config::DEFAULT_SESSION_IDLE_SECS as i64 * 1000;
+    h.clock.fetch_add(idle - 1, Ordering::SeqCst);
+    assert_eq!(h.get(&cookie, "/").await.status(), 200, "used just in time");
+    h.clock.fetch_add(idle, Ordering::SeqCst);
+    assert!(is_login_redirect(&h.get(&cookie, "/").await));
+    assert!(
+        is_login_redirect(&h.get(&cookie, "/approvals").await),
+        "and stays ended"
+    );
+}
+
+#[tokio::test]
+async fn an_approval_through_the_page_is_recorded_by_the_console_user() {
+    let h = Harness::start().await;
+    let (id, hash) = h.pending();
+    let cookie = h.session("alice").await;
+    let path = format!("/approvals/{}", id.as_str());
+    let page = h.get(&cookie, &path).await.text().await.unwrap();
+    assert!(page.contains("id=\"approve\"") && page.contains("id=\"deny\""));
+    assert!(page.contains(&format!("action=\"/approvals/{}/approve\"", id.as_str())));
+    assert!(!page.contains("<script>"), "plugin text is escaped");
+    assert!(page.contains("&lt;script&gt;"));
+    let list = h.get(&cookie, "/approvals").await.text().await.unwrap();
+    assert!(list.contains("isolate 1 machine"), "{list}");
+
+    let token = csrf(&h, &cookie, &path).await;
+    let response = h
+        .post(
+            &cookie,
+            &format!("{path}/approve"),
+            &[("csrf", &token), ("hash", &hash.to_hex())],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        h.store.get_action(&id).unwrap().state,
+        ActionState::Approved
+    );
+    let claimed = h.store.claim_approved(T0 + 1).unwrap();
+    assert_eq!(claimed[0].approved_by, "console:alice");
+    let granted = h
+        .audit()
+        .into_iter()
+        .find(|r| r["call"] == "approval-granted")
+        .expect("the approval is audited");
+    assert_eq!(granted["arguments"]["by"], "console:alice");
+    assert_eq!(granted["arguments"]["action_id"], id.as_str());
+    assert_eq!(granted["plugin"], "isolator");
+
+    // Decided once: a second decision is refused, nothing changes.
+    let again = h
+        .post(
+            &cookie,
+            &format!("{path}/deny"),
+            &[("csrf", &token), ("hash", &hash.to_hex())],
+        )
+        .await;
+    assert_eq!(again.status(), 409);
+}
+
+#[tokio::test]
+async fn every_page_renders_and_the_chain_verifies_from_the_page() {
+    let h = Harness::start().await;
+    let (_id, _) = h.pending();
+    let cookie = h.session("alice").await;
+    for path in [
+        "/",
+        "/approvals",
+        "/malops/11.42",
+        "/audit",
+        "/audit?decision=deny&from=2025-12-01T00:00",
+        "/shadow?hours=48",
+    ] {
+        let response = h.get(&cookie, path).await;
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let overview = h.get(&cookie, "/").await.text().await.unwrap();
+    assert!(overview.contains("<svg"), "pictures are inline SVG");
+    let token = csrf(&h, &cookie, "/audit").await;
+    let verified = h.post(&cookie, "/audit/verify", &[("csrf", &token)]).await;
+    assert_eq!(verified.status(), 200);
+    let text = verified.text().await.unwrap();
+    assert!(text.contains("id=\"verified\" class=\"ok\""), "{text}");
+    assert!(text.contains("chain intact"), "{text}");
+    // Logging out ends the session.
+    assert_eq!(
+        h.post(&cookie, "/logout", &[("csrf", &token)])
+            .await
+            .status(),
+        303
+    );
+    assert!(is_login_redirect(&h.get(&cookie, "/").await));
+}
+
+#[tokio::test]
+async fn a_large_body_is_refused() {
+    let h = Harness::start().await;
+    let big = "x".repeat(riposte_console::MAX_BODY_BYTES + 1);
+    let response = h.login_as("alice", &big).await;
+    assert_eq!(response.status(), 413);
+}
