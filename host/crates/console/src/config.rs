@@ -193,6 +193,30 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_block_loads() {
+        let example = include_str!("../../../examples/riposte.toml");
+        let start = example
+            .find("# [console]\n")
+            .expect("the example documents [console]");
+        let block: String = example[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with('[')
+                    || l.split_once(" = ").is_some_and(|(key, _)| {
+                        key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    })
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = parse(&block).unwrap().expect("[console]");
+        assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(config.session_idle_secs, DEFAULT_SESSION_IDLE_SECS);
+        assert!(config.tls.is_some());
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let err = parse("[console]\nsession_idle_secs = 0\nbogus = 1\n").unwrap_err();
         let text = err.to_string();

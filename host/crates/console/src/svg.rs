@@ -69,7 +69,7 @@ pub(crate) fn actions_per_hour(
         svg,
         "<text x=\"{left}\" y=\"{}\" font-size=\"11\">{} h ago</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">now</text>",
         height - 4.0,
-        hours,
+        (to_ms - from_ms) / HOUR,
         width,
         height - 4.0
     );

@@ -28,9 +28,16 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with("", reqwest::Client::builder()).await
+    }
+
+    /// A console whose `[console]` section also holds `console`, asked by `http`.
+    async fn start_with(console: &str, http: reqwest::ClientBuilder) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("riposte.toml");
-        let text = "[service]\n[service.database]\npath = \"riposte.db\"\n[service.audit]\npath = \"audit.jsonl\"\n[console]\n";
+        let text = format!(
+            "[service]\n[service.database]\npath = \"riposte.db\"\n[service.audit]\npath = \"audit.jsonl\"\n[console]\n{console}"
+        );
         std::fs::write(&config_path, text).unwrap();
         let operator = OperatorConfig::load(&config_path).unwrap();
         let settings = ConsoleConfig::load(&config_path)
@@ -58,7 +65,7 @@ impl Harness {
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = console.serve_on(listener).unwrap();
-        let http = reqwest::Client::builder()
+        let http = http
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
@@ -235,6 +242,23 @@ async fn logins_are_rate_limited_per_user_name() {
 }
 
 #[tokio::test]
+async fn logins_are_rate_limited_per_source_address() {
+    let h = Harness::start().await;
+    for i in 0..auth::MAX_LOGIN_FAILURES {
+        let name = format!("guess{i}");
+        assert_eq!(h.login_as(&name, "wrong password!").await.status(), 401);
+    }
+    // Another name from the same address is refused too.
+    assert_eq!(h.login_as("victor", PASSWORD).await.status(), 429);
+    let refused = h
+        .audit()
+        .into_iter()
+        .filter(|r| r["call"] == "console-login-refused")
+        .count();
+    assert_eq!(refused, 1, "the refusal is audited");
+}
+
+#[tokio::test]
 async fn a_post_without_the_sessions_csrf_token_is_forbidden() {
     let h = Harness::start().await;
     let (id, hash) = h.pending();
@@ -388,4 +412,54 @@ async fn a_large_body_is_refused() {
     let big = "x".repeat(riposte_console::MAX_BODY_BYTES + 1);
     let response = h.login_as("alice", &big).await;
     assert_eq!(response.status(), 413);
+}
+
+#[tokio::test]
+async fn over_tls_the_cookie_is_secure() {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (
+        dir.path().join("console.pem"),
+        dir.path().join("console.key"),
+    );
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+    let h = Harness::start_with(
+        &format!(
+            "tls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        ),
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root),
+    )
+    .await;
+    assert!(h.server.url().starts_with("https://"), "{}", h.server.url());
+    let ok = h.login_as("alice", PASSWORD).await;
+    assert_eq!(ok.status(), 303);
+    let cookie = ok.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    assert_eq!(h.get(&session, "/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn plain_http_off_loopback_is_refused_without_the_proxy_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("riposte.toml");
+    std::fs::write(&config_path, "[console]\n").unwrap();
+    let operator = OperatorConfig::load(&config_path).unwrap();
+    let settings = ConsoleConfig::load(&config_path).unwrap().unwrap();
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    let auditor = Arc::new(Auditor::new(AuditSink::memory(), Arc::new(Metrics::new())));
+    let console = Console::new(settings, Arc::new(operator), store, auditor).unwrap();
+    // Every address of this machine: not a loopback one.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let refused = console.serve_on(listener).err().expect("refused");
+    assert!(
+        refused.to_string().contains("not a loopback address"),
+        "{refused}"
+    );
 }
