@@ -332,7 +332,10 @@ impl GatedHost {
             let mode = match &decision {
                 Decision::Deny(_) => return Ok(Ledgered::Now(decision, None, None)),
                 Decision::Shadow { .. } => ActionMode::Shadow,
-                Decision::AwaitApproval { .. } => ActionMode::AwaitApproval { expires_at_ms },
+                Decision::AwaitApproval { quorum, .. } => ActionMode::AwaitApproval {
+                    expires_at_ms,
+                    quorum: *quorum,
+                },
                 Decision::Allow { .. } => ActionMode::Execute,
             };
             new.mode = mode;

@@ -291,6 +291,8 @@ pub enum ActionMode {
     AwaitApproval {
         /// When the approval expires (ms).
         expires_at_ms: i64,
+        /// How many distinct people must approve it (at least 1).
+        quorum: u32,
     },
 }
 
@@ -727,7 +729,7 @@ impl ActionLedger for Store {
             ActionMode::Execute | ActionMode::AwaitApproval { .. } => super::Durability::Durable,
         };
         self.write_with("begin_action", durability, |tx| {
-            if let ActionMode::AwaitApproval { expires_at_ms } = new.mode
+            if let ActionMode::AwaitApproval { expires_at_ms, .. } = new.mode
                 && expires_at_ms <= now_ms
             {
                 return Err(Refusal::InvalidArgument(format!(
@@ -786,8 +788,16 @@ impl ActionLedger for Store {
                     .into_record()?;
                 return Ok(BeginOutcome::AlreadyExists(Box::new(existing)));
             }
-            if let ActionMode::AwaitApproval { expires_at_ms } = new.mode {
-                super::approval_queue::enqueue(tx, &id, &hash, now_ms, expires_at_ms)?;
+            if let ActionMode::AwaitApproval {
+                expires_at_ms,
+                quorum,
+            } = new.mode
+            {
+                let due = super::approval_queue::Due {
+                    expires_at_ms,
+                    quorum,
+                };
+                super::approval_queue::enqueue(tx, &id, &hash, now_ms, due)?;
             }
             Ok(BeginOutcome::New(id))
         })

@@ -200,10 +200,44 @@ pub const MIGRATIONS: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 6,
+        name: "approval_quorum",
+        statements: &[
+            // How many distinct approvers the action needs, decided by the gate when it was
+            // enqueued; each approval so far, one row per person.
+            "ALTER TABLE approvals ADD COLUMN quorum BIGINT NOT NULL DEFAULT 1",
+            "CREATE TABLE approval_votes (
+            action_id TEXT NOT NULL REFERENCES actions (id),
+            approver TEXT NOT NULL,
+            voted_at_ms BIGINT NOT NULL,
+            PRIMARY KEY (action_id, approver)
+        )",
+        ],
+    },
+    Migration {
+        version: 7,
+        name: "time_boxes",
+        statements: &[
+            // Time-boxed containment: an action reverted through its recorded inverse at
+            // `deadline_ms` unless an operator confirms it first.
+            "CREATE TABLE time_boxes (
+            action_id TEXT PRIMARY KEY REFERENCES actions (id),
+            started_at_ms BIGINT NOT NULL,
+            deadline_ms BIGINT NOT NULL,
+            warned_at_ms BIGINT,
+            confirmed_by TEXT,
+            confirmed_at_ms BIGINT,
+            extended_by TEXT,
+            extended_at_ms BIGINT
+        )",
+            "CREATE INDEX time_boxes_deadline ON time_boxes (deadline_ms)",
+        ],
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 5;
+pub const LATEST_VERSION: i64 = 7;
 
 /// One table of the schema as [`TABLES`] lists it: what a copy between two databases
 /// ([`crate::copy_database`]) reads and writes.
@@ -299,6 +333,28 @@ pub(crate) const TABLES: &[Table] = &[
             "decided_by",
             "decided_at_ms",
             "claimed_at_ms",
+            "quorum",
+        ],
+        self_references: &[],
+    },
+    Table {
+        name: "approval_votes",
+        key: &["action_id", "approver"],
+        columns: &["action_id", "approver", "voted_at_ms"],
+        self_references: &[],
+    },
+    Table {
+        name: "time_boxes",
+        key: &["action_id"],
+        columns: &[
+            "action_id",
+            "started_at_ms",
+            "deadline_ms",
+            "warned_at_ms",
+            "confirmed_by",
+            "confirmed_at_ms",
+            "extended_by",
+            "extended_at_ms",
         ],
         self_references: &[],
     },

@@ -24,6 +24,7 @@ pub(crate) fn pending_approvals(pending: &[PendingApproval], now_ms: i64) -> Str
         "MALOP",
         "REQUESTED",
         "EXPIRES",
+        "APPROVALS",
         "HASH",
     ]);
     for p in pending {
@@ -37,6 +38,7 @@ pub(crate) fn pending_approvals(pending: &[PendingApproval], now_ms: i64) -> Str
                 .map_or("-".to_owned(), |m| m.as_str().to_owned()),
             when(p.requested_at_ms, now_ms),
             when(p.expires_at_ms, now_ms),
+            approvals(p),
             p.action_hash.to_hex(),
         ]);
     }
@@ -44,6 +46,15 @@ pub(crate) fn pending_approvals(pending: &[PendingApproval], now_ms: i64) -> Str
         "{table}\n\n{} waiting. Approve with `riposte approvals approve --config FILE ACTION --hash HASH`.",
         pending.len()
     )
+}
+
+/// `1/2 os:alice`: approvals so far against the quorum, and by whom.
+fn approvals(p: &PendingApproval) -> String {
+    let count = format!("{}/{}", p.approved_by.len(), p.quorum);
+    if p.approved_by.is_empty() {
+        return count;
+    }
+    format!("{count} {}", clipped(&p.approved_by.join(", ")))
 }
 
 /// What an action would do, in one line.
