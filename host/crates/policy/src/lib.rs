@@ -970,10 +970,8 @@ impl Gate {
         if !shadowed.is_empty() {
             return Decision::Shadow { kinds: shadowed };
         }
-        if !approved {
-            if let Some((kinds, quorum)) = self.held(request) {
-                return Decision::AwaitApproval { kinds, quorum };
-            }
+        if !approved && let Some((kinds, quorum)) = self.held(request) {
+            return Decision::AwaitApproval { kinds, quorum };
         }
         match self.spend(plugin, &charges, now_ms) {
             Ok(()) => Decision::Allow { charges },

@@ -35,7 +35,7 @@ pub enum Decided {
         quorum: u32,
     },
     /// The quorum is reached: the service executes it next.
-    Approved(ApprovedAction),
+    Approved(Box<ApprovedAction>),
     /// Denied.
     Denied,
 }

@@ -19,6 +19,7 @@
 
 mod audit;
 pub mod config;
+pub mod containment;
 mod db;
 pub mod decisions;
 mod executor;
@@ -90,6 +91,8 @@ pub struct CycleReport {
     pub approvals_executed: usize,
     /// Unresolved actions settled.
     pub recovered: usize,
+    /// Time-boxed actions reverted at their deadline.
+    pub reverted: usize,
 }
 
 /// One `on-malop` invocation and whether its Malop may be recorded handled.
@@ -125,6 +128,9 @@ pub struct Service {
     /// Plugins added by a reload that have not yet been offered the Malops polled before
     /// they came (see [`Service::backfill`]).
     backfill: std::sync::Mutex<Vec<PluginName>>,
+    /// Actions that finished before this time (ms) were checked for a time limit (see
+    /// [`Service::settle_time_boxes`]); this process's start at first.
+    boxes_checked_until: std::sync::Mutex<i64>,
     /// Where the cycle's counters and gauges go (the caller serves them).
     metrics: Arc<Metrics>,
     /// This host's place in the fleet sharing the database: whether it acts.
@@ -181,6 +187,7 @@ impl Service {
             backoff: Backoff::default(),
             health: HealthBook::default(),
             backfill: Default::default(),
+            boxes_checked_until: std::sync::Mutex::new(now_ms()),
             metrics,
             membership,
         };
@@ -268,6 +275,7 @@ impl Service {
         self.reread_incomplete(started, &mut report).await?;
         self.run_due_intervals(&mut report).await;
         self.core.drain_followers().await;
+        report.reverted = self.settle_time_boxes().await?.reverted;
         self.metrics.cycle();
         self.metrics.set_budgets(&self.budgets_left().await);
         self.core

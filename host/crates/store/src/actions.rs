@@ -529,6 +529,8 @@ pub struct ActionFilter {
     pub malop_id: Option<MalopId>,
     /// Only those recorded at or after this time (ms).
     pub created_since_ms: Option<i64>,
+    /// Only those that reached their final state at or after this time (ms).
+    pub finished_since_ms: Option<i64>,
     /// At most this many, newest first.
     pub limit: Option<u32>,
 }
@@ -1002,6 +1004,10 @@ impl ActionLedger for Store {
             }
             if let Some(since) = filter.created_since_ms {
                 sql.push_str(" AND created_at_ms >= ?");
+                args.push(since.into());
+            }
+            if let Some(since) = filter.finished_since_ms {
+                sql.push_str(" AND finished_at_ms >= ?");
                 args.push(since.into());
             }
             sql.push_str(" ORDER BY created_at_ms DESC, id DESC");

@@ -73,11 +73,11 @@ pub(crate) fn enqueue(tx: &Tx<'_>, id: &ActionId, hash_hex: &str, now_ms: i64, d
 
 /// Who approved the action `id` so far, in the order they approved.
 pub(crate) fn approvers(tx: &Tx<'_>, id: &ActionId) -> Op<Vec<String>> {
-    Ok(tx.query_map(
+    tx.query_map(
         "SELECT approver FROM approval_votes WHERE action_id = ?1 ORDER BY voted_at_ms, approver",
         params![id.as_str()],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// Forgets the approvals given so far (a new round: the approval is enqueued again).

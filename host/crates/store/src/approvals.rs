@@ -53,7 +53,7 @@ pub enum Vote {
         quorum: u32,
     },
     /// The quorum is reached: the action is approved and will be executed.
-    Approved(ApprovedAction),
+    Approved(Box<ApprovedAction>),
 }
 
 struct ApprovalRow {
@@ -241,11 +241,11 @@ impl Approvals for Store {
                 }));
             }
             decide(tx, id, ApprovalStatus::Approved, Some(by), now_ms)?;
-            Ok(Ok(Vote::Approved(ApprovedAction {
+            Ok(Ok(Vote::Approved(Box::new(ApprovedAction {
                 action: load(tx, id)?,
                 approved_by,
                 approved_at_ms: now_ms,
-            })))
+            }))))
         })
     }
 

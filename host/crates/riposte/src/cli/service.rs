@@ -120,7 +120,7 @@ pub(crate) fn client_from_config(config: &OperatorConfig) -> anyhow::Result<Clie
     Ok(Client::new(client_config)?)
 }
 
-fn load_config(path: &Path) -> anyhow::Result<OperatorConfig> {
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<OperatorConfig> {
     Ok(OperatorConfig::load(path)?)
 }
 
@@ -431,7 +431,7 @@ fn hosts_status(snapshot: &riposte_store::StatusSnapshot, now: i64) -> Vec<serde
         .collect()
 }
 
-fn open_store(config: &OperatorConfig) -> anyhow::Result<Store> {
+pub(crate) fn open_store(config: &OperatorConfig) -> anyhow::Result<Store> {
     riposte_service::open_store(&config.service.database)
 }
 
@@ -492,7 +492,7 @@ fn decide(args: Decide, approve: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_audit(config: &OperatorConfig) -> anyhow::Result<riposte_audit::AuditSink> {
+pub(crate) fn open_audit(config: &OperatorConfig) -> anyhow::Result<riposte_audit::AuditSink> {
     config.service.audit.open_sink().with_context(|| {
         format!(
             "opening the audit trail {}",

@@ -3,7 +3,7 @@
 
 use comfy_table::{Table, presets};
 use riposte_domain::ActionRequest;
-use riposte_store::PendingApproval;
+use riposte_store::{ActionRecord, PendingApproval, TimeBox};
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -28,14 +28,12 @@ pub(crate) fn pending_approvals(pending: &[PendingApproval], now_ms: i64) -> Str
         "HASH",
     ]);
     for p in pending {
-        let a = &p.action;
+        let [id, plugin, would, malop] = action_cells(&p.action);
         table.add_row([
-            a.id.as_str().to_owned(),
-            a.plugin.as_str().to_owned(),
-            would(&a.request),
-            a.malop_id
-                .as_ref()
-                .map_or("-".to_owned(), |m| m.as_str().to_owned()),
+            id,
+            plugin,
+            would,
+            malop,
             when(p.requested_at_ms, now_ms),
             when(p.expires_at_ms, now_ms),
             approvals(p),
@@ -46,6 +44,48 @@ pub(crate) fn pending_approvals(pending: &[PendingApproval], now_ms: i64) -> Str
         "{table}\n\n{} waiting. Approve with `riposte approvals approve --config FILE ACTION --hash HASH`.",
         pending.len()
     )
+}
+
+/// The open time-boxed actions (`boxes[i]` is of `records[i]`), soonest deadline first.
+pub(crate) fn time_boxes(boxes: &[TimeBox], records: &[ActionRecord], now_ms: i64) -> String {
+    if boxes.is_empty() {
+        return "No time-boxed action is waiting to be confirmed or reverted.".to_owned();
+    }
+    let mut table = table([
+        "ACTION",
+        "PLUGIN",
+        "DID",
+        "MALOP",
+        "REVERTED",
+        "EXTENDED BY",
+    ]);
+    for (b, a) in boxes.iter().zip(records) {
+        let [id, plugin, did, malop] = action_cells(a);
+        table.add_row([
+            id,
+            plugin,
+            did,
+            malop,
+            when(b.deadline_ms, now_ms),
+            b.extended_by.as_deref().map_or("-".to_owned(), clipped),
+        ]);
+    }
+    format!(
+        "{table}\n\n{} time-boxed. Keep one with `riposte containment confirm --config FILE ACTION`, or `extend --secs N`.",
+        boxes.len()
+    )
+}
+
+/// An action's id, plugin, what it does in one line, and its Malop.
+fn action_cells(a: &ActionRecord) -> [String; 4] {
+    [
+        a.id.as_str().to_owned(),
+        a.plugin.as_str().to_owned(),
+        would(&a.request),
+        a.malop_id
+            .as_ref()
+            .map_or("-".to_owned(), |m| m.as_str().to_owned()),
+    ]
 }
 
 /// `1/2 os:alice`: approvals so far against the quorum, and by whom.
