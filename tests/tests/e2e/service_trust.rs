@@ -69,6 +69,12 @@ each_backend! {
         assert!(pending.len() >= 2, "two isolations to decide: {pending:#?}");
         assert!(pending.iter().all(|p| p.quorum == 2 && p.approved_by.is_empty()));
         let (approved, denied) = (&pending[0].action, &pending[1].action);
+        // People see the machines' names beside their guids.
+        let (ok, table, stderr) = riposte_cli(&["approvals", "list", "--config", &config]).await;
+        assert!(ok, "{stderr}");
+        let line = table.lines().find(|l| l.contains(approved.id.as_str())).expect("listed");
+        let (guid, name) = approved.machine_names.iter().next().expect("the Malop named its machines");
+        assert!(line.contains(&format!("{name} ({guid})")) && line.contains("0/2"), "{line}");
         let alice = Operator::console_user("alice");
 
         // The first approval is counted and audited; the action still waits.

@@ -298,12 +298,14 @@ impl GatedHost {
                 }
             }
         };
+        let machines = self.malop.iter().flat_map(|m| &m.machines);
         let mut new = NewAction::new(
             self.name().clone(),
             self.digest,
             request.clone(),
             reason.clone(),
-        );
+        )
+        .with_machine_names(machines.map(|m| (&m.guid, m.name.as_str())));
         if self.shadows(&request) {
             new.key = shadow_key(&new.key);
         }

@@ -163,10 +163,10 @@ impl Approvals for Store {
             ), params![ApprovalStatus::Pending.as_str(), now_ms], |r| {
                     Ok((
                         RawAction::from_row(r)?,
-                        r.get::<String>(22)?,
-                        r.get::<i64>(23)?,
+                        r.get::<String>(23)?,
                         r.get::<i64>(24)?,
                         r.get::<i64>(25)?,
+                        r.get::<i64>(26)?,
                     ))
                 })?;
             rows.into_iter()

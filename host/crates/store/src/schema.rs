@@ -217,7 +217,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 7,
-        name: "time_boxes",
+        name: "time_boxes_and_machine_names",
         statements: &[
             // Time-boxed containment: an action reverted through its recorded inverse at
             // `deadline_ms` unless an operator confirms it first.
@@ -232,6 +232,9 @@ pub const MIGRATIONS: &[Migration] = &[
             extended_at_ms BIGINT
         )",
             "CREATE INDEX time_boxes_deadline ON time_boxes (deadline_ms)",
+            // The names of the machines an action acts on, as its Malop gave them (JSON
+            // object guid → name), so people see names beside guids.
+            "ALTER TABLE actions ADD COLUMN machine_names TEXT",
         ],
     },
 ];
@@ -318,6 +321,7 @@ pub(crate) const TABLES: &[Table] = &[
             "updated_at_ms",
             "submitted_at_ms",
             "finished_at_ms",
+            "machine_names",
         ],
         self_references: &["undo_of"],
     },

@@ -2,9 +2,10 @@
 //! `kubectl get` does); `--json` keeps the raw records for scripts.
 
 use comfy_table::{Table, presets};
-use riposte_domain::ActionRequest;
+use riposte_domain::{ActionRequest, MachineGuid};
 use riposte_store::{ActionRecord, PendingApproval, TimeBox};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Targets named in a summary before "(+N more)".
@@ -81,7 +82,7 @@ fn action_cells(a: &ActionRecord) -> [String; 4] {
     [
         a.id.as_str().to_owned(),
         a.plugin.as_str().to_owned(),
-        would(&a.request),
+        would(&a.request, &a.machine_names),
         a.malop_id
             .as_ref()
             .map_or("-".to_owned(), |m| m.as_str().to_owned()),
@@ -97,8 +98,17 @@ fn approvals(p: &PendingApproval) -> String {
     format!("{count} {}", clipped(&p.approved_by.join(", ")))
 }
 
-/// What an action would do, in one line.
-pub(crate) fn would(request: &ActionRequest) -> String {
+/// A machine as people know it: `WS-FIN-01 (-1845090846.1198775089551518743)`, or its guid
+/// alone when its name is not known.
+fn machine(guid: &MachineGuid, names: &BTreeMap<MachineGuid, String>) -> String {
+    match names.get(guid) {
+        Some(name) => format!("{} ({guid})", clipped(name)),
+        None => guid.as_str().to_owned(),
+    }
+}
+
+/// What an action would do, in one line (machines named when `names` knows them).
+pub(crate) fn would(request: &ActionRequest, names: &BTreeMap<MachineGuid, String>) -> String {
     match request {
         ActionRequest::Remediate { targets, .. } => {
             let mut machines: Vec<&str> = targets.iter().map(|t| t.machine_guid.as_str()).collect();
@@ -121,7 +131,7 @@ pub(crate) fn would(request: &ActionRequest) -> String {
             } else {
                 "unisolate"
             };
-            let guids: Vec<String> = machines.iter().map(|m| m.as_str().to_owned()).collect();
+            let guids: Vec<String> = machines.iter().map(|m| machine(m, names)).collect();
             format!(
                 "{verb} {}: {}",
                 count(machines.len(), "machine"),
@@ -343,11 +353,30 @@ mod tests {
         let machines = (0..5)
             .map(|i| MachineGuid::new(format!("guid-{i}")))
             .collect();
-        let line = would(&ActionRequest::Isolate {
-            malop_id: Some(MalopId::new("11.1")),
-            machines,
-        });
+        let line = would(
+            &ActionRequest::Isolate {
+                malop_id: Some(MalopId::new("11.1")),
+                machines,
+            },
+            &BTreeMap::new(),
+        );
         assert_eq!(line, "isolate 5 machines: guid-0, guid-1, guid-2 (+2 more)");
+    }
+
+    #[test]
+    fn a_machine_shows_its_name_beside_its_guid_when_known() {
+        let names = BTreeMap::from([(MachineGuid::new("guid-0"), "WS-FIN-\u{1b}[2J01".to_owned())]);
+        let line = would(
+            &ActionRequest::Isolate {
+                malop_id: None,
+                machines: vec![MachineGuid::new("guid-0"), MachineGuid::new("guid-1")],
+            },
+            &names,
+        );
+        assert_eq!(
+            line,
+            "isolate 2 machines: WS-FIN-\\u{1b}[2J01 (guid-0), guid-1"
+        );
     }
 
     #[test]
@@ -402,20 +431,26 @@ mod tests {
     #[test]
     fn a_comment_is_clipped_to_one_line() {
         let text = format!("line one\nline two {}", "x".repeat(100));
-        let line = would(&ActionRequest::AddComment {
-            malop_id: MalopId::new("11.1"),
-            text,
-        });
+        let line = would(
+            &ActionRequest::AddComment {
+                malop_id: MalopId::new("11.1"),
+                text,
+            },
+            &BTreeMap::new(),
+        );
         assert!(line.starts_with("comment \"line one line two"), "{line}");
         assert!(line.ends_with("…\"") && !line.contains('\n'), "{line}");
     }
 
     #[test]
     fn escapes_and_direction_overrides_from_a_plugin_are_shown_escaped() {
-        let line = would(&ActionRequest::AddComment {
-            malop_id: MalopId::new("11.1"),
-            text: "ok\u{1b}[2K\u{202E}evil".to_owned(),
-        });
+        let line = would(
+            &ActionRequest::AddComment {
+                malop_id: MalopId::new("11.1"),
+                text: "ok\u{1b}[2K\u{202E}evil".to_owned(),
+            },
+            &BTreeMap::new(),
+        );
         assert!(
             !line.contains('\u{1b}') && !line.contains('\u{202E}'),
             "{line:?}"
