@@ -166,6 +166,9 @@ pub struct Setup {
     pub global_budget: u64,
     /// The action kind the global budget counts (`any`: every kind).
     pub global_budget_action: &'static str,
+    /// More tables, written after `[[global_budgets]]` and before the plugins (for example
+    /// `[approvals.quorum]` or `[containment]`).
+    pub extra_toml: String,
 }
 
 impl Setup {
@@ -178,6 +181,7 @@ impl Setup {
             poll_interval_secs: 1,
             global_budget: 100_000,
             global_budget_action: "any",
+            extra_toml: String::new(),
         }
     }
 
@@ -189,6 +193,13 @@ impl Setup {
             PluginSpec::reputation_feed(),
             PluginSpec::python_triage(),
         ])
+    }
+
+    /// Adds tables to the configuration (see [`Setup::extra_toml`]).
+    pub fn with_toml(mut self, tables: &str) -> Self {
+        self.extra_toml.push_str(tables);
+        self.extra_toml.push('\n');
+        self
     }
 
     /// Marks action kinds as needing approval.
@@ -524,6 +535,7 @@ fn write_config(
         approvals = setup.approvals,
         expiry = setup.approval_expiry_secs,
     );
+    toml.push_str(&setup.extra_toml);
     for plugin in &setup.plugins {
         let path = plugin_path(&plugin.file);
         let bytes = std::fs::read(&path).expect("the plugin reads");
@@ -655,6 +667,22 @@ fn progress_requests(sim: &SimHandle) -> usize {
         .iter()
         .filter(|r| r.path.starts_with(PROGRESS))
         .count()
+}
+
+/// The isolations of the ledger in `state`.
+pub fn isolations(
+    store: &riposte_store::Store,
+    state: riposte_store::ActionState,
+) -> Vec<riposte_store::ActionRecord> {
+    store
+        .list_actions(&riposte_store::ActionFilter {
+            states: vec![state],
+            ..Default::default()
+        })
+        .expect("the ledger lists")
+        .into_iter()
+        .filter(|a| matches!(a.request, riposte_domain::ActionRequest::Isolate { .. }))
+        .collect()
 }
 
 /// Adds a ransomware Malop whose machines are all connected (so ransomware-containment

@@ -46,6 +46,7 @@ mod service_faults;
 mod service_reload;
 mod service_requests;
 mod service_syslog;
+mod service_trust;
 mod service_watermark;
 mod shadow_mode;
 mod sim_events;

@@ -6,7 +6,7 @@
 use riposte_domain::{ActionRequest, MalopId, Sha256Digest};
 use riposte_e2e::service_support::{
     PluginSpec, ServiceEnv, Setup, actions_carried_out, assert_no_action_twice, audit_calls,
-    audit_records, riposte_cli, start_sim, unhandled, wait_until,
+    audit_records, isolations, riposte_cli, start_sim, unhandled, wait_until,
 };
 use riposte_service::now_ms;
 use riposte_sim::SimHandle;
@@ -39,18 +39,6 @@ fn malop_of(record: &ActionRecord) -> &MalopId {
         .malop_id
         .as_ref()
         .expect("an isolation names its Malop")
-}
-
-fn isolations(store: &Store, state: ActionState) -> Vec<ActionRecord> {
-    store
-        .list_actions(&ActionFilter {
-            states: vec![state],
-            ..ActionFilter::default()
-        })
-        .expect("the ledger lists")
-        .into_iter()
-        .filter(|a| matches!(a.request, ActionRequest::Isolate { .. }))
-        .collect()
 }
 
 fn containment() -> Setup {
@@ -187,7 +175,7 @@ each_backend! {
             .into_iter()
             .find(|r| r["call"] == "approved-action")
             .expect("the execution of the approved action is audited");
-        assert_eq!(executed["arguments"]["by"], account.as_str(), "{executed}");
+        assert_eq!(executed["arguments"]["by"], serde_json::json!([account]), "{executed}");
         let isolated = sent(&sim, ISOLATE);
         assert_eq!(
             isolated.len(),

@@ -10,8 +10,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use minijinja::context;
 use riposte_audit::{Call, DecisionKind, Entry, Redacted};
-use riposte_domain::{ActionRequest, MalopId, PluginName, Role, Sha256Digest, UserName};
+use riposte_domain::{ActionRequest, MalopId, Operator, PluginName, Role, Sha256Digest, UserName};
 use riposte_policy::{BudgetStatus, Mode};
+use riposte_service::decisions::{self, Verdict};
 use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionId, ActionRecord, ActionState, PendingApproval};
 use serde::{Deserialize, Serialize};
@@ -510,6 +511,10 @@ struct PendingView {
     hash: String,
     requested: String,
     expires: String,
+    /// How many distinct approvers it needs.
+    quorum: u32,
+    /// Who approved it so far.
+    approved_by: Vec<String>,
     /// The budgets the action would spend: those that count one of its kinds, with how
     /// many units it would take.
     spends: Vec<(BudgetView, usize)>,
@@ -527,6 +532,8 @@ fn pending_view(inner: &Inner, p: &PendingApproval, now: i64) -> PendingView {
         hash: p.action_hash.to_hex(),
         requested: when(p.requested_at_ms, now),
         expires: when(p.expires_at_ms, now),
+        quorum: p.quorum,
+        approved_by: p.approved_by.iter().map(|a| clip(a, CELL)).collect(),
         spends,
     }
 }
@@ -697,29 +704,29 @@ async fn decide(
                 "the form lacks the action's hash".into(),
             )
         })?;
-        let by = who.identity();
-        let decided = if approve {
-            inner.store.approve(&id, &by, Some(&seen), now).map(|_| ())
+        let verdict = if approve {
+            Verdict::Approve {
+                seen_hash: Some(seen),
+            }
         } else {
-            inner.store.deny(&id, &by, now)
+            Verdict::Deny
         };
-        decided.map_err(store_err)?;
-        let record = inner.store.get_action(&id).map_err(store_err)?;
-        audit_event(
-            inner,
-            if approve {
-                "approval-granted"
-            } else {
-                "approval-denied"
-            },
-            &by,
-            json!({ "action_id": id.as_str(), "request_hash": record.request_hash }),
-            Some(&record),
-        )?;
+        let by = Operator::console_user(who.user.as_str());
+        decisions::decide(&inner.store, inner.auditor.sink(), &id, verdict, &by, now)
+            .map_err(decision_err)?;
         Ok(Redirect::to(&format!("/approvals/{}", id.as_str())).into_response())
     })
     .await
     .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A refused decision (already decided, expired, approved twice by one person, changed
+/// since shown) is a conflict the person can read; anything else is the service's failure.
+fn decision_err(error: anyhow::Error) -> Failure {
+    match error.downcast::<riposte_store::Error>() {
+        Ok(store) => store_err(store),
+        Err(other) => internal("recording the decision", format!("{other:#}")),
+    }
 }
 
 fn malop_link(inner: &Inner, malop: Option<&MalopId>) -> Option<String> {

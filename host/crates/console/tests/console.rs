@@ -45,7 +45,11 @@ impl Harness {
             .expect("[console] is there");
         let audit_path = operator.service.audit.path.clone();
         let store = Arc::new(riposte_service::open_store(&operator.service.database).unwrap());
-        for (name, role) in [("alice", Role::Approver), ("victor", Role::Viewer)] {
+        for (name, role) in [
+            ("alice", Role::Approver),
+            ("bob", Role::Admin),
+            ("victor", Role::Viewer),
+        ] {
             let hash = auth::hash_password(PASSWORD).unwrap();
             store
                 .add_user(&UserName::parse(name).unwrap(), role, &hash, T0)
@@ -121,6 +125,11 @@ impl Harness {
 
     /// An isolation waiting for approval, from a plugin whose reason tries to inject markup.
     fn pending(&self) -> (ActionId, Sha256Digest) {
+        self.pending_for(1)
+    }
+
+    /// As [`Harness::pending`], needing `quorum` distinct approvers.
+    fn pending_for(&self, quorum: u32) -> (ActionId, Sha256Digest) {
         let new = NewAction::new(
             PluginName::new("isolator"),
             Sha256Digest::of(b"isolator.wasm"),
@@ -132,6 +141,7 @@ impl Harness {
         )
         .with_mode(ActionMode::AwaitApproval {
             expires_at_ms: T0 + 3_600_000,
+            quorum,
         });
         let BeginOutcome::New(id) = self.store.begin_action(&new, T0).unwrap() else {
             panic!("a new action");
@@ -326,7 +336,7 @@ async fn an_expired_session_is_sent_to_the_login_page() {
 #[tokio::test]
 async fn an_approval_through_the_page_is_recorded_by_the_console_user() {
     let h = Harness::start().await;
-    let (id, hash) = h.pending();
+    let (id, hash) = h.pending_for(2);
     let cookie = h.session("alice").await;
     let path = format!("/approvals/{}", id.as_str());
     let page = h.get(&cookie, &path).await.text().await.unwrap();
@@ -337,31 +347,52 @@ async fn an_approval_through_the_page_is_recorded_by_the_console_user() {
     let list = h.get(&cookie, "/approvals").await.text().await.unwrap();
     assert!(list.contains("isolate 1 machine"), "{list}");
 
+    let approve = |cookie: String, token: String| {
+        let h = &h;
+        let path = format!("{path}/approve");
+        let hash = hash.to_hex();
+        async move {
+            h.post(&cookie, &path, &[("csrf", &token), ("hash", &hash)])
+                .await
+        }
+    };
     let token = csrf(&h, &cookie, &path).await;
-    let response = h
-        .post(
-            &cookie,
-            &format!("{path}/approve"),
-            &[("csrf", &token), ("hash", &hash.to_hex())],
-        )
-        .await;
-    assert_eq!(response.status(), 303);
+    assert_eq!(approve(cookie.clone(), token.clone()).await.status(), 303);
+    assert_eq!(
+        h.store.get_action(&id).unwrap().state,
+        ActionState::AwaitingApproval,
+        "one of two"
+    );
+    let page = h.get(&cookie, &path).await.text().await.unwrap();
+    assert!(page.contains("1 of 2: console:alice"), "{page}");
+    // The same person cannot approve twice.
+    assert_eq!(approve(cookie.clone(), token.clone()).await.status(), 409);
+
+    let other = h.session("bob").await;
+    let other_token = csrf(&h, &other, &path).await;
+    assert_eq!(approve(other, other_token).await.status(), 303);
     assert_eq!(
         h.store.get_action(&id).unwrap().state,
         ActionState::Approved
     );
     let claimed = h.store.claim_approved(T0 + 1).unwrap();
-    assert_eq!(claimed[0].approved_by, "console:alice");
-    let granted = h
+    assert_eq!(claimed[0].approved_by, ["console:alice", "console:bob"]);
+    let granted: Vec<_> = h
         .audit()
         .into_iter()
-        .find(|r| r["call"] == "approval-granted")
-        .expect("the approval is audited");
-    assert_eq!(granted["arguments"]["by"], "console:alice");
-    assert_eq!(granted["arguments"]["action_id"], id.as_str());
-    assert_eq!(granted["plugin"], "isolator");
+        .filter(|r| r["call"] == "approval-granted")
+        .collect();
+    assert_eq!(granted.len(), 2, "each approval is audited");
+    assert_eq!(granted[0]["arguments"]["by"], "console:alice");
+    assert_eq!(granted[1]["arguments"]["by"], "console:bob");
+    assert_eq!(granted[0]["arguments"]["action_id"], id.as_str());
+    assert_eq!(granted[0]["plugin"], "isolator");
+    assert!(
+        h.audit().iter().any(|r| r["call"] == "approval-refused"),
+        "the refused second approval is audited too"
+    );
 
-    // Decided once: a second decision is refused, nothing changes.
+    // Decided: a denial now is refused, nothing changes.
     let again = h
         .post(
             &cookie,

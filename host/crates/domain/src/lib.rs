@@ -673,6 +673,36 @@ string_id!(
     PluginName
 );
 
+/// Who an operator's decision (approve, deny, confirm, extend, undo) is recorded as: an
+/// authenticated identity, never a name the caller typed. `os:NAME` is the account a CLI
+/// command runs as; `console:NAME` a console login.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Operator(String);
+
+impl Operator {
+    /// The operating-system account `name` (a CLI command's effective user).
+    pub fn os_account(name: &str) -> Self {
+        Self(format!("os:{name}"))
+    }
+
+    /// The console user `name`, logged in.
+    pub fn console_user(name: &str) -> Self {
+        Self(format!("console:{name}"))
+    }
+
+    /// The identity as recorded: `os:alice`, `console:bob`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A sha256 digest: plugin pins, audit hashes, input digests. Serialized as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Sha256Digest(pub [u8; 32]);
@@ -876,6 +906,19 @@ impl fmt::Display for ActionKind {
 }
 
 impl ActionRequest {
+    /// The distinct machines this request acts on (its blast radius in machines): the
+    /// machines of an isolation, the machines of a remediation's targets; none for
+    /// reputations, statuses and comments.
+    pub fn machines(&self) -> std::collections::BTreeSet<&MachineGuid> {
+        match self {
+            Self::Remediate { targets, .. } => targets.iter().map(|t| &t.machine_guid).collect(),
+            Self::Isolate { machines, .. } | Self::Unisolate { machines, .. } => {
+                machines.iter().collect()
+            }
+            _ => Default::default(),
+        }
+    }
+
     /// The distinct action kinds this request carries, in [`ActionKind::ALL`] order (a
     /// remediation may mix several).
     pub fn action_kinds(&self) -> Vec<ActionKind> {

@@ -52,8 +52,8 @@ pub use quota::{InvocationQuotas, QuotaBook, QuotaKind, QuotaRefusal, QuotaWindo
 pub use riposte_domain::bounds::MAX_COMMENT_CHARS;
 pub use scope::{MalopScope, OutOfScope, Scope, ScopeViolation};
 pub use settings::{
-    ActionSelector, Approvals, Budget, Grants, Mode, PluginRules, PolicyConfig, ProtectedAssets,
-    Quotas,
+    ActionSelector, Approvals, Budget, Grants, LargeActions, Mode, PluginRules, PolicyConfig,
+    ProtectedAssets, Quotas,
 };
 
 use riposte_audit::{DecisionKind, DecisionRecord};
@@ -570,6 +570,8 @@ pub enum Decision {
     AwaitApproval {
         /// The kinds that need approval.
         kinds: Vec<ActionKind>,
+        /// How many distinct people must approve it.
+        quorum: u32,
     },
     /// Refuse it.
     Deny(DenyReason),
@@ -654,9 +656,14 @@ impl fmt::Display for Decision {
                 "shadowed: the plugin runs in shadow mode for {}; recorded as a would-be action, not executed",
                 kinds_list(kinds)
             ),
-            Self::AwaitApproval { kinds } => write!(
+            Self::AwaitApproval { kinds, quorum: 1 } => write!(
                 f,
                 "awaiting approval: {} needs an operator's approval",
+                kinds_list(kinds)
+            ),
+            Self::AwaitApproval { kinds, quorum } => write!(
+                f,
+                "awaiting approval: {} needs {quorum} distinct operators' approvals",
                 kinds_list(kinds)
             ),
             Self::Deny(reason) => write!(f, "denied: {reason}"),
@@ -804,7 +811,7 @@ impl Protection {
 pub struct Gate {
     protection: Protection,
     global_budgets: Vec<Budget>,
-    approvals: BTreeSet<ActionKind>,
+    approvals: Approvals,
     ledger: Arc<dyn BudgetLedger>,
 }
 
@@ -823,7 +830,7 @@ impl Gate {
         Self::from_parts(
             &config.protected,
             config.global_budgets.clone(),
-            config.approvals.required.clone(),
+            config.approvals.clone(),
             ledger,
         )
     }
@@ -832,7 +839,7 @@ impl Gate {
     pub fn from_parts(
         protected: &ProtectedAssets,
         global_budgets: Vec<Budget>,
-        approvals: BTreeSet<ActionKind>,
+        approvals: Approvals,
         ledger: Arc<dyn BudgetLedger>,
     ) -> Result<Self, Error> {
         Ok(Self {
@@ -963,11 +970,8 @@ impl Gate {
         if !shadowed.is_empty() {
             return Decision::Shadow { kinds: shadowed };
         }
-        if !approved {
-            let held = self.held(request);
-            if !held.is_empty() {
-                return Decision::AwaitApproval { kinds: held };
-            }
+        if !approved && let Some((kinds, quorum)) = self.held(request) {
+            return Decision::AwaitApproval { kinds, quorum };
         }
         match self.spend(plugin, &charges, now_ms) {
             Ok(()) => Decision::Allow { charges },
@@ -985,12 +989,38 @@ impl Gate {
     }
 
     /// The kinds of `request` that wait for an operator's approval.
-    fn held(&self, request: &ActionRequest) -> Vec<ActionKind> {
-        request
-            .action_kinds()
-            .into_iter()
-            .filter(|k| self.approvals.contains(k))
-            .collect()
+    /// The kinds of `request` that wait for an operator and how many distinct approvers
+    /// they need; `None` if it needs no approval. A destructive action reaching more
+    /// machines than `[approvals.large]` allows waits whatever its kind.
+    fn held(&self, request: &ActionRequest) -> Option<(Vec<ActionKind>, u32)> {
+        let kinds = request.action_kinds();
+        let mut held: Vec<ActionKind> = kinds
+            .iter()
+            .copied()
+            .filter(|k| self.approvals.required.contains(k))
+            .collect();
+        let mut quorum = held
+            .iter()
+            .map(|k| self.approvals.quorum_of(*k))
+            .max()
+            .unwrap_or(1);
+        if let Some(large) = self.approvals.large
+            && request.machines().len() > large.machines as usize
+        {
+            let destructive: Vec<ActionKind> =
+                kinds.into_iter().filter(|k| k.is_destructive()).collect();
+            if !destructive.is_empty() {
+                held.extend(
+                    destructive
+                        .into_iter()
+                        .filter(|k| !held.contains(k))
+                        .collect::<Vec<_>>(),
+                );
+                quorum = quorum.max(large.quorum);
+            }
+        }
+        held.sort();
+        (!held.is_empty()).then_some((held, quorum))
     }
 
     /// Cooldowns and budgets, atomically with spending `charges`.
@@ -1055,16 +1085,15 @@ impl Gate {
             }
         };
         let shadowed = self.shadowed(plugin, request);
-        let approval = self.held(request);
+        let hold = self.held(request);
         let budget = self
             .spend(plugin, &charges, now_ms)
             .map(|()| charges.clone());
         let decision = if !shadowed.is_empty() {
             Decision::Shadow { kinds: shadowed }
-        } else if !approval.is_empty() {
-            Decision::AwaitApproval {
-                kinds: approval.clone(),
-            }
+        } else if let Some((kinds, quorum)) = &hold {
+            let (kinds, quorum) = (kinds.clone(), *quorum);
+            Decision::AwaitApproval { kinds, quorum }
         } else {
             match &budget {
                 Ok(charges) => Decision::Allow {
@@ -1075,7 +1104,7 @@ impl Gate {
         };
         Evaluation {
             decision,
-            approval,
+            approval: hold.map(|(kinds, _)| kinds).unwrap_or_default(),
             budget: Some(budget),
         }
     }

@@ -10,7 +10,7 @@
 use riposte_domain::settings::{Findings, unknown_name};
 use riposte_domain::{ActionKind, MachineGuid, Operation};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Default lifetime of a pending approval: one day.
@@ -87,21 +87,55 @@ fn glob_problem(pattern: &str) -> Option<String> {
         .map(|err| format!("bad glob `{pattern}`: {}", err.kind()))
 }
 
-/// `[approvals]`: action kinds that wait for an operator's approve/deny.
+/// `[approvals]`: action kinds that wait for an operator's approve/deny, and how many
+/// distinct people must approve.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Approvals {
     /// The action kinds (`required`, default none).
     pub required: BTreeSet<ActionKind>,
     /// Seconds after which a pending approval expires as denied (`expiry_secs`, default 86400).
     pub expiry_secs: u64,
+    /// Distinct approvers an action of a kind needs (`quorum`, a table of kind = count;
+    /// default 1 for every kind of `required`).
+    pub quorum: BTreeMap<ActionKind, u32>,
+    /// Actions whose blast radius makes them wait whatever their kind (`[approvals.large]`).
+    pub large: Option<LargeActions>,
 }
+
+/// `[approvals.large]`: a destructive action that reaches more than `machines` machines at
+/// once waits for `quorum` distinct approvers, whatever its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LargeActions {
+    /// The largest number of machines an action may reach without this rule (`machines`).
+    pub machines: u32,
+    /// Distinct approvers such an action needs (`quorum`, default 2).
+    #[serde(default = "default_large_quorum")]
+    pub quorum: u32,
+}
+
+fn default_large_quorum() -> u32 {
+    2
+}
+
+/// The most approvers a quorum may ask for.
+pub const MAX_QUORUM: u32 = 10;
 
 impl Default for Approvals {
     fn default() -> Self {
         Self {
             required: BTreeSet::new(),
             expiry_secs: DEFAULT_APPROVAL_EXPIRY_SECS,
+            quorum: BTreeMap::new(),
+            large: None,
         }
+    }
+}
+
+impl Approvals {
+    /// The approvers an action of `kind` needs (1 unless `quorum` says more).
+    pub fn quorum_of(&self, kind: ActionKind) -> u32 {
+        self.quorum.get(&kind).copied().unwrap_or(1)
     }
 }
 
@@ -111,6 +145,8 @@ impl Default for Approvals {
 pub struct RawApprovals {
     required: Vec<String>,
     expiry_secs: u64,
+    quorum: BTreeMap<String, u32>,
+    large: Option<LargeActions>,
 }
 
 impl Default for RawApprovals {
@@ -118,6 +154,8 @@ impl Default for RawApprovals {
         Self {
             required: Vec::new(),
             expiry_secs: DEFAULT_APPROVAL_EXPIRY_SECS,
+            quorum: BTreeMap::new(),
+            large: None,
         }
     }
 }
@@ -130,12 +168,49 @@ impl Approvals {
         if raw.expiry_secs == 0 {
             findings.at("expiry_secs", "must be at least 1 second");
         }
+        let mut quorum = BTreeMap::new();
+        for (name, count) in raw.quorum {
+            let key = format!("quorum.{name}");
+            let Some(kind) = kind_named(&mut findings, &key, &name) else {
+                continue;
+            };
+            if let Some(message) = quorum_problem(count) {
+                findings.at(&key, message);
+            } else if !required.contains(&kind) {
+                findings.at(
+                    &key,
+                    format!(
+                        "`{kind}` has a quorum but does not wait for approval: add it to `required`"
+                    ),
+                );
+            } else {
+                quorum.insert(kind, count);
+            }
+        }
+        if let Some(large) = &raw.large {
+            if large.machines == 0 {
+                findings.at(
+                    "large.machines",
+                    "must be at least 1 (an action on more machines waits)",
+                );
+            }
+            if let Some(message) = quorum_problem(large.quorum) {
+                findings.at("large.quorum", message);
+            }
+        }
         let approvals = Self {
             required,
             expiry_secs: raw.expiry_secs,
+            quorum,
+            large: raw.large,
         };
         (approvals, findings)
     }
+}
+
+fn quorum_problem(count: u32) -> Option<String> {
+    (count == 0 || count > MAX_QUORUM)
+        .then(|| format!("a quorum is 1 to {MAX_QUORUM} distinct approvers, not {count}"))
 }
 
 /// Which actions a budget counts.

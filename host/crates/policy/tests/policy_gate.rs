@@ -5,7 +5,9 @@ use riposte_domain::{
     ActionKind, ActionRequest, ElementGuid, KeyKind, MachineGuid, MalopId, ManagementStatus,
     Operation, PluginName, RemediationKind, RemediationTarget, ReputationKey, Verdict,
 };
-use riposte_policy::{ActionSelector, Budget, Mode, PluginRules, ProtectedAssets};
+use riposte_policy::{
+    ActionSelector, Approvals, Budget, LargeActions, Mode, PluginRules, ProtectedAssets,
+};
 use riposte_policy::{
     ArgumentError, BudgetLedger, BudgetScope, Decision, DenyReason, Disposition, ErrorCategory,
     Gate, MemoryLedger, PluginPolicy, ProtectionRule, Refusal, Scope, SpendPlan, TargetFacts,
@@ -81,14 +83,20 @@ struct Fixture {
 }
 
 fn gate_with(protected: ProtectedAssets, global: Vec<Budget>, approvals: &[ActionKind]) -> Fixture {
+    let approvals = Approvals {
+        required: approvals.iter().copied().collect::<BTreeSet<_>>(),
+        ..Approvals::default()
+    };
+    gate_with_approvals(protected, global, approvals)
+}
+
+fn gate_with_approvals(
+    protected: ProtectedAssets,
+    global: Vec<Budget>,
+    approvals: Approvals,
+) -> Fixture {
     let ledger = Arc::new(MemoryLedger::new());
-    let gate = Gate::from_parts(
-        &protected,
-        global,
-        approvals.iter().copied().collect::<BTreeSet<_>>(),
-        ledger.clone(),
-    )
-    .unwrap();
+    let gate = Gate::from_parts(&protected, global, approvals, ledger.clone()).unwrap();
     Fixture { gate, ledger }
 }
 
@@ -521,7 +529,8 @@ fn approval_holds_the_action_until_approved() {
     assert_eq!(
         d,
         Decision::AwaitApproval {
-            kinds: vec![ActionKind::Isolate]
+            kinds: vec![ActionKind::Isolate],
+            quorum: 1,
         }
     );
     assert_eq!(d.disposition(), Some(Disposition::AwaitingApproval));
@@ -956,7 +965,7 @@ fn a_failing_ledger_fails_closed() {
     let gate = Gate::from_parts(
         &ProtectedAssets::default(),
         vec![],
-        BTreeSet::new(),
+        Approvals::default(),
         Arc::new(BrokenLedger),
     )
     .unwrap();
@@ -1460,4 +1469,48 @@ mod confinement {
         ));
         assert!(denied.budget.is_none());
     }
+}
+
+#[test]
+fn a_quorum_per_kind_and_a_large_blast_radius_set_how_many_approve() {
+    let approvals = Approvals {
+        required: [ActionKind::Isolate].into_iter().collect(),
+        quorum: [(ActionKind::Isolate, 2)].into_iter().collect(),
+        large: Some(LargeActions {
+            machines: 5,
+            quorum: 3,
+        }),
+        ..Approvals::default()
+    };
+    let f = gate_with_approvals(ProtectedAssets::default(), Vec::new(), approvals);
+    let p = PluginPolicy::from(&iso_plugin());
+    let held = |request: &ActionRequest, m: &[MachineGuid]| {
+        f.gate.decide(&p, request, Scope::Operator, &facts(m), T0)
+    };
+    // An isolation of a few machines: its kind's quorum.
+    let few = machines(5);
+    let d = held(&isolate(few.clone()), &few);
+    assert_eq!(
+        d,
+        Decision::AwaitApproval {
+            kinds: vec![ActionKind::Isolate],
+            quorum: 2
+        }
+    );
+    assert!(d.to_string().contains("2 distinct operators"), "{d}");
+    // More than five machines at once: the larger quorum.
+    let many = machines(6);
+    assert_eq!(
+        held(&isolate(many.clone()), &many),
+        Decision::AwaitApproval {
+            kinds: vec![ActionKind::Isolate],
+            quorum: 3
+        }
+    );
+    // Un-isolating many machines is not destructive: no approval.
+    let un = ActionRequest::Unisolate {
+        malop_id: None,
+        machines: many.clone(),
+    };
+    assert!(!matches!(held(&un, &many), Decision::AwaitApproval { .. }));
 }

@@ -203,7 +203,7 @@ impl Auditor {
         &self,
         event: &str,
         record: &ActionRecord,
-        by: &str,
+        by: impl serde::Serialize,
         decision: Option<DecisionRecord>,
     ) {
         let mut entry = Entry::new(now(), Call::event(event));

@@ -11,6 +11,7 @@
 //! | `[service.syslog]`, `[service.syslog.tls]` | `riposte_syslog::ListenerConfig` |
 //! | `[protected]`, `[[global_budgets]]`, `[approvals]`, a plugin's policy keys | `riposte_policy::settings` |
 //! | `[plugins.limits]` | `riposte_runtime::Limits` |
+//! | `[containment]`, a plugin's `time_limits` | `crate::containment` |
 //! | `[signing]`, a plugin's `public_keys` | `riposte_supply::Signing` |
 //! | `[console]` (read by its owner, which sits above the service, from the same file) | `riposte_console::ConsoleConfig` |
 //!
@@ -21,6 +22,7 @@
 //! password (`service.database.credentials_file`, or the variable named by
 //! `service.database.password_env`).
 
+use crate::containment::{self, ContainmentConfig, RawContainment, TimeLimits};
 use riposte_audit::AuditConfig;
 use riposte_client::{RawServerConfig, ServerConfig};
 use riposte_config::Document;
@@ -50,8 +52,9 @@ pub const DEFAULT_MAX_DETAIL_FETCHES: usize = 8;
 
 /// The top-level sections of the file. `[console]` is not read here: its owner,
 /// `riposte_console::ConsoleConfig`, sits above the service and reads it from the same file.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "service",
+    "containment",
     "console",
     "protected",
     "global_budgets",
@@ -111,6 +114,8 @@ pub struct OperatorConfig {
     pub policy: PolicyConfig,
     /// Publisher keys pinned for every plugin: `[signing]`.
     pub signing: Signing,
+    /// Time limits of executed actions: `[containment]`.
+    pub containment: ContainmentConfig,
     /// The plugins: `[[plugins]]`.
     pub plugins: Vec<PluginConfig>,
 }
@@ -226,6 +231,9 @@ pub struct PluginConfig {
     /// The parts of a Malop the plugin reads (`malop_parts`, default every part): a part
     /// that no plugin offered the Malop reads is not queried, and is listed unreadable.
     pub malop_parts: Vec<MalopPart>,
+    /// Time limits of the plugin's executed actions, per kind (`time_limits`): each
+    /// overrides `[containment]`'s limit of its kind.
+    pub time_limits: TimeLimits,
 }
 
 impl OperatorConfig {
@@ -276,6 +284,7 @@ impl PluginConfig {
             values: BTreeMap::new(),
             public_keys: Vec::new(),
             malop_parts: MalopPart::ALL.to_vec(),
+            time_limits: TimeLimits::new(),
         }
     }
 
@@ -403,6 +412,8 @@ struct RawPlugin {
     public_keys: Option<Vec<PathBuf>>,
     #[serde(default)]
     malop_parts: Option<Vec<String>>,
+    #[serde(default)]
+    time_limits: BTreeMap<String, u64>,
 }
 
 fn build(doc: &mut Document<'_>) -> OperatorConfig {
@@ -416,12 +427,21 @@ fn build(doc: &mut Document<'_>) -> OperatorConfig {
     let mut signing = doc.section::<Signing>("signing").unwrap_or_default();
     let findings = signing.resolve(&base);
     doc.report_findings("signing", findings);
+    let containment = doc
+        .section::<RawContainment>("containment")
+        .map(|raw| {
+            let (containment, findings) = ContainmentConfig::from_section(raw);
+            doc.report_findings("containment", findings);
+            containment
+        })
+        .unwrap_or_default();
     let plugins = plugin_sections(doc, &base, &signing);
     OperatorConfig {
         source: doc.file().to_path_buf(),
         service,
         policy,
         signing,
+        containment,
         plugins,
     }
 }
@@ -589,6 +609,7 @@ fn plugin_section(
         None => MalopPart::ALL.to_vec(),
         Some(names) => malop_parts(&names, &mut findings),
     };
+    let time_limits = containment::time_limits(&mut findings, "time_limits", raw.time_limits);
     if !findings.is_empty() {
         return (None, findings);
     }
@@ -601,6 +622,7 @@ fn plugin_section(
         values: raw.values,
         public_keys,
         malop_parts,
+        time_limits,
     });
     (plugin, findings)
 }

@@ -298,12 +298,14 @@ impl GatedHost {
                 }
             }
         };
+        let machines = self.malop.iter().flat_map(|m| &m.machines);
         let mut new = NewAction::new(
             self.name().clone(),
             self.digest,
             request.clone(),
             reason.clone(),
-        );
+        )
+        .with_machine_names(machines.map(|m| (&m.guid, m.name.as_str())));
         if self.shadows(&request) {
             new.key = shadow_key(&new.key);
         }
@@ -332,7 +334,10 @@ impl GatedHost {
             let mode = match &decision {
                 Decision::Deny(_) => return Ok(Ledgered::Now(decision, None, None)),
                 Decision::Shadow { .. } => ActionMode::Shadow,
-                Decision::AwaitApproval { .. } => ActionMode::AwaitApproval { expires_at_ms },
+                Decision::AwaitApproval { quorum, .. } => ActionMode::AwaitApproval {
+                    expires_at_ms,
+                    quorum: *quorum,
+                },
                 Decision::Allow { .. } => ActionMode::Execute,
             };
             new.mode = mode;

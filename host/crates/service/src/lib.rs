@@ -19,7 +19,9 @@
 
 mod audit;
 pub mod config;
+pub mod containment;
 mod db;
+pub mod decisions;
 mod executor;
 mod fleet;
 mod gated;
@@ -89,6 +91,8 @@ pub struct CycleReport {
     pub approvals_executed: usize,
     /// Unresolved actions settled.
     pub recovered: usize,
+    /// Time-boxed actions reverted at their deadline.
+    pub reverted: usize,
 }
 
 /// One `on-malop` invocation and whether its Malop may be recorded handled.
@@ -124,6 +128,9 @@ pub struct Service {
     /// Plugins added by a reload that have not yet been offered the Malops polled before
     /// they came (see [`Service::backfill`]).
     backfill: std::sync::Mutex<Vec<PluginName>>,
+    /// Actions that finished before this time (ms) were checked for a time limit (see
+    /// [`Service::settle_time_boxes`]); this process's start at first.
+    boxes_checked_until: std::sync::Mutex<i64>,
     /// Where the cycle's counters and gauges go (the caller serves them).
     metrics: Arc<Metrics>,
     /// This host's place in the fleet sharing the database: whether it acts.
@@ -180,6 +187,7 @@ impl Service {
             backoff: Backoff::default(),
             health: HealthBook::default(),
             backfill: Default::default(),
+            boxes_checked_until: std::sync::Mutex::new(now_ms()),
             metrics,
             membership,
         };
@@ -273,6 +281,7 @@ impl Service {
         self.reread_incomplete(started, &mut report).await?;
         self.run_due_intervals(&mut report).await;
         self.core.drain_followers().await;
+        report.reverted = self.settle_time_boxes().await?.reverted;
         self.metrics.cycle();
         self.metrics.set_budgets(&self.budgets_left().await);
         self.core
@@ -982,9 +991,13 @@ impl Service {
         Ok(claimed.len())
     }
 
-    /// Carries out an action `approver` approved, through the gate again (budgets,
-    /// protection), and audits it under the approver's name.
-    async fn execute_approved(&self, record: &ActionRecord, approver: &str) -> anyhow::Result<()> {
+    /// Carries out an action its approvers approved, through the gate again (budgets,
+    /// protection), and audits it under their names.
+    async fn execute_approved(
+        &self,
+        record: &ActionRecord,
+        approvers: &[String],
+    ) -> anyhow::Result<()> {
         let configured = self.plugin_named(&record.plugin);
         let policy = configured.map_or_else(|| orphan_policy(record), |p| p.policy.clone());
         let (facts, pylums) = self.machine_facts(record.malop_id.as_ref()).await;
@@ -998,7 +1011,7 @@ impl Service {
         self.core.auditor.operator_event(
             "approved-action",
             record,
-            approver,
+            approvers,
             Some(decision.to_record()),
         );
         if let Some(error) = decision.call_error() {
@@ -1052,8 +1065,16 @@ impl Service {
         let expires = now
             .saturating_add((self.config.policy.approvals.expiry_secs as i64).saturating_mul(1000));
         let id = record.id.clone();
+        let approvals = &self.config.policy.approvals;
+        let quorum = record
+            .request
+            .action_kinds()
+            .into_iter()
+            .map(|k| approvals.quorum_of(k))
+            .max()
+            .unwrap_or(1);
         let held = db::blocking(&self.core.store, "hold_for_operator", move |s| {
-            s.hold_for_operator(&id, expires, now)
+            s.hold_for_operator(&id, expires, quorum, now)
         })
         .await?;
         if held {
@@ -1063,6 +1084,36 @@ impl Service {
                 .operator_event("held-for-operator", record, "riposte", None);
         }
         Ok(held)
+    }
+
+    /// Decides on the held action `id` as `by` (see [`decisions::decide`]), off the async
+    /// workers.
+    pub async fn decide(
+        &self,
+        id: riposte_store::ActionId,
+        verdict: decisions::Verdict,
+        by: riposte_domain::Operator,
+    ) -> anyhow::Result<decisions::Decided> {
+        let (store, auditor) = (self.core.store.clone(), self.core.auditor.clone());
+        tokio::task::spawn_blocking(move || {
+            decisions::decide(&store, auditor.sink(), &id, verdict, &by, now_ms())
+        })
+        .await?
+    }
+
+    /// Confirms or extends the time-boxed containment of `id` as `by` (see
+    /// [`decisions::change_time_box`]), off the async workers.
+    pub async fn change_time_box(
+        &self,
+        id: riposte_store::ActionId,
+        change: decisions::TimeBoxChange,
+        by: riposte_domain::Operator,
+    ) -> anyhow::Result<riposte_store::TimeBox> {
+        let (store, auditor) = (self.core.store.clone(), self.core.auditor.clone());
+        tokio::task::spawn_blocking(move || {
+            decisions::change_time_box(&store, auditor.sink(), &id, change, &by, now_ms())
+        })
+        .await?
     }
 
     /// Applies the recorded inverse of an executed action, through the gate and the audit.

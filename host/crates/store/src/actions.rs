@@ -18,10 +18,11 @@ use super::{Failure, Op, Refusal, Result, Store};
 use crate::repos::ActionLedger;
 use crate::sql::{OptionalExtension, Row, Tx, Value, dyn_params, params};
 use riposte_domain::{
-    ActionKind, ActionRequest, KeyKind, MalopId, PluginName, RemediationId, RemediationProgress,
-    Sha256Digest,
+    ActionKind, ActionRequest, KeyKind, MachineGuid, MalopId, PluginName, RemediationId,
+    RemediationProgress, Sha256Digest,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The host's id for one action: 32 lowercase hex digits (a random UUID), made in Rust so
@@ -291,7 +292,20 @@ pub enum ActionMode {
     AwaitApproval {
         /// When the approval expires (ms).
         expires_at_ms: i64,
+        /// How many distinct people must approve it (at least 1).
+        quorum: u32,
     },
+}
+
+/// The longest machine name kept with an action (bytes); a longer one is cut.
+pub const MAX_MACHINE_NAME_BYTES: usize = 255;
+
+fn clip(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// An action to record with [`crate::ActionLedger::begin_action`].
@@ -311,6 +325,9 @@ pub struct NewAction {
     pub mode: ActionMode,
     /// The action this one undoes, for an undo.
     pub undo_of: Option<ActionId>,
+    /// The names of the machines it acts on, as the Malop gave them (for people; the
+    /// request addresses machines by guid).
+    pub machine_names: BTreeMap<MachineGuid, String>,
 }
 
 impl NewAction {
@@ -329,6 +346,7 @@ impl NewAction {
             reason: reason.into(),
             mode: ActionMode::Execute,
             undo_of: None,
+            machine_names: BTreeMap::new(),
         }
     }
 
@@ -346,12 +364,28 @@ impl NewAction {
             reason: reason.into(),
             mode: ActionMode::Execute,
             undo_of: Some(original.id.clone()),
+            machine_names: original.machine_names.clone(),
         }
     }
 
     /// The same action in another mode.
     pub fn with_mode(mut self, mode: ActionMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// The same action, with the names of the machines it acts on (only those it acts on
+    /// are kept, each cut to [`MAX_MACHINE_NAME_BYTES`]).
+    pub fn with_machine_names<'a>(
+        mut self,
+        names: impl IntoIterator<Item = (&'a MachineGuid, &'a str)>,
+    ) -> Self {
+        let targets = self.request.machines();
+        self.machine_names = names
+            .into_iter()
+            .filter(|(guid, _)| targets.contains(guid))
+            .map(|(guid, name)| (guid.clone(), clip(name, MAX_MACHINE_NAME_BYTES)))
+            .collect();
         self
     }
 }
@@ -459,6 +493,8 @@ pub struct ActionRecord {
     pub submitted_at_ms: Option<i64>,
     /// When it reached a final state (ms).
     pub finished_at_ms: Option<i64>,
+    /// The names of the machines it acts on, when the Malop gave them.
+    pub machine_names: BTreeMap<MachineGuid, String>,
 }
 
 /// The key of [`ActionRecord::server_result`] under which an action sent without a readable
@@ -512,6 +548,7 @@ impl ActionRecord {
             updated_at_ms: now_ms,
             submitted_at_ms: None,
             finished_at_ms: None,
+            machine_names: new.machine_names.clone(),
         }
     }
 }
@@ -527,6 +564,8 @@ pub struct ActionFilter {
     pub malop_id: Option<MalopId>,
     /// Only those recorded at or after this time (ms).
     pub created_since_ms: Option<i64>,
+    /// Only those that reached their final state at or after this time (ms).
+    pub finished_since_ms: Option<i64>,
     /// At most this many, newest first.
     pub limit: Option<u32>,
 }
@@ -534,7 +573,7 @@ pub struct ActionFilter {
 pub(crate) const COLUMNS: &str = "id, action_key, plugin, plugin_digest, malop_id, kinds, \
     request_json, request_hash, reason, state, undo_of, remediation_id, server_result_json, \
     progress, progress_json, polls, attempts, last_error, created_at_ms, updated_at_ms, \
-    submitted_at_ms, finished_at_ms";
+    submitted_at_ms, finished_at_ms, machine_names";
 
 /// A row as stored, before its text is parsed.
 pub(crate) struct RawAction {
@@ -560,6 +599,7 @@ pub(crate) struct RawAction {
     updated_at_ms: i64,
     submitted_at_ms: Option<i64>,
     finished_at_ms: Option<i64>,
+    machine_names: Option<String>,
 }
 
 impl RawAction {
@@ -587,6 +627,7 @@ impl RawAction {
             updated_at_ms: row.get(19)?,
             submitted_at_ms: row.get(20)?,
             finished_at_ms: row.get(21)?,
+            machine_names: row.get(22)?,
         })
     }
 
@@ -649,6 +690,12 @@ impl RawAction {
             updated_at_ms: self.updated_at_ms,
             submitted_at_ms: self.submitted_at_ms,
             finished_at_ms: self.finished_at_ms,
+            machine_names: match self.machine_names {
+                None => BTreeMap::new(),
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|e| bad("machine names", e.to_string()))?
+                }
+            },
             id: ActionId(id),
         })
     }
@@ -727,7 +774,7 @@ impl ActionLedger for Store {
             ActionMode::Execute | ActionMode::AwaitApproval { .. } => super::Durability::Durable,
         };
         self.write_with("begin_action", durability, |tx| {
-            if let ActionMode::AwaitApproval { expires_at_ms } = new.mode
+            if let ActionMode::AwaitApproval { expires_at_ms, .. } = new.mode
                 && expires_at_ms <= now_ms
             {
                 return Err(Refusal::InvalidArgument(format!(
@@ -754,11 +801,14 @@ impl ActionLedger for Store {
                 .map(|k| k.name())
                 .collect();
             let finished = state.is_final().then_some(now_ms);
+            let names = (!new.machine_names.is_empty()).then(|| {
+                serde_json::to_string(&new.machine_names).expect("a map of strings serializes")
+            });
             let inserted = tx.execute(
                 "INSERT INTO actions (id, action_key, plugin, plugin_digest, malop_id, kinds, \
                  request_json, request_hash, reason, state, undo_of, polls, attempts, \
-                 created_at_ms, updated_at_ms, finished_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, ?12, ?12, ?13) \
+                 created_at_ms, updated_at_ms, finished_at_ms, machine_names) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, ?12, ?12, ?13, ?14) \
                  ON CONFLICT (action_key) DO NOTHING",
                 params![
                     id.as_str(),
@@ -774,6 +824,7 @@ impl ActionLedger for Store {
                     new.undo_of.as_ref().map(|u| u.as_str()),
                     now_ms,
                     finished,
+                    names,
                 ],
             )?;
             if inserted == 0 {
@@ -786,8 +837,16 @@ impl ActionLedger for Store {
                     .into_record()?;
                 return Ok(BeginOutcome::AlreadyExists(Box::new(existing)));
             }
-            if let ActionMode::AwaitApproval { expires_at_ms } = new.mode {
-                super::approval_queue::enqueue(tx, &id, &hash, now_ms, expires_at_ms)?;
+            if let ActionMode::AwaitApproval {
+                expires_at_ms,
+                quorum,
+            } = new.mode
+            {
+                let due = super::approval_queue::Due {
+                    expires_at_ms,
+                    quorum,
+                };
+                super::approval_queue::enqueue(tx, &id, &hash, now_ms, due)?;
             }
             Ok(BeginOutcome::New(id))
         })
@@ -992,6 +1051,10 @@ impl ActionLedger for Store {
             }
             if let Some(since) = filter.created_since_ms {
                 sql.push_str(" AND created_at_ms >= ?");
+                args.push(since.into());
+            }
+            if let Some(since) = filter.finished_since_ms {
+                sql.push_str(" AND finished_at_ms >= ?");
                 args.push(since.into());
             }
             sql.push_str(" ORDER BY created_at_ms DESC, id DESC");

@@ -7,7 +7,7 @@
 //! could leave a held action looking like one to execute.
 
 use super::actions::{COLUMNS, RawAction, check_state, load, load_raw, one_row};
-use super::approval_queue::ApprovalStatus;
+use super::approval_queue::{ApprovalStatus, approvers, clear_votes};
 use super::{ActionId, ActionRecord, ActionState, Failure, Op, Refusal, Result, Store};
 use crate::repos::Approvals;
 use crate::sql::{OptionalExtension, Tx, params};
@@ -24,34 +24,54 @@ pub struct PendingApproval {
     pub requested_at_ms: i64,
     /// When it expires (ms).
     pub expires_at_ms: i64,
+    /// How many distinct people must approve it.
+    pub quorum: u32,
+    /// Who approved it so far (fewer than `quorum`), in order.
+    pub approved_by: Vec<String>,
 }
 
-/// An action just approved.
+/// An action whose quorum of approvers was reached.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ApprovedAction {
-    /// The action, now [`ActionState::Approved`].
+    /// The action, now [`ActionState::Approved`] (or later, once claimed).
     pub action: ActionRecord,
-    /// Who approved it.
-    pub approved_by: String,
-    /// When (ms).
+    /// Who approved it, in order (as many as its quorum).
+    pub approved_by: Vec<String>,
+    /// When the last approval came (ms).
     pub approved_at_ms: i64,
+}
+
+/// What one approval did ([`crate::Approvals::approve`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Vote {
+    /// Counted; the action waits for more approvers.
+    Counted {
+        /// Who approved it so far, in order.
+        approved_by: Vec<String>,
+        /// How many it needs.
+        quorum: u32,
+    },
+    /// The quorum is reached: the action is approved and will be executed.
+    Approved(Box<ApprovedAction>),
 }
 
 struct ApprovalRow {
     hash: String,
     status: ApprovalStatus,
     expires_at_ms: i64,
+    quorum: u32,
 }
 
 fn approval_row(tx: &Tx<'_>, id: &ActionId) -> Op<ApprovalRow> {
-    let row: Option<(String, String, i64)> = tx
+    let row: Option<(String, String, i64, i64)> = tx
         .query_row(
-            "SELECT action_hash, status, expires_at_ms FROM approvals WHERE action_id = ?1",
+            "SELECT action_hash, status, expires_at_ms, quorum FROM approvals WHERE action_id = ?1",
             params![id.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    let (hash, status, expires_at_ms) =
+    let (hash, status, expires_at_ms, quorum) =
         row.ok_or_else(|| Failure::NotFound(format!("approval of action {id}")))?;
     let status = ApprovalStatus::parse(&status).ok_or_else(|| {
         Failure::Corrupt(format!(
@@ -62,6 +82,7 @@ fn approval_row(tx: &Tx<'_>, id: &ActionId) -> Op<ApprovalRow> {
         hash,
         status,
         expires_at_ms,
+        quorum: u32::try_from(quorum.max(1)).unwrap_or(u32::MAX),
     })
 }
 
@@ -136,28 +157,32 @@ impl Approvals for Store {
         self.read("list_pending", |tx| {
             let rows = tx.query_map(&format!(
                 "SELECT {COLUMNS}, approvals.action_hash, approvals.requested_at_ms, \
-                 approvals.expires_at_ms FROM approvals JOIN actions ON actions.id = approvals.action_id \
+                 approvals.expires_at_ms, approvals.quorum FROM approvals JOIN actions ON actions.id = approvals.action_id \
                  WHERE approvals.status = ?1 AND approvals.expires_at_ms > ?2 \
                  ORDER BY approvals.requested_at_ms, approvals.action_id"
             ), params![ApprovalStatus::Pending.as_str(), now_ms], |r| {
                     Ok((
                         RawAction::from_row(r)?,
-                        r.get::<String>(22)?,
-                        r.get::<i64>(23)?,
+                        r.get::<String>(23)?,
                         r.get::<i64>(24)?,
+                        r.get::<i64>(25)?,
+                        r.get::<i64>(26)?,
                     ))
                 })?;
             rows.into_iter()
-                .map(|(raw, hash, requested_at_ms, expires_at_ms)| {
+                .map(|(raw, hash, requested_at_ms, expires_at_ms, quorum)| {
                     let action = raw.into_record()?;
                     let action_hash = Sha256Digest::from_hex(&hash).ok_or_else(|| {
                         Failure::Corrupt(format!("approval of action {}: bad hash", action.id))
                     })?;
+                    let approved_by = approvers(tx, &action.id)?;
                     Ok(PendingApproval {
                         action,
                         action_hash,
                         requested_at_ms,
                         expires_at_ms,
+                        quorum: u32::try_from(quorum.max(1)).unwrap_or(u32::MAX),
+                        approved_by,
                     })
                 })
                 .collect()
@@ -170,7 +195,7 @@ impl Approvals for Store {
         by: &str,
         seen_hash: Option<&Sha256Digest>,
         now_ms: i64,
-    ) -> Result<ApprovedAction> {
+    ) -> Result<Vote> {
         self.write_then("approve", |tx| {
             let row = match check_pending(tx, id, now_ms)? {
                 Ok(row) => row,
@@ -196,12 +221,31 @@ impl Approvals for Store {
                 }
                 .into()));
             }
+            let mut approved_by = approvers(tx, id)?;
+            if approved_by.iter().any(|a| a == by) {
+                return Ok(Err(Refusal::AlreadyApprovedBy {
+                    action: id.clone(),
+                    by: by.to_owned(),
+                }
+                .into()));
+            }
+            tx.execute(
+                "INSERT INTO approval_votes (action_id, approver, voted_at_ms) VALUES (?1, ?2, ?3)",
+                params![id.as_str(), by, now_ms],
+            )?;
+            approved_by.push(by.to_owned());
+            if (approved_by.len() as u64) < u64::from(row.quorum) {
+                return Ok(Ok(Vote::Counted {
+                    approved_by,
+                    quorum: row.quorum,
+                }));
+            }
             decide(tx, id, ApprovalStatus::Approved, Some(by), now_ms)?;
-            Ok(Ok(ApprovedAction {
+            Ok(Ok(Vote::Approved(Box::new(ApprovedAction {
                 action: load(tx, id)?,
-                approved_by: by.to_owned(),
+                approved_by,
                 approved_at_ms: now_ms,
-            }))
+            }))))
         })
     }
 
@@ -288,10 +332,15 @@ impl Approvals for Store {
                     params![now_ms, id.as_str()],
                 )?;
                 if matches {
+                    let mut approved_by = approvers(tx, &id)?;
+                    if approved_by.is_empty() {
+                        // Approved before votes were kept: the decider alone (an older row
+                        // may lack even that).
+                        approved_by.push(by.unwrap_or_else(|| "unknown".to_owned()));
+                    }
                     claimed.push(ApprovedAction {
                         action: load(tx, &id)?,
-                        // Every decision records its decider; an older row may lack one.
-                        approved_by: by.unwrap_or_else(|| "unknown".to_owned()),
+                        approved_by,
                         approved_at_ms: at.unwrap_or_default(),
                     });
                 }
@@ -310,6 +359,7 @@ impl Approvals for Store {
                 .into());
             }
             let from = check_state(tx, id, &[ActionState::Expired], to)?;
+            clear_votes(tx, id)?;
             let changed = tx.execute(
                 "UPDATE approvals SET status = ?1, requested_at_ms = ?2, expires_at_ms = ?3, \
                  decided_by = NULL, decided_at_ms = NULL WHERE action_id = ?4 AND status = ?5",
@@ -331,7 +381,13 @@ impl Approvals for Store {
         })
     }
 
-    fn hold_for_operator(&self, id: &ActionId, expires_at_ms: i64, now_ms: i64) -> Result<bool> {
+    fn hold_for_operator(
+        &self,
+        id: &ActionId,
+        expires_at_ms: i64,
+        quorum: u32,
+        now_ms: i64,
+    ) -> Result<bool> {
         let to = ActionState::AwaitingApproval;
         self.write("hold_for_operator", |tx| {
             let raw = load_raw(tx, id)?.ok_or_else(|| Failure::NotFound(format!("action {id}")))?;
@@ -349,18 +405,21 @@ impl Approvals for Store {
                 params![to.as_str(), now_ms, id.as_str(), record.state.as_str()],
             )?;
             one_row(changed, id, record.state, to)?;
+            clear_votes(tx, id)?;
             tx.execute(
-                "INSERT INTO approvals (action_id, action_hash, status, requested_at_ms, expires_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (action_id) DO UPDATE SET \
+                "INSERT INTO approvals (action_id, action_hash, status, requested_at_ms, expires_at_ms, quorum) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (action_id) DO UPDATE SET \
                  action_hash = excluded.action_hash, status = excluded.status, \
                  requested_at_ms = excluded.requested_at_ms, expires_at_ms = excluded.expires_at_ms, \
+                 quorum = excluded.quorum, \
                  decided_by = NULL, decided_at_ms = NULL, claimed_at_ms = NULL",
                 params![
                     id.as_str(),
                     record.request_hash.to_hex(),
                     ApprovalStatus::Pending.as_str(),
                     now_ms,
-                    expires_at_ms
+                    expires_at_ms,
+                    i64::from(quorum.max(1))
                 ],
             )?;
             Ok(true)
@@ -399,6 +458,7 @@ mod tests {
         )
         .with_mode(ActionMode::AwaitApproval {
             expires_at_ms: expires,
+            quorum: 1,
         });
         match store.begin_action(&new, now).unwrap() {
             BeginOutcome::New(id) => id,
@@ -421,9 +481,9 @@ mod tests {
                 store.begin_action(&new, 1).unwrap().action_id().clone()
             };
             let (a, b) = (planned("m1"), planned("m2"));
-            assert!(store.hold_for_operator(&a, 1_000, 10).unwrap());
+            assert!(store.hold_for_operator(&a, 1_000, 1, 10).unwrap());
             assert!(
-                !store.hold_for_operator(&a, 1_000, 11).unwrap(),
+                !store.hold_for_operator(&a, 1_000, 1, 11).unwrap(),
                 "held once"
             );
             assert_eq!(
@@ -452,9 +512,9 @@ mod tests {
                     40,
                 )
                 .unwrap();
-            assert!(!store.hold_for_operator(&b, 1_000, 41).unwrap());
+            assert!(!store.hold_for_operator(&b, 1_000, 1, 41).unwrap());
             // An expiry in the past holds nothing.
-            assert!(!store.hold_for_operator(&a, 30, 50).unwrap());
+            assert!(!store.hold_for_operator(&a, 30, 1, 50).unwrap());
         }
     }
 
@@ -475,11 +535,14 @@ mod tests {
             );
             assert_eq!(store.pending_approvals_count(10).unwrap(), 1);
 
-            let approved = store
+            let Vote::Approved(approved) = store
                 .approve(&id, "alice", Some(&pending[0].action_hash), 20)
-                .unwrap();
+                .unwrap()
+            else {
+                panic!("a quorum of one is reached at once");
+            };
             assert_eq!(approved.action.state, ActionState::Approved);
-            assert_eq!(approved.approved_by, "alice");
+            assert_eq!(approved.approved_by, ["alice"]);
             assert!(store.list_pending(21).unwrap().is_empty());
 
             let again = store.approve(&id, "bob", None, 22).unwrap_err();
@@ -599,7 +662,7 @@ mod tests {
                 },
                 "r",
             )
-            .with_mode(ActionMode::AwaitApproval { expires_at_ms: 5 });
+            .with_mode(ActionMode::AwaitApproval { expires_at_ms: 5, quorum: 1 });
             assert!(store.begin_action(&new, 5).is_err());
         }
     }

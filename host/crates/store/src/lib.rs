@@ -157,6 +157,7 @@ mod sql;
 mod sqlite;
 mod status;
 pub mod testing;
+mod time_boxes;
 mod undo;
 mod users;
 
@@ -165,7 +166,7 @@ pub use actions::{
     NewAction, OUTCOME_UNKNOWN, Outcome, RetryDecision, request_hash,
 };
 pub use approval_queue::ApprovalStatus;
-pub use approvals::{ApprovedAction, PendingApproval};
+pub use approvals::{ApprovedAction, PendingApproval, Vote};
 pub use budget::{BudgetCharge, SpendOutcome};
 pub use charges::ChargeItem;
 pub use copy::{CopyReport, TableCopied, copy_database};
@@ -177,9 +178,10 @@ pub use polling::Handled;
 pub use repos::{
     ActionLedger, Approvals, BudgetCounters, Budgets, BudgetsExt, ChargeCheck, ChargeReads,
     ChargeView, Fleet, Health, IncompleteMalops, Kv, Polling, Repositories, SpendCheck, Status,
-    UndoLog, Users,
+    TimeBoxes, UndoLog, Users,
 };
 pub use status::{SourceStatus, StatusSnapshot};
+pub use time_boxes::TimeBox;
 pub use undo::{UndoRecord, inverse_of};
 pub use users::UserRecord;
 
@@ -191,7 +193,7 @@ use std::time::Duration;
 pub mod prelude {
     pub use crate::repos::{
         ActionLedger, Approvals, BudgetCounters, Budgets, BudgetsExt, Fleet, Health,
-        IncompleteMalops, Kv, Polling, Repositories, Status, UndoLog, Users,
+        IncompleteMalops, Kv, Polling, Repositories, Status, TimeBoxes, UndoLog, Users,
     };
 }
 
@@ -368,6 +370,20 @@ pub enum Refusal {
         /// The hash of the action as stored now.
         found: String,
     },
+    /// This person already approved the action: one person counts once toward a quorum.
+    AlreadyApprovedBy {
+        /// The action.
+        action: ActionId,
+        /// Who approved it before.
+        by: String,
+    },
+    /// The time box of the action is over: it was confirmed, or its containment reverted.
+    TimeBoxClosed {
+        /// The action.
+        action: ActionId,
+        /// What closed it.
+        why: String,
+    },
     /// The hash the operator confirmed is not the one the approval is bound to.
     SeenHashMismatch {
         /// The action.
@@ -451,6 +467,13 @@ impl std::fmt::Display for Refusal {
                 f,
                 "action {action}: the hash given ({given}) is not the one its approval is bound to ({bound}); list the approvals again and approve the action you see"
             ),
+            Refusal::AlreadyApprovedBy { action, by } => write!(
+                f,
+                "action {action}: {by} already approved it; its quorum needs the approvals of other people"
+            ),
+            Refusal::TimeBoxClosed { action, why } => {
+                write!(f, "action {action}: its time limit is over ({why})")
+            }
             Refusal::KvQuota {
                 plugin,
                 would_use,

@@ -34,7 +34,7 @@ use crate::{
     ActionFilter, ActionId, ActionKey, ActionRecord, ApprovedAction, Backoff, BeginOutcome,
     BudgetCharge, ChargeItem, Error, Handled, HostStatus, IncompleteMalop, IncompleteSummary,
     LeaseGrant, LeaseStatus, NewAction, Outcome, PauseState, PausedPlugin, PendingApproval, Result,
-    RetryDecision, SpendOutcome, StatusSnapshot, UndoRecord, UserRecord,
+    RetryDecision, SpendOutcome, StatusSnapshot, TimeBox, UndoRecord, UserRecord, Vote,
 };
 use riposte_domain::{
     ActionKind, ActionRequest, Malop, MalopId, MalopPart, PluginName, RemediationId,
@@ -127,21 +127,25 @@ pub trait Approvals {
     /// The approvals waiting for a decision and not yet expired at `now_ms`, oldest first.
     fn list_pending(&self, now_ms: i64) -> Result<Vec<PendingApproval>>;
 
-    /// Approves the action `id` on behalf of `by`. Refused if the approval is unknown,
-    /// already decided, expired (it is then marked expired, and that is committed), or if
-    /// the action no longer matches the hash the approval is bound to; when `seen_hash` is
-    /// given (the hash the operator was shown), refused too unless it is that same hash.
-    /// Of two concurrent decisions on one approval exactly one succeeds.
+    /// Records `by`'s approval of the action `id`; once as many distinct people as its
+    /// quorum approved, the action is approved ([`Vote::Approved`]). Refused if the approval
+    /// is unknown, already decided, expired (it is then marked expired, and that is
+    /// committed), if `by` already approved it (separation of duties: one person counts
+    /// once), or if the action no longer matches the hash the approval is bound to; when
+    /// `seen_hash` is given (the hash the operator was shown), refused too unless it is that
+    /// same hash. Of two concurrent decisions on one approval each is counted once, and the
+    /// action is approved once.
     fn approve(
         &self,
         id: &ActionId,
         by: &str,
         seen_hash: Option<&Sha256Digest>,
         now_ms: i64,
-    ) -> Result<ApprovedAction>;
+    ) -> Result<Vote>;
 
-    /// Denies the action `id` on behalf of `by`. Refused if unknown, already decided or
-    /// expired (an expiry discovered here is committed).
+    /// Denies the action `id` on behalf of `by`: one denial denies, whatever approvals it
+    /// had. Refused if unknown, already decided or expired (an expiry discovered here is
+    /// committed).
     fn deny(&self, id: &ActionId, by: &str, now_ms: i64) -> Result<()>;
 
     /// Marks every pending approval whose expiry is at or before `now_ms` as expired (and its
@@ -167,7 +171,13 @@ pub trait Approvals {
     /// bound to its request until `expires_at_ms`. Recovery uses this for an action whose
     /// plugin is no longer configured: it is sent again only once an operator approves it,
     /// and looked for on the server first. `Ok(false)`: not in such a state, left alone.
-    fn hold_for_operator(&self, id: &ActionId, expires_at_ms: i64, now_ms: i64) -> Result<bool>;
+    fn hold_for_operator(
+        &self,
+        id: &ActionId,
+        expires_at_ms: i64,
+        quorum: u32,
+        now_ms: i64,
+    ) -> Result<bool>;
 
     /// How many approvals are pending (not yet expired) at `now_ms`.
     fn pending_approvals_count(&self, now_ms: i64) -> Result<u64>;
@@ -538,6 +548,43 @@ pub trait UndoLog {
     ) -> Result<()>;
 }
 
+/// Time-boxed containment (see [`crate::TimeBox`]): executed actions reverted through their
+/// recorded inverse at a deadline unless confirmed.
+pub trait TimeBoxes {
+    /// Gives the executed (`Succeeded`) action `id` a deadline `limit_ms` from `now_ms`. A
+    /// second call leaves the first box as it is. Returns the box.
+    fn start_time_box(&self, id: &ActionId, limit_ms: i64, now_ms: i64) -> Result<TimeBox>;
+
+    /// Every open box (neither confirmed nor undone), soonest deadline first.
+    fn open_time_boxes(&self) -> Result<Vec<TimeBox>>;
+
+    /// The box of `id`, open or not.
+    fn time_box(&self, id: &ActionId) -> Result<Option<TimeBox>>;
+
+    /// The open boxes whose deadline is at or before `now_ms`: to revert.
+    fn due_time_boxes(&self, now_ms: i64) -> Result<Vec<TimeBox>>;
+
+    /// The open boxes with a deadline at or before `deadline_before_ms` not yet announced
+    /// for that deadline; marks them announced at `now_ms` (each is returned once per
+    /// deadline).
+    fn warn_time_boxes(&self, deadline_before_ms: i64, now_ms: i64) -> Result<Vec<TimeBox>>;
+
+    /// Confirms the containment of `id` on behalf of `by`: it is no longer reverted. Refused
+    /// if the box is confirmed or undone already.
+    fn confirm_time_box(&self, id: &ActionId, by: &str, now_ms: i64) -> Result<TimeBox>;
+
+    /// Moves the deadline of `id` to `extra_ms` after the later of its deadline and
+    /// `now_ms`, on behalf of `by`, and asks for a new announcement. Refused if the box is
+    /// confirmed or undone, or `extra_ms` is not positive.
+    fn extend_time_box(
+        &self,
+        id: &ActionId,
+        by: &str,
+        extra_ms: i64,
+        now_ms: i64,
+    ) -> Result<TimeBox>;
+}
+
 /// Several hosts on one database: heartbeats and leases (see [`crate::fleet`]).
 pub trait Fleet {
     /// Records that `host_id` (running `version` since `started_at_ms`) is alive at
@@ -616,6 +663,7 @@ pub trait Repositories:
     + Kv
     + IncompleteMalops
     + UndoLog
+    + TimeBoxes
     + Fleet
     + Status
     + Users
@@ -634,6 +682,7 @@ impl<T> Repositories for T where
         + Kv
         + IncompleteMalops
         + UndoLog
+        + TimeBoxes
         + Fleet
         + Status
         + Users

@@ -202,6 +202,43 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
+        name: "approval_quorum",
+        statements: &[
+            // How many distinct approvers the action needs, decided by the gate when it was
+            // enqueued; each approval so far, one row per person.
+            "ALTER TABLE approvals ADD COLUMN quorum BIGINT NOT NULL DEFAULT 1",
+            "CREATE TABLE approval_votes (
+            action_id TEXT NOT NULL REFERENCES actions (id),
+            approver TEXT NOT NULL,
+            voted_at_ms BIGINT NOT NULL,
+            PRIMARY KEY (action_id, approver)
+        )",
+        ],
+    },
+    Migration {
+        version: 7,
+        name: "time_boxes_and_machine_names",
+        statements: &[
+            // Time-boxed containment: an action reverted through its recorded inverse at
+            // `deadline_ms` unless an operator confirms it first.
+            "CREATE TABLE time_boxes (
+            action_id TEXT PRIMARY KEY REFERENCES actions (id),
+            started_at_ms BIGINT NOT NULL,
+            deadline_ms BIGINT NOT NULL,
+            warned_at_ms BIGINT,
+            confirmed_by TEXT,
+            confirmed_at_ms BIGINT,
+            extended_by TEXT,
+            extended_at_ms BIGINT
+        )",
+            "CREATE INDEX time_boxes_deadline ON time_boxes (deadline_ms)",
+            // The names of the machines an action acts on, as its Malop gave them (JSON
+            // object guid → name), so people see names beside guids.
+            "ALTER TABLE actions ADD COLUMN machine_names TEXT",
+        ],
+    },
+    Migration {
+        version: 8,
         name: "console-users",
         statements: &[
             // The console's users: a role and an argon2 password hash (PHC string) each.
@@ -217,7 +254,7 @@ pub const MIGRATIONS: &[Migration] = &[
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 6;
+pub const LATEST_VERSION: i64 = 8;
 
 /// One table of the schema as [`TABLES`] lists it: what a copy between two databases
 /// ([`crate::copy_database`]) reads and writes.
@@ -298,6 +335,7 @@ pub(crate) const TABLES: &[Table] = &[
             "updated_at_ms",
             "submitted_at_ms",
             "finished_at_ms",
+            "machine_names",
         ],
         self_references: &["undo_of"],
     },
@@ -313,6 +351,28 @@ pub(crate) const TABLES: &[Table] = &[
             "decided_by",
             "decided_at_ms",
             "claimed_at_ms",
+            "quorum",
+        ],
+        self_references: &[],
+    },
+    Table {
+        name: "approval_votes",
+        key: &["action_id", "approver"],
+        columns: &["action_id", "approver", "voted_at_ms"],
+        self_references: &[],
+    },
+    Table {
+        name: "time_boxes",
+        key: &["action_id"],
+        columns: &[
+            "action_id",
+            "started_at_ms",
+            "deadline_ms",
+            "warned_at_ms",
+            "confirmed_by",
+            "confirmed_at_ms",
+            "extended_by",
+            "extended_at_ms",
         ],
         self_references: &[],
     },

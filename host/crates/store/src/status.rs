@@ -132,6 +132,7 @@ mod tests {
                 "m4",
                 ActionMode::AwaitApproval {
                     expires_at_ms: 2_000,
+                    quorum: 1,
                 },
             );
             for t in 0..3 {

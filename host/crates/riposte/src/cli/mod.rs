@@ -1,6 +1,7 @@
 //! The `riposte` command line: argument definitions and one module per command group.
 //! This is the binary's edge, so errors are `anyhow` with context.
 
+mod containment;
 mod db;
 mod plugin;
 mod service;
@@ -48,6 +49,9 @@ pub enum Command {
     Approvals(service::ApprovalsCommand),
     /// Apply the recorded inverse of an executed action (un-isolate, unquarantine, ...).
     Undo(service::UndoArgs),
+    /// List, confirm or extend time-boxed actions (reverted at their deadline unless confirmed).
+    #[command(subcommand)]
+    Containment(containment::ContainmentCommand),
     /// Check or read the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -145,6 +149,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => service::run(args).await,
         Command::Status(args) => service::status(args),
         Command::Approvals(command) => service::approvals(command),
+        Command::Containment(command) => containment::containment(command),
         Command::Undo(args) => service::undo(args).await,
         Command::Audit(AuditCommand::Verify(args)) => {
             riposte_audit::run_verify(&args, &mut std::io::stdout().lock())

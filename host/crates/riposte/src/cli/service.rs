@@ -2,9 +2,8 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use riposte_audit::{Call, Entry, Redacted};
 use riposte_client::{Client, ClientConfig, Credentials};
-use riposte_domain::MalopId;
+use riposte_domain::{MalopId, Operator};
 use riposte_metrics::Metrics;
 use riposte_policy::Gate;
 use riposte_service::OperatorConfig;
@@ -95,13 +94,13 @@ pub(crate) struct UndoArgs {
 /// Who decides from the command line: the OS account the command runs as (its effective
 /// uid), as `os:NAME`, never a name the caller types or sets in the environment, so the
 /// audit trail names an identity the OS authenticated.
-pub(crate) fn os_operator() -> anyhow::Result<String> {
+pub(crate) fn os_operator() -> anyhow::Result<Operator> {
     let uid = nix::unistd::Uid::effective();
     let user = nix::unistd::User::from_uid(uid)
         .with_context(|| format!("looking up the account of uid {uid}"))?;
     Ok(match user {
-        Some(user) => format!("os:{}", user.name),
-        None => format!("os:uid-{uid}"),
+        Some(user) => Operator::os_account(&user.name),
+        None => Operator::os_account(&format!("uid-{uid}")),
     })
 }
 
@@ -483,52 +482,50 @@ pub fn approvals(command: ApprovalsCommand) -> anyhow::Result<()> {
 }
 
 fn decide(args: Decide, approve: bool) -> anyhow::Result<()> {
+    use riposte_service::decisions::{Decided, Verdict, decide};
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
     let id = store.resolve_action_id(&args.id)?;
-    let hash = match &args.hash {
-        Some(h) => Some(
-            riposte_domain::Sha256Digest::from_hex(h)
-                .with_context(|| format!("--hash `{h}` is not 64 hex digits"))?,
-        ),
-        None => None,
-    };
-    let by = os_operator()?;
-    let now = now_ms();
-    if approve {
-        store.approve(&id, &by, hash.as_ref(), now)?;
+    let verdict = if approve {
+        let seen_hash = match &args.hash {
+            Some(h) => Some(
+                riposte_domain::Sha256Digest::from_hex(h)
+                    .with_context(|| format!("--hash `{h}` is not 64 hex digits"))?,
+            ),
+            None => None,
+        };
+        Verdict::Approve { seen_hash }
     } else {
-        store.deny(&id, &by, now)?;
+        Verdict::Deny
+    };
+    let audit = open_audit(&config)?;
+    let decided = decide(&store, &audit, &id, verdict, &os_operator()?, now_ms())?;
+    match decided {
+        Decided::Counted {
+            approved_by,
+            quorum,
+        } => println!(
+            "approval {} of {quorum} recorded for {id} (by {}); it waits for {} more",
+            approved_by.len(),
+            approved_by.join(", "),
+            quorum as usize - approved_by.len().min(quorum as usize)
+        ),
+        Decided::Approved(approved) => println!(
+            "approved {id} (by {}); the service executes it next",
+            approved.approved_by.join(", ")
+        ),
+        Decided::Denied => println!("denied {id}"),
     }
-    let record = store.get_action(&id)?;
-    let audit = config.service.audit.open_sink().with_context(|| {
+    Ok(())
+}
+
+pub(crate) fn open_audit(config: &OperatorConfig) -> anyhow::Result<riposte_audit::AuditSink> {
+    config.service.audit.open_sink().with_context(|| {
         format!(
             "opening the audit trail {}",
             config.service.audit.path.display()
         )
-    })?;
-    let mut entry = Entry::new(
-        now,
-        Call::event(if approve {
-            "approval-granted"
-        } else {
-            "approval-denied"
-        }),
-    );
-    entry.plugin = Some(record.plugin.clone());
-    entry.plugin_digest = Some(record.plugin_digest);
-    entry.malop = record.malop_id.clone();
-    entry.arguments = Redacted::from_value(
-        json!({ "action_id": id.as_str(), "by": by, "request_hash": record.request_hash }),
-    );
-    audit.append(&entry)?;
-    audit.sync()?;
-    println!(
-        "{} {}",
-        if approve { "approved" } else { "denied" },
-        id.as_str()
-    );
-    Ok(())
+    })
 }
 
 /// `riposte undo`.
@@ -538,7 +535,9 @@ pub async fn undo(args: UndoArgs) -> anyhow::Result<()> {
     let follow = FollowPolicy::from(&config.service.follow);
     // One action undone: nothing serves these counters.
     let service = Service::start(config, client, follow, Arc::new(Metrics::new())).await?;
-    let record = service.undo(&args.action_id, &os_operator()?).await?;
+    let record = service
+        .undo(&args.action_id, os_operator()?.as_str())
+        .await?;
     println!("{}", serde_json::to_string_pretty(&record)?);
     service.sync_audit()
 }

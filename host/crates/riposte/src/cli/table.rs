@@ -2,10 +2,16 @@
 //! `kubectl get` does); `--json` keeps the raw records for scripts.
 
 use comfy_table::{Table, presets};
-use riposte_console::text::{age, when, would};
-use riposte_store::PendingApproval;
+use riposte_domain::{ActionRequest, MachineGuid};
+use riposte_store::{ActionRecord, PendingApproval, TimeBox};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+/// Targets named in a summary before "(+N more)".
+const SHOWN_TARGETS: usize = 3;
+/// Characters of a reason or comment in a summary.
+const SHOWN_TEXT: usize = 60;
 
 /// The actions waiting for an operator, one line each, oldest first, at `now_ms`.
 pub(crate) fn pending_approvals(pending: &[PendingApproval], now_ms: i64) -> String {
@@ -19,19 +25,19 @@ pub(crate) fn pending_approvals(pending: &[PendingApproval], now_ms: i64) -> Str
         "MALOP",
         "REQUESTED",
         "EXPIRES",
+        "APPROVALS",
         "HASH",
     ]);
     for p in pending {
-        let a = &p.action;
+        let [id, plugin, would, malop] = action_cells(&p.action);
         table.add_row([
-            a.id.as_str().to_owned(),
-            a.plugin.as_str().to_owned(),
-            would(&a.request),
-            a.malop_id
-                .as_ref()
-                .map_or("-".to_owned(), |m| m.as_str().to_owned()),
+            id,
+            plugin,
+            would,
+            malop,
             when(p.requested_at_ms, now_ms),
             when(p.expires_at_ms, now_ms),
+            approvals(p),
             p.action_hash.to_hex(),
         ]);
     }
@@ -39,6 +45,188 @@ pub(crate) fn pending_approvals(pending: &[PendingApproval], now_ms: i64) -> Str
         "{table}\n\n{} waiting. Approve with `riposte approvals approve --config FILE ACTION --hash HASH`.",
         pending.len()
     )
+}
+
+/// The open time-boxed actions (`boxes[i]` is of `records[i]`), soonest deadline first.
+pub(crate) fn time_boxes(boxes: &[TimeBox], records: &[ActionRecord], now_ms: i64) -> String {
+    if boxes.is_empty() {
+        return "No time-boxed action is waiting to be confirmed or reverted.".to_owned();
+    }
+    let mut table = table([
+        "ACTION",
+        "PLUGIN",
+        "DID",
+        "MALOP",
+        "REVERTED",
+        "EXTENDED BY",
+    ]);
+    for (b, a) in boxes.iter().zip(records) {
+        let [id, plugin, did, malop] = action_cells(a);
+        table.add_row([
+            id,
+            plugin,
+            did,
+            malop,
+            when(b.deadline_ms, now_ms),
+            b.extended_by.as_deref().map_or("-".to_owned(), clipped),
+        ]);
+    }
+    format!(
+        "{table}\n\n{} time-boxed. Keep one with `riposte containment confirm --config FILE ACTION`, or `extend --secs N`.",
+        boxes.len()
+    )
+}
+
+/// An action's id, plugin, what it does in one line, and its Malop.
+fn action_cells(a: &ActionRecord) -> [String; 4] {
+    [
+        a.id.as_str().to_owned(),
+        a.plugin.as_str().to_owned(),
+        would(&a.request, &a.machine_names),
+        a.malop_id
+            .as_ref()
+            .map_or("-".to_owned(), |m| m.as_str().to_owned()),
+    ]
+}
+
+/// `1/2 os:alice`: approvals so far against the quorum, and by whom.
+fn approvals(p: &PendingApproval) -> String {
+    let count = format!("{}/{}", p.approved_by.len(), p.quorum);
+    if p.approved_by.is_empty() {
+        return count;
+    }
+    format!("{count} {}", clipped(&p.approved_by.join(", ")))
+}
+
+/// A machine as people know it: `WS-FIN-01 (-1845090846.1198775089551518743)`, or its guid
+/// alone when its name is not known.
+fn machine(guid: &MachineGuid, names: &BTreeMap<MachineGuid, String>) -> String {
+    match names.get(guid) {
+        Some(name) => format!("{} ({guid})", clipped(name)),
+        None => guid.as_str().to_owned(),
+    }
+}
+
+/// What an action would do, in one line (machines named when `names` knows them).
+pub(crate) fn would(request: &ActionRequest, names: &BTreeMap<MachineGuid, String>) -> String {
+    match request {
+        ActionRequest::Remediate { targets, .. } => {
+            let mut machines: Vec<&str> = targets.iter().map(|t| t.machine_guid.as_str()).collect();
+            machines.sort_unstable();
+            machines.dedup();
+            let mut kinds: Vec<String> =
+                targets.iter().map(|t| t.kind.as_api().to_owned()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            format!(
+                "remediate {} on {} machine(s): {}",
+                count(targets.len(), "item"),
+                machines.len(),
+                listed(&kinds)
+            )
+        }
+        ActionRequest::Isolate { machines, .. } | ActionRequest::Unisolate { machines, .. } => {
+            let verb = if matches!(request, ActionRequest::Isolate { .. }) {
+                "isolate"
+            } else {
+                "unisolate"
+            };
+            let guids: Vec<String> = machines.iter().map(|m| machine(m, names)).collect();
+            format!(
+                "{verb} {}: {}",
+                count(machines.len(), "machine"),
+                listed(&guids)
+            )
+        }
+        ActionRequest::SetReputation { keys, verdict, .. } => {
+            let values: Vec<String> = keys.iter().map(|k| k.value.clone()).collect();
+            let verdict = format!("{verdict:?}").to_lowercase();
+            format!(
+                "{verdict} {}: {}",
+                count(keys.len(), "key"),
+                listed(&values)
+            )
+        }
+        ActionRequest::RemoveReputation { keys } => {
+            let values: Vec<String> = keys.iter().map(|k| k.value.clone()).collect();
+            format!(
+                "remove the reputation of {}: {}",
+                count(keys.len(), "key"),
+                listed(&values)
+            )
+        }
+        ActionRequest::SetStatus { status, .. } => format!("set the status to {status:?}"),
+        ActionRequest::AddComment { text, .. } => format!("comment \"{}\"", clipped(text)),
+    }
+}
+
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The first few of `items`, and how many more.
+fn listed(items: &[String]) -> String {
+    let shown = items
+        .iter()
+        .take(SHOWN_TARGETS)
+        .map(|s| clipped(s))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match items.len().saturating_sub(SHOWN_TARGETS) {
+        0 => shown,
+        more => format!("{shown} (+{more} more)"),
+    }
+}
+
+/// At most [`SHOWN_TEXT`] characters of `text` (which a plugin may have chosen), on one
+/// line, with every control and bidirectional-formatting character shown escaped, so that
+/// nothing in it can move the cursor, recolour or reorder what the operator reads.
+fn clipped(text: &str) -> String {
+    let mut clipped = String::new();
+    for c in text.chars().take(SHOWN_TEXT) {
+        match c {
+            '\n' | '\r' | '\t' => clipped.push(' '),
+            c if c.is_control() || is_bidi_control(c) => {
+                clipped.extend(c.escape_unicode());
+            }
+            c => clipped.push(c),
+        }
+    }
+    if text.chars().count() > SHOWN_TEXT {
+        clipped.push('…');
+    }
+    clipped
+}
+
+/// The characters that change the direction of the text around them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A time as a UTC date and its distance from `now_ms` ("3m ago", "in 23h").
+pub(crate) fn when(at_ms: i64, now_ms: i64) -> String {
+    let date = chrono::DateTime::from_timestamp_millis(at_ms).map_or_else(
+        || at_ms.to_string(),
+        |d| d.format("%Y-%m-%d %H:%M:%S").to_string(),
+    );
+    let delta = (at_ms - now_ms) / 1000;
+    let span = age(delta.unsigned_abs());
+    if delta == 0 {
+        format!("{date} (now)")
+    } else if delta < 0 {
+        format!("{date} ({span} ago)")
+    } else {
+        format!("{date} (in {span})")
+    }
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{}h", secs / 86_400, secs % 86_400 / 3600),
+    }
 }
 
 /// `riposte status` for people, from the record `--json` prints (`status`), at `now_ms`.
@@ -158,18 +346,37 @@ fn budgets(list: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use riposte_domain::{ActionRequest, MachineGuid, MalopId};
+    use riposte_domain::{MachineGuid, MalopId};
 
     #[test]
     fn an_isolation_of_many_machines_fits_one_line() {
         let machines = (0..5)
             .map(|i| MachineGuid::new(format!("guid-{i}")))
             .collect();
-        let line = would(&ActionRequest::Isolate {
-            malop_id: Some(MalopId::new("11.1")),
-            machines,
-        });
+        let line = would(
+            &ActionRequest::Isolate {
+                malop_id: Some(MalopId::new("11.1")),
+                machines,
+            },
+            &BTreeMap::new(),
+        );
         assert_eq!(line, "isolate 5 machines: guid-0, guid-1, guid-2 (+2 more)");
+    }
+
+    #[test]
+    fn a_machine_shows_its_name_beside_its_guid_when_known() {
+        let names = BTreeMap::from([(MachineGuid::new("guid-0"), "WS-FIN-\u{1b}[2J01".to_owned())]);
+        let line = would(
+            &ActionRequest::Isolate {
+                malop_id: None,
+                machines: vec![MachineGuid::new("guid-0"), MachineGuid::new("guid-1")],
+            },
+            &names,
+        );
+        assert_eq!(
+            line,
+            "isolate 2 machines: WS-FIN-\\u{1b}[2J01 (guid-0), guid-1"
+        );
     }
 
     #[test]
@@ -224,20 +431,26 @@ mod tests {
     #[test]
     fn a_comment_is_clipped_to_one_line() {
         let text = format!("line one\nline two {}", "x".repeat(100));
-        let line = would(&ActionRequest::AddComment {
-            malop_id: MalopId::new("11.1"),
-            text,
-        });
+        let line = would(
+            &ActionRequest::AddComment {
+                malop_id: MalopId::new("11.1"),
+                text,
+            },
+            &BTreeMap::new(),
+        );
         assert!(line.starts_with("comment \"line one line two"), "{line}");
         assert!(line.ends_with("…\"") && !line.contains('\n'), "{line}");
     }
 
     #[test]
     fn escapes_and_direction_overrides_from_a_plugin_are_shown_escaped() {
-        let line = would(&ActionRequest::AddComment {
-            malop_id: MalopId::new("11.1"),
-            text: "ok\u{1b}[2K\u{202E}evil".to_owned(),
-        });
+        let line = would(
+            &ActionRequest::AddComment {
+                malop_id: MalopId::new("11.1"),
+                text: "ok\u{1b}[2K\u{202E}evil".to_owned(),
+            },
+            &BTreeMap::new(),
+        );
         assert!(
             !line.contains('\u{1b}') && !line.contains('\u{202E}'),
             "{line:?}"

@@ -76,6 +76,7 @@ each_backend! {
         let store = db.open();
         let held = action().with_mode(ActionMode::AwaitApproval {
             expires_at_ms: 1_000,
+            quorum: 1,
         });
         let id = store.begin_action(&held, 1).unwrap().action_id().clone();
         store.approve(&id, "alice", None, 2).unwrap();

@@ -119,21 +119,24 @@ fn fill(store: &Store) -> Filled {
         .unwrap();
     begun.push(retried);
 
-    // Held for approval, one still pending and one approved.
+    // Held for approval, one still pending (one approval of two) and one approved.
     let pending = new_action(
         "isolator",
         isolate("m5"),
         ActionMode::AwaitApproval {
             expires_at_ms: 90_000,
+            quorum: 2,
         },
     );
-    begin(store, &pending, 500);
+    let pending_id = begin(store, &pending, 500);
+    store.approve(&pending_id, "os:alice", None, 510).unwrap();
     begun.push(pending);
     let approve = new_action(
         "isolator",
         isolate("m6"),
         ActionMode::AwaitApproval {
             expires_at_ms: 90_000,
+            quorum: 1,
         },
     );
     let approved = begin(store, &approve, 600);
@@ -160,6 +163,7 @@ fn fill(store: &Store) -> Filled {
     store
         .finish(&original_id, Outcome::Succeeded, None, 720)
         .unwrap();
+    store.start_time_box(&original_id, 3_600_000, 725).unwrap();
     let record = store.get_action(&original_id).unwrap();
     let undo = store.get_undo(&original_id).unwrap().unwrap();
     let undo_new = NewAction::undo(&record, undo.inverse, "operator: false positive");
@@ -285,6 +289,11 @@ fn assert_same_state(source: &Store, target: &Store, filled: &Filled) {
     assert_eq!(record.undo_action_id.as_ref(), Some(undo));
     assert_eq!(record.undone_by.as_deref(), Some("bob"));
     assert_eq!(
+        source.time_box(undone).unwrap(),
+        target.time_box(undone).unwrap()
+    );
+    assert!(target.time_box(undone).unwrap().is_some());
+    assert_eq!(
         target.get_action(undo).unwrap().undo_of.as_ref(),
         Some(undone)
     );
@@ -409,7 +418,9 @@ fn a_sqlite_deployment_moves_to_postgres_and_carries_on() {
     assert_eq!(report.rows("incomplete_malops"), Some(1));
     assert_eq!(report.rows("plugin_health"), Some(1));
     assert_eq!(report.rows("plugin_kv"), Some(3));
-    assert_eq!(report.total_rows(), 24);
+    assert_eq!(report.rows("approval_votes"), Some(2));
+    assert_eq!(report.rows("time_boxes"), Some(1));
+    assert_eq!(report.total_rows(), 27);
 
     assert_same_state(&source, &target, &filled);
     // A new handle (another host) sees the same.

@@ -93,6 +93,7 @@ each_backend! {
                 .begin_action(
                     &new_action(isolate("11.2", &["m3"])).with_mode(ActionMode::AwaitApproval {
                         expires_at_ms: 10_000,
+                        quorum: 1,
                     }),
                     140,
                 )

@@ -7,7 +7,7 @@ use riposte_domain::{
 use riposte_store::prelude::*;
 use riposte_store::{
     ActionMode, ActionState, Backoff, BeginOutcome, BudgetCharge, NewAction, Outcome, Refusal,
-    SpendOutcome, Store, inverse_of, request_hash,
+    SpendOutcome, Store, Vote, inverse_of, request_hash,
 };
 
 fn isolate(machine: &str) -> NewAction {
@@ -23,7 +23,20 @@ fn isolate(machine: &str) -> NewAction {
 }
 
 fn held(store: &Store, machine: &str, now: i64, expires_at_ms: i64) -> riposte_store::ActionId {
-    let new = isolate(machine).with_mode(ActionMode::AwaitApproval { expires_at_ms });
+    held_for(store, machine, now, expires_at_ms, 1)
+}
+
+fn held_for(
+    store: &Store,
+    machine: &str,
+    now: i64,
+    expires_at_ms: i64,
+    quorum: u32,
+) -> riposte_store::ActionId {
+    let new = isolate(machine).with_mode(ActionMode::AwaitApproval {
+        expires_at_ms,
+        quorum,
+    });
     match store.begin_action(&new, now).unwrap() {
         BeginOutcome::New(id) => id,
         other => panic!("{other:?}"),
@@ -40,6 +53,7 @@ each_backend! {
             .begin_action(
                 &isolate("m1").with_mode(ActionMode::AwaitApproval {
                     expires_at_ms: 90_000,
+                    quorum: 1,
                 }),
                 5,
             )
@@ -74,9 +88,13 @@ each_backend! {
         // Nothing to claim before the approval.
         assert!(store.claim_approved(25).unwrap().is_empty());
 
-        let approved = store
+        let approved = match store
             .approve(&id, "alice", Some(&pending[0].action_hash), 30)
-            .unwrap();
+            .unwrap()
+        {
+            Vote::Approved(approved) => approved,
+            other => panic!("a quorum of one is reached by one approval: {other:?}"),
+        };
         assert_eq!(approved.action.state, ActionState::Approved);
 
         let twice = store.approve(&id, "bob", None, 31).unwrap_err();
@@ -89,7 +107,7 @@ each_backend! {
         let claimed = store.claim_approved(40).unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].action.state, ActionState::Planned);
-        assert_eq!((claimed[0].approved_by.as_str(), claimed[0].approved_at_ms), ("alice", 30));
+        assert_eq!((claimed[0].approved_by.clone(), claimed[0].approved_at_ms), (vec!["alice".to_owned()], 30));
         assert!(store.claim_approved(41).unwrap().is_empty(), "claimed once");
 
         // From here it is an ordinary action, recoverable after a crash.
@@ -347,5 +365,115 @@ each_backend! {
             "two targets in two scopes"
         );
         assert_eq!(store.last_action_on("m1").unwrap(), None);
+    }
+}
+
+each_backend! {
+    fn a_quorum_needs_distinct_approvers_and_one_denial_denies(db) {
+        let store = db.open();
+        let id = held_for(&store, "m1", 0, 60_000, 2);
+        let pending = store.list_pending(1).unwrap();
+        assert_eq!((pending[0].quorum, pending[0].approved_by.len()), (2, 0));
+
+        // The first approval is counted; the action still waits.
+        let first = store.approve(&id, "os:alice", None, 10).unwrap();
+        assert_eq!(
+            first,
+            Vote::Counted { approved_by: vec!["os:alice".to_owned()], quorum: 2 }
+        );
+        assert_eq!(store.get_action(&id).unwrap().state, ActionState::AwaitingApproval);
+        assert!(store.claim_approved(11).unwrap().is_empty(), "not approved yet");
+        assert_eq!(store.list_pending(12).unwrap()[0].approved_by, vec!["os:alice".to_owned()]);
+
+        // The same person cannot approve twice.
+        let again = store.approve(&id, "os:alice", None, 13).unwrap_err();
+        assert!(
+            matches!(again.refusal(), Some(Refusal::AlreadyApprovedBy { by, .. }) if by == "os:alice"),
+            "{again}"
+        );
+        assert!(again.to_string().contains("other people"), "{again}");
+
+        // A second person reaches the quorum; the claim names both.
+        match store.approve(&id, "console:bob", None, 20).unwrap() {
+            Vote::Approved(approved) => assert_eq!(
+                approved.approved_by,
+                vec!["os:alice".to_owned(), "console:bob".to_owned()]
+            ),
+            other => panic!("{other:?}"),
+        }
+        let claimed = store.claim_approved(30).unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].approved_by, vec!["os:alice".to_owned(), "console:bob".to_owned()]);
+        assert_eq!(claimed[0].approved_at_ms, 20);
+
+        // One denial denies an action that already has approvals.
+        let other = held_for(&store, "m2", 0, 60_000, 3);
+        store.approve(&other, "os:alice", None, 40).unwrap();
+        store.approve(&other, "os:carol", None, 41).unwrap();
+        store.deny(&other, "console:dave", 42).unwrap();
+        assert_eq!(store.get_action(&other).unwrap().state, ActionState::Denied);
+        assert!(store.approve(&other, "console:erin", None, 43).is_err());
+        assert!(store.claim_approved(44).unwrap().is_empty());
+    }
+}
+
+each_backend! {
+    fn a_time_box_is_due_unless_confirmed_and_an_extension_moves_it(db) {
+        let store = db.open();
+        let executed = |machine: &str| {
+            let BeginOutcome::New(id) = store.begin_action(&isolate(machine), 0).unwrap() else {
+                panic!("new action");
+            };
+            store.mark_submitted(&id, None, &serde_json::json!({}), 1).unwrap();
+            store.finish(&id, Outcome::Succeeded, None, 2).unwrap();
+            store
+                .record_undo(&id, &riposte_store::inverse_of(&isolate(machine).request).unwrap(), 2)
+                .unwrap();
+            id
+        };
+        let kept = executed("m1");
+        let extended = executed("m2");
+        let reverted = executed("m3");
+        for id in [&kept, &extended, &reverted] {
+            assert_eq!(store.start_time_box(id, 1_000, 10).unwrap().deadline_ms, 1_010);
+        }
+        // A second start keeps the first deadline.
+        assert_eq!(store.start_time_box(&kept, 5_000, 20).unwrap().deadline_ms, 1_010);
+        // Only an action that took effect gets a box.
+        let planned = match store.begin_action(&isolate("m4"), 0).unwrap() {
+            BeginOutcome::New(id) => id,
+            other => panic!("{other:?}"),
+        };
+        assert!(store.start_time_box(&planned, 1_000, 10).is_err());
+
+        // Announced once per deadline.
+        assert_eq!(store.warn_time_boxes(1_010, 500).unwrap().len(), 3);
+        assert!(store.warn_time_boxes(1_010, 600).unwrap().is_empty());
+
+        store.confirm_time_box(&kept, "os:alice", 700).unwrap();
+        let moved = store.extend_time_box(&extended, "console:bob", 10_000, 800).unwrap();
+        assert_eq!((moved.deadline_ms, moved.warned_at_ms), (11_010, None));
+        assert!(store.extend_time_box(&extended, "console:bob", 0, 801).is_err());
+
+        let due: Vec<_> = store.due_time_boxes(1_010).unwrap().into_iter().map(|b| b.action_id).collect();
+        assert_eq!(due, vec![reverted.clone()]);
+        assert_eq!(store.warn_time_boxes(11_010, 900).unwrap().len(), 1, "the extension is announced again");
+
+        // Undone: closed, neither due nor changeable.
+        let BeginOutcome::New(undo) = store
+            .begin_action(&NewAction::undo(&store.get_action(&reverted).unwrap(), riposte_store::inverse_of(&isolate("m3").request).unwrap(), "time limit"), 1_100)
+            .unwrap()
+        else {
+            panic!("undo action");
+        };
+        store.mark_undone(&reverted, &undo, "riposte:time-limit", 1_200).unwrap();
+        assert!(store.due_time_boxes(20_000).unwrap().iter().all(|b| b.action_id != reverted && b.action_id != kept));
+        let closed = store.confirm_time_box(&reverted, "os:alice", 1_300).unwrap_err();
+        assert!(matches!(closed.refusal(), Some(Refusal::TimeBoxClosed { .. })), "{closed}");
+        let confirmed = store.extend_time_box(&kept, "os:alice", 1_000, 1_300).unwrap_err();
+        assert!(closed.to_string().contains("reverted"), "{closed}");
+        assert!(confirmed.to_string().contains("os:alice confirmed it"), "{confirmed}");
+        let open: Vec<_> = store.open_time_boxes().unwrap().into_iter().map(|b| b.action_id).collect();
+        assert_eq!(open, vec![extended]);
     }
 }
