@@ -1,7 +1,7 @@
 //! The routes: login and logout, and the pages.
 
 use crate::auth::{self, constant_time_eq};
-use crate::text::{clip, when, would};
+use crate::text::{clip, machine, when, would};
 use crate::{Console, Inner, MAX_BODY_BYTES, SESSION_COOKIE, svg};
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path, Query, State};
@@ -446,8 +446,8 @@ fn action_view(a: &ActionRecord, now: i64) -> ActionView {
         digest: a.plugin_digest.to_hex(),
         malop: a.malop_id.as_ref().map(|m| m.as_str().to_owned()),
         kinds: a.kinds.iter().map(|k| k.to_string()).collect(),
-        would: would(&a.request),
-        targets: targets(&a.request).iter().map(|t| clip(t, CELL)).collect(),
+        would: would(&a.request, &a.machine_names),
+        targets: targets(a).iter().map(|t| clip(t, CELL)).collect(),
         reason: clip(&a.reason, DETAIL),
         state: a.state.to_string(),
         progress: a.progress.map(|p| format!("{p:?}")),
@@ -459,15 +459,16 @@ fn action_view(a: &ActionRecord, now: i64) -> ActionView {
     }
 }
 
-/// Every target of a request, as shown.
-fn targets(request: &ActionRequest) -> Vec<String> {
-    match request {
+/// Every target of an action, as shown (machines named beside their guids).
+fn targets(action: &ActionRecord) -> Vec<String> {
+    let names = &action.machine_names;
+    match &action.request {
         ActionRequest::Remediate { targets, .. } => targets
             .iter()
-            .map(|t| format!("{} on {}", t.kind.as_api(), t.machine_guid.as_str()))
+            .map(|t| format!("{} on {}", t.kind.as_api(), machine(&t.machine_guid, names)))
             .collect(),
         ActionRequest::Isolate { machines, .. } | ActionRequest::Unisolate { machines, .. } => {
-            machines.iter().map(|m| m.as_str().to_owned()).collect()
+            machines.iter().map(|m| machine(m, names)).collect()
         }
         ActionRequest::SetReputation { keys, .. } | ActionRequest::RemoveReputation { keys } => {
             keys.iter().map(|k| k.value.clone()).collect()
@@ -521,7 +522,7 @@ struct PendingView {
 }
 
 fn pending_view(inner: &Inner, p: &PendingApproval, now: i64) -> PendingView {
-    let units = targets(&p.action.request).len().max(1);
+    let units = targets(&p.action).len().max(1);
     let spends = budgets(inner, &p.action.plugin, now)
         .iter()
         .filter(|b| p.action.kinds.iter().any(|k| b.budget.action.matches(*k)))

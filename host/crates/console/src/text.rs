@@ -1,16 +1,27 @@
 //! Text for people, shared by the console's pages and the CLI's tables: what an action
-//! would do in one line, times as dates and ages, and text a plugin chose made safe to
-//! show (clipped, on one line, control and bidirectional characters escaped).
+//! would do in one line (machines named beside their guids), times as dates and ages, and
+//! text a plugin chose made safe to show (clipped, on one line, control and
+//! bidirectional characters escaped).
 
-use riposte_domain::ActionRequest;
+use riposte_domain::{ActionRequest, MachineGuid};
+use std::collections::BTreeMap;
 
 /// Targets named in a summary before "(+N more)".
 pub const SHOWN_TARGETS: usize = 3;
 /// Characters of a reason or comment in a summary.
 pub const SHOWN_TEXT: usize = 60;
 
-/// What an action would do, in one line.
-pub fn would(request: &ActionRequest) -> String {
+/// A machine as people know it: `WS-FIN-01 (-1845090846.1198775089551518743)`, or its guid
+/// alone when its name is not known.
+pub fn machine(guid: &MachineGuid, names: &BTreeMap<MachineGuid, String>) -> String {
+    match names.get(guid) {
+        Some(name) => format!("{} ({guid})", clipped(name)),
+        None => guid.as_str().to_owned(),
+    }
+}
+
+/// What an action would do, in one line (machines named when `names` knows them).
+pub fn would(request: &ActionRequest, names: &BTreeMap<MachineGuid, String>) -> String {
     match request {
         ActionRequest::Remediate { targets, .. } => {
             let mut machines: Vec<&str> = targets.iter().map(|t| t.machine_guid.as_str()).collect();
@@ -33,7 +44,7 @@ pub fn would(request: &ActionRequest) -> String {
             } else {
                 "unisolate"
             };
-            let guids: Vec<String> = machines.iter().map(|m| m.as_str().to_owned()).collect();
+            let guids: Vec<String> = machines.iter().map(|m| machine(m, names)).collect();
             format!(
                 "{verb} {}: {}",
                 count(machines.len(), "machine"),
