@@ -11,15 +11,19 @@
 //!   `csrf`); without it, or with another, the answer is 403. A viewer's decision is 403.
 //!   Logins are limited per source address and per user name (5 failures in 5 minutes, then
 //!   429). Request bodies are bounded ([`MAX_BODY_BYTES`]).
-//! - **Audit**: every console action (login, failed login, logout, approve, deny, verify)
+//! - **Audit**: every console action (login, failed login, logout, approve, deny, confirm,
+//!   extend, verify)
 //!   is a record in the audit chain, by `console:NAME`.
 //! - **Escaping**: templates (minijinja, `templates/`, embedded) escape everything they
 //!   show; text a plugin chose is also clipped to one line ([`text::clip`]).
 //!
 //! Stable names for browser tests: the login form's `#username`, `#password` and
 //! `#login`; each approval's forms `action=/approvals/{id}/approve` (button `#approve`) and
-//! `action=/approvals/{id}/deny` (button `#deny`); the logout button `#logout`; the audit
-//! page's `#verify`.
+//! `action=/approvals/{id}/deny` (button `#deny`) on the page `/approvals/{id}`; the logout
+//! button `#logout`; the audit page's `#verify`; on `/containment`, each row `#box-{id}`
+//! with the forms `action=/containment/{id}/confirm` and `/containment/{id}/extend`
+//! (field `hours`). Approve, deny, confirm and extend go through
+//! `riposte_service::decisions`, as the CLI's do.
 
 pub mod auth;
 pub mod config;

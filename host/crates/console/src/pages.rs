@@ -12,7 +12,7 @@ use minijinja::context;
 use riposte_audit::{Call, DecisionKind, Entry, Redacted};
 use riposte_domain::{ActionRequest, MalopId, Operator, PluginName, Role, Sha256Digest, UserName};
 use riposte_policy::{BudgetStatus, Mode};
-use riposte_service::decisions::{self, Verdict};
+use riposte_service::decisions::{self, TimeBoxChange, Verdict};
 use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionId, ActionRecord, ActionState, PendingApproval};
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,10 @@ pub(crate) fn templates() -> Result<minijinja::Environment<'static>, minijinja::
         ("audit.html", include_str!("../templates/audit.html")),
         ("shadow.html", include_str!("../templates/shadow.html")),
         ("message.html", include_str!("../templates/message.html")),
+        (
+            "containment.html",
+            include_str!("../templates/containment.html"),
+        ),
     ] {
         env.add_template(name, source)?;
     }
@@ -64,6 +68,8 @@ pub(crate) fn router(console: Console) -> Router {
         .route("/approvals", get(approvals))
         .route("/approvals/{id}", get(approval))
         .route("/approvals/{id}/{verb}", post(decide_route))
+        .route("/containment", get(containment))
+        .route("/containment/{id}/{verb}", post(change_containment))
         .route("/malops/{id}", get(malop))
         .route("/audit", get(audit))
         .route("/audit/verify", post(verify))
@@ -248,6 +254,19 @@ async fn poster(console: &Console, headers: &HeaderMap, csrf: &str) -> Result<Wh
             "this form is not from your session (reload the page and try again)".into(),
         )
         .into_response());
+    }
+    Ok(who)
+}
+
+/// As [`poster`], for a decision: only approvers and admins decide (403 otherwise).
+async fn decider(console: &Console, headers: &HeaderMap, csrf: &str) -> Result<Who, Response> {
+    let who = poster(console, headers, csrf).await?;
+    if !who.role.may_decide() {
+        let why = format!(
+            "{} is a {}: only approvers and admins decide",
+            who.user, who.role
+        );
+        return Err(Failure(StatusCode::FORBIDDEN, why).into_response());
     }
     Ok(who)
 }
@@ -682,20 +701,10 @@ async fn decide(
     form: DecideForm,
     approve: bool,
 ) -> Response {
-    let who = match poster(&console, &headers, &form.csrf).await {
+    let who = match decider(&console, &headers, &form.csrf).await {
         Ok(who) => who,
         Err(r) => return r,
     };
-    if !who.role.may_decide() {
-        return Failure(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} is a {}: only approvers and admins decide",
-                who.user, who.role
-            ),
-        )
-        .into_response();
-    }
     blocking(&console, move |inner| {
         let now = (inner.clock)();
         let id = action_id(&id)?;
@@ -716,6 +725,86 @@ async fn decide(
         decisions::decide(&inner.store, inner.auditor.sink(), &id, verdict, &by, now)
             .map_err(decision_err)?;
         Ok(Redirect::to(&format!("/approvals/{}", id.as_str())).into_response())
+    })
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+// ---------------------------------------------------------------------------------------
+// Time-boxed containment.
+
+async fn containment(State(console): State<Console>, headers: HeaderMap) -> Response {
+    viewed(console, &headers, move |inner, who, now| {
+        let mut boxes = Vec::new();
+        for b in inner.store.open_time_boxes().map_err(store_err)? {
+            let action = inner.store.get_action(&b.action_id).map_err(store_err)?;
+            boxes.push(json!({
+                "action": action_view(&action, now),
+                "deadline": when(b.deadline_ms, now),
+                "extended_by": b.extended_by.as_deref().map(|e| clip(e, CELL)),
+            }));
+        }
+        render(
+            inner,
+            "containment.html",
+            context! { who => who.context(), boxes },
+        )
+    })
+    .await
+}
+
+/// The longest extension at once, in hours.
+const MAX_EXTEND_HOURS: i64 = 168;
+
+#[derive(Deserialize)]
+struct ChangeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    hours: Option<i64>,
+}
+
+/// `POST /containment/{id}/confirm` and `/containment/{id}/extend` (`hours`), as the
+/// logged-in approver, through `riposte_service::decisions` (which audits them).
+async fn change_containment(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path((id, verb)): Path<(String, String)>,
+    Form(form): Form<ChangeForm>,
+) -> Response {
+    let change = match (verb.as_str(), form.hours) {
+        ("confirm", _) => TimeBoxChange::Confirm,
+        ("extend", Some(hours)) if (1..=MAX_EXTEND_HOURS).contains(&hours) => {
+            TimeBoxChange::Extend {
+                by_ms: hours * 3_600_000,
+            }
+        }
+        ("extend", _) => {
+            return Failure(
+                StatusCode::BAD_REQUEST,
+                format!("extend by 1 to {MAX_EXTEND_HOURS} hours"),
+            )
+            .into_response();
+        }
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let who = match decider(&console, &headers, &form.csrf).await {
+        Ok(who) => who,
+        Err(r) => return r,
+    };
+    blocking(&console, move |inner| {
+        let id = action_id(&id)?;
+        let by = Operator::console_user(who.user.as_str());
+        decisions::change_time_box(
+            &inner.store,
+            inner.auditor.sink(),
+            &id,
+            change,
+            &by,
+            (inner.clock)(),
+        )
+        .map_err(decision_err)?;
+        Ok(Redirect::to("/containment").into_response())
     })
     .await
     .unwrap_or_else(IntoResponse::into_response)

@@ -9,7 +9,7 @@ use riposte_domain::{
 use riposte_metrics::Metrics;
 use riposte_service::{Auditor, OperatorConfig};
 use riposte_store::prelude::*;
-use riposte_store::{ActionId, ActionMode, ActionState, BeginOutcome, NewAction, Store};
+use riposte_store::{ActionId, ActionMode, ActionState, BeginOutcome, NewAction, Outcome, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -492,5 +492,95 @@ async fn plain_http_off_loopback_is_refused_without_the_proxy_flag() {
     assert!(
         refused.to_string().contains("not a loopback address"),
         "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_time_boxed_containment_is_extended_and_confirmed_from_the_page() {
+    let h = Harness::start().await;
+    let new = NewAction::new(
+        PluginName::new("isolator"),
+        Sha256Digest::of(b"isolator.wasm"),
+        ActionRequest::Isolate {
+            malop_id: Some(MalopId::new("11.7")),
+            machines: vec![MachineGuid::new("-1.2")],
+        },
+        "ransomware",
+    );
+    let BeginOutcome::New(id) = h.store.begin_action(&new, T0).unwrap() else {
+        panic!("a new action");
+    };
+    h.store
+        .mark_submitted(&id, None, &serde_json::json!({}), T0)
+        .unwrap();
+    h.store.finish(&id, Outcome::Succeeded, None, T0).unwrap();
+    let boxed = h.store.start_time_box(&id, 3_600_000, T0).unwrap();
+
+    let viewer = h.session("victor").await;
+    let page = h.get(&viewer, "/containment").await.text().await.unwrap();
+    assert!(page.contains(&format!("box-{}", id.as_str())), "{page}");
+    assert!(!page.contains("/confirm"), "a viewer sees no buttons");
+    let token = csrf(&h, &viewer, "/containment").await;
+    let confirm = format!("/containment/{}/confirm", id.as_str());
+    assert_eq!(
+        h.post(&viewer, &confirm, &[("csrf", &token)])
+            .await
+            .status(),
+        403
+    );
+
+    let cookie = h.session("alice").await;
+    let token = csrf(&h, &cookie, "/containment").await;
+    let extend = format!("/containment/{}/extend", id.as_str());
+    assert_eq!(
+        h.post(&cookie, &extend, &[("csrf", &token), ("hours", "0")])
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        h.post(&cookie, &extend, &[("csrf", &token), ("hours", "2")])
+            .await
+            .status(),
+        303
+    );
+    let extended = h.store.time_box(&id).unwrap().unwrap();
+    assert_eq!(extended.deadline_ms, boxed.deadline_ms + 2 * 3_600_000);
+    assert_eq!(extended.extended_by.as_deref(), Some("console:alice"));
+    assert_eq!(
+        h.post(&cookie, &confirm, &[("csrf", &token)])
+            .await
+            .status(),
+        303
+    );
+    let confirmed = h.store.time_box(&id).unwrap().unwrap();
+    assert_eq!(confirmed.confirmed_by.as_deref(), Some("console:alice"));
+    let calls: Vec<String> = h
+        .audit()
+        .iter()
+        .map(|r| r["call"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        calls.contains(&"containment-extended".to_owned()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"containment-confirmed".to_owned()),
+        "{calls:?}"
+    );
+    // Confirmed: it leaves the page, and a second confirmation is refused.
+    assert!(
+        !h.get(&cookie, "/containment")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains(&format!("box-{}", id.as_str()))
+    );
+    assert_eq!(
+        h.post(&cookie, &confirm, &[("csrf", &token)])
+            .await
+            .status(),
+        409
     );
 }
