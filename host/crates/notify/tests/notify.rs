@@ -74,6 +74,22 @@ fn approval(action: &str) -> Event {
     }
 }
 
+/// Sends `event` and waits until it is settled: the bodies the receiver got for it, and the
+/// webhook's (delivered, failed, retries) so far.
+async fn settle(
+    notifier: &Notifier,
+    rx: &mut mpsc::UnboundedReceiver<Received>,
+    event: Event,
+) -> (Vec<serde_json::Value>, (u64, u64, u64)) {
+    notifier.notify(event);
+    notifier.idle().await;
+    let bodies = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|r| r.body)
+        .collect();
+    let stats = &notifier.stats()[0];
+    (bodies, (stats.delivered, stats.failed, stats.retries))
+}
+
 async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
     tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await
@@ -167,18 +183,13 @@ async fn a_5xx_is_retried_until_delivered_once() {
     let dir = tempfile::tempdir().unwrap();
     let (url, mut rx) = receiver(&[500, 503]).await;
     let notifier = Notifier::start(&config(&one_hook(&url, ""), dir.path()), None).unwrap();
-    notifier.notify(approval("a-1"));
-    notifier.idle().await;
-    let bodies: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
-        .map(|r| r.body)
-        .collect();
+    let (bodies, stats) = settle(&notifier, &mut rx, approval("a-1")).await;
     assert_eq!(bodies.len(), 3, "two refusals, then the delivery");
     assert!(
         bodies.iter().all(|b| *b == bodies[0]),
         "the same body each time"
     );
-    let stats = &notifier.stats()[0];
-    assert_eq!((stats.delivered, stats.failed, stats.retries), (1, 0, 2));
+    assert_eq!(stats, (1, 0, 2));
 }
 
 #[tokio::test]
@@ -186,21 +197,11 @@ async fn a_4xx_is_not_retried_and_429_is() {
     let dir = tempfile::tempdir().unwrap();
     let (url, mut rx) = receiver(&[400, 429]).await;
     let notifier = Notifier::start(&config(&one_hook(&url, ""), dir.path()), None).unwrap();
-    notifier.notify(approval("a-1"));
-    notifier.idle().await;
-    assert_eq!(
-        std::iter::from_fn(|| rx.try_recv().ok()).count(),
-        1,
-        "a 400 is final"
-    );
-    let stats = &notifier.stats()[0];
-    assert_eq!((stats.delivered, stats.failed, stats.retries), (0, 1, 0));
+    let (bodies, stats) = settle(&notifier, &mut rx, approval("a-1")).await;
+    assert_eq!((bodies.len(), stats), (1, (0, 1, 0)), "a 400 is final");
     // The next one meets a 429, then a 200.
-    notifier.notify(approval("a-2"));
-    notifier.idle().await;
-    assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 2);
-    let stats = &notifier.stats()[0];
-    assert_eq!((stats.delivered, stats.failed, stats.retries), (1, 1, 1));
+    let (bodies, stats) = settle(&notifier, &mut rx, approval("a-2")).await;
+    assert_eq!((bodies.len(), stats), (2, (1, 1, 1)), "a 429 is retried");
 }
 
 #[tokio::test]
@@ -209,11 +210,8 @@ async fn out_of_tries_is_given_up() {
     let (url, mut rx) = receiver(&[500, 500, 500, 500]).await;
     let text = format!("max_attempts = 3\n{}", one_hook(&url, ""));
     let notifier = Notifier::start(&config(&text, dir.path()), None).unwrap();
-    notifier.notify(approval("a-1"));
-    notifier.idle().await;
-    assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 3);
-    let stats = &notifier.stats()[0];
-    assert_eq!((stats.delivered, stats.failed, stats.retries), (0, 1, 2));
+    let (bodies, stats) = settle(&notifier, &mut rx, approval("a-1")).await;
+    assert_eq!((bodies.len(), stats), (3, (0, 1, 2)));
 }
 
 #[tokio::test]

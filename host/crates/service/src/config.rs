@@ -12,6 +12,7 @@
 //! | `[protected]`, `[[global_budgets]]`, `[approvals]`, a plugin's policy keys | `riposte_policy::settings` |
 //! | `[plugins.limits]` | `riposte_runtime::Limits` |
 //! | `[signing]`, a plugin's `public_keys` | `riposte_supply::Signing` |
+//! | `[notifications]`, `[[notifications.webhooks]]` | `riposte_notify::NotificationsConfig` |
 //!
 //! Relative paths (plugin components, the database, the audit log, the credentials file)
 //! resolve against the directory of the configuration file. Secrets never live in this file:
@@ -25,6 +26,7 @@ use riposte_client::{RawServerConfig, ServerConfig};
 use riposte_config::Document;
 use riposte_domain::settings::{Findings, resolve_path};
 use riposte_domain::{MalopPart, PluginName, Sha256Digest};
+use riposte_notify::{NotificationsConfig, RawNotifications};
 use riposte_policy::settings::{RawApprovals, RawBudget, RawGrants, RawPluginRules};
 use riposte_policy::{
     Approvals, Budget, PluginPolicy, PluginRules, PolicyConfig, ProtectedAssets, Quotas,
@@ -48,13 +50,14 @@ pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 4;
 pub const DEFAULT_MAX_DETAIL_FETCHES: usize = 8;
 
 /// The top-level sections of the file.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "service",
     "protected",
     "global_budgets",
     "approvals",
     "signing",
     "plugins",
+    "notifications",
 ];
 
 /// A plugin component that must not be loaded.
@@ -110,6 +113,8 @@ pub struct OperatorConfig {
     pub signing: Signing,
     /// The plugins: `[[plugins]]`.
     pub plugins: Vec<PluginConfig>,
+    /// Webhook notifications: `[notifications]` (none by default).
+    pub notifications: NotificationsConfig,
 }
 
 /// `[service]`: how the long-running service works.
@@ -414,12 +419,21 @@ fn build(doc: &mut Document<'_>) -> OperatorConfig {
     let findings = signing.resolve(&base);
     doc.report_findings("signing", findings);
     let plugins = plugin_sections(doc, &base, &signing);
+    let notifications = doc
+        .section::<RawNotifications>("notifications")
+        .map(|raw| {
+            let (notifications, findings) = NotificationsConfig::from_section(raw, &base);
+            doc.report_findings("notifications", findings);
+            notifications
+        })
+        .unwrap_or_default();
     OperatorConfig {
         source: doc.file().to_path_buf(),
         service,
         policy,
         signing,
         plugins,
+        notifications,
     }
 }
 
