@@ -6,9 +6,13 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
 use riposte_domain::ActionRequest;
-use riposte_e2e::service_support::{PASSWORD, PluginSpec, ServiceEnv, Setup, start_sim};
+use riposte_e2e::service_support::{
+    PASSWORD, PluginSpec, ServiceEnv, Setup, inject_first, start_sim,
+};
 use riposte_service::now_ms;
+use riposte_sim::{Fault, FaultKind};
 use riposte_store::prelude::*;
+use riposte_store::{ActionFilter, ActionState};
 use std::io::Write as _;
 use tokio::sync::mpsc;
 
@@ -111,5 +115,72 @@ each_backend! {
         assert_eq!(body["budget"]["scope"], "global");
         assert_eq!(body["budget"]["max"], 1, "{body}");
         assert!(body["budget"]["used"].as_u64().is_some_and(|u| u <= 1), "{body}");
+    }
+}
+
+/// The JSON bodies `received` holds now.
+fn bodies(received: &mut mpsc::UnboundedReceiver<String>) -> Vec<serde_json::Value> {
+    std::iter::from_fn(|| received.try_recv().ok())
+        .map(|b| serde_json::from_str(&b).expect("a JSON body"))
+        .collect()
+}
+
+each_backend! {
+    async fn a_plugin_paused_by_its_traps_is_notified_once(db) {
+        let sim = start_sim(15, 8).await;
+        let env = ServiceEnv::on(db, &sim, &Setup::new(vec![PluginSpec::hostile("panic")]));
+        let (url, mut received) = receiver().await;
+        notify_to(&env, &url, r#"["plugin-paused"]"#);
+        let service = env.service(&sim).await;
+        service.run_cycle().await.expect("the cycle runs");
+        service.notifier().idle().await;
+        let got = bodies(&mut received);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0]["event"], "plugin-paused");
+        assert_eq!(got[0]["plugin"], "hostile");
+        let reason = got[0]["reason"].as_str().unwrap();
+        assert!(reason.starts_with("3 traps in a row, the last: "), "{reason}");
+        assert!(got[0]["until"].as_str().is_some(), "{}", got[0]);
+    }
+
+    async fn an_action_that_fails_is_notified_with_its_error(db) {
+        let sim = start_sim(7, 12).await;
+        let env = ServiceEnv::on(db, &sim, &Setup::new(vec![PluginSpec::ransomware_containment()]));
+        let (url, mut received) = receiver().await;
+        notify_to(&env, &url, r#"["action-failed"]"#);
+        // The server refuses every isolation, in a failure body.
+        inject_first(
+            &sim,
+            Fault::new(FaultKind::ErrorBody, u32::MAX).on("/rest/monitor/global/commands/isolate"),
+        );
+        let service = env.service(&sim).await;
+        let failed = |service: &riposte_service::Service| {
+            service
+                .store()
+                .list_actions(&ActionFilter { states: vec![ActionState::Failed], ..ActionFilter::default() })
+                .expect("the ledger lists")
+        };
+        // Refusals the server certainly did not act on are tried again at later cycles, up
+        // to the executor's limit.
+        for _ in 0..4 {
+            service.run_cycle().await.expect("the cycle runs");
+            if !failed(&service).is_empty() {
+                break;
+            }
+        }
+        let failed = failed(&service);
+        assert!(!failed.is_empty(), "an isolation ended failed");
+        service.notifier().idle().await;
+        let got = bodies(&mut received);
+        assert_eq!(got.len(), failed.len(), "one notification per failed action: {got:#?}");
+        for action in &failed {
+            let body = got
+                .iter()
+                .find(|b| b["action_id"] == action.id.as_str())
+                .unwrap_or_else(|| panic!("{} is notified: {got:#?}", action.id.as_str()));
+            assert_eq!(body["event"], "action-failed");
+            assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+            assert!(body["summary"].as_str().unwrap().contains("isolate"), "{body}");
+        }
     }
 }
