@@ -407,12 +407,47 @@ async fn post(
     let response = request
         .send()
         .await
-        // reqwest names the URL in its errors: taken out.
-        .map_err(|e| PostError::Transport(e.without_url().to_string()))?;
+        .map_err(|e| PostError::Transport(transport_error(e)))?;
     let status = response.status();
     if status.is_success() {
         Ok(())
     } else {
         Err(PostError::Status(status.as_u16()))
+    }
+}
+
+/// A transport error in words, with its causes (`error sending request: ...: Connection
+/// refused`), without the URL reqwest names in its own text (it may be a secret).
+fn transport_error(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    riposte_domain::bounds::log_safe(&text, 512)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_transport_error_says_why_without_the_url() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let url = Secret::new(format!("http://{addr}/services/PATHSECRET?k=QUERYSECRET"));
+        let client = reqwest::Client::new();
+        let error = post(&client, &url, None, b"{}").await.unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        let text = error.to_string();
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(
+            text.to_lowercase().contains("refused"),
+            "the cause is said: {text}"
+        );
     }
 }
