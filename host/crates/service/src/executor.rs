@@ -676,13 +676,7 @@ impl Executor {
             tracing::error!(action = %record.id, "recording the undo: {e}");
         }
         tracing::debug!(action = %record.id, ?outcome, %result, "action finished");
-        if outcome == Outcome::Failed {
-            notify::action_failed(
-                &self.notifier,
-                record,
-                error.unwrap_or("the server reported a failure"),
-            );
-        }
+        notify::if_failed(&self.notifier, record, outcome, error);
         match outcome {
             Outcome::Succeeded => ActionState::Succeeded,
             Outcome::Failed => ActionState::Failed,

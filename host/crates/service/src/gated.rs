@@ -372,15 +372,7 @@ impl GatedHost {
             BeginOutcome::AlreadyExists(existing) => return Ok(receipt_of(&existing)),
             BeginOutcome::New(id) => id,
         };
-        if let ActionMode::AwaitApproval { expires_at_ms } = mode {
-            notify::approval_needed(
-                &self.core.notifier,
-                &id,
-                self.name(),
-                &request,
-                expires_at_ms,
-            );
-        }
+        notify::if_held(&self.core.notifier, &id, &new);
         // Only an action to send needs its row back (shadowed and held ones need the id).
         if mode != ActionMode::Execute {
             let disposition = decision.disposition().unwrap_or(Disposition::Submitted);

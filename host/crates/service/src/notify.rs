@@ -2,26 +2,22 @@
 //! own records where the thing happens, so that each hook there stays one line. Sending
 //! never waits and never fails (see [`Notifier::notify`]).
 
-use riposte_domain::{ActionRequest, PluginName, TimestampMs};
+use riposte_domain::{PluginName, TimestampMs};
 use riposte_notify::{BudgetOwner, Event, Notifier, describe};
 use riposte_policy::{BudgetScope, Decision, DenyReason};
-use riposte_store::{ActionId, ActionRecord};
+use riposte_store::{ActionId, ActionMode, ActionRecord, NewAction, Outcome};
 
-/// An action was held for approval until `expires_at_ms`.
-pub(crate) fn approval_needed(
-    notifier: &Notifier,
-    id: &ActionId,
-    plugin: &PluginName,
-    request: &ActionRequest,
-    expires_at_ms: TimestampMs,
-) {
-    notifier.notify(Event::ApprovalNeeded {
-        action: id.as_str().to_owned(),
-        plugin: plugin.clone(),
-        malop: request.malop_id().cloned(),
-        summary: describe(request),
-        expires_at_ms,
-    });
+/// The action `new`, ledgered as `id`, is held for approval (notified only then).
+pub(crate) fn if_held(notifier: &Notifier, id: &ActionId, new: &NewAction) {
+    if let ActionMode::AwaitApproval { expires_at_ms } = new.mode {
+        notifier.notify(Event::ApprovalNeeded {
+            action: id.as_str().to_owned(),
+            plugin: new.plugin.clone(),
+            malop: new.request.malop_id().cloned(),
+            summary: describe(&new.request),
+            expires_at_ms,
+        });
+    }
 }
 
 /// The gate refused an action of `plugin` for a spent budget (other refusals are not
@@ -44,6 +40,19 @@ pub(crate) fn budget_tripped(notifier: &Notifier, plugin: &PluginName, decision:
             used: *used,
             max: budget.max,
         });
+    }
+}
+
+/// `record` ended with `outcome`, for `error` when it failed (notified only then).
+pub(crate) fn if_failed(
+    notifier: &Notifier,
+    record: &ActionRecord,
+    outcome: Outcome,
+    error: Option<&str>,
+) {
+    if outcome == Outcome::Failed {
+        let error = error.unwrap_or("the server reported a failure");
+        action_failed(notifier, record, error);
     }
 }
 
