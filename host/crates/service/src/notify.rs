@@ -9,7 +9,7 @@ use riposte_store::{ActionId, ActionMode, ActionRecord, NewAction, Outcome};
 
 /// The action `new`, ledgered as `id`, is held for approval (notified only then).
 pub(crate) fn if_held(notifier: &Notifier, id: &ActionId, new: &NewAction) {
-    if let ActionMode::AwaitApproval { expires_at_ms } = new.mode {
+    if let ActionMode::AwaitApproval { expires_at_ms, .. } = new.mode {
         notifier.notify(Event::ApprovalNeeded {
             action: id.as_str().to_owned(),
             plugin: new.plugin.clone(),
