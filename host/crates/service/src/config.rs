@@ -13,6 +13,7 @@
 //! | `[plugins.limits]` | `riposte_runtime::Limits` |
 //! | `[containment]`, a plugin's `time_limits` | `crate::containment` |
 //! | `[signing]`, a plugin's `public_keys` | `riposte_supply::Signing` |
+//! | `[notifications]`, `[[notifications.webhooks]]` | `riposte_notify::NotificationsConfig` |
 //!
 //! Relative paths (plugin components, the database, the audit log, the credentials file)
 //! resolve against the directory of the configuration file. Secrets never live in this file:
@@ -27,6 +28,7 @@ use riposte_client::{RawServerConfig, ServerConfig};
 use riposte_config::Document;
 use riposte_domain::settings::{Findings, resolve_path};
 use riposte_domain::{MalopPart, PluginName, Sha256Digest};
+use riposte_notify::{NotificationsConfig, RawNotifications};
 use riposte_policy::settings::{RawApprovals, RawBudget, RawGrants, RawPluginRules};
 use riposte_policy::{
     Approvals, Budget, PluginPolicy, PluginRules, PolicyConfig, ProtectedAssets, Quotas,
@@ -58,6 +60,7 @@ const SECTIONS: [&str; 7] = [
     "approvals",
     "signing",
     "plugins",
+    "notifications",
 ];
 
 /// A plugin component that must not be loaded.
@@ -115,6 +118,8 @@ pub struct OperatorConfig {
     pub containment: ContainmentConfig,
     /// The plugins: `[[plugins]]`.
     pub plugins: Vec<PluginConfig>,
+    /// Webhook notifications: `[notifications]` (none by default).
+    pub notifications: NotificationsConfig,
 }
 
 /// `[service]`: how the long-running service works.
@@ -433,6 +438,14 @@ fn build(doc: &mut Document<'_>) -> OperatorConfig {
         })
         .unwrap_or_default();
     let plugins = plugin_sections(doc, &base, &signing);
+    let notifications = doc
+        .section::<RawNotifications>("notifications")
+        .map(|raw| {
+            let (notifications, findings) = NotificationsConfig::from_section(raw, &base);
+            doc.report_findings("notifications", findings);
+            notifications
+        })
+        .unwrap_or_default();
     OperatorConfig {
         source: doc.file().to_path_buf(),
         service,
@@ -440,6 +453,7 @@ fn build(doc: &mut Document<'_>) -> OperatorConfig {
         signing,
         containment,
         plugins,
+        notifications,
     }
 }
 
