@@ -926,3 +926,50 @@ fn the_audit_key_and_the_siem_export_are_read_from_service_audit_and_their_mista
     assert_eq!(udp.len(), 1, "{udp:?}");
     assert!(udp[0].key.starts_with("service.audit"), "{udp:?}");
 }
+
+#[test]
+fn notify_webhooks_are_read_from_notifications_and_their_mistakes_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = OperatorConfig::load(write(dir.path(), &plugin(""))).unwrap();
+    assert!(defaults.notifications.webhooks.is_empty(), "off by default");
+    let text = format!(
+        "[notifications]\nqueue_size = 10\n\n[[notifications.webhooks]]\nname = \"soc\"\n\
+         url = \"https://hooks.example.com/services/PATHSECRET\"\nformat = \"slack\"\n\n{}",
+        plugin("")
+    );
+    let config = OperatorConfig::load(write(dir.path(), &text)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.notifications.queue_size, 10);
+    let hook = &config.notifications.webhooks[0];
+    assert_eq!(
+        (hook.name.as_str(), hook.target.as_str()),
+        ("soc", "https://hooks.example.com")
+    );
+    assert_eq!(hook.format, riposte_notify::Format::Slack);
+    assert_eq!(
+        hook.events.len(),
+        riposte_notify::EventKind::ALL.len(),
+        "every event by default"
+    );
+
+    // The notify crate's checks, placed at file, line and key; the URL is never repeated.
+    let (file, found) = problems(
+        "[notifications]\nmax_attempts = 0\n[[notifications.webhooks]]\n\
+         url = \"ftp://hooks.example.com/PATHSECRET\"\nevents = [\"approval-neede\"]\n",
+    );
+    let keys: Vec<(&str, usize)> = found.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("notifications.max_attempts", 2),
+            ("notifications.webhooks[0].url", 4),
+            ("notifications.webhooks[0].events[0]", 5),
+        ],
+        "{found:?}"
+    );
+    assert!(found.iter().all(|p| p.file == file));
+    assert!(
+        found[2].message.contains("did you mean `approval-needed`?"),
+        "{found:?}"
+    );
+    assert!(!format!("{found:?}").contains("PATHSECRET"), "{found:?}");
+}

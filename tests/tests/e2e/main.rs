@@ -37,6 +37,7 @@ mod hostile_limits;
 mod hostile_service;
 mod integrity;
 mod metrics;
+mod notify;
 mod plugin_new;
 mod plugin_test_cli;
 mod sandbox_wasi;

@@ -13,6 +13,7 @@
 //! | `[plugins.limits]` | `riposte_runtime::Limits` |
 //! | `[containment]`, a plugin's `time_limits` | `crate::containment` |
 //! | `[signing]`, a plugin's `public_keys` | `riposte_supply::Signing` |
+//! | `[notifications]`, `[[notifications.webhooks]]` | `riposte_notify::NotificationsConfig` |
 //! | `[console]` (read by its owner, which sits above the service, from the same file) | `riposte_console::ConsoleConfig` |
 //!
 //! Relative paths (plugin components, the database, the audit log, the credentials file)
@@ -28,6 +29,7 @@ use riposte_client::{RawServerConfig, ServerConfig};
 use riposte_config::Document;
 use riposte_domain::settings::{Findings, resolve_path};
 use riposte_domain::{MalopPart, PluginName, Sha256Digest};
+use riposte_notify::{NotificationsConfig, RawNotifications};
 use riposte_policy::settings::{RawApprovals, RawBudget, RawGrants, RawPluginRules};
 use riposte_policy::{
     Approvals, Budget, PluginPolicy, PluginRules, PolicyConfig, ProtectedAssets, Quotas,
@@ -52,7 +54,7 @@ pub const DEFAULT_MAX_DETAIL_FETCHES: usize = 8;
 
 /// The top-level sections of the file. `[console]` is not read here: its owner,
 /// `riposte_console::ConsoleConfig`, sits above the service and reads it from the same file.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "service",
     "containment",
     "console",
@@ -61,6 +63,7 @@ const SECTIONS: [&str; 8] = [
     "approvals",
     "signing",
     "plugins",
+    "notifications",
 ];
 
 /// A plugin component that must not be loaded.
@@ -118,6 +121,8 @@ pub struct OperatorConfig {
     pub containment: ContainmentConfig,
     /// The plugins: `[[plugins]]`.
     pub plugins: Vec<PluginConfig>,
+    /// Webhook notifications: `[notifications]` (none by default).
+    pub notifications: NotificationsConfig,
 }
 
 /// `[service]`: how the long-running service works.
@@ -436,6 +441,14 @@ fn build(doc: &mut Document<'_>) -> OperatorConfig {
         })
         .unwrap_or_default();
     let plugins = plugin_sections(doc, &base, &signing);
+    let notifications = doc
+        .section::<RawNotifications>("notifications")
+        .map(|raw| {
+            let (notifications, findings) = NotificationsConfig::from_section(raw, &base);
+            doc.report_findings("notifications", findings);
+            notifications
+        })
+        .unwrap_or_default();
     OperatorConfig {
         source: doc.file().to_path_buf(),
         service,
@@ -443,6 +456,7 @@ fn build(doc: &mut Document<'_>) -> OperatorConfig {
         signing,
         containment,
         plugins,
+        notifications,
     }
 }
 

@@ -7,8 +7,10 @@
 
 use super::audit::Auditor;
 use crate::fleet::Membership;
+use crate::notify;
 use riposte_client::{self, Client, IsolationReport, RemediationEntry, RemediationReport};
 use riposte_domain::{ActionKind, ActionRequest, MachineGuid, PylumId, RemediationProgress};
+use riposte_notify::Notifier;
 use riposte_policy::{BudgetLedger, Charge, TargetKey};
 use riposte_store::prelude::*;
 use riposte_store::{ActionRecord, ActionState, Outcome, RetryDecision, Store};
@@ -83,6 +85,8 @@ pub(crate) struct Executor {
     follow: FollowPolicy,
     /// Asked just before anything is sent: a host that lost the poller lease sends nothing.
     membership: Arc<Membership>,
+    /// Where failed actions are notified (never waits).
+    notifier: Notifier,
 }
 
 /// Where an action stands after its one send.
@@ -122,6 +126,7 @@ impl Executor {
         auditor: Arc<Auditor>,
         follow: FollowPolicy,
         membership: Arc<Membership>,
+        notifier: Notifier,
     ) -> Self {
         Self {
             client,
@@ -129,6 +134,7 @@ impl Executor {
             auditor,
             follow,
             membership,
+            notifier,
         }
     }
 
@@ -569,6 +575,7 @@ impl Executor {
             }
             Ok(RetryDecision::GaveUp { .. }) => {
                 self.refund(record, Refund::All, "the action never reached the server");
+                notify::action_failed(&self.notifier, record, error);
                 ActionState::Failed
             }
             Err(e) => {
@@ -595,6 +602,7 @@ impl Executor {
         {
             Ok(()) => {
                 self.refund(record, Refund::All, why);
+                notify::action_failed(&self.notifier, record, why);
                 self.auditor
                     .action_result(record, ActionState::Failed, Duration::ZERO);
             }
@@ -668,6 +676,7 @@ impl Executor {
             tracing::error!(action = %record.id, "recording the undo: {e}");
         }
         tracing::debug!(action = %record.id, ?outcome, %result, "action finished");
+        notify::if_failed(&self.notifier, record, outcome, error);
         match outcome {
             Outcome::Succeeded => ActionState::Succeeded,
             Outcome::Failed => ActionState::Failed,

@@ -4,6 +4,7 @@
 use super::audit::Auditor;
 use super::db;
 use super::executor::{Executor, PylumDirectory, Submitted, now_ms};
+use super::notify;
 use riposte_client::Client;
 use riposte_client::RemediationReport;
 use riposte_domain::bounds::{self, EXCERPT_BYTES, MAX_ID_BYTES, excerpt};
@@ -42,6 +43,8 @@ pub struct Core {
     /// Remediations being followed in the background: following them does not count
     /// against the plugin's time, and the cycle waits for them before it ends.
     pub followers: std::sync::Mutex<Vec<Follower>>,
+    /// Where approvals needed and budgets tripped are notified (never waits).
+    pub notifier: riposte_notify::Notifier,
 }
 
 /// A remediation followed in the background: what it is, and its task.
@@ -68,6 +71,7 @@ impl Core {
             kv_limit_bytes: self.kv_limit_bytes,
             quotas: self.quotas.clone(),
             followers: Default::default(),
+            notifier: self.notifier.clone(),
         }
     }
 
@@ -354,6 +358,7 @@ impl GatedHost {
         };
         let (Some(mode), Some(begun)) = (mode, begun) else {
             auditor.decision(call, &request, &reason, &decision, None);
+            notify::budget_tripped(&self.core.notifier, self.name(), &decision);
             return Err(decision
                 .call_error()
                 .unwrap_or_else(|| CallError::Denied("refused".into())));
@@ -369,6 +374,7 @@ impl GatedHost {
             BeginOutcome::AlreadyExists(existing) => return Ok(receipt_of(&existing)),
             BeginOutcome::New(id) => id,
         };
+        notify::if_held(&self.core.notifier, &id, &new);
         // Only an action to send needs its row back (shadowed and held ones need the id).
         if mode != ActionMode::Execute {
             let disposition = decision.disposition().unwrap_or(Disposition::Submitted);

@@ -26,6 +26,7 @@ mod executor;
 mod fleet;
 mod gated;
 mod health;
+mod notify;
 mod owing;
 mod plugins;
 mod reload;
@@ -162,6 +163,10 @@ impl Service {
         let membership = Membership::new(store.clone(), fleet_settings(&config), metrics.clone());
         membership.beat().await;
         let (gate, runtime, plugins) = load_rules(&config, &store).await?;
+        // The console's address for links (issue 16's `[console] public_url`) is not known
+        // here yet: notifications carry no link until it is passed.
+        let notifier = riposte_notify::Notifier::start(&config.notifications, None)
+            .context("starting the notifications")?;
         let core = Arc::new(Core {
             gate,
             store: store.clone(),
@@ -172,12 +177,14 @@ impl Service {
                 auditor.clone(),
                 follow,
                 membership.clone(),
+                notifier.clone(),
             ),
             client,
             approval_expiry_secs: config.policy.approvals.expiry_secs,
             kv_limit_bytes: 1 << 20,
             quotas: Arc::new(riposte_policy::QuotaBook::new()),
             followers: Default::default(),
+            notifier,
         });
         let service = Self {
             config,
@@ -233,6 +240,12 @@ impl Service {
     /// heartbeat going ([`Membership::spawn`]) and runs cycles only while it may act.
     pub fn membership(&self) -> &Arc<Membership> {
         &self.membership
+    }
+
+    /// Where the service's notifications go (webhooks, `[notifications]`): for events the
+    /// service does not raise itself, such as a time-boxed containment about to revert.
+    pub fn notifier(&self) -> &riposte_notify::Notifier {
+        &self.core.notifier
     }
 
     /// The state store.
@@ -911,6 +924,13 @@ impl Service {
                     self.core.auditor.plugin_event(&plugin.policy.name, Some(plugin.digest), "plugin-paused", serde_json::json!({
                         "consecutive_traps": pause.consecutive_traps, "paused_until_ms": until, "last_reason": reason.to_string(),
                     }));
+                    notify::plugin_paused(
+                        &self.core.notifier,
+                        &plugin.policy.name,
+                        pause.consecutive_traps,
+                        reason,
+                        until,
+                    );
                 }
             }
             Err(e) => tracing::error!(plugin = name, "recording the trap: {e}"),

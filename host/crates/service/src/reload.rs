@@ -29,7 +29,7 @@ pub struct ReloadReport {
     /// Plugins loaded again as they were.
     pub unchanged: Vec<PluginName>,
     /// Settings that changed but apply only after a restart (`[service.server]`,
-    /// `[service.follow]`, `metrics_listen`, `[service.syslog]`).
+    /// `[service.follow]`, `metrics_listen`, `[service.syslog]`, `[notifications]`).
     pub need_restart: Vec<&'static str>,
 }
 
@@ -150,6 +150,10 @@ impl Service {
         }
         if old.audit.export != new.audit.export {
             report.need_restart.push("[service.audit.export]");
+        }
+        // The notifier's queues and tasks live as long as the service.
+        if self.config.notifications != config.notifications {
+            report.need_restart.push("[notifications]");
         }
         report
     }
