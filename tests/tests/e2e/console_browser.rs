@@ -29,7 +29,16 @@ fn free_port() -> u16 {
 /// Adds a console user through the real CLI (the password on stdin).
 fn add_user(config: &str, name: &str, role: &str, password: &str) {
     let mut child = Command::new(riposte_bin())
-        .args(["users", "add", "--config", config, name, "--role", role, "--password-stdin"])
+        .args([
+            "users",
+            "add",
+            "--config",
+            config,
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -112,17 +121,51 @@ impl Drop for Driver {
 }
 
 async fn log_in(browser: &Client, base: &str, name: &str, password: &str) {
-    browser.goto(&format!("{base}/login")).await.expect("the login page");
-    browser.find(Locator::Id("username")).await.expect("#username").send_keys(name).await.unwrap();
-    browser.find(Locator::Id("password")).await.expect("#password").send_keys(password).await.unwrap();
-    browser.find(Locator::Id("login")).await.expect("#login").click().await.unwrap();
-    let who = browser.find(Locator::Id("whoami")).await.expect("logged in: #whoami");
+    browser
+        .goto(&format!("{base}/login"))
+        .await
+        .expect("the login page");
+    browser
+        .find(Locator::Id("username"))
+        .await
+        .expect("#username")
+        .send_keys(name)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("password"))
+        .await
+        .expect("#password")
+        .send_keys(password)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("login"))
+        .await
+        .expect("#login")
+        .click()
+        .await
+        .unwrap();
+    let who = browser
+        .find(Locator::Id("whoami"))
+        .await
+        .expect("logged in: #whoami");
     assert!(who.text().await.unwrap().contains(name));
 }
 
-async fn log_out(browser: &Client) {
-    browser.find(Locator::Id("logout")).await.expect("#logout").click().await.unwrap();
-    browser.find(Locator::Id("login-form")).await.expect("back at the login page");
+async fn log_out(browser: &Client, base: &str) {
+    browser.goto(base).await.expect("the overview");
+    browser
+        .find(Locator::Id("logout"))
+        .await
+        .expect("#logout")
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("login-form"))
+        .await
+        .expect("back at the login page");
 }
 
 /// The page's text once it contains `needle` (the browser navigates on its own after a form
@@ -134,13 +177,22 @@ async fn text_once(browser: &Client, needle: &str) -> String {
         if text.contains(needle) {
             return text;
         }
-        assert!(std::time::Instant::now() < deadline, "the page never said `{needle}`: {text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page never said `{needle}`: {text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn page_text(browser: &Client) -> String {
-    browser.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
+    browser
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,15 +206,31 @@ async fn two_approvers_approve_in_the_browser_a_viewer_cannot_and_forgeries_are_
         ));
     let env = ServiceEnv::new(&sim, &setup);
     let config = env.config.display().to_string();
-    for (name, role) in [("alice", "approver"), ("bob", "approver"), ("vic", "viewer")] {
-        add_user(&config, name, role, &format!("{name}-correct-horse-battery"));
+    for (name, role) in [
+        ("alice", "approver"),
+        ("bob", "approver"),
+        ("vic", "viewer"),
+    ] {
+        add_user(
+            &config,
+            name,
+            role,
+            &format!("{name}-correct-horse-battery"),
+        );
     }
     let mut run = env.spawn_run(0);
     let base = format!("http://127.0.0.1:{console_port}");
     let store = env.store();
-    wait_until("isolations held for approval", Duration::from_secs(60), || {
-        store.list_pending(now_ms()).map(|p| p.len() >= 2).unwrap_or(false)
-    })
+    wait_until(
+        "isolations held for approval",
+        Duration::from_secs(60),
+        || {
+            store
+                .list_pending(now_ms())
+                .map(|p| p.len() >= 2)
+                .unwrap_or(false)
+        },
+    )
     .await;
     wait_until("the console to listen", Duration::from_secs(30), || {
         std::net::TcpStream::connect(("127.0.0.1", console_port)).is_ok()
@@ -170,60 +238,120 @@ async fn two_approvers_approve_in_the_browser_a_viewer_cannot_and_forgeries_are_
     .await;
     let pending = store.list_pending(now_ms()).unwrap();
     let (target, other) = (&pending[0].action, &pending[1].action);
-    let malop = target.malop_id.clone().expect("an isolation names its Malop");
+    let malop = target
+        .malop_id
+        .clone()
+        .expect("an isolation names its Malop");
 
     let driver = Driver::start().await;
     let browser = driver.browser().await;
 
     // Not logged in: sent to the login page.
     browser.goto(&base).await.unwrap();
-    browser.find(Locator::Id("login-form")).await.expect("the login page first");
+    browser
+        .find(Locator::Id("login-form"))
+        .await
+        .expect("the login page first");
 
     // Alice sees the pending isolation and approves it: one of two.
     log_in(&browser, &base, "alice", "alice-correct-horse-battery").await;
     browser.goto(&format!("{base}/approvals")).await.unwrap();
     let listed = page_text(&browser).await;
-    assert!(listed.contains("isolate") && listed.contains(target.id.as_str()), "{listed}");
-    browser.goto(&format!("{base}/approvals/{}", target.id)).await.unwrap();
-    browser.find(Locator::Id("approve")).await.expect("an approver sees #approve").click().await.unwrap();
+    assert!(
+        listed.contains("isolate") && listed.contains(target.id.as_str()),
+        "{listed}"
+    );
+    browser
+        .goto(&format!("{base}/approvals/{}", target.id))
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("approve"))
+        .await
+        .expect("an approver sees #approve")
+        .click()
+        .await
+        .unwrap();
     let after = text_once(&browser, "1 of 2").await;
-    assert!(after.contains("console:alice"), "the page names who approved: {after}");
-    assert!(actions_carried_out(&sim).iter().all(|(p, _)| p != ISOLATE), "one approval sends nothing");
+    assert!(
+        after.contains("console:alice"),
+        "the page names who approved: {after}"
+    );
+    assert!(
+        actions_carried_out(&sim).iter().all(|(p, _)| p != ISOLATE),
+        "one approval sends nothing"
+    );
     // Approving twice as the same person is refused.
-    browser.goto(&format!("{base}/approvals/{}", target.id)).await.unwrap();
-    browser.find(Locator::Id("approve")).await.unwrap().click().await.unwrap();
+    browser
+        .goto(&format!("{base}/approvals/{}", target.id))
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let twice = page_text(&browser).await;
     assert!(twice.contains("already approved"), "{twice}");
-    log_out(&browser).await;
+    log_out(&browser, &base).await;
 
     // Bob's approval reaches the quorum; the service isolates once.
     log_in(&browser, &base, "bob", "bob-correct-horse-battery").await;
-    browser.goto(&format!("{base}/approvals/{}", target.id)).await.unwrap();
-    browser.find(Locator::Id("approve")).await.unwrap().click().await.unwrap();
-    wait_until("the approved isolation at the simulator", Duration::from_secs(60), || {
-        actions_carried_out(&sim).iter().any(|(p, _)| p == ISOLATE)
-    })
+    browser
+        .goto(&format!("{base}/approvals/{}", target.id))
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(
+        "the approved isolation at the simulator",
+        Duration::from_secs(60),
+        || actions_carried_out(&sim).iter().any(|(p, _)| p == ISOLATE),
+    )
     .await;
     browser.goto(&base).await.unwrap();
     let overview = page_text(&browser).await;
-    assert!(overview.contains(malop.as_str()) || overview.contains(target.id.as_str()), "{overview}");
-    let shot = browser.screenshot().await.expect("a screenshot of the overview");
+    assert!(
+        overview.contains(malop.as_str()) || overview.contains(target.id.as_str()),
+        "{overview}"
+    );
+    let shot = browser
+        .screenshot()
+        .await
+        .expect("a screenshot of the overview");
     let shot_path = riposte_e2e::root().join("target/console-overview.png");
     std::fs::write(&shot_path, &shot).expect("the screenshot is saved");
-    log_out(&browser).await;
+    log_out(&browser, &base).await;
 
     // A viewer sees the other approval without buttons, and a forged form (no CSRF token) is
     // refused.
     log_in(&browser, &base, "vic", "vic-correct-horse-battery").await;
-    browser.goto(&format!("{base}/approvals/{}", other.id)).await.unwrap();
-    assert!(browser.find(Locator::Id("approve")).await.is_err(), "a viewer has no #approve");
+    browser
+        .goto(&format!("{base}/approvals/{}", other.id))
+        .await
+        .unwrap();
+    assert!(
+        browser.find(Locator::Id("approve")).await.is_err(),
+        "a viewer has no #approve"
+    );
     let forged = format!(
         "const f = document.createElement('form'); f.method = 'post'; f.action = '/approvals/{}/approve'; document.body.appendChild(f); f.submit();",
         other.id
     );
-    browser.execute(&forged, vec![]).await.expect("the forged form is submitted");
-    let refused = text_once(&browser, "not from your session").await;
-    assert!(refused.contains("403"), "{refused}");
+    browser
+        .execute(&forged, vec![])
+        .await
+        .expect("the forged form is submitted");
+    text_once(&browser, "not from your session").await;
+    let title = browser.title().await.expect("the refusal's title");
+    assert!(title.contains("403"), "refused as forbidden: {title}");
     assert_eq!(
         store.get_action(&other.id).unwrap().state,
         riposte_store::ActionState::AwaitingApproval,
@@ -232,15 +360,23 @@ async fn two_approvers_approve_in_the_browser_a_viewer_cannot_and_forgeries_are_
 
     // An idle session ends: the next page is the login page.
     let idle_from = now_ms();
-    wait_until("the session's idle limit", Duration::from_secs(IDLE_SECS + 5), || {
-        now_ms() > idle_from + (IDLE_SECS as i64) * 1000 + 500
-    })
+    wait_until(
+        "the session's idle limit",
+        Duration::from_secs(IDLE_SECS + 5),
+        || now_ms() > idle_from + (IDLE_SECS as i64) * 1000 + 500,
+    )
     .await;
     browser.goto(&format!("{base}/approvals")).await.unwrap();
-    browser.find(Locator::Id("login-form")).await.expect("an expired session is sent to log in");
+    browser
+        .find(Locator::Id("login-form"))
+        .await
+        .expect("an expired session is sent to log in");
 
     // Exactly one isolation, for the approved action only.
-    let isolations: Vec<_> = actions_carried_out(&sim).into_iter().filter(|(p, _)| p == ISOLATE).collect();
+    let isolations: Vec<_> = actions_carried_out(&sim)
+        .into_iter()
+        .filter(|(p, _)| p == ISOLATE)
+        .collect();
     assert_eq!(isolations.len(), 1, "{isolations:?}");
     assert!(isolations[0].1.contains(malop.as_str()));
     browser.close().await.expect("the browser closes");

@@ -30,6 +30,7 @@ macro_rules! each_backend {
 
 mod audit_export;
 mod config_load;
+mod console_browser;
 mod db_copy;
 mod example_plugins;
 mod fleet;

@@ -69,7 +69,8 @@ impl std::fmt::Debug for Notifier {
 
 struct Shared {
     host: String,
-    console: Option<url::Url>,
+    /// The console's public address, once known (links point under it).
+    console: std::sync::OnceLock<url::Url>,
     quiet: Duration,
     /// When each repeating event (a pause, a budget trip) was last sent.
     recent: Mutex<HashMap<String, Instant>>,
@@ -115,7 +116,7 @@ impl Notifier {
         Self {
             shared: Arc::new(Shared {
                 host: String::new(),
-                console: None,
+                console: std::sync::OnceLock::new(),
                 quiet: Duration::ZERO,
                 recent: Mutex::default(),
                 hooks: Vec::new(),
@@ -169,7 +170,7 @@ impl Notifier {
         Ok(Self {
             shared: Arc::new(Shared {
                 host,
-                console,
+                console: console.map(std::sync::OnceLock::from).unwrap_or_default(),
                 quiet: config.quiet,
                 recent: Mutex::default(),
                 hooks,
@@ -177,6 +178,12 @@ impl Notifier {
                 tasks,
             }),
         })
+    }
+
+    /// From now on, links point under `console` (the console's public address, known once
+    /// the console is configured). Set once: a second address is ignored.
+    pub fn link_to(&self, console: url::Url) {
+        let _ = self.shared.console.set(console);
     }
 
     /// Queues `event` for every webhook that wants it, and returns at once. Never fails: a
@@ -198,7 +205,7 @@ impl Notifier {
             &event,
             chrono::Utc::now().timestamp_millis(),
             &shared.host,
-            shared.console.as_ref(),
+            shared.console.get(),
         );
         for hook in wanted {
             hook.enqueue(&rendered);

@@ -2,7 +2,8 @@
 //! isolation, a quarantine, a reputation) is reverted at its deadline through the same path
 //! as `riposte undo` (the gate, the ledger, the audit), unless an analyst confirms it first
 //! (`riposte containment confirm`, or the console). Before the revert the coming deadline is
-//! announced (audit record `containment-reverting`, and a warning in the log) so someone can
+//! announced (audit record `containment-reverting`, a warning in the log, and the
+//! `containment-reverting` notification) so someone can
 //! confirm or extend it (`riposte containment extend`).
 //!
 //! Owns `[containment]` (`time_limits`, `warn_before_secs`) and a plugin's `time_limits`.
@@ -249,5 +250,14 @@ impl Service {
         self.core
             .auditor
             .operator_event("containment-reverting", &record, REVERT_IDENTITY, None);
+        self.core
+            .notifier
+            .notify(riposte_notify::Event::ContainmentReverting {
+                action: record.id.as_str().to_owned(),
+                plugin: record.plugin.clone(),
+                malop: record.malop_id.clone(),
+                machines: record.request.machines().into_iter().cloned().collect(),
+                at_ms: time_box.deadline_ms,
+            });
     }
 }

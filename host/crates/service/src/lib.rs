@@ -163,8 +163,7 @@ impl Service {
         let membership = Membership::new(store.clone(), fleet_settings(&config), metrics.clone());
         membership.beat().await;
         let (gate, runtime, plugins) = load_rules(&config, &store).await?;
-        // The console's address for links (issue 16's `[console] public_url`) is not known
-        // here yet: notifications carry no link until it is passed.
+        // Links to the console come once the binary serves it (`Notifier::link_to`).
         let notifier = riposte_notify::Notifier::start(&config.notifications, None)
             .context("starting the notifications")?;
         let core = Arc::new(Core {
