@@ -15,6 +15,9 @@ RIPOSTE_TEST_POSTGRES=$(tests/postgres.sh start "$postgres_dir")
 RIPOSTE_TEST_POSTGRES_CA=$postgres_dir/ca.pem
 export RIPOSTE_TEST_POSTGRES RIPOSTE_TEST_POSTGRES_CA
 
+echo "==> installing Chromium and ChromeDriver for the console's browser test (Debian's packages, if needed)"
+tests/browser.sh >/dev/null
+
 echo "==> building the host"
 cargo build --workspace --all-targets
 

@@ -382,3 +382,102 @@ async fn two_approvers_approve_in_the_browser_a_viewer_cannot_and_forgeries_are_
     browser.close().await.expect("the browser closes");
     run.kill().await.expect("riposte run stops");
 }
+
+/// `the console: URL (log in as NAME with PASSWORD; this run only)` → (URL, NAME, PASSWORD).
+fn console_login(line: &str) -> Option<(String, String, String)> {
+    let rest = line.trim().strip_prefix("the console: ")?;
+    let (url, rest) = rest.split_once(" (log in as ")?;
+    let (name, rest) = rest.split_once(" with ")?;
+    let (password, _) = rest.split_once(';')?;
+    Some((url.to_owned(), name.to_owned(), password.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_its_console_with_a_one_time_login() {
+    use tokio::io::AsyncBufReadExt as _;
+    let workdir = tempfile::tempdir().expect("a temporary directory");
+    let mut demo = tokio::process::Command::new(riposte_bin())
+        .args(["demo", "--keep-running", "--workdir"])
+        .arg(workdir.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the demo starts");
+    let mut stderr = tokio::io::BufReader::new(demo.stderr.take().expect("stderr")).lines();
+    let mut stdout = tokio::io::BufReader::new(demo.stdout.take().expect("stdout")).lines();
+    let find_login = async {
+        while let Some(line) = stderr.next_line().await.expect("the demo's stderr") {
+            if let Some(login) = console_login(&line) {
+                return login;
+            }
+        }
+        panic!("the demo ended without printing its console's login");
+    };
+    let (url, name, password) = tokio::time::timeout(Duration::from_secs(180), find_login)
+        .await
+        .expect("the demo prints its console's login within 3 minutes");
+    // The summary comes, then the demo keeps serving.
+    let summary = async {
+        while let Some(line) = stdout.next_line().await.expect("the demo's stdout") {
+            if line.contains("Ctrl-C stops the demo") {
+                assert!(line.contains(&url) && line.contains(&password), "{line}");
+                return;
+            }
+        }
+        panic!("the demo ended instead of staying up");
+    };
+    tokio::time::timeout(Duration::from_secs(180), summary)
+        .await
+        .expect("the demo prints its summary and keeps running");
+
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    log_in(&browser, &url, &name, &password).await;
+    browser.goto(&url).await.unwrap();
+    let overview = page_text(&browser).await;
+    for plugin in ["ransomware-containment", "cleanup", "reputation-feed"] {
+        assert!(
+            overview.contains(plugin),
+            "the overview lists {plugin}: {overview}"
+        );
+    }
+    assert!(overview.contains("Pending approvals"), "{overview}");
+    let shot = browser
+        .screenshot()
+        .await
+        .expect("a screenshot of the demo's console");
+    std::fs::write(riposte_e2e::root().join("target/console-demo.png"), &shot)
+        .expect("the screenshot is saved");
+    // The login is of this run only: a wrong password is refused.
+    log_out(&browser, &url).await;
+    browser.goto(&format!("{url}/login")).await.unwrap();
+    browser
+        .find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys(&name)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("not-the-password")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("error"))
+        .await
+        .expect("a wrong password is refused");
+    browser.close().await.expect("the browser closes");
+    demo.kill().await.expect("the demo stops");
+}

@@ -60,6 +60,8 @@ pub(crate) struct DemoOptions {
     pub malops: usize,
     /// The simulator's seed.
     pub seed: u64,
+    /// After the summary, keep the service and its console running until Ctrl-C.
+    pub keep_running: bool,
 }
 
 /// What the demo did.
@@ -77,6 +79,8 @@ pub(crate) struct DemoSummary {
     pub audit_head: String,
     pub config: PathBuf,
     pub event_containment: Option<EventContainment>,
+    /// The console's address (its login is printed, never kept).
+    pub console: Option<String>,
 }
 
 /// The Malop the demo created after the seeded ones, and how soon it was contained.
@@ -149,8 +153,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         Arc::new(riposte_metrics::Metrics::new()),
     )
     .await?;
+    // Served while the demo runs (and after it with --keep-running).
+    let console = DemoConsole::start(&service).await?;
+    steps.note(&format!(
+        "the console: {} (log in as {} with {}; this run only)",
+        console.url, DEMO_CONSOLE_USER, console.password
+    ));
     let mut summary = DemoSummary {
         config: config_path,
+        console: Some(console.url.clone()),
         ..DemoSummary::default()
     };
     for cycle in 1..=10 {
@@ -184,9 +195,78 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     steps.start(6, "verifying the audit chain");
     tally(&service, &config, &mut summary)?;
     steps.finish();
+    if options.keep_running {
+        print!("{}", render(&summary));
+        keep_running(&service, &console).await?;
+    }
     listener.shutdown().await;
     sim.shutdown().await;
     Ok(summary)
+}
+
+/// The console user the demo creates, with a password of its run.
+const DEMO_CONSOLE_USER: &str = "demo";
+
+/// The demo's console on a free loopback port, with a one-time admin login.
+struct DemoConsole {
+    url: String,
+    password: String,
+    _server: riposte_console::ConsoleServer,
+}
+
+impl DemoConsole {
+    async fn start(service: &Service) -> anyhow::Result<Self> {
+        let password = riposte_console::auth::generate_password();
+        let hash = riposte_console::auth::hash_password(&password)
+            .context("hashing the demo's console password")?;
+        let name = riposte_domain::UserName::parse(DEMO_CONSOLE_USER)
+            .map_err(|e| anyhow::anyhow!("the demo's console user: {e}"))?;
+        service
+            .store()
+            .add_user(&name, riposte_domain::Role::Admin, &hash, now_ms())
+            .context("adding the demo's console user")?;
+        let settings = riposte_console::ConsoleConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..riposte_console::ConsoleConfig::default()
+        };
+        let server = riposte_console::Console::new(
+            settings,
+            Arc::new(service.config().clone()),
+            service.store().clone(),
+            service.auditor().clone(),
+        )?
+        .serve()
+        .await
+        .context("starting the demo's console")?;
+        let url = server.url();
+        if let Ok(link) = url::Url::parse(&url) {
+            service.notifier().link_to(link);
+        }
+        Ok(Self {
+            url,
+            password,
+            _server: server,
+        })
+    }
+}
+
+/// Runs a cycle every few seconds (so what is approved in the console is carried out) until
+/// Ctrl-C.
+async fn keep_running(service: &Service, console: &DemoConsole) -> anyhow::Result<()> {
+    println!(
+        "\nThe console stays at {} (log in as {} with {}). Ctrl-C stops the demo.",
+        console.url, DEMO_CONSOLE_USER, console.password
+    );
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tick.tick() => {
+                service.run_cycle().await?;
+                service.sync_audit()?;
+            }
+        }
+    }
 }
 
 /// The service's syslog listener on a free loopback port, for the simulator only.
@@ -372,6 +452,12 @@ pub fn render(summary: &DemoSummary) -> String {
     let _ = writeln!(out, "\nriposte demo: done in {} cycles", summary.cycles);
     let _ = writeln!(out, "  Malops seen            {}", summary.malops_seen);
     let _ = writeln!(out, "  plugin invocations     {}", summary.invocations);
+    if let Some(console) = &summary.console {
+        let _ = writeln!(
+            out,
+            "  console                {console} (stopped with the demo; --keep-running keeps it)"
+        );
+    }
     let _ = writeln!(out, "  actions executed       {}", summary.executed);
     let _ = writeln!(
         out,

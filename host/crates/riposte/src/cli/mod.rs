@@ -80,6 +80,10 @@ pub(crate) struct DemoArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// After the summary, keep the service and its console running (a cycle every 5 s, so
+    /// what is approved in the console is carried out) until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
 }
 
 /// `riposte audit ...`.
@@ -107,8 +111,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         workdir,
         malops: args.malops,
         seed: args.seed,
+        keep_running: args.keep_running,
     };
     let summary = crate::demo::run(options).await?;
+    if args.keep_running {
+        // Printed before it kept running.
+        return Ok(());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
