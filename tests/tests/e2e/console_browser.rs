@@ -120,48 +120,39 @@ impl Drop for Driver {
     }
 }
 
+/// Types `text` into the element `#id`.
+async fn fill(browser: &Client, id: &str, text: &str) {
+    let field = browser.find(Locator::Id(id)).await;
+    let field = field.unwrap_or_else(|e| panic!("#{id}: {e}"));
+    field.send_keys(text).await.expect("typing");
+}
+
+/// Clicks the element `#id`.
+async fn click(browser: &Client, id: &str) {
+    let button = browser.find(Locator::Id(id)).await;
+    let button = button.unwrap_or_else(|e| panic!("#{id}: {e}"));
+    button.click().await.expect("clicking");
+}
+
+/// Submits the login form as `name` with `password`.
+async fn submit_login(browser: &Client, base: &str, name: &str, password: &str) {
+    let page = format!("{base}/login");
+    browser.goto(&page).await.expect("the login page");
+    fill(browser, "username", name).await;
+    fill(browser, "password", password).await;
+    click(browser, "login").await;
+}
+
 async fn log_in(browser: &Client, base: &str, name: &str, password: &str) {
-    browser
-        .goto(&format!("{base}/login"))
-        .await
-        .expect("the login page");
-    browser
-        .find(Locator::Id("username"))
-        .await
-        .expect("#username")
-        .send_keys(name)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("password"))
-        .await
-        .expect("#password")
-        .send_keys(password)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("login"))
-        .await
-        .expect("#login")
-        .click()
-        .await
-        .unwrap();
-    let who = browser
-        .find(Locator::Id("whoami"))
-        .await
-        .expect("logged in: #whoami");
+    submit_login(browser, base, name, password).await;
+    let who = browser.find(Locator::Id("whoami")).await;
+    let who = who.expect("logged in: #whoami");
     assert!(who.text().await.unwrap().contains(name));
 }
 
 async fn log_out(browser: &Client, base: &str) {
     browser.goto(base).await.expect("the overview");
-    browser
-        .find(Locator::Id("logout"))
-        .await
-        .expect("#logout")
-        .click()
-        .await
-        .unwrap();
+    click(browser, "logout").await;
     browser
         .find(Locator::Id("login-form"))
         .await
@@ -265,13 +256,7 @@ async fn two_approvers_approve_in_the_browser_a_viewer_cannot_and_forgeries_are_
         .goto(&format!("{base}/approvals/{}", target.id))
         .await
         .unwrap();
-    browser
-        .find(Locator::Id("approve"))
-        .await
-        .expect("an approver sees #approve")
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "approve").await;
     let after = text_once(&browser, "1 of 2").await;
     assert!(
         after.contains("console:alice"),
@@ -286,13 +271,7 @@ async fn two_approvers_approve_in_the_browser_a_viewer_cannot_and_forgeries_are_
         .goto(&format!("{base}/approvals/{}", target.id))
         .await
         .unwrap();
-    browser
-        .find(Locator::Id("approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "approve").await;
     let twice = page_text(&browser).await;
     assert!(twice.contains("already approved"), "{twice}");
     log_out(&browser, &base).await;
@@ -303,13 +282,7 @@ async fn two_approvers_approve_in_the_browser_a_viewer_cannot_and_forgeries_are_
         .goto(&format!("{base}/approvals/{}", target.id))
         .await
         .unwrap();
-    browser
-        .find(Locator::Id("approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "approve").await;
     wait_until(
         "the approved isolation at the simulator",
         Duration::from_secs(60),
@@ -452,28 +425,7 @@ async fn the_demo_serves_its_console_with_a_one_time_login() {
         .expect("the screenshot is saved");
     // The login is of this run only: a wrong password is refused.
     log_out(&browser, &url).await;
-    browser.goto(&format!("{url}/login")).await.unwrap();
-    browser
-        .find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys(&name)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("not-the-password")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_login(&browser, &url, &name, "not-the-password").await;
     browser
         .find(Locator::Id("error"))
         .await
