@@ -16,6 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const ISOLATE: &str = "/rest/monitor/global/commands/isolate";
+/// How long a page may take to come after a click that navigates.
+const PAGE_WAIT: Duration = Duration::from_secs(20);
 /// Seconds a console session may stay unused in this test.
 const IDLE_SECS: u64 = 6;
 
@@ -145,7 +147,11 @@ async fn submit_login(browser: &Client, base: &str, name: &str, password: &str) 
 
 async fn log_in(browser: &Client, base: &str, name: &str, password: &str) {
     submit_login(browser, base, name, password).await;
-    let who = browser.find(Locator::Id("whoami")).await;
+    let who = browser
+        .wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Id("whoami"))
+        .await;
     let who = who.expect("logged in: #whoami");
     assert!(who.text().await.unwrap().contains(name));
 }
@@ -154,7 +160,9 @@ async fn log_out(browser: &Client, base: &str) {
     browser.goto(base).await.expect("the overview");
     click(browser, "logout").await;
     browser
-        .find(Locator::Id("login-form"))
+        .wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Id("login-form"))
         .await
         .expect("back at the login page");
 }
@@ -240,7 +248,9 @@ async fn two_approvers_approve_in_the_browser_a_viewer_cannot_and_forgeries_are_
     // Not logged in: sent to the login page.
     browser.goto(&base).await.unwrap();
     browser
-        .find(Locator::Id("login-form"))
+        .wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Id("login-form"))
         .await
         .expect("the login page first");
 
@@ -341,7 +351,9 @@ async fn two_approvers_approve_in_the_browser_a_viewer_cannot_and_forgeries_are_
     .await;
     browser.goto(&format!("{base}/approvals")).await.unwrap();
     browser
-        .find(Locator::Id("login-form"))
+        .wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Id("login-form"))
         .await
         .expect("an expired session is sent to log in");
 
@@ -427,7 +439,9 @@ async fn the_demo_serves_its_console_with_a_one_time_login() {
     log_out(&browser, &url).await;
     submit_login(&browser, &url, &name, "not-the-password").await;
     browser
-        .find(Locator::Id("error"))
+        .wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Id("error"))
         .await
         .expect("a wrong password is refused");
     browser.close().await.expect("the browser closes");
