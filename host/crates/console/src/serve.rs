@@ -47,6 +47,30 @@ impl Drop for ConsoleServer {
 }
 
 impl Console {
+    /// Serves a console over `service` (its configuration, store and audit trail) at
+    /// `settings`' address, and points the service's notifications at its pages: under
+    /// `[console] public_url`, else the address it serves.
+    pub async fn serve_for(
+        settings: crate::ConsoleConfig,
+        service: &riposte_service::Service,
+    ) -> Result<ConsoleServer, Error> {
+        let public_url = settings.public_url.clone();
+        let server = Console::new(
+            settings,
+            Arc::new(service.config().clone()),
+            service.store().clone(),
+            service.auditor().clone(),
+        )?
+        .serve()
+        .await?;
+        let public = public_url.unwrap_or_else(|| server.url());
+        match url::Url::parse(&public) {
+            Ok(link) => service.notifier().link_to(link),
+            Err(e) => tracing::warn!("notifications carry no console link: `{public}`: {e}"),
+        }
+        Ok(server)
+    }
+
     /// Serves the console at its configured address (`[console] listen`).
     pub async fn serve(self) -> Result<ConsoleServer, Error> {
         let addr = self.inner().settings.listen;

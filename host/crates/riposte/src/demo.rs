@@ -229,19 +229,10 @@ impl DemoConsole {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..riposte_console::ConsoleConfig::default()
         };
-        let server = riposte_console::Console::new(
-            settings,
-            Arc::new(service.config().clone()),
-            service.store().clone(),
-            service.auditor().clone(),
-        )?
-        .serve()
-        .await
-        .context("starting the demo's console")?;
+        let server = riposte_console::Console::serve_for(settings, service)
+            .await
+            .context("starting the demo's console")?;
         let url = server.url();
-        if let Ok(link) = url::Url::parse(&url) {
-            service.notifier().link_to(link);
-        }
         Ok(Self {
             url,
             password,

@@ -189,7 +189,19 @@ impl Service {
     }
 
     /// Gives each action that succeeded since the last pass its time box, if it has a limit.
+    /// Reads nothing when no limit is configured.
     async fn start_time_boxes(&self) -> anyhow::Result<()> {
+        let limited = !self.config.containment.time_limits.is_empty()
+            || self
+                .config
+                .plugins
+                .iter()
+                .any(|p| !p.time_limits.is_empty());
+        if !limited {
+            // A limit a reload turns on applies from then on, not to what took effect before.
+            self.mark_boxes_checked(crate::now_ms());
+            return Ok(());
+        }
         let since = *self
             .boxes_checked_until
             .lock()
@@ -220,13 +232,18 @@ impl Service {
             Ok(())
         })
         .await?;
-        // An action stamped finished just before `now` may be committed after the read:
-        // the next pass looks a minute back (starting a box twice keeps the first).
+        self.mark_boxes_checked(now);
+        Ok(())
+    }
+
+    /// Actions that took effect before `now` were checked for a time limit. One taking
+    /// effect just before may be committed after the read: the next pass looks a minute
+    /// back (starting a box twice keeps the first).
+    fn mark_boxes_checked(&self, now: i64) {
         *self
             .boxes_checked_until
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = now.saturating_sub(RECHECK_MS);
-        Ok(())
     }
 
     fn own_time_limits(&self, plugin: &PluginName) -> TimeLimits {

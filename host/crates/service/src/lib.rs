@@ -1113,11 +1113,10 @@ impl Service {
         verdict: decisions::Verdict,
         by: riposte_domain::Operator,
     ) -> anyhow::Result<decisions::Decided> {
-        let (store, auditor) = (self.core.store.clone(), self.core.auditor.clone());
-        tokio::task::spawn_blocking(move || {
-            decisions::decide(&store, auditor.sink(), &id, verdict, &by, now_ms())
+        self.with_store_and_audit(move |store, audit| {
+            decisions::decide(store, audit, &id, verdict, &by, now_ms())
         })
-        .await?
+        .await
     }
 
     /// Confirms or extends the time-boxed containment of `id` as `by` (see
@@ -1128,11 +1127,19 @@ impl Service {
         change: decisions::TimeBoxChange,
         by: riposte_domain::Operator,
     ) -> anyhow::Result<riposte_store::TimeBox> {
-        let (store, auditor) = (self.core.store.clone(), self.core.auditor.clone());
-        tokio::task::spawn_blocking(move || {
-            decisions::change_time_box(&store, auditor.sink(), &id, change, &by, now_ms())
+        self.with_store_and_audit(move |store, audit| {
+            decisions::change_time_box(store, audit, &id, change, &by, now_ms())
         })
-        .await?
+        .await
+    }
+
+    /// Runs `op` on the blocking pool with the store and the audit trail (both block).
+    async fn with_store_and_audit<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store, &riposte_audit::AuditSink) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (store, auditor) = (self.core.store.clone(), self.core.auditor.clone());
+        tokio::task::spawn_blocking(move || op(&store, auditor.sink())).await?
     }
 
     /// Applies the recorded inverse of an executed action, through the gate and the audit.

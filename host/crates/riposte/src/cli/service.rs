@@ -274,24 +274,10 @@ async fn start_console(
     settings: riposte_console::ConsoleConfig,
     service: &Service,
 ) -> anyhow::Result<riposte_console::ConsoleServer> {
-    let public_url = settings.public_url.clone();
-    let console = riposte_console::Console::new(
-        settings,
-        Arc::new(service.config().clone()),
-        service.store().clone(),
-        service.auditor().clone(),
-    )?;
-    let server = console
-        .serve()
+    let server = riposte_console::Console::serve_for(settings, service)
         .await
         .context("starting the console of [console]")?;
     tracing::info!(url = %server.url(), "the console is served");
-    // Notifications link to its pages: under the address people reach it at, else its own.
-    let public = public_url.unwrap_or_else(|| server.url());
-    match url::Url::parse(&public) {
-        Ok(url) => service.notifier().link_to(url),
-        Err(e) => tracing::warn!("notifications carry no console link: `{public}`: {e}"),
-    }
     Ok(server)
 }
 
