@@ -19,6 +19,9 @@ echo "==> installing Chromium and ChromeDriver for the console's browser test (D
 tests/browser.sh >/dev/null
 
 echo "==> building the host"
+# A fresh build gains nothing from incremental compilation, and its files took disk space a CI
+# machine ran out of.
+export CARGO_INCREMENTAL=0
 cargo build --workspace --all-targets
 
 echo "==> building the plugins from source (installs the offline WebAssembly toolchain, componentize-py and jco if needed)"

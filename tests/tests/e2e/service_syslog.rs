@@ -151,6 +151,15 @@ each_backend! {
             "the event, not a poll, brought the Malop"
         );
         let acted = actions(&env, &malop);
+        // The console's counts of the plugin's activity include the hinted invocation
+        // and its allowed actions, written as the evaluation ended.
+        let activity = env.store().activity_since(0).expect("the activity reads");
+        let mine: Vec<_> = activity.iter().filter(|a| a.plugin.as_str() == PLUGIN).collect();
+        let invoked: u64 = mine.iter().map(|a| a.invocations).sum();
+        let allowed: u64 = mine.iter().map(|a| a.decisions.allowed).sum();
+        assert_eq!(invoked as usize, recorded(&env.audit, "invoke:on-malop").iter().filter(|r| r["plugin"] == PLUGIN).count());
+        assert!(allowed >= acted as u64, "{allowed} allowed for {acted} actions: {activity:?}");
+        assert!(mine.iter().all(|a| a.last_invocation_ms.is_some()));
 
         // The same event again: the Malop is read again, and found handled at this update.
         let hinted = recorded(&env.audit, "hint-evaluation").len();

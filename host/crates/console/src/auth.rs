@@ -1,10 +1,12 @@
-//! Who is at the console: passwords (argon2id, PHC strings), sessions held in memory with
-//! an idle and an absolute expiry, a CSRF token per session, and login rate limiting per
-//! source address and per user name.
+//! Who is at the console: passwords (argon2id, PHC strings), sessions kept in the store
+//! (by the hash of their token) with an idle and an absolute expiry, a CSRF token per
+//! session, and login rate limiting per source address, per user name, and per both.
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use riposte_domain::UserName;
+use riposte_domain::{Sha256Digest, UserName};
+use riposte_store::prelude::*;
+use riposte_store::{SessionRecord, Store};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -76,6 +78,17 @@ pub(crate) fn token() -> String {
     hex::encode(random_bytes::<32>())
 }
 
+/// What the store keeps of a session's token: its SHA-256, in hex.
+fn token_hash(token: &str) -> String {
+    Sha256Digest::of(token.as_bytes()).to_hex()
+}
+
+/// The CSRF token of the session whose token is `token`: derived from it, so it is known
+/// to whoever holds the session's cookie and to nobody who only reads the database.
+fn csrf_of(token: &str) -> String {
+    Sha256Digest::of(format!("riposte-console-csrf:{token}").as_bytes()).to_hex()
+}
+
 /// One logged-in session.
 #[derive(Clone, Debug)]
 pub(crate) struct Session {
@@ -83,81 +96,95 @@ pub(crate) struct Session {
     pub user: UserName,
     /// The token every form of this session carries.
     pub csrf: String,
-    /// When it began (ms).
-    pub created_ms: i64,
-    /// When it was last used (ms).
-    pub last_seen_ms: i64,
 }
 
-/// The sessions, in memory (a restart logs everybody out), at most [`Sessions::MAX`].
+/// The sessions, in the store under the hash of their token, so that a restart or another
+/// host on the same database keeps them; at most [`Sessions::MAX`], each ending when idle
+/// for `idle` or older than `max`.
 pub(crate) struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
     idle_ms: i64,
     max_ms: i64,
 }
 
 impl Sessions {
-    /// The most sessions held at once; beyond it the oldest is dropped.
+    /// The most sessions held at once; beyond it the least recently used is dropped.
     pub const MAX: usize = 10_000;
 
     pub fn new(idle_secs: u64, max_secs: u64) -> Self {
         Self {
-            map: Mutex::new(HashMap::new()),
-            idle_ms: (idle_secs as i64).saturating_mul(1000),
-            max_ms: (max_secs as i64).saturating_mul(1000),
+            idle_ms: (idle_secs as i64).saturating_mul(1000).max(1000),
+            max_ms: (max_secs as i64).saturating_mul(1000).max(1000),
         }
     }
 
-    fn live(&self, s: &Session, now_ms: i64) -> bool {
-        now_ms - s.last_seen_ms < self.idle_ms && now_ms - s.created_ms < self.max_ms
+    /// How stale the recorded last use may get before a request writes it again: a
+    /// quarter of the idle limit, at most 15 s (a page load is not a write each time).
+    fn touch_every_ms(&self) -> i64 {
+        (self.idle_ms / 4).min(15_000)
     }
 
     /// Starts a session for `user`; returns its token.
-    pub fn create(&self, user: UserName, now_ms: i64) -> (String, Session) {
-        let mut map = self.map.lock().expect("sessions lock");
-        map.retain(|_, s| self.live(s, now_ms));
-        if map.len() >= Self::MAX
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen_ms)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        let session = Session {
-            user,
-            csrf: token(),
-            created_ms: now_ms,
+    pub fn create(
+        &self,
+        store: &Store,
+        user: UserName,
+        now_ms: i64,
+    ) -> riposte_store::Result<(String, Session)> {
+        let token = token();
+        let record = SessionRecord {
+            token_hash: token_hash(&token),
+            user: user.clone(),
+            created_at_ms: now_ms,
             last_seen_ms: now_ms,
         };
-        let key = token();
-        map.insert(key.clone(), session.clone());
-        (key, session)
+        store.start_session(&record, now_ms - self.idle_ms, Self::MAX)?;
+        let csrf = csrf_of(&token);
+        Ok((token, Session { user, csrf }))
     }
 
-    /// The live session of `token`, marked used at `now_ms`; an expired one is forgotten.
-    pub fn touch(&self, token: &str, now_ms: i64) -> Option<Session> {
-        let mut map = self.map.lock().expect("sessions lock");
-        let live = map.get(token).is_some_and(|s| self.live(s, now_ms));
+    /// The live session of `token`, its use recorded at `now_ms`; an expired one is ended.
+    pub fn touch(
+        &self,
+        store: &Store,
+        token: &str,
+        now_ms: i64,
+    ) -> riposte_store::Result<Option<Session>> {
+        let hash = token_hash(token);
+        let Some(record) = store.session(&hash)? else {
+            return Ok(None);
+        };
+        let live = now_ms - record.last_seen_ms < self.idle_ms
+            && now_ms - record.created_at_ms < self.max_ms;
         if !live {
-            map.remove(token);
-            return None;
+            store.end_session(&hash)?;
+            return Ok(None);
         }
-        let session = map.get_mut(token)?;
-        session.last_seen_ms = now_ms;
-        Some(session.clone())
+        if now_ms - record.last_seen_ms >= self.touch_every_ms() {
+            store.touch_session(&hash, now_ms)?;
+        }
+        Ok(Some(Session {
+            user: record.user,
+            csrf: csrf_of(token),
+        }))
     }
 
     /// Ends a session.
-    pub fn remove(&self, token: &str) {
-        self.map.lock().expect("sessions lock").remove(token);
+    pub fn remove(&self, store: &Store, token: &str) -> riposte_store::Result<()> {
+        store.end_session(&token_hash(token)).map(drop)
     }
 }
 
-/// Login failures allowed per source address and per user name within [`LoginLimiter::WINDOW_MS`].
+/// Failed logins allowed within [`LoginLimiter::WINDOW_MS`] for one user name from one
+/// source address.
 pub const MAX_LOGIN_FAILURES: usize = 5;
+/// Failed logins allowed within the window from one source address, whatever the names.
+pub const MAX_FAILURES_PER_ADDRESS: usize = 20;
+/// Failed logins allowed within the window for one user name, from all addresses
+/// together: what bounds guessing from many addresses, and what someone must spend to
+/// lock a user out from everywhere.
+pub const MAX_FAILURES_PER_NAME: usize = 50;
 
-/// Failed logins by key (`addr:...`, `user:...`), in a bounded map.
+/// Failed logins by source address, by user name, and by the two together, in a bounded map.
 pub(crate) struct LoginLimiter {
     failures: Mutex<HashMap<String, VecDeque<i64>>>,
 }
@@ -175,22 +202,33 @@ impl LoginLimiter {
         }
     }
 
-    /// Whether any of `keys` has had [`MAX_LOGIN_FAILURES`] failures in the window.
-    pub fn blocked(&self, keys: &[String], now_ms: i64) -> bool {
+    /// The keys a login of `name` from `addr` counts against, each with its limit.
+    fn keys(addr: &str, name: &str) -> [(String, usize); 3] {
+        let name = name.to_lowercase();
+        [
+            (format!("addr:{addr}"), MAX_FAILURES_PER_ADDRESS),
+            (format!("user:{name}"), MAX_FAILURES_PER_NAME),
+            (format!("pair:{addr}:{name}"), MAX_LOGIN_FAILURES),
+        ]
+    }
+
+    /// Whether a login of `name` from `addr` is refused for too many recent failures.
+    pub fn blocked(&self, addr: &str, name: &str, now_ms: i64) -> bool {
         let map = self.failures.lock().expect("limiter lock");
-        keys.iter().any(|k| {
+        Self::keys(addr, name).iter().any(|(k, limit)| {
             map.get(k).is_some_and(|times| {
                 times
                     .iter()
                     .filter(|t| now_ms - **t < Self::WINDOW_MS)
                     .count()
-                    >= MAX_LOGIN_FAILURES
+                    >= *limit
             })
         })
     }
 
-    /// Counts a failure against each of `keys`.
-    pub fn failed(&self, keys: &[String], now_ms: i64) {
+    /// Counts a failed login of `name` from `addr`.
+    pub fn failed(&self, addr: &str, name: &str, now_ms: i64) {
+        let keys = Self::keys(addr, name);
         let mut map = self.failures.lock().expect("limiter lock");
         if map.len() + keys.len() > Self::MAX_KEYS {
             map.retain(|_, times| times.back().is_some_and(|t| now_ms - t < Self::WINDOW_MS));
@@ -205,22 +243,21 @@ impl LoginLimiter {
                 map.remove(&stalest);
             }
         }
-        for key in keys {
-            let times = map.entry(key.clone()).or_default();
+        for (key, limit) in keys {
+            let times = map.entry(key).or_default();
             times.retain(|t| now_ms - t < Self::WINDOW_MS);
             times.push_back(now_ms);
-            while times.len() > MAX_LOGIN_FAILURES {
+            while times.len() > limit {
                 times.pop_front();
             }
         }
     }
 
-    /// Forgets the failures of `keys` (a successful login).
-    pub fn succeeded(&self, keys: &[String]) {
-        let mut map = self.failures.lock().expect("limiter lock");
-        for key in keys {
-            map.remove(key);
-        }
+    /// A successful login of `name` from `addr`: forgets the failures of that name from
+    /// that address (the others still count).
+    pub fn succeeded(&self, addr: &str, name: &str) {
+        let [.., (pair, _)] = Self::keys(addr, name);
+        self.failures.lock().expect("limiter lock").remove(&pair);
     }
 }
 
@@ -251,30 +288,62 @@ mod tests {
     }
 
     #[test]
-    fn sessions_expire_when_idle_and_at_their_limit() {
+    fn sessions_expire_when_idle_and_at_their_limit_and_outlive_the_console() {
+        let store = Store::open_in_memory().unwrap();
         let sessions = Sessions::new(10, 30);
         let user = UserName::parse("ann").unwrap();
-        let (t, _) = sessions.create(user.clone(), 0);
-        assert!(sessions.touch(&t, 9_000).is_some());
-        assert!(sessions.touch(&t, 18_000).is_some(), "used 9 s ago");
-        assert!(sessions.touch(&t, 28_001).is_none(), "idle 10 s");
-        let (t, _) = sessions.create(user, 100_000);
+        let (t, first) = sessions.create(&store, user.clone(), 0).unwrap();
+        let touch = |sessions: &Sessions, t: &str, now| sessions.touch(&store, t, now).unwrap();
+        assert_eq!(touch(&sessions, &t, 9_000).unwrap().csrf, first.csrf);
+        // A console started afresh over the same store knows the session.
+        let restarted = Sessions::new(10, 30);
+        assert!(touch(&restarted, &t, 18_000).is_some(), "used 9 s ago");
+        assert!(touch(&restarted, &t, 28_001).is_none(), "idle 10 s");
+        assert!(touch(&restarted, &t, 28_002).is_none(), "and ended");
+        let (t, _) = sessions.create(&store, user, 100_000).unwrap();
         for now in (105_000..130_000).step_by(5_000) {
-            assert!(sessions.touch(&t, now).is_some());
+            assert!(touch(&sessions, &t, now).is_some());
         }
-        assert!(sessions.touch(&t, 130_000).is_none(), "30 s old");
+        assert!(touch(&sessions, &t, 130_000).is_none(), "30 s old");
+        assert!(touch(&sessions, "not-a-token", 100_001).is_none());
+        assert_ne!(csrf_of(&t), t);
+        assert!(
+            store.session(&t).unwrap().is_none(),
+            "only the hash is a key"
+        );
     }
 
     #[test]
-    fn the_limiter_blocks_after_five_failures_in_the_window() {
+    fn the_limiter_counts_per_address_per_name_and_per_both() {
         let limiter = LoginLimiter::new();
-        let keys = vec!["addr:1".to_owned(), "user:a".to_owned()];
         for i in 0..5 {
-            assert!(!limiter.blocked(&keys, i));
-            limiter.failed(&keys, i);
+            assert!(!limiter.blocked("1.1.1.1", "a", i));
+            limiter.failed("1.1.1.1", "a", i);
         }
-        assert!(limiter.blocked(&keys, 10));
-        assert!(limiter.blocked(&["user:a".to_owned()], 10));
-        assert!(!limiter.blocked(&keys, LoginLimiter::WINDOW_MS + 5));
+        assert!(
+            limiter.blocked("1.1.1.1", "A", 10),
+            "names match in any case"
+        );
+        assert!(
+            !limiter.blocked("2.2.2.2", "a", 10),
+            "a's own address still logs in"
+        );
+        assert!(!limiter.blocked("1.1.1.1", "b", 10));
+        assert!(!limiter.blocked("1.1.1.1", "a", LoginLimiter::WINDOW_MS + 5));
+        // One address trying many names.
+        for i in 0..15 {
+            limiter.failed("1.1.1.1", &format!("n{i}"), 20);
+        }
+        assert!(limiter.blocked("1.1.1.1", "zed", 21));
+        // Many addresses trying one name.
+        for i in 0..50 {
+            limiter.failed(&format!("10.0.0.{i}"), "c", 30);
+        }
+        assert!(limiter.blocked("3.3.3.3", "c", 31));
+        limiter.succeeded("10.0.0.1", "c");
+        assert!(
+            limiter.blocked("10.0.0.1", "c", 31),
+            "the name's count still holds"
+        );
     }
 }

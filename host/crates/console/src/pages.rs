@@ -14,7 +14,9 @@ use riposte_domain::{ActionRequest, MalopId, Operator, PluginName, Role, Sha256D
 use riposte_policy::{BudgetStatus, Mode};
 use riposte_service::decisions::{self, TimeBoxChange, Verdict};
 use riposte_store::prelude::*;
-use riposte_store::{ActionFilter, ActionId, ActionRecord, ActionState, PendingApproval};
+use riposte_store::{
+    ActionFilter, ActionId, ActionRecord, ActionState, HOUR_MS, PendingApproval, PluginActivity,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, VecDeque};
@@ -206,28 +208,32 @@ async fn who(console: &Console, headers: &HeaderMap) -> Result<Who, Response> {
     let Some(token) = cookie(headers, SESSION_COOKIE).map(str::to_owned) else {
         return Err(login());
     };
-    let now = (console.inner().clock)();
-    let Some(session) = console.inner().sessions.touch(&token, now) else {
-        return Err(login());
-    };
-    let name = session.user.clone();
-    let user = blocking(console, move |inner| {
-        inner.store.get_user(&name).map_err(store_err)
+    let found = blocking(console, move |inner| {
+        let now = (inner.clock)();
+        let store = &inner.store;
+        let Some(session) = inner
+            .sessions
+            .touch(store, &token, now)
+            .map_err(store_err)?
+        else {
+            return Ok(None);
+        };
+        match store.get_user(&session.user).map_err(store_err)? {
+            Some(user) => Ok(Some(Who {
+                user: user.name,
+                role: user.role,
+                csrf: session.csrf,
+                token,
+            })),
+            None => {
+                inner.sessions.remove(store, &token).map_err(store_err)?;
+                Ok(None)
+            }
+        }
     })
     .await
     .map_err(IntoResponse::into_response)?;
-    match user {
-        Some(user) => Ok(Who {
-            user: user.name,
-            role: user.role,
-            csrf: session.csrf,
-            token,
-        }),
-        None => {
-            console.inner().sessions.remove(&token);
-            Err(login())
-        }
-    }
+    found.ok_or_else(login)
 }
 
 /// A page for the logged-in user: `f` runs on the blocking pool with the user and the time.
@@ -316,11 +322,8 @@ async fn login(
     let inner = console.inner().clone();
     let now = (inner.clock)();
     let shown = clip(&form.username, 64);
-    let keys = vec![
-        format!("addr:{}", peer.ip()),
-        format!("user:{}", shown.to_lowercase()),
-    ];
-    if inner.limiter.blocked(&keys, now) {
+    let from = peer.ip().to_string();
+    if inner.limiter.blocked(&from, &shown, now) {
         let by = format!("console:{shown}");
         let addr = peer.ip().to_string();
         blocking(&console, move |inner| {
@@ -343,7 +346,8 @@ async fn login(
     }
     let name = UserName::parse(&form.username).ok();
     let password = form.password;
-    let addr = peer.ip().to_string();
+    let addr = from.clone();
+    let by = format!("console:{shown}");
     let user = blocking(&console, move |inner| {
         let user = match &name {
             Some(name) => inner.store.get_user(name).map_err(store_err)?,
@@ -355,7 +359,6 @@ async fn login(
             .as_ref()
             .map_or(inner.dummy_hash.as_str(), |u| u.password_hash.as_str());
         let ok = auth::verify_password(&password, hash) && user.is_some();
-        let by = format!("console:{shown}");
         if ok {
             audit_event(inner, "console-login", &by, json!({ "from": addr }), None)?;
         } else {
@@ -371,7 +374,7 @@ async fn login(
     })
     .await?;
     let Some(user) = user else {
-        inner.limiter.failed(&keys, now);
+        inner.limiter.failed(&from, &shown, now);
         let mut page = render(
             &inner,
             "login.html",
@@ -380,8 +383,14 @@ async fn login(
         *page.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(page);
     };
-    inner.limiter.succeeded(&keys[1..]);
-    let (token, _) = inner.sessions.create(user.name, now);
+    inner.limiter.succeeded(&from, &shown);
+    let (token, _) = blocking(&console, move |inner| {
+        inner
+            .sessions
+            .create(&inner.store, user.name, now)
+            .map_err(store_err)
+    })
+    .await?;
     let mut response = Redirect::to("/").into_response();
     let secure = if inner.settings.secure_cookies() {
         "; Secure"
@@ -411,9 +420,12 @@ async fn logout(
         Ok(who) => who,
         Err(response) => return response,
     };
-    console.inner().sessions.remove(&who.token);
     let by = who.identity();
     let audited = blocking(&console, move |inner| {
+        inner
+            .sessions
+            .remove(&inner.store, &who.token)
+            .map_err(store_err)?;
         audit_event(inner, "console-logout", &by, json!({}), None)
     })
     .await;
@@ -565,6 +577,8 @@ async fn overview(State(console): State<Console>, headers: HeaderMap) -> Respons
     viewed(console, &headers, move |inner, who, now| {
         let store = &inner.store;
         let status = store.status(now).map_err(store_err)?;
+        let day = now - 24 * HOUR_MS;
+        let week = store.activity_since(now - 7 * 24 * HOUR_MS).map_err(store_err)?;
         let mut plugins = Vec::new();
         let mut bars = Vec::new();
         for p in &inner.operator.plugins {
@@ -573,13 +587,26 @@ async fn overview(State(console): State<Console>, headers: HeaderMap) -> Respons
                 bars.push((format!("{}: {}", p.name, b.budget), b.used, b.budget.max));
             }
             let health = status.paused_plugins.iter().find(|h| h.plugin == p.name.as_str());
+            let mut recent = PluginActivity::empty(p.name.clone(), now);
+            let mut traps_week = 0;
+            for a in week.iter().filter(|a| a.plugin == p.name) {
+                traps_week += a.traps;
+                if a.hour_ms + HOUR_MS > day {
+                    recent.add(a);
+                }
+                recent.last_invocation_ms = recent.last_invocation_ms.max(a.last_invocation_ms);
+            }
             plugins.push(json!({
                 "name": p.name.as_str(),
                 "mode": match p.rules.mode { Mode::Enforce => "enforce", Mode::Shadow => "shadow" },
                 "digest": p.sha256.to_hex(),
                 "budgets": budgets.iter().map(budget_view).collect::<Vec<_>>(),
                 "paused_until": store.paused_until(p.name.as_str(), now).map_err(store_err)?.map(|t| when(t, now)),
-                "traps": health.map(|h| h.consecutive_traps),
+                "traps_in_a_row": health.map_or(0, |h| h.consecutive_traps),
+                "traps_week": traps_week,
+                "invocations_day": recent.invocations,
+                "decisions_day": recent.decisions,
+                "last_invocation": recent.last_invocation_ms.map(|t| when(t, now)),
             }));
         }
         let pending: Vec<PendingView> = store
@@ -589,7 +616,6 @@ async fn overview(State(console): State<Console>, headers: HeaderMap) -> Respons
             .take(20)
             .map(|p| pending_view(inner, p, now))
             .collect();
-        let day = now - 24 * 3_600_000;
         let recent = store
             .list_actions(&ActionFilter { limit: Some(ACTIONS_READ), created_since_ms: Some(day), ..Default::default() })
             .map_err(store_err)?;
@@ -599,16 +625,20 @@ async fn overview(State(console): State<Console>, headers: HeaderMap) -> Respons
             .hosts
             .iter()
             .map(|h| json!({ "host": h.host_id, "version": h.version, "heartbeat": when(h.heartbeat_ms, now),
+                "last_event": h.last_event_ms.map(|t| when(t, now)),
                 "holding": clip(&h.holding, CELL),
                 "lease": status.leases.iter().find(|l| l.holder == h.host_id && l.expires_at_ms > now).map(|l| l.name.clone()) }))
             .collect();
+        let last_event = status.hosts.iter().filter_map(|h| h.last_event_ms).max();
         render(inner, "overview.html", context! {
             who => who.context(),
             hosts, plugins, pending, recent,
             pending_count => status.pending_approvals,
             last_poll => status.last_poll_ms().map(|t| when(t, now)),
+            last_event => last_event.map(|t| when(t, now)),
             by_state => status.actions_by_state.iter().map(|(s, n)| (s.to_string(), *n)).collect::<Vec<_>>(),
             actions_chart => chart,
+            decision_charts => svg::decisions_per_hour(&week, day, now),
             budgets_chart => svg::budget_bars(&bars),
         })
     })

@@ -1,8 +1,9 @@
 //! Pictures drawn on the server as inline SVG (no script): actions per hour per plugin,
-//! and budgets used against their limits. Every label is escaped.
+//! the gate's decisions per hour for each plugin, and budgets used against their limits.
+//! Every label is escaped.
 
 use minijinja::HtmlEscape;
-use riposte_store::ActionRecord;
+use riposte_store::{ActionRecord, PluginActivity};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -11,6 +12,18 @@ const COLOURS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
 ];
 
+const HOUR: i64 = 3_600_000;
+
+/// The number of hourly bars between `from_ms` and `to_ms` (1 to 24 * 90).
+fn hours_between(from_ms: i64, to_ms: i64) -> usize {
+    ((to_ms - from_ms) / HOUR + 1).clamp(1, 24 * 90) as usize
+}
+
+/// The bar of `at_ms` among `hours` bars from `from_ms`.
+fn bucket(at_ms: i64, from_ms: i64, hours: usize) -> usize {
+    ((at_ms - from_ms) / HOUR).clamp(0, hours as i64 - 1) as usize
+}
+
 /// Stacked bars of actions per hour between `from_ms` and `to_ms` (at most 24 * 90
 /// bars), one colour per plugin, with a legend. Marked safe: built from escaped text.
 pub(crate) fn actions_per_hour(
@@ -18,17 +31,71 @@ pub(crate) fn actions_per_hour(
     from_ms: i64,
     to_ms: i64,
 ) -> minijinja::Value {
-    const HOUR: i64 = 3_600_000;
-    let hours = ((to_ms - from_ms) / HOUR + 1).clamp(1, 24 * 90) as usize;
+    let hours = hours_between(from_ms, to_ms);
     let mut plugins: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
     for a in actions {
-        let bucket = ((a.created_at_ms - from_ms) / HOUR).clamp(0, hours as i64 - 1) as usize;
         plugins
             .entry(a.plugin.as_str())
-            .or_insert_with(|| vec![0; hours])[bucket] += 1;
+            .or_insert_with(|| vec![0; hours])[bucket(a.created_at_ms, from_ms, hours)] += 1;
     }
+    let series: Vec<(&str, &str, Vec<u32>)> = plugins
+        .into_iter()
+        .enumerate()
+        .map(|(i, (plugin, counts))| (plugin, COLOURS[i % COLOURS.len()], counts))
+        .collect();
+    stacked_bars("actions per hour", &series, (to_ms - from_ms) / HOUR)
+}
+
+/// The gate's decisions per hour between `from_ms` and `to_ms`, one chart per plugin
+/// with a colour per decision (allowed, awaiting approval, shadowed, denied), from the
+/// hourly counts of the store. Plugins with no decision in the span are left out.
+pub(crate) fn decisions_per_hour(
+    activity: &[PluginActivity],
+    from_ms: i64,
+    to_ms: i64,
+) -> Vec<(String, minijinja::Value)> {
+    let hours = hours_between(from_ms, to_ms);
+    let mut plugins: BTreeMap<&str, [Vec<u32>; 4]> = BTreeMap::new();
+    for a in activity.iter().filter(|a| a.hour_ms + HOUR > from_ms) {
+        let counts = plugins
+            .entry(a.plugin.as_str())
+            .or_insert_with(|| std::array::from_fn(|_| vec![0; hours]));
+        let at = bucket(a.hour_ms.max(from_ms), from_ms, hours);
+        let d = &a.decisions;
+        for (series, n) in counts
+            .iter_mut()
+            .zip([d.allowed, d.awaiting, d.shadowed, d.denied])
+        {
+            series[at] = series[at].saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        }
+    }
+    plugins
+        .into_iter()
+        .filter(|(_, counts)| counts.iter().flatten().any(|n| *n > 0))
+        .map(|(plugin, [allowed, awaiting, shadowed, denied])| {
+            let series = [
+                ("allowed", "#2ca02c", allowed),
+                ("awaiting approval", "#ff7f0e", awaiting),
+                ("shadowed", "#9467bd", shadowed),
+                ("denied", "#d62728", denied),
+            ];
+            let label = format!("decisions per hour of {plugin}");
+            let chart = stacked_bars(&label, &series, (to_ms - from_ms) / HOUR);
+            (plugin.to_owned(), chart)
+        })
+        .collect()
+}
+
+/// Stacked hourly bars of `series` (name, colour, one count per hour; all as long), the
+/// last bar being now and the first `span_hours` ago, with a legend giving each total.
+fn stacked_bars<S: AsRef<str>>(
+    aria: &str,
+    series: &[(S, &str, Vec<u32>)],
+    span_hours: i64,
+) -> minijinja::Value {
+    let hours = series.first().map_or(1, |(_, _, v)| v.len());
     let peak = (0..hours)
-        .map(|h| plugins.values().map(|v| v[h]).sum::<u32>())
+        .map(|h| series.iter().map(|(_, _, v)| v[h]).sum::<u32>())
         .max()
         .unwrap_or(0)
         .max(1);
@@ -36,8 +103,9 @@ pub(crate) fn actions_per_hour(
     let bar = (width - left) / hours as f64;
     let scale = (height - bottom - 8.0) / f64::from(peak);
     let mut svg = format!(
-        "<svg class=\"chart\" viewBox=\"0 0 {width} {}\" role=\"img\" aria-label=\"actions per hour\" xmlns=\"http://www.w3.org/2000/svg\">",
-        height + 16.0 * plugins.len() as f64
+        "<svg class=\"chart\" viewBox=\"0 0 {width} {}\" role=\"img\" aria-label=\"{}\" xmlns=\"http://www.w3.org/2000/svg\">",
+        height + 16.0 * series.len() as f64,
+        HtmlEscape(&crate::text::clip(aria, 120)),
     );
     let _ = write!(
         svg,
@@ -49,7 +117,7 @@ pub(crate) fn actions_per_hour(
     );
     for h in 0..hours {
         let mut y = height - bottom;
-        for (i, counts) in plugins.values().enumerate() {
+        for (_, colour, counts) in series {
             let n = counts[h];
             if n == 0 {
                 continue;
@@ -58,31 +126,28 @@ pub(crate) fn actions_per_hour(
             y -= tall;
             let _ = write!(
                 svg,
-                "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{tall:.1}\" fill=\"{}\"><title>{n}</title></rect>",
+                "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{tall:.1}\" fill=\"{colour}\"><title>{n}</title></rect>",
                 left + bar * h as f64,
                 (bar - 1.0).max(1.0),
-                COLOURS[i % COLOURS.len()]
             );
         }
     }
     let _ = write!(
         svg,
-        "<text x=\"{left}\" y=\"{}\" font-size=\"11\">{} h ago</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">now</text>",
+        "<text x=\"{left}\" y=\"{}\" font-size=\"11\">{span_hours} h ago</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">now</text>",
         height - 4.0,
-        (to_ms - from_ms) / HOUR,
         width,
         height - 4.0
     );
-    for (i, (plugin, counts)) in plugins.iter().enumerate() {
+    for (i, (name, colour, counts)) in series.iter().enumerate() {
         let y = height + 16.0 * i as f64 + 8.0;
         let _ = write!(
             svg,
-            "<rect x=\"{left}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{y:.1}\" font-size=\"11\">{} ({})</text>",
+            "<rect x=\"{left}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"{y:.1}\" font-size=\"11\">{} ({})</text>",
             y - 9.0,
-            COLOURS[i % COLOURS.len()],
             left + 14.0,
-            HtmlEscape(&crate::text::clip(plugin, 60)),
-            counts.iter().sum::<u32>()
+            HtmlEscape(&crate::text::clip(name.as_ref(), 60)),
+            counts.iter().map(|n| u64::from(*n)).sum::<u64>()
         );
     }
     svg.push_str("</svg>");

@@ -1,5 +1,6 @@
 //! The console over HTTP on loopback: the real router and a real store (SQLite in a
-//! temporary directory), driven with reqwest; time is the test's clock.
+//! temporary directory, or a fresh database on the test PostgreSQL server for the tests
+//! run on both backends), driven with reqwest; time is the test's clock.
 
 use riposte_audit::{AuditSink, FsyncPolicy};
 use riposte_console::{Console, ConsoleConfig, ConsoleServer, SESSION_COOKIE, auth};
@@ -9,8 +10,10 @@ use riposte_domain::{
 use riposte_metrics::Metrics;
 use riposte_service::{Auditor, OperatorConfig};
 use riposte_store::prelude::*;
+use riposte_store::testing::TestDatabase;
 use riposte_store::{ActionId, ActionMode, ActionState, BeginOutcome, NewAction, Outcome, Store};
-use std::path::PathBuf;
+use riposte_store::{DecisionCounts, HOUR_MS, HostStatus, PluginActivity};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -19,6 +22,8 @@ const PASSWORD: &str = "a long enough password";
 
 struct Harness {
     _dir: tempfile::TempDir,
+    _db: TestDatabase,
+    config_path: PathBuf,
     store: Arc<Store>,
     audit_path: PathBuf,
     clock: Arc<AtomicI64>,
@@ -26,25 +31,59 @@ struct Harness {
     http: reqwest::Client,
 }
 
+/// The plugin the test configuration names (its component is never loaded here).
+const PLUGIN: &str = "isolator";
+
+/// Runs each `async fn name(h: Harness)` it names as two tests, `name::sqlite` and
+/// `name::postgres`, each on a fresh database of its backend. On a multi-threaded runtime:
+/// the PostgreSQL store blocks, off the async workers (`block_in_place`).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Harness::on(riposte_store::testing::TestDatabase::sqlite()).await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Harness::on(riposte_store::testing::TestDatabase::postgres()).await).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    approvals_through_the_page_are_recorded_by_the_console_users,
+    every_page_renders_and_the_chain_verifies_from_the_page,
+    a_time_boxed_containment_is_extended_and_confirmed_from_the_page,
+    a_session_outlives_a_restart_of_the_console_and_ends_with_its_user,
+    the_overview_shows_each_plugins_activity_and_the_last_syslog_event,
+);
+
 impl Harness {
     async fn start() -> Self {
-        Self::start_with("", reqwest::Client::builder()).await
+        Self::on(TestDatabase::sqlite()).await
     }
 
-    /// A console whose `[console]` section also holds `console`, asked by `http`.
-    async fn start_with(console: &str, http: reqwest::ClientBuilder) -> Self {
+    /// A console over a fresh database `db`.
+    async fn on(db: TestDatabase) -> Self {
+        Self::start_with("", reqwest::Client::builder(), db).await
+    }
+
+    /// A console over `db` whose `[console]` section also holds `console`, asked by `http`.
+    async fn start_with(console: &str, http: reqwest::ClientBuilder, db: TestDatabase) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("riposte.toml");
         let text = format!(
-            "[service]\n[service.database]\npath = \"riposte.db\"\n[service.audit]\npath = \"audit.jsonl\"\n[console]\n{console}"
+            "[service]\n[service.database]\npath = \"riposte.db\"\n[service.audit]\npath = \"audit.jsonl\"\n\
+             [[plugins]]\nname = \"{PLUGIN}\"\npath = \"{PLUGIN}.wasm\"\nsha256 = \"{}\"\n[console]\n{console}",
+            Sha256Digest::of(b"isolator.wasm").to_hex()
         );
         std::fs::write(&config_path, text).unwrap();
         let operator = OperatorConfig::load(&config_path).unwrap();
-        let settings = ConsoleConfig::load(&config_path)
-            .unwrap()
-            .expect("[console] is there");
         let audit_path = operator.service.audit.path.clone();
-        let store = Arc::new(riposte_service::open_store(&operator.service.database).unwrap());
+        let store = Arc::new(db.open());
         for (name, role) in [
             ("alice", Role::Approver),
             ("bob", Role::Admin),
@@ -55,32 +94,28 @@ impl Harness {
                 .add_user(&UserName::parse(name).unwrap(), role, &hash, T0)
                 .unwrap();
         }
-        let sink = AuditSink::open(&audit_path, FsyncPolicy::EveryRecord).unwrap();
-        let auditor = Arc::new(Auditor::new(sink, Arc::new(Metrics::new())));
         let clock = Arc::new(AtomicI64::new(T0));
-        let now = clock.clone();
-        let console = Console::with_clock(
-            settings,
-            Arc::new(operator),
-            store.clone(),
-            auditor,
-            Arc::new(move || now.load(Ordering::SeqCst)),
-        )
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = console.serve_on(listener).unwrap();
+        let server = serve(&config_path, &store, &clock).await;
         let http = http
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
         Self {
             _dir: dir,
+            _db: db,
+            config_path,
             store,
             audit_path,
             clock,
             server,
             http,
         }
+    }
+
+    /// Stops the console and starts another over the same store and configuration, as a
+    /// restart of riposte would (or another host on the same database).
+    async fn restart(&mut self) {
+        self.server = serve(&self.config_path, &self.store, &self.clock).await;
     }
 
     fn url(&self, path: &str) -> String {
@@ -157,6 +192,27 @@ impl Harness {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
+}
+
+/// A console over `store` configured by `config_path`, on a loopback port, on `clock`.
+async fn serve(config_path: &Path, store: &Arc<Store>, clock: &Arc<AtomicI64>) -> ConsoleServer {
+    let operator = OperatorConfig::load(config_path).unwrap();
+    let settings = ConsoleConfig::load(config_path)
+        .unwrap()
+        .expect("[console] is there");
+    let sink = AuditSink::open(&operator.service.audit.path, FsyncPolicy::EveryRecord).unwrap();
+    let auditor = Arc::new(Auditor::new(sink, Arc::new(Metrics::new())));
+    let now = clock.clone();
+    let console = Console::with_clock(
+        settings,
+        Arc::new(operator),
+        store.clone(),
+        auditor,
+        Arc::new(move || now.load(Ordering::SeqCst)),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    console.serve_on(listener).unwrap()
 }
 
 /// The CSRF token of the page at `path`.
@@ -254,7 +310,7 @@ async fn logins_are_rate_limited_per_user_name() {
 #[tokio::test]
 async fn logins_are_rate_limited_per_source_address() {
     let h = Harness::start().await;
-    for i in 0..auth::MAX_LOGIN_FAILURES {
+    for i in 0..auth::MAX_FAILURES_PER_ADDRESS {
         let name = format!("guess{i}");
         assert_eq!(h.login_as(&name, "wrong password!").await.status(), 401);
     }
@@ -333,9 +389,7 @@ async fn an_expired_session_is_sent_to_the_login_page() {
     );
 }
 
-#[tokio::test]
-async fn an_approval_through_the_page_is_recorded_by_the_console_user() {
-    let h = Harness::start().await;
+async fn approvals_through_the_page_are_recorded_by_the_console_users(h: Harness) {
     let (id, hash) = h.pending_for(2);
     let cookie = h.session("alice").await;
     let path = format!("/approvals/{}", id.as_str());
@@ -403,9 +457,7 @@ async fn an_approval_through_the_page_is_recorded_by_the_console_user() {
     assert_eq!(again.status(), 409);
 }
 
-#[tokio::test]
-async fn every_page_renders_and_the_chain_verifies_from_the_page() {
-    let h = Harness::start().await;
+async fn every_page_renders_and_the_chain_verifies_from_the_page(h: Harness) {
     let (_id, _) = h.pending();
     let cookie = h.session("alice").await;
     for path in [
@@ -465,6 +517,7 @@ async fn over_tls_the_cookie_is_secure() {
         reqwest::Client::builder()
             .tls_built_in_root_certs(false)
             .add_root_certificate(root),
+        TestDatabase::sqlite(),
     )
     .await;
     assert!(h.server.url().starts_with("https://"), "{}", h.server.url());
@@ -495,9 +548,7 @@ async fn plain_http_off_loopback_is_refused_without_the_proxy_flag() {
     );
 }
 
-#[tokio::test]
-async fn a_time_boxed_containment_is_extended_and_confirmed_from_the_page() {
-    let h = Harness::start().await;
+async fn a_time_boxed_containment_is_extended_and_confirmed_from_the_page(h: Harness) {
     let new = NewAction::new(
         PluginName::new("isolator"),
         Sha256Digest::of(b"isolator.wasm"),
@@ -582,5 +633,87 @@ async fn a_time_boxed_containment_is_extended_and_confirmed_from_the_page() {
             .await
             .status(),
         409
+    );
+}
+
+async fn a_session_outlives_a_restart_of_the_console_and_ends_with_its_user(mut h: Harness) {
+    let cookie = h.session("alice").await;
+    let token = csrf(&h, &cookie, "/audit").await;
+    h.restart().await;
+    assert_eq!(h.get(&cookie, "/").await.status(), 200, "still logged in");
+    assert_eq!(csrf(&h, &cookie, "/audit").await, token, "same CSRF token");
+    let token_of_cookie = cookie.split_once('=').unwrap().1;
+    let stored = h.store.session(token_of_cookie).unwrap();
+    assert!(
+        stored.is_none(),
+        "the store keys sessions by the token's hash only"
+    );
+    // A new password ends every session of the user.
+    let hash = auth::hash_password("another long password").unwrap();
+    h.store
+        .set_user_password(&UserName::parse("alice").unwrap(), &hash, T0)
+        .unwrap();
+    assert!(is_login_redirect(&h.get(&cookie, "/").await));
+}
+
+async fn the_overview_shows_each_plugins_activity_and_the_last_syslog_event(h: Harness) {
+    let now = T0;
+    let activity = |hours_ago: i64, allowed, denied, last: Option<i64>| PluginActivity {
+        invocations: 3,
+        traps: 1,
+        decisions: DecisionCounts {
+            allowed,
+            denied,
+            shadowed: 0,
+            awaiting: 0,
+        },
+        last_invocation_ms: last,
+        ..PluginActivity::empty(PluginName::new(PLUGIN), now - hours_ago * HOUR_MS)
+    };
+    h.store
+        .add_activity(
+            &[
+                activity(0, 4, 1, Some(now - 90_000)),
+                activity(2, 2, 0, Some(now - 2 * HOUR_MS)),
+                // Three days ago: only its traps count on the page (over 7 days).
+                activity(72, 50, 50, Some(now - 72 * HOUR_MS)),
+            ],
+            0,
+        )
+        .unwrap();
+    h.store
+        .heartbeat(&HostStatus {
+            host_id: "h1".to_owned(),
+            version: "test".to_owned(),
+            started_at_ms: now - HOUR_MS,
+            heartbeat_ms: now,
+            holding: String::new(),
+            last_event_ms: Some(now - 5_000),
+        })
+        .unwrap();
+    let cookie = h.session("victor").await;
+    let page = h.get(&cookie, "/").await.text().await.unwrap();
+    let row_at = page
+        .find(&format!("id=\"plugin-{PLUGIN}\""))
+        .expect("the plugin's row");
+    let row = &page[row_at..row_at + page[row_at..].find("</tr>").unwrap()];
+    assert!(row.contains("<td class=\"invocations\">6</td>"), "{row}");
+    assert!(
+        row.contains("6 allowed, 0 awaiting, 0 shadowed, 1 denied"),
+        "{row}"
+    );
+    assert!(row.contains("<td class=\"traps\">3</td>"), "{row}");
+    assert!(row.contains("(1m ago)"), "the last invocation: {row}");
+    assert!(
+        page.contains("aria-label=\"decisions per hour of isolator\""),
+        "a picture of the plugin's decisions"
+    );
+    assert!(
+        page.contains("allowed (6)") && page.contains("denied (1)"),
+        "its legend"
+    );
+    assert!(
+        page.contains("Last syslog event: 2025-12-01 11:59:55 (5s ago)."),
+        "{page}"
     );
 }

@@ -2,6 +2,7 @@
 //! outcomes, pauses, approvals and undo. Failing to write the audit trail is logged loudly;
 //! the chain's verify command then shows the gap.
 
+use crate::activity::ActivityBook;
 use riposte_audit::{AuditSink, Call, DecisionRecord, Entry, InvocationId, Redacted};
 use riposte_domain::bounds;
 use riposte_domain::{ActionRequest, PluginName, Sha256Digest};
@@ -18,12 +19,23 @@ use std::time::Duration;
 pub struct Auditor {
     sink: AuditSink,
     metrics: Arc<Metrics>,
+    activity: ActivityBook,
 }
 
 impl Auditor {
-    /// Records into `sink` and counts into `metrics`.
+    /// Records into `sink` and counts into `metrics` (and into the plugins' activity, which
+    /// the service writes to the store once a cycle).
     pub fn new(sink: AuditSink, metrics: Arc<Metrics>) -> Self {
-        Self { sink, metrics }
+        Self {
+            sink,
+            metrics,
+            activity: ActivityBook::default(),
+        }
+    }
+
+    /// The activity counted since the service last wrote it.
+    pub(crate) fn activity(&self) -> &ActivityBook {
+        &self.activity
     }
 
     /// The sink (for its head and for syncing on shutdown).
@@ -56,6 +68,8 @@ impl Auditor {
             request.operation().name(),
             decision.kind(),
         );
+        self.activity
+            .decision(&call.plugin.name, now(), decision.kind());
         let built = match decision {
             Decision::Deny(_) => Ok(refused_action(request, reason, decision)),
             _ => Entry::for_action(now(), request, Some(reason), decision.to_record()),
@@ -165,6 +179,8 @@ impl Auditor {
         quotas: serde_json::Value,
     ) {
         self.metrics.invocation(&call.plugin.name, export, report);
+        self.activity
+            .invocation(&call.plugin.name, now(), report.outcome.is_trap());
         let mut entry = Entry::new(now(), Call::event(format!("invoke:{export}")));
         with_invocation(&mut entry, call);
         let detail = match &report.outcome {

@@ -20,8 +20,9 @@ use crate::db;
 use crate::executor::now_ms;
 use riposte_metrics::Metrics;
 use riposte_store::prelude::*;
-use riposte_store::{LeaseGrant, Store};
+use riposte_store::{HostStatus, LeaseGrant, Store};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -102,6 +103,9 @@ pub struct Membership {
     /// whose task was cancelled (its blocking write still running) cannot bring the host
     /// back after it left.
     left: Arc<std::sync::Mutex<bool>>,
+    /// When the last syslog event reached this host (ms; 0 for none yet), told at each
+    /// heartbeat.
+    last_event_ms: AtomicI64,
 }
 
 impl Membership {
@@ -124,7 +128,13 @@ impl Membership {
             started_at_ms: now_ms(),
             role: watch::Sender::new(initial),
             left: Arc::new(std::sync::Mutex::new(false)),
+            last_event_ms: AtomicI64::new(0),
         })
+    }
+
+    /// Notes that a syslog event reached this host at `at_ms` (the next heartbeat tells).
+    pub fn event_received(&self, at_ms: i64) {
+        self.last_event_ms.fetch_max(at_ms, Ordering::Relaxed);
     }
 
     /// This host's id.
@@ -159,10 +169,15 @@ impl Membership {
     /// Sends a heartbeat and, on a shared database, takes or renews the poller lease.
     /// Returns the role it leaves, and the host whose expired lease it took over (if any).
     pub async fn beat(&self) -> (Role, Option<String>) {
-        let host = self.settings.host_id.clone();
         let (shared, ttl_ms) = (self.settings.shared, millis(self.settings.lease));
-        let holding = self.holding();
-        let started = self.started_at_ms;
+        let mut host = HostStatus {
+            host_id: self.settings.host_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at_ms: self.started_at_ms,
+            heartbeat_ms: 0,
+            holding: self.holding(),
+            last_event_ms: Some(self.last_event_ms.load(Ordering::Relaxed)).filter(|t| *t > 0),
+        };
         let margin_ms = millis(self.settings.heartbeat);
         let left = self.left.clone();
         let answer = db::blocking(&self.store, "heartbeat", move |s| {
@@ -171,11 +186,13 @@ impl Membership {
                 return Ok(None);
             }
             let now = now_ms();
-            s.heartbeat(&host, env!("CARGO_PKG_VERSION"), started, &holding, now)?;
+            host.heartbeat_ms = now;
+            s.heartbeat(&host)?;
             if !shared {
                 return Ok(None);
             }
-            s.acquire_lease(POLLER_LEASE, &host, ttl_ms, now).map(Some)
+            s.acquire_lease(POLLER_LEASE, &host.host_id, ttl_ms, now)
+                .map(Some)
         })
         .await;
         if *self.left.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -292,12 +309,19 @@ mod tests {
         };
         let member = Membership::new(store.clone(), settings, Arc::new(Metrics::new()));
         member.beat().await;
-        assert_eq!(
-            store.fleet().unwrap().0.len(),
-            1,
-            "the heartbeat lists the host"
-        );
+        let hosts = store.fleet().unwrap().0;
+        assert_eq!(hosts.len(), 1, "the heartbeat lists the host");
+        assert_eq!(hosts[0].last_event_ms, None, "no syslog event yet");
         assert!(member.may_act());
+        member.event_received(1_000);
+        member.event_received(900);
+        member.beat().await;
+        let hosts = store.fleet().unwrap().0;
+        assert_eq!(
+            hosts[0].last_event_ms,
+            Some(1_000),
+            "the latest event, told"
+        );
 
         member.leave().await;
         assert!(store.fleet().unwrap().0.is_empty(), "leaving unlists it");

@@ -17,6 +17,7 @@
 //! Between cycles, [`Service::evaluate_hinted`] evaluates the Malops a syslog event named,
 //! read by id, under the same handled marks, ledger and audit as steps 3 and 4.
 
+mod activity;
 mod audit;
 pub mod config;
 pub mod containment;
@@ -294,6 +295,7 @@ impl Service {
         self.run_due_intervals(&mut report).await;
         self.core.drain_followers().await;
         report.reverted = self.settle_time_boxes().await?.reverted;
+        self.write_activity().await;
         self.metrics.cycle();
         self.metrics.set_budgets(&self.budgets_left().await);
         self.core
@@ -304,6 +306,26 @@ impl Service {
             .barrier()
             .context("forcing the audit trail to disk at the end of the cycle")?;
         Ok(report)
+    }
+
+    /// Adds the plugins' activity counted since the last call to the store's hourly rows
+    /// (and prunes the hours past [`activity::ACTIVITY_RETENTION_MS`]). A failed write is
+    /// logged and its counts kept for the next call.
+    async fn write_activity(&self) {
+        let book = self.core.auditor.activity();
+        let counts = book.take();
+        if counts.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let written = counts.clone();
+        let write = db::blocking(&self.core.store, "add_activity", move |s| {
+            s.add_activity(&written, now - activity::ACTIVITY_RETENTION_MS)
+        });
+        if let Err(e) = write.await {
+            tracing::warn!("recording the plugins' activity (kept for the next cycle): {e:#}");
+            book.put_back(counts, now);
+        }
     }
 
     /// Offers the plugins a reload added every Malop polled before they came, as a first
@@ -484,6 +506,7 @@ impl Service {
     /// know is counted and ignored. The watermark is left alone (the poll loop stays the
     /// safety net for whatever an event misses, a plugin owes or a fetch fails on).
     pub async fn evaluate_hinted(&self, ids: &[MalopId]) -> anyhow::Result<CycleReport> {
+        self.membership.event_received(now_ms());
         let mut report = CycleReport::default();
         let mut missing: Vec<MalopId> = ids.to_vec();
         missing.sort();
@@ -524,6 +547,7 @@ impl Service {
             }
         }
         self.evaluate_wanted(wanted, &mut report).await;
+        self.write_activity().await;
         self.core
             .auditor
             .service_event("hint-evaluation", serde_json::to_value(&report)?);

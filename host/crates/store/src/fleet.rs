@@ -27,6 +27,8 @@ pub struct HostStatus {
     pub heartbeat_ms: i64,
     /// What it said it holds at its last heartbeat (leases, actions being followed).
     pub holding: String,
+    /// The last syslog event its listener accepted (its clock, ms), if it listens and had one.
+    pub last_event_ms: Option<i64>,
 }
 
 /// A lease and its holder.
@@ -99,8 +101,8 @@ fn load_lease(tx: &Tx<'_>, name: &str) -> super::Op<Option<LeaseStatus>> {
 
 pub(crate) fn hosts(tx: &Tx<'_>) -> super::Op<Vec<HostStatus>> {
     tx.query_map(
-        "SELECT host_id, version, started_at_ms, heartbeat_ms, holding FROM fleet_hosts \
-         ORDER BY host_id",
+        "SELECT host_id, version, started_at_ms, heartbeat_ms, holding, last_event_ms \
+         FROM fleet_hosts ORDER BY host_id",
         params![],
         |r| {
             Ok(HostStatus {
@@ -109,6 +111,7 @@ pub(crate) fn hosts(tx: &Tx<'_>) -> super::Op<Vec<HostStatus>> {
                 started_at_ms: r.get(2)?,
                 heartbeat_ms: r.get(3)?,
                 holding: r.get(4)?,
+                last_event_ms: r.get(5)?,
             })
         },
     )
@@ -132,26 +135,22 @@ fn bounded(text: &str, max: usize) -> &str {
 }
 
 impl Fleet for Store {
-    fn heartbeat(
-        &self,
-        host_id: &str,
-        version: &str,
-        started_at_ms: i64,
-        holding: &str,
-        now_ms: i64,
-    ) -> Result<()> {
+    fn heartbeat(&self, host: &HostStatus) -> Result<()> {
         self.write("heartbeat", |tx| {
             tx.execute(
-                "INSERT INTO fleet_hosts (host_id, version, started_at_ms, heartbeat_ms, holding) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (host_id) DO UPDATE SET \
+                "INSERT INTO fleet_hosts \
+                 (host_id, version, started_at_ms, heartbeat_ms, holding, last_event_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (host_id) DO UPDATE SET \
                  version = excluded.version, started_at_ms = excluded.started_at_ms, \
-                 heartbeat_ms = excluded.heartbeat_ms, holding = excluded.holding",
+                 heartbeat_ms = excluded.heartbeat_ms, holding = excluded.holding, \
+                 last_event_ms = excluded.last_event_ms",
                 params![
-                    host_id,
-                    bounded(version, 64),
-                    started_at_ms,
-                    now_ms,
-                    bounded(holding, MAX_HOLDING_BYTES)
+                    bounded(&host.host_id, 128),
+                    bounded(&host.version, 64),
+                    host.started_at_ms,
+                    host.heartbeat_ms,
+                    bounded(&host.holding, MAX_HOLDING_BYTES),
+                    host.last_event_ms
                 ],
             )?;
             Ok(())
@@ -251,6 +250,17 @@ impl Fleet for Store {
 mod tests {
     use super::*;
 
+    fn host(id: &str, started_at_ms: i64, holding: &str, now_ms: i64) -> HostStatus {
+        HostStatus {
+            host_id: id.to_owned(),
+            version: "0.2.0".to_owned(),
+            started_at_ms,
+            heartbeat_ms: now_ms,
+            holding: holding.to_owned(),
+            last_event_ms: None,
+        }
+    }
+
     backend_tests! {
         fn one_host_holds_a_lease_until_it_expires(store) {
             let granted = store.acquire_lease("poller", "a", 1_000, 10).unwrap();
@@ -277,7 +287,7 @@ mod tests {
             assert!(!store.acquire_lease("poller", "a", 1_000, 1_950).unwrap().is_held());
 
             // Given up by a host leaving, it is free at once.
-            store.heartbeat("b", "0.2.0", 1, "", 1_950).unwrap();
+            store.heartbeat(&host("b", 1, "", 1_950)).unwrap();
             assert_eq!(store.leave("b", 2_000).unwrap(), 1);
             assert_eq!(store.leave("b", 2_000).unwrap(), 0);
             assert!(store.fleet().unwrap().0.is_empty(), "b is forgotten");
@@ -288,14 +298,15 @@ mod tests {
 
     backend_tests! {
         fn heartbeats_describe_each_host(store) {
-            store.heartbeat("a", "0.2.0", 1, "poller", 10).unwrap();
-            store.heartbeat("b", "0.2.0", 2, "", 11).unwrap();
-            store.heartbeat("a", "0.2.0", 1, &"x".repeat(5_000), 20).unwrap();
+            store.heartbeat(&host("a", 1, "poller", 10)).unwrap();
+            store.heartbeat(&HostStatus { last_event_ms: Some(9), ..host("b", 2, "", 11) }).unwrap();
+            store.heartbeat(&host("a", 1, &"x".repeat(5_000), 20)).unwrap();
             store.acquire_lease("poller", "a", 1_000, 20).unwrap();
             let (hosts, leases) = store.fleet().unwrap();
             assert_eq!(hosts.len(), 2);
             assert_eq!((hosts[0].host_id.as_str(), hosts[0].heartbeat_ms), ("a", 20));
             assert_eq!(hosts[0].holding.len(), MAX_HOLDING_BYTES, "bounded");
+            assert_eq!((hosts[0].last_event_ms, hosts[1].last_event_ms), (None, Some(9)));
             assert_eq!(leases[0].holder, "a");
             assert_eq!(store.forget_hosts(15).unwrap(), 1);
             assert_eq!(store.fleet().unwrap().0.len(), 1);

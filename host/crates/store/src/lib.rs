@@ -3,7 +3,8 @@
 //! One [`Store`] holds everything riposte must remember across restarts and crashes. Its
 //! operations are grouped by concern into repository traits ([`ActionLedger`],
 //! [`Approvals`], [`Budgets`], [`BudgetCounters`], [`Polling`], [`Health`], [`Kv`],
-//! [`IncompleteMalops`], [`UndoLog`], [`Status`], [`Users`]; all of them together: [`Repositories`]),
+//! [`IncompleteMalops`], [`UndoLog`], [`TimeBoxes`], [`Fleet`], [`Status`], [`Users`],
+//! [`ConsoleSessions`], [`Activity`]; all of them together: [`Repositories`]),
 //! which state the contract a second backend (PostgreSQL) must keep; [`Store`] implements
 //! them all over one SQLite connection. `use riposte_store::prelude::*` brings them into
 //! scope. The traits are object-safe: a backend chosen at runtime is an
@@ -138,6 +139,7 @@ macro_rules! backend_tests {
 }
 
 mod actions;
+mod activity;
 mod approval_queue;
 mod approvals;
 mod budget;
@@ -152,6 +154,7 @@ mod polling;
 mod postgres;
 mod repos;
 pub mod schema;
+mod sessions;
 pub mod settings;
 mod sql;
 mod sqlite;
@@ -165,6 +168,7 @@ pub use actions::{
     ActionFilter, ActionId, ActionKey, ActionMode, ActionRecord, ActionState, BeginOutcome,
     NewAction, OUTCOME_UNKNOWN, Outcome, RetryDecision, request_hash,
 };
+pub use activity::{DecisionCounts, HOUR_MS, PluginActivity};
 pub use approval_queue::ApprovalStatus;
 pub use approvals::{ApprovedAction, PendingApproval, Vote};
 pub use budget::{BudgetCharge, SpendOutcome};
@@ -176,10 +180,11 @@ pub use incomplete::{IncompleteMalop, IncompleteSummary};
 pub use kv::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
 pub use polling::Handled;
 pub use repos::{
-    ActionLedger, Approvals, BudgetCounters, Budgets, BudgetsExt, ChargeCheck, ChargeReads,
-    ChargeView, Fleet, Health, IncompleteMalops, Kv, Polling, Repositories, SpendCheck, Status,
-    TimeBoxes, UndoLog, Users,
+    ActionLedger, Activity, Approvals, BudgetCounters, Budgets, BudgetsExt, ChargeCheck,
+    ChargeReads, ChargeView, ConsoleSessions, Fleet, Health, IncompleteMalops, Kv, Polling,
+    Repositories, SpendCheck, Status, TimeBoxes, UndoLog, Users,
 };
+pub use sessions::SessionRecord;
 pub use status::{SourceStatus, StatusSnapshot};
 pub use time_boxes::TimeBox;
 pub use undo::{UndoRecord, inverse_of};
@@ -192,8 +197,9 @@ use std::time::Duration;
 /// The repository traits, to `use riposte_store::prelude::*` where the store is called.
 pub mod prelude {
     pub use crate::repos::{
-        ActionLedger, Approvals, BudgetCounters, Budgets, BudgetsExt, Fleet, Health,
-        IncompleteMalops, Kv, Polling, Repositories, Status, TimeBoxes, UndoLog, Users,
+        ActionLedger, Activity, Approvals, BudgetCounters, Budgets, BudgetsExt, ConsoleSessions,
+        Fleet, Health, IncompleteMalops, Kv, Polling, Repositories, Status, TimeBoxes, UndoLog,
+        Users,
     };
 }
 

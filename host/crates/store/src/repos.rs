@@ -33,8 +33,9 @@
 use crate::{
     ActionFilter, ActionId, ActionKey, ActionRecord, ApprovedAction, Backoff, BeginOutcome,
     BudgetCharge, ChargeItem, Error, Handled, HostStatus, IncompleteMalop, IncompleteSummary,
-    LeaseGrant, LeaseStatus, NewAction, Outcome, PauseState, PausedPlugin, PendingApproval, Result,
-    RetryDecision, SpendOutcome, StatusSnapshot, TimeBox, UndoRecord, UserRecord, Vote,
+    LeaseGrant, LeaseStatus, NewAction, Outcome, PauseState, PausedPlugin, PendingApproval,
+    PluginActivity, Result, RetryDecision, SessionRecord, SpendOutcome, StatusSnapshot, TimeBox,
+    UndoRecord, UserRecord, Vote,
 };
 use riposte_domain::{
     ActionKind, ActionRequest, Malop, MalopId, MalopPart, PluginName, RemediationId,
@@ -587,16 +588,10 @@ pub trait TimeBoxes {
 
 /// Several hosts on one database: heartbeats and leases (see [`crate::fleet`]).
 pub trait Fleet {
-    /// Records that `host_id` (running `version` since `started_at_ms`) is alive at
-    /// `now_ms`, holding what `holding` says (cut to [`crate::MAX_HOLDING_BYTES`]).
-    fn heartbeat(
-        &self,
-        host_id: &str,
-        version: &str,
-        started_at_ms: i64,
-        holding: &str,
-        now_ms: i64,
-    ) -> Result<()>;
+    /// Records a host's own account of itself: alive at `host.heartbeat_ms`, holding what
+    /// `host.holding` says (cut to [`crate::MAX_HOLDING_BYTES`]; the id to 128 bytes and the
+    /// version to 64).
+    fn heartbeat(&self, host: &HostStatus) -> Result<()>;
 
     /// Grants the lease `name` to `host_id` until `now_ms + ttl_ms` if nobody holds it, if
     /// its holder let it expire (at or before `now_ms`: a new epoch), or renews it if
@@ -646,8 +641,42 @@ pub trait Users {
     /// Changes a user's role; [`Error::NotFound`] if there is no such user.
     fn set_user_role(&self, name: &UserName, role: Role, now_ms: i64) -> Result<()>;
 
-    /// Replaces a user's password hash; [`Error::NotFound`] if there is no such user.
+    /// Replaces a user's password hash and ends their console sessions; [`Error::NotFound`]
+    /// if there is no such user.
     fn set_user_password(&self, name: &UserName, password_hash: &str, now_ms: i64) -> Result<()>;
+}
+
+/// The console's sessions (see [`crate::SessionRecord`]), stored by the hash of their token.
+pub trait ConsoleSessions {
+    /// Stores a new session. First drops the sessions last used before
+    /// `expired_before_ms`, then the least recently used ones while `max_sessions` or more
+    /// are held.
+    fn start_session(
+        &self,
+        session: &SessionRecord,
+        expired_before_ms: i64,
+        max_sessions: usize,
+    ) -> Result<()>;
+
+    /// The session stored under `token_hash`, if any.
+    fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>>;
+
+    /// Marks the session used at `now_ms` (never moving its time back); whether it changed.
+    fn touch_session(&self, token_hash: &str, now_ms: i64) -> Result<bool>;
+
+    /// Ends a session; whether there was one.
+    fn end_session(&self, token_hash: &str) -> Result<bool>;
+}
+
+/// What each plugin did, hour by hour (see [`crate::PluginActivity`]).
+pub trait Activity {
+    /// Adds `counts` to the hours they name (each row's counts add up, its last invocation
+    /// is the latest), and drops the hours that begin before `prune_before_ms`.
+    fn add_activity(&self, counts: &[PluginActivity], prune_before_ms: i64) -> Result<()>;
+
+    /// The counts of every plugin for the hours from the one holding `since_ms` on, by
+    /// plugin and hour.
+    fn activity_since(&self, since_ms: i64) -> Result<Vec<PluginActivity>>;
 }
 
 /// Every repository over one database handle: what the service holds
@@ -667,6 +696,8 @@ pub trait Repositories:
     + Fleet
     + Status
     + Users
+    + ConsoleSessions
+    + Activity
     + Send
     + Sync
 {
@@ -686,6 +717,8 @@ impl<T> Repositories for T where
         + Fleet
         + Status
         + Users
+        + ConsoleSessions
+        + Activity
         + Send
         + Sync
 {

@@ -251,10 +251,42 @@ pub const MIGRATIONS: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 9,
+        name: "activity_and_console_sessions",
+        statements: &[
+            // What each plugin did, hour by hour: invocations, traps and the gate's
+            // decisions, for the console's overview and its pictures.
+            "CREATE TABLE plugin_activity (
+            plugin TEXT NOT NULL,
+            hour_ms BIGINT NOT NULL,
+            invocations BIGINT NOT NULL,
+            traps BIGINT NOT NULL,
+            allowed BIGINT NOT NULL,
+            denied BIGINT NOT NULL,
+            shadowed BIGINT NOT NULL,
+            awaiting BIGINT NOT NULL,
+            last_invocation_ms BIGINT,
+            PRIMARY KEY (plugin, hour_ms)
+        )",
+            "CREATE INDEX plugin_activity_hour ON plugin_activity (hour_ms)",
+            // The last syslog event a host's listener accepted.
+            "ALTER TABLE fleet_hosts ADD COLUMN last_event_ms BIGINT",
+            // Console sessions, so that a restart or another host keeps them: the SHA-256
+            // of the session's token (the token itself is only in the user's cookie).
+            "CREATE TABLE console_sessions (
+            token_hash TEXT PRIMARY KEY,
+            user_name TEXT NOT NULL,
+            created_at_ms BIGINT NOT NULL,
+            last_seen_ms BIGINT NOT NULL
+        )",
+            "CREATE INDEX console_sessions_user ON console_sessions (user_name)",
+        ],
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 8;
+pub const LATEST_VERSION: i64 = 9;
 
 /// One table of the schema as [`TABLES`] lists it: what a copy between two databases
 /// ([`crate::copy_database`]) reads and writes.
@@ -422,6 +454,7 @@ pub(crate) const TABLES: &[Table] = &[
             "started_at_ms",
             "heartbeat_ms",
             "holding",
+            "last_event_ms",
         ],
         self_references: &[],
     },
@@ -440,6 +473,28 @@ pub(crate) const TABLES: &[Table] = &[
             "password_hash",
             "created_at_ms",
             "updated_at_ms",
+        ],
+        self_references: &[],
+    },
+    Table {
+        name: "console_sessions",
+        key: &["token_hash"],
+        columns: &["token_hash", "user_name", "created_at_ms", "last_seen_ms"],
+        self_references: &[],
+    },
+    Table {
+        name: "plugin_activity",
+        key: &["plugin", "hour_ms"],
+        columns: &[
+            "plugin",
+            "hour_ms",
+            "invocations",
+            "traps",
+            "allowed",
+            "denied",
+            "shadowed",
+            "awaiting",
+            "last_invocation_ms",
         ],
         self_references: &[],
     },

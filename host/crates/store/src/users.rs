@@ -94,6 +94,7 @@ impl Users for Store {
 
     fn remove_user(&self, name: &UserName) -> Result<bool> {
         self.write("remove_user", |tx| {
+            crate::sessions::end_user_sessions(tx, name)?;
             Ok(tx.execute(
                 "DELETE FROM console_users WHERE name = ?1",
                 params![name.as_str()],
@@ -123,6 +124,7 @@ impl Users for Store {
             if changed == 0 {
                 return Err(Failure::NotFound(format!("user `{name}`")));
             }
+            crate::sessions::end_user_sessions(tx, name)?;
             Ok(())
         })
     }

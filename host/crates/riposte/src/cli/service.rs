@@ -443,7 +443,7 @@ fn hosts_status(snapshot: &riposte_store::StatusSnapshot, now: i64) -> Vec<serde
                 .map(|l| l.name.clone());
             json!({
                 "host": h.host_id, "version": h.version, "started_at_ms": h.started_at_ms,
-                "last_heartbeat_ms": h.heartbeat_ms,
+                "last_heartbeat_ms": h.heartbeat_ms, "last_syslog_event_ms": h.last_event_ms,
                 "seconds_since_heartbeat": (now - h.heartbeat_ms).max(0) / 1000,
                 "holds_lease": lease, "holding": h.holding,
             })

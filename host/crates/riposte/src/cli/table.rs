@@ -146,13 +146,21 @@ pub(crate) fn status(status: &Value, now_ms: i64) -> String {
         "Incomplete Malops: {}",
         status["incomplete_malops"]["count"]
     );
-    let mut hosts = table(["HOST", "VERSION", "STARTED", "LAST HEARTBEAT", "HOLDS"]);
+    let mut hosts = table([
+        "HOST",
+        "VERSION",
+        "STARTED",
+        "LAST HEARTBEAT",
+        "LAST SYSLOG EVENT",
+        "HOLDS",
+    ]);
     for h in items(&status["hosts"]) {
         hosts.add_row([
             text(&h["host"]),
             text(&h["version"]),
             ms(&h["started_at_ms"], now_ms),
             ms(&h["last_heartbeat_ms"], now_ms),
+            ms(&h["last_syslog_event_ms"], now_ms),
             h["holds_lease"].as_str().unwrap_or("-").to_owned(),
         ]);
     }
@@ -268,9 +276,19 @@ mod tests {
             "pending_approvals": 2,
             "actions_by_state": {"succeeded": 5},
             "incomplete_malops": {"count": 0},
-            "hosts": [],
+            "hosts": [{"host": "soc-1:42", "version": "0.1.0", "started_at_ms": now - 3_600_000,
+                       "last_heartbeat_ms": now - 2_000, "last_syslog_event_ms": now - 7_000,
+                       "holds_lease": "poller"}],
         });
         let shown = status(&record, now);
+        let host = shown
+            .lines()
+            .find(|l| l.contains("soc-1:42"))
+            .expect(&shown);
+        assert!(
+            host.contains("(2s ago)") && host.contains("(7s ago)") && host.contains("poller"),
+            "{host}"
+        );
         let plugin = shown
             .lines()
             .find(|l| l.contains("containment"))
