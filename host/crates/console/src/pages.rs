@@ -4,7 +4,9 @@ use crate::auth::{self, constant_time_eq};
 use crate::text::{clip, machine, when, would};
 use crate::{Console, Inner, MAX_BODY_BYTES, SESSION_COOKIE, svg};
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path, Query, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Form, FromRequest, Path, Query, Request, State,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -17,6 +19,7 @@ use riposte_store::prelude::*;
 use riposte_store::{
     ActionFilter, ActionId, ActionRecord, ActionState, HOUR_MS, PendingApproval, PluginActivity,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, VecDeque};
@@ -251,30 +254,66 @@ async fn viewed(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The user of a form post whose CSRF token is the session's; 403 otherwise.
-async fn poster(console: &Console, headers: &HeaderMap, csrf: &str) -> Result<Who, Response> {
-    let who = who(console, headers).await?;
-    if csrf.is_empty() || !constant_time_eq(csrf, &who.csrf) {
-        return Err(Failure(
-            StatusCode::FORBIDDEN,
-            "this form is not from your session (reload the page and try again)".into(),
-        )
-        .into_response());
-    }
-    Ok(who)
+/// A form that carries the CSRF token of the session it was served in (field `csrf`).
+trait CarriesCsrf {
+    fn csrf(&self) -> &str;
 }
 
-/// As [`poster`], for a decision: only approvers and admins decide (403 otherwise).
-async fn decider(console: &Console, headers: &HeaderMap, csrf: &str) -> Result<Who, Response> {
-    let who = poster(console, headers, csrf).await?;
-    if !who.role.may_decide() {
-        let why = format!(
-            "{} is a {}: only approvers and admins decide",
-            who.user, who.role
-        );
-        return Err(Failure(StatusCode::FORBIDDEN, why).into_response());
+/// A form posted by the logged-in user of the session whose CSRF token it carries: without
+/// a session the post is sent to `/login`, without the token (or with another) it is
+/// refused (403).
+struct Posted<F> {
+    who: Who,
+    form: F,
+}
+
+impl<F> FromRequest<Console> for Posted<F>
+where
+    F: DeserializeOwned + CarriesCsrf + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, console: &Console) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let Form(form) = Form::<F>::from_request(request, console)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let who = who(console, &headers).await?;
+        let csrf = form.csrf();
+        if csrf.is_empty() || !constant_time_eq(csrf, &who.csrf) {
+            return Err(Failure(
+                StatusCode::FORBIDDEN,
+                "this form is not from your session (reload the page and try again)".into(),
+            )
+            .into_response());
+        }
+        Ok(Self { who, form })
     }
-    Ok(who)
+}
+
+/// As [`Posted`], for a decision: only approvers and admins decide (403 otherwise).
+struct Decided<F> {
+    who: Who,
+    form: F,
+}
+
+impl<F> FromRequest<Console> for Decided<F>
+where
+    F: DeserializeOwned + CarriesCsrf + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, console: &Console) -> Result<Self, Response> {
+        let Posted { who, form } = Posted::<F>::from_request(request, console).await?;
+        if !who.role.may_decide() {
+            let why = format!(
+                "{} is a {}: only approvers and admins decide",
+                who.user, who.role
+            );
+            return Err(Failure(StatusCode::FORBIDDEN, why).into_response());
+        }
+        Ok(Self { who, form })
+    }
 }
 
 /// Appends a console action to the audit trail, by `by`, and syncs it.
@@ -411,15 +450,13 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(
-    State(console): State<Console>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    let who = match poster(&console, &headers, &form.csrf).await {
-        Ok(who) => who,
-        Err(response) => return response,
-    };
+impl CarriesCsrf for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+async fn logout(State(console): State<Console>, Posted { who, .. }: Posted<CsrfForm>) -> Response {
     let by = who.identity();
     let audited = blocking(&console, move |inner| {
         inner
@@ -707,34 +744,34 @@ struct DecideForm {
     hash: String,
 }
 
+impl CarriesCsrf for DecideForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /approvals/{id}/approve` and `/approvals/{id}/deny`.
 async fn decide_route(
     State(console): State<Console>,
-    headers: HeaderMap,
     Path((id, verb)): Path<(String, String)>,
-    Form(form): Form<DecideForm>,
+    decided: Decided<DecideForm>,
 ) -> Response {
     let approve = match verb.as_str() {
         "approve" => true,
         "deny" => false,
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
-    decide(console, headers, id, form, approve).await
+    decide(console, decided, id, approve).await
 }
 
 /// Approves or denies as the logged-in approver, bound to the hash the page showed, and
 /// audits it as `console:NAME`.
 async fn decide(
     console: Console,
-    headers: HeaderMap,
+    Decided { who, form }: Decided<DecideForm>,
     id: String,
-    form: DecideForm,
     approve: bool,
 ) -> Response {
-    let who = match decider(&console, &headers, &form.csrf).await {
-        Ok(who) => who,
-        Err(r) => return r,
-    };
     blocking(&console, move |inner| {
         let now = (inner.clock)();
         let id = action_id(&id)?;
@@ -794,13 +831,18 @@ struct ChangeForm {
     hours: Option<i64>,
 }
 
+impl CarriesCsrf for ChangeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /containment/{id}/confirm` and `/containment/{id}/extend` (`hours`), as the
 /// logged-in approver, through `riposte_service::decisions` (which audits them).
 async fn change_containment(
     State(console): State<Console>,
-    headers: HeaderMap,
     Path((id, verb)): Path<(String, String)>,
-    Form(form): Form<ChangeForm>,
+    Decided { who, form }: Decided<ChangeForm>,
 ) -> Response {
     let change = match (verb.as_str(), form.hours) {
         ("confirm", _) => TimeBoxChange::Confirm,
@@ -817,10 +859,6 @@ async fn change_containment(
             .into_response();
         }
         _ => return StatusCode::NOT_FOUND.into_response(),
-    };
-    let who = match decider(&console, &headers, &form.csrf).await {
-        Ok(who) => who,
-        Err(r) => return r,
     };
     blocking(&console, move |inner| {
         let id = action_id(&id)?;
@@ -1085,15 +1123,7 @@ async fn audit_page(
     .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn verify(
-    State(console): State<Console>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    let who = match poster(&console, &headers, &form.csrf).await {
-        Ok(who) => who,
-        Err(r) => return r,
-    };
+async fn verify(State(console): State<Console>, Posted { who, .. }: Posted<CsrfForm>) -> Response {
     let by = who.identity();
     let result = blocking(&console, move |inner| {
         let audit = &inner.operator.service.audit;
