@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use state::PluginState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
@@ -150,18 +150,31 @@ impl OwnedEntry {
 
 type RunResult = Result<wasmtime::Result<Result<(), CallError>>, tokio::time::error::Elapsed>;
 
+/// An instance's store with its slot in the pool. Fields drop in order: the store (and
+/// with it the instance's memories and tables, back to the pooling allocator) before the
+/// slot is released for another invocation.
+struct Instance {
+    store: Store<PluginState>,
+    _slot: OwnedSemaphorePermit,
+}
+
 /// Runs a fresh instance on a task of its own, so that the invocations a caller awaits
 /// together spread over every worker thread of a multi-threaded runtime instead of taking
-/// turns on the caller's. The task is aborted if the caller stops waiting for it.
+/// turns on the caller's. The task is aborted if the caller stops waiting for it; the
+/// instance's slot is released only once the task has dropped the instance, so an
+/// abandoned invocation never lets another take a place in the pool it still holds.
 async fn run_on_own_task(
     pre: WorldPre,
-    mut store: Store<PluginState>,
+    instance: Instance,
     entry: OwnedEntry,
     backstop: Duration,
-) -> Result<(Store<PluginState>, RunResult), tokio::task::JoinError> {
+) -> Result<(Instance, RunResult), tokio::task::JoinError> {
     let task = tokio::spawn(async move {
-        let result = tokio::time::timeout(backstop, pre.run(&mut store, entry.entry())).await;
-        (store, result)
+        // Moved whole, so that it is dropped as one value (store first) if aborted.
+        let mut instance = instance;
+        let run = pre.run(&mut instance.store, entry.entry());
+        let result = tokio::time::timeout(backstop, run).await;
+        (instance, result)
     });
     tokio_util::task::AbortOnDropHandle::new(task).await
 }
@@ -171,7 +184,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<PluginState>,
     config: RuntimeConfig,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
 }
 
 impl Runtime {
@@ -195,7 +208,7 @@ impl Runtime {
         )
         .map_err(|e| Error::Engine(format!("linking the riposte@0.2.0 imports: {e:#}")))?;
         start_epoch_ticker(&engine, config.epoch_tick);
-        let slots = Semaphore::new(config.max_instances as usize);
+        let slots = Arc::new(Semaphore::new(config.max_instances as usize));
         Ok(Self {
             engine,
             linker,
@@ -229,12 +242,14 @@ impl Runtime {
             clock: Clock::System,
         };
         let limits = Limits::default();
-        let mut store = self.new_store(host, call, &limits, Instant::now());
+        // Taken before the store, so that the store (dropped first) goes back to the pool
+        // before the slot is released.
         let _slot = self
             .slots
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        let mut store = self.new_store(host, call, &limits, Instant::now());
         let info = plugin
             .pre
             .describe(&mut store)
@@ -260,9 +275,10 @@ impl Runtime {
         call: CallContext,
         entry: Entry<'_>,
     ) -> InvocationReport {
-        let _slot = self
+        let slot = self
             .slots
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .expect("the semaphore is never closed");
         let started = Instant::now();
@@ -271,8 +287,9 @@ impl Runtime {
         // The epoch callback stops wasm at the deadline and host calls are bounded by it;
         // this outer timeout is a backstop for anything that still does not return.
         let backstop = limits.wall_clock + Duration::from_millis(250);
-        let ran = run_on_own_task(plugin.pre.clone(), store, OwnedEntry::from(entry), backstop);
-        let (store, result) = match ran.await {
+        let instance = Instance { store, _slot: slot };
+        let ran = run_on_own_task(plugin.pre.clone(), instance, OwnedEntry::from(entry), backstop);
+        let (instance, result) = match ran.await {
             Ok(ran) => ran,
             // Only a panic of the host's own code ends the task early: stop this invocation.
             Err(failed) => {
@@ -295,12 +312,13 @@ impl Runtime {
                 error: outcome::bounded_error(error),
             },
             Ok(Err(trap)) => Outcome::Stopped {
-                reason: self.stop_reason(&store, &trap),
+                reason: self.stop_reason(&instance.store, &trap),
             },
             Err(_elapsed) => Outcome::Stopped {
                 reason: StopReason::TimeLimit,
             },
         };
+        let store = &instance.store;
         let fuel_left = store.get_fuel().unwrap_or(0);
         let state = store.data();
         InvocationReport {
