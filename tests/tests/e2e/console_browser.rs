@@ -369,7 +369,7 @@ async fn two_approvers_approve_in_the_browser_a_viewer_cannot_and_forgeries_are_
 }
 
 /// `the console: URL (log in as NAME with PASSWORD; this run only)` → (URL, NAME, PASSWORD).
-fn console_login(line: &str) -> Option<(String, String, String)> {
+pub(crate) fn console_login(line: &str) -> Option<(String, String, String)> {
     let rest = line.trim().strip_prefix("the console: ")?;
     let (url, rest) = rest.split_once(" (log in as ")?;
     let (name, rest) = rest.split_once(" with ")?;

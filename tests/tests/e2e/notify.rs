@@ -14,7 +14,8 @@ use riposte_sim::{Fault, FaultKind};
 use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionState};
 use std::io::Write as _;
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 
 /// Appends a `[notifications]` section with one webhook at `url` for `events`.
 fn notify_to(env: &ServiceEnv, url: &str, events: &str) {
@@ -32,13 +33,30 @@ fn notify_to(env: &ServiceEnv, url: &str, events: &str) {
 
 /// A webhook receiver on loopback: its URL, and the bodies it received.
 async fn receiver() -> (String, mpsc::UnboundedReceiver<String>) {
+    gated_receiver(watch::channel(true).1, Duration::ZERO).await
+}
+
+/// A webhook receiver on loopback that answers no notification until `open` is true, and
+/// each then only `answer_after` it came (a slow webhook): its URL, and the bodies it
+/// received. A webhook's notifications are posted one at a time, so until `open` it receives
+/// only the first.
+async fn gated_receiver(
+    open: watch::Receiver<bool>,
+    answer_after: Duration,
+) -> (String, mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = mpsc::unbounded_channel::<String>();
     let app = Router::new()
         .route(
             "/hook",
             post(
-                |State(tx): State<mpsc::UnboundedSender<String>>, body: String| async move {
-                    let _ = tx.send(body);
+                move |State(tx): State<mpsc::UnboundedSender<String>>, body: String| {
+                    let mut open = open.clone();
+                    async move {
+                        let _ = tx.send(body);
+                        let slow = tokio::time::sleep(answer_after);
+                        let _ = open.wait_for(|open| *open).await;
+                        slow.await;
+                    }
                 },
             ),
         )
@@ -183,4 +201,147 @@ each_backend! {
             assert!(body["summary"].as_str().unwrap().contains("isolate"), "{body}");
         }
     }
+}
+
+each_backend! {
+    async fn a_remediation_that_times_out_is_notified_as_failed_saying_so(db) {
+        let sim = start_sim(7, 12).await;
+        // No remediation ever reaches a final status: the follower gives up after its polls.
+        sim.with_state(|s| s.steps_per_poll = 0);
+        let env = ServiceEnv::on(db, &sim, &Setup::new(vec![PluginSpec::ransomware_containment()]));
+        let (url, mut received) = receiver().await;
+        notify_to(&env, &url, r#"["action-failed"]"#);
+        let service = env.service(&sim).await;
+        service.run_cycle().await.expect("the cycle runs");
+        let timed_out = service
+            .store()
+            .list_actions(&ActionFilter { states: vec![ActionState::TimedOut], ..ActionFilter::default() })
+            .expect("the ledger lists");
+        assert!(!timed_out.is_empty(), "the seeded world has processes to kill");
+        service.notifier().idle().await;
+        let got = bodies(&mut received);
+        assert_eq!(got.len(), timed_out.len(), "one notification per timed-out action: {got:#?}");
+        for action in &timed_out {
+            assert!(matches!(action.request, ActionRequest::Remediate { .. }), "{action:?}");
+            let body = got
+                .iter()
+                .find(|b| b["action_id"] == action.id.as_str())
+                .unwrap_or_else(|| panic!("{} is notified: {got:#?}", action.id.as_str()));
+            assert_eq!(body["event"], "action-failed");
+            assert_eq!(body["plugin"], "ransomware-containment");
+            assert_eq!(
+                body["error"], "timed out: no final status before the follow limit",
+                "{body}"
+            );
+            let summary = body["summary"].as_str().unwrap();
+            assert!(summary.contains("timed out"), "{summary}");
+        }
+    }
+}
+
+/// `riposte run --once` on `env`, within two minutes: its exit status and its stderr (with
+/// `RUST_LOG=info`), each line of which is shown to `on_line` as it comes.
+async fn run_once(
+    env: &ServiceEnv,
+    mut on_line: impl FnMut(&str),
+) -> (std::process::ExitStatus, String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut run = tokio::process::Command::new(riposte_e2e::riposte_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&env.config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("riposte run starts");
+    let mut lines = tokio::io::BufReader::new(run.stderr.take().expect("its stderr")).lines();
+    let ran = async {
+        let mut log = String::new();
+        while let Some(line) = lines.next_line().await.expect("its stderr reads") {
+            on_line(&line);
+            log.push_str(&line);
+            log.push('\n');
+        }
+        (run.wait().await.expect("riposte run ends"), log)
+    };
+    tokio::time::timeout(Duration::from_secs(120), ran)
+        .await
+        .expect("riposte run --once ends within two minutes")
+}
+
+/// A SQLite environment where the ransomware plugin's isolations wait for approval.
+fn isolations_held(sim: &riposte_sim::SimHandle) -> ServiceEnv {
+    let setup =
+        Setup::new(vec![PluginSpec::ransomware_containment()]).approvals(&["isolate"], 3600);
+    ServiceEnv::new(sim, &setup)
+}
+
+/// What `riposte run --once` notified is delivered before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_delivers_its_notifications_before_it_exits() {
+    let sim = start_sim(7, 12).await;
+    let env = isolations_held(&sim);
+    // The webhook answers nothing before the cycle is done, and is slow then, so the
+    // notifications after the first are still queued when the cycle ends: a process that
+    // exited without waiting would not send them. It answers them all within the grace.
+    let (open, gate) = watch::channel(false);
+    let (url, mut received) = gated_receiver(gate, Duration::from_secs(1)).await;
+    notify_to(&env, &url, r#"["approval-needed"]"#);
+    let (status, log) = run_once(&env, |line| {
+        if line.contains("cycle done") {
+            open.send_replace(true);
+        }
+    })
+    .await;
+    assert!(status.success(), "{log}");
+    let pending = env.store().list_pending(now_ms()).expect("the queue lists");
+    assert!(
+        !pending.is_empty(),
+        "the seeded world has ransomware to isolate"
+    );
+    // Everything it sent arrived before it exited: nothing more is on its way.
+    let got = bodies(&mut received);
+    assert_eq!(got.len(), pending.len(), "{got:#?}\n{log}");
+    assert!(!log.contains("not delivered"), "{log}");
+}
+
+/// A webhook that never answers holds `riposte run --once` up for the flush's grace at most,
+/// and what it could not deliver is logged as a count, without the webhook's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_drops_what_a_silent_webhook_does_not_take_within_the_grace() {
+    let sim = start_sim(7, 12).await;
+    let env = isolations_held(&sim);
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    notify_to(
+        &env,
+        &format!("http://{addr}/hook/TOKENSECRET"),
+        r#"["approval-needed"]"#,
+    );
+    let started = std::time::Instant::now();
+    let (status, log) = run_once(&env, |_| {}).await;
+    let took = started.elapsed();
+    assert!(status.success(), "{log}");
+    let pending = env.store().list_pending(now_ms()).expect("the queue lists");
+    let line = log
+        .lines()
+        .find(|l| l.contains("not delivered within 5s; dropped"))
+        .unwrap_or_else(|| panic!("the drop is logged:\n{log}"));
+    assert!(line.contains("webhook=soc"), "{line}");
+    assert!(
+        line.contains(&format!("undelivered={}", pending.len())),
+        "{line}"
+    );
+    assert!(!log.contains("TOKENSECRET"), "{log}");
+    // The webhook's own timeout is 10 s: the run did not wait for it.
+    assert!(took < Duration::from_secs(60), "{took:?}");
 }

@@ -34,7 +34,7 @@ fn malop(record: &ActionRecord) -> String {
     record.malop_id.as_ref().expect("a Malop").to_string()
 }
 
-fn os_account() -> String {
+pub(crate) fn os_account() -> String {
     let out = std::process::Command::new("id")
         .arg("-un")
         .output()

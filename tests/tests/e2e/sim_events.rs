@@ -126,4 +126,31 @@ async fn the_demo_prints_the_containment_latency_of_a_new_malop() {
         stdout.contains("(syslog event to kill request; polling alone: up to 2 s)"),
         "{stdout}"
     );
+    // The one-time console user is audited as `riposte users add` audits a user, by the OS
+    // account that ran the demo; its password is not in the trail.
+    let (_, user, password) = stderr
+        .lines()
+        .find_map(crate::console_browser::console_login)
+        .unwrap_or_else(|| panic!("the demo prints its console's login:\n{stderr}"));
+    let trail = std::fs::read_to_string(workdir.path().join("audit.jsonl")).expect("the trail");
+    assert!(!trail.contains(&password), "the password is never audited");
+    let added: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a record"))
+        .filter(|r| r["call"] == "console-user-added")
+        .collect();
+    assert_eq!(added.len(), 1, "{added:#?}");
+    let arguments = &added[0]["arguments"];
+    assert_eq!(arguments["user"], user.as_str(), "{arguments}");
+    assert_eq!(arguments["role"], "admin", "{arguments}");
+    assert_eq!(
+        arguments["by"],
+        crate::service_trust::os_account().as_str(),
+        "{arguments}"
+    );
+    let note = arguments["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("the demo's one-time console login"),
+        "{arguments}"
+    );
 }

@@ -28,9 +28,13 @@
 //! | `riposte_audit_export_resent_records_total` | audit records sent again after a broken connection or a restart |
 //! | `riposte_audit_export_connection_failures_total` | failed connection attempts, connections closed by the collector, failed writes |
 //! | `riposte_audit_export_last_write_timestamp_seconds` (gauge) | when a record was last written to the collector (unix seconds; 0 before the first) |
+//! | `riposte_notifications_sent_total` | `webhook` (its configured name, `webhook-N` by default; never its URL): notifications the webhook accepted |
+//! | `riposte_notifications_dropped_total` | `webhook`: notifications dropped from its full queue |
+//! | `riposte_notifications_failed_total` | `webhook`: notifications given up on (refused, or out of tries) |
 //!
 //! The `riposte_audit_export_*` series are read from the exporter's stats
-//! ([`Metrics::watch_audit_export`]) at every scrape.
+//! ([`Metrics::watch_audit_export`]) at every scrape, the `riposte_notifications_*` ones
+//! from the notifier's ([`Metrics::watch_notifications`]).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -80,6 +84,9 @@ pub struct Metrics {
     syslog_dropped: Family<Labels, Gauge>,
     fleet_role: Family<Labels, Gauge>,
     export: ExportSeries,
+    notifications: NotificationSeries,
+    /// The notifier's webhooks' counters, read at every scrape.
+    notifier: Mutex<Option<riposte_notify::StatsReader>>,
     /// The SIEM exporter's stats, read at every scrape.
     export_stats: Mutex<Option<watch::Receiver<riposte_audit::ExportStats>>>,
     /// Budget series set by the last cycle (so budgets removed from the config disappear).
@@ -128,10 +135,6 @@ impl ExportSeries {
 
     fn set(&self, stats: &riposte_audit::ExportStats) {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        // Counters only grow: each takes what the exporter counted beyond it.
-        let catch_up = |counter: &Counter, total: u64| {
-            counter.inc_by(total.saturating_sub(counter.get()));
-        };
         self.lag.set(gauge(stats.lag()));
         catch_up(&self.records, stats.exported);
         catch_up(&self.resent, stats.resent);
@@ -139,6 +142,49 @@ impl ExportSeries {
         if let Some(at) = stats.last_write {
             let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             self.last_write.set(gauge(secs));
+        }
+    }
+}
+
+/// Counters only grow: `counter` takes what its source counted beyond it.
+fn catch_up(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+/// The webhooks' series, by webhook name.
+#[derive(Default)]
+struct NotificationSeries {
+    sent: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    failed: Family<Labels, Counter>,
+}
+
+impl NotificationSeries {
+    fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("notifications");
+        registry.register(
+            "sent",
+            "Notifications a webhook accepted, by webhook name",
+            self.sent.clone(),
+        );
+        registry.register(
+            "dropped",
+            "Notifications dropped from a webhook's full queue, by webhook name",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "failed",
+            "Notifications given up on (refused, or out of tries), by webhook name",
+            self.failed.clone(),
+        );
+    }
+
+    fn set(&self, stats: &[riposte_notify::WebhookStats]) {
+        for hook in stats {
+            let key = labels(&[("webhook", &hook.name)]);
+            catch_up(&self.sent.get_or_create(&key), hook.delivered);
+            catch_up(&self.dropped.get_or_create(&key), hook.dropped);
+            catch_up(&self.failed.get_or_create(&key), hook.failed);
         }
     }
 }
@@ -176,6 +222,7 @@ impl Metrics {
         let syslog_dropped = Family::<Labels, Gauge>::default();
         let fleet_role = Family::<Labels, Gauge>::default();
         let export = ExportSeries::default();
+        let notifications = NotificationSeries::default();
         registry.register(
             "invocations",
             "Plugin invocations, by plugin, export and outcome",
@@ -248,6 +295,7 @@ impl Metrics {
             fleet_role.clone(),
         );
         export.register(&mut registry);
+        notifications.register(&mut registry);
         Self {
             registry,
             invocations,
@@ -266,6 +314,8 @@ impl Metrics {
             syslog_dropped,
             fleet_role,
             export,
+            notifications,
+            notifier: Mutex::new(None),
             export_stats: Mutex::new(None),
             budget_keys: Mutex::new(Vec::new()),
         }
@@ -424,10 +474,27 @@ impl Metrics {
         self.export_stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Reads the notifier's webhook counters (from [`riposte_notify::Notifier::stats_reader`])
+    /// into the `riposte_notifications_*` series at every scrape, from now on. Each webhook
+    /// is labelled by its configured name, never by its URL.
+    pub fn watch_notifications(&self, stats: riposte_notify::StatsReader) {
+        let mut watched = self.watched_notifier();
+        self.notifications.set(&stats.read());
+        *watched = Some(stats);
+    }
+
+    fn watched_notifier(&self) -> std::sync::MutexGuard<'_, Option<riposte_notify::StatsReader>> {
+        self.notifier.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The exposition: every series in the OpenMetrics text format ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         if let Some(stats) = self.watched_export().as_ref() {
             self.export.set(&stats.borrow());
+        }
+        // Under the lock: two scrapes at once must not both add the same increment.
+        if let Some(stats) = self.watched_notifier().as_ref() {
+            self.notifications.set(&stats.read());
         }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -578,6 +645,92 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
+        assert_eq!(m.render(), text, "a second scrape adds nothing");
+    }
+
+    /// A webhook for the notifier of the test below, posting to `url`.
+    fn webhook(name: &str, url: &str) -> riposte_notify::WebhookConfig {
+        riposte_notify::WebhookConfig {
+            name: name.to_owned(),
+            target: "http://127.0.0.1".to_owned(),
+            url: riposte_domain::Secret::new(url),
+            token: None,
+            credentials_file: None,
+            format: riposte_notify::Format::Json,
+            events: riposte_notify::EventKind::ALL.into_iter().collect(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The webhooks' series follow the notifier's counters, by webhook name: what one
+    /// accepted, what another refused until the notifier gave up, what both dropped from a
+    /// full queue. No URL appears.
+    #[tokio::test]
+    async fn the_notification_series_follow_the_notifiers_counters_by_webhook() {
+        use axum::http::StatusCode;
+        let app = axum::Router::new()
+            .route(
+                "/ok/TOKENSECRET",
+                axum::routing::post(|| async { StatusCode::OK }),
+            )
+            .route(
+                "/down/TOKENSECRET",
+                axum::routing::post(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let config = riposte_notify::NotificationsConfig {
+            queue_size: 1,
+            max_attempts: 2,
+            first_retry: Duration::from_millis(1),
+            max_retry: Duration::from_millis(2),
+            webhooks: vec![
+                webhook("soc", &format!("http://{addr}/ok/TOKENSECRET")),
+                webhook("pager", &format!("http://{addr}/down/TOKENSECRET")),
+            ],
+            ..riposte_notify::NotificationsConfig::default()
+        };
+        let notifier = riposte_notify::Notifier::start(&config, None).unwrap();
+        let m = Metrics::new();
+        m.watch_notifications(notifier.stats_reader());
+        let text = m.render();
+        for line in [
+            "riposte_notifications_sent_total{webhook=\"soc\"} 0\n",
+            "riposte_notifications_failed_total{webhook=\"pager\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        let failed = |n: u32| riposte_notify::Event::ActionFailed {
+            action: format!("action-{n}"),
+            plugin: riposte_domain::PluginName::new("cleanup"),
+            malop: None,
+            summary: "kill 1 process".to_owned(),
+            error: "refused".to_owned(),
+        };
+        // On this single-threaded runtime the posting tasks have not run yet: the queues
+        // (of one) keep the last of three, and drop two each.
+        for n in 0..3 {
+            notifier.notify(failed(n));
+        }
+        tokio::time::timeout(Duration::from_secs(30), notifier.idle())
+            .await
+            .expect("both webhooks settle their queue");
+        let text = m.render();
+        for line in [
+            "riposte_notifications_sent_total{webhook=\"soc\"} 1\n",
+            "riposte_notifications_sent_total{webhook=\"pager\"} 0\n",
+            "riposte_notifications_failed_total{webhook=\"soc\"} 0\n",
+            "riposte_notifications_failed_total{webhook=\"pager\"} 1\n",
+            "riposte_notifications_dropped_total{webhook=\"soc\"} 2\n",
+            "riposte_notifications_dropped_total{webhook=\"pager\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains("TOKENSECRET") && !text.contains("127.0.0.1"),
+            "{text}"
+        );
         assert_eq!(m.render(), text, "a second scrape adds nothing");
     }
 }

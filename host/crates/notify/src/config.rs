@@ -54,7 +54,7 @@ pub const CREDENTIAL_KEYS: [&str; 2] = ["url", "token"];
 pub enum EventKind {
     /// An action is held for an operator's approval.
     ApprovalNeeded,
-    /// An action ended failed.
+    /// An action ended failed, or timed out (its outcome on the server unknown).
     ActionFailed,
     /// A plugin was paused after repeated traps.
     PluginPaused,

@@ -43,7 +43,7 @@ pub enum Event {
         /// When the approval expires undecided (ms since the epoch).
         expires_at_ms: TimestampMs,
     },
-    /// An action ended failed.
+    /// An action ended failed, or timed out (its outcome on the server unknown).
     ActionFailed {
         /// The ledger's action id.
         action: String,
@@ -53,7 +53,7 @@ pub enum Event {
         malop: Option<MalopId>,
         /// What it was, in one line (`isolate`).
         summary: String,
-        /// Why it failed, as recorded.
+        /// Why it failed, as recorded (`timed out: ...` for a time-out).
         error: String,
     },
     /// A plugin was paused after repeated traps.

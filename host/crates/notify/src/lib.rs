@@ -8,6 +8,8 @@
 //!   texts, never a secret ([`event`]).
 //! - [`Notifier`] never holds up the service: a bounded queue and a posting task per
 //!   webhook, retries with backoff and jitter on connection errors, timeouts, 429 and 5xx.
+//!   A stopping process delivers what is queued within a deadline ([`Notifier::shutdown`]);
+//!   each webhook's counters ([`Notifier::stats_reader`]) feed the metrics endpoint.
 //!
 //! It knows nothing of the service's types (ids come from `riposte-domain`): the service
 //! builds events where things happen and hands them to [`Notifier::notify`].
@@ -18,4 +20,4 @@ mod notifier;
 
 pub use config::{EventKind, Format, NotificationsConfig, RawNotifications, WebhookConfig};
 pub use event::{BudgetOwner, Event, describe};
-pub use notifier::{Error, Notifier, WebhookStats};
+pub use notifier::{Error, Flushed, Notifier, StatsReader, WebhookStats};

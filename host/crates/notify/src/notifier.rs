@@ -5,14 +5,15 @@
 //! but a short lock. Past `queue_size` the oldest waiting notification of that webhook is
 //! dropped, counted and logged. Each webhook's task posts its queue in order, retrying
 //! connection errors, timeouts, 429 and 5xx with exponential backoff and jitter (`backon`);
-//! another answer (a 4xx, a redirect) is not retried.
+//! another answer (a 4xx, a redirect) is not retried. [`Notifier::shutdown`] gives the
+//! queues a bounded time to empty when the process stops, then drops and counts the rest.
 
 use crate::config::{Format, NotificationsConfig, WebhookConfig};
 use crate::event::{Event, Rendered, render};
 use backon::Retryable as _;
 use riposte_domain::Secret;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -51,9 +52,46 @@ pub struct WebhookStats {
     pub retries: u64,
 }
 
+/// What a stopping notifier could not deliver by its deadline ([`Notifier::shutdown`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Per webhook name, the notifications still waiting or being posted at the deadline,
+    /// and dropped then; only webhooks that had some. Empty: everything was settled in time.
+    pub undelivered: Vec<(String, u64)>,
+}
+
+impl Flushed {
+    /// The notifications dropped at the deadline, over every webhook.
+    pub fn total(&self) -> u64 {
+        self.undelivered.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Reads what each webhook of a notifier has done ([`Notifier::stats_reader`]), without
+/// keeping its posting tasks alive.
+#[derive(Clone)]
+pub struct StatsReader {
+    hooks: Vec<Arc<Hook>>,
+}
+
+impl std::fmt::Debug for StatsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsReader")
+            .field("webhooks", &self.hooks.len())
+            .finish()
+    }
+}
+
+impl StatsReader {
+    /// What each webhook has done so far, in the configuration's order.
+    pub fn read(&self) -> Vec<WebhookStats> {
+        self.hooks.iter().map(|h| h.stats()).collect()
+    }
+}
+
 /// Sends notifications to the configured webhooks without ever holding up its caller.
 /// Cheap to clone (all clones share the queues); the posting tasks end when the last clone
-/// is dropped (what is still queued then is not sent).
+/// is dropped (what is still queued then is not sent) or at [`Notifier::shutdown`].
 #[derive(Clone)]
 pub struct Notifier {
     shared: Arc<Shared>,
@@ -77,12 +115,16 @@ struct Shared {
     hooks: Vec<Arc<Hook>>,
     /// Signalled when a webhook's queue settles an item (for [`Notifier::idle`]).
     settled: Arc<tokio::sync::Notify>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The posting tasks, until [`Notifier::shutdown`] takes them.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set by [`Notifier::shutdown`]: nothing more is queued.
+    stopped: AtomicBool,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|p| p.into_inner());
+        for task in tasks.iter() {
             task.abort();
         }
     }
@@ -121,7 +163,8 @@ impl Notifier {
                 recent: Mutex::default(),
                 hooks: Vec::new(),
                 settled: Arc::default(),
-                tasks: Vec::new(),
+                tasks: Mutex::default(),
+                stopped: AtomicBool::new(false),
             }),
         }
     }
@@ -175,7 +218,8 @@ impl Notifier {
                 recent: Mutex::default(),
                 hooks,
                 settled,
-                tasks,
+                tasks: Mutex::new(tasks),
+                stopped: AtomicBool::new(false),
             }),
         })
     }
@@ -198,7 +242,10 @@ impl Notifier {
             .iter()
             .filter(|h| h.config.events.contains(&kind))
             .collect();
-        if wanted.is_empty() || !shared.first_in_quiet_period(&event) {
+        if wanted.is_empty()
+            || shared.stopped.load(Ordering::Acquire)
+            || !shared.first_in_quiet_period(&event)
+        {
             return;
         }
         let rendered = render(
@@ -214,19 +261,55 @@ impl Notifier {
 
     /// What each webhook has done so far.
     pub fn stats(&self) -> Vec<WebhookStats> {
-        self.shared
-            .hooks
-            .iter()
-            .map(|h| WebhookStats {
-                name: h.config.name.clone(),
-                target: h.config.target.clone(),
-                waiting: h.lock().bodies.len() as u64,
-                delivered: h.delivered.load(Ordering::Relaxed),
-                failed: h.failed.load(Ordering::Relaxed),
-                dropped: h.dropped.load(Ordering::Relaxed),
-                retries: h.retries.load(Ordering::Relaxed),
-            })
-            .collect()
+        self.stats_reader().read()
+    }
+
+    /// A reader of [`Notifier::stats`] for whoever reports them (the metrics endpoint); it
+    /// does not keep the posting tasks running.
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader {
+            hooks: self.shared.hooks.clone(),
+        }
+    }
+
+    /// For a stopping process: waits until every queued notification is settled (as
+    /// [`Notifier::idle`]), but at most `within`; then stops posting, for every clone. What
+    /// was still waiting or being posted then is dropped, returned and logged as a count
+    /// per webhook name (never its URL). Notifications sent after it are not posted.
+    pub async fn shutdown(&self, within: Duration) -> Flushed {
+        let settled = tokio::time::timeout(within, self.idle()).await.is_ok();
+        self.shared.stopped.store(true, Ordering::Release);
+        let tasks = std::mem::take(&mut *self.shared.lock_tasks());
+        for task in &tasks {
+            task.abort();
+        }
+        // An aborted task ends at its next await (a post in flight is cut off there): once
+        // they have, no count below moves.
+        for task in tasks {
+            let _ = task.await;
+        }
+        let mut flushed = Flushed::default();
+        for hook in &self.shared.hooks {
+            let left = {
+                let mut queue = hook.lock();
+                let left = queue.bodies.len() as u64 + u64::from(queue.busy);
+                queue.bodies.clear();
+                queue.busy = false;
+                left
+            };
+            if left > 0 {
+                tracing::warn!(
+                    webhook = %hook.config.name,
+                    undelivered = left,
+                    "stopping: {left} notification(s) not delivered within {within:?}; dropped"
+                );
+                flushed.undelivered.push((hook.config.name.clone(), left));
+            }
+        }
+        if settled && flushed.undelivered.is_empty() && !self.shared.hooks.is_empty() {
+            tracing::info!("stopping: every notification was settled");
+        }
+        flushed
     }
 
     /// Waits until every queue is empty and no post is under way (each notification
@@ -246,6 +329,10 @@ impl Notifier {
 }
 
 impl Shared {
+    fn lock_tasks(&self) -> MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether `event` is not a repeat of one sent within the quiet period (and if so,
     /// remembers it as sent now).
     fn first_in_quiet_period(&self, event: &Event) -> bool {
@@ -280,6 +367,18 @@ impl Shared {
 impl Hook {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stats(&self) -> WebhookStats {
+        WebhookStats {
+            name: self.config.name.clone(),
+            target: self.config.target.clone(),
+            waiting: self.lock().bodies.len() as u64,
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
     }
 
     fn is_idle(&self) -> bool {

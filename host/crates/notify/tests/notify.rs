@@ -216,17 +216,7 @@ async fn out_of_tries_is_given_up() {
 
 #[tokio::test]
 async fn a_receiver_that_never_answers_holds_nobody_up_and_drops_are_counted() {
-    // Accepts connections and never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-            let _ = accepted_tx.send(());
-        }
-    });
+    let (addr, mut accepted) = silent_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "queue_size = 2\nmax_attempts = 1000\n{}",
@@ -278,4 +268,80 @@ async fn a_repeated_pause_is_sent_once_per_quiet_period_and_events_are_filtered(
         events,
         ["\"plugin-paused\" \"a\"", "\"plugin-paused\" \"b\""]
     );
+}
+
+/// A listener on loopback that accepts connections and never answers: its address, and a
+/// message per connection accepted.
+async fn silent_receiver() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted_tx, accepted) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+            let _ = accepted_tx.send(());
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_shutdown_delivers_what_is_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, mut rx) = receiver(&[]).await;
+    let notifier = Notifier::start(&config(&one_hook(&url, ""), dir.path()), None).unwrap();
+    notifier.notify(approval("queued-1"));
+    notifier.notify(approval("queued-2"));
+    // On this single-threaded runtime the posting task has not run yet: both are queued.
+    assert_eq!(notifier.stats()[0].waiting, 2);
+    let flushed = notifier.shutdown(Duration::from_secs(30)).await;
+    assert_eq!(flushed, riposte_notify::Flushed::default(), "nothing left");
+    let ids: Vec<serde_json::Value> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|r| r.body["action_id"].clone())
+        .collect();
+    assert_eq!(ids, ["queued-1", "queued-2"]);
+    let stats = &notifier.stats()[0];
+    assert_eq!((stats.delivered, stats.waiting), (2, 0));
+    // Stopped: what comes after is not queued (and waiting for it does not hang).
+    notifier.notify(approval("too-late"));
+    assert_eq!(notifier.stats()[0].waiting, 0);
+    notifier.idle().await;
+}
+
+#[tokio::test]
+async fn a_shutdown_against_a_receiver_that_never_answers_ends_at_its_deadline() {
+    let (addr, mut accepted) = silent_receiver().await;
+    let (url, _rx) = receiver(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // One webhook that never answers (its posts may take 300 s), one that does.
+    let text = format!(
+        "max_attempts = 1000\n{}[[webhooks]]\nname = \"answers\"\nurl = {url:?}\n",
+        one_hook(&format!("http://{addr}/hook"), "timeout_secs = 300")
+    );
+    let notifier = Notifier::start(&config(&text, dir.path()), None).unwrap();
+    for i in 0..3 {
+        notifier.notify(approval(&format!("a-{i}")));
+    }
+    // The first is being posted to the silent one (it holds the connection).
+    tokio::time::timeout(Duration::from_secs(30), accepted.recv())
+        .await
+        .expect("the notifier connected")
+        .unwrap();
+    let deadline = Duration::from_millis(300);
+    let started = Instant::now();
+    let flushed = notifier.shutdown(deadline).await;
+    let took = started.elapsed();
+    assert!(
+        took >= deadline && took < deadline + Duration::from_secs(5),
+        "the shutdown took {took:?}"
+    );
+    // The one in flight and the two waiting behind it, counted under the webhook's name.
+    assert_eq!(flushed.undelivered, [("test".to_owned(), 3)]);
+    assert_eq!(flushed.total(), 3);
+    let stats = notifier.stats();
+    assert_eq!((stats[0].delivered, stats[0].waiting), (0, 0));
+    assert_eq!((stats[1].name.as_str(), stats[1].delivered), ("answers", 3));
+    let shown = format!("{flushed:?}");
+    assert!(!shown.contains("127.0.0.1"), "no URL: {shown}");
 }

@@ -199,6 +199,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         print!("{}", render(&summary));
         keep_running(&service, &console).await?;
     }
+    // As `riposte run` stops: within NOTIFY_FLUSH_GRACE, what is left logged as a count.
+    service.flush_notifications().await;
     listener.shutdown().await;
     sim.shutdown().await;
     Ok(summary)
@@ -206,6 +208,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
 
 /// The console user the demo creates, with a password of its run.
 const DEMO_CONSOLE_USER: &str = "demo";
+/// What the audit record of the demo's console user says of it.
+const DEMO_CONSOLE_NOTE: &str =
+    "the demo's one-time console login (its password was printed once, never kept)";
 
 /// The demo's console on a free loopback port, with a one-time admin login.
 struct DemoConsole {
@@ -221,10 +226,18 @@ impl DemoConsole {
             .context("hashing the demo's console password")?;
         let name = riposte_domain::UserName::parse(DEMO_CONSOLE_USER)
             .map_err(|e| anyhow::anyhow!("the demo's console user: {e}"))?;
+        let role = riposte_domain::Role::Admin;
         service
             .store()
-            .add_user(&name, riposte_domain::Role::Admin, &hash, now_ms())
+            .add_user(&name, role, &hash, now_ms())
             .context("adding the demo's console user")?;
+        // Audited as `riposte users add` audits, in the service's own trail (one chain).
+        crate::cli::record_user_change(
+            service.auditor().sink(),
+            crate::cli::USER_ADDED,
+            serde_json::json!({ "user": name, "role": role, "note": DEMO_CONSOLE_NOTE }),
+        )
+        .context("auditing the demo's console user")?;
         let settings = riposte_console::ConsoleConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..riposte_console::ConsoleConfig::default()

@@ -69,6 +69,9 @@ const SENSOR_BATCH_MALOPS: usize = 200;
 const REREAD_MAX_MS: i64 = 3_600_000;
 /// How long an incomplete Malop is read again before it is given up (a day).
 const REREAD_GIVE_UP_MS: i64 = 86_400_000;
+/// How long a stopping service gives its webhooks to receive the notifications still queued
+/// ([`Service::flush_notifications`]); what is left then is dropped, and counted in the log.
+pub const NOTIFY_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The most incomplete Malops read again in one cycle.
 const REREAD_PER_CYCLE: usize = 64;
 /// The most of a part's error an audit record keeps.
@@ -167,6 +170,8 @@ impl Service {
         // Links to the console come once the binary serves it (`Notifier::link_to`).
         let notifier = riposte_notify::Notifier::start(&config.notifications, None)
             .context("starting the notifications")?;
+        // Read at every scrape of the metrics endpoint (`riposte_notifications_*`).
+        metrics.watch_notifications(notifier.stats_reader());
         let core = Arc::new(Core {
             gate,
             store: store.clone(),
@@ -246,6 +251,13 @@ impl Service {
     /// service does not raise itself, such as a time-boxed containment about to revert.
     pub fn notifier(&self) -> &riposte_notify::Notifier {
         &self.core.notifier
+    }
+
+    /// For a stopping service: delivers the notifications still queued, for at most
+    /// [`NOTIFY_FLUSH_GRACE`], then stops posting them. What could not be delivered by then
+    /// is dropped and logged as a count per webhook (never its URL), and returned.
+    pub async fn flush_notifications(&self) -> riposte_notify::Flushed {
+        self.core.notifier.shutdown(NOTIFY_FLUSH_GRACE).await
     }
 
     /// The state store.

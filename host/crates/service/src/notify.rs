@@ -43,16 +43,30 @@ pub(crate) fn budget_tripped(notifier: &Notifier, plugin: &PluginName, decision:
     }
 }
 
-/// `record` ended with `outcome`, for `error` when it failed (notified only then).
+/// `record` ended with `outcome`, for `error` when it did not succeed: a failure, or a
+/// time-out (its outcome on the server unknown), is notified as a failed action; a success
+/// is not notified.
 pub(crate) fn if_failed(
     notifier: &Notifier,
     record: &ActionRecord,
     outcome: Outcome,
     error: Option<&str>,
 ) {
-    if outcome == Outcome::Failed {
-        let error = error.unwrap_or("the server reported a failure");
-        action_failed(notifier, record, error);
+    if let Some(error) = failure(outcome, error) {
+        action_failed(notifier, record, &error);
+    }
+}
+
+/// What an action-failed notification says for an action that ended with `outcome`, for
+/// `error`; `None` for a success.
+fn failure(outcome: Outcome, error: Option<&str>) -> Option<String> {
+    match outcome {
+        Outcome::Succeeded => None,
+        Outcome::Failed => Some(error.unwrap_or("the server reported a failure").to_owned()),
+        Outcome::TimedOut => Some(format!(
+            "timed out: {}",
+            error.unwrap_or("no final status from the server")
+        )),
     }
 }
 
@@ -80,4 +94,30 @@ pub(crate) fn plugin_paused(
         reason: format!("{traps} traps in a row, the last: {reason}"),
         until_ms: Some(until_ms),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_out_is_a_failure_that_says_so_and_a_success_is_none() {
+        assert_eq!(failure(Outcome::Succeeded, None), None);
+        assert_eq!(
+            failure(Outcome::Failed, Some("refused")).as_deref(),
+            Some("refused")
+        );
+        assert_eq!(
+            failure(
+                Outcome::TimedOut,
+                Some("no final status before the follow limit")
+            )
+            .as_deref(),
+            Some("timed out: no final status before the follow limit")
+        );
+        assert_eq!(
+            failure(Outcome::TimedOut, None).as_deref(),
+            Some("timed out: no final status from the server")
+        );
+    }
 }

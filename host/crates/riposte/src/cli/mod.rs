@@ -9,6 +9,7 @@ mod table;
 mod users;
 
 pub(crate) use service::take_hints;
+pub(crate) use users::{USER_ADDED, record_user_change};
 
 use clap::{Parser, Subcommand, ValueEnum};
 

@@ -168,6 +168,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let membership = service.membership().clone();
     let heartbeat = membership.spawn();
     let mut role = membership.watch();
+    // A failed cycle of --once: the command's error, after the same stop as any other.
+    let mut failed = None;
     'cycles: loop {
         let acting = membership.may_act();
         if !acting && args.once {
@@ -188,11 +190,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Ok(None) => {}
             // With --once no poll follows: the failure is the command's, for cron and timers.
             Err(error) if args.once => {
-                // Gives the lease up, so that the next run (a timer's) acts at once.
-                heartbeat.abort();
-                membership.leave().await;
-                service.sync_audit()?;
-                return Err(error.context("the cycle failed"));
+                failed = Some(error.context("the cycle failed"));
+                break;
             }
             Err(error) => tracing::error!("cycle failed, retrying at the next poll: {error:#}"),
         }
@@ -252,19 +251,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // The one way out once the service runs (a signal, the end of --once, its failure).
     if let Some(listener) = listener {
         listener.shutdown().await;
     }
     service.drain_followups().await;
+    // Gives the lease up, so that another host (or the next run of a timer) acts at once.
     heartbeat.abort();
     membership.leave().await;
+    // Within NOTIFY_FLUSH_GRACE; what is left is logged as a count.
+    service.flush_notifications().await;
     let synced = service.sync_audit();
     if let Some(export) = export
         && let Err(error) = export.shutdown(EXPORT_GRACE).await
     {
         tracing::error!("the SIEM export stopped on an error: {error}");
     }
-    synced
+    match failed {
+        Some(error) => synced.and(Err(error)),
+        None => synced,
+    }
 }
 
 /// Serves the console (`[console]`) over the service's store and audit trail. The pages

@@ -4,7 +4,7 @@
 use super::service::{load_config, open_store, os_operator};
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use riposte_audit::{Call, Entry, Redacted};
+use riposte_audit::{AuditSink, Call, Entry, Redacted};
 use riposte_console::auth::{generate_password, hash_password};
 use riposte_domain::{Role, UserName};
 use riposte_service::{OperatorConfig, now_ms};
@@ -12,6 +12,9 @@ use riposte_store::prelude::*;
 use serde_json::json;
 use std::io::BufRead;
 use std::path::PathBuf;
+
+/// The audit event of a console user added (by `riposte users add`, or the demo's).
+pub(crate) const USER_ADDED: &str = "console-user-added";
 
 /// `riposte users ...`.
 #[derive(Debug, Subcommand)]
@@ -125,7 +128,7 @@ fn add(args: AddArgs) -> anyhow::Result<()> {
     store.add_user(&args.name, args.role, &hash, now_ms())?;
     audit(
         &config,
-        "console-user-added",
+        USER_ADDED,
         json!({ "user": args.name, "role": args.role }),
     )?;
     if generated {
@@ -154,22 +157,30 @@ fn list(args: ConfigOnly) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Records a change of users in the audit trail, by the OS account running the command.
-fn audit(
-    config: &OperatorConfig,
-    event: &str,
-    mut arguments: serde_json::Value,
-) -> anyhow::Result<()> {
+/// Records a change of users in the configuration's audit trail, by the OS account running
+/// the command.
+fn audit(config: &OperatorConfig, event: &str, arguments: serde_json::Value) -> anyhow::Result<()> {
     let sink = config.service.audit.open_sink().with_context(|| {
         format!(
             "opening the audit trail {}",
             config.service.audit.path.display()
         )
     })?;
+    record_user_change(&sink, event, arguments)
+}
+
+/// Records a change of users (`event`, with `arguments`: never a password) in `sink`, by the
+/// OS account running the command (`by`: `os:NAME`), and syncs it to disk.
+pub(crate) fn record_user_change(
+    sink: &AuditSink,
+    event: &str,
+    mut arguments: serde_json::Value,
+) -> anyhow::Result<()> {
     arguments["by"] = json!(os_operator()?);
     let mut entry = Entry::new(now_ms(), Call::event(event));
     entry.arguments = Redacted::from_value(arguments);
-    sink.append(&entry)?;
-    sink.sync()?;
+    sink.append(&entry)
+        .with_context(|| format!("recording `{event}` in the audit trail"))?;
+    sink.sync().context("syncing the audit trail")?;
     Ok(())
 }
