@@ -41,6 +41,7 @@ mod metrics;
 mod notify;
 mod plugin_new;
 mod plugin_test_cli;
+mod runtime_parallel;
 mod sandbox_wasi;
 mod service_approvals;
 mod service_crash;
