@@ -199,8 +199,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         print!("{}", render(&summary));
         keep_running(&service, &console).await?;
     }
-    // As `riposte run` stops: within NOTIFY_FLUSH_GRACE, what is left logged as a count.
-    service.flush_notifications().await;
+    // As `riposte run` stops: notifications within NOTIFY_FLUSH_GRACE, what is left logged
+    // as a count.
+    service.close().await?;
     listener.shutdown().await;
     sim.shutdown().await;
     Ok(summary)

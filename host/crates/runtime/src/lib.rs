@@ -288,7 +288,12 @@ impl Runtime {
         // this outer timeout is a backstop for anything that still does not return.
         let backstop = limits.wall_clock + Duration::from_millis(250);
         let instance = Instance { store, _slot: slot };
-        let ran = run_on_own_task(plugin.pre.clone(), instance, OwnedEntry::from(entry), backstop);
+        let ran = run_on_own_task(
+            plugin.pre.clone(),
+            instance,
+            OwnedEntry::from(entry),
+            backstop,
+        );
         let (instance, result) = match ran.await {
             Ok(ran) => ran,
             // Only a panic of the host's own code ends the task early: stop this invocation.

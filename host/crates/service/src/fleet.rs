@@ -29,6 +29,9 @@ use tokio::sync::watch;
 /// The lease the acting host holds.
 pub const POLLER_LEASE: &str = "poller";
 
+/// How often, at most, a syslog event is written between heartbeats (ms).
+pub const EVENT_NOTE_EVERY_MS: i64 = 1_000;
+
 /// Hosts silent for this long are dropped from `riposte status`.
 const FORGET_SILENT_HOSTS: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -132,9 +135,22 @@ impl Membership {
         })
     }
 
-    /// Notes that a syslog event reached this host at `at_ms` (the next heartbeat tells).
-    pub fn event_received(&self, at_ms: i64) {
-        self.last_event_ms.fetch_max(at_ms, Ordering::Relaxed);
+    /// Notes that a syslog event reached this host at `at_ms`: told at every heartbeat,
+    /// and at once if the database last heard of an event more than [`EVENT_NOTE_EVERY_MS`]
+    /// before (so a flood of events costs at most one small write a second).
+    pub async fn event_received(&self, at_ms: i64) {
+        let before = self.last_event_ms.fetch_max(at_ms, Ordering::Relaxed);
+        if at_ms - before < EVENT_NOTE_EVERY_MS {
+            return;
+        }
+        let host = self.settings.host_id.clone();
+        let noted = db::blocking(&self.store, "note_event", move |s| {
+            s.note_event(&host, at_ms)
+        })
+        .await;
+        if let Err(e) = noted {
+            tracing::debug!("noting the syslog event (the next heartbeat tells it): {e}");
+        }
     }
 
     /// This host's id.
@@ -313,13 +329,22 @@ mod tests {
         assert_eq!(hosts.len(), 1, "the heartbeat lists the host");
         assert_eq!(hosts[0].last_event_ms, None, "no syslog event yet");
         assert!(member.may_act());
-        member.event_received(1_000);
-        member.event_received(900);
-        member.beat().await;
+        member.event_received(1_000).await;
+        let hosts = store.fleet().unwrap().0;
+        assert_eq!(hosts[0].last_event_ms, Some(1_000), "told at once");
+        member.event_received(1_500).await;
+        member.event_received(900).await;
         let hosts = store.fleet().unwrap().0;
         assert_eq!(
             hosts[0].last_event_ms,
             Some(1_000),
+            "within a second of the last: not yet"
+        );
+        member.beat().await;
+        let hosts = store.fleet().unwrap().0;
+        assert_eq!(
+            hosts[0].last_event_ms,
+            Some(1_500),
             "the latest event, told"
         );
 

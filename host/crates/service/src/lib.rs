@@ -42,6 +42,7 @@ pub use reload::ReloadReport;
 
 use anyhow::Context;
 use executor::{Executor, PylumDirectory, pylum_directory};
+use futures::future::{FusedFuture, FutureExt};
 use futures::{Stream, StreamExt};
 use gated::{Core, GatedHost};
 use health::HealthBook;
@@ -70,7 +71,7 @@ const REREAD_MAX_MS: i64 = 3_600_000;
 /// How long an incomplete Malop is read again before it is given up (a day).
 const REREAD_GIVE_UP_MS: i64 = 86_400_000;
 /// How long a stopping service gives its webhooks to receive the notifications still queued
-/// ([`Service::flush_notifications`]); what is left then is dropped, and counted in the log.
+/// ([`Service::close`]); what is left then is dropped, and counted in the log.
 pub const NOTIFY_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The most incomplete Malops read again in one cycle.
 const REREAD_PER_CYCLE: usize = 64;
@@ -119,6 +120,36 @@ pub struct BatchReport {
     /// Last update times of the Malops a plugin still owes: it trapped on them, or was
     /// paused before their turn. The watermark must stay below them.
     pub owed: Vec<TimestampMs>,
+}
+
+impl BatchReport {
+    /// Counts one finished (plugin, Malop) pair, and adds its handled mark to `marks` when
+    /// its invocation completed (`run` is `None` when the plugin was paused before).
+    fn count(
+        &mut self,
+        plugin: &ServicePlugin,
+        malop: &Malop,
+        run: Option<MalopRun>,
+        marks: &mut Vec<Handled>,
+    ) {
+        let Some(run) = run else {
+            self.owed.push(malop.last_update_time);
+            return;
+        };
+        self.invocations += 1;
+        self.traps += usize::from(run.report.outcome.is_trap());
+        if run.handled {
+            marks.push(Handled {
+                plugin: plugin.policy.name.clone(),
+                malop_id: malop.id.clone(),
+                last_update_ms: malop.last_update_time,
+                unreadable: malop.unreadable.clone(),
+            });
+        } else {
+            // A trap, or its health could not be recorded: offered again.
+            self.owed.push(malop.last_update_time);
+        }
+    }
 }
 
 /// The running service.
@@ -253,11 +284,15 @@ impl Service {
         &self.core.notifier
     }
 
-    /// For a stopping service: delivers the notifications still queued, for at most
-    /// [`NOTIFY_FLUSH_GRACE`], then stops posting them. What could not be delivered by then
-    /// is dropped and logged as a count per webhook (never its URL), and returned.
-    pub async fn flush_notifications(&self) -> riposte_notify::Flushed {
-        self.core.notifier.shutdown(NOTIFY_FLUSH_GRACE).await
+    /// For a stopping service, once nothing else runs: records the plugins' activity
+    /// counted since the last cycle, delivers the notifications still queued for at most
+    /// [`NOTIFY_FLUSH_GRACE`] (what is left then is dropped and logged as a count per
+    /// webhook, never its URL, and returned), and syncs the audit trail.
+    pub async fn close(&self) -> anyhow::Result<riposte_notify::Flushed> {
+        self.write_activity().await;
+        let flushed = self.core.notifier.shutdown(NOTIFY_FLUSH_GRACE).await;
+        self.sync_audit()?;
+        Ok(flushed)
     }
 
     /// The state store.
@@ -518,7 +553,7 @@ impl Service {
     /// know is counted and ignored. The watermark is left alone (the poll loop stays the
     /// safety net for whatever an event misses, a plugin owes or a fetch fails on).
     pub async fn evaluate_hinted(&self, ids: &[MalopId]) -> anyhow::Result<CycleReport> {
-        self.membership.event_received(now_ms());
+        let received = now_ms();
         let mut report = CycleReport::default();
         let mut missing: Vec<MalopId> = ids.to_vec();
         missing.sort();
@@ -560,6 +595,8 @@ impl Service {
         }
         self.evaluate_wanted(wanted, &mut report).await;
         self.write_activity().await;
+        // After the evaluation: nothing for the console is written before a containment.
+        self.membership.event_received(received).await;
         self.core
             .auditor
             .service_event("hint-evaluation", serde_json::to_value(&report)?);
@@ -762,11 +799,12 @@ impl Service {
 
     /// Runs every (plugin, Malop) pair of `work`, `max_concurrency` at a time, each in a
     /// fresh sandbox, audited; records each Malop handled by its plugin once its invocation
-    /// completed. The handled marks are group-committed: the marks of the invocations that
-    /// finished together (at most [`MARK_GROUP_MAX`]) go into one durable transaction, after
-    /// an audit barrier, so that a Malop recorded handled always has its audit records on
-    /// disk. A crash before the commit only offers those Malops again; whatever their
-    /// plugins asked for is then answered from the action ledger, never sent twice.
+    /// completed. The handled marks are group-committed: one durable transaction, after an
+    /// audit barrier, takes every mark collected since the previous one began (at most
+    /// [`MARK_GROUP_MAX`]), while the invocations go on, so that a Malop recorded handled
+    /// always has its audit records on disk and a slow commit never stalls the plugins. A
+    /// crash before the commit only offers those Malops again; whatever their plugins asked
+    /// for is then answered from the action ledger, never sent twice.
     pub async fn evaluate_batch(
         &self,
         work: impl Stream<Item = (Arc<ServicePlugin>, Arc<Malop>)>,
@@ -783,51 +821,56 @@ impl Service {
                 };
                 (plugin, malop, run)
             })
-            .buffer_unordered(concurrency)
-            .ready_chunks(MARK_GROUP_MAX);
-        let mut done = std::pin::pin!(done);
+            .buffer_unordered(concurrency);
+        let mut done = std::pin::pin!(done.fuse());
         let mut report = BatchReport::default();
-        while let Some(group) = done.next().await {
-            let mut marks = Vec::with_capacity(group.len());
-            for (plugin, malop, run) in group {
-                let Some(run) = run else {
-                    report.owed.push(malop.last_update_time);
-                    continue;
-                };
-                report.invocations += 1;
-                report.traps += usize::from(run.report.outcome.is_trap());
-                if run.handled {
-                    marks.push(Handled {
-                        plugin: plugin.policy.name.clone(),
-                        malop_id: malop.id.clone(),
-                        last_update_ms: malop.last_update_time,
-                        unreadable: malop.unreadable.clone(),
-                    });
-                } else {
-                    // A trap, or its health could not be recorded: offered again.
-                    report.owed.push(malop.last_update_time);
-                }
+        let mut marks: Vec<Handled> = Vec::new();
+        let mut commit = std::pin::pin!(futures::future::Fuse::terminated());
+        loop {
+            if commit.is_terminated() && !marks.is_empty() {
+                let group: Vec<Handled> = marks.drain(..marks.len().min(MARK_GROUP_MAX)).collect();
+                commit.set(self.commit_marks(group).fuse());
             }
-            // A Malop is recorded handled only once its invocation's audit is on disk.
-            let updates: Vec<TimestampMs> = marks.iter().map(|m| m.last_update_ms).collect();
-            let recorded = match self.core.auditor.barrier() {
-                Ok(()) => db::blocking(&self.core.store, "mark_handled_all", move |s| {
-                    s.mark_handled_all(&marks, now_ms())
-                })
-                .await
-                .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match recorded {
-                Ok(()) => report.handled += updates.len(),
-                Err(e) => {
-                    // Offered again next cycle; the ledger answers what they asked for.
-                    tracing::error!("recording {} Malops handled: {e}", updates.len());
-                    report.owed.extend(updates);
-                }
+            futures::select_biased! {
+                (updates, recorded) = commit => match recorded {
+                    Ok(()) => report.handled += updates.len(),
+                    Err(e) => {
+                        // Offered again next cycle; the ledger answers what they asked for.
+                        tracing::error!("recording {} Malops handled: {e}", updates.len());
+                        report.owed.extend(updates);
+                    }
+                },
+                finished = done.next() => match finished {
+                    Some((plugin, malop, run)) => {
+                        report.count(&plugin, &malop, run, &mut marks);
+                    }
+                    None if commit.is_terminated() && marks.is_empty() => break,
+                    None => {}
+                },
+                complete => break,
             }
         }
         report
+    }
+
+    /// Records `marks` handled in one durable transaction, once the audit records of their
+    /// invocations are on disk; returns their update times and whether that worked.
+    async fn commit_marks(&self, marks: Vec<Handled>) -> (Vec<TimestampMs>, Result<(), String>) {
+        let updates: Vec<TimestampMs> = marks.iter().map(|m| m.last_update_ms).collect();
+        let auditor = self.core.auditor.clone();
+        let synced = tokio::task::spawn_blocking(move || auditor.barrier())
+            .await
+            .map_err(|e| format!("the audit barrier's task failed: {e}"))
+            .and_then(|synced| synced.map_err(|e| e.to_string()));
+        let recorded = match synced {
+            Ok(()) => db::blocking(&self.core.store, "mark_handled_all", move |s| {
+                s.mark_handled_all(&marks, now_ms())
+            })
+            .await
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        (updates, recorded)
     }
 
     /// For each of `malops`, in one trip to the blocking pool: the subscribed plugins that

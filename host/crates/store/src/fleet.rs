@@ -157,6 +157,17 @@ impl Fleet for Store {
         })
     }
 
+    fn note_event(&self, host_id: &str, at_ms: i64) -> Result<()> {
+        self.write("note_event", |tx| {
+            tx.execute(
+                "UPDATE fleet_hosts SET last_event_ms = ?2 WHERE host_id = ?1 \
+                 AND (last_event_ms IS NULL OR last_event_ms < ?2)",
+                params![host_id, at_ms],
+            )?;
+            Ok(())
+        })
+    }
+
     fn acquire_lease(
         &self,
         name: &str,
@@ -307,6 +318,12 @@ mod tests {
             assert_eq!((hosts[0].host_id.as_str(), hosts[0].heartbeat_ms), ("a", 20));
             assert_eq!(hosts[0].holding.len(), MAX_HOLDING_BYTES, "bounded");
             assert_eq!((hosts[0].last_event_ms, hosts[1].last_event_ms), (None, Some(9)));
+            store.note_event("a", 15).unwrap();
+            store.note_event("b", 8).unwrap();
+            store.note_event("nobody", 15).unwrap();
+            let (hosts, _) = store.fleet().unwrap();
+            assert_eq!((hosts[0].last_event_ms, hosts[1].last_event_ms), (Some(15), Some(9)));
+            assert_eq!(hosts.len(), 2);
             assert_eq!(leases[0].holder, "a");
             assert_eq!(store.forget_hosts(15).unwrap(), 1);
             assert_eq!(store.fleet().unwrap().0.len(), 1);

@@ -593,6 +593,10 @@ pub trait Fleet {
     /// version to 64).
     fn heartbeat(&self, host: &HostStatus) -> Result<()>;
 
+    /// Records that a syslog event reached `host_id` at `at_ms`, between its heartbeats
+    /// (never moving the recorded time back; nothing if the host has no heartbeat row).
+    fn note_event(&self, host_id: &str, at_ms: i64) -> Result<()>;
+
     /// Grants the lease `name` to `host_id` until `now_ms + ttl_ms` if nobody holds it, if
     /// its holder let it expire (at or before `now_ms`: a new epoch), or renews it if
     /// `host_id` holds it; otherwise refuses, naming the holder. Of concurrent callers at

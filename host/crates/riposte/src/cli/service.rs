@@ -259,9 +259,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Gives the lease up, so that another host (or the next run of a timer) acts at once.
     heartbeat.abort();
     membership.leave().await;
-    // Within NOTIFY_FLUSH_GRACE; what is left is logged as a count.
-    service.flush_notifications().await;
-    let synced = service.sync_audit();
+    // Notifications within NOTIFY_FLUSH_GRACE; what is left is logged as a count.
+    let synced = service.close().await.map(drop);
     if let Some(export) = export
         && let Err(error) = export.shutdown(EXPORT_GRACE).await
     {
@@ -538,5 +537,6 @@ pub async fn undo(args: UndoArgs) -> anyhow::Result<()> {
         .undo(&args.action_id, os_operator()?.as_str())
         .await?;
     println!("{}", serde_json::to_string_pretty(&record)?);
-    service.sync_audit()
+    // A failed undo may have queued a notification: delivered before exiting.
+    service.close().await.map(drop)
 }
