@@ -734,6 +734,59 @@ each_backend! {
     }
 }
 
+each_backend! {
+    /// Once investigation is readable again, a Malop read incomplete is read again for the
+    /// parts its plugins read only (here the suspects: no files or connections query), and
+    /// once: a poll and the reread queue do not both read it in one cycle.
+    async fn a_malop_read_again_is_read_once_for_its_plugins_parts_only(db) {
+        let sim = start_sim(3, 4).await;
+        sim.refuse_investigation(true);
+        let plugin = PluginSpec::ransomware_containment().reads(&["suspects", "sensors"]);
+        let mut setup = Setup::new(vec![plugin]);
+        // The next read is due a second later.
+        setup.poll_interval_secs = 1;
+        let env = ServiceEnv::on(db, &sim, &setup);
+        let service = env.service(&sim).await;
+        let first = service.run_cycle().await.expect("the first cycle");
+        assert!(first.incomplete > 0, "{first:?}");
+        let store = env.store();
+        let waiting = store.incomplete_summary().unwrap().count;
+        assert_eq!(waiting as usize, first.incomplete);
+
+        sim.refuse_investigation(false);
+        let since = sim.requests().len();
+        let deadline = std::time::Instant::now() + LIMIT;
+        while store.incomplete_summary().unwrap().count > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Malops were not read again in time"
+            );
+            service.run_cycle().await.expect("a cycle");
+        }
+        let queries: Vec<String> = sim.requests()[since..]
+            .iter()
+            .filter(|r| r.path == "/rest/visualsearch/query/simple")
+            .map(|r| r.body.clone())
+            .collect();
+        for query in &queries {
+            assert!(
+                !query.contains("\"connections\"") && !query.contains("filesToRemediate"),
+                "only the parts the plugin reads are asked for: {query}"
+            );
+        }
+        for malop in sim.malops() {
+            let reads = queries.iter().filter(|q| q.contains(malop.guid.as_str())).count();
+            assert!(reads <= 1, "{} was read {reads} times", malop.guid);
+        }
+        let read_again = sim
+            .malops()
+            .iter()
+            .filter(|m| queries.iter().any(|q| q.contains(m.guid.as_str())))
+            .count();
+        assert_eq!(read_again as u64, waiting, "every waiting Malop was read again");
+    }
+}
+
 /// `riposte run --once` says which remediations it still follows before it exits, rather
 /// than waiting on them silently: each followed action by id, kinds and Malop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
