@@ -565,14 +565,7 @@ each_backend! {
         // action already taken is sent twice.
         sim.refuse_investigation(false);
         let store = env.store();
-        let deadline = std::time::Instant::now() + LIMIT;
-        while store.incomplete_summary().unwrap().count > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the Malops were not read again in time"
-            );
-            service.run_cycle().await.expect("a cycle");
-        }
+        cycle_until_read_again(&service, &store).await;
         run_until_settled(&service, &sim, 5).await;
         assert_eq!(
             audit_calls(&env.audit, "malop-complete").len(),
@@ -593,6 +586,18 @@ each_backend! {
             );
         }
         assert_no_action_twice(&sim);
+    }
+}
+
+/// Runs cycles until no Malop waits to be read again (within [`LIMIT`]).
+async fn cycle_until_read_again(service: &riposte_service::Service, store: &riposte_store::Store) {
+    let deadline = std::time::Instant::now() + LIMIT;
+    while store.incomplete_summary().unwrap().count > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Malops were not read again in time"
+        );
+        service.run_cycle().await.expect("a cycle");
     }
 }
 
@@ -755,14 +760,7 @@ each_backend! {
 
         sim.refuse_investigation(false);
         let since = sim.requests().len();
-        let deadline = std::time::Instant::now() + LIMIT;
-        while store.incomplete_summary().unwrap().count > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the Malops were not read again in time"
-            );
-            service.run_cycle().await.expect("a cycle");
-        }
+        cycle_until_read_again(&service, &store).await;
         let queries: Vec<String> = sim.requests()[since..]
             .iter()
             .filter(|r| r.path == "/rest/visualsearch/query/simple")
