@@ -184,65 +184,61 @@ pub const MAX_FAILURES_PER_ADDRESS: usize = 20;
 /// lock a user out from everywhere.
 pub const MAX_FAILURES_PER_NAME: usize = 50;
 
-/// Failed logins by source address, by user name, and by the two together, in a bounded map.
+/// Login attempts by source address, by user name, and by the two together, in a bounded
+/// map. An attempt is counted when it begins, under the same lock as the check, so
+/// concurrent guesses cannot all pass the check before any is counted; a successful login
+/// takes its attempt back.
 pub(crate) struct LoginLimiter {
     failures: Mutex<HashMap<String, VecDeque<i64>>>,
+    /// Behind a reverse proxy every client has the proxy's address: only the per-name
+    /// limit is kept.
+    behind_proxy: bool,
 }
 
 impl LoginLimiter {
     /// The window failures are counted over (5 minutes).
     pub const WINDOW_MS: i64 = 5 * 60 * 1000;
     /// The most keys tracked; when full, keys with no failure in the window are dropped,
-    /// then the stalest.
+    /// then the stalest (name-and-address keys before the others).
     pub const MAX_KEYS: usize = 10_000;
 
-    pub fn new() -> Self {
+    pub fn new(behind_proxy: bool) -> Self {
         Self {
             failures: Mutex::new(HashMap::new()),
+            behind_proxy,
         }
     }
 
     /// The keys a login of `name` from `addr` counts against, each with its limit.
-    fn keys(addr: &str, name: &str) -> [(String, usize); 3] {
+    fn keys(&self, addr: &str, name: &str) -> Vec<(String, usize)> {
         let name = name.to_lowercase();
-        [
-            (format!("addr:{addr}"), MAX_FAILURES_PER_ADDRESS),
-            (format!("user:{name}"), MAX_FAILURES_PER_NAME),
-            (format!("pair:{addr}:{name}"), MAX_LOGIN_FAILURES),
-        ]
-    }
-
-    /// Whether a login of `name` from `addr` is refused for too many recent failures.
-    pub fn blocked(&self, addr: &str, name: &str, now_ms: i64) -> bool {
-        let map = self.failures.lock().expect("limiter lock");
-        Self::keys(addr, name).iter().any(|(k, limit)| {
-            map.get(k).is_some_and(|times| {
-                times
-                    .iter()
-                    .filter(|t| now_ms - **t < Self::WINDOW_MS)
-                    .count()
-                    >= *limit
-            })
-        })
-    }
-
-    /// Counts a failed login of `name` from `addr`.
-    pub fn failed(&self, addr: &str, name: &str, now_ms: i64) {
-        let keys = Self::keys(addr, name);
-        let mut map = self.failures.lock().expect("limiter lock");
-        if map.len() + keys.len() > Self::MAX_KEYS {
-            map.retain(|_, times| times.back().is_some_and(|t| now_ms - t < Self::WINDOW_MS));
-            while map.len() + keys.len() > Self::MAX_KEYS {
-                let Some(stalest) = map
-                    .iter()
-                    .min_by_key(|(_, t)| t.back().copied())
-                    .map(|(k, _)| k.clone())
-                else {
-                    break;
-                };
-                map.remove(&stalest);
-            }
+        let mut keys = vec![(format!("user:{name}"), MAX_FAILURES_PER_NAME)];
+        if !self.behind_proxy {
+            keys.push((format!("addr:{addr}"), MAX_FAILURES_PER_ADDRESS));
+            keys.push((format!("pair:{addr}:{name}"), MAX_LOGIN_FAILURES));
         }
+        keys
+    }
+
+    /// Begins a login of `name` from `addr` at `now_ms`: `false` (and nothing counted) if
+    /// one of its keys had its limit of failures in the window; else the attempt is counted
+    /// as a failure until [`LoginLimiter::succeeded`] takes it back.
+    pub fn begin(&self, addr: &str, name: &str, now_ms: i64) -> bool {
+        let keys = self.keys(addr, name);
+        let mut map = self.failures.lock().expect("limiter lock");
+        let recent = |times: &VecDeque<i64>| {
+            times
+                .iter()
+                .filter(|t| now_ms - **t < Self::WINDOW_MS)
+                .count()
+        };
+        if keys
+            .iter()
+            .any(|(k, limit)| map.get(k).is_some_and(|times| recent(times) >= *limit))
+        {
+            return false;
+        }
+        Self::make_room(&mut map, keys.len(), now_ms);
         for (key, limit) in keys {
             let times = map.entry(key).or_default();
             times.retain(|t| now_ms - t < Self::WINDOW_MS);
@@ -251,13 +247,41 @@ impl LoginLimiter {
                 times.pop_front();
             }
         }
+        true
     }
 
-    /// A successful login of `name` from `addr`: forgets the failures of that name from
-    /// that address (the others still count).
-    pub fn succeeded(&self, addr: &str, name: &str) {
-        let [.., (pair, _)] = Self::keys(addr, name);
-        self.failures.lock().expect("limiter lock").remove(&pair);
+    /// Keeps the map within [`LoginLimiter::MAX_KEYS`] with `more` keys to come.
+    fn make_room(map: &mut HashMap<String, VecDeque<i64>>, more: usize, now_ms: i64) {
+        if map.len() + more <= Self::MAX_KEYS {
+            return;
+        }
+        map.retain(|_, times| times.back().is_some_and(|t| now_ms - t < Self::WINDOW_MS));
+        while map.len() + more > Self::MAX_KEYS {
+            let Some(stalest) = map
+                .iter()
+                .min_by_key(|(k, t)| (!k.starts_with("pair:"), t.back().copied()))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            map.remove(&stalest);
+        }
+    }
+
+    /// The login of `name` from `addr` begun at `began_ms` succeeded: its attempt is taken
+    /// back, and the failures of that name from that address are forgotten (the others
+    /// still count).
+    pub fn succeeded(&self, addr: &str, name: &str, began_ms: i64) {
+        let mut map = self.failures.lock().expect("limiter lock");
+        for (key, _) in self.keys(addr, name) {
+            if key.starts_with("pair:") {
+                map.remove(&key);
+            } else if let Some(times) = map.get_mut(&key)
+                && let Some(at) = times.iter().rposition(|t| *t == began_ms)
+            {
+                times.remove(at);
+            }
+        }
     }
 }
 
@@ -315,35 +339,57 @@ mod tests {
 
     #[test]
     fn the_limiter_counts_per_address_per_name_and_per_both() {
-        let limiter = LoginLimiter::new();
+        let limiter = LoginLimiter::new(false);
         for i in 0..5 {
-            assert!(!limiter.blocked("1.1.1.1", "a", i));
-            limiter.failed("1.1.1.1", "a", i);
+            assert!(limiter.begin("1.1.1.1", "a", i), "attempt {i}");
         }
         assert!(
-            limiter.blocked("1.1.1.1", "A", 10),
+            !limiter.begin("1.1.1.1", "A", 10),
             "names match in any case"
         );
         assert!(
-            !limiter.blocked("2.2.2.2", "a", 10),
+            limiter.begin("2.2.2.2", "a", 10),
             "a's own address still logs in"
         );
-        assert!(!limiter.blocked("1.1.1.1", "b", 10));
-        assert!(!limiter.blocked("1.1.1.1", "a", LoginLimiter::WINDOW_MS + 5));
+        limiter.succeeded("2.2.2.2", "a", 10);
+        assert!(limiter.begin("1.1.1.1", "b", 10));
+        assert!(limiter.begin("1.1.1.1", "a", LoginLimiter::WINDOW_MS + 5));
         // One address trying many names.
-        for i in 0..15 {
-            limiter.failed("1.1.1.1", &format!("n{i}"), 20);
+        let later = LoginLimiter::WINDOW_MS + 10;
+        for i in 0..MAX_FAILURES_PER_ADDRESS {
+            assert!(limiter.begin("5.5.5.5", &format!("n{i}"), later));
         }
-        assert!(limiter.blocked("1.1.1.1", "zed", 21));
+        assert!(!limiter.begin("5.5.5.5", "zed", later + 1));
         // Many addresses trying one name.
-        for i in 0..50 {
-            limiter.failed(&format!("10.0.0.{i}"), "c", 30);
+        for i in 0..MAX_FAILURES_PER_NAME {
+            assert!(limiter.begin(&format!("10.0.0.{i}"), "c", later));
         }
-        assert!(limiter.blocked("3.3.3.3", "c", 31));
-        limiter.succeeded("10.0.0.1", "c");
-        assert!(
-            limiter.blocked("10.0.0.1", "c", 31),
-            "the name's count still holds"
-        );
+        assert!(!limiter.begin("3.3.3.3", "c", later + 1));
+    }
+
+    #[test]
+    fn a_successful_login_takes_its_attempt_back() {
+        let limiter = LoginLimiter::new(false);
+        for i in 0..30 {
+            assert!(limiter.begin("1.1.1.1", &format!("u{i}"), i));
+            limiter.succeeded("1.1.1.1", &format!("u{i}"), i);
+        }
+        assert!(limiter.begin("1.1.1.1", "u", 40), "successes do not add up");
+    }
+
+    #[test]
+    fn behind_a_proxy_only_the_name_counts() {
+        let limiter = LoginLimiter::new(true);
+        for i in 0..30 {
+            assert!(
+                limiter.begin("10.0.0.1", &format!("u{i}"), i),
+                "one address, many names"
+            );
+        }
+        for i in 0..MAX_FAILURES_PER_NAME as i64 {
+            assert!(limiter.begin("10.0.0.1", "v", 100 + i));
+        }
+        assert!(!limiter.begin("10.0.0.1", "v", 200));
+        assert!(limiter.begin("10.0.0.1", "w", 200));
     }
 }

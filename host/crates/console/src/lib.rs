@@ -126,7 +126,7 @@ impl Console {
         Ok(Self {
             inner: Arc::new(Inner {
                 sessions: Sessions::new(settings.session_idle_secs, settings.session_max_secs),
-                limiter: LoginLimiter::new(),
+                limiter: LoginLimiter::new(settings.insecure_http_behind_proxy),
                 templates: pages::templates()?,
                 store,
                 operator,

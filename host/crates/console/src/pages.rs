@@ -362,7 +362,7 @@ async fn login(
     let now = (inner.clock)();
     let shown = clip(&form.username, 64);
     let from = peer.ip().to_string();
-    if inner.limiter.blocked(&from, &shown, now) {
+    if !inner.limiter.begin(&from, &shown, now) {
         let by = format!("console:{shown}");
         let addr = peer.ip().to_string();
         blocking(&console, move |inner| {
@@ -413,7 +413,6 @@ async fn login(
     })
     .await?;
     let Some(user) = user else {
-        inner.limiter.failed(&from, &shown, now);
         let mut page = render(
             &inner,
             "login.html",
@@ -422,7 +421,7 @@ async fn login(
         *page.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(page);
     };
-    inner.limiter.succeeded(&from, &shown);
+    inner.limiter.succeeded(&from, &shown, now);
     let (token, _) = blocking(&console, move |inner| {
         inner
             .sessions

@@ -39,17 +39,23 @@ pub const EXCERPT_BYTES: usize = 96;
 /// The items of a list kept in a summary.
 pub(crate) const EXCERPT_ITEMS: usize = 8;
 
+/// The longest prefix of `text` of at most `max` bytes that ends at a character boundary.
+pub fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// `text` cut to at most `max` bytes (at a character boundary), with what was cut said:
 /// `abc… [+1234 bytes]`. Unchanged when it fits.
 pub fn excerpt(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… [+{} bytes]", &text[..end], text.len() - end)
+    let kept = prefix(text, max);
+    format!("{kept}… [+{} bytes]", text.len() - kept.len())
 }
 
 /// `text` made safe for one line of a log or a terminal, in every log format: control

@@ -345,7 +345,9 @@ async fn contain_on_event(
             })?
             .context("the syslog listener stopped")?;
         let ids = crate::cli::take_hints(first, Some(hints));
+        let received = riposte_service::now_ms();
         let report = service.evaluate_hinted(&ids).await?;
+        service.membership().event_received(received).await;
         hinted.invocations += report.invocations;
         hinted.new_malops =
             usize::from(report.malops_seen > 0 && ids.iter().any(|id| id.as_str() == malop));

@@ -57,7 +57,8 @@ pub fn default_host_id() -> String {
     if let Ok(id) = std::env::var(HOST_ID_ENV)
         && !id.trim().is_empty()
     {
-        return id.trim().chars().take(128).collect();
+        return riposte_domain::bounds::prefix(id.trim(), riposte_store::MAX_HOST_ID_BYTES)
+            .to_owned();
     }
     let host = riposte_domain::host_name().unwrap_or_else(|| "localhost".to_owned());
     format!("{host}:{}", std::process::id())
@@ -109,6 +110,8 @@ pub struct Membership {
     /// When the last syslog event reached this host (ms; 0 for none yet), told at each
     /// heartbeat.
     last_event_ms: AtomicI64,
+    /// When an event was last written between heartbeats (ms; 0 for never).
+    last_noted_ms: AtomicI64,
 }
 
 impl Membership {
@@ -132,15 +135,22 @@ impl Membership {
             role: watch::Sender::new(initial),
             left: Arc::new(std::sync::Mutex::new(false)),
             last_event_ms: AtomicI64::new(0),
+            last_noted_ms: AtomicI64::new(0),
         })
     }
 
     /// Notes that a syslog event reached this host at `at_ms`: told at every heartbeat,
-    /// and at once if the database last heard of an event more than [`EVENT_NOTE_EVERY_MS`]
-    /// before (so a flood of events costs at most one small write a second).
+    /// and at once unless an event was written less than [`EVENT_NOTE_EVERY_MS`] before (so
+    /// a flood of events costs at most one small write a second).
     pub async fn event_received(&self, at_ms: i64) {
-        let before = self.last_event_ms.fetch_max(at_ms, Ordering::Relaxed);
-        if at_ms - before < EVENT_NOTE_EVERY_MS {
+        self.last_event_ms.fetch_max(at_ms, Ordering::Relaxed);
+        let noted = self.last_noted_ms.load(Ordering::Relaxed);
+        if at_ms - noted < EVENT_NOTE_EVERY_MS
+            || self
+                .last_noted_ms
+                .compare_exchange(noted, at_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
             return;
         }
         let host = self.settings.host_id.clone();

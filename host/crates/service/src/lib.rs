@@ -27,6 +27,7 @@ mod executor;
 mod fleet;
 mod gated;
 mod health;
+mod isolation;
 mod notify;
 mod owing;
 mod plugins;
@@ -357,7 +358,8 @@ impl Service {
 
     /// Adds the plugins' activity counted since the last call to the store's hourly rows
     /// (and prunes the hours past [`activity::ACTIVITY_RETENTION_MS`]). A failed write is
-    /// logged and its counts kept for the next call.
+    /// logged and its counts kept for the next call (a write that failed only as the client
+    /// saw it counts twice: these are statistics, not a ledger).
     async fn write_activity(&self) {
         let book = self.core.auditor.activity();
         let counts = book.take();
@@ -553,7 +555,6 @@ impl Service {
     /// know is counted and ignored. The watermark is left alone (the poll loop stays the
     /// safety net for whatever an event misses, a plugin owes or a fetch fails on).
     pub async fn evaluate_hinted(&self, ids: &[MalopId]) -> anyhow::Result<CycleReport> {
-        let received = now_ms();
         let mut report = CycleReport::default();
         let mut missing: Vec<MalopId> = ids.to_vec();
         missing.sort();
@@ -595,8 +596,6 @@ impl Service {
         }
         self.evaluate_wanted(wanted, &mut report).await;
         self.write_activity().await;
-        // After the evaluation: nothing for the console is written before a containment.
-        self.membership.event_received(received).await;
         self.core
             .auditor
             .service_event("hint-evaluation", serde_json::to_value(&report)?);
@@ -933,6 +932,10 @@ impl Service {
     /// when the Malop may be recorded handled by it.
     async fn run_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> MalopRun {
         let traps_before = self.health.traps(&plugin.policy.name);
+        // The machines this host isolated since the Malop's sensors were read are shown
+        // isolated (the batch's one sensors answer predates them).
+        let seen = self.core.executor.isolations().apply(malop, now_ms());
+        let malop: &Malop = &seen;
         let call = CallContext::for_malop(plugin.identity(), malop, plugin.values.clone());
         let report = self
             .invoke(plugin, call, Entry::Malop(malop), Some(malop))

@@ -9,7 +9,12 @@
 use super::{Failure, Result, Store};
 use crate::repos::Fleet;
 use crate::sql::{OptionalExtension, Row, Tx, params};
+use riposte_domain::bounds::prefix as bounded;
 use serde::Serialize;
+
+/// The longest host id kept (bytes; a longer one is cut, so a host must use ids this short
+/// to be found again by its leases).
+pub const MAX_HOST_ID_BYTES: usize = 128;
 
 /// The longest account of what a host holds that is kept (bytes; longer is cut).
 pub const MAX_HOLDING_BYTES: usize = 512;
@@ -125,15 +130,6 @@ pub(crate) fn leases(tx: &Tx<'_>) -> super::Op<Vec<LeaseStatus>> {
     )
 }
 
-/// `text` cut to at most `max` bytes on a character boundary.
-fn bounded(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 impl Fleet for Store {
     fn heartbeat(&self, host: &HostStatus) -> Result<()> {
         self.write("heartbeat", |tx| {
@@ -143,9 +139,11 @@ impl Fleet for Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (host_id) DO UPDATE SET \
                  version = excluded.version, started_at_ms = excluded.started_at_ms, \
                  heartbeat_ms = excluded.heartbeat_ms, holding = excluded.holding, \
-                 last_event_ms = excluded.last_event_ms",
+                 last_event_ms = CASE WHEN excluded.last_event_ms IS NULL \
+                   OR excluded.last_event_ms < fleet_hosts.last_event_ms \
+                   THEN fleet_hosts.last_event_ms ELSE excluded.last_event_ms END",
                 params![
-                    bounded(&host.host_id, 128),
+                    bounded(&host.host_id, MAX_HOST_ID_BYTES),
                     bounded(&host.version, 64),
                     host.started_at_ms,
                     host.heartbeat_ms,

@@ -174,7 +174,7 @@ pub use approvals::{ApprovedAction, PendingApproval, Vote};
 pub use budget::{BudgetCharge, SpendOutcome};
 pub use charges::ChargeItem;
 pub use copy::{CopyReport, TableCopied, copy_database};
-pub use fleet::{HostStatus, LeaseGrant, LeaseStatus, MAX_HOLDING_BYTES};
+pub use fleet::{HostStatus, LeaseGrant, LeaseStatus, MAX_HOLDING_BYTES, MAX_HOST_ID_BYTES};
 pub use health::{Backoff, PauseState, PausedPlugin};
 pub use incomplete::{IncompleteMalop, IncompleteSummary};
 pub use kv::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};

@@ -235,14 +235,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         continue;
                     };
                     let ids = take_hints(first, hints.as_mut());
-                    if !membership.may_act() {
-                        // The acting host hears the same events, and its polls cover them.
-                        continue;
+                    let received = riposte_service::now_ms();
+                    // The acting host hears the same events, and its polls cover them.
+                    if membership.may_act() {
+                        match service.evaluate_hinted(&ids).await {
+                            Ok(report) => tracing::info!(?report, hinted = ids.len(), "hinted Malops evaluated"),
+                            Err(error) => tracing::warn!("hinted Malops not evaluated, the next poll covers them: {error:#}"),
+                        }
                     }
-                    match service.evaluate_hinted(&ids).await {
-                        Ok(report) => tracing::info!(?report, hinted = ids.len(), "hinted Malops evaluated"),
-                        Err(error) => tracing::warn!("hinted Malops not evaluated, the next poll covers them: {error:#}"),
-                    }
+                    // Every host tells its own listener's last event (after any evaluation:
+                    // nothing is written for the console before a containment).
+                    membership.event_received(received).await;
                     if let Some(listener) = &listener {
                         let stats = listener.stats();
                         copy_syslog_drops(&metrics, &stats);
