@@ -2,11 +2,11 @@
 //! sensors query serves a batch of Malops, each `visualsearch` part is read once for all
 //! plugins, and a part no plugin reads is not queried at all.
 
-use riposte_domain::{ElementKind, MalopId};
+use riposte_domain::ElementKind;
 use riposte_e2e::service_support::{
-    PluginSpec, ServiceEnv, Setup, add_ransomware_malop, carried_out, client, start_sim,
+    PluginSpec, ServiceEnv, Setup, add_ransomware_malop, start_sim,
 };
-use riposte_sim::{LoggedRequest, MalopKind, MalopSpec, SimHandle};
+use riposte_sim::{LoggedRequest, SimHandle};
 use std::collections::BTreeMap;
 
 const VISUALSEARCH: &str = "/rest/visualsearch/query/simple";
@@ -126,62 +126,4 @@ async fn a_plugin_that_may_isolate_always_has_the_sensors_read() {
         (1..=ElementKind::ALL.len()).contains(&sensors),
         "one sensors query per element kind polled, not one per Malop: {sensors}"
     );
-}
-
-/// A batch's Malops are read with one sensors answer, so a Malop evaluated after another
-/// isolated their machine was read with the machine not isolated: the isolation the server
-/// confirmed to this host is shown to the plugin instead, and it is not asked for twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_machine_isolated_for_one_malop_is_not_isolated_again_for_the_next_of_its_batch() {
-    let sim = start_sim(22, 4).await;
-    let machine = sim.with_state(|s| {
-        s.machines
-            .iter()
-            .find(|m| m.pylum_id.is_some() && !m.isolated)
-            .map(|m| m.guid.clone())
-            .expect("a machine with a sensor")
-    });
-    let malops: Vec<MalopId> = (0..2)
-        .map(|_| {
-            let spec = MalopSpec {
-                kind: Some(MalopKind::Ransomware),
-                machines_online: true,
-                machine: Some(machine.clone()),
-            };
-            MalopId::new(sim.create_malop(spec).expect("the machine exists").id)
-        })
-        .collect();
-    let setup = Setup::new(vec![PluginSpec::ransomware_containment()]);
-    let env = ServiceEnv::new(&sim, &setup);
-    let service = env.service(&sim).await;
-    // Both read before either is evaluated, as one batch is: the machine is not isolated.
-    let client = client(&sim);
-    let mut read = Vec::new();
-    for id in &malops {
-        let details = client.malop_details(id).await.expect("the Malop reads");
-        assert!(details.malop.machines.iter().all(|m| !m.isolated));
-        read.push(details.malop);
-    }
-    let plugin = service.plugins()[0].clone();
-    let isolations = || {
-        sim.requests()
-            .iter()
-            .filter(|r| r.path == "/rest/monitor/global/commands/isolate" && carried_out(r))
-            .count()
-    };
-    let before = isolations();
-    for malop in &read {
-        let report = service.invoke_on_malop(&plugin, malop).await;
-        assert!(!report.outcome.is_trap(), "{:?}", report.outcome);
-    }
-    assert_eq!(isolations() - before, 1, "one isolation for the two Malops");
-    assert!(sim.with_state(|s| s.machines.iter().any(|m| m.guid == machine && m.isolated)));
-    // The second Malop's suspects are still killed.
-    let killed = sim
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/rest/remediate" && carried_out(r))
-        .filter(|r| r.body.contains(malops[1].as_str()))
-        .count();
-    assert_eq!(killed, 1, "the second Malop's suspects are killed");
 }

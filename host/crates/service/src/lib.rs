@@ -27,7 +27,6 @@ mod executor;
 mod fleet;
 mod gated;
 mod health;
-mod isolation;
 mod notify;
 mod owing;
 mod plugins;
@@ -932,10 +931,6 @@ impl Service {
     /// when the Malop may be recorded handled by it.
     async fn run_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> MalopRun {
         let traps_before = self.health.traps(&plugin.policy.name);
-        // The machines this host isolated since the Malop's sensors were read are shown
-        // isolated (the batch's one sensors answer predates them).
-        let seen = self.core.executor.isolations().apply(malop, now_ms());
-        let malop: &Malop = &seen;
         let call = CallContext::for_malop(plugin.identity(), malop, plugin.values.clone());
         let report = self
             .invoke(plugin, call, Entry::Malop(malop), Some(malop))
