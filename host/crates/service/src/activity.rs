@@ -11,19 +11,27 @@ use std::sync::Mutex;
 /// How long hourly counts are kept (30 days).
 pub const ACTIVITY_RETENTION_MS: i64 = 30 * 24 * HOUR_MS;
 
-/// Counts not yet written, by plugin and hour.
+/// Counts not yet written, by hour and plugin.
 #[derive(Default)]
 pub(crate) struct ActivityBook {
-    counts: Mutex<HashMap<(String, i64), PluginActivity>>,
+    counts: Mutex<HashMap<i64, HashMap<String, PluginActivity>>>,
 }
 
 impl ActivityBook {
+    /// Runs `f` on the counts of `plugin` in the hour of `at_ms` (allocating only for the
+    /// first count of a plugin in an hour: this runs for every decision and invocation).
     fn with(&self, plugin: &str, at_ms: i64, f: impl FnOnce(&mut PluginActivity)) {
-        let empty = PluginActivity::empty(PluginName::new(plugin), at_ms);
+        let hour = at_ms.div_euclid(HOUR_MS) * HOUR_MS;
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        f(counts
-            .entry((plugin.to_owned(), empty.hour_ms))
-            .or_insert(empty));
+        let plugins = counts.entry(hour).or_default();
+        match plugins.get_mut(plugin) {
+            Some(activity) => f(activity),
+            None => {
+                let mut activity = PluginActivity::empty(PluginName::new(plugin), at_ms);
+                f(&mut activity);
+                plugins.insert(plugin.to_owned(), activity);
+            }
+        }
     }
 
     /// An invocation of `plugin` that ended at `at_ms`, trapped or not.
@@ -51,7 +59,10 @@ impl ActivityBook {
     /// The counts so far, leaving none.
     pub(crate) fn take(&self) -> Vec<PluginActivity> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.drain().map(|(_, a)| a).collect()
+        counts
+            .drain()
+            .flat_map(|(_, plugins)| plugins.into_values())
+            .collect()
     }
 
     /// Counts taken that could not be written, kept for the next try (but for hours past
@@ -62,11 +73,11 @@ impl ActivityBook {
             if a.hour_ms < now_ms - ACTIVITY_RETENTION_MS {
                 continue;
             }
-            let key = (a.plugin.as_str().to_owned(), a.hour_ms);
-            match counts.get_mut(&key) {
+            let plugins = counts.entry(a.hour_ms).or_default();
+            match plugins.get_mut(a.plugin.as_str()) {
                 Some(existing) => existing.add(&a),
                 None => {
-                    counts.insert(key, a);
+                    plugins.insert(a.plugin.as_str().to_owned(), a);
                 }
             }
         }

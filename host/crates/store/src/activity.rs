@@ -24,11 +24,6 @@ pub struct DecisionCounts {
 }
 
 impl DecisionCounts {
-    /// Every decision counted.
-    pub fn total(&self) -> u64 {
-        self.allowed + self.denied + self.shadowed + self.awaiting
-    }
-
     /// Adds `other`'s counts.
     pub fn add(&mut self, other: &DecisionCounts) {
         self.allowed += other.allowed;
