@@ -139,16 +139,21 @@ impl BatchReport {
         self.invocations += 1;
         self.traps += usize::from(run.report.outcome.is_trap());
         if run.handled {
-            marks.push(Handled {
-                plugin: plugin.policy.name.clone(),
-                malop_id: malop.id.clone(),
-                last_update_ms: malop.last_update_time,
-                unreadable: malop.unreadable.clone(),
-            });
+            marks.push(handled_mark(plugin, malop));
         } else {
             // A trap, or its health could not be recorded: offered again.
             self.owed.push(malop.last_update_time);
         }
+    }
+}
+
+/// The handled mark of `plugin` on this view of `malop`.
+fn handled_mark(plugin: &ServicePlugin, malop: &Malop) -> Handled {
+    Handled {
+        plugin: plugin.policy.name.clone(),
+        malop_id: malop.id.clone(),
+        last_update_ms: malop.last_update_time,
+        unreadable: malop.unreadable.clone(),
     }
 }
 
@@ -909,18 +914,9 @@ impl Service {
     /// handled (or counts the trap towards pausing the plugin).
     pub async fn invoke_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> InvocationReport {
         let run = self.run_on_malop(plugin, malop).await;
-        if run.handled && self.core.auditor.barrier().is_ok() {
-            let mark = Handled {
-                plugin: plugin.policy.name.clone(),
-                malop_id: malop.id.clone(),
-                last_update_ms: malop.last_update_time,
-                unreadable: malop.unreadable.clone(),
-            };
-            let marked = db::blocking(&self.core.store, "mark_handled_all", move |s| {
-                s.mark_handled_all(&[mark], now_ms())
-            })
-            .await;
-            if let Err(e) = marked {
+        if run.handled {
+            let (_, recorded) = self.commit_marks(vec![handled_mark(plugin, malop)]).await;
+            if let Err(e) = recorded {
                 tracing::error!(plugin = %plugin.policy.name, "recording the Malop handled: {e}");
             }
         }
