@@ -41,7 +41,7 @@ mod metrics;
 mod notify;
 mod plugin_new;
 mod plugin_test_cli;
-mod runtime_parallel;
+mod runtime_tasks;
 mod sandbox_wasi;
 mod service_approvals;
 mod service_crash;

@@ -406,12 +406,13 @@ async fn serve(
     Ok((server, offered))
 }
 
-/// `completed`, `plugin-error: <error>` or `stopped: <reason label>`.
+/// `completed`, `plugin-error: <error>`, `stopped: <reason label>` or `host-failure: <error>`.
 pub(crate) fn outcome_label(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Completed => "completed".into(),
         Outcome::PluginError { error } => format!("plugin-error: {error}"),
         Outcome::Stopped { reason } => format!("stopped: {}", reason.label()),
+        Outcome::HostFailure { error } => format!("host-failure: {error}"),
     }
 }
 

@@ -296,12 +296,13 @@ impl Runtime {
         );
         let (instance, result) = match ran.await {
             Ok(ran) => ran,
-            // Only a panic of the host's own code ends the task early: stop this invocation.
+            // Only a panic of the host's own code ends the task early.
             Err(failed) => {
+                tracing::error!(invocation = %invocation_id, "the invocation's task failed: {failed}");
                 return InvocationReport {
                     invocation_id,
-                    outcome: Outcome::Stopped {
-                        reason: StopReason::Trap(format!("the invocation's task failed: {failed}")),
+                    outcome: Outcome::HostFailure {
+                        error: format!("the invocation's task failed: {failed}"),
                     },
                     fuel_used: 0,
                     peak_memory: 0,

@@ -71,6 +71,10 @@ pub enum Outcome {
     PluginError { error: riposte_domain::CallError },
     /// The sandbox stopped the plugin.
     Stopped { reason: StopReason },
+    /// The host's own code failed while the invocation ran (its task panicked): not the
+    /// plugin's doing, so it neither counts towards pausing the plugin nor settles the
+    /// Malop, which is offered again.
+    HostFailure { error: String },
 }
 
 impl Outcome {
@@ -79,13 +83,20 @@ impl Outcome {
         matches!(self, Self::Stopped { .. })
     }
 
-    /// `completed`, `plugin-error` or `stopped`: the status in audit records, metrics and
-    /// replay plans.
+    /// Whether the export returned, with `ok` or an error of its own: the plugin ran to
+    /// its end, so its Malop is settled and its run of traps is over.
+    pub fn ran_to_end(&self) -> bool {
+        matches!(self, Self::Completed | Self::PluginError { .. })
+    }
+
+    /// `completed`, `plugin-error`, `stopped` or `host-failure`: the status in audit
+    /// records, metrics and replay plans.
     pub fn status(&self) -> &'static str {
         match self {
             Self::Completed => "completed",
             Self::PluginError { .. } => "plugin-error",
             Self::Stopped { .. } => "stopped",
+            Self::HostFailure { .. } => "host-failure",
         }
     }
 }

@@ -187,6 +187,7 @@ impl Auditor {
             Outcome::Completed => String::new(),
             Outcome::PluginError { error } => error.to_string(),
             Outcome::Stopped { reason } => reason.to_string(),
+            Outcome::HostFailure { error } => error.clone(),
         };
         entry.result = Redacted::from_value(json!({
             "status": report.outcome.status(),

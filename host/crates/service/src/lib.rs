@@ -141,7 +141,7 @@ impl BatchReport {
         if run.handled {
             marks.push(handled_mark(plugin, malop));
         } else {
-            // A trap, or its health could not be recorded: offered again.
+            // A trap, a host failure, or its health could not be recorded: offered again.
             self.owed.push(malop.last_update_time);
         }
     }
@@ -931,7 +931,7 @@ impl Service {
         let report = self
             .invoke(plugin, call, Entry::Malop(malop), Some(malop))
             .await;
-        let handled = !report.outcome.is_trap() && self.clean_run(plugin, traps_before).await;
+        let handled = report.outcome.ran_to_end() && self.clean_run(plugin, traps_before).await;
         MalopRun { report, handled }
     }
 
@@ -1051,7 +1051,7 @@ impl Service {
             let traps_before = self.health.traps(&plugin.policy.name);
             let call = CallContext::for_interval(plugin.identity(), now, plugin.values.clone());
             let outcome = self.invoke(plugin, call, Entry::Interval(now), None).await;
-            if !outcome.outcome.is_trap() {
+            if outcome.outcome.ran_to_end() {
                 self.clean_run(plugin, traps_before).await;
             }
             report.invocations += 1;

@@ -11,6 +11,7 @@
 //! | `DELETE /sim/faults` | drop pending faults |
 //! | `POST /sim/sensors/{pylumId, guid or name}/offline` (or `/online`) | sensor state |
 //! | `POST /sim/investigation/refuse` (or `/allow`) | refuse (or serve again) every `visualsearch` query |
+//! | `POST /sim/latency` `{"ms": n}` | every API answer comes `n` ms after its request (0: at once) |
 //! | `POST /sim/advance` `{"steps": n, "ms": m}` | remediations move `n` steps; the clock `m` ms |
 //! | `GET /sim/requests`, `DELETE /sim/requests` | read / reset the request log (each entry with `received_us`, its wall-clock arrival in µs since the epoch) |
 //!
@@ -22,6 +23,9 @@ use super::events::epoch_us;
 use super::reply::Reply;
 use super::state::{Fault, MalopSpec, Shared};
 use serde_json::{Value, json};
+
+/// The longest latency the control API sets (a minute).
+const MAX_LATENCY_MS: u64 = 60_000;
 
 /// Handles one control request.
 pub fn handle(shared: &Shared, method: &str, path: &str, body: &[u8]) -> Reply {
@@ -98,6 +102,19 @@ pub fn handle(shared: &Shared, method: &str, path: &str, body: &[u8]) -> Reply {
             st.refuse_investigation = *switch == "refuse";
             ok(json!({"refuse_investigation": st.refuse_investigation}))
         }
+        ("POST", ["latency"]) => match serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("ms").and_then(Value::as_u64))
+        {
+            Some(ms) if ms <= MAX_LATENCY_MS => {
+                st.latency_ms = ms;
+                ok(json!({"latency_ms": ms}))
+            }
+            _ => Reply::json(
+                400,
+                &json!({"error": format!("give {{\"ms\": n}} with n from 0 to {MAX_LATENCY_MS}")}),
+            ),
+        },
         ("POST", ["advance"]) => {
             let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
             let steps = v.get("steps").and_then(Value::as_u64).unwrap_or(1);

@@ -16,7 +16,9 @@
 //! **Faults** are queued ([`Fault`]) through [`SimHandle::inject`], `POST /sim/faults`, or
 //! start-up flags, and consumed by the next matching requests. A tenant whose API user has no
 //! investigation rights is a standing switch: `--refuse-investigation`,
-//! [`SimHandle::refuse_investigation`], `POST /sim/investigation/refuse` (or `/allow`). Every request is in the log
+//! [`SimHandle::refuse_investigation`], `POST /sim/investigation/refuse` (or `/allow`). So is the
+//! server's latency: `--latency-ms`, [`SimHandle::set_latency`], `POST /sim/latency`
+//! `{"ms": n}` (every API answer comes that long after its request). Every request is in the log
 //! ([`SimHandle::requests`], `GET /sim/requests`) with the login password redacted and its
 //! wall-clock arrival time.
 //!
@@ -89,6 +91,9 @@ pub struct SimConfig {
     /// Refuse every investigation (`visualsearch`) query with a failure body, as a server does
     /// for an API user without investigation rights.
     pub refuse_investigation: bool,
+    /// How long after its request every API answer comes (ms): a real tenant's network round
+    /// trip and server time; requests in flight wait side by side.
+    pub latency_ms: u64,
     /// The most results one `crimes/unified` answer holds (a real server's: 10,000).
     pub result_limit: usize,
     /// Where to send a CEF Malop event for every Malop created or updated (none: nowhere).
@@ -109,6 +114,7 @@ impl Default for SimConfig {
             faults: Vec::new(),
             offline: Vec::new(),
             refuse_investigation: false,
+            latency_ms: 0,
             result_limit: SERVER_RESULT_LIMIT,
             syslog: None,
         }
@@ -135,6 +141,7 @@ impl Simulator {
         st.two_factor = config.two_factor;
         st.steps_per_poll = config.steps_per_poll;
         st.refuse_investigation = config.refuse_investigation;
+        st.latency_ms = config.latency_ms;
         st.result_limit = config.result_limit;
         st.faults.extend(config.faults.iter().cloned());
         for key in &config.offline {
@@ -258,6 +265,11 @@ impl SimHandle {
         self.with_state(|s| s.refuse_investigation = refuse);
     }
 
+    /// Sets how long after its request every API answer comes (ms; 0: at once).
+    pub fn set_latency(&self, ms: u64) {
+        self.with_state(|s| s.latency_ms = ms);
+    }
+
     /// Moves every unfinished remediation `steps` steps.
     pub fn advance(&self, steps: u32) {
         self.with_state(|s| s.advance(steps));
@@ -348,7 +360,13 @@ pub struct SimArgs {
     /// Answer the first N API requests with truncated JSON.
     #[arg(long, default_value_t = 0)]
     pub truncated: u32,
-    /// Delay every answer by this many milliseconds (see --delay-count).
+    /// Answer every API request this many milliseconds after it arrived, as a real tenant
+    /// across a network does (requests in flight wait side by side, not in turn).
+    #[arg(long, default_value_t = 0, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub latency_ms: u64,
+    /// Delay the next --delay-count answers (default: every answer) by this many milliseconds
+    /// more, a fault queued before the others.
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
     /// How many requests --delay-ms applies to (default: all).
@@ -439,6 +457,7 @@ impl SimArgs {
             faults,
             offline: self.offline.clone(),
             refuse_investigation: self.refuse_investigation,
+            latency_ms: self.latency_ms,
             result_limit: self.result_limit.max(1),
             syslog,
             ..SimConfig::default()

@@ -28,7 +28,7 @@ pub(crate) async fn dispatch(
         }
         return into_response(control::handle(&shared, method.as_str(), uri.path(), &body));
     }
-    let (fault, idx) = {
+    let (fault, idx, latency_ms) = {
         let mut st = shared.lock();
         let fault = st.take_fault(uri.path());
         let logged = redact(uri.path(), &body);
@@ -39,10 +39,15 @@ pub(crate) async fn dispatch(
             fault.as_ref().map(|f| f.kind),
             received,
         );
-        (fault, idx)
+        (fault, idx, st.latency_ms)
     };
-    if let Some(f) = fault.as_ref().filter(|f| f.kind == FaultKind::Delay) {
-        tokio::time::sleep(std::time::Duration::from_millis(f.delay_ms)).await;
+    let delay = fault
+        .as_ref()
+        .filter(|f| f.kind == FaultKind::Delay)
+        .map_or(0, |f| f.delay_ms);
+    let wait = latency_ms.saturating_add(delay);
+    if wait > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
     }
     let mut st = shared.lock();
     let reply = match fault.as_ref() {

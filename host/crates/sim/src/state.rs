@@ -237,6 +237,9 @@ pub struct SimState {
     /// Refuse every investigation query (`visualsearch`) with a failure body, as a server does
     /// for an API user without investigation rights.
     pub refuse_investigation: bool,
+    /// How long after its request every API answer (login included) comes: a real tenant's
+    /// network round trip and server time. Requests in flight wait side by side, not in turn.
+    pub latency_ms: u64,
     /// The most results one `crimes/unified` answer holds (a real server's is 10,000; the
     /// request's `totalResultLimit` can only lower it).
     pub result_limit: usize,
@@ -288,6 +291,7 @@ impl SimState {
             two_factor: false,
             steps_per_poll: 1,
             refuse_investigation: false,
+            latency_ms: 0,
             result_limit: crate::SERVER_RESULT_LIMIT,
             next_seq: 0,
             malops_made,

@@ -320,6 +320,71 @@ async fn args_build_a_config_with_faults() {
     assert_eq!(r.status(), 500, "--fail-500 applies from the start");
 }
 
+/// A latency holds every API answer back that long after its request, and requests in
+/// flight wait side by side: the second request arrives before the first is answered. Set by
+/// flag, changed by the control call, which refuses what is not a number of ms up to a minute.
+#[tokio::test]
+async fn latency_holds_answers_back_side_by_side() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: riposte_sim::SimArgs,
+    }
+    let parse = |ms: &str| Cli::try_parse_from(["sim", "--latency-ms", ms]);
+    assert!(parse("60001").is_err(), "more than a minute is refused");
+    assert_eq!(parse("300").unwrap().sim.latency_ms, 300);
+    let s = Simulator::start(SimConfig {
+        latency_ms: 300,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let query = || {
+        http()
+            .post(format!("{}/rest/sensors/query", s.base_url()))
+            .body("{}")
+            .send()
+    };
+    let sent = std::time::Instant::now();
+    let (first, second) = tokio::join!(query(), query());
+    let (first_done, second_done) = (first.unwrap(), second.unwrap());
+    let waited = sent.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(300),
+        "answered only after the latency: {waited:?}"
+    );
+    assert_eq!([first_done.status(), second_done.status()], [302, 302]);
+    let log = s.requests();
+    assert_eq!(log.len(), 2, "{log:?}");
+    // Both arrived within the first one's latency: neither waited for the other's answer.
+    let (a, b) = (log[0].received_us, log[1].received_us);
+    assert!(
+        a.abs_diff(b) < 300_000,
+        "the second request arrived {} µs after the first, after its answer",
+        a.abs_diff(b)
+    );
+    let set = |body: &'static str| {
+        http()
+            .post(format!("{}/sim/latency", s.base_url()))
+            .body(body)
+            .send()
+    };
+    assert_eq!(set(r#"{"ms": -1}"#).await.unwrap().status(), 400);
+    assert_eq!(set(r#"{"ms": 60001}"#).await.unwrap().status(), 400);
+    assert_eq!(set("garbage").await.unwrap().status(), 400);
+    assert_eq!(set(r#"{"ms": 60000}"#).await.unwrap().status(), 200);
+    let reply = json_of(
+        http()
+            .post(format!("{}/sim/latency", s.base_url()))
+            .body(r#"{"ms": 0}"#),
+    )
+    .await;
+    assert_eq!(reply["latency_ms"], 0);
+    // A minute's latency would outlast the client's 5 s timeout: 0 answers at once.
+    assert_eq!(query().await.unwrap().status(), 302);
+}
+
 /// Fields sit where real servers put them (shared/cybereason-api.md §2.2, §2.3): the Malop's
 /// priority is a member of the crimes/unified element, not a simple value, and inbox machines
 /// carry no pylumId (mmng/v2 ones do).

@@ -1,17 +1,19 @@
-//! Invocations awaited together run at the same moment on different threads (issue 15,
-//! section 2): the runtime spawns each on a task of its own, so a multi-threaded runtime
-//! spreads the plugins over its workers instead of taking turns on the caller's thread.
-//!
-//! No timing: each plugin's first action blocks the thread running it until the other
-//! invocation is inside its own first action. Invocations taking turns on one thread would
-//! never meet (the first would wait out the limit alone).
+//! Each invocation runs on a task of its own (issue 15, section 2):
+//! - invocations awaited together run at the same moment on different threads, so a
+//!   multi-threaded runtime spreads the plugins over its workers instead of taking turns on
+//!   the caller's thread. No timing: each plugin's first action blocks the thread running it
+//!   until the other invocation is inside its own first action; invocations taking turns on
+//!   one thread would never meet (the first would wait out the limit alone);
+//! - a panic of the host's own code during an invocation ends that task, and the invocation
+//!   is reported as the host's failure, not as the plugin's trap.
 
 use riposte_domain::{
     ActionRequest, CallError, Malop, MalopId, Receipt, RemediationProgress, TimestampMs,
 };
 use riposte_e2e::{fixture, load, runtime};
 use riposte_runtime::{
-    BoxFuture, CallContext, Entry, Limits, LogLevel, Outcome, PluginHost, RecordingHost,
+    BoxFuture, CallContext, Entry, Limits, LogLevel, Outcome, PluginHost, RecordedCall,
+    RecordingHost,
 };
 use std::collections::BTreeSet;
 use std::sync::{Arc, Condvar, Mutex};
@@ -21,10 +23,16 @@ use std::time::Duration;
 /// How long one invocation waits for the other at most.
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// A recording host whose first action of every invocation waits, blocking its thread,
-/// until `parties` invocations have reached theirs.
-struct Rendezvous {
+/// A recording host that runs `before_act` (on the thread running the plugin) before each
+/// action, and fails the action when it says so.
+struct ActHook<F> {
     inner: RecordingHost,
+    before_act: F,
+}
+
+/// Invocations that wait, blocking their thread, until `parties` of them reached their
+/// first action.
+struct Rendezvous {
     parties: usize,
     /// The threads that arrived, and whether all parties met.
     state: Mutex<(BTreeSet<ThreadIdKey>, usize, bool)>,
@@ -60,7 +68,7 @@ impl Rendezvous {
     }
 }
 
-impl PluginHost for Rendezvous {
+impl<F: Fn() -> Result<(), CallError> + Send + Sync + 'static> PluginHost for ActHook<F> {
     fn list_malops<'a>(
         &'a self,
         call: &'a CallContext,
@@ -85,12 +93,7 @@ impl PluginHost for Rendezvous {
         reason: String,
     ) -> BoxFuture<'a, Result<Receipt, CallError>> {
         Box::pin(async move {
-            // Plain blocking, on purpose: the thread running this plugin is held.
-            if !self.meet() {
-                return Err(CallError::ServerError(
-                    "the other invocation never came".into(),
-                ));
-            }
+            (self.before_act)()?;
             self.inner.act(call, request, reason).await
         })
     }
@@ -125,11 +128,24 @@ async fn two_invocations_awaited_together_run_at_once_on_two_threads() {
     let (runtime, cache) = runtime();
     let plugin = load(&runtime, &cache, "ransomware-containment");
     let malop = fixture("ransomware");
-    let host = Arc::new(Rendezvous {
-        inner: RecordingHost::new([malop.clone()]),
+    let rendezvous = Arc::new(Rendezvous {
         parties: 2,
         state: Mutex::new((BTreeSet::new(), 0, false)),
         met: Condvar::new(),
+    });
+    let meeting = rendezvous.clone();
+    let host = Arc::new(ActHook {
+        inner: RecordingHost::new([malop.clone()]),
+        // Plain blocking, on purpose: the thread running this plugin is held.
+        before_act: move || {
+            if meeting.meet() {
+                Ok(())
+            } else {
+                Err(CallError::ServerError(
+                    "the other invocation never came".into(),
+                ))
+            }
+        },
     });
     let limits = Limits {
         wall_clock: LIMIT * 2,
@@ -153,7 +169,7 @@ async fn two_invocations_awaited_together_run_at_once_on_two_threads() {
             report.outcome
         );
     }
-    let state = host.state.lock().unwrap();
+    let state = rendezvous.state.lock().unwrap();
     assert!(
         state.2,
         "the two invocations were inside their plugins at once"
@@ -164,4 +180,55 @@ async fn two_invocations_awaited_together_run_at_once_on_two_threads() {
         "on two threads at the same moment: {:?}",
         state.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_of_the_host_during_an_invocation_is_the_hosts_failure_not_a_trap() {
+    let (runtime, cache) = runtime();
+    let plugin = load(&runtime, &cache, "ransomware-containment");
+    let malop = fixture("ransomware");
+    let host = Arc::new(ActHook {
+        inner: RecordingHost::new([malop.clone()]),
+        before_act: || -> Result<(), CallError> { panic!("a bug in the host's action path") },
+    });
+    let call = CallContext::for_malop(plugin.identity(), &malop, Default::default());
+    let report = runtime
+        .invoke(
+            &plugin,
+            &Limits::default(),
+            host.clone() as Arc<dyn PluginHost>,
+            call,
+            Entry::Malop(&malop),
+        )
+        .await;
+    match &report.outcome {
+        Outcome::HostFailure { error } => assert!(
+            error.contains("a bug in the host's action path"),
+            "the failure names the panic: {error}"
+        ),
+        other => panic!("a host panic is the host's failure, not {other:?}"),
+    }
+    assert!(!report.outcome.is_trap(), "not counted against the plugin");
+    assert!(!report.outcome.ran_to_end(), "the Malop is not settled");
+    let acted = |calls: Vec<RecordedCall>| {
+        calls
+            .into_iter()
+            .filter(|c| matches!(c, RecordedCall::Action { .. }))
+            .count()
+    };
+    assert_eq!(acted(host.inner.calls()), 0, "no action went through");
+    // The runtime goes on: the same plugin runs to its end on a sound host.
+    let sound = Arc::new(RecordingHost::new([malop.clone()]));
+    let call = CallContext::for_malop(plugin.identity(), &malop, Default::default());
+    let report = runtime
+        .invoke(
+            &plugin,
+            &Limits::default(),
+            sound.clone() as Arc<dyn PluginHost>,
+            call,
+            Entry::Malop(&malop),
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::Completed);
+    assert!(acted(sound.calls()) > 0, "it acted on the sound host");
 }
