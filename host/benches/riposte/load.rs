@@ -11,7 +11,7 @@ use riposte_runtime::{
     ArtifactCache, CallContext, Entry, Limits, Outcome, PluginHost, RecordingHost, Runtime,
     RuntimeConfig,
 };
-use riposte_service::ServicePlugin;
+use riposte_service::{ReadMalop, ServicePlugin};
 use riposte_sim::SimHandle;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -93,14 +93,14 @@ pub async fn throughput(work: &Path, python_cache: &Path) -> anyhow::Result<Valu
             let config = fixtures::write_config(&dir, sim, &shadow_entries(names), fsync, conc)?;
             fixtures::seed_cache(python_cache, &config)?;
             let service = fixtures::service(config, client).await?;
-            let work: Vec<(Arc<ServicePlugin>, Arc<Malop>)> = malops
+            let work: Vec<(Arc<ServicePlugin>, Arc<ReadMalop>)> = malops
                 .iter()
                 .flat_map(|m| {
-                    let m = Arc::new(m.clone());
+                    let m = Arc::new(ReadMalop::from(m.clone()));
                     service
                         .plugins()
                         .iter()
-                        .filter(|p| p.info.subscription.matches(&m))
+                        .filter(|p| p.info.subscription.matches(&m.malop))
                         .map(|p| (p.clone(), m.clone()))
                         .collect::<Vec<_>>()
                 })

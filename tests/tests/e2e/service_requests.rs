@@ -1,12 +1,15 @@
 //! What a cycle asks of the server per Malop: the listed record is not read again, one
 //! sensors query serves a batch of Malops, each `visualsearch` part is read once for all
-//! plugins, and a part no plugin reads is not queried at all.
+//! plugins, and a part no plugin reads is not queried at all; a machine this host isolated
+//! since a batch's sensors were asked for is not isolated again for the batch's next Malop.
 
-use riposte_domain::ElementKind;
+use riposte_client::SensorBatch;
+use riposte_domain::{ElementKind, MalopId, MalopPart};
 use riposte_e2e::service_support::{
-    PluginSpec, ServiceEnv, Setup, add_ransomware_malop, start_sim,
+    PluginSpec, ServiceEnv, Setup, add_ransomware_malop, carried_out, client, start_sim,
 };
-use riposte_sim::{LoggedRequest, SimHandle};
+use riposte_service::{ReadMalop, Service};
+use riposte_sim::{LoggedRequest, MalopKind, MalopSpec, SimHandle};
 use std::collections::BTreeMap;
 
 const VISUALSEARCH: &str = "/rest/visualsearch/query/simple";
@@ -125,5 +128,115 @@ async fn a_plugin_that_may_isolate_always_has_the_sensors_read() {
     assert!(
         (1..=ElementKind::ALL.len()).contains(&sensors),
         "one sensors query per element kind polled, not one per Malop: {sensors}"
+    );
+}
+
+/// A batch's Malops are read with one sensors answer, so a Malop evaluated after another
+/// isolated their machine was read with the machine not isolated: the isolation the server
+/// confirmed to this host after that answer was asked for is shown to its plugin instead,
+/// and not asked for twice. An answer asked for after the isolation is the server's word:
+/// once an analyst unisolated the machine, a new Malop on it is contained again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_isolated_since_its_batch_was_read_is_not_isolated_again_but_is_after_an_unisolation()
+ {
+    let sim = start_sim(22, 4).await;
+    let machine = sim.with_state(|s| {
+        s.machines
+            .iter()
+            .find(|m| m.pylum_id.is_some() && !m.isolated)
+            .map(|m| m.guid.clone())
+            .expect("a machine with a sensor")
+    });
+    let new_malop = || {
+        let spec = MalopSpec {
+            kind: Some(MalopKind::Ransomware),
+            machines_online: true,
+            machine: Some(machine.clone()),
+        };
+        MalopId::new(sim.create_malop(spec).expect("the machine exists").id)
+    };
+    let setup = Setup::new(vec![PluginSpec::ransomware_containment()]);
+    let env = ServiceEnv::new(&sim, &setup);
+    let service = env.service(&sim).await;
+    let client = client(&sim);
+    // Read as one batch is: every Malop with one sensors answer, asked for once.
+    let read = async |ids: &[MalopId]| {
+        let mut malops = Vec::new();
+        for id in ids {
+            malops.push(client.get_malop(id).await.expect("the Malop is listed"));
+        }
+        let sensors = SensorBatch::of(&malops);
+        let mut read = Vec::new();
+        for malop in malops {
+            let details = client.read_parts(malop, &MalopPart::ALL, &sensors).await;
+            assert!(details.failures.is_empty(), "{:?}", details.failures);
+            assert!(details.malop.machines.iter().all(|m| !m.isolated));
+            read.push(ReadMalop {
+                malop: details.malop,
+                machines_read_ms: details.machines_read_ms,
+            });
+        }
+        read
+    };
+    let isolations = || {
+        sim.requests()
+            .iter()
+            .filter(|r| r.path == "/rest/monitor/global/commands/isolate" && carried_out(r))
+            .count()
+    };
+    let kills_of = |malop: &MalopId| {
+        sim.requests()
+            .iter()
+            .filter(|r| r.path == "/rest/remediate" && carried_out(r))
+            .filter(|r| r.body.contains(malop.as_str()))
+            .count()
+    };
+    let batch = [new_malop(), new_malop()];
+    let read_together = read(&batch).await;
+    assert!(read_together.iter().all(|r| r.machines_read_ms.is_some()));
+    let before = isolations();
+    for malop in read_together {
+        // One after the other, as two invocations of a batch that do not overlap.
+        evaluate(&service, malop).await;
+    }
+    assert_eq!(isolations() - before, 1, "one isolation for the two Malops");
+    assert!(sim.with_state(|s| s.machines.iter().any(|m| m.guid == machine && m.isolated)));
+    assert_eq!(
+        batch.iter().map(kills_of).collect::<Vec<_>>(),
+        [1, 1],
+        "both Malops' suspects are killed"
+    );
+    // An analyst unisolates the machine; a new Malop on it is read after that.
+    sim.with_state(|s| {
+        for m in s.machines.iter_mut().filter(|m| m.guid == machine) {
+            m.isolated = false;
+        }
+    });
+    let later = new_malop();
+    let before = isolations();
+    for malop in read(std::slice::from_ref(&later)).await {
+        evaluate(&service, malop).await;
+    }
+    assert_eq!(
+        isolations() - before,
+        1,
+        "read after the unisolation: the machine is isolated again"
+    );
+    assert!(sim.with_state(|s| s.machines.iter().any(|m| m.guid == machine && m.isolated)));
+}
+
+/// Evaluates `malop` with every plugin of `service`, as a batch does, and checks it ran.
+async fn evaluate(service: &Service, malop: ReadMalop) {
+    let malop = std::sync::Arc::new(malop);
+    let work: Vec<_> = service
+        .plugins()
+        .iter()
+        .map(|p| (p.clone(), malop.clone()))
+        .collect();
+    let report = service.evaluate_batch(futures::stream::iter(work)).await;
+    assert_eq!(
+        (report.invocations, report.handled, report.traps),
+        (1, 1, 0),
+        "{report:?}"
     );
 }

@@ -34,7 +34,7 @@ pub use config::{ClientConfig, Credentials, ENV_PASSWORD, ENV_USERNAME, RetryPol
 pub use error::{Error, Result};
 pub use malops::RESULT_LIMIT;
 pub use secret::Secret;
-pub use sensors::SensorBatch;
+pub use sensors::{SensorBatch, SensorsRead};
 pub use session::{is_login_page, is_two_factor_page};
 pub use settings::{DEFAULT_REQUEST_TIMEOUT_SECS, RawServerConfig, ServerConfig};
 pub use types::{

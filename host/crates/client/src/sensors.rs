@@ -4,7 +4,7 @@ use super::http::{Call, Safety};
 use super::malops::MAX_PAGES;
 use super::parse;
 use super::{Client, Error, Result, Sensor, SensorsPage};
-use riposte_domain::Malop;
+use riposte_domain::{Malop, TimestampMs};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -68,7 +68,17 @@ pub struct SensorBatch {
 #[derive(Debug)]
 struct Batch {
     names: Vec<String>,
-    answer: OnceCell<std::result::Result<Arc<[Sensor]>, Arc<Error>>>,
+    answer: OnceCell<std::result::Result<SensorsRead, Arc<Error>>>,
+}
+
+/// A batch's sensors, and when they were asked for.
+#[derive(Clone, Debug)]
+pub struct SensorsRead {
+    /// The sensors of the batch's machines.
+    pub sensors: Arc<[Sensor]>,
+    /// When the first query left (ms since the epoch, this host's clock): the answer shows
+    /// the machines as they were at this moment or later, never earlier.
+    pub asked_ms: TimestampMs,
 }
 
 impl SensorBatch {
@@ -96,18 +106,30 @@ impl SensorBatch {
 
     /// The batch's sensors, read through `client` by the first caller; later callers (and
     /// callers waiting meanwhile) share that answer, success or failure.
-    pub async fn get(&self, client: &Client) -> std::result::Result<Arc<[Sensor]>, Arc<Error>> {
+    pub async fn get(&self, client: &Client) -> std::result::Result<SensorsRead, Arc<Error>> {
         self.shared
             .answer
             .get_or_init(|| async {
+                let asked_ms = now_ms();
                 let mut all = Vec::new();
                 for names in self.shared.names.chunks(NAMES_PER_QUERY) {
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();
                     all.extend(client.sensors_by_name(&names).await.map_err(Arc::new)?);
                 }
-                Ok(all.into())
+                Ok(SensorsRead {
+                    sensors: all.into(),
+                    asked_ms,
+                })
             })
             .await
             .clone()
     }
+}
+
+fn now_ms() -> TimestampMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            TimestampMs::try_from(d.as_millis()).unwrap_or(TimestampMs::MAX)
+        })
 }

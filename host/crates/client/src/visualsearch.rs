@@ -7,7 +7,7 @@ use super::parse;
 use super::{Client, Element, Error, Result, Sensor, SensorBatch};
 use riposte_domain::{
     ElementGuid, ElementKind, FileItem, MachineGuid, Malop, MalopId, MalopPart, PylumId,
-    RegistryEntry, Suspect,
+    RegistryEntry, Suspect, TimestampMs,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -237,9 +237,19 @@ impl Client {
                 .map_err(Arc::new)
         });
         read(MalopPart::Network, applied, &mut malop);
-        let applied = sensors.map(|r| r.map(|s| apply_sensors(&mut malop, &s)));
+        let mut machines_read_ms = None;
+        let applied = sensors.map(|r| {
+            r.map(|read| {
+                apply_sensors(&mut malop, &read.sensors);
+                machines_read_ms = Some(read.asked_ms);
+            })
+        });
         read(MalopPart::Sensors, applied, &mut malop);
-        Details { malop, failures }
+        Details {
+            malop,
+            failures,
+            machines_read_ms,
+        }
     }
 }
 
@@ -264,6 +274,9 @@ pub struct Details {
     pub malop: Malop,
     /// One entry per part that could not be read.
     pub failures: Vec<PartFailure>,
+    /// When the machines' connection and isolation state was asked of the server (the
+    /// sensors query left; ms since the epoch); none when the sensors were not read.
+    pub machines_read_ms: Option<TimestampMs>,
 }
 
 /// A part of a Malop whose query failed.

@@ -7,6 +7,7 @@
 
 use super::audit::Auditor;
 use crate::fleet::Membership;
+use crate::isolation::RecentIsolations;
 use crate::notify;
 use riposte_client::{self, Client, IsolationReport, RemediationEntry, RemediationReport};
 use riposte_domain::{ActionKind, ActionRequest, MachineGuid, PylumId, RemediationProgress};
@@ -87,6 +88,8 @@ pub(crate) struct Executor {
     membership: Arc<Membership>,
     /// Where failed actions are notified (never waits).
     notifier: Notifier,
+    /// The isolation changes the server confirmed, shown to the plugins evaluated next.
+    isolations: Arc<RecentIsolations>,
 }
 
 /// Where an action stands after its one send.
@@ -135,7 +138,13 @@ impl Executor {
             follow,
             membership,
             notifier,
+            isolations: Arc::default(),
         }
+    }
+
+    /// The isolation changes the server confirmed to this executor lately.
+    pub(crate) fn isolations(&self) -> &RecentIsolations {
+        &self.isolations
     }
 
     /// Sends a `planned` action once, then follows it to its final state. Returns that state.
@@ -187,6 +196,15 @@ impl Executor {
                 result,
                 rejected,
             }) => {
+                if let (
+                    Outcome::Succeeded,
+                    ActionRequest::Isolate { machines, .. }
+                    | ActionRequest::Unisolate { machines, .. },
+                ) = (&outcome, &record.request)
+                {
+                    let isolated = matches!(record.request, ActionRequest::Isolate { .. });
+                    self.isolations.note(machines, isolated, now_ms());
+                }
                 self.book(record, move |ex, r| {
                     ex.mark_submitted(r, None, &result, now);
                     let state = ex.finish(r, outcome, &result, None);

@@ -27,6 +27,7 @@ mod executor;
 mod fleet;
 mod gated;
 mod health;
+mod isolation;
 mod notify;
 mod owing;
 mod plugins;
@@ -99,6 +100,27 @@ pub struct CycleReport {
     pub recovered: usize,
     /// Time-boxed actions reverted at their deadline.
     pub reverted: usize,
+}
+
+/// A Malop as read for its plugins.
+#[derive(Clone, Debug)]
+pub struct ReadMalop {
+    /// The Malop.
+    pub malop: Malop,
+    /// When its machines' isolation and connection state was asked of the server (ms since
+    /// the epoch); none when its sensors were not read. The isolations this host made after
+    /// it are shown to its plugins in place of that older answer.
+    pub machines_read_ms: Option<TimestampMs>,
+}
+
+impl From<Malop> for ReadMalop {
+    /// A Malop whose sensors were not read (or whose state is not to be laid over).
+    fn from(malop: Malop) -> Self {
+        Self {
+            malop,
+            machines_read_ms: None,
+        }
+    }
 }
 
 /// One `on-malop` invocation and whether its Malop may be recorded handled.
@@ -625,13 +647,20 @@ impl Service {
         details: riposte_client::Details,
         runnable: Vec<Arc<ServicePlugin>>,
         queued: bool,
-    ) -> Vec<(Arc<ServicePlugin>, Arc<Malop>)> {
-        let riposte_client::Details { malop, failures } = details;
-        let malop = Arc::new(malop);
+    ) -> Vec<(Arc<ServicePlugin>, Arc<ReadMalop>)> {
+        let riposte_client::Details {
+            malop,
+            failures,
+            machines_read_ms,
+        } = details;
+        let malop = Arc::new(ReadMalop {
+            malop,
+            machines_read_ms,
+        });
         if (queued || !failures.is_empty())
-            && let Err(e) = self.note_completeness(&malop, &failures).await
+            && let Err(e) = self.note_completeness(&malop.malop, &failures).await
         {
-            tracing::error!(malop = %malop.id, "recording the Malop's unreadable parts: {e}");
+            tracing::error!(malop = %malop.malop.id, "recording the Malop's unreadable parts: {e}");
         }
         if failures.is_empty() {
             // The view is the one `plugins_owing` found unhandled (or a more complete one,
@@ -639,13 +668,14 @@ impl Service {
             return runnable.into_iter().map(|p| (p, malop.clone())).collect();
         }
         let names: Vec<PluginName> = runnable.iter().map(|p| p.policy.name.clone()).collect();
-        let view = malop.clone();
+        let view = Arc::clone(&malop);
         // Every plugin's mark in one trip to the blocking pool; a mark that cannot be read
         // counts as not handled (the ledger still answers a repeated action).
         let handled = db::blocking(&self.core.store, "is_handled", move |s| {
             Ok(names
                 .iter()
                 .map(|name| {
+                    let view = &view.malop;
                     s.is_handled(
                         name,
                         &view.id,
@@ -670,7 +700,7 @@ impl Service {
     /// read in full that was waiting.
     async fn note_completeness(
         &self,
-        malop: &Arc<Malop>,
+        malop: &Malop,
         failures: &[riposte_client::PartFailure],
     ) -> anyhow::Result<()> {
         let store = &self.core.store;
@@ -810,7 +840,7 @@ impl Service {
     /// for is then answered from the action ledger, never sent twice.
     pub async fn evaluate_batch(
         &self,
-        work: impl Stream<Item = (Arc<ServicePlugin>, Arc<Malop>)>,
+        work: impl Stream<Item = (Arc<ServicePlugin>, Arc<ReadMalop>)>,
     ) -> BatchReport {
         let concurrency = self.config.service.max_concurrency.max(1);
         let done = work
@@ -820,7 +850,10 @@ impl Service {
                 let run = if self.is_paused(&plugin).await {
                     None
                 } else {
-                    Some(self.run_on_malop(&plugin, &malop).await)
+                    Some(
+                        self.run_on_malop(&plugin, &malop.malop, malop.machines_read_ms)
+                            .await,
+                    )
                 };
                 (plugin, malop, run)
             })
@@ -845,7 +878,7 @@ impl Service {
                 },
                 finished = done.next() => match finished {
                     Some((plugin, malop, run)) => {
-                        report.count(&plugin, &malop, run, &mut marks);
+                        report.count(&plugin, &malop.malop, run, &mut marks);
                     }
                     None if commit.is_terminated() && marks.is_empty() => break,
                     None => {}
@@ -913,7 +946,7 @@ impl Service {
     /// Runs `on-malop` of one plugin in a fresh sandbox, audits how it ended, and records it
     /// handled (or counts the trap towards pausing the plugin).
     pub async fn invoke_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> InvocationReport {
-        let run = self.run_on_malop(plugin, malop).await;
+        let run = self.run_on_malop(plugin, malop, None).await;
         if run.handled {
             let (_, recorded) = self.commit_marks(vec![handled_mark(plugin, malop)]).await;
             if let Err(e) = recorded {
@@ -924,9 +957,21 @@ impl Service {
     }
 
     /// One `on-malop` invocation with its effect on the plugin's health recorded; `handled`
-    /// when the Malop may be recorded handled by it.
-    async fn run_on_malop(&self, plugin: &ServicePlugin, malop: &Malop) -> MalopRun {
+    /// when the Malop may be recorded handled by it. The plugin sees the isolations this host
+    /// made after `machines_read_ms` (see [`isolation`]).
+    async fn run_on_malop(
+        &self,
+        plugin: &ServicePlugin,
+        malop: &Malop,
+        machines_read_ms: Option<TimestampMs>,
+    ) -> MalopRun {
         let traps_before = self.health.traps(&plugin.policy.name);
+        let seen = self
+            .core
+            .executor
+            .isolations()
+            .apply(malop, machines_read_ms);
+        let malop: &Malop = &seen;
         let call = CallContext::for_malop(plugin.identity(), malop, plugin.values.clone());
         let report = self
             .invoke(plugin, call, Entry::Malop(malop), Some(malop))

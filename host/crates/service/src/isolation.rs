@@ -1,0 +1,149 @@
+//! What this host itself did to machines' isolation, laid over a sensors answer that is
+//! older than it. One `sensors/query` serves a batch of Malops, so a Malop evaluated after
+//! another isolated its machine was read with the machine not isolated and would ask again.
+//!
+//! An isolation (or unisolation) the server confirmed to this host at `t` replaces what a
+//! Malop shows only when that Malop's sensors were asked for before `t`: such an answer
+//! cannot know of it. An answer asked for after `t` is the server's word and stands, so an
+//! analyst who unisolates a machine is seen by every Malop read after that, and a new Malop
+//! on the machine is contained again.
+
+use riposte_domain::{Machine, MachineGuid, Malop, TimestampMs};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// The most machines remembered at once. Past it, changes older than [`KEEP_MS`] are
+/// forgotten, and a change that still finds no room is not remembered: forgetting costs at
+/// most an isolation asked for twice, never a missed one.
+const MAX_MACHINES: usize = 100_000;
+
+/// How long a change is kept once the table is full (ms): older than any batch's sensors
+/// answer still being evaluated.
+const KEEP_MS: i64 = 3_600_000;
+
+/// Isolation changes this host made, by machine: whether isolated, and when the server
+/// confirmed it (ms since the epoch, this host's clock).
+#[derive(Default)]
+pub(crate) struct RecentIsolations {
+    machines: Mutex<HashMap<MachineGuid, (bool, TimestampMs)>>,
+}
+
+impl RecentIsolations {
+    /// The server confirmed at `at_ms` that `machines` are now isolated (or not).
+    pub(crate) fn note(&self, machines: &[MachineGuid], isolated: bool, at_ms: TimestampMs) {
+        let mut known = self.machines.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() + machines.len() > MAX_MACHINES {
+            known.retain(|_, (_, at)| at_ms - *at < KEEP_MS);
+        }
+        for guid in machines {
+            if known.len() >= MAX_MACHINES && !known.contains_key(guid) {
+                break;
+            }
+            known.insert(guid.clone(), (isolated, at_ms));
+        }
+    }
+
+    /// `malop` as a plugin should see it, its machines' state having been asked of the
+    /// server at `read_ms`: each machine whose isolation this host changed after that shows
+    /// the change (borrowed as it is otherwise, and when its sensors were not read).
+    pub(crate) fn apply<'m>(
+        &self,
+        malop: &'m Malop,
+        read_ms: Option<TimestampMs>,
+    ) -> Cow<'m, Malop> {
+        let Some(read_ms) = read_ms else {
+            return Cow::Borrowed(malop);
+        };
+        let known = self.machines.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = |m: &Machine| {
+            known
+                .get(&m.guid)
+                .filter(|(isolated, at)| *at > read_ms && *isolated != m.isolated)
+                .map(|(isolated, _)| *isolated)
+        };
+        if !malop.machines.iter().any(|m| changed(m).is_some()) {
+            return Cow::Borrowed(malop);
+        }
+        let mut seen = malop.clone();
+        for machine in &mut seen.machines {
+            if let Some(isolated) = changed(machine) {
+                machine.isolated = isolated;
+            }
+        }
+        Cow::Owned(seen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn malop_on(guids: &[&str]) -> Malop {
+        let fixture = include_str!("../../../../tests/fixtures/malops/ransomware.json");
+        let mut malop: Malop = serde_json::from_str(fixture).expect("the fixture parses");
+        let template = malop.machines[0].clone();
+        malop.machines = guids
+            .iter()
+            .map(|g| Machine {
+                guid: MachineGuid::new(*g),
+                isolated: false,
+                ..template.clone()
+            })
+            .collect();
+        malop
+    }
+
+    fn isolated(malop: &Malop) -> Vec<bool> {
+        malop.machines.iter().map(|m| m.isolated).collect()
+    }
+
+    #[test]
+    fn a_change_shows_only_to_a_malop_whose_sensors_were_asked_for_before_it() {
+        let recent = RecentIsolations::default();
+        let malop = malop_on(&["a", "b"]);
+        recent.note(&[MachineGuid::new("a")], true, 1_000);
+        let seen = recent.apply(&malop, Some(999));
+        assert_eq!(
+            isolated(&seen),
+            [true, false],
+            "asked for before the isolation"
+        );
+        assert!(!malop.machines[0].isolated, "the Malop read is left alone");
+        for after in [1_000, 5_000] {
+            assert!(
+                matches!(recent.apply(&malop, Some(after)), Cow::Borrowed(_)),
+                "asked for at {after}, not before the isolation at 1000: the server's answer stands (an analyst may have unisolated it since)"
+            );
+        }
+        assert!(
+            matches!(recent.apply(&malop, None), Cow::Borrowed(_)),
+            "sensors not read: nothing to lay over"
+        );
+        recent.note(&[MachineGuid::new("a")], false, 3_000);
+        assert!(
+            matches!(recent.apply(&malop, Some(2_000)), Cow::Borrowed(_)),
+            "unisolated again since: shown as read"
+        );
+    }
+
+    #[test]
+    fn a_full_table_forgets_old_changes_first_and_never_grows_past_its_bound() {
+        let recent = RecentIsolations::default();
+        let old: Vec<MachineGuid> = (0..MAX_MACHINES)
+            .map(|i| MachineGuid::new(format!("old-{i}")))
+            .collect();
+        recent.note(&old, true, 0);
+        let new = [MachineGuid::new("new")];
+        recent.note(&new, true, KEEP_MS);
+        let known = recent.machines.lock().unwrap();
+        assert_eq!(known.len(), 1, "the changes older than KEEP_MS went");
+        assert!(known.contains_key(&new[0]));
+        drop(known);
+        let more: Vec<MachineGuid> = (0..MAX_MACHINES + 5)
+            .map(|i| MachineGuid::new(format!("more-{i}")))
+            .collect();
+        recent.note(&more, true, KEEP_MS + 1);
+        assert_eq!(recent.machines.lock().unwrap().len(), MAX_MACHINES);
+    }
+}
