@@ -19,6 +19,7 @@ use crate::util::{self, ms};
 use anyhow::Context;
 use riposte_client::{Client, ClientConfig, Credentials};
 use riposte_domain::{MalopId, MalopPart, PluginName};
+use riposte_service::config::{DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_DETAIL_FETCHES};
 use riposte_service::{CycleReport, OperatorConfig, Service};
 use riposte_sim::{
     LoggedRequest, MalopKind, MalopSpec, SimConfig, SimEventStyle, SimHandle, SimSyslog, Simulator,
@@ -104,7 +105,14 @@ impl Rig {
         } else {
             (fixtures::simulator(malops, seed).await?, String::new())
         };
-        let config = fixtures::write_config_with(dir, &sim, entries, fsync, 4, &tables)?;
+        let config = fixtures::write_config_with(
+            dir,
+            &sim,
+            entries,
+            fsync,
+            DEFAULT_MAX_CONCURRENCY,
+            &tables,
+        )?;
         let (listener, hints) = if config.service.syslog.enabled {
             let (listener, hints) = SyslogListener::start(&config.service.syslog)
                 .await
@@ -537,7 +545,7 @@ async fn outbreak(work: &Path) -> anyhow::Result<Value> {
         "tenant_latency_ms": TENANT_LATENCY_MS,
         "ratio_lean_script_over_events_distant": util::round(distant_ratio),
         "goal_events_10x_sooner": distant_ratio >= 10.0,
-        "method": format!("A simulator with 32 seeded Malops (64 machines); riposte's first cycle handles the seeded ones, then every machine's isolation is reset and {OUTBREAK} ransomware Malops are created at once (sensors online, one to three machines each), at a phase of 1/6, 1/2 and 5/6 s after the run loop started. ransomware-containment in enforce mode (isolate and kill; malop_parts = [suspects, sensors] where the service knows the key), audit fsync every record (the default; batch in one row), the run loop of `riposte run` (events: the syslog listener as in 10a and the default 30 s poll interval; polling only: no listener, a poll every second, the shortest poll_interval_secs allows). The script ([script.rs]) starts the moment the Malops exist (as if something triggered it at once), logs in, lists the MalopProcess Malops updated since, and for each ransomware one, one after the other: the visualsearch queries, a sensors query for its machines, an isolation of its connected machines not yet isolated, a kill of its suspects on connected machines. Time: from the first Malop's creation (its event queued) to the last containment request (remediate or isolate) arriving at the simulator; {ROUNDS} rounds each, median. Requests per Malop: of the first round, every request the simulator logged from the outbreak on (follow-ups of the kills included), by endpoint, divided by {OUTBREAK}. The last two rows repeat riposte with events and the suspects-only script (which reads what riposte reads) against a server that answers every request of the outbreak {TENANT_LATENCY_MS} ms after it arrives (the simulator's latency, requests in flight side by side), as a tenant across a network does; the script once, as it takes minutes and varies little. The goal is judged on these two rows."),
+        "method": format!("A simulator with 32 seeded Malops (64 machines); riposte's first cycle handles the seeded ones, then every machine's isolation is reset and {OUTBREAK} ransomware Malops are created at once (sensors online, one to three machines each), at a phase of 1/6, 1/2 and 5/6 s after the run loop started. ransomware-containment in enforce mode (isolate and kill; malop_parts = [suspects, sensors] where the service knows the key), max_concurrency {DEFAULT_MAX_CONCURRENCY} and max_detail_fetches {DEFAULT_MAX_DETAIL_FETCHES} (the defaults), audit fsync every record (the default; batch in one row), the run loop of `riposte run` (events: the syslog listener as in 10a and the default 30 s poll interval; polling only: no listener, a poll every second, the shortest poll_interval_secs allows). The script ([script.rs]) starts the moment the Malops exist (as if something triggered it at once), logs in, lists the MalopProcess Malops updated since, and for each ransomware one, one after the other: the visualsearch queries, a sensors query for its machines, an isolation of its connected machines not yet isolated, a kill of its suspects on connected machines. Time: from the first Malop's creation (its event queued) to the last containment request (remediate or isolate) arriving at the simulator; {ROUNDS} rounds each, median. Requests per Malop: of the first round, every request the simulator logged from the outbreak on (follow-ups of the kills included), by endpoint, divided by {OUTBREAK}. The last two rows repeat riposte with events and the suspects-only script (which reads what riposte reads) against a server that answers every request of the outbreak {TENANT_LATENCY_MS} ms after it arrives (the simulator's latency, requests in flight side by side), as a tenant across a network does; the script once, as it takes minutes and varies little. The goal is judged on these two rows."),
     }))
 }
 
@@ -708,7 +716,7 @@ async fn throughput(work: &Path) -> anyhow::Result<Value> {
                         .map(PluginEntry::parts_read)
                         .collect::<Vec<_>>(),
                     fsync,
-                    4,
+                    DEFAULT_MAX_CONCURRENCY,
                 )?;
                 let base = sim.base_url();
                 sim.clear_requests();
@@ -753,7 +761,7 @@ async fn throughput(work: &Path) -> anyhow::Result<Value> {
         "scaling_batch_2_over_1": util::round(batch2 / batch1),
         "scaling_default_2_over_1": util::round(default2 / default1),
         "goal_batch_2_cores_10k": batch2 >= 10_000.0,
-        "method": format!("One full service cycle (Service::run_cycle: poll both kinds, details of every Malop a plugin wants, invoke, gate, ledger, audit, handled marks) on a fresh state, {MALOPS} simulated Malops, the 3 Rust examples in shadow mode (as section 3; each declares the malop_parts its source reads where the service knows the key: ransomware-containment suspects and sensors, cleanup suspects, files and sensors, reputation-feed network), max_concurrency 4, max_detail_fetches 8 (defaults). The service (its client included) runs on a tokio runtime of its own with 1 or 2 worker threads (blocking-pool threads, which the service uses for database steps, are not limited); the simulator runs on the harness's runtime (2 workers), on the same 2 cores. {ROUNDS} rounds each, the median. Requests per Malop: every /rest request the simulator logged during the first round's cycle, by endpoint, divided by the Malops the cycle listed."),
+        "method": format!("One full service cycle (Service::run_cycle: poll both kinds, details of every Malop a plugin wants, invoke, gate, ledger, audit, handled marks) on a fresh state, {MALOPS} simulated Malops, the 3 Rust examples in shadow mode (as section 3; each declares the malop_parts its source reads where the service knows the key: ransomware-containment suspects and sensors, cleanup suspects, files and sensors, reputation-feed network), max_concurrency {DEFAULT_MAX_CONCURRENCY}, max_detail_fetches {DEFAULT_MAX_DETAIL_FETCHES} (defaults). The service (its client included) runs on a tokio runtime of its own with 1 or 2 worker threads (blocking-pool threads, which the service uses for database steps, are not limited); the simulator runs on the harness's runtime (2 workers), on the same 2 cores. {ROUNDS} rounds each, the median. Requests per Malop: every /rest request the simulator logged during the first round's cycle, by endpoint, divided by the Malops the cycle listed."),
     }))
 }
 

@@ -737,7 +737,7 @@ fn a_bad_glob_is_named() {
 #[test]
 fn every_mistake_is_reported_not_just_the_first() {
     let text = format!(
-        "[service]\nmax_concurrency = 0\n\n[[global_budgets]]\naction = \"isolation\"\nmax = 1\nwindow_secs = 0\n\n{}\n[[plugins]]\nname = \"p\"\npath = \"q.wasm\"\nsha256 = \"{PIN}\"\nmode = \"enforced\"\n",
+        "[service]\nmax_concurrency = 0\nmax_detail_fetches = 257\n\n[[global_budgets]]\naction = \"isolation\"\nmax = 1\nwindow_secs = 0\n\n{}\n[[plugins]]\nname = \"p\"\npath = \"q.wasm\"\nsha256 = \"{PIN}\"\nmode = \"enforced\"\n",
         plugin("promote = [\"isolate\"]\n[plugins.grants]\nremediation = [\"kill-proces\"]\n")
     );
     let (path, problems) = problems(&text);
@@ -746,6 +746,7 @@ fn every_mistake_is_reported_not_just_the_first() {
         keys,
         [
             "service.max_concurrency",
+            "service.max_detail_fetches",
             "global_budgets[0].action",
             "global_budgets[0].window_secs",
             "plugins[0].promote[0]",
@@ -758,7 +759,11 @@ fn every_mistake_is_reported_not_just_the_first() {
     );
     let err = OperatorConfig::parse(&text, &path).unwrap_err().to_string();
     assert!(
-        err.starts_with(&format!("8 mistakes in {}:", path.display())),
+        err.starts_with(&format!("9 mistakes in {}:", path.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("max_detail_fetches: must be at most 256, not 257"),
         "{err}"
     );
     assert!(

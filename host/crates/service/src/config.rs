@@ -47,8 +47,14 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 30;
 /// Default overlap window: each poll re-reads this many seconds before the watermark.
 pub(crate) const DEFAULT_OVERLAP_WINDOW_SECS: u64 = 300;
-/// Default number of plugin invocations run at once.
-pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// Default number of plugin invocations run at once. Far above the core count on purpose:
+/// an invocation spends most of its time waiting for the server to answer its calls (a
+/// remote tenant answers in tens to hundreds of milliseconds), and the CPU it uses is bounded
+/// by fuel. Worst-case plugin memory is this times the largest plugin memory limit.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
+/// The most `max_concurrency` and `max_detail_fetches` accept: more would reserve an
+/// instance pool (four slots per invocation) beyond what one host can map.
+const MAX_IN_FLIGHT: usize = 256;
 /// Default Malop detail requests in flight at once during a poll.
 pub const DEFAULT_MAX_DETAIL_FETCHES: usize = 8;
 
@@ -132,7 +138,7 @@ pub struct ServiceConfig {
     pub poll_interval_secs: u64,
     /// Seconds re-read before the watermark on each poll (`overlap_window_secs`, default 300).
     pub overlap_window_secs: u64,
-    /// Plugin invocations run at once (`max_concurrency`, default 4).
+    /// Plugin invocations run at once (`max_concurrency`, default 16).
     pub max_concurrency: usize,
     /// Malop detail requests in flight at once while polling (`max_detail_fetches`, default
     /// 8): the details of new Malops are fetched concurrently, and each Malop is evaluated
@@ -474,6 +480,14 @@ fn service_section(doc: &mut Document<'_>, raw: RawService, base: &Path) -> Serv
                 ""
             };
             findings.at(key, format!("must be at least 1{unit}"));
+        }
+    }
+    for (key, value) in [
+        ("max_concurrency", raw.max_concurrency),
+        ("max_detail_fetches", raw.max_detail_fetches),
+    ] {
+        if value > MAX_IN_FLIGHT {
+            findings.at(key, format!("must be at most {MAX_IN_FLIGHT}, not {value}"));
         }
     }
     let (database, inner) = DatabaseConfig::from_section(raw.database, base);
