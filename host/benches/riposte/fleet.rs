@@ -744,15 +744,7 @@ pub fn report(o: &mut String, s: &Value) {
         let _ = writeln!(o, "Not measured: {e}\n");
         return;
     }
-    if s["run"].is_object() {
-        let _ = writeln!(
-            o,
-            "Measured in a separate run: {}, profile {}, commit {}.\n",
-            s["run"]["date_utc"].as_str().unwrap_or("?"),
-            s["run"]["profile"].as_str().unwrap_or("?"),
-            s["run"]["git_commit"].as_str().unwrap_or("?")
-        );
-    }
+    crate::report::separate_run(o, s);
     let _ = writeln!(
         o,
         "PostgreSQL server: {}.\n",

@@ -861,14 +861,8 @@ pub fn report(o: &mut String, s: &Value, before: Option<&Value>) {
     let before_commit = before
         .and_then(|d| d["machine"]["git_commit"].as_str())
         .unwrap_or("?");
-    if s["run"].is_object() {
-        let _ = writeln!(
-            o,
-            "Measured in a separate run: {}, profile {}, commit {}.",
-            s["run"]["date_utc"].as_str().unwrap_or("?"),
-            s["run"]["profile"].as_str().unwrap_or("?"),
-            s["run"]["git_commit"].as_str().unwrap_or("?")
-        );
+    if let Some(line) = crate::report::separate_run_line(s) {
+        let _ = writeln!(o, "{line}");
     }
     let _ = writeln!(
         o,

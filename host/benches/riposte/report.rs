@@ -31,6 +31,25 @@ fn kib(v: &Value) -> String {
     format!("{:.0} KiB", v.as_f64().unwrap_or(0.0) / 1024.0)
 }
 
+/// "Measured in a separate run: DATE, profile P, commit C." when `section` was measured apart
+/// from the full run the document's machine block describes (it carries its own `run`).
+pub(crate) fn separate_run_line(section: &Value) -> Option<String> {
+    let run = section.get("run").filter(|r| r.is_object())?;
+    Some(format!(
+        "Measured in a separate run: {}, profile {}, commit {}.",
+        f(&run["date_utc"]),
+        f(&run["profile"]),
+        f(&run["git_commit"])
+    ))
+}
+
+/// [`separate_run_line`] as a paragraph of its own, if any.
+pub(crate) fn separate_run(o: &mut String, section: &Value) {
+    if let Some(line) = separate_run_line(section) {
+        let _ = writeln!(o, "{line}\n");
+    }
+}
+
 pub(crate) fn verdict(met: bool) -> &'static str {
     if met { "**met**" } else { "**not met**" }
 }
@@ -134,6 +153,7 @@ fn sections(o: &mut String, r: &Value) {
         "## 1. Invocation latency (fresh instance + on-malop, no-op rule)\n\n{}\n",
         f(&inv["method"])
     );
+    separate_run(o, inv);
     let _ = writeln!(
         o,
         "| host | p50 µs | p90 µs | p99 µs | samples |\n|---|---|---|---|---|"
@@ -164,6 +184,7 @@ fn sections(o: &mut String, r: &Value) {
         f(&hc["plugin"]),
         f(&hc["method"])
     );
+    separate_run(o, hc);
     let _ = writeln!(
         o,
         "| path | per call µs | calls per invocation |\n|---|---|---|"
@@ -194,6 +215,7 @@ fn sections(o: &mut String, r: &Value) {
     // 3
     let tp = &r["3_throughput"];
     let _ = writeln!(o, "## 3. Throughput\n\n{}\n", f(&tp["method"]));
+    separate_run(o, tp);
     let _ = writeln!(
         o,
         "| stage | Malops | evaluations | seconds | evaluations/s | Malops/s | next cycle, nothing new |\n|---|---|---|---|---|---|---|"
@@ -221,6 +243,7 @@ fn sections(o: &mut String, r: &Value) {
         "## 4. Parsing a 10,000-Malop crimes/unified response\n\n{}\n",
         f(&p["method"])
     );
+    separate_run(o, p);
     let _ = writeln!(o, "| figure | value |\n|---|---|");
     let _ = writeln!(o, "| Malops parsed | {} |", f(&p["malops"]));
     let _ = writeln!(o, "| body size | {} |", mib(&p["body_bytes"]));
@@ -264,6 +287,7 @@ fn sections(o: &mut String, r: &Value) {
         "## 5. The Python plugin (python-triage)\n\n{}\n",
         f(&py["method"])
     );
+    separate_run(o, py);
     let _ = writeln!(o, "| figure | value |\n|---|---|");
     let _ = writeln!(
         o,
@@ -300,6 +324,7 @@ fn sections(o: &mut String, r: &Value) {
     // 6
     let mem = &r["6_memory"];
     let _ = writeln!(o, "## 6. Memory\n\n{}\n", f(&mem["method"]));
+    separate_run(o, mem);
     let _ = writeln!(o, "| figure | value |\n|---|---|");
     let _ = writeln!(
         o,
@@ -333,6 +358,7 @@ fn sections(o: &mut String, r: &Value) {
         "## 7. Containment latency (Malop appears → isolation request reaches the server)\n\n{}\n",
         f(&c["method"])
     );
+    separate_run(o, c);
     let _ = writeln!(
         o,
         "| interval | samples | total median (max) | poll wait | fetch | details | last details reply + plugin + gate + send | total after the poll |\n|---|---|---|---|---|---|---|---|"
@@ -376,15 +402,7 @@ fn languages(o: &mut String, l: &Value) {
         f(&l["method"]),
         f(&l["goal"])
     );
-    if l["run"].is_object() {
-        let _ = writeln!(
-            o,
-            "Measured in a separate run: {}, profile {}, commit {}.\n",
-            f(&l["run"]["date_utc"]),
-            f(&l["run"]["profile"]),
-            f(&l["run"]["git_commit"])
-        );
-    }
+    separate_run(o, l);
     let _ = writeln!(
         o,
         "| language | rule | component | first load | cached load p50 | instantiate + describe p50 | invocation p50 (p99) | RSS per live instance |\n|---|---|---|---|---|---|---|---|"
