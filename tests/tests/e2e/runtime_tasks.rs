@@ -191,16 +191,12 @@ async fn a_panic_of_the_host_during_an_invocation_is_the_hosts_failure_not_a_tra
         inner: RecordingHost::new([malop.clone()]),
         before_act: || -> Result<(), CallError> { panic!("a bug in the host's action path") },
     });
-    let call = CallContext::for_malop(plugin.identity(), &malop, Default::default());
-    let report = runtime
-        .invoke(
-            &plugin,
-            &Limits::default(),
-            host.clone() as Arc<dyn PluginHost>,
-            call,
-            Entry::Malop(&malop),
-        )
-        .await;
+    let limits = Limits::default();
+    let invoke = |host: Arc<dyn PluginHost>| {
+        let call = CallContext::for_malop(plugin.identity(), &malop, Default::default());
+        runtime.invoke(&plugin, &limits, host, call, Entry::Malop(&malop))
+    };
+    let report = invoke(host.clone()).await;
     match &report.outcome {
         Outcome::HostFailure { error } => assert!(
             error.contains("a bug in the host's action path"),
@@ -219,16 +215,7 @@ async fn a_panic_of_the_host_during_an_invocation_is_the_hosts_failure_not_a_tra
     assert_eq!(acted(host.inner.calls()), 0, "no action went through");
     // The runtime goes on: the same plugin runs to its end on a sound host.
     let sound = Arc::new(RecordingHost::new([malop.clone()]));
-    let call = CallContext::for_malop(plugin.identity(), &malop, Default::default());
-    let report = runtime
-        .invoke(
-            &plugin,
-            &Limits::default(),
-            sound.clone() as Arc<dyn PluginHost>,
-            call,
-            Entry::Malop(&malop),
-        )
-        .await;
+    let report = invoke(sound.clone()).await;
     assert_eq!(report.outcome, Outcome::Completed);
     assert!(acted(sound.calls()) > 0, "it acted on the sound host");
 }
