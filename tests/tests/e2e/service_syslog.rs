@@ -151,14 +151,28 @@ each_backend! {
             "the event, not a poll, brought the Malop"
         );
         let acted = actions(&env, &malop);
-        // The console's counts of the plugin's activity include the hinted invocation
-        // and its allowed actions, written as the evaluation ended.
-        let activity = env.store().activity_since(0).expect("the activity reads");
-        let mine: Vec<_> = activity.iter().filter(|a| a.plugin.as_str() == PLUGIN).collect();
-        let invoked: u64 = mine.iter().map(|a| a.invocations).sum();
+        // The console's counts of the plugin's activity come to include the hinted
+        // invocation and its allowed actions: they are written once the evaluation ended,
+        // after its audit records and actions, which is what was waited for above.
+        let audited = recorded(&env.audit, "invoke:on-malop")
+            .iter()
+            .filter(|r| r["plugin"] == PLUGIN)
+            .count();
+        let mine = || -> Vec<_> {
+            let activity = env.store().activity_since(0).expect("the activity reads");
+            activity.into_iter().filter(|a| a.plugin.as_str() == PLUGIN).collect()
+        };
+        let invoked = |rows: &[riposte_store::PluginActivity]| -> usize {
+            rows.iter().map(|a| a.invocations as usize).sum()
+        };
+        wait_for_process(&mut child, &env, 0, "the hinted invocation's activity", LIMIT, || {
+            invoked(&mine()) >= audited
+        })
+        .await;
+        let mine = mine();
+        assert_eq!(invoked(&mine), audited, "every audited invocation counted once: {mine:?}");
         let allowed: u64 = mine.iter().map(|a| a.decisions.allowed).sum();
-        assert_eq!(invoked as usize, recorded(&env.audit, "invoke:on-malop").iter().filter(|r| r["plugin"] == PLUGIN).count());
-        assert!(allowed >= acted as u64, "{allowed} allowed for {acted} actions: {activity:?}");
+        assert!(allowed >= acted as u64, "{allowed} allowed for {acted} actions: {mine:?}");
         assert!(mine.iter().all(|a| a.last_invocation_ms.is_some()));
 
         // The same event again: the Malop is read again, and found handled at this update.
