@@ -1,7 +1,7 @@
 //! What a cycle asks of the server per Malop: the listed record is not read again, one
 //! sensors query serves a batch of Malops, each `visualsearch` part is read once for all
 //! plugins, and a part no plugin reads is not queried at all; a machine this host isolated
-//! since a batch's sensors were asked for is not isolated again for the batch's next Malop.
+//! since a batch's sensors were read is not isolated again for the batch's next Malop.
 
 use riposte_client::SensorBatch;
 use riposte_domain::{ElementKind, MalopId, MalopPart};
@@ -133,8 +133,8 @@ async fn a_plugin_that_may_isolate_always_has_the_sensors_read() {
 
 /// A batch's Malops are read with one sensors answer, so a Malop evaluated after another
 /// isolated their machine was read with the machine not isolated: the isolation the server
-/// confirmed to this host after that answer was asked for is shown to its plugin instead,
-/// and not asked for twice. An answer asked for after the isolation is the server's word:
+/// confirmed to this host after that answer was read is shown to its plugin instead, and
+/// not asked for twice. An answer read after the isolation is the server's word:
 /// once an analyst unisolated the machine, a new Malop on it is contained again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_isolated_since_its_batch_was_read_is_not_isolated_again_but_is_after_an_unisolation()
@@ -159,7 +159,7 @@ async fn a_machine_isolated_since_its_batch_was_read_is_not_isolated_again_but_i
     let env = ServiceEnv::new(&sim, &setup);
     let service = env.service(&sim).await;
     let client = client(&sim);
-    // Read as one batch is: every Malop with one sensors answer, asked for once.
+    // Read as one batch is: every Malop with one sensors answer, read once.
     let read = async |ids: &[MalopId]| {
         let mut malops = Vec::new();
         for id in ids {

@@ -71,14 +71,14 @@ struct Batch {
     answer: OnceCell<std::result::Result<SensorsRead, Arc<Error>>>,
 }
 
-/// A batch's sensors, and when they were asked for.
+/// A batch's sensors, and when they were read.
 #[derive(Clone, Debug)]
 pub struct SensorsRead {
     /// The sensors of the batch's machines.
     pub sensors: Arc<[Sensor]>,
-    /// When the first query left (ms since the epoch, this host's clock): the answer shows
-    /// the machines as they were at this moment or later, never earlier.
-    pub asked_ms: TimestampMs,
+    /// When the whole answer was in hand (ms since the epoch, this host's clock): it shows
+    /// the machines as they were at some moment before this one.
+    pub answered_ms: TimestampMs,
 }
 
 impl SensorBatch {
@@ -110,7 +110,6 @@ impl SensorBatch {
         self.shared
             .answer
             .get_or_init(|| async {
-                let asked_ms = now_ms();
                 let mut all = Vec::new();
                 for names in self.shared.names.chunks(NAMES_PER_QUERY) {
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -118,7 +117,7 @@ impl SensorBatch {
                 }
                 Ok(SensorsRead {
                     sensors: all.into(),
-                    asked_ms,
+                    answered_ms: now_ms(),
                 })
             })
             .await

@@ -241,7 +241,7 @@ impl Client {
         let applied = sensors.map(|r| {
             r.map(|read| {
                 apply_sensors(&mut malop, &read.sensors);
-                machines_read_ms = Some(read.asked_ms);
+                machines_read_ms = Some(read.answered_ms);
             })
         });
         read(MalopPart::Sensors, applied, &mut malop);
@@ -274,8 +274,8 @@ pub struct Details {
     pub malop: Malop,
     /// One entry per part that could not be read.
     pub failures: Vec<PartFailure>,
-    /// When the machines' connection and isolation state was asked of the server (the
-    /// sensors query left; ms since the epoch); none when the sensors were not read.
+    /// When the machines' connection and isolation state was read (the sensors answer was
+    /// in hand; ms since the epoch); none when the sensors were not read.
     pub machines_read_ms: Option<TimestampMs>,
 }
 

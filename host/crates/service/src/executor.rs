@@ -196,15 +196,6 @@ impl Executor {
                 result,
                 rejected,
             }) => {
-                if let (
-                    Outcome::Succeeded,
-                    ActionRequest::Isolate { machines, .. }
-                    | ActionRequest::Unisolate { machines, .. },
-                ) = (&outcome, &record.request)
-                {
-                    let isolated = matches!(record.request, ActionRequest::Isolate { .. });
-                    self.isolations.note(machines, isolated, now_ms());
-                }
                 self.book(record, move |ex, r| {
                     ex.mark_submitted(r, None, &result, now);
                     let state = ex.finish(r, outcome, &result, None);
@@ -395,8 +386,16 @@ impl Executor {
                 let ids: Vec<PylumId> = sensors.iter().map(|(_, id)| id.clone()).collect();
                 leaving();
                 let report = if matches!(request, ActionRequest::Isolate { .. }) {
-                    c.isolate(&ids, malop_id.as_ref()).await?
+                    let report = c.isolate(&ids, malop_id.as_ref()).await?;
+                    // Only what the server confirmed, machine by machine, is shown to the
+                    // plugins of Malops read before.
+                    self.isolations
+                        .note(&confirmed_machines(&sensors, &report), true, now_ms());
+                    report
                 } else {
+                    // Shown as not isolated from the moment it leaves, whatever comes back:
+                    // the safe direction (at worst a machine is asked to isolate again).
+                    self.isolations.note(machines, false, now_ms());
                     c.unisolate(&ids, malop_id.as_ref()).await?
                 };
                 isolation_done(report, &sensors, request.action_kinds()[0])
@@ -714,6 +713,19 @@ fn done(result: Value) -> Sent {
 /// `Succeeded` everywhere, or `Primed` (queued until an offline sensor connects), is success.
 /// A sensor the server answers `UnknownProbe` for was rejected as unknown: its machine's
 /// budget unit is given back.
+/// The machines of `sensors` whose isolation command the server reports applied (a machine
+/// missing from the answer, or refused, is not).
+fn confirmed_machines(
+    sensors: &[(MachineGuid, PylumId)],
+    report: &IsolationReport,
+) -> Vec<MachineGuid> {
+    sensors
+        .iter()
+        .filter(|(_, id)| report.outcomes.get(id).is_some_and(|s| s.is_success()))
+        .map(|(machine, _)| machine.clone())
+        .collect()
+}
+
 fn isolation_done(
     report: IsolationReport,
     sensors: &[(MachineGuid, PylumId)],
@@ -828,6 +840,34 @@ fn pylum_ids_from(
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod confirmed_tests {
+    use super::*;
+    use riposte_client::IsolationStatus;
+
+    #[test]
+    fn only_machines_the_server_reports_isolated_are_confirmed() {
+        let pair = |m: &str| (MachineGuid::new(m), PylumId::new(format!("P-{m}")));
+        let sensors = [pair("a"), pair("b"), pair("c")];
+        let report = IsolationReport {
+            outcomes: [
+                (PylumId::new("P-a"), IsolationStatus::Succeeded),
+                (
+                    PylumId::new("P-b"),
+                    IsolationStatus::Failed("Disconnected".into()),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(
+            confirmed_machines(&sensors, &report),
+            [MachineGuid::new("a")],
+            "b was refused and c is missing from the answer"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,12 @@
 //! older than it. One `sensors/query` serves a batch of Malops, so a Malop evaluated after
 //! another isolated its machine was read with the machine not isolated and would ask again.
 //!
-//! An isolation (or unisolation) the server confirmed to this host at `t` replaces what a
-//! Malop shows only when that Malop's sensors were asked for before `t`: such an answer
-//! cannot know of it. An answer asked for after `t` is the server's word and stands, so an
+//! An isolation the server confirmed to this host at `t`, machine by machine, replaces what
+//! a Malop shows only when that Malop's sensors answer was in hand before `t`: such an
+//! answer cannot know of it. An answer read after `t` is the server's word and stands, so an
 //! analyst who unisolates a machine is seen by every Malop read after that, and a new Malop
-//! on the machine is contained again.
+//! on the machine is contained again. An unisolation this host sends counts from the moment
+//! it leaves, whatever the answer: showing a machine not isolated is the safe direction.
 
 use riposte_domain::{Machine, MachineGuid, Malop, TimestampMs};
 use std::borrow::Cow;
@@ -38,13 +39,13 @@ impl RecentIsolations {
         }
         for guid in machines {
             if known.len() >= MAX_MACHINES && !known.contains_key(guid) {
-                break;
+                continue;
             }
             known.insert(guid.clone(), (isolated, at_ms));
         }
     }
 
-    /// `malop` as a plugin should see it, its machines' state having been asked of the
+    /// `malop` as a plugin should see it, its machines' state having been read from the
     /// server at `read_ms`: each machine whose isolation this host changed after that shows
     /// the change (borrowed as it is otherwise, and when its sensors were not read).
     pub(crate) fn apply<'m>(
@@ -99,21 +100,17 @@ mod tests {
     }
 
     #[test]
-    fn a_change_shows_only_to_a_malop_whose_sensors_were_asked_for_before_it() {
+    fn a_change_shows_only_to_a_malop_whose_sensors_were_read_before_it() {
         let recent = RecentIsolations::default();
         let malop = malop_on(&["a", "b"]);
         recent.note(&[MachineGuid::new("a")], true, 1_000);
         let seen = recent.apply(&malop, Some(999));
-        assert_eq!(
-            isolated(&seen),
-            [true, false],
-            "asked for before the isolation"
-        );
+        assert_eq!(isolated(&seen), [true, false], "read before the isolation");
         assert!(!malop.machines[0].isolated, "the Malop read is left alone");
         for after in [1_000, 5_000] {
             assert!(
                 matches!(recent.apply(&malop, Some(after)), Cow::Borrowed(_)),
-                "asked for at {after}, not before the isolation at 1000: the server's answer stands (an analyst may have unisolated it since)"
+                "read at {after}, not before the isolation at 1000: the server's answer stands (an analyst may have unisolated it since)"
             );
         }
         assert!(
@@ -145,5 +142,15 @@ mod tests {
             .collect();
         recent.note(&more, true, KEEP_MS + 1);
         assert_eq!(recent.machines.lock().unwrap().len(), MAX_MACHINES);
+        // A machine already known is updated even after one with no room was skipped.
+        let known = more[0].clone();
+        recent.note(
+            &[MachineGuid::new("no-room"), known.clone()],
+            false,
+            KEEP_MS + 2,
+        );
+        let table = recent.machines.lock().unwrap();
+        assert_eq!(table.len(), MAX_MACHINES);
+        assert_eq!(table.get(&known), Some(&(false, KEEP_MS + 2)));
     }
 }

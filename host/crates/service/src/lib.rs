@@ -107,7 +107,7 @@ pub struct CycleReport {
 pub struct ReadMalop {
     /// The Malop.
     pub malop: Malop,
-    /// When its machines' isolation and connection state was asked of the server (ms since
+    /// When its machines' isolation and connection state was read from the server (ms since
     /// the epoch); none when its sensors were not read. The isolations this host made after
     /// it are shown to its plugins in place of that older answer.
     pub machines_read_ms: Option<TimestampMs>,
