@@ -8,7 +8,7 @@
 //!
 //! | series | labels |
 //! |---|---|
-//! | `riposte_invocations_total` | `plugin`, `export` (`on-malop`/`on-interval`), `outcome` (`completed`/`plugin-error`/`stopped`) |
+//! | `riposte_invocations_total` | `plugin`, `export` (`on-malop`/`on-interval`), `outcome` (`completed`/`plugin-error`/`stopped`/`host-failure`) |
 //! | `riposte_traps_total` | `plugin`, `reason` (`out-of-fuel`, `time-limit`, `memory-limit`, `stack-overflow`, `output-cap`, `panic`, `trap`) |
 //! | `riposte_invocation_fuel_used_total` | `plugin` |
 //! | `riposte_decisions_total` | `plugin`, `operation`, `decision` (`allow`/`shadow`/`await-approval`/`deny`) |

@@ -240,9 +240,9 @@ pub struct ExpectedInvocation {
     /// The time `on-interval` was called at (ms since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_interval_ms: Option<TimestampMs>,
-    /// How it ends: `completed`, `plugin-error: <kind>` or `stopped: <reason>`; with an
-    /// operator configuration also `not-subscribed` (the plugin's subscription does not
-    /// match the Malop) or `no-interval-hook`.
+    /// How it ends: `completed`, `plugin-error: <kind>`, `stopped: <reason>` or
+    /// `host-failure: <error>`; with an operator configuration also `not-subscribed` (the
+    /// plugin's subscription does not match the Malop) or `no-interval-hook`.
     pub outcome: String,
     /// The calls it makes, in order, with their arguments.
     pub calls: Vec<RecordedCall>,

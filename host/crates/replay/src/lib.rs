@@ -71,7 +71,7 @@ pub struct ReplayOptions {
 pub struct Usage {
     /// The Malop offered (none for `on-interval`).
     pub malop: Option<MalopId>,
-    /// How it ended (`completed`, `plugin-error: ...`, `stopped: <reason>`).
+    /// How it ended (`completed`, `plugin-error: ...`, `stopped: <reason>`, `host-failure: ...`).
     pub outcome: String,
     /// The pinned clock the plugin saw (ms since the epoch).
     pub clock_ms: i64,
