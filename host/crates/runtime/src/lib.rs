@@ -298,12 +298,16 @@ impl Runtime {
             Ok(ran) => ran,
             // Only a panic of the host's own code ends the task early.
             Err(failed) => {
-                tracing::error!(invocation = %invocation_id, "the invocation's task failed: {failed}");
+                // A panic message may quote what the plugin handed in: bounded as a
+                // plugin's own error is, in the log and the report alike.
+                let error = riposte_domain::bounds::log_safe(
+                    &format!("the invocation's task failed: {failed}"),
+                    riposte_domain::bounds::MAX_ERROR_BYTES,
+                );
+                tracing::error!(invocation = %invocation_id, "{error}");
                 return InvocationReport {
                     invocation_id,
-                    outcome: Outcome::HostFailure {
-                        error: format!("the invocation's task failed: {failed}"),
-                    },
+                    outcome: Outcome::HostFailure { error },
                     fuel_used: 0,
                     peak_memory: 0,
                     duration: started.elapsed(),
