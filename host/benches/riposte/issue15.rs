@@ -775,14 +775,14 @@ fn cycle_on(
         .worker_threads(workers)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    runtime.block_on(util::on_worker(async move {
         let client = Client::new(ClientConfig::new(base, Credentials::new(USER, PASSWORD)))?;
         client.login_now().await?;
         let service = fixtures::service(config, Arc::new(client)).await?;
         let started = Instant::now();
         let report = service.run_cycle().await?;
         Ok((report, started.elapsed()))
-    })
+    }))
 }
 
 fn num(v: &Value, decimals: usize) -> String {

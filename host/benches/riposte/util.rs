@@ -115,6 +115,16 @@ pub fn median(samples: &[Duration]) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
+/// Runs `work` on a worker thread of the current runtime, as the service runs (riposte's
+/// `main` spawns the command), rather than on the thread that blocks on the runtime.
+pub async fn on_worker<T: Send + 'static>(
+    work: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()))
+}
+
 /// Two decimals are plenty.
 pub fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
