@@ -241,7 +241,7 @@ fn ledger_on(store: &Store, label: &str, backend: &str) -> anyhow::Result<Value>
             machines: vec![MachineGuid::new(format!("machine-{i}"))],
         };
         let new = NewAction::new(plugin.clone(), digest, request, "bench");
-        let now = riposte_service::now_ms();
+        let now = riposte_domain::now_ms();
         let started = Instant::now();
         let BeginOutcome::New(id) = store.begin_action(&new, now)? else {
             anyhow::bail!("action {i}: its key already existed in a fresh database");
@@ -368,7 +368,7 @@ impl Host {
     fn spawn(&mut self, riposte: &Path) -> anyhow::Result<()> {
         let log = std::fs::File::create(&self.log)?;
         self.read = 0;
-        self.spawned_ms = riposte_service::now_ms();
+        self.spawned_ms = riposte_domain::now_ms();
         let mut command = Command::new(riposte);
         command
             .args(["run", "--config"])
@@ -456,7 +456,7 @@ fn field(line: &str, name: &str) -> usize {
 async fn acting(store: &Arc<Store>) -> anyhow::Result<Option<String>> {
     let store = store.clone();
     blocking(move || {
-        let now = riposte_service::now_ms();
+        let now = riposte_domain::now_ms();
         let (_, leases) = store.fleet()?;
         Ok(leases
             .into_iter()
@@ -672,7 +672,7 @@ async fn failover(work: &Path, riposte: &Path) -> anyhow::Result<Value> {
         // pending, and another host must take the lease over and isolate.
         let mark = sim.with_state(|s| s.log.len());
         let malop = add_ransomware(&sim);
-        let killed_wall = riposte_service::now_ms();
+        let killed_wall = riposte_domain::now_ms();
         let killed = Instant::now();
         fleet[victim].kill();
         let deadline = killed + Duration::from_secs(LEASE_SECS + 30);

@@ -6,10 +6,10 @@
 //! to the login page. The test also saves a screenshot of the overview (for README).
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use riposte_domain::now_ms;
 use riposte_e2e::service_support::{
     PluginSpec, ServiceEnv, Setup, actions_carried_out, riposte_bin, start_sim, wait_until,
 };
-use riposte_service::now_ms;
 use riposte_store::prelude::*;
 use std::io::Write as _;
 use std::process::{Command, Stdio};

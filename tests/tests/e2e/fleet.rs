@@ -41,7 +41,7 @@ const KILLS: [KillAt; 5] = [
 
 /// The host holding the poller lease now, and since when.
 fn acting(store: &Store) -> Option<(String, i64)> {
-    let now = riposte_service::now_ms();
+    let now = riposte_domain::now_ms();
     let (_, leases) = store.fleet().expect("the fleet's state");
     leases
         .into_iter()
@@ -94,7 +94,7 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
         children[victim].start_kill().expect("SIGKILL");
         let status = children[victim].wait().await.expect("reaped");
         assert_eq!(status.signal(), Some(9), "host {victim} died of SIGKILL");
-        let killed_at = riposte_service::now_ms();
+        let killed_at = riposte_domain::now_ms();
 
         // Another host takes the work over within the lease time.
         let started = Instant::now();
@@ -185,7 +185,7 @@ async fn three_hosts_share_one_database_and_survive_the_acting_host_dying_again_
         "hosts that stopped cleanly left: {known:?}"
     );
     assert!(
-        poller.expires_at_ms <= riposte_service::now_ms(),
+        poller.expires_at_ms <= riposte_domain::now_ms(),
         "the lease was given up"
     );
 
@@ -277,7 +277,7 @@ async fn a_database_outage_stops_the_host_and_it_resumes_by_itself() {
     let (_, leases) = store.fleet().unwrap();
     let lease_end = leases.iter().map(|l| l.expires_at_ms).max().unwrap_or(0);
     wait_until("the lease to run out", Duration::from_secs(10), || {
-        riposte_service::now_ms() > lease_end
+        riposte_domain::now_ms() > lease_end
     })
     .await;
     let sent_before = carried(&sim);
@@ -347,13 +347,13 @@ async fn concurrent_approvals_on_two_hosts_execute_the_action_once() {
         Duration::from_secs(40),
         || {
             !store
-                .list_pending(riposte_service::now_ms())
+                .list_pending(riposte_domain::now_ms())
                 .unwrap()
                 .is_empty()
         },
     )
     .await;
-    let pending = store.list_pending(riposte_service::now_ms()).unwrap();
+    let pending = store.list_pending(riposte_domain::now_ms()).unwrap();
     let id = pending[0].action.id.as_str().to_owned();
     assert_eq!(
         sim.requests().iter().filter(|r| r.path == ISOLATE).count(),

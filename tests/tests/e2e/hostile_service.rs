@@ -1245,7 +1245,7 @@ async fn a_budget_drained_with_made_up_targets_is_given_back_and_starves_no_rule
     );
     let used = service
         .gate()
-        .budget_status(None, riposte_service::now_ms())
+        .budget_status(None, riposte_domain::now_ms())
         .unwrap();
     assert!(used.iter().all(|b| b.used == 0), "{used:?}");
     assert!(world.sim.machines().iter().all(|m| !m.isolated));
@@ -1518,7 +1518,7 @@ async fn an_action_its_invocation_never_sent_is_recorded_failed_and_never_sent_l
     assert_eq!(records_of(&records, name, "budget-refunded").len(), 1);
     let used = service
         .gate()
-        .budget_status(None, riposte_service::now_ms())
+        .budget_status(None, riposte_domain::now_ms())
         .unwrap();
     assert!(used.iter().all(|b| b.used == 0), "{used:?}");
 

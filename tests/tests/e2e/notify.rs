@@ -6,10 +6,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
 use riposte_domain::ActionRequest;
+use riposte_domain::now_ms;
 use riposte_e2e::service_support::{
     PASSWORD, PluginSpec, ServiceEnv, Setup, inject_first, start_sim,
 };
-use riposte_service::now_ms;
 use riposte_sim::{Fault, FaultKind};
 use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionState};

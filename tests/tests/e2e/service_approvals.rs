@@ -3,12 +3,12 @@
 //! the operator's commands through the real `riposte` binary. What reaches the server is read
 //! from the simulator's request log.
 
+use riposte_domain::now_ms;
 use riposte_domain::{ActionRequest, MalopId, Sha256Digest};
 use riposte_e2e::service_support::{
     PluginSpec, ServiceEnv, Setup, actions_carried_out, assert_no_action_twice, audit_calls,
     audit_records, isolations, riposte_cli, start_sim, unhandled, wait_until,
 };
-use riposte_service::now_ms;
 use riposte_sim::SimHandle;
 use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionRecord, ActionState, Store};

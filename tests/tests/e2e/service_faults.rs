@@ -3,6 +3,7 @@
 //! Faults are injected while a cycle is running, at points read from the simulator's request
 //! log; what reached the server is read from that log too.
 
+use riposte_domain::now_ms;
 use riposte_domain::{ActionRequest, MalopId};
 use riposte_e2e::service_support::{
     PluginSpec, ServiceEnv, Setup, assert_no_action_twice, assert_no_action_twice_by, audit_calls,
@@ -10,7 +11,7 @@ use riposte_e2e::service_support::{
     wait_until,
 };
 use riposte_metrics::Metrics;
-use riposte_service::{CycleReport, Service, now_ms};
+use riposte_service::{CycleReport, Service};
 use riposte_sim::{Fault, FaultKind, LoggedRequest, SimHandle};
 use riposte_store::prelude::*;
 use riposte_store::testing::TestDatabase;

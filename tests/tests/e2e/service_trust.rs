@@ -4,12 +4,12 @@
 //! `riposte` binary (as the OS account it runs as).
 
 use riposte_domain::Operator;
+use riposte_domain::now_ms;
 use riposte_e2e::service_support::{
     PluginSpec, ServiceEnv, Setup, actions_carried_out, add_ransomware_malop,
     assert_no_action_twice, audit_records, isolations, riposte_cli, start_sim, wait_until,
 };
 use riposte_service::decisions::{Decided, TimeBoxChange, Verdict};
-use riposte_service::now_ms;
 use riposte_sim::SimHandle;
 use riposte_store::prelude::*;
 use riposte_store::{ActionId, ActionRecord, ActionState, Refusal};

@@ -2,9 +2,9 @@
 //! the watermark below it, so it is offered again when the plugin recovers, however far the
 //! poll has moved on and however long the pause outlasts the overlap window.
 
+use riposte_domain::now_ms;
 use riposte_domain::{ElementKind, MalopId, PluginName};
 use riposte_e2e::service_support::{PluginSpec, ServiceEnv, Setup, start_sim};
-use riposte_service::now_ms;
 use riposte_store::prelude::*;
 
 const OVERLAP_MS: i64 = 60_000;

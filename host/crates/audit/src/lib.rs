@@ -176,13 +176,6 @@ pub enum Error {
     },
 }
 
-/// Milliseconds since the Unix epoch, now, on this host's clock.
-pub fn now_ms() -> TimestampMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as TimestampMs)
-}
-
 /// When the writer forces records to disk.
 ///
 /// Every policy writes each record to the file at once, so a crash of the process loses

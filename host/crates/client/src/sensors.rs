@@ -4,7 +4,7 @@ use super::http::{Call, Safety};
 use super::malops::MAX_PAGES;
 use super::parse;
 use super::{Client, Error, Result, Sensor, SensorsPage};
-use riposte_domain::{Malop, TimestampMs};
+use riposte_domain::{Malop, TimestampMs, now_ms};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -123,12 +123,4 @@ impl SensorBatch {
             .await
             .clone()
     }
-}
-
-fn now_ms() -> TimestampMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| {
-            TimestampMs::try_from(d.as_millis()).unwrap_or(TimestampMs::MAX)
-        })
 }

@@ -110,7 +110,7 @@ impl Console {
             operator,
             store,
             auditor,
-            Arc::new(riposte_service::now_ms),
+            Arc::new(riposte_domain::now_ms),
         )
     }
 

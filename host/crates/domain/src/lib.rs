@@ -114,6 +114,15 @@ impl MachineGuid {
 /// Milliseconds since the Unix epoch, on the server's clock.
 pub type TimestampMs = i64;
 
+/// Milliseconds since the Unix epoch, now, on this host's clock (0 before the epoch).
+pub fn now_ms() -> TimestampMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            TimestampMs::try_from(d.as_millis()).unwrap_or(TimestampMs::MAX)
+        })
+}
+
 /// Which element a Malop is built on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ElementKind {

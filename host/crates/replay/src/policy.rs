@@ -61,7 +61,7 @@ impl PolicyJudge {
     fn now(call: &CallContext) -> i64 {
         match call.clock {
             Clock::Fixed(ms) => ms,
-            Clock::System => riposte_audit::now_ms(),
+            Clock::System => riposte_domain::now_ms(),
         }
     }
 

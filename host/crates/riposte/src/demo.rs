@@ -16,9 +16,10 @@
 use anyhow::Context;
 use riposte_audit::{DecisionKind, Filter};
 use riposte_client::{Client, ClientConfig, Credentials};
+use riposte_domain::now_ms;
 use riposte_domain::{ActionRequest, MalopId, Sha256Digest};
 use riposte_service::OperatorConfig;
-use riposte_service::{FollowPolicy, Service, now_ms};
+use riposte_service::{FollowPolicy, Service};
 use riposte_sim::{SimConfig, SimEventStyle, SimHandle, SimSyslog, Simulator};
 use riposte_store::prelude::*;
 use riposte_store::{ActionFilter, ActionState};
@@ -345,7 +346,7 @@ async fn contain_on_event(
             })?
             .context("the syslog listener stopped")?;
         let ids = crate::cli::take_hints(first, Some(hints));
-        let received = riposte_service::now_ms();
+        let received = riposte_domain::now_ms();
         let report = service.evaluate_hinted(&ids).await?;
         service.membership().event_received(received).await;
         hinted.invocations += report.invocations;

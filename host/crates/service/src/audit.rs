@@ -5,7 +5,7 @@
 use crate::activity::ActivityBook;
 use riposte_audit::{AuditSink, Call, DecisionRecord, Entry, InvocationId, Redacted};
 use riposte_domain::bounds;
-use riposte_domain::{ActionRequest, PluginName, Sha256Digest};
+use riposte_domain::{ActionRequest, PluginName, Sha256Digest, now_ms};
 use riposte_metrics::Metrics;
 use riposte_policy::{Charge, Decision};
 use riposte_runtime::{CallContext, InvocationReport, Outcome};
@@ -69,10 +69,10 @@ impl Auditor {
             decision.kind(),
         );
         self.activity
-            .decision(&call.plugin.name, now(), decision.kind());
+            .decision(&call.plugin.name, now_ms(), decision.kind());
         let built = match decision {
             Decision::Deny(_) => Ok(refused_action(request, reason, decision)),
-            _ => Entry::for_action(now(), request, Some(reason), decision.to_record()),
+            _ => Entry::for_action(now_ms(), request, Some(reason), decision.to_record()),
         };
         match built {
             Ok(mut entry) => {
@@ -101,7 +101,7 @@ impl Auditor {
         units: usize,
         why: &str,
     ) {
-        let mut entry = Entry::new(now(), Call::event("budget-refunded"));
+        let mut entry = Entry::new(now_ms(), Call::event("budget-refunded"));
         entry.plugin = Some(record.plugin.clone());
         entry.plugin_digest = Some(record.plugin_digest);
         entry.malop = record.malop_id.clone();
@@ -127,7 +127,7 @@ impl Auditor {
     ) {
         self.metrics
             .decision(&call.plugin.name, operation.name(), decision.kind());
-        let mut entry = Entry::new(now(), operation);
+        let mut entry = Entry::new(now_ms(), operation);
         with_invocation(&mut entry, call);
         entry.arguments = Redacted::from_value(arguments);
         entry.decision = Some(decision.to_record());
@@ -136,7 +136,7 @@ impl Auditor {
 
     /// An action that was already in the ledger: answered from it, not sent again.
     pub fn duplicate(&self, call: &CallContext, request: &ActionRequest, existing: &ActionRecord) {
-        let mut entry = Entry::new(now(), request.operation());
+        let mut entry = Entry::new(now_ms(), request.operation());
         with_invocation(&mut entry, call);
         entry.malop = request.malop_id().cloned();
         entry.arguments = Redacted::from_serialize(request).unwrap_or_default();
@@ -155,7 +155,7 @@ impl Auditor {
             record.request.operation().name(),
             state.as_str(),
         );
-        let mut entry = Entry::new(now(), Call::event("action-result"));
+        let mut entry = Entry::new(now_ms(), Call::event("action-result"));
         entry.plugin = Some(record.plugin.clone());
         entry.plugin_digest = Some(record.plugin_digest);
         entry.malop = record.malop_id.clone();
@@ -180,8 +180,8 @@ impl Auditor {
     ) {
         self.metrics.invocation(&call.plugin.name, export, report);
         self.activity
-            .invocation(&call.plugin.name, now(), report.outcome.is_trap());
-        let mut entry = Entry::new(now(), Call::event(format!("invoke:{export}")));
+            .invocation(&call.plugin.name, now_ms(), report.outcome.is_trap());
+        let mut entry = Entry::new(now_ms(), Call::event(format!("invoke:{export}")));
         with_invocation(&mut entry, call);
         let detail = match &report.outcome {
             Outcome::Completed => String::new(),
@@ -208,7 +208,7 @@ impl Auditor {
         event: &str,
         detail: serde_json::Value,
     ) {
-        let mut entry = Entry::new(now(), Call::event(event));
+        let mut entry = Entry::new(now_ms(), Call::event(event));
         entry.plugin = Some(plugin.clone());
         entry.plugin_digest = digest;
         entry.result = Redacted::from_value(detail);
@@ -223,7 +223,7 @@ impl Auditor {
         by: impl serde::Serialize,
         decision: Option<DecisionRecord>,
     ) {
-        let mut entry = Entry::new(now(), Call::event(event));
+        let mut entry = Entry::new(now_ms(), Call::event(event));
         entry.plugin = Some(record.plugin.clone());
         entry.plugin_digest = Some(record.plugin_digest);
         entry.malop = record.malop_id.clone();
@@ -241,7 +241,7 @@ impl Auditor {
         malop: &riposte_domain::MalopId,
         detail: serde_json::Value,
     ) {
-        let mut entry = Entry::new(now(), Call::event(event));
+        let mut entry = Entry::new(now_ms(), Call::event(event));
         entry.malop = Some(malop.clone());
         entry.result = Redacted::from_value(detail);
         self.append(entry);
@@ -249,7 +249,7 @@ impl Auditor {
 
     /// A service event (poll, start, stop).
     pub(crate) fn service_event(&self, event: &str, detail: serde_json::Value) {
-        let mut entry = Entry::new(now(), Call::event(event));
+        let mut entry = Entry::new(now_ms(), Call::event(event));
         entry.result = Redacted::from_value(detail);
         self.append(entry);
     }
@@ -266,7 +266,7 @@ impl Auditor {
 /// The record of a refused action: the request summarised ([`bounds::summarize`]) with its
 /// size in bytes, and the reason as an excerpt.
 fn refused_action(request: &ActionRequest, reason: &str, decision: &Decision) -> Entry {
-    let mut entry = Entry::new(now(), request.operation());
+    let mut entry = Entry::new(now_ms(), request.operation());
     let full = serde_json::to_value(request).unwrap_or_default();
     let bytes = full.to_string().len();
     entry.arguments = Redacted::from_value(json!({
@@ -287,8 +287,4 @@ fn with_invocation(entry: &mut Entry, call: &CallContext) {
         entry.malop = call.malop_id.clone();
     }
     entry.input_digest = Sha256Digest::from_hex(&call.input_digest);
-}
-
-fn now() -> i64 {
-    riposte_audit::now_ms()
 }

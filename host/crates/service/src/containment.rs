@@ -156,7 +156,7 @@ impl Service {
     pub async fn settle_time_boxes(&self) -> anyhow::Result<TimeBoxReport> {
         self.start_time_boxes().await?;
         let mut report = TimeBoxReport::default();
-        let now = crate::now_ms();
+        let now = riposte_domain::now_ms();
         let warn_ms = (self.config.containment.warn_before_secs as i64).saturating_mul(1000);
         let announced = db::blocking(&self.core.store, "warn_time_boxes", move |s| {
             s.warn_time_boxes(now.saturating_add(warn_ms), now)
@@ -199,14 +199,14 @@ impl Service {
                 .any(|p| !p.time_limits.is_empty());
         if !limited {
             // A limit a reload turns on applies from then on, not to what took effect before.
-            self.mark_boxes_checked(crate::now_ms());
+            self.mark_boxes_checked(riposte_domain::now_ms());
             return Ok(());
         }
         let since = *self
             .boxes_checked_until
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let now = crate::now_ms();
+        let now = riposte_domain::now_ms();
         let filter = ActionFilter {
             states: vec![ActionState::Succeeded],
             finished_since_ms: Some(since),

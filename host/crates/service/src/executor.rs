@@ -10,7 +10,9 @@ use crate::fleet::Membership;
 use crate::isolation::RecentIsolations;
 use crate::notify;
 use riposte_client::{self, Client, IsolationReport, RemediationEntry, RemediationReport};
-use riposte_domain::{ActionKind, ActionRequest, MachineGuid, PylumId, RemediationProgress};
+use riposte_domain::{
+    ActionKind, ActionRequest, MachineGuid, PylumId, RemediationProgress, now_ms,
+};
 use riposte_notify::Notifier;
 use riposte_policy::{BudgetLedger, Charge, TargetKey};
 use riposte_store::prelude::*;
@@ -812,11 +814,6 @@ fn remediation_json(report: &RemediationReport) -> Value {
 /// The Malop id a remediation's progress is asked for with (none for one sent without).
 pub(crate) fn progress_malop(record: &ActionRecord) -> Option<&riposte_domain::MalopId> {
     record.malop_id.as_ref()
-}
-
-/// Milliseconds since the Unix epoch, on this host's clock.
-pub fn now_ms() -> i64 {
-    riposte_audit::now_ms()
 }
 
 /// The sensor id of each of `machines`, in order: from `known`, else from `sensors`.

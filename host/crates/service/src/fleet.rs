@@ -17,7 +17,7 @@
 //! On a database of its own (SQLite) a host always acts: the lease is not consulted.
 
 use crate::db;
-use crate::executor::now_ms;
+use riposte_domain::now_ms;
 use riposte_metrics::Metrics;
 use riposte_store::prelude::*;
 use riposte_store::{HostStatus, LeaseGrant, Store};

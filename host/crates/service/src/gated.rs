@@ -3,11 +3,12 @@
 
 use super::audit::Auditor;
 use super::db;
-use super::executor::{Executor, PylumDirectory, Submitted, now_ms};
+use super::executor::{Executor, PylumDirectory, Submitted};
 use super::notify;
 use riposte_client::Client;
 use riposte_client::RemediationReport;
 use riposte_domain::bounds::{self, EXCERPT_BYTES, MAX_ID_BYTES, excerpt};
+use riposte_domain::now_ms;
 use riposte_domain::{
     ActionRequest, CallError, Disposition, Malop, MalopId, Operation, PluginName, Receipt,
     RemediationProgress, Sha256Digest, TimestampMs,

@@ -36,7 +36,7 @@ mod reload;
 pub use audit::Auditor;
 pub use config::{FollowConfig, OperatorConfig, PluginConfig, PluginFileError, ServiceConfig};
 pub use db::open_store;
-pub use executor::{FollowPolicy, now_ms};
+pub use executor::FollowPolicy;
 pub use fleet::{FleetSettings, HOST_ID_ENV, Membership, POLLER_LEASE, Role, default_host_id};
 pub use plugins::{ServicePlugin, runtime_config};
 pub use reload::ReloadReport;
@@ -50,7 +50,7 @@ use health::HealthBook;
 use owing::{MarkAnswer, MarkQuestion, Owing};
 use riposte_client::{Client, SensorBatch};
 use riposte_domain::{
-    ActionRequest, ElementKind, Malop, MalopId, MalopPart, PluginName, TimestampMs,
+    ActionRequest, ElementKind, Malop, MalopId, MalopPart, PluginName, TimestampMs, now_ms,
 };
 use riposte_metrics::Metrics;
 use riposte_policy::{Gate, TargetFacts};

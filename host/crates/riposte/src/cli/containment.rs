@@ -4,8 +4,8 @@
 use super::service::{StatusArgs, load_config, open_audit, open_store, os_operator};
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use riposte_domain::now_ms;
 use riposte_service::decisions::{TimeBoxChange, change_time_box};
-use riposte_service::now_ms;
 use riposte_store::prelude::*;
 use std::path::PathBuf;
 

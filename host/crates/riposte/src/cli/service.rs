@@ -3,11 +3,12 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use riposte_client::{Client, ClientConfig, Credentials};
+use riposte_domain::now_ms;
 use riposte_domain::{MalopId, Operator};
 use riposte_metrics::Metrics;
 use riposte_policy::Gate;
 use riposte_service::OperatorConfig;
-use riposte_service::{FollowPolicy, Service, now_ms};
+use riposte_service::{FollowPolicy, Service};
 use riposte_store::Store;
 use riposte_store::prelude::*;
 use serde_json::json;
@@ -235,7 +236,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         continue;
                     };
                     let ids = take_hints(first, hints.as_mut());
-                    let received = riposte_service::now_ms();
+                    let received = riposte_domain::now_ms();
                     // The acting host hears the same events, and its polls cover them.
                     if membership.may_act() {
                         match service.evaluate_hinted(&ids).await {
