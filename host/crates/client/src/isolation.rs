@@ -46,6 +46,7 @@ impl Client {
             Safety::Once,
         );
         match self.fetch(call, parse::isolation).await {
+            Ok(report) => Ok(report.account_for(pylum_ids)),
             Err(Error::Http {
                 endpoint,
                 status: 400,
@@ -56,5 +57,29 @@ impl Client {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IsolationStatus;
+
+    #[test]
+    fn a_sensor_the_answer_leaves_out_is_not_counted_as_isolated() {
+        let sent = [PylumId::new("P-a"), PylumId::new("P-b")];
+        let answer = br#"{"P-a": "Succeeded"}"#;
+        let report = parse::isolation(answer).unwrap().account_for(&sent);
+        assert_eq!(report.outcomes[&sent[0]], IsolationStatus::Succeeded);
+        assert_eq!(report.outcomes[&sent[1]], IsolationStatus::Unanswered);
+        assert!(!report.outcomes[&sent[1]].is_success());
+        assert!(
+            !report.all_succeeded(),
+            "one of two sensors is unaccounted for"
+        );
+        let both = parse::isolation(br#"{"P-a": "Succeeded", "P-b": "Primed"}"#)
+            .unwrap()
+            .account_for(&sent);
+        assert!(both.all_succeeded());
     }
 }

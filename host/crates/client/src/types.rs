@@ -162,6 +162,9 @@ pub enum IsolationStatus {
     Primed,
     /// Any other value (`UnknownProbe`, `Disconnected`, `TimeoutSending`, `Failed`...), as sent.
     Failed(String),
+    /// The command named the sensor and the server's answer does not: nothing says it was
+    /// applied, so it is not counted as applied.
+    Unanswered,
 }
 
 impl IsolationStatus {
@@ -181,7 +184,9 @@ impl IsolationStatus {
     }
 }
 
-/// The reply of `isolate` / `un-isolate`: one status per pylumId.
+/// The reply of `isolate` / `un-isolate`: one status per pylumId, for every sensor the
+/// command named (one the answer left out is [`IsolationStatus::Unanswered`]) and any other
+/// the answer listed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IsolationReport {
     /// Status per sensor.
@@ -192,6 +197,16 @@ impl IsolationReport {
     /// Whether the command counts as applied on every sensor (`Succeeded` or `Primed`).
     pub fn all_succeeded(&self) -> bool {
         !self.outcomes.is_empty() && self.outcomes.values().all(IsolationStatus::is_success)
+    }
+
+    /// Marks each of `sent` the answer did not mention as [`IsolationStatus::Unanswered`].
+    pub(crate) fn account_for(mut self, sent: &[PylumId]) -> Self {
+        for id in sent {
+            self.outcomes
+                .entry(id.clone())
+                .or_insert(IsolationStatus::Unanswered);
+        }
+        self
     }
 }
 

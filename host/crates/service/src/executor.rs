@@ -712,9 +712,6 @@ fn done(result: Value) -> Sent {
     }
 }
 
-/// `Succeeded` everywhere, or `Primed` (queued until an offline sensor connects), is success.
-/// A sensor the server answers `UnknownProbe` for was rejected as unknown: its machine's
-/// budget unit is given back.
 /// The machines of `sensors` whose isolation command the server reports applied (a machine
 /// missing from the answer, or refused, is not).
 fn confirmed_machines(
@@ -728,6 +725,9 @@ fn confirmed_machines(
         .collect()
 }
 
+/// `Succeeded` on every sensor sent to, or `Primed` (queued until an offline sensor
+/// connects), is success; a sensor the answer left out is not. A sensor the server answers
+/// `UnknownProbe` for was rejected as unknown: its machine's budget unit is given back.
 fn isolation_done(
     report: IsolationReport,
     sensors: &[(MachineGuid, PylumId)],
