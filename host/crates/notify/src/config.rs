@@ -6,7 +6,7 @@
 //! [notifications]
 //! queue_size = 100          # per webhook; the oldest waiting notification is dropped past it
 //! max_attempts = 6          # tries of one notification, the first included
-//! quiet_secs = 900          # a repeated pause or budget trip is sent once per this period
+//! quiet_secs = 900          # a repeated pause, host failure or budget trip is sent once per this period
 //!
 //! [[notifications.webhooks]]
 //! name = "soc-slack"
@@ -62,16 +62,19 @@ pub enum EventKind {
     BudgetTripped,
     /// A time-boxed containment is about to be reverted.
     ContainmentReverting,
+    /// riposte's own code failed while running a plugin (not the plugin's fault).
+    HostFailure,
 }
 
 impl EventKind {
     /// Every event.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         Self::ApprovalNeeded,
         Self::ActionFailed,
         Self::PluginPaused,
         Self::BudgetTripped,
         Self::ContainmentReverting,
+        Self::HostFailure,
     ];
 
     /// Its name in the configuration and the payload (`approval-needed`).
@@ -82,6 +85,7 @@ impl EventKind {
             Self::PluginPaused => "plugin-paused",
             Self::BudgetTripped => "budget-tripped",
             Self::ContainmentReverting => "containment-reverting",
+            Self::HostFailure => "host-failure",
         }
     }
 
@@ -118,7 +122,7 @@ pub struct NotificationsConfig {
     pub first_retry: Duration,
     /// The longest pause between two tries (`max_retry_ms`).
     pub max_retry: Duration,
-    /// A pause of the same plugin, or a trip of the same budget, is sent once per this
+    /// A pause or host failure of the same plugin, or a trip of the same budget, is sent once per this
     /// period (`quiet_secs`).
     pub quiet: Duration,
     /// The name this host gives itself in payloads (`host`; default the machine's host name).

@@ -91,6 +91,16 @@ pub enum Event {
         /// When it will be reverted unless confirmed (ms since the epoch).
         at_ms: TimestampMs,
     },
+    /// riposte's own code failed while running a plugin: not counted against the plugin,
+    /// and its Malop is offered again, so a failure that repeats is a bug to report.
+    HostFailure {
+        /// The plugin that was running.
+        plugin: PluginName,
+        /// The Malop it was given, if any.
+        malop: Option<MalopId>,
+        /// What failed, in the host's words.
+        error: String,
+    },
 }
 
 impl Event {
@@ -102,6 +112,7 @@ impl Event {
             Self::PluginPaused { .. } => EventKind::PluginPaused,
             Self::BudgetTripped { .. } => EventKind::BudgetTripped,
             Self::ContainmentReverting { .. } => EventKind::ContainmentReverting,
+            Self::HostFailure { .. } => EventKind::HostFailure,
         }
     }
 
@@ -110,6 +121,7 @@ impl Event {
     pub(crate) fn repeat_key(&self) -> Option<String> {
         match self {
             Self::PluginPaused { plugin, .. } => Some(format!("paused:{plugin}")),
+            Self::HostFailure { plugin, .. } => Some(format!("host-failure:{plugin}")),
             Self::BudgetTripped { owner, budget, .. } => Some(match owner {
                 BudgetOwner::Global => format!("budget:global:{budget}"),
                 BudgetOwner::Plugin(p) => format!("budget:plugin:{p}:{budget}"),
@@ -133,7 +145,8 @@ impl Event {
             | Self::ActionFailed { plugin, .. }
             | Self::PluginPaused { plugin, .. }
             | Self::BudgetTripped { plugin, .. }
-            | Self::ContainmentReverting { plugin, .. } => plugin,
+            | Self::ContainmentReverting { plugin, .. }
+            | Self::HostFailure { plugin, .. } => plugin,
         }
     }
 
@@ -141,7 +154,8 @@ impl Event {
         match self {
             Self::ApprovalNeeded { malop, .. }
             | Self::ActionFailed { malop, .. }
-            | Self::ContainmentReverting { malop, .. } => malop.as_ref(),
+            | Self::ContainmentReverting { malop, .. }
+            | Self::HostFailure { malop, .. } => malop.as_ref(),
             _ => None,
         }
     }
@@ -207,6 +221,10 @@ impl Event {
                 count(machines.len(), "machine"),
                 rfc3339(*at_ms)
             ),
+            Self::HostFailure { error, .. } => format!(
+                "Host failure: riposte's own code failed while running plugin {plugin}{malop} (not counted against the plugin; the Malop is offered again): {}",
+                text(error)
+            ),
         };
         log_safe(&line, 2 * MAX_TEXT_BYTES)
     }
@@ -242,6 +260,7 @@ impl Event {
                 "machine_count": machines.len(),
                 "revert_at": rfc3339(*at_ms),
             }),
+            Self::HostFailure { error, .. } => json!({ "error": text(error) }),
         }
     }
 }
@@ -296,6 +315,7 @@ fn slack(
         EventKind::PluginPaused => ":double_vertical_bar: Plugin paused",
         EventKind::BudgetTripped => ":no_entry: Budget tripped",
         EventKind::ContainmentReverting => ":hourglass: Containment reverting",
+        EventKind::HostFailure => ":rotating_light: Host failure",
     };
     let mut body = format!("*{title}*\n{}", slack_escape(summary));
     if let Some(link) = link {
@@ -420,6 +440,39 @@ mod tests {
             summary: "isolate 2 machines <!channel> & more\nsecond line".into(),
             expires_at_ms: 1_700_000_000_000,
         }
+    }
+
+    #[test]
+    fn a_host_failure_names_plugin_and_malop_clips_its_text_and_repeats_per_plugin() {
+        let failure = |plugin: &str| Event::HostFailure {
+            plugin: PluginName::new(plugin),
+            malop: Some(MalopId::new("11.-77")),
+            error: format!("the invocation's task failed: {}\nnext", "x".repeat(5000)),
+        };
+        let r = render(&failure("containment"), 0, "host-a", None);
+        assert_eq!(r.json["event"], "host-failure");
+        assert_eq!(r.json["plugin"], "containment");
+        assert_eq!(r.json["malop_id"], "11.-77");
+        let error = r.json["error"].as_str().unwrap();
+        assert!(
+            error.len() <= MAX_TEXT_BYTES + 64,
+            "clipped: {}",
+            error.len()
+        );
+        let summary = r.json["summary"].as_str().unwrap();
+        assert!(
+            summary.contains("not counted against the plugin"),
+            "{summary}"
+        );
+        assert!(!summary.contains('\n'), "one line: {summary}");
+        assert_eq!(
+            failure("containment").repeat_key(),
+            failure("containment").repeat_key()
+        );
+        assert_ne!(
+            failure("containment").repeat_key(),
+            failure("other").repeat_key()
+        );
     }
 
     #[test]

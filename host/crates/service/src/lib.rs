@@ -1012,8 +1012,15 @@ impl Service {
         self.core
             .auditor
             .invocation(&call, export, &report, host.quota_use());
-        if let Outcome::Stopped { reason } = &report.outcome {
-            self.record_trap(plugin, reason).await;
+        match &report.outcome {
+            Outcome::Stopped { reason } => self.record_trap(plugin, reason).await,
+            Outcome::HostFailure { error } => notify::host_failure(
+                &self.core.notifier,
+                &plugin.policy.name,
+                call.malop_id.as_ref(),
+                error,
+            ),
+            _ => {}
         }
         report
     }

@@ -2,7 +2,7 @@
 //! own records where the thing happens, so that each hook there stays one line. Sending
 //! never waits and never fails (see [`Notifier::notify`]).
 
-use riposte_domain::{PluginName, TimestampMs};
+use riposte_domain::{MalopId, PluginName, TimestampMs};
 use riposte_notify::{BudgetOwner, Event, Notifier, describe};
 use riposte_policy::{BudgetScope, Decision, DenyReason};
 use riposte_store::{ActionId, ActionMode, ActionRecord, NewAction, Outcome};
@@ -93,6 +93,21 @@ pub(crate) fn plugin_paused(
         plugin: plugin.clone(),
         reason: format!("{traps} traps in a row, the last: {reason}"),
         until_ms: Some(until_ms),
+    });
+}
+
+/// riposte's own code failed while `plugin` ran (on `malop`, if any), for `error` (already
+/// bounded by the runtime). Repeats per plugin are sent once per quiet period.
+pub(crate) fn host_failure(
+    notifier: &Notifier,
+    plugin: &PluginName,
+    malop: Option<&MalopId>,
+    error: &str,
+) {
+    notifier.notify(Event::HostFailure {
+        plugin: plugin.clone(),
+        malop: malop.cloned(),
+        error: error.to_owned(),
     });
 }
 
