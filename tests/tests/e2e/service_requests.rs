@@ -173,7 +173,7 @@ async fn a_machine_isolated_since_its_batch_was_read_is_not_isolated_again_but_i
             assert!(details.malop.machines.iter().all(|m| !m.isolated));
             read.push(ReadMalop {
                 malop: details.malop,
-                machines_read_ms: details.machines_read_ms,
+                machines_read: details.machines_read,
             });
         }
         read
@@ -193,7 +193,7 @@ async fn a_machine_isolated_since_its_batch_was_read_is_not_isolated_again_but_i
     };
     let batch = [new_malop(), new_malop()];
     let read_together = read(&batch).await;
-    assert!(read_together.iter().all(|r| r.machines_read_ms.is_some()));
+    assert!(read_together.iter().all(|r| r.machines_read.is_some()));
     let before = isolations();
     for malop in read_together {
         // One after the other, as two invocations of a batch that do not overlap.

@@ -4,9 +4,10 @@ use super::http::{Call, Safety};
 use super::malops::MAX_PAGES;
 use super::parse;
 use super::{Client, Error, Result, Sensor, SensorsPage};
-use riposte_domain::{Malop, TimestampMs, now_ms};
+use riposte_domain::Malop;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::OnceCell;
 
 /// Sensors per page.
@@ -76,9 +77,9 @@ struct Batch {
 pub struct SensorsRead {
     /// The sensors of the batch's machines.
     pub sensors: Arc<[Sensor]>,
-    /// When the whole answer was in hand (ms since the epoch, this host's clock): it shows
-    /// the machines as they were at some moment before this one.
-    pub answered_ms: TimestampMs,
+    /// When the whole answer was in hand (this host's monotonic clock): it shows the
+    /// machines as they were at some moment before this one.
+    pub answered: Instant,
 }
 
 impl SensorBatch {
@@ -117,7 +118,7 @@ impl SensorBatch {
                 }
                 Ok(SensorsRead {
                     sensors: all.into(),
-                    answered_ms: now_ms(),
+                    answered: Instant::now(),
                 })
             })
             .await

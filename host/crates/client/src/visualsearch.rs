@@ -7,7 +7,7 @@ use super::parse;
 use super::{Client, Element, Error, Result, Sensor, SensorBatch};
 use riposte_domain::{
     ElementGuid, ElementKind, FileItem, MachineGuid, Malop, MalopId, MalopPart, PylumId,
-    RegistryEntry, Suspect, TimestampMs,
+    RegistryEntry, Suspect,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -237,18 +237,18 @@ impl Client {
                 .map_err(Arc::new)
         });
         read(MalopPart::Network, applied, &mut malop);
-        let mut machines_read_ms = None;
+        let mut machines_read = None;
         let applied = sensors.map(|r| {
             r.map(|read| {
                 apply_sensors(&mut malop, &read.sensors);
-                machines_read_ms = Some(read.answered_ms);
+                machines_read = Some(read.answered);
             })
         });
         read(MalopPart::Sensors, applied, &mut malop);
         Details {
             malop,
             failures,
-            machines_read_ms,
+            machines_read,
         }
     }
 }
@@ -275,8 +275,8 @@ pub struct Details {
     /// One entry per part that could not be read.
     pub failures: Vec<PartFailure>,
     /// When the machines' connection and isolation state was read (the sensors answer was
-    /// in hand; ms since the epoch); none when the sensors were not read.
-    pub machines_read_ms: Option<TimestampMs>,
+    /// in hand; this host's monotonic clock); none when the sensors were not read.
+    pub machines_read: Option<std::time::Instant>,
 }
 
 /// A part of a Malop whose query failed.

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How remediations are followed and failures retried (from `[service.follow]`, see
 /// [`crate::FollowConfig`]).
@@ -173,7 +173,7 @@ impl Executor {
         pylums: &PylumDirectory,
         sending: &AtomicBool,
     ) -> Submitted {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let now = now_ms();
         // The decision that allowed the action is on disk before the server hears of it;
         // if the audit trail cannot be forced to disk, nothing is sent.
@@ -231,7 +231,7 @@ impl Executor {
     /// Follows a submitted remediation to SUCCESS, FAILURE or the follow limit, records and
     /// audits its final state.
     pub async fn follow(&self, record: &ActionRecord, report: RemediationReport) -> ActionState {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let state = self.follow_remediation(record, report).await;
         self.auditor.action_result(record, state, started.elapsed());
         state
@@ -391,13 +391,16 @@ impl Executor {
                     let report = c.isolate(&ids, malop_id.as_ref()).await?;
                     // Only what the server confirmed, machine by machine, is shown to the
                     // plugins of Malops read before.
-                    self.isolations
-                        .note(&confirmed_machines(&sensors, &report), true, now_ms());
+                    self.isolations.note(
+                        &confirmed_machines(&sensors, &report),
+                        true,
+                        Instant::now(),
+                    );
                     report
                 } else {
                     // Shown as not isolated from the moment it leaves, whatever comes back:
                     // the safe direction (at worst a machine is asked to isolate again).
-                    self.isolations.note(machines, false, now_ms());
+                    self.isolations.note(machines, false, Instant::now());
                     c.unisolate(&ids, malop_id.as_ref()).await?
                 };
                 isolation_done(report, &sensors, request.action_kinds()[0])

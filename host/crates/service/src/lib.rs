@@ -107,10 +107,11 @@ pub struct CycleReport {
 pub struct ReadMalop {
     /// The Malop.
     pub malop: Malop,
-    /// When its machines' isolation and connection state was read from the server (ms since
-    /// the epoch); none when its sensors were not read. The isolations this host made after
+    /// When its machines' isolation and connection state was read from the server (this
+    /// host's monotonic clock, so that a step of the wall clock cannot reorder it with an
+    /// isolation); none when its sensors were not read. The isolations this host made after
     /// it are shown to its plugins in place of that older answer.
-    pub machines_read_ms: Option<TimestampMs>,
+    pub machines_read: Option<std::time::Instant>,
 }
 
 impl From<Malop> for ReadMalop {
@@ -118,7 +119,7 @@ impl From<Malop> for ReadMalop {
     fn from(malop: Malop) -> Self {
         Self {
             malop,
-            machines_read_ms: None,
+            machines_read: None,
         }
     }
 }
@@ -651,11 +652,11 @@ impl Service {
         let riposte_client::Details {
             malop,
             failures,
-            machines_read_ms,
+            machines_read,
         } = details;
         let malop = Arc::new(ReadMalop {
             malop,
-            machines_read_ms,
+            machines_read,
         });
         if (queued || !failures.is_empty())
             && let Err(e) = self.note_completeness(&malop.malop, &failures).await
@@ -851,7 +852,7 @@ impl Service {
                     None
                 } else {
                     Some(
-                        self.run_on_malop(&plugin, &malop.malop, malop.machines_read_ms)
+                        self.run_on_malop(&plugin, &malop.malop, malop.machines_read)
                             .await,
                     )
                 };
@@ -958,19 +959,15 @@ impl Service {
 
     /// One `on-malop` invocation with its effect on the plugin's health recorded; `handled`
     /// when the Malop may be recorded handled by it. The plugin sees the isolations this host
-    /// made after `machines_read_ms` (see [`isolation`]).
+    /// made after `machines_read` (see [`isolation`]).
     async fn run_on_malop(
         &self,
         plugin: &ServicePlugin,
         malop: &Malop,
-        machines_read_ms: Option<TimestampMs>,
+        machines_read: Option<std::time::Instant>,
     ) -> MalopRun {
         let traps_before = self.health.traps(&plugin.policy.name);
-        let seen = self
-            .core
-            .executor
-            .isolations()
-            .apply(malop, machines_read_ms);
+        let seen = self.core.executor.isolations().apply(malop, machines_read);
         let malop: &Malop = &seen;
         let call = CallContext::for_malop(plugin.identity(), malop, plugin.values.clone());
         let report = self
