@@ -10,6 +10,39 @@ use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+/// The most bytes of one reply that are read (a page of 10,000 Malops, the most one query
+/// returns, is about 27 MB as the simulator renders it). A longer reply is refused whole,
+/// not cut: a cut reply would be read as if it were all there was.
+pub(crate) const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
+
+/// The body of `resp`, or `None` once it proves longer than `limit` bytes (by its
+/// `Content-Length`, or while it streams in: nothing past the limit is kept).
+pub(crate) async fn body_within(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> reqwest::Result<Option<Vec<u8>>> {
+    let announced = resp.content_length().unwrap_or(0);
+    if announced > limit as u64 {
+        return Ok(None);
+    }
+    let mut body = Vec::with_capacity(announced as usize);
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// What is wrong with a reply longer than [`MAX_REPLY_BYTES`].
+pub(crate) fn oversized_reply() -> String {
+    format!(
+        "a reply longer than {} MiB, not read",
+        MAX_REPLY_BYTES / (1024 * 1024)
+    )
+}
+
 /// A request body.
 pub(crate) enum Body {
     /// No body.
@@ -176,8 +209,9 @@ impl Client {
                 format!("HTTP {} redirect away from the API", status.as_u16())
             });
         }
-        let body = match resp.bytes().await {
-            Ok(b) => b.to_vec(),
+        let body = match body_within(resp, MAX_REPLY_BYTES).await {
+            Ok(Some(body)) => body,
+            Ok(None) => return Step::Fail(self.oversized(call)),
             Err(e) => return self.transport_step(call, &e, attempt),
         };
         if retryable_status(status) {
@@ -195,6 +229,21 @@ impl Client {
             });
         }
         Step::Done(body)
+    }
+
+    /// A reply too long to read: for a call that changes state, its outcome is unknown; a
+    /// query is not tried again (the server would answer the same).
+    fn oversized(&self, call: &Call) -> Error {
+        let endpoint = call.endpoint();
+        let reason = oversized_reply();
+        match call.safety {
+            Safety::Once => Error::OutcomeUnknown { endpoint, reason },
+            Safety::Repeatable => Error::Parse {
+                endpoint,
+                reason,
+                excerpt: String::new(),
+            },
+        }
     }
 
     /// An answer that is no reply of the API: the login page or a redirect to it means the
@@ -396,4 +445,48 @@ pub(crate) fn segment(value: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback server that answers one request with `head` and then `body_len` bytes.
+    async fn answering(head: String, body_len: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = tcp.read(&mut request).await;
+            let _ = tcp.write_all(head.as_bytes()).await;
+            let _ = tcp.write_all(&vec![b'x'; body_len]).await;
+        });
+        format!("http://{addr}/")
+    }
+
+    async fn read(head: String, body_len: usize, limit: usize) -> Option<Vec<u8>> {
+        let url = answering(head, body_len).await;
+        let resp = reqwest::get(url).await.unwrap();
+        body_within(resp, limit).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reply_longer_than_the_limit_is_refused_and_one_within_it_is_read_whole() {
+        let sized = |n: usize| format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+        assert_eq!(read(sized(100), 100, 100).await.map(|b| b.len()), Some(100));
+        assert_eq!(
+            read(sized(101), 101, 100).await,
+            None,
+            "by its Content-Length"
+        );
+        // No length given: refused while it streams in.
+        let streamed = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_owned();
+        assert_eq!(
+            read(streamed.clone(), 100, 100).await.map(|b| b.len()),
+            Some(100)
+        );
+        assert_eq!(read(streamed, 50_000, 100).await, None, "while streaming");
+    }
 }

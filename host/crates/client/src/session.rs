@@ -2,7 +2,7 @@
 
 use super::Client;
 use super::error::{Error, Result};
-use super::http::TryError;
+use super::http::{MAX_REPLY_BYTES, TryError, body_within, oversized_reply};
 use super::secret::Secret;
 use backon::RetryableWithContext as _;
 use reqwest::StatusCode;
@@ -106,12 +106,20 @@ impl Client {
             Ok(resp) => {
                 let status = resp.status();
                 let headers = resp.headers().clone();
-                match resp.bytes().await {
-                    Ok(body) if !retryable_status(status) => {
+                match body_within(resp, MAX_REPLY_BYTES).await {
+                    Ok(None) => {
+                        let oversized = Error::Parse {
+                            endpoint: endpoint.to_owned(),
+                            reason: oversized_reply(),
+                            excerpt: String::new(),
+                        };
+                        return (attempt, Err(TryError::Final(oversized)));
+                    }
+                    Ok(Some(body)) if !retryable_status(status) => {
                         let judged = self.judge_login(status, &headers, &body);
                         return (attempt, judged.map_err(TryError::Final));
                     }
-                    Ok(body) => self.http_error(endpoint, status, attempt, &body),
+                    Ok(Some(body)) => self.http_error(endpoint, status, attempt, &body),
                     Err(e) => self.transport_error(endpoint, &e, attempt),
                 }
             }
