@@ -225,11 +225,23 @@ async fn run_loop(
     }
 }
 
+/// Names the parts of section 10 to run (`RIPOSTE_BENCH_PARTS=c`, for profiling one part);
+/// all of them unless set.
+const PARTS_ENV: &str = "RIPOSTE_BENCH_PARTS";
+
+fn chosen(name: &str) -> bool {
+    std::env::var(PARTS_ENV).map_or(true, |parts| parts.split(',').any(|p| p.trim() == name))
+}
+
 /// Runs `f`, keeping its error in the result instead of losing the other parts.
 async fn part<F>(name: &str, f: F) -> Value
 where
     F: std::future::Future<Output = anyhow::Result<Value>>,
 {
+    if !chosen(name) {
+        eprintln!("      10{name} skipped ({PARTS_ENV})");
+        return json!({"error": format!("not run ({PARTS_ENV})")});
+    }
     eprintln!("      10{name} ...");
     let started = Instant::now();
     let value = match f.await {
@@ -701,6 +713,7 @@ async fn throughput(work: &Path) -> anyhow::Result<Value> {
             ("\"batch\"", "batch"),
         ] {
             let mut rates = Vec::new();
+            let mut cpu = Vec::new();
             let mut first: Option<(CycleReport, Vec<LoggedRequest>)> = None;
             for round in 0..ROUNDS {
                 let dir = work.join(format!(
@@ -720,11 +733,18 @@ async fn throughput(work: &Path) -> anyhow::Result<Value> {
                 )?;
                 let base = sim.base_url();
                 sim.clear_requests();
-                let (report, took) =
-                    tokio::task::spawn_blocking(move || cycle_on(workers, config, base))
-                        .await
-                        .context("the cycle's thread")??;
-                rates.push(report.invocations as f64 / took.as_secs_f64());
+                let cycle = tokio::task::spawn_blocking(move || cycle_on(workers, config, base))
+                    .await
+                    .context("the cycle's thread")??;
+                let evaluations = cycle.report.invocations.max(1) as f64;
+                rates.push(evaluations / cycle.took.as_secs_f64());
+                // µs of CPU per evaluation: the service's threads, and the whole process.
+                cpu.push((
+                    cycle.service_cpu * 1e6 / evaluations,
+                    cycle.process_cpu * 1e6 / evaluations,
+                    cycle.process_cpu / cycle.took.as_secs_f64(),
+                ));
+                let report = cycle.report;
                 if first.is_none() {
                     let requests: Vec<LoggedRequest> = sim
                         .requests()
@@ -737,6 +757,11 @@ async fn throughput(work: &Path) -> anyhow::Result<Value> {
             let (report, requests) = first.expect("a round ran");
             rates.sort_by(f64::total_cmp);
             let median = rates[rates.len() / 2];
+            let median_of = |pick: fn(&(f64, f64, f64)) -> f64| {
+                let mut xs: Vec<f64> = cpu.iter().map(pick).collect();
+                xs.sort_by(f64::total_cmp);
+                util::round(xs[xs.len() / 2])
+            };
             best.insert((workers, fsync), median);
             rows.push(json!({
                 "workers": workers,
@@ -745,6 +770,9 @@ async fn throughput(work: &Path) -> anyhow::Result<Value> {
                 "evaluations": report.invocations,
                 "evaluations_per_s": rates.iter().map(|r| util::round(*r)).collect::<Vec<_>>(),
                 "median_evaluations_per_s": util::round(median),
+                "service_cpu_us_per_evaluation": median_of(|c| c.0),
+                "process_cpu_us_per_evaluation": median_of(|c| c.1),
+                "cores_busy": median_of(|c| c.2),
                 "requests_per_malop": per_malop(&requests, report.malops_seen),
             }));
         }
@@ -761,27 +789,46 @@ async fn throughput(work: &Path) -> anyhow::Result<Value> {
         "scaling_batch_2_over_1": util::round(batch2 / batch1),
         "scaling_default_2_over_1": util::round(default2 / default1),
         "goal_batch_2_cores_10k": batch2 >= 10_000.0,
-        "method": format!("One full service cycle (Service::run_cycle: poll both kinds, details of every Malop a plugin wants, invoke, gate, ledger, audit, handled marks) on a fresh state, {MALOPS} simulated Malops, the 3 Rust examples in shadow mode (as section 3; each declares the malop_parts its source reads where the service knows the key: ransomware-containment suspects and sensors, cleanup suspects, files and sensors, reputation-feed network), max_concurrency {DEFAULT_MAX_CONCURRENCY}, max_detail_fetches {DEFAULT_MAX_DETAIL_FETCHES} (defaults). The service (its client included) runs on a tokio runtime of its own with 1 or 2 worker threads (blocking-pool threads, which the service uses for database steps, are not limited); the simulator runs on the harness's runtime (2 workers), on the same 2 cores. {ROUNDS} rounds each, the median. Requests per Malop: every /rest request the simulator logged during the first round's cycle, by endpoint, divided by the Malops the cycle listed."),
+        "method": format!("One full service cycle (Service::run_cycle: poll both kinds, details of every Malop a plugin wants, invoke, gate, ledger, audit, handled marks) on a fresh state, {MALOPS} simulated Malops, the 3 Rust examples in shadow mode (as section 3; each declares the malop_parts its source reads where the service knows the key: ransomware-containment suspects and sensors, cleanup suspects, files and sensors, reputation-feed network), max_concurrency {DEFAULT_MAX_CONCURRENCY}, max_detail_fetches {DEFAULT_MAX_DETAIL_FETCHES} (defaults). The service (its client included) runs on a tokio runtime of its own with 1 or 2 worker threads (blocking-pool threads, which the service uses for database steps, are not limited); the simulator runs on the harness's runtime (2 workers), on the same 2 cores. {ROUNDS} rounds each, the median. CPU per evaluation: CPU time (/proc/self/task/*/schedstat) over the cycle divided by its evaluations, of the service's threads (its runtime's workers and blocking pool, named {CYCLE_THREADS}) and of the whole process (the simulator and the harness too); cores busy: the process's CPU time over the cycle's wall time. Requests per Malop: every /rest request the simulator logged during the first round's cycle, by endpoint, divided by the Malops the cycle listed."),
     }))
 }
 
+/// The name of the threads of the runtime a measured cycle runs on (its workers and its
+/// blocking pool), whose CPU time is the service's own (the simulator's is not).
+const CYCLE_THREADS: &str = "riposte-cycle";
+
+/// What one measured cycle did and cost.
+struct Cycle {
+    report: CycleReport,
+    took: Duration,
+    /// CPU seconds of the service's threads during the cycle.
+    service_cpu: f64,
+    /// CPU seconds of the whole process (the service, the simulator, the harness).
+    process_cpu: f64,
+}
+
 /// One full cycle of a service started on `config`, on a runtime of `workers` threads.
-fn cycle_on(
-    workers: usize,
-    config: OperatorConfig,
-    base: String,
-) -> anyhow::Result<(CycleReport, Duration)> {
+fn cycle_on(workers: usize, config: OperatorConfig, base: String) -> anyhow::Result<Cycle> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        .thread_name(CYCLE_THREADS)
         .enable_all()
         .build()?;
     runtime.block_on(util::on_worker(async move {
         let client = Client::new(ClientConfig::new(base, Credentials::new(USER, PASSWORD)))?;
         client.login_now().await?;
         let service = fixtures::service(config, Arc::new(client)).await?;
+        let (service0, process0) = util::cpu_seconds(CYCLE_THREADS)?;
         let started = Instant::now();
         let report = service.run_cycle().await?;
-        Ok((report, started.elapsed()))
+        let took = started.elapsed();
+        let (service1, process1) = util::cpu_seconds(CYCLE_THREADS)?;
+        Ok(Cycle {
+            report,
+            took,
+            service_cpu: service1 - service0,
+            process_cpu: process1 - process0,
+        })
     }))
 }
 
@@ -986,19 +1033,22 @@ fn throughput_report(o: &mut String, t: &Value, before: Option<&Value>) {
     );
     let _ = writeln!(
         o,
-        "| commit | workers | audit fsync | Malops | evaluations | evaluations/s, median (rounds) |\n|---|---|---|---|---|---|"
+        "| commit | workers | audit fsync | Malops | evaluations | evaluations/s, median (rounds) | CPU µs per evaluation: service / whole process | cores busy |\n|---|---|---|---|---|---|---|---|"
     );
     let rows = |o: &mut String, t: &Value, label: &str| {
         for row in t["rows"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 o,
-                "| {label} | {} | {} | {} | {} | **{}** ({}) |",
+                "| {label} | {} | {} | {} | {} | **{}** ({}) | {} / {} | {} |",
                 row["workers"],
                 row["fsync"].as_str().unwrap_or("?"),
                 row["malops"],
                 row["evaluations"],
                 num(&row["median_evaluations_per_s"], 0),
-                rounds(&row["evaluations_per_s"], 0)
+                rounds(&row["evaluations_per_s"], 0),
+                num(&row["service_cpu_us_per_evaluation"], 0),
+                num(&row["process_cpu_us_per_evaluation"], 0),
+                num(&row["cores_busy"], 2)
             );
         }
     };

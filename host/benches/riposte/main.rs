@@ -9,7 +9,9 @@
 //!
 //! `RIPOSTE_BENCH_ONLY=1,3,7` runs a subset (the results files are then not written unless
 //! `RIPOSTE_BENCH_WRITE=1`, which merges the subset into the existing results.json); `RIPOSTE_BENCH_REPORT_ONLY=1` re-renders RESULTS.md from
-//! results.json, before-after.json and notes.md without measuring.
+//! results.json, before-after.json and notes.md without measuring. `RIPOSTE_BENCH_PARTS=c`
+//! runs only those parts of section 10 (for a profile; the parts left out are recorded as
+//! not run, so do not write such a run's results).
 //!
 //! `RIPOSTE_BENCH_BEFORE=<an earlier harness executable>` compares sections 1–3 of that build
 //! and of this one, run alternately (issue 13's before/after), into

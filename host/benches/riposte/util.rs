@@ -172,3 +172,30 @@ pub fn machine(root: &std::path::Path) -> Value {
         "profile": if cfg!(debug_assertions) { "dev (dependencies optimised: opt-level 2; riposte itself unoptimised)" } else { "release (cargo bench)" },
     })
 }
+
+/// CPU time this process's threads have run (`/proc/self/task/*/schedstat`, nanoseconds
+/// on the CPU), in seconds: those named `name` and all of them. A thread that has exited is
+/// no longer counted, so read both ends of a span while the threads measured are alive.
+pub fn cpu_seconds(name: &str) -> anyhow::Result<(f64, f64)> {
+    let (mut named, mut all) = (0u64, 0u64);
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let dir = task?.path();
+        // A thread may end between the listing and the read: it is then not counted.
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let ns: u64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("{}/schedstat: unreadable: {stat:?}", dir.display()))?;
+        all += ns;
+        if comm.trim_end() == name {
+            named += ns;
+        }
+    }
+    Ok((named as f64 / 1e9, all as f64 / 1e9))
+}

@@ -196,13 +196,9 @@ impl AuditLog {
                 }
                 self.known_len = len;
             }
-            let value = f(self)?;
-            self.known_len = self
-                .file
-                .metadata()
-                .map_err(io("read the size of", &self.path))?
-                .len();
-            Ok(value)
+            // `write` counts what it appends, so the size needs no second look while the
+            // lock is held (a failed write poisons the log, so a wrong count is never used).
+            f(self)
         })();
         let _ = self.file.unlock();
         result

@@ -426,6 +426,29 @@ fn concurrent_writers_keep_one_chain() {
     assert_eq!(report.head_file, HeadFileCheck::Matches);
 }
 
+/// Two writers on one file (the service and an operator's `approve`, each with its own
+/// open log) take turns: each resumes the chain from the other's last record.
+#[test]
+fn two_logs_on_one_file_extend_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.jsonl");
+    let mut service = AuditLog::open(&path, FsyncPolicy::Batch).unwrap();
+    let mut operator = AuditLog::open(&path, FsyncPolicy::EveryRecord).unwrap();
+    for i in 0..5 {
+        let a = service.append(&entry(2 * i)).unwrap();
+        let b = operator.append(&entry(2 * i + 1)).unwrap();
+        assert_eq!((a.seq, b.seq), (2 * i + 1, 2 * i + 2));
+    }
+    // Two records in a row from one writer, then the other again.
+    service.append(&entry(10)).unwrap();
+    service.append(&entry(11)).unwrap();
+    assert_eq!(operator.append(&entry(12)).unwrap().seq, 13);
+    service.sync().unwrap();
+    drop((service, operator));
+    let report = verify(&path).unwrap();
+    assert_eq!(report.records, 13);
+}
+
 #[test]
 fn the_memory_sink_uses_the_same_chain() {
     let sink = AuditSink::memory();
