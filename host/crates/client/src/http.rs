@@ -15,6 +15,9 @@ use serde_json::Value;
 /// not cut: a cut reply would be read as if it were all there was.
 pub(crate) const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 
+/// The most a reply's `Content-Length` reserves before its bytes arrive.
+const FIRST_BUFFER_BYTES: u64 = 1024 * 1024;
+
 /// The body of `resp`, or `None` once it proves longer than `limit` bytes (by its
 /// `Content-Length`, or while it streams in: nothing past the limit is kept).
 pub(crate) async fn body_within(
@@ -25,7 +28,9 @@ pub(crate) async fn body_within(
     if announced > limit as u64 {
         return Ok(None);
     }
-    let mut body = Vec::with_capacity(announced as usize);
+    // The server's announcement sizes no more than a first buffer: memory grows with what
+    // really arrives.
+    let mut body = Vec::with_capacity(announced.min(FIRST_BUFFER_BYTES) as usize);
     while let Some(chunk) = resp.chunk().await? {
         if body.len() + chunk.len() > limit {
             return Ok(None);
@@ -36,11 +41,21 @@ pub(crate) async fn body_within(
 }
 
 /// What is wrong with a reply longer than [`MAX_REPLY_BYTES`].
-pub(crate) fn oversized_reply() -> String {
+fn oversized_reply() -> String {
     format!(
         "a reply longer than {} MiB, not read",
         MAX_REPLY_BYTES / (1024 * 1024)
     )
+}
+
+/// The error of a query (or the login) whose reply at `endpoint` is longer than
+/// [`MAX_REPLY_BYTES`]: not tried again, the server would answer the same.
+pub(crate) fn oversized_query(endpoint: String) -> Error {
+    Error::Parse {
+        endpoint,
+        reason: oversized_reply(),
+        excerpt: String::new(),
+    }
 }
 
 /// A request body.
@@ -235,14 +250,12 @@ impl Client {
     /// query is not tried again (the server would answer the same).
     fn oversized(&self, call: &Call) -> Error {
         let endpoint = call.endpoint();
-        let reason = oversized_reply();
         match call.safety {
-            Safety::Once => Error::OutcomeUnknown { endpoint, reason },
-            Safety::Repeatable => Error::Parse {
+            Safety::Once => Error::OutcomeUnknown {
                 endpoint,
-                reason,
-                excerpt: String::new(),
+                reason: oversized_reply(),
             },
+            Safety::Repeatable => oversized_query(endpoint),
         }
     }
 

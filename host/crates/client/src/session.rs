@@ -2,7 +2,7 @@
 
 use super::Client;
 use super::error::{Error, Result};
-use super::http::{MAX_REPLY_BYTES, TryError, body_within, oversized_reply};
+use super::http::{MAX_REPLY_BYTES, TryError, body_within, oversized_query};
 use super::secret::Secret;
 use backon::RetryableWithContext as _;
 use reqwest::StatusCode;
@@ -108,11 +108,7 @@ impl Client {
                 let headers = resp.headers().clone();
                 match body_within(resp, MAX_REPLY_BYTES).await {
                     Ok(None) => {
-                        let oversized = Error::Parse {
-                            endpoint: endpoint.to_owned(),
-                            reason: oversized_reply(),
-                            excerpt: String::new(),
-                        };
+                        let oversized = oversized_query(endpoint.to_owned());
                         return (attempt, Err(TryError::Final(oversized)));
                     }
                     Ok(Some(body)) if !retryable_status(status) => {
