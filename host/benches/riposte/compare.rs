@@ -387,16 +387,6 @@ const FIGURES: &[Figure] = &[
     },
 ];
 
-fn median(v: &[f64]) -> Option<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(v[n / 2]),
-        n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-    }
-}
-
 /// Reads the kept runs and writes `before-after.json`.
 pub fn summarise(root: &Path) -> anyhow::Result<()> {
     let dir = raw_dir(root);
@@ -422,7 +412,7 @@ pub fn summarise(root: &Path) -> anyhow::Result<()> {
         };
         let (b, a) = (values(&before), values(&after));
         let flat = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<_>>();
-        let (bm, am) = (median(&flat(&b)), median(&flat(&a)));
+        let (bm, am) = (util::median_f64(&flat(&b)), util::median_f64(&flat(&a)));
         // after / before per round, and of the medians.
         let pairs: Vec<Option<f64>> = b
             .iter()

@@ -713,7 +713,7 @@ async fn throughput(work: &Path) -> anyhow::Result<Value> {
             ("\"batch\"", "batch"),
         ] {
             let mut rates = Vec::new();
-            let mut cpu = Vec::new();
+            let (mut service_us, mut process_us, mut busy) = (Vec::new(), Vec::new(), Vec::new());
             let mut first: Option<(CycleReport, Vec<LoggedRequest>)> = None;
             for round in 0..ROUNDS {
                 let dir = work.join(format!(
@@ -739,11 +739,9 @@ async fn throughput(work: &Path) -> anyhow::Result<Value> {
                 let evaluations = cycle.report.invocations.max(1) as f64;
                 rates.push(evaluations / cycle.took.as_secs_f64());
                 // µs of CPU per evaluation: the service's threads, and the whole process.
-                cpu.push((
-                    cycle.service_cpu * 1e6 / evaluations,
-                    cycle.process_cpu * 1e6 / evaluations,
-                    cycle.process_cpu / cycle.took.as_secs_f64(),
-                ));
+                service_us.push(cycle.service_cpu * 1e6 / evaluations);
+                process_us.push(cycle.process_cpu * 1e6 / evaluations);
+                busy.push(cycle.process_cpu / cycle.took.as_secs_f64());
                 let report = cycle.report;
                 if first.is_none() {
                     let requests: Vec<LoggedRequest> = sim
@@ -757,11 +755,7 @@ async fn throughput(work: &Path) -> anyhow::Result<Value> {
             let (report, requests) = first.expect("a round ran");
             rates.sort_by(f64::total_cmp);
             let median = rates[rates.len() / 2];
-            let median_of = |pick: fn(&(f64, f64, f64)) -> f64| {
-                let mut xs: Vec<f64> = cpu.iter().map(pick).collect();
-                xs.sort_by(f64::total_cmp);
-                util::round(xs[xs.len() / 2])
-            };
+            let median_of = |xs: &[f64]| util::median_f64(xs).map(util::round);
             best.insert((workers, fsync), median);
             rows.push(json!({
                 "workers": workers,
@@ -770,9 +764,9 @@ async fn throughput(work: &Path) -> anyhow::Result<Value> {
                 "evaluations": report.invocations,
                 "evaluations_per_s": rates.iter().map(|r| util::round(*r)).collect::<Vec<_>>(),
                 "median_evaluations_per_s": util::round(median),
-                "service_cpu_us_per_evaluation": median_of(|c| c.0),
-                "process_cpu_us_per_evaluation": median_of(|c| c.1),
-                "cores_busy": median_of(|c| c.2),
+                "service_cpu_us_per_evaluation": median_of(&service_us),
+                "process_cpu_us_per_evaluation": median_of(&process_us),
+                "cores_busy": median_of(&busy),
                 "requests_per_malop": per_malop(&requests, report.malops_seen),
             }));
         }

@@ -115,6 +115,17 @@ pub fn median(samples: &[Duration]) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
+/// The median of figures (the mean of the middle two for an even count); `None` for none.
+pub fn median_f64(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// Runs `work` on a worker thread of the current runtime, as the service runs (riposte's
 /// `main` spawns the command), rather than on the thread that blocks on the runtime.
 pub async fn on_worker<T: Send + 'static>(
