@@ -59,6 +59,8 @@ fn add_user(config: &str, name: &str, role: &str, password: &str) {
 struct Driver {
     child: tokio::process::Child,
     url: String,
+    /// The browsers' profile directories, removed after the browsers have ended.
+    profiles: std::sync::Mutex<Vec<tempfile::TempDir>>,
 }
 
 impl Driver {
@@ -78,6 +80,9 @@ impl Driver {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, which the browsers it starts join: dropping the driver
+            // ends them all, also when a test panics before closing its session.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver starts");
@@ -88,12 +93,18 @@ impl Driver {
         Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            profiles: std::sync::Mutex::default(),
         }
     }
 
     /// A new headless Chromium session with an empty profile.
     async fn browser(&self) -> Client {
-        let profile = tempfile::tempdir().expect("a profile directory").keep();
+        let profile = tempfile::tempdir().expect("a profile directory");
+        let profile_dir = profile.path().to_owned();
+        self.profiles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(profile);
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -104,7 +115,7 @@ impl Driver {
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     "--window-size=1366,900",
-                    format!("--user-data-dir={}", profile.display()),
+                    format!("--user-data-dir={}", profile_dir.display()),
                 ]
             }),
         );
@@ -118,6 +129,12 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        if let Some(group) = self.child.id().and_then(|id| i32::try_from(id).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(group),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.start_kill();
     }
 }
