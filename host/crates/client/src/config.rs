@@ -91,6 +91,22 @@ impl Default for Timeouts {
     }
 }
 
+/// The `queryTimeout` real clients send with a visualsearch query, and the most this client
+/// lets the server spend on one.
+const QUERY_TIMEOUT_MAX: Duration = Duration::from_secs(120);
+
+impl Timeouts {
+    /// The `queryTimeout` to send with a query: the server stops a query that runs longer
+    /// and answers `TIMEOUT_ERROR` within the request's own limit, leaving a quarter of it
+    /// (at most 5 s) for the answer to arrive. Sending more than the request's limit would
+    /// have the client give up (and retry) while the server is still working on the first
+    /// query.
+    pub fn query_timeout(&self) -> Duration {
+        let transfer = (self.request / 4).min(Duration::from_secs(5));
+        (self.request - transfer).min(QUERY_TIMEOUT_MAX)
+    }
+}
+
 /// Retries with exponential backoff and jitter, for calls that are safe to repeat.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {

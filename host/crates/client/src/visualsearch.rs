@@ -19,8 +19,9 @@ impl Client {
         query_path: Value,
         custom_fields: &[&str],
     ) -> Result<Vec<Element>> {
+        let query_timeout_ms = self.timeouts.query_timeout().as_millis() as u64;
         let body = json!({"queryPath": query_path, "totalResultLimit": 1000, "perGroupLimit": 100,
-            "perFeatureLimit": 100, "templateContext": "SPECIFIC", "queryTimeout": 120000,
+            "perFeatureLimit": 100, "templateContext": "SPECIFIC", "queryTimeout": query_timeout_ms,
             "customFields": custom_fields});
         let call = Call::post("/rest/visualsearch/query/simple", body, Safety::Repeatable);
         self.fetch(call, parse::visual_elements).await

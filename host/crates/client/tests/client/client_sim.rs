@@ -157,6 +157,40 @@ async fn inbox_and_mmng_paging() {
     assert!(all[0].machines[0].pylum_id.is_some());
 }
 
+/// A visualsearch query lets the server run for less than the client's own request limit, so
+/// the server's `TIMEOUT_ERROR` arrives before the client gives up and sends the query again.
+#[tokio::test]
+async fn a_query_gives_the_server_less_time_than_the_request_limit() {
+    let (sim, client) = start(1).await;
+    let id = MalopId::new(sim.malops()[0].guid.clone());
+    client.get_malop_details(&id).await.unwrap();
+    let sent: Vec<u64> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/rest/visualsearch/"))
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            body["queryTimeout"]
+                .as_u64()
+                .expect("a numeric queryTimeout")
+        })
+        .collect();
+    assert!(!sent.is_empty(), "no visualsearch query was sent");
+    // The request limit is 5 s: a quarter of it is left for the answer.
+    assert!(sent.iter().all(|ms| *ms == 3_750), "{sent:?}");
+    let default = Timeouts::default();
+    assert_eq!(default.query_timeout(), Duration::from_secs(55));
+    let long = Timeouts {
+        request: Duration::from_secs(600),
+        ..default
+    };
+    assert_eq!(
+        long.query_timeout(),
+        Duration::from_secs(120),
+        "the notes' value is the most sent"
+    );
+}
+
 #[tokio::test]
 async fn malop_details_are_complete() {
     let (sim, client) = start(8).await;
