@@ -82,4 +82,37 @@ mod tests {
             .account_for(&sent);
         assert!(both.all_succeeded());
     }
+
+    #[test]
+    fn a_status_envelope_is_the_servers_failure_not_a_sensor() {
+        let failed = parse::isolation(br#"{"status": "FAILURE", "message": "no permission"}"#);
+        match failed {
+            Err(parse::ResponseError::Failure { status, message }) => {
+                assert_eq!(status, "FAILURE");
+                assert_eq!(message, "no permission");
+            }
+            other => panic!("expected the server's failure, got {other:?}"),
+        }
+        let empty = parse::isolation(br#"{"status": "SUCCESS"}"#);
+        assert!(
+            matches!(&empty, Err(parse::ResponseError::Malformed { .. })),
+            "a SUCCESS envelope names no sensor: {empty:?}"
+        );
+        let flood = "m".repeat(1 << 20);
+        let refused = parse::isolation(
+            format!(r#"{{"status": "FAILURE", "message": "{flood}"}}"#).as_bytes(),
+        );
+        match refused {
+            Err(parse::ResponseError::Failure { message, .. }) => {
+                assert!(message.len() < 2_200, "{} bytes kept", message.len())
+            }
+            other => panic!("expected the server's failure, got {other:?}"),
+        }
+        let long = "x".repeat(10_000);
+        let odd = parse::isolation(format!(r#"{{"P-a": "{long}"}}"#).as_bytes()).unwrap();
+        match &odd.outcomes[&PylumId::new("P-a")] {
+            IsolationStatus::Failed(s) => assert_eq!(s.len(), 64),
+            other => panic!("{other:?}"),
+        }
+    }
 }

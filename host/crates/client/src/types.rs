@@ -167,13 +167,17 @@ pub enum IsolationStatus {
     Unanswered,
 }
 
+/// The most characters of an unknown isolation status kept.
+const STATUS_MAX_CHARS: usize = 64;
+
 impl IsolationStatus {
-    /// Parses the server's status string.
+    /// Parses the server's status string (an unknown one is kept to its first
+    /// [`STATUS_MAX_CHARS`] characters: the server's names are short).
     pub fn from_api(value: &str) -> Self {
         match value {
             "Succeeded" => Self::Succeeded,
             "Primed" => Self::Primed,
-            other => Self::Failed(other.to_owned()),
+            other => Self::Failed(other.chars().take(STATUS_MAX_CHARS).collect()),
         }
     }
 

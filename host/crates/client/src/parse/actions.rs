@@ -93,9 +93,21 @@ fn entry(body: &[u8], v: &Value) -> Parsed<RemediationEntry> {
     })
 }
 
+/// The fields of a status envelope (§6), which no pylumId is.
+const ENVELOPE_FIELDS: [&str; 3] = ["status", "message", "errorMessage"];
+
 /// `isolate` / `un-isolate`: an object keyed by pylumId → status string.
 pub fn isolation(body: &[u8]) -> Parsed<IsolationReport> {
     let map = object(body)?;
+    // A status envelope instead of the per-sensor map: its failure, with the server's
+    // message, not "sensors" named `status` and `message`.
+    if ENVELOPE_FIELDS.iter().any(|f| map.contains_key(*f)) {
+        check_status(&map)?;
+        return Err(malformed(
+            body,
+            "a status envelope where the status of each sensor belongs",
+        ));
+    }
     let mut report = IsolationReport::default();
     for (pylum, status) in &map {
         let Value::String(s) = status else {

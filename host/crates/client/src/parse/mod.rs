@@ -15,6 +15,7 @@ pub use sensors::sensors_page;
 
 use super::error::Error;
 use super::types::{Element, ElementRef};
+use riposte_domain::bounds;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -126,16 +127,22 @@ pub(crate) fn status_failure(
         && !status.eq_ignore_ascii_case("SUCCESS")
     {
         return Some(ResponseError::Failure {
-            status: status.to_owned(),
-            message: text(message).unwrap_or_default(),
+            status: bounded(status),
+            message: text(message).as_deref().map(bounded).unwrap_or_default(),
         });
     }
     text(error_message)
         .filter(|m| !m.is_empty())
         .map(|message| ResponseError::Failure {
             status: "errorMessage".into(),
-            message,
+            message: bounded(&message),
         })
+}
+
+/// A server's failure text as kept in an error (and so in the ledger, the audit trail and
+/// the log): at most [`bounds::MAX_ERROR_BYTES`], control characters escaped.
+fn bounded(text: &str) -> String {
+    bounds::log_safe(text, bounds::MAX_ERROR_BYTES)
 }
 
 /// A string, or a number/bool rendered as one.
