@@ -12,6 +12,10 @@ use riposte_domain::{
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+/// The most results one visualsearch query asks for, in all and per group (the most some
+/// servers allow per group, §5.3).
+const QUERY_RESULT_LIMIT: usize = 1000;
+
 impl Client {
     /// Runs a raw query path; the last path element must carry `"isResult": true`.
     pub(crate) async fn visual_search(
@@ -20,11 +24,21 @@ impl Client {
         custom_fields: &[&str],
     ) -> Result<Vec<Element>> {
         let query_timeout_ms = self.timeouts.query_timeout().as_millis() as u64;
-        let body = json!({"queryPath": query_path, "totalResultLimit": 1000, "perGroupLimit": 100,
-            "perFeatureLimit": 100, "templateContext": "SPECIFIC", "queryTimeout": query_timeout_ms,
+        let body = json!({"queryPath": query_path, "totalResultLimit": QUERY_RESULT_LIMIT,
+            "perGroupLimit": QUERY_RESULT_LIMIT, "perFeatureLimit": 100,
+            "templateContext": "SPECIFIC", "queryTimeout": query_timeout_ms,
             "customFields": custom_fields});
         let call = Call::post("/rest/visualsearch/query/simple", body, Safety::Repeatable);
-        self.fetch(call, parse::visual_elements).await
+        let (elements, matched) = self.fetch(call, parse::visual_envelope).await?;
+        // There is no paging (§6): what lies beyond the limits cannot be read, so say so.
+        if let Some(matched) = matched.filter(|m| *m > elements.len() as u64) {
+            tracing::warn!(
+                matched,
+                returned = elements.len(),
+                "a visualsearch query matched more results than the server returns at once: the rest are not seen"
+            );
+        }
+        Ok(elements)
     }
 
     /// Elements linked to a Malop through `feature`, of type `result_type`.

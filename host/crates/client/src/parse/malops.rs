@@ -18,7 +18,7 @@ pub fn visual_elements(body: &[u8]) -> Parsed<Vec<Element>> {
 
 /// [`visual_elements`] and how many results matched on the server
 /// (`data.totalPossibleResults`, when it is a number).
-fn visual_envelope(body: &[u8]) -> Parsed<(Vec<Element>, Option<u64>)> {
+pub(crate) fn visual_envelope(body: &[u8]) -> Parsed<(Vec<Element>, Option<u64>)> {
     super::typed::visual_envelope(body).unwrap_or_else(|| {
         let elements = visual_elements_from_value(body)?;
         let total = object(body)?

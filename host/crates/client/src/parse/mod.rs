@@ -10,6 +10,7 @@ pub use actions::{
     comment_reply, comments, isolation, remediation, remediation_list, reputation_csv,
     reputation_update, status_reply,
 };
+pub(crate) use malops::visual_envelope;
 pub use malops::{crimes_unified, crimes_unified_page, inbox, mmng_page, visual_elements};
 pub use sensors::sensors_page;
 
