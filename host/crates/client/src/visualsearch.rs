@@ -4,7 +4,7 @@
 
 use super::http::{Call, Safety};
 use super::parse;
-use super::{Client, Element, Error, Result, Sensor, SensorBatch};
+use super::{Client, Element, Error, Result, Sensor, SensorBatch, SensorStatus};
 use riposte_domain::{
     ElementGuid, ElementKind, FileItem, MachineGuid, Malop, MalopId, MalopPart, PylumId,
     RegistryEntry, Suspect,
@@ -318,6 +318,9 @@ fn apply_sensors(malop: &mut Malop, sensors: &[Sensor]) {
     }
 }
 
+/// The machine's sensor: the one with its guid; failing that, of the sensors with its host
+/// name (host names repeat: an archived sensor of a reimaged machine, a stale one), the
+/// liveliest, so that a command goes to the sensor that can carry it out.
 fn matching_sensor<'a>(
     sensors: &'a [Sensor],
     guid: &MachineGuid,
@@ -329,8 +332,20 @@ fn matching_sensor<'a>(
         .or_else(|| {
             sensors
                 .iter()
-                .find(|s| s.machine_name.eq_ignore_ascii_case(name))
+                .filter(|s| s.machine_name.eq_ignore_ascii_case(name))
+                .min_by_key(|s| liveliness(s.status))
         })
+}
+
+/// The order in which same-named sensors are preferred (lowest first).
+fn liveliness(status: SensorStatus) -> u8 {
+    match status {
+        SensorStatus::Online => 0,
+        SensorStatus::Offline => 1,
+        SensorStatus::Unknown => 2,
+        SensorStatus::Stale => 3,
+        SensorStatus::Archived => 4,
+    }
 }
 
 /// A machine's sensor group, for protection rules, so only when it is certain: the group of
@@ -389,7 +404,6 @@ fn file(e: &Element) -> FileItem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SensorStatus;
 
     fn sensor(guid: &str, name: &str, group: Option<&str>) -> Sensor {
         Sensor {
@@ -430,5 +444,31 @@ mod tests {
             "same-named sensors that agree"
         );
         assert_eq!(sensor_group(&sensors, &guid("9.9"), "elsewhere"), None);
+    }
+
+    #[test]
+    fn by_host_name_the_liveliest_sensor_is_taken() {
+        let with = |guid: &str, status| Sensor {
+            status,
+            ..sensor(guid, "WS-7", None)
+        };
+        let archived = with("1.1", SensorStatus::Archived);
+        let stale = with("2.2", SensorStatus::Stale);
+        let online = with("3.3", SensorStatus::Online);
+        let unknown_guid = MachineGuid::new("9.9");
+        let sensors = [archived.clone(), stale.clone(), online.clone()];
+        assert_eq!(
+            matching_sensor(&sensors, &unknown_guid, "ws-7"),
+            Some(&online),
+            "the reimaged machine's live sensor, not its archived one"
+        );
+        let gone = [archived.clone(), stale.clone()];
+        assert_eq!(matching_sensor(&gone, &unknown_guid, "WS-7"), Some(&stale));
+        assert_eq!(
+            matching_sensor(&sensors, &MachineGuid::new("1.1"), "WS-7"),
+            Some(&archived),
+            "the guid names the sensor, whatever its state"
+        );
+        assert_eq!(matching_sensor(&sensors, &unknown_guid, "WS-8"), None);
     }
 }
