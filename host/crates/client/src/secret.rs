@@ -4,12 +4,13 @@
 pub use riposte_domain::Secret;
 
 /// Redacts `secret` where it can appear in text that goes into an error or a log (a
-/// server echoing a login form, a transport error): the value of any `password` field
-/// (`password=...` in a form, `"password": "..."` in JSON), and the secret itself, raw or
-/// form-encoded, where it stands as a whole token, not inside a longer word. So a short
-/// password never mangles unrelated words ("tcp" stays "tcp" for the password "p").
+/// server echoing a login form, a transport error): the value of any `password` or
+/// `jsessionid` field (`password=...` in a form, `"password": "..."` in JSON), and the
+/// secret itself, raw or form-encoded, where it stands as a whole token, not inside a longer
+/// word (also where an excerpt cuts it short at its end). So a short password never mangles
+/// unrelated words ("tcp" stays "tcp" for the password "p").
 pub(crate) fn scrub(secret: &Secret, text: &str) -> String {
-    let mut out = redact_password_fields(text);
+    let mut out = redact_secret_fields(text);
     let secret = secret.expose();
     if secret.is_empty() {
         return out;
@@ -17,8 +18,27 @@ pub(crate) fn scrub(secret: &Secret, text: &str) -> String {
     let encoded = form_escape(secret);
     for needle in [secret, encoded.as_str()] {
         out = replace_tokens(&out, needle);
+        redact_cut_secret(&mut out, needle);
     }
     out
+}
+
+/// Redacts the start of `needle` where `text` ends with it as a token of its own: an excerpt
+/// cut inside an echoed secret still carries its first characters.
+fn redact_cut_secret(text: &mut String, needle: &str) {
+    let starts: Vec<&str> = needle
+        .char_indices()
+        .skip(1)
+        .map(|(at, _)| &needle[..at])
+        .collect();
+    let cut = starts.into_iter().rev().find(|start| {
+        text.strip_suffix(start)
+            .is_some_and(|before| before.chars().next_back().is_none_or(|c| !is_word(c)))
+    });
+    if let Some(start) = cut {
+        text.truncate(text.len() - start.len());
+        text.push_str(REDACTED);
+    }
 }
 
 const REDACTED: &str = "[redacted]";
@@ -49,15 +69,26 @@ fn replace_tokens(text: &str, needle: &str) -> String {
     out
 }
 
-/// `text` with the values of `password=` form fields and `"password": "..."` JSON members
-/// redacted, whatever the secret is.
-fn redact_password_fields(text: &str) -> String {
+/// The fields whose values are secret whatever they are: the password, and the session
+/// cookie (`;jsessionid=` in a Java server's links, `JSESSIONID=` in a cookie header).
+const SECRET_FIELDS: [&str; 2] = ["password", "jsessionid"];
+
+/// `text` with the values of every [`SECRET_FIELDS`] field redacted.
+fn redact_secret_fields(text: &str) -> String {
+    SECRET_FIELDS
+        .iter()
+        .fold(text.to_owned(), |text, field| redact_field(&text, field))
+}
+
+/// `text` with the values of `field=` form fields and `"field": "..."` JSON members
+/// redacted (the field's name in any case; `field` in lower case).
+fn redact_field(text: &str, field: &str) -> String {
     let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
     let mut from = 0;
-    while let Some(found) = lower[from..].find("password") {
-        let key_end = from + found + "password".len();
+    while let Some(found) = lower[from..].find(field) {
+        let key_end = from + found + field.len();
         from = key_end;
         let rest = &text[key_end..];
         let value = if let Some(v) = rest.strip_prefix('=') {
@@ -80,7 +111,7 @@ fn redact_password_fields(text: &str) -> String {
     out
 }
 
-/// After a `password` key: `": "value"` → the value's offset and length in `rest`.
+/// After a secret field's name: `": "value"` → the value's offset and length in `rest`.
 fn json_string_value(rest: &str) -> Option<(usize, usize)> {
     let after_quote = rest.strip_prefix('"')?;
     let trimmed = after_quote.trim_start();
@@ -107,6 +138,32 @@ mod tests {
     fn the_secret_is_scrubbed_where_it_stands_alone() {
         let s = Secret::new("hunter2");
         assert_eq!(scrub(&s, "pw=hunter2;"), "pw=[redacted];");
+    }
+
+    #[test]
+    fn the_session_cookie_is_redacted_wherever_a_page_echoes_it() {
+        let s = Secret::new("unrelated");
+        assert_eq!(
+            scrub(&s, r#"<a href="/login.html;jsessionid=AB12CD?x=1">"#),
+            r#"<a href="/login.html;jsessionid=[redacted]">"#
+        );
+        assert_eq!(
+            scrub(&s, "Set-Cookie: JSESSIONID=AB12CD; Path=/"),
+            "Set-Cookie: JSESSIONID=[redacted] Path=/"
+        );
+    }
+
+    #[test]
+    fn a_secret_cut_at_the_end_of_an_excerpt_is_redacted() {
+        let s = Secret::new("hunter2!x");
+        assert_eq!(scrub(&s, "echo: hunt"), "echo: [redacted]");
+        assert_eq!(
+            scrub(&s, "echo: hunter2%21"),
+            "echo: [redacted]",
+            "form-encoded"
+        );
+        assert_eq!(scrub(&s, "the hunting"), "the hunting", "not at the end");
+        assert_eq!(scrub(&s, "a shunt"), "a shunt", "inside a longer word");
     }
 
     #[test]
