@@ -356,6 +356,9 @@ impl Client {
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Error::Throttled { endpoint, attempts };
         }
+        if status == StatusCode::BAD_REQUEST && names_no_matching_sensors(body) {
+            return Error::NoMatchingSensors { endpoint };
+        }
         Error::Http {
             endpoint,
             status: status.as_u16(),
@@ -460,10 +463,45 @@ pub(crate) fn segment(value: &str) -> String {
     out
 }
 
+/// The most of a 400's body searched for the server's reason code.
+const REASON_SEARCH_BYTES: usize = 64 * 1024;
+
+/// Whether a 400's body says that no sensor matched the pylumIds sent (§5.1), wherever in its
+/// first [`REASON_SEARCH_BYTES`] it says so.
+fn names_no_matching_sensors(body: &[u8]) -> bool {
+    const CODE: &[u8] = b"NO_MATCHING_SENSORS";
+    body[..body.len().min(REASON_SEARCH_BYTES)]
+        .windows(CODE.len())
+        .any(|w| w == CODE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn no_matching_sensors_is_recognised_anywhere_in_a_400() {
+        let client = Client::new(super::super::ClientConfig::new(
+            "http://127.0.0.1:9",
+            super::super::Credentials::new("u", "p"),
+        ))
+        .unwrap();
+        let late = format!(
+            r#"{{"timestamp": 1, "path": "{}", "error": "NO_MATCHING_SENSORS"}}"#,
+            "/x".repeat(200)
+        );
+        let err = client.http_error("isolate", StatusCode::BAD_REQUEST, 1, late.as_bytes());
+        assert!(matches!(err, Error::NoMatchingSensors { .. }), "{err}");
+        let other = client.http_error("isolate", StatusCode::BAD_REQUEST, 1, b"bad query");
+        assert!(matches!(other, Error::Http { status: 400, .. }), "{other}");
+        let elsewhere =
+            client.http_error("isolate", StatusCode::NOT_FOUND, 1, b"NO_MATCHING_SENSORS");
+        assert!(
+            matches!(elsewhere, Error::Http { status: 404, .. }),
+            "{elsewhere}"
+        );
+    }
 
     /// A loopback server that answers one request with `head` and then `body_len` bytes.
     async fn answering(head: String, body_len: usize) -> String {

@@ -45,18 +45,9 @@ impl Client {
             body,
             Safety::Once,
         );
-        match self.fetch(call, parse::isolation).await {
-            Ok(report) => Ok(report.account_for(pylum_ids)),
-            Err(Error::Http {
-                endpoint,
-                status: 400,
-                excerpt,
-                ..
-            }) if excerpt.contains("NO_MATCHING_SENSORS") => {
-                Err(Error::NoMatchingSensors { endpoint })
-            }
-            other => other,
-        }
+        // A 400 naming NO_MATCHING_SENSORS is `Error::NoMatchingSensors` (see `http_error`).
+        let report = self.fetch(call, parse::isolation).await?;
+        Ok(report.account_for(pylum_ids))
     }
 }
 
