@@ -7,7 +7,7 @@ use crate::types::{
 };
 use riposte_domain::{
     ElementGuid, MachineGuid, MalopId, PylumId, RemediationId, RemediationKind,
-    RemediationProgress, Verdict,
+    RemediationProgress, Verdict, bounds,
 };
 use serde_json::{Map, Value};
 
@@ -111,12 +111,11 @@ pub fn isolation(body: &[u8]) -> Parsed<IsolationReport> {
     let mut report = IsolationReport::default();
     for (pylum, status) in &map {
         let Value::String(s) = status else {
-            // A status envelope instead of the pylumId map means failure.
-            check_status(&map)?;
             return Err(malformed(
                 body,
                 format!(
-                    "status of {pylum:?} should be a string, got {}",
+                    "status of {:?} should be a string, got {}",
+                    bounds::excerpt(pylum, bounds::EXCERPT_BYTES),
                     kind(status)
                 ),
             ));
