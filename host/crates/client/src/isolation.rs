@@ -75,6 +75,26 @@ mod tests {
     }
 
     #[test]
+    fn sensors_the_answer_adds_are_kept_within_bounds() {
+        let sent = [PylumId::new("P-a")];
+        let mut answer = serde_json::Map::new();
+        answer.insert("P-a".into(), json!("Succeeded"));
+        answer.insert("x".repeat(300), json!("Failed"));
+        for i in 0..100 {
+            answer.insert(format!("P-extra-{i:03}"), json!("Failed"));
+        }
+        let body = serde_json::to_vec(&answer).unwrap();
+        let report = parse::isolation(&body).unwrap().account_for(&sent);
+        assert_eq!(report.outcomes[&sent[0]], IsolationStatus::Succeeded);
+        assert_eq!(report.outcomes.len(), 1 + 16, "the sent one and 16 others");
+        assert!(report.outcomes.keys().all(|k| k.as_str().len() <= 256));
+        assert!(
+            !report.all_succeeded(),
+            "an extra sensor's failure still counts"
+        );
+    }
+
+    #[test]
     fn a_status_envelope_is_the_servers_failure_not_a_sensor() {
         let failed = parse::isolation(br#"{"status": "FAILURE", "message": "no permission"}"#);
         match failed {

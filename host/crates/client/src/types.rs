@@ -167,6 +167,12 @@ pub enum IsolationStatus {
     Unanswered,
 }
 
+/// The most sensors an isolation answer names beyond those sent that are kept.
+const UNSENT_KEPT: usize = 16;
+
+/// The longest pylumId kept from an isolation answer among sensors not sent.
+const PYLUM_ID_MAX_BYTES: usize = 256;
+
 /// The most characters of an unknown isolation status kept.
 const STATUS_MAX_CHARS: usize = 64;
 
@@ -203,8 +209,18 @@ impl IsolationReport {
         !self.outcomes.is_empty() && self.outcomes.values().all(IsolationStatus::is_success)
     }
 
-    /// Marks each of `sent` the answer did not mention as [`IsolationStatus::Unanswered`].
+    /// Marks each of `sent` the answer did not mention as [`IsolationStatus::Unanswered`], and
+    /// keeps at most [`UNSENT_KEPT`] of the sensors it names that were not sent (ids of at
+    /// most [`PYLUM_ID_MAX_BYTES`]): the report is stored with the action.
     pub(crate) fn account_for(mut self, sent: &[PylumId]) -> Self {
+        let mut unsent = 0;
+        self.outcomes.retain(|id, _| {
+            sent.contains(id)
+                || (id.as_str().len() <= PYLUM_ID_MAX_BYTES && {
+                    unsent += 1;
+                    unsent <= UNSENT_KEPT
+                })
+        });
         for id in sent {
             self.outcomes
                 .entry(id.clone())
