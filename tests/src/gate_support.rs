@@ -318,9 +318,10 @@ impl World {
         if self.shared_cache && !self.artifact_dir().exists() {
             std::os::unix::fs::symlink(shared_cache_dir(), self.artifact_dir())?;
         }
+        // `[service.follow]` as configured, without the pauses.
         let follow = FollowPolicy {
             poll_interval: Duration::ZERO,
-            ..FollowPolicy::default()
+            ..FollowPolicy::from(&config.service.follow)
         };
         Service::start(config, self.client.clone(), follow, self.metrics.clone()).await
     }

@@ -524,9 +524,10 @@ async fn sockets_are_refused_in_the_service() {
 
 /// Receipts tell the truth (issue 11 §3): a remediation the server reports failed is
 /// `failed` with the server's reason when the plugin asks for it again, not `submitted`; an
-/// isolation of an offline sensor (`Primed`) counts as applied.
+/// isolation of an offline sensor (`Primed`: queued by the server) is followed, not counted
+/// as applied, until the sensor connects and shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receipts_say_failed_for_a_failed_action_and_primed_isolations_count_as_applied() {
+async fn receipts_say_failed_for_a_failed_action_and_primed_isolations_wait_for_the_sensor() {
     install_log_capture();
     let world = World::new(0).await;
     // Machine 0 offline: a kill there fails on the server; machine 1 online.
@@ -551,35 +552,42 @@ async fn receipts_say_failed_for_a_failed_action_and_primed_isolations_count_as_
     let first: Vec<String> = plugin_logs("receipts");
     assert!(first.iter().any(|l| l.contains("Submitted")), "{first:?}");
 
-    // The isolation of the offline sensor was answered Primed, and it is a success.
+    // The isolation of the offline sensor was answered Primed: queued, not applied yet.
     let store = service.store();
-    let isolations: Vec<_> = store
-        .list_actions(&ActionFilter {
-            plugin: Some(riposte_domain::PluginName::new("primed")),
-            ..ActionFilter::default()
-        })
-        .unwrap();
-    assert_eq!(isolations.len(), 1);
-    let isolation = &isolations[0];
+    let isolation = || {
+        let mut all = store
+            .list_actions(&ActionFilter {
+                plugin: Some(riposte_domain::PluginName::new("primed")),
+                ..ActionFilter::default()
+            })
+            .unwrap();
+        assert_eq!(all.len(), 1);
+        all.remove(0)
+    };
+    let queued = isolation();
     assert!(
-        isolation
+        queued
             .server_result
             .as_ref()
             .unwrap()
             .to_string()
             .contains("Primed"),
         "{:?}",
-        isolation.server_result
+        queued.server_result
     );
-    assert_eq!(isolation.state, riposte_store::ActionState::Succeeded);
+    assert_eq!(queued.state, riposte_store::ActionState::Following);
     assert!(
-        store.get_undo(&isolation.id).unwrap().is_some(),
-        "its undo is recorded"
+        store.get_undo(&queued.id).unwrap().is_none(),
+        "nothing to undo yet"
+    );
+    let receipts = plugin_logs("primed");
+    assert!(
+        receipts.iter().any(|l| l.contains("Submitted")),
+        "{receipts:?}"
     );
     assert!(
-        plugin_logs("primed")
-            .iter()
-            .any(|l| l.contains("Succeeded"))
+        !receipts.iter().any(|l| l.contains("Succeeded")),
+        "{receipts:?}"
     );
 
     // The kill failed on the server; asked again, the receipt says so and why.
@@ -595,6 +603,74 @@ async fn receipts_say_failed_for_a_failed_action_and_primed_isolations_count_as_
         world.sim.count("POST", "/rest/remediate"),
         1,
         "answered from the ledger, not sent again"
+    );
+    assert_eq!(
+        isolation().state,
+        riposte_store::ActionState::Following,
+        "the sensor is still offline"
+    );
+
+    // The sensor connects and runs the queued isolation: the next cycle sees it applied,
+    // without sending it again.
+    assert!(world.sim.set_online(&offline, true));
+    service.run_cycle().await.expect("the third cycle");
+    let applied = isolation();
+    assert_eq!(applied.state, riposte_store::ActionState::Succeeded);
+    assert!(
+        store.get_undo(&applied.id).unwrap().is_some(),
+        "its undo is recorded"
+    );
+    assert_eq!(
+        world
+            .sim
+            .count("POST", "/rest/monitor/global/commands/isolate"),
+        1
+    );
+}
+
+/// A queued isolation whose sensor never connects times out at the follow limit, saying the
+/// server may still apply it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primed_isolation_times_out_when_the_sensor_never_connects() {
+    install_log_capture();
+    let world = World::new(0).await;
+    let offline = world.sim.machines()[0].guid.clone();
+    assert!(world.sim.set_online(&offline, false));
+    world.malop_on(&[0]);
+    let isolator = Plugin::hostile("primed", "isolate-all").grant(&["get-malop", "isolate"]);
+    let service = world
+        .start("[service.follow]\nmax_polls = 3\n", &[isolator])
+        .await
+        .expect("the service starts");
+    let store = service.store();
+    let state = || {
+        store
+            .list_actions(&ActionFilter::default())
+            .unwrap()
+            .remove(0)
+    };
+    service.run_cycle().await.expect("the first cycle");
+    let mut cycles = 1;
+    while !state().state.is_final() {
+        cycles += 1;
+        assert!(
+            cycles <= 5,
+            "still {:?} after {cycles} cycles",
+            state().state
+        );
+        service.run_cycle().await.expect("a cycle");
+    }
+    let timed_out = state();
+    assert_eq!(timed_out.state, riposte_store::ActionState::TimedOut);
+    let error = timed_out.last_error.unwrap_or_default();
+    assert!(error.contains("applies it when they connect"), "{error}");
+    assert_eq!(cycles, 4, "the send, then max_polls checks");
+    assert_eq!(
+        world
+            .sim
+            .count("POST", "/rest/monitor/global/commands/isolate"),
+        1,
+        "a queued change is checked, never sent again"
     );
 }
 

@@ -787,14 +787,38 @@ each_backend! {
 }
 
 /// `riposte run --once` says which remediations it still follows before it exits, rather
-/// than waiting on them silently: each followed action by id, kinds and Malop.
+/// than waiting on them silently: each followed action by id, kinds and Malop; and which
+/// isolations the server queued for offline sensors, left to the next runs to check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_names_the_remediations_it_waits_for() {
     let sim = start_sim(5, 0).await;
     let malop = riposte_e2e::service_support::add_ransomware_malop(&sim);
+    let offline = sim.add_malop();
+    // A machine of its own, so the ransomware's stay online.
+    let machine = sim.with_state(|s| {
+        let busy = &s
+            .malops
+            .iter()
+            .find(|m| m.guid == malop.as_str())
+            .unwrap()
+            .machines;
+        let free = s.machines.iter().find(|m| !busy.contains(&m.guid)).unwrap();
+        let free = free.guid.clone();
+        let m = s
+            .malops
+            .iter_mut()
+            .find(|m| m.guid == offline.as_str())
+            .unwrap();
+        m.machines = vec![free.clone()];
+        free
+    });
+    assert!(sim.set_online(&machine, false));
     let env = ServiceEnv::new(
         &sim,
-        &Setup::new(vec![PluginSpec::ransomware_containment()]),
+        &Setup::new(vec![
+            PluginSpec::ransomware_containment(),
+            PluginSpec::hostile("isolate-all"),
+        ]),
     );
     let config = env.config.display().to_string();
     let (code, log) = riposte_with_env(&["run", "--config", &config, "--once"], &[]).await;
@@ -823,4 +847,21 @@ async fn run_once_names_the_remediations_it_waits_for() {
         kills.iter().all(|k| k.state == ActionState::Succeeded),
         "followed to the end before exiting"
     );
+    let queued: Vec<_> = store
+        .list_actions(&ActionFilter {
+            states: vec![ActionState::Following],
+            ..ActionFilter::default()
+        })
+        .unwrap();
+    assert!(
+        !queued.is_empty() && queued.iter().all(|a| a.malop_id.as_ref() == Some(&offline)),
+        "the isolation of the offline machine is queued: {queued:?}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("queued on the server until offline sensors connect"))
+        .unwrap_or_else(|| panic!("no word of the queued isolations:\n{log}"));
+    for action in &queued {
+        assert!(line.contains(action.id.as_str()), "{line}");
+    }
 }

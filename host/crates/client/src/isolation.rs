@@ -63,15 +63,17 @@ mod tests {
         let report = parse::isolation(answer).unwrap().account_for(&sent);
         assert_eq!(report.outcomes[&sent[0]], IsolationStatus::Succeeded);
         assert_eq!(report.outcomes[&sent[1]], IsolationStatus::Unanswered);
-        assert!(!report.outcomes[&sent[1]].is_success());
+        assert!(!report.outcomes[&sent[1]].is_applied_or_queued());
         assert!(
-            !report.all_succeeded(),
+            !report.all_applied() && !report.none_refused(),
             "one of two sensors is unaccounted for"
         );
         let both = parse::isolation(br#"{"P-a": "Succeeded", "P-b": "Primed"}"#)
             .unwrap()
             .account_for(&sent);
-        assert!(both.all_succeeded());
+        assert!(both.none_refused(), "a queued command is not refused");
+        assert!(!both.all_applied(), "nor is it applied yet");
+        assert_eq!(both.queued().collect::<Vec<_>>(), [&sent[1]]);
     }
 
     #[test]
@@ -89,7 +91,7 @@ mod tests {
         assert_eq!(report.outcomes.len(), 1 + 16, "the sent one and 16 others");
         assert!(report.outcomes.keys().all(|k| k.as_str().len() <= 256));
         assert!(
-            !report.all_succeeded(),
+            !report.none_refused(),
             "an extra sensor's failure still counts"
         );
     }

@@ -4,7 +4,7 @@ use super::http::{Call, Safety};
 use super::malops::MAX_PAGES;
 use super::parse;
 use super::{Client, Error, Result, Sensor, SensorsPage};
-use riposte_domain::Malop;
+use riposte_domain::{Malop, PylumId};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,6 +50,18 @@ impl Client {
         }
         let filters = json!([{"fieldName": "machineName", "operator": "Equals", "values": names}]);
         self.sensors(filters).await
+    }
+
+    /// The sensors with these pylumIds (`pylumId` Equals any of `ids`). Only those are
+    /// returned, whatever else the server lists (one that ignores the filter lists them all).
+    pub async fn sensors_by_pylum_id(&self, ids: &[PylumId]) -> Result<Vec<Sensor>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filters = json!([{"fieldName": "pylumId", "operator": "Equals", "values": ids}]);
+        let mut sensors = self.sensors(filters).await?;
+        sensors.retain(|s| ids.contains(&s.pylum_id));
+        Ok(sensors)
     }
 }
 

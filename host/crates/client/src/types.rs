@@ -187,9 +187,14 @@ impl IsolationStatus {
         }
     }
 
-    /// Whether the command counts as applied: `Succeeded`, or `Primed` (the server queued it
-    /// for an offline sensor and applies it when the sensor reconnects).
-    pub fn is_success(&self) -> bool {
+    /// Whether the sensor carried the command out: `Succeeded` only.
+    pub fn is_applied(&self) -> bool {
+        matches!(self, Self::Succeeded)
+    }
+
+    /// Whether the command is applied or waits, queued by the server, for the offline sensor
+    /// to connect (`Primed`): nothing refused it, but a queued one is not applied yet.
+    pub fn is_applied_or_queued(&self) -> bool {
         matches!(self, Self::Succeeded | Self::Primed)
     }
 }
@@ -204,9 +209,27 @@ pub struct IsolationReport {
 }
 
 impl IsolationReport {
-    /// Whether the command counts as applied on every sensor (`Succeeded` or `Primed`).
-    pub fn all_succeeded(&self) -> bool {
-        !self.outcomes.is_empty() && self.outcomes.values().all(IsolationStatus::is_success)
+    /// Whether every sensor carried the command out (`Succeeded`).
+    pub fn all_applied(&self) -> bool {
+        !self.outcomes.is_empty() && self.outcomes.values().all(IsolationStatus::is_applied)
+    }
+
+    /// Whether no sensor refused the command: each carried it out or has it queued until it
+    /// connects (`Primed`).
+    pub fn none_refused(&self) -> bool {
+        !self.outcomes.is_empty()
+            && self
+                .outcomes
+                .values()
+                .all(IsolationStatus::is_applied_or_queued)
+    }
+
+    /// The sensors the server queued the command for (`Primed`: offline until they connect).
+    pub fn queued(&self) -> impl Iterator<Item = &PylumId> {
+        self.outcomes
+            .iter()
+            .filter(|(_, s)| **s == IsolationStatus::Primed)
+            .map(|(id, _)| id)
     }
 
     /// Marks each of `sent` the answer did not mention as [`IsolationStatus::Unanswered`], and

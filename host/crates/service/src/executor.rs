@@ -9,7 +9,9 @@ use super::audit::Auditor;
 use crate::fleet::Membership;
 use crate::isolation::RecentIsolations;
 use crate::notify;
-use riposte_client::{self, Client, IsolationReport, RemediationEntry, RemediationReport};
+use riposte_client::{
+    self, Client, IsolationReport, RemediationEntry, RemediationReport, SensorStatus,
+};
 use riposte_domain::{
     ActionKind, ActionRequest, MachineGuid, PylumId, RemediationProgress, now_ms,
 };
@@ -17,6 +19,7 @@ use riposte_notify::Notifier;
 use riposte_policy::{BudgetLedger, Charge, TargetKey};
 use riposte_store::prelude::*;
 use riposte_store::{ActionRecord, ActionState, Outcome, RetryDecision, Store};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -96,7 +99,9 @@ pub(crate) struct Executor {
 
 /// Where an action stands after its one send.
 pub enum Submitted {
-    /// Final (isolation, reputation, status, comment; or a send that failed).
+    /// Final (isolation, reputation, status, comment; or a send that failed), or an
+    /// isolation change the server queued for offline sensors (`following`: later cycles
+    /// check it, see [`Executor::reconcile`]).
     Final(ActionState),
     /// A remediation the server is working on: follow it.
     Following(RemediationReport),
@@ -113,6 +118,60 @@ enum Sent {
     },
     /// A remediation the server is working on.
     Remediation(RemediationReport),
+    /// An isolation change no sensor refused, queued by the server for the offline ones
+    /// (`Primed`) until they connect.
+    Queued {
+        result: Value,
+        queued: QueuedSensors,
+    },
+}
+
+/// The sensors an isolation change waits for, queued by the server until they connect:
+/// kept as the action's progress detail, so the ledger alone says what to check (after a
+/// restart too).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QueuedSensors {
+    /// pylumId → the machine it is on.
+    queued: BTreeMap<PylumId, MachineGuid>,
+}
+
+impl QueuedSensors {
+    fn of(record: &ActionRecord) -> Option<Self> {
+        serde_json::from_value(record.progress_detail.clone()?).ok()
+    }
+
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// What the sensors of a queued isolation change show.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct QueueCheck {
+    /// Still waiting for the change.
+    waiting: QueuedSensors,
+    /// The machines whose sensor now shows the change.
+    applied: Vec<MachineGuid>,
+    /// Archived sensors: the change will never run there.
+    archived: Vec<PylumId>,
+}
+
+impl QueueCheck {
+    /// Compares `queued` with what `sensors/query` answered (`want_isolated`: the change).
+    fn of(queued: &QueuedSensors, sensors: &[riposte_client::Sensor], want_isolated: bool) -> Self {
+        let mut check = Self::default();
+        for (id, machine) in &queued.queued {
+            let sensor = sensors.iter().find(|s| &s.pylum_id == id);
+            match sensor {
+                Some(s) if s.isolated == want_isolated => check.applied.push(machine.clone()),
+                Some(s) if s.status == SensorStatus::Archived => check.archived.push(id.clone()),
+                _ => {
+                    check.waiting.queued.insert(id.clone(), machine.clone());
+                }
+            }
+        }
+        check
+    }
 }
 
 /// Which budget units of an action to give back.
@@ -210,6 +269,16 @@ impl Executor {
                 })
                 .await
             }
+            Ok(Sent::Queued { result, queued }) => {
+                // Audited once it is settled, like a remediation followed.
+                return Submitted::Final(
+                    self.book(record, move |ex, r| {
+                        ex.mark_submitted(r, None, &result, now);
+                        ex.record_queued(r, &queued)
+                    })
+                    .await,
+                );
+            }
             Ok(Sent::Remediation(report)) => {
                 let result = remediation_json(&report);
                 let sent = report.clone();
@@ -254,6 +323,10 @@ impl Executor {
             (ActionState::Planned, ActionRequest::Remediate { .. }) => {
                 self.find_and_follow(record, pylums).await
             }
+            (
+                ActionState::Following,
+                ActionRequest::Isolate { .. } | ActionRequest::Unisolate { .. },
+            ) => self.check_queued(record).await,
             // Anything else is looked for on the server first: only what is not there yet is
             // sent, so a crash between the send and its record never sends it twice.
             (ActionState::Planned | ActionState::Submitted | ActionState::Following, request) => {
@@ -508,6 +581,73 @@ impl Executor {
         .await
     }
 
+    /// Checks an isolation change the server queued for offline sensors, once its next
+    /// check is due (the pauses of remediation progress polls): applied on every sensor, it
+    /// succeeded; an archived sensor will never run it; after `max_polls` checks it timed
+    /// out (the server may still apply it when the sensor connects).
+    async fn check_queued(&self, record: &ActionRecord) -> ActionState {
+        let Some(queued) = QueuedSensors::of(record) else {
+            let error = "the sensors this isolation change waits for are not readable in the ledger; check the machines on the console";
+            return self.settle(record, Outcome::TimedOut, Some(error)).await;
+        };
+        let due = record
+            .updated_at_ms
+            .saturating_add(self.follow.delay(record.polls).as_millis() as i64);
+        if now_ms() < due {
+            return record.state;
+        }
+        let want_isolated = matches!(record.request, ActionRequest::Isolate { .. });
+        let ids: Vec<PylumId> = queued.queued.keys().cloned().collect();
+        let check = match self.client.sensors_by_pylum_id(&ids).await {
+            Ok(sensors) => QueueCheck::of(&queued, &sensors, want_isolated),
+            Err(error) => {
+                tracing::warn!(action = %record.id, "checking the sensors of a queued isolation change: {error}");
+                QueueCheck {
+                    waiting: queued,
+                    ..QueueCheck::default()
+                }
+            }
+        };
+        if want_isolated {
+            self.isolations.note(&check.applied, true, Instant::now());
+        }
+        if !check.archived.is_empty() {
+            let ids: Vec<&str> = check.archived.iter().map(PylumId::as_str).collect();
+            let error = format!(
+                "the sensors {} were archived: the queued isolation change will never run there",
+                ids.join(", ")
+            );
+            self.settle(record, Outcome::Failed, Some(&error)).await
+        } else if check.waiting.queued.is_empty() {
+            self.settle(record, Outcome::Succeeded, None).await
+        } else if record.polls >= self.follow.max_polls {
+            let error = "the sensors did not connect before the follow limit; the server keeps the change queued and applies it when they connect";
+            self.settle(record, Outcome::TimedOut, Some(error)).await
+        } else {
+            self.book(record, move |ex, r| ex.record_queued(r, &check.waiting))
+                .await
+        }
+    }
+
+    /// Records the final `outcome` of a queued isolation change and audits it.
+    async fn settle(
+        &self,
+        record: &ActionRecord,
+        outcome: Outcome,
+        error: Option<&str>,
+    ) -> ActionState {
+        let error = error.map(str::to_owned);
+        let detail = record.progress_detail.clone().unwrap_or_default();
+        let state = self
+            .book(record, move |ex, r| {
+                ex.finish(r, outcome, &detail, error.as_deref())
+            })
+            .await;
+        self.auditor
+            .action_result(record, state, Duration::from_millis(0));
+        state
+    }
+
     async fn resume_following(&self, record: &ActionRecord) -> ActionState {
         let Some(rid) = &record.remediation_id else {
             return record.state;
@@ -678,6 +818,23 @@ impl Executor {
         }
     }
 
+    /// Records that the isolation change waits for `queued` sensors to connect (state
+    /// `following`, one more check counted).
+    fn record_queued(&self, record: &ActionRecord, queued: &QueuedSensors) -> ActionState {
+        match self.store.record_progress(
+            &record.id,
+            RemediationProgress::Pending,
+            &queued.to_json(),
+            now_ms(),
+        ) {
+            Ok(()) => ActionState::Following,
+            Err(e) => {
+                tracing::error!(action = %record.id, "recording a queued isolation change: {e}");
+                record.state
+            }
+        }
+    }
+
     fn finish(
         &self,
         record: &ActionRecord,
@@ -723,20 +880,20 @@ fn confirmed_machines(
 ) -> Vec<MachineGuid> {
     sensors
         .iter()
-        .filter(|(_, id)| report.outcomes.get(id).is_some_and(|s| s.is_success()))
+        .filter(|(_, id)| report.outcomes.get(id).is_some_and(|s| s.is_applied()))
         .map(|(machine, _)| machine.clone())
         .collect()
 }
 
-/// `Succeeded` on every sensor sent to, or `Primed` (queued until an offline sensor
-/// connects), is success; a sensor the answer left out is not. A sensor the server answers
-/// `UnknownProbe` for was rejected as unknown: its machine's budget unit is given back.
+/// `Succeeded` on every sensor sent to is success; `Primed` on some (queued until those
+/// offline sensors connect) and no refusal is followed until they show it; anything else,
+/// or a sensor the answer left out, is a failure. A sensor the server answers `UnknownProbe`
+/// for was rejected as unknown: its machine's budget unit is given back.
 fn isolation_done(
     report: IsolationReport,
     sensors: &[(MachineGuid, PylumId)],
     kind: ActionKind,
 ) -> Sent {
-    let ok = report.all_succeeded();
     let rejected = sensors
         .iter()
         .filter(|(_, id)| {
@@ -747,18 +904,31 @@ fn isolation_done(
             target: TargetKey::Machine(machine.clone()),
         })
         .collect();
-    let result: BTreeMap<String, String> = report
+    let outcomes: BTreeMap<String, String> = report
         .outcomes
         .iter()
         .map(|(id, status)| (id.to_string(), format!("{status:?}")))
         .collect();
+    let result = json!({ "sensors": outcomes });
+    if !report.all_applied() && report.none_refused() {
+        let queued = report.queued().collect::<Vec<_>>();
+        let queued = sensors
+            .iter()
+            .filter(|(_, id)| queued.contains(&id))
+            .map(|(machine, id)| (id.clone(), machine.clone()))
+            .collect();
+        return Sent::Queued {
+            result,
+            queued: QueuedSensors { queued },
+        };
+    }
     Sent::Done {
-        outcome: if ok {
+        outcome: if report.all_applied() {
             Outcome::Succeeded
         } else {
             Outcome::Failed
         },
-        result: json!({ "sensors": result }),
+        result,
         rejected,
     }
 }
@@ -867,6 +1037,101 @@ mod confirmed_tests {
             [MachineGuid::new("a")],
             "b was refused and c is missing from the answer"
         );
+    }
+
+    fn report(outcomes: &[(&str, IsolationStatus)]) -> IsolationReport {
+        IsolationReport {
+            outcomes: outcomes
+                .iter()
+                .map(|(id, s)| (PylumId::new(*id), s.clone()))
+                .collect(),
+        }
+    }
+
+    fn sensor(id: &str, status: SensorStatus, isolated: bool) -> riposte_client::Sensor {
+        riposte_client::Sensor {
+            pylum_id: PylumId::new(id),
+            machine_guid: None,
+            machine_name: id.into(),
+            status,
+            isolated,
+            os_type: String::new(),
+            internal_ip: None,
+            group_name: None,
+        }
+    }
+
+    #[test]
+    fn a_primed_isolation_is_followed_not_counted_as_applied() {
+        let pair = |m: &str| (MachineGuid::new(m), PylumId::new(format!("P-{m}")));
+        let sensors = [pair("a"), pair("b")];
+        let primed = report(&[
+            ("P-a", IsolationStatus::Succeeded),
+            ("P-b", IsolationStatus::Primed),
+        ]);
+        match isolation_done(primed, &sensors, ActionKind::Isolate) {
+            Sent::Queued { queued, result } => {
+                assert_eq!(
+                    queued.queued,
+                    [(PylumId::new("P-b"), MachineGuid::new("b"))].into()
+                );
+                assert_eq!(result["sensors"]["P-b"], "Primed");
+            }
+            _ => panic!("a Primed sensor is waited for"),
+        }
+        let refused = report(&[
+            ("P-a", IsolationStatus::Failed("Disconnected".into())),
+            ("P-b", IsolationStatus::Primed),
+        ]);
+        assert!(matches!(
+            isolation_done(refused, &sensors, ActionKind::Isolate),
+            Sent::Done {
+                outcome: Outcome::Failed,
+                ..
+            }
+        ));
+        let applied = report(&[
+            ("P-a", IsolationStatus::Succeeded),
+            ("P-b", IsolationStatus::Succeeded),
+        ]);
+        assert!(matches!(
+            isolation_done(applied, &sensors, ActionKind::Isolate),
+            Sent::Done {
+                outcome: Outcome::Succeeded,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_queued_change_is_applied_when_the_sensor_shows_it() {
+        let queued = QueuedSensors {
+            queued: ["a", "b", "c", "d"]
+                .map(|m| (PylumId::new(format!("P-{m}")), MachineGuid::new(m)))
+                .into(),
+        };
+        let answer = [
+            sensor("P-a", SensorStatus::Online, true),
+            sensor("P-b", SensorStatus::Offline, false),
+            sensor("P-c", SensorStatus::Archived, false),
+            sensor("P-x", SensorStatus::Online, true),
+        ];
+        let check = QueueCheck::of(&queued, &answer, true);
+        assert_eq!(check.applied, [MachineGuid::new("a")]);
+        assert_eq!(check.archived, [PylumId::new("P-c")]);
+        let waiting: Vec<&str> = check.waiting.queued.keys().map(PylumId::as_str).collect();
+        assert_eq!(
+            waiting,
+            ["P-b", "P-d"],
+            "offline, and missing from the answer"
+        );
+        let released = QueueCheck::of(&queued, &answer, false);
+        assert!(
+            released.applied.contains(&MachineGuid::new("b")),
+            "an un-isolation shows as not isolated"
+        );
+        let stored: QueuedSensors = serde_json::from_value(queued.to_json()).unwrap();
+        assert_eq!(stored, queued, "the ledger's detail reads back");
     }
 }
 

@@ -56,7 +56,7 @@ pub struct Follower {
 }
 
 /// How many followed remediations a wait names one by one.
-const FOLLOWERS_NAMED: usize = 10;
+pub(crate) const FOLLOWERS_NAMED: usize = 10;
 
 impl Core {
     /// The same connections, ledger, audit trail and quota windows under new rules (a

@@ -634,9 +634,40 @@ impl Service {
     }
 
     /// Waits for the remediation follow-ups still in flight (a cycle does this at its end;
-    /// call it before stopping after hinted evaluations).
+    /// call it before stopping after hinted evaluations), then names the isolation changes
+    /// still queued on the server for offline sensors: those are checked by later cycles
+    /// (or the next run), not waited for.
     pub async fn drain_followups(&self) {
         self.core.drain_followers().await;
+        let filter = riposte_store::ActionFilter {
+            states: vec![ActionState::Following],
+            ..Default::default()
+        };
+        match db::blocking(&self.core.store, "list_actions", move |s| {
+            s.list_actions(&filter)
+        })
+        .await
+        {
+            Ok(queued) if !queued.is_empty() => {
+                let named: Vec<&str> = queued
+                    .iter()
+                    .take(gated::FOLLOWERS_NAMED)
+                    .map(|r| r.id.as_str())
+                    .collect();
+                tracing::info!(
+                    actions = queued.len(),
+                    "still following, queued on the server until offline sensors connect (checked by the next cycles): {}{}",
+                    named.join(", "),
+                    if queued.len() > named.len() {
+                        ", ..."
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("listing the actions still followed: {e:#}"),
+        }
     }
 
     /// The (plugin, Malop) pairs to evaluate for a Malop read in detail: the `runnable`
@@ -1186,15 +1217,20 @@ impl Service {
             if self.plugin_named(&record.plugin).is_none() && self.hold_orphan(record).await? {
                 continue;
             }
-            // Only an isolation needs its machines' sensor ids: no details fetch otherwise.
+            // Only an isolation to send or look for needs its machines' sensor ids (one queued
+            // on the server has them in the ledger): no details fetch otherwise.
             let pylums = match record.request {
-                ActionRequest::Isolate { .. } | ActionRequest::Unisolate { .. } => {
+                ActionRequest::Isolate { .. } | ActionRequest::Unisolate { .. }
+                    if record.state != ActionState::Following =>
+                {
                     self.machine_facts(record.malop_id.as_ref()).await.1
                 }
                 _ => PylumDirectory::default(),
             };
             let state = self.core.executor.reconcile(record, &pylums).await;
-            tracing::info!(action = %record.id, from = record.state.as_str(), to = state.as_str(), "settled an unresolved action");
+            if state != record.state {
+                tracing::info!(action = %record.id, from = record.state.as_str(), to = state.as_str(), "settled an unresolved action");
+            }
         }
         Ok(unresolved.len())
     }

@@ -431,23 +431,32 @@ async fn isolation_per_machine_outcomes() {
     assert_eq!(report.outcomes[&ids[0]], IsolationStatus::Succeeded);
     assert_eq!(report.outcomes[&ids[1]], IsolationStatus::Primed);
     assert!(
-        report.all_succeeded(),
-        "Primed (queued for the offline sensor) counts as applied"
+        report.none_refused() && !report.all_applied(),
+        "Primed is queued for the offline sensor, not applied yet"
     );
+    // The queued change shows on the sensor once it connects; only the sensors asked for
+    // are answered.
+    let before = client.sensors_by_pylum_id(&ids).await.unwrap();
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.iter().any(|s| s.pylum_id == ids[1] && !s.isolated));
+    assert!(sim.set_online(&offline.guid, true));
+    let after = client.sensors_by_pylum_id(&ids[1..]).await.unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].isolated && after[0].is_online());
     let bogus = PylumId::new("PYLUMCLIENT_RIPOSTE_NOPE_000000000000");
     let mixed = client
         .isolate(&[ids[0].clone(), bogus.clone()], None)
         .await
         .unwrap();
     assert!(matches!(mixed.outcomes[&bogus], IsolationStatus::Failed(_)));
-    assert!(!mixed.all_succeeded());
+    assert!(!mixed.none_refused());
     let sensors = client
         .sensors_by_name(&[online.name.as_str()])
         .await
         .unwrap();
     assert!(sensors[0].isolated && sensors[0].is_online());
     let report = client.unisolate(&ids[..1], None).await.unwrap();
-    assert!(report.all_succeeded());
+    assert!(report.all_applied());
     let sensors = client
         .sensors_by_name(&[online.name.as_str()])
         .await
