@@ -11,7 +11,7 @@ use riposte_e2e::gate_support::{
 };
 use riposte_e2e::service_support::{PluginSpec, ServiceEnv, Setup, riposte_bin, start_sim};
 use riposte_service::Service;
-use riposte_sim::SimMalop;
+use riposte_sim::{Fault, FaultKind, SimMalop};
 use riposte_store::ActionFilter;
 use riposte_store::prelude::*;
 use std::time::Duration;
@@ -1608,4 +1608,41 @@ async fn an_action_its_invocation_never_sent_is_recorded_failed_and_never_sent_l
     );
     assert!(world.sim.machines().iter().all(|m| !m.isolated));
     assert_good_plugin_unharmed(&world.audit());
+}
+
+/// A poll the server answers `PARTIAL_SUCCESS` (a detection server did not answer) is not
+/// taken as all there is: the Malops that came are evaluated, and the watermark stays, so a
+/// Malop of the silent server, older than the overlap window, is evaluated at the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_listing_is_evaluated_and_does_not_skip_what_it_lacked() {
+    let world = World::new(0).await;
+    let mut ids = [world.malop_on(&[1]), world.malop_on(&[2])];
+    ids.sort();
+    // The partial answer keeps the greatest id: make it the newest, an hour after the other.
+    world.sim.touch_malop(&ids[0]);
+    world.sim.with_state(|s| s.clock_ms += 3_600_000);
+    world.sim.touch_malop(&ids[1]);
+    let isolator = Plugin::hostile("primed", "isolate-all").grant(&["get-malop", "isolate"]);
+    let service = world
+        .start("", &[isolator])
+        .await
+        .expect("the service starts");
+    let isolated = |id: &riposte_domain::MalopId| {
+        world
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/rest/monitor/global/commands/isolate")
+            .filter(|r| r.body.contains(id.as_str()))
+            .count()
+    };
+    world
+        .sim
+        .inject(Fault::new(FaultKind::Partial, 1).on("/rest/crimes/unified"));
+    service.run_cycle().await.expect("the partial cycle");
+    assert_eq!(isolated(&ids[1]), 1, "the Malop that came is evaluated");
+    assert_eq!(isolated(&ids[0]), 0, "the other was not listed");
+    service.run_cycle().await.expect("the next cycle");
+    assert_eq!(isolated(&ids[0]), 1, "read at the next poll, not skipped");
+    assert_eq!(isolated(&ids[1]), 1, "and the first is not evaluated twice");
 }

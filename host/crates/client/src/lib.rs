@@ -38,8 +38,9 @@ pub use sensors::{SensorBatch, SensorsRead};
 pub use session::{is_login_page, is_two_factor_page};
 pub use settings::{DEFAULT_REQUEST_TIMEOUT_SECS, RawServerConfig, ServerConfig};
 pub use types::{
-    Comment, Element, ElementRef, IsolationReport, IsolationStatus, MalopsPage, RemediationEntry,
-    RemediationError, RemediationReport, ReputationEntry, Sensor, SensorStatus, SensorsPage,
+    Comment, Element, ElementRef, IsolationReport, IsolationStatus, MalopListing, MalopsPage,
+    RemediationEntry, RemediationError, RemediationReport, ReputationEntry, Sensor, SensorStatus,
+    SensorsPage,
 };
 pub use visualsearch::{Details, PartFailure};
 

@@ -3,7 +3,7 @@
 
 use super::http::{Body, Call, Safety, segment};
 use super::parse;
-use super::{Client, Comment, Error, MalopsPage, Result};
+use super::{Client, Comment, Error, MalopListing, MalopsPage, Result};
 use reqwest::Method;
 use riposte_domain::{ElementKind, Malop, MalopId, ManagementStatus, TimestampMs};
 use serde_json::{Value, json};
@@ -74,11 +74,24 @@ impl Client {
     /// (below the newest update seen, then halved) until every piece fits, and the log says
     /// so; a window of one millisecond that still overflows is logged as an error and what
     /// came back is used.
+    ///
+    /// A partial answer (`PARTIAL_SUCCESS`: a detection server did not answer) is used and
+    /// logged; [`Client::malop_listing`] says whether one came.
     pub async fn malops_updated_since(
         &self,
         kind: ElementKind,
         since: TimestampMs,
     ) -> Result<Vec<Malop>> {
+        Ok(self.malop_listing(kind, since).await?.malops)
+    }
+
+    /// [`Client::malops_updated_since`], saying whether some answer was partial.
+    pub async fn malop_listing(
+        &self,
+        kind: ElementKind,
+        since: TimestampMs,
+    ) -> Result<MalopListing> {
+        let mut partial = false;
         let mut found: BTreeMap<MalopId, Malop> = BTreeMap::new();
         let mut windows = vec![Window {
             after: since,
@@ -88,6 +101,13 @@ impl Client {
         while let Some(window) = windows.pop() {
             queries += 1;
             let page = self.crimes_unified_window(kind, window).await?;
+            if let Some(message) = &page.partial {
+                partial = true;
+                tracing::warn!(
+                    kind = kind.as_api(), after = window.after, before = ?window.before,
+                    "crimes/unified answered PARTIAL_SUCCESS (some detection servers did not answer: {message}); the Malops of those servers are missing from this answer"
+                );
+            }
             let got = page.malops.len() as u64;
             let overflow = page.total_hits > got;
             let pieces = if overflow {
@@ -128,9 +148,9 @@ impl Client {
                 found.len()
             );
         }
-        let mut all: Vec<Malop> = found.into_values().collect();
-        all.sort_by(|a, b| (a.last_update_time, &a.id).cmp(&(b.last_update_time, &b.id)));
-        Ok(all)
+        let mut malops: Vec<Malop> = found.into_values().collect();
+        malops.sort_by(|a, b| (a.last_update_time, &a.id).cmp(&(b.last_update_time, &b.id)));
+        Ok(MalopListing { malops, partial })
     }
 
     async fn crimes_unified_window(&self, kind: ElementKind, window: Window) -> Result<MalopsPage> {

@@ -6,6 +6,7 @@ use super::parse;
 use super::{Client, Error, Result, Sensor, SensorsPage};
 use riposte_domain::{Malop, PylumId};
 use serde_json::{Value, json};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::OnceCell;
@@ -14,9 +15,15 @@ use tokio::sync::OnceCell;
 pub(crate) const SENSOR_PAGE_SIZE: u32 = 500;
 
 impl Client {
-    /// One page; `page` is a page INDEX (0, 1, 2...), as the server reads `offset`.
-    pub async fn sensors_page(&self, filters: Value, page: u32, limit: u32) -> Result<SensorsPage> {
-        let body = json!({"limit": limit, "offset": page, "filters": filters,
+    /// One page: `limit` sensors from `offset`, which most servers read as a page index (0,
+    /// 1, 2...) and some as an item offset (see [`Client::sensors`]).
+    pub async fn sensors_page(
+        &self,
+        filters: Value,
+        offset: u32,
+        limit: u32,
+    ) -> Result<SensorsPage> {
+        let body = json!({"limit": limit, "offset": offset, "filters": filters,
                           "sortingFieldName": "machineName", "sortDirection": "ASC"});
         let call = Call::post("/rest/sensors/query", body, Safety::Repeatable);
         self.fetch(call, parse::sensors_page).await
@@ -25,16 +32,43 @@ impl Client {
     /// Every sensor matching `filters` (`[{"fieldName", "operator", "values"}]`), paging
     /// while `hasMoreResults`.
     pub async fn sensors(&self, filters: Value) -> Result<Vec<Sensor>> {
-        let mut all = Vec::new();
-        for page in 0..MAX_PAGES {
-            let got = self
-                .sensors_page(filters.clone(), page, SENSOR_PAGE_SIZE)
-                .await?;
-            let empty = got.sensors.is_empty();
-            all.extend(got.sensors);
-            if !got.has_more || empty {
+        self.sensors_in_pages(filters, SENSOR_PAGE_SIZE).await
+    }
+
+    /// [`Client::sensors`] in pages of `limit`. Servers differ on `offset` (§6): most read a
+    /// page index, some an item offset. It is sent as a page index; a second page that
+    /// repeats sensors of the first shows an item-offset server, and the listing goes on
+    /// from the number of sensors read. A sensor is listed once.
+    async fn sensors_in_pages(&self, filters: Value, limit: u32) -> Result<Vec<Sensor>> {
+        let mut all: Vec<Sensor> = Vec::new();
+        let mut seen: HashSet<PylumId> = HashSet::new();
+        let (mut offset, mut item_offsets) = (0u32, false);
+        for _ in 0..MAX_PAGES {
+            let got = self.sensors_page(filters.clone(), offset, limit).await?;
+            let answered = got.sensors.len();
+            let fresh: Vec<Sensor> = got
+                .sensors
+                .into_iter()
+                .filter(|s| seen.insert(s.pylum_id.clone()))
+                .collect();
+            // At offset 1 an item-offset server repeats all but one sensor of the first
+            // page; a sensor moved between pages of a page-index server repeats a few.
+            if offset > 0 && !item_offsets && fresh.len() * 2 < answered {
+                item_offsets = true;
+                tracing::info!(
+                    "sensors/query reads `offset` as an item offset on this server, not a page index: paging by items"
+                );
+            }
+            let done = !got.has_more || fresh.is_empty();
+            all.extend(fresh);
+            if done {
                 return Ok(all);
             }
+            offset = if item_offsets {
+                u32::try_from(all.len()).unwrap_or(u32::MAX)
+            } else {
+                offset + 1
+            };
         }
         Err(Error::Api {
             endpoint: "POST /rest/sensors/query".into(),
@@ -135,5 +169,39 @@ impl SensorBatch {
             })
             .await
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientConfig, Credentials};
+    use riposte_sim::{SimConfig, Simulator};
+
+    #[tokio::test]
+    async fn sensors_are_listed_once_whether_offset_is_a_page_or_an_item() {
+        let config = SimConfig::default();
+        let credentials = Credentials::new(config.username.clone(), config.password.clone());
+        let sim = Simulator::start(config).await.unwrap();
+        let client = Client::new(ClientConfig::new(sim.base_url(), credentials)).unwrap();
+        let total = sim.machines().len();
+        assert!(total > 9, "{total} sensors: more than three pages");
+        for item in [false, true] {
+            sim.with_state(|s| s.sensor_offset_is_item = item);
+            sim.clear_requests();
+            let all = client.sensors_in_pages(json!([]), 3).await.unwrap();
+            let ids: HashSet<&PylumId> = all.iter().map(|s| &s.pylum_id).collect();
+            assert_eq!(
+                (all.len(), ids.len()),
+                (total, total),
+                "item offsets: {item}"
+            );
+            let queries = sim.count("POST", "/rest/sensors/query");
+            let pages = total.div_ceil(3);
+            assert!(
+                queries <= pages + 1,
+                "{queries} queries for {pages} pages (item offsets: {item})"
+            );
+        }
     }
 }

@@ -73,13 +73,27 @@ pub struct SensorsPage {
     pub has_more: bool,
 }
 
-/// One page of `mmng/v2/malops`.
+/// One page of `mmng/v2/malops`, or one `crimes/unified` answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MalopsPage {
     /// The Malops on this page.
     pub malops: Vec<riposte_domain::Malop>,
     /// `totalHits`: how many Malops match in all.
     pub total_hits: u64,
+    /// `PARTIAL_SUCCESS` with the server's message: some detection servers did not answer,
+    /// so Malops may be missing.
+    pub partial: Option<String>,
+}
+
+/// The Malops of one kind updated since a time, from as many `crimes/unified` queries as
+/// it took.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MalopListing {
+    /// The Malops, oldest update first.
+    pub malops: Vec<riposte_domain::Malop>,
+    /// Whether some answer was partial (`PARTIAL_SUCCESS`): Malops of detection servers that
+    /// did not answer may be missing, so the listing is not taken as all there is.
+    pub partial: bool,
 }
 
 /// The error the server attached to a remediation item.

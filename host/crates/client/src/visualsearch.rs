@@ -29,7 +29,13 @@ impl Client {
             "templateContext": "SPECIFIC", "queryTimeout": query_timeout_ms,
             "customFields": custom_fields});
         let call = Call::post("/rest/visualsearch/query/simple", body, Safety::Repeatable);
-        let (elements, matched) = self.fetch(call, parse::visual_envelope).await?;
+        // A partial answer is a failure here: the Malop's part is read again later.
+        let answer = self
+            .fetch(call, |body| {
+                parse::visual_envelope(body).and_then(parse::VisualAnswer::whole)
+            })
+            .await?;
+        let (elements, matched) = (answer.elements, answer.total);
         // There is no paging (§6): what lies beyond the limits cannot be read, so say so.
         if let Some(matched) = matched.filter(|m| *m > elements.len() as u64) {
             tracing::warn!(

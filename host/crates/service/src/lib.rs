@@ -452,16 +452,23 @@ impl Service {
             None => (watermark - overlap_ms).max(0),
         };
         let polled = std::time::Instant::now();
-        let malops = self.core.client.malops_updated_since(kind, since).await;
-        self.metrics.poll(&source, polled.elapsed(), malops.is_ok());
-        let malops = malops
+        let listing = self.core.client.malop_listing(kind, since).await;
+        self.metrics
+            .poll(&source, polled.elapsed(), listing.is_ok());
+        let listing = listing
             .with_context(|| format!("polling {} Malops updated since {since}", kind.as_api()))?;
+        let malops = listing.malops;
         report.malops_seen += malops.len();
         let mut newest = watermark;
         // The oldest update some subscribed plugin still owes (details unavailable, plugin
         // paused or trapped): the watermark stays below it, so the Malop is offered again.
         let mut owed: Option<i64> = None;
         let mut hold = |t: i64| owed = Some(owed.map_or(t, |o: i64| o.min(t)));
+        // A partial listing (a detection server did not answer) says nothing of the Malops it
+        // lacks: what came is evaluated, and the watermark stays where it was.
+        if listing.partial {
+            hold(watermark.saturating_add(1));
+        }
         let mut wanted = Vec::new();
         // In a backfill, another plugin's pause is no reason to list the whole history again.
         let mut backfilled_paused = false;

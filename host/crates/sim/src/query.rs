@@ -359,10 +359,16 @@ fn sensor_matches(m: &SimMachine, pylum_id: &str, filters: &Value) -> bool {
     })
 }
 
-/// `sensors/query`: `offset` is a PAGE INDEX.
+/// `sensors/query`: `offset` is a PAGE INDEX (an item offset with
+/// [`SimState::sensor_offset_is_item`]).
 pub fn sensors(st: &SimState, v: &Value) -> Reply {
     let limit = v.get("limit").and_then(num).unwrap_or(500).clamp(1, 1000) as usize;
-    let page = v.get("offset").and_then(num).unwrap_or(0).max(0) as usize;
+    let offset = v.get("offset").and_then(num).unwrap_or(0).max(0) as usize;
+    let first = if st.sensor_offset_is_item {
+        offset
+    } else {
+        offset.saturating_mul(limit)
+    };
     let filters = v.get("filters").cloned().unwrap_or(Value::Null);
     // Machines without a sensor are not sensors.
     let mut hits: Vec<(&SimMachine, &str)> = st
@@ -374,14 +380,14 @@ pub fn sensors(st: &SimState, v: &Value) -> Reply {
     hits.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let list: Vec<Value> = hits
         .iter()
-        .skip(page * limit)
+        .skip(first)
         .take(limit)
         .map(|(m, pylum_id)| render::sensor(m, pylum_id))
         .collect();
     let online = st.machines.iter().filter(|m| m.online).count();
     Reply::json(
         200,
-        &json!({"totalResults": hits.len(), "hasMoreResults": (page + 1) * limit < hits.len(),
+        &json!({"totalResults": hits.len(), "hasMoreResults": first.saturating_add(limit) < hits.len(),
         "sensorsStatus": {"@class": ".SensorsStatusOverview", "onlineCount": online,
             "offlineCount": st.machines.len() - online, "staleCount": 0, "archivedCount": 0},
         "sensors": list}),

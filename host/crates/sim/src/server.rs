@@ -118,8 +118,30 @@ fn mangle(reply: Reply, fault: Option<FaultKind>) -> Reply {
             r
         }
         Some(FaultKind::Html) => Reply::html(super::pages::PROXY_ERROR_PAGE),
+        Some(FaultKind::Partial) => partial(reply),
         _ => reply,
     }
+}
+
+/// `reply`, a visualsearch envelope, as `PARTIAL_SUCCESS` with only its last result.
+fn partial(mut reply: Reply) -> Reply {
+    let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&reply.body) else {
+        return reply;
+    };
+    body["status"] = "PARTIAL_SUCCESS".into();
+    body["message"] = "1 of 2 detection servers did not answer".into();
+    if let Some(results) = body
+        .pointer_mut("/data/resultIdToElementDataMap")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        let last = results.keys().max().cloned();
+        results.retain(|key, _| Some(key) == last.as_ref());
+        // What the silent servers hold is not counted either.
+        let kept = results.len();
+        body["data"]["totalPossibleResults"] = kept.into();
+    }
+    reply.body = body.to_string().into_bytes();
+    reply
 }
 
 /// The `JSESSIONID` cookie of a request.

@@ -34,6 +34,9 @@ pub enum FaultKind {
     Html,
     /// Carry the request out, then break the connection in the middle of the reply.
     Reset,
+    /// Answer a visualsearch or `crimes/unified` query with `PARTIAL_SUCCESS`, keeping only
+    /// its last result by key: the detection servers holding the others did not answer.
+    Partial,
 }
 
 /// A fault for the next `count` matching requests.
@@ -243,6 +246,9 @@ pub struct SimState {
     /// The most results one `crimes/unified` answer holds (a real server's is 10,000; the
     /// request's `totalResultLimit` can only lower it).
     pub result_limit: usize,
+    /// Read `sensors/query`'s `offset` as an item offset, as some servers do (XS pages with
+    /// `(page - 1) * pageSize`), instead of a page index.
+    pub sensor_offset_is_item: bool,
     next_seq: u64,
     malops_made: usize,
     /// Where Malop events go, if anywhere.
@@ -293,6 +299,7 @@ impl SimState {
             refuse_investigation: false,
             latency_ms: 0,
             result_limit: crate::SERVER_RESULT_LIMIT,
+            sensor_offset_is_item: false,
             next_seq: 0,
             malops_made,
             events: None,

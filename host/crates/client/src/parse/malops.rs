@@ -1,8 +1,8 @@
 //! Malop lists: `crimes/unified`, `detection/inbox`, `mmng/v2/malops`, and visualsearch elements.
 
 use super::{
-    Parsed, boolean, check_status, element, kind, malformed, millis, object, sv_bool, sv_millis,
-    text,
+    Parsed, VisualAnswer, boolean, check_status, element, envelope_status, kind, malformed, millis,
+    object, sv_bool, sv_millis, text,
 };
 use crate::types::{Element, MalopsPage};
 use riposte_domain::{
@@ -11,29 +11,40 @@ use riposte_domain::{
 };
 use serde_json::{Map, Value};
 
-/// The elements of a visualsearch / crimes/unified envelope, sorted by result key.
+/// The elements of a visualsearch / crimes/unified envelope, sorted by result key; a partial
+/// answer (`PARTIAL_SUCCESS`) is the server's failure.
 pub fn visual_elements(body: &[u8]) -> Parsed<Vec<Element>> {
-    visual_envelope(body).map(|(elements, _)| elements)
+    visual_envelope(body)
+        .and_then(VisualAnswer::whole)
+        .map(|answer| answer.elements)
 }
 
-/// [`visual_elements`] and how many results matched on the server
-/// (`data.totalPossibleResults`, when it is a number).
-pub(crate) fn visual_envelope(body: &[u8]) -> Parsed<(Vec<Element>, Option<u64>)> {
+/// The elements, how many results matched on the server (`data.totalPossibleResults`, when
+/// it is a number) and whether the answer is partial.
+pub(crate) fn visual_envelope(body: &[u8]) -> Parsed<VisualAnswer> {
     super::typed::visual_envelope(body).unwrap_or_else(|| {
-        let elements = visual_elements_from_value(body)?;
-        let total = object(body)?
+        let map = object(body)?;
+        let partial = envelope_status(
+            map.get("status"),
+            map.get("message"),
+            map.get("errorMessage"),
+        )?;
+        let elements = visual_elements_from_value(body, &map)?;
+        let total = map
             .get("data")
             .and_then(|d| d.get("totalPossibleResults"))
             .and_then(Value::as_u64);
-        Ok((elements, total))
+        Ok(VisualAnswer {
+            elements,
+            total,
+            partial,
+        })
     })
 }
 
-/// [`visual_elements`] through a `serde_json::Value` tree: slower and larger, but it takes
-/// any JSON and says what is wrong with it.
-fn visual_elements_from_value(body: &[u8]) -> Parsed<Vec<Element>> {
-    let map = object(body)?;
-    check_status(&map)?;
+/// The elements of `map` (the body, parsed into a `serde_json::Value` tree: slower and
+/// larger, but it takes any JSON and says what is wrong with it).
+fn visual_elements_from_value(body: &[u8], map: &Map<String, Value>) -> Parsed<Vec<Element>> {
     let data = match map.get("data") {
         Some(Value::Object(d)) => d,
         Some(Value::Null) | None => return Err(malformed(body, "missing object \"data\"")),
@@ -71,14 +82,19 @@ pub fn crimes_unified(body: &[u8], kind: ElementKind) -> Parsed<Vec<Malop>> {
 /// `crimes/unified` with how many Malops matched (`totalPossibleResults`; the number
 /// returned when absent): more than returned means the answer hit the result limit.
 pub fn crimes_unified_page(body: &[u8], kind: ElementKind) -> Parsed<MalopsPage> {
-    let (elements, total) = visual_envelope(body)?;
-    let mut malops = elements
+    let answer = visual_envelope(body)?;
+    let mut malops = answer
+        .elements
         .iter()
         .map(|e| malop_from_element(body, e, kind))
         .collect::<Parsed<Vec<_>>>()?;
     malops.sort_by(|a, b| (a.last_update_time, &a.id).cmp(&(b.last_update_time, &b.id)));
-    let total_hits = total.unwrap_or(0).max(malops.len() as u64);
-    Ok(MalopsPage { malops, total_hits })
+    let total_hits = answer.total.unwrap_or(0).max(malops.len() as u64);
+    Ok(MalopsPage {
+        malops,
+        total_hits,
+        partial: answer.partial,
+    })
 }
 
 fn malop_from_element(body: &[u8], e: &Element, kind: ElementKind) -> Parsed<Malop> {
@@ -233,6 +249,7 @@ pub fn mmng_page(body: &[u8]) -> Parsed<MalopsPage> {
             .map(|m| model_malop(body, m))
             .collect::<Parsed<_>>()?,
         total_hits: total.max(0) as u64,
+        partial: None,
     })
 }
 
@@ -339,7 +356,15 @@ fn model_users(m: &Map<String, Value>) -> Vec<User> {
 
 #[cfg(test)]
 mod tests {
-    use super::{super::typed, visual_elements_from_value};
+    use super::super::{Parsed, check_status, object, typed};
+    use crate::types::Element;
+
+    /// The `Value` path, a partial answer refused.
+    fn visual_elements_from_value(body: &[u8]) -> Parsed<Vec<Element>> {
+        let map = object(body)?;
+        check_status(&map)?;
+        super::visual_elements_from_value(body, &map)
+    }
 
     const UNIFIED: &str = r#"{"status":"SUCCESS","message":"","data":{"resultIdToElementDataMap":{
         "11.-43":{"simpleValues":{"elementDisplayName":{"totalValues":1,"values":["wcry.exe"]},
@@ -671,6 +696,28 @@ mod field_locations {
         body["data"]["totalPossibleResults"] = json!(10_500);
         let page = crimes_unified_page(body.to_string().as_bytes(), ElementKind::Process).unwrap();
         assert_eq!((page.malops.len(), page.total_hits), (1, 10_500));
+    }
+
+    #[test]
+    fn a_partial_answer_is_kept_for_a_listing_and_refused_for_a_query() {
+        // §5.3: PARTIAL_SUCCESS when a detection server did not answer.
+        let mut body: Value =
+            serde_json::from_slice(&unified(json!({}), json!({}), json!({}))).unwrap();
+        body["status"] = json!("PARTIAL_SUCCESS");
+        body["message"] = json!("server-2 offline");
+        body["errorMessage"] = json!("server-2");
+        let text = body.to_string();
+        let page = crimes_unified_page(text.as_bytes(), ElementKind::Process).unwrap();
+        assert_eq!(page.partial.as_deref(), Some("server-2 offline"));
+        assert_eq!(page.malops.len(), 1);
+        let refused = super::visual_elements(text.as_bytes()).unwrap_err();
+        assert!(refused.to_string().contains("PARTIAL_SUCCESS"), "{refused}");
+        // The `Value` path reads the status the same way.
+        let status =
+            |s: &str| super::super::envelope_status(Some(&json!(s)), Some(&json!("m")), None);
+        assert_eq!(status("partial_success").unwrap().as_deref(), Some("m"));
+        assert_eq!(status("SUCCESS").unwrap(), None);
+        assert!(status("FAILURE").is_err());
     }
 
     #[test]

@@ -118,6 +118,55 @@ pub(crate) fn check_status(map: &Map<String, Value>) -> Parsed<()> {
     failure.map_or(Ok(()), Err)
 }
 
+/// The `status` of a visualsearch or `crimes/unified` answer some of the server's detection
+/// servers did not contribute to (one offline, §5.3).
+const PARTIAL_SUCCESS: &str = "PARTIAL_SUCCESS";
+
+/// A visualsearch or `crimes/unified` answer.
+#[derive(Debug)]
+pub(crate) struct VisualAnswer {
+    /// The result elements, sorted by result key.
+    pub elements: Vec<Element>,
+    /// `data.totalPossibleResults`, when it is a number.
+    pub total: Option<u64>,
+    /// `PARTIAL_SUCCESS`, with the server's message (bounded): the elements are those of
+    /// the detection servers that answered, so what is missing is unknown.
+    pub partial: Option<String>,
+}
+
+impl VisualAnswer {
+    /// The answer, but a partial one as the server's failure: for a query whose every
+    /// result matters.
+    pub(crate) fn whole(self) -> Parsed<Self> {
+        match self.partial {
+            Some(message) => Err(ResponseError::Failure {
+                status: PARTIAL_SUCCESS.into(),
+                message,
+            }),
+            None => Ok(self),
+        }
+    }
+}
+
+/// [`status_failure`] of an envelope that may be partial: `Ok(Some(message))` for
+/// `PARTIAL_SUCCESS` (whatever its `errorMessage`, which names what did not answer).
+pub(crate) fn envelope_status(
+    status: Option<&Value>,
+    message: Option<&Value>,
+    error_message: Option<&Value>,
+) -> Parsed<Option<String>> {
+    let partial = status
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.eq_ignore_ascii_case(PARTIAL_SUCCESS));
+    if partial {
+        let said = text(message)
+            .filter(|m| !m.is_empty())
+            .or_else(|| text(error_message));
+        return Ok(Some(said.as_deref().map(bounded).unwrap_or_default()));
+    }
+    status_failure(status, message, error_message).map_or(Ok(None), Err)
+}
+
 /// The failure a body's `status`, `message` and `errorMessage` fields report, if any.
 pub(crate) fn status_failure(
     status: Option<&Value>,

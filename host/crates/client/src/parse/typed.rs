@@ -9,7 +9,7 @@
 //! gives exactly what the `Value` path gives: duplicate keys keep the last value, scalars are
 //! rendered by the same [`text`] function.
 
-use super::{Parsed, status_failure, text};
+use super::{Parsed, VisualAnswer, envelope_status, text};
 use crate::types::{Element, ElementRef};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -21,19 +21,21 @@ use std::marker::PhantomData;
 /// well-formed shape (parse it through the `Value` path then).
 #[cfg(test)]
 pub(super) fn visual_elements(body: &[u8]) -> Option<Parsed<Vec<Element>>> {
-    visual_envelope(body).map(|parsed| parsed.map(|(elements, _)| elements))
+    visual_envelope(body).map(|parsed| parsed.and_then(VisualAnswer::whole).map(|a| a.elements))
 }
 
-/// [`visual_elements`] and `data.totalPossibleResults` (when it is a number).
-pub(super) fn visual_envelope(body: &[u8]) -> Option<Parsed<(Vec<Element>, Option<u64>)>> {
+/// The envelope's elements, `data.totalPossibleResults` (when it is a number) and whether it
+/// is partial.
+pub(super) fn visual_envelope(body: &[u8]) -> Option<Parsed<VisualAnswer>> {
     let Fields(envelope) = serde_json::from_slice::<Fields<Envelope>>(body).ok()?;
-    if let Some(failure) = status_failure(
+    let partial = match envelope_status(
         envelope.status.as_ref(),
         envelope.message.as_ref(),
         envelope.error_message.as_ref(),
     ) {
-        return Some(Err(failure));
-    }
+        Ok(partial) => partial,
+        Err(failure) => return Some(Err(failure)),
+    };
     // A missing or null `data` is an error the `Value` path words.
     let Fields(data) = envelope.data?;
     let total = data.total.as_ref().and_then(Value::as_u64);
@@ -42,7 +44,11 @@ pub(super) fn visual_envelope(body: &[u8]) -> Option<Parsed<(Vec<Element>, Optio
         .into_iter()
         .map(|(key, Fields(raw))| raw.into_element(key))
         .collect();
-    Some(Ok((elements, total)))
+    Some(Ok(VisualAnswer {
+        elements,
+        total,
+        partial,
+    }))
 }
 
 /// A JSON object read field by field into `T` (never from an array, unlike derived structs).
