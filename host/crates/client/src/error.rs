@@ -106,6 +106,18 @@ pub enum Error {
         /// The start of the body (secrets scrubbed).
         excerpt: String,
     },
+    /// The server refused the request before carrying it out (§6): 400 (a bad request or
+    /// query), 403 (the API user lacks the role), 412 (access denied). Sending it again
+    /// would be refused the same way.
+    #[error("{endpoint}: refused by the server, HTTP {status} ({}); body starts: {excerpt:?}", refusal(*.status))]
+    Refused {
+        /// The endpoint called.
+        endpoint: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the body (secrets scrubbed).
+        excerpt: String,
+    },
     /// An isolation named no sensor the server knows (HTTP 400 `NO_MATCHING_SENSORS`).
     #[error("{endpoint}: no sensor matches the given pylumIds (NO_MATCHING_SENSORS)")]
     NoMatchingSensors {
@@ -185,20 +197,37 @@ impl Error {
                 | Error::Config(_)
                 | Error::CaFile { .. }
                 | Error::NoMatchingSensors { .. }
+                | Error::Refused { .. }
                 | Error::NotSent { .. }
         )
     }
 
     /// Whether the action certainly had no effect and sending it again would fail the same
-    /// way: the server rejected every target as unknown (`NO_MATCHING_SENSORS`), a target
-    /// could not be resolved (no sensor for a machine), or the request could not be built.
+    /// way: the server rejected every target as unknown (`NO_MATCHING_SENSORS`) or refused
+    /// the request (400, 403, 412), a target could not be resolved (no sensor for a
+    /// machine), or the request could not be built.
     pub fn rejected_for_good(&self) -> bool {
         matches!(
             self,
-            Error::NoMatchingSensors { .. } | Error::NotFound { .. } | Error::NotSent { .. }
+            Error::NoMatchingSensors { .. }
+                | Error::Refused { .. }
+                | Error::NotFound { .. }
+                | Error::NotSent { .. }
         )
     }
 }
+
+/// What a refusal's HTTP status means (§6).
+fn refusal(status: u16) -> &'static str {
+    match status {
+        403 => "the API user lacks the role this call needs",
+        412 => "access denied to the API user",
+        _ => "a bad request",
+    }
+}
+
+/// The HTTP statuses with which a server refuses a request before carrying it out (§6).
+pub(crate) const REFUSALS: [u16; 3] = [400, 403, 412];
 
 /// The client's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -359,6 +359,13 @@ impl Client {
         if status == StatusCode::BAD_REQUEST && names_no_matching_sensors(body) {
             return Error::NoMatchingSensors { endpoint };
         }
+        if super::error::REFUSALS.contains(&status.as_u16()) {
+            return Error::Refused {
+                endpoint,
+                status: status.as_u16(),
+                excerpt: self.scrub(&excerpt(body)),
+            };
+        }
         Error::Http {
             endpoint,
             status: status.as_u16(),
@@ -494,7 +501,16 @@ mod tests {
         let err = client.http_error("isolate", StatusCode::BAD_REQUEST, 1, late.as_bytes());
         assert!(matches!(err, Error::NoMatchingSensors { .. }), "{err}");
         let other = client.http_error("isolate", StatusCode::BAD_REQUEST, 1, b"bad query");
-        assert!(matches!(other, Error::Http { status: 400, .. }), "{other}");
+        assert!(
+            matches!(other, Error::Refused { status: 400, .. }),
+            "{other}"
+        );
+        assert!(other.certainly_not_done() && other.rejected_for_good());
+        let role = client.http_error("remediate", StatusCode::FORBIDDEN, 1, b"");
+        assert!(role.to_string().contains("lacks the role"), "{role}");
+        assert!(role.rejected_for_good());
+        let denied = client.http_error("remediate", StatusCode::PRECONDITION_FAILED, 1, b"");
+        assert!(denied.to_string().contains("access denied"), "{denied}");
         let elsewhere =
             client.http_error("isolate", StatusCode::NOT_FOUND, 1, b"NO_MATCHING_SENSORS");
         assert!(

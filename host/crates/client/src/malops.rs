@@ -61,6 +61,19 @@ impl Window {
         }
     }
 }
+
+/// Adds `malops` to `found`, keeping the newest update of each.
+fn keep_newest(found: &mut BTreeMap<MalopId, Malop>, malops: Vec<Malop>) {
+    for malop in malops {
+        let newer = found
+            .get(&malop.id)
+            .is_none_or(|m| m.last_update_time < malop.last_update_time);
+        if newer {
+            found.insert(malop.id.clone(), malop);
+        }
+    }
+}
+
 /// Page size for `mmng/v2/malops`.
 pub(crate) const MMNG_PAGE_SIZE: u32 = 100;
 /// Upper bound of pages read in one listing (a guard against a server that never ends).
@@ -73,7 +86,8 @@ impl Client {
     /// than matched (`totalPossibleResults`) is not taken as all. The time window is narrowed
     /// (below the newest update seen, then halved) until every piece fits, and the log says
     /// so; a window of one millisecond that still overflows is logged as an error and what
-    /// came back is used.
+    /// came back is used, as when the server refuses or ignores the `LessThan` filter that
+    /// closes a narrowed window (then only open windows, `GreaterThan` alone, are read).
     ///
     /// A partial answer (`PARTIAL_SUCCESS`: a detection server did not answer) is used and
     /// logged; [`Client::malop_listing`] says whether one came.
@@ -98,9 +112,27 @@ impl Client {
             before: None,
         }];
         let mut queries = 0u32;
+        // Whether the server cannot narrow a window: it refuses, or ignores, the `LessThan`
+        // filter that closes one (the notes saw only `GreaterThan` in use).
+        let mut unnarrowable = false;
         while let Some(window) = windows.pop() {
+            if unnarrowable && window.before.is_some() {
+                // It would answer as the wider window did (or be refused).
+                continue;
+            }
             queries += 1;
-            let page = self.crimes_unified_window(kind, window).await?;
+            let page = match self.crimes_unified_window(kind, window).await {
+                Ok(page) => page,
+                Err(error @ Error::Refused { .. }) if window.before.is_some() => {
+                    tracing::error!(
+                        kind = kind.as_api(),
+                        "crimes/unified refused a time window closed with LessThan ({error}): windows cannot be narrowed on this server; what the wider answer held is used, the rest is not seen this cycle"
+                    );
+                    unnarrowable = true;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             if let Some(message) = &page.partial {
                 partial = true;
                 tracing::warn!(
@@ -108,13 +140,26 @@ impl Client {
                     "crimes/unified answered PARTIAL_SUCCESS (some detection servers did not answer: {message}); the Malops of those servers are missing from this answer"
                 );
             }
+            if let Some(before) = window.before
+                && !unnarrowable
+                && page.malops.iter().any(|m| m.last_update_time >= before)
+            {
+                tracing::error!(
+                    kind = kind.as_api(),
+                    "crimes/unified ignores the LessThan filter that closes a time window: windows cannot be narrowed on this server; the rest is not seen this cycle"
+                );
+                unnarrowable = true;
+            }
             let got = page.malops.len() as u64;
             let overflow = page.total_hits > got;
-            let pieces = if overflow {
+            let pieces = if overflow && !unnarrowable {
                 window.split(&page.malops)
             } else {
                 Vec::new()
             };
+            // What an overflowing answer holds is kept too: if its pieces cannot be read,
+            // it is all there is.
+            keep_newest(&mut found, page.malops);
             if overflow && queries < MAX_WINDOWS && !pieces.is_empty() {
                 tracing::warn!(
                     kind = kind.as_api(), after = window.after, before = ?window.before,
@@ -130,14 +175,6 @@ impl Client {
                     "crimes/unified returned {got} of {} Malops and the window cannot be narrowed further; the rest is not seen this cycle",
                     page.total_hits
                 );
-            }
-            for malop in page.malops {
-                let newer = found
-                    .get(&malop.id)
-                    .is_none_or(|m| m.last_update_time < malop.last_update_time);
-                if newer {
-                    found.insert(malop.id.clone(), malop);
-                }
             }
         }
         if queries > 1 {

@@ -4,7 +4,7 @@ use super::data::{SimConnection, SimFile, SimMachine, SimMalop, SimProcess};
 use super::render;
 use super::reply::Reply;
 use super::state::SimQuarantine;
-use super::state::SimState;
+use super::state::{LessThan, SimState};
 use riposte_domain::ElementKind;
 use serde_json::{Map, Value, json};
 
@@ -27,8 +27,9 @@ fn num(v: &Value) -> Option<i64> {
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
-/// Whether a Malop passes the time filters of a query path element.
-fn malop_filters(m: &SimMalop, filters: &Value) -> bool {
+/// Whether a Malop passes the time filters of a query path element (`LessThan` only when
+/// `less_than` is applied).
+fn malop_filters(m: &SimMalop, filters: &Value, less_than: bool) -> bool {
     filters.as_array().into_iter().flatten().all(|f| {
         let value = f.get("values").and_then(|v| v.get(0)).and_then(num);
         let field = match f.get("facetName").and_then(Value::as_str) {
@@ -38,7 +39,7 @@ fn malop_filters(m: &SimMalop, filters: &Value) -> bool {
         };
         match (f.get("filterType").and_then(Value::as_str), value) {
             (Some("GreaterThan"), Some(v)) => field > v,
-            (Some("LessThan"), Some(v)) => field < v,
+            (Some("LessThan"), Some(v)) if less_than => field < v,
             (Some("Equals"), Some(v)) => field == v,
             _ => true,
         }
@@ -52,7 +53,7 @@ fn matching_malops<'a>(st: &'a SimState, kind: ElementKind, el: &Value) -> Vec<&
         .iter()
         .filter(|m| m.kind == kind)
         .filter(|m| guids.as_ref().is_none_or(|g| g.contains(&m.guid.as_str())))
-        .filter(|m| malop_filters(m, filters))
+        .filter(|m| malop_filters(m, filters, st.less_than == LessThan::Supported))
         .collect()
 }
 
@@ -71,6 +72,12 @@ pub fn crimes_unified(st: &SimState, v: &Value) -> Reply {
             &render::failure(&format!("Unsupported requestedType {requested}")),
         );
     };
+    if st.less_than == LessThan::Refused && el.to_string().contains("\"LessThan\"") {
+        return Reply::json(
+            400,
+            &json!({"message": "Unsupported filterType: LessThan", "status": 400}),
+        );
+    }
     let overview = v.get("templateContext").and_then(Value::as_str) == Some("OVERVIEW");
     // No paging, only a result limit: past it the rest is left out, and
     // `totalPossibleResults` says how many matched (§6).

@@ -55,6 +55,10 @@ pub(crate) async fn dispatch(
             Reply::json(429, &serde_json::json!({"message": "Too Many Requests"}))
         }
         Some(f) if f.kind == FaultKind::Status500 && !f.after_processing => server_error(),
+        Some(f) if f.kind == FaultKind::Status403 => Reply::json(
+            403,
+            &serde_json::json!({"error": "UnauthorizedRequest", "message": "Forbidden"}),
+        ),
         Some(f) if f.kind == FaultKind::ErrorBody => Reply::json(
             200,
             &super::render::failure("Request failed: the server refused to process it"),

@@ -17,6 +17,10 @@ pub enum FaultKind {
     #[value(name = "500")]
     #[serde(rename = "500")]
     Status500,
+    /// Answer HTTP 403 without carrying the request out: the API user lacks the role.
+    #[value(name = "403")]
+    #[serde(rename = "403")]
+    Status403,
     /// Answer HTTP 429.
     #[value(name = "429")]
     #[serde(rename = "429")]
@@ -37,6 +41,19 @@ pub enum FaultKind {
     /// Answer a visualsearch or `crimes/unified` query with `PARTIAL_SUCCESS`, keeping only
     /// its last result by key: the detection servers holding the others did not answer.
     Partial,
+}
+
+/// What `crimes/unified` does with a `LessThan` time filter (the API notes saw only
+/// `GreaterThan` in use, so a server may not know it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LessThan {
+    /// Applies it.
+    #[default]
+    Supported,
+    /// Answers HTTP 400.
+    Refused,
+    /// Answers as if it were absent.
+    Ignored,
 }
 
 /// A fault for the next `count` matching requests.
@@ -246,6 +263,8 @@ pub struct SimState {
     /// The most results one `crimes/unified` answer holds (a real server's is 10,000; the
     /// request's `totalResultLimit` can only lower it).
     pub result_limit: usize,
+    /// What `crimes/unified` does with a `LessThan` time filter.
+    pub less_than: LessThan,
     /// Read `sensors/query`'s `offset` as an item offset, as some servers do (XS pages with
     /// `(page - 1) * pageSize`), instead of a page index.
     pub sensor_offset_is_item: bool,
@@ -300,6 +319,7 @@ impl SimState {
             latency_ms: 0,
             result_limit: crate::SERVER_RESULT_LIMIT,
             sensor_offset_is_item: false,
+            less_than: LessThan::Supported,
             next_seq: 0,
             malops_made,
             events: None,

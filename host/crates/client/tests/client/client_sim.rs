@@ -1063,6 +1063,28 @@ mod outcome_unknown {
         assert_eq!(report.entries.len(), 1);
     }
 
+    /// §6: a 403 (the API user lacks the role) is refused before anything is done: one
+    /// request, no retry, and an error that says so (the action is not sent again).
+    #[tokio::test]
+    async fn a_refused_action_is_not_retried_and_says_why() {
+        let (sim, client) = start(4).await;
+        let (malop, target) = suspect_target(&sim, true);
+        sim.inject(Fault::new(FaultKind::Status403, 5).on("/rest/remediate"));
+        let err = client
+            .remediate(Some(&malop), std::slice::from_ref(&target))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Refused { status: 403, .. }), "{err}");
+        assert!(err.certainly_not_done() && err.rejected_for_good(), "{err}");
+        assert!(err.to_string().contains("lacks the role"), "{err}");
+        assert_eq!(sim.count("POST", "/rest/remediate"), 1, "not retried");
+        assert_eq!(
+            sim.with_state(|s| s.remediations.len()),
+            0,
+            "not carried out"
+        );
+    }
+
     #[tokio::test]
     async fn a_remediation_without_a_malop_id_is_followed() {
         let (sim, client) = start(4).await;
@@ -1160,5 +1182,40 @@ mod enrichment {
             .iter()
             .any(|r| r.path == "/rest/crimes/unified" && r.body.contains("LessThan"));
         assert!(narrowed, "the window was narrowed with an upper bound");
+    }
+
+    /// The notes saw only `GreaterThan` in use: a server that refuses or ignores the
+    /// `LessThan` that closes a narrowed window still gives a listing (what its answers
+    /// held, none twice), in a few queries, not an error or thousands of queries.
+    #[tokio::test]
+    async fn a_server_that_cannot_narrow_a_window_still_gives_a_listing() {
+        for less_than in [
+            riposte_sim::LessThan::Refused,
+            riposte_sim::LessThan::Ignored,
+        ] {
+            let sim = Simulator::start(SimConfig {
+                result_limit: 3,
+                ..config(24)
+            })
+            .await
+            .unwrap();
+            sim.with_state(|s| s.less_than = less_than);
+            let client = client_with(&sim, PASSWORD, Duration::from_secs(5));
+            let listed = client
+                .malops_updated_since(ElementKind::Process, 0)
+                .await
+                .unwrap_or_else(|e| panic!("{less_than:?}: {e}"));
+            let mut ids: Vec<&str> = listed.iter().map(|m| m.id.as_str()).collect();
+            ids.sort();
+            ids.dedup();
+            assert!(
+                ids.len() >= 3 && ids.len() == listed.len(),
+                "{less_than:?}: {ids:?}"
+            );
+            // Open windows (`GreaterThan` alone) still move forward through time: fewer
+            // queries than Malops, not the thousands of halvings down to a millisecond.
+            let queries = sim.count("POST", "/rest/crimes/unified");
+            assert!(queries < 24, "{less_than:?}: {queries} queries");
+        }
     }
 }
