@@ -86,21 +86,23 @@ impl Client {
         self.sensors(filters).await
     }
 
-    /// The sensors with these pylumIds (`pylumId` Equals any of `ids`). Only those are
-    /// returned, whatever else the server lists (one that ignores the filter lists them all).
+    /// The sensors with these pylumIds (`pylumId` Equals any of them, [`NAMES_PER_QUERY`] per
+    /// query). Only those are returned, whatever else the server lists (one that ignores the
+    /// filter lists them all).
     pub async fn sensors_by_pylum_id(&self, ids: &[PylumId]) -> Result<Vec<Sensor>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let wanted: HashSet<&PylumId> = ids.iter().collect();
+        let mut sensors = Vec::new();
+        for chunk in ids.chunks(NAMES_PER_QUERY) {
+            let filters = json!([{"fieldName": "pylumId", "operator": "Equals", "values": chunk}]);
+            sensors.extend(self.sensors(filters).await?);
         }
-        let filters = json!([{"fieldName": "pylumId", "operator": "Equals", "values": ids}]);
-        let mut sensors = self.sensors(filters).await?;
-        sensors.retain(|s| ids.contains(&s.pylum_id));
+        sensors.retain(|s| wanted.contains(&s.pylum_id));
         Ok(sensors)
     }
 }
 
-/// Machine names per `sensors/query` of a [`SensorBatch`]: one filter of this many values
-/// answers in a page or two.
+/// Machine names (or pylumIds) per `sensors/query`: one filter of this many values answers
+/// in a page or two.
 const NAMES_PER_QUERY: usize = 500;
 
 /// The sensors of the machines of a batch of Malops, read with one `sensors/query` (per

@@ -126,6 +126,16 @@ enum Sent {
     },
 }
 
+/// Whether an action in `state` asking `request` is an isolation change the server queued
+/// for offline sensors (see [`Executor::check_queued`]).
+pub(crate) fn is_queued_isolation(state: ActionState, request: &ActionRequest) -> bool {
+    state == ActionState::Following
+        && matches!(
+            request,
+            ActionRequest::Isolate { .. } | ActionRequest::Unisolate { .. }
+        )
+}
+
 /// The sensors an isolation change waits for, queued by the server until they connect:
 /// kept as the action's progress detail, so the ledger alone says what to check (after a
 /// restart too).
@@ -323,10 +333,10 @@ impl Executor {
             (ActionState::Planned, ActionRequest::Remediate { .. }) => {
                 self.find_and_follow(record, pylums).await
             }
-            (
-                ActionState::Following,
-                ActionRequest::Isolate { .. } | ActionRequest::Unisolate { .. },
-            ) => self.check_queued(record).await,
+            (ActionState::Following, request) if is_queued_isolation(record.state, request) => {
+                let states = self.check_queued(std::slice::from_ref(record)).await;
+                states.first().copied().unwrap_or(record.state)
+            }
             // Anything else is looked for on the server first: only what is not there yet is
             // sent, so a crash between the send and its record never sends it twice.
             (ActionState::Planned | ActionState::Submitted | ActionState::Following, request) => {
@@ -581,32 +591,67 @@ impl Executor {
         .await
     }
 
-    /// Checks an isolation change the server queued for offline sensors, once its next
-    /// check is due (the pauses of remediation progress polls): applied on every sensor, it
-    /// succeeded; an archived sensor will never run it; after `max_polls` checks it timed
-    /// out (the server may still apply it when the sensor connects).
-    async fn check_queued(&self, record: &ActionRecord) -> ActionState {
-        let Some(queued) = QueuedSensors::of(record) else {
+    /// Checks the isolation changes the server queued for offline sensors (`following`
+    /// isolations) whose next check is due (the pauses of remediation progress polls), with
+    /// one `sensors/query` for all of them: applied on every sensor, a change succeeded; an
+    /// archived sensor will never run it; after `max_polls` checks it timed out (the server
+    /// may still apply it when the sensor connects). Returns the state of each, in order.
+    pub(crate) async fn check_queued(&self, records: &[ActionRecord]) -> Vec<ActionState> {
+        let now = now_ms();
+        let due: Vec<(&ActionRecord, Option<QueuedSensors>)> = records
+            .iter()
+            .filter(|r| {
+                let pause = self.follow.delay(r.polls).as_millis() as i64;
+                now >= r.updated_at_ms.saturating_add(pause)
+            })
+            .map(|r| (r, QueuedSensors::of(r)))
+            .collect();
+        let mut ids: Vec<PylumId> = due
+            .iter()
+            .flat_map(|(_, q)| q.iter().flat_map(|q| q.queued.keys().cloned()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let sensors = match self.client.sensors_by_pylum_id(&ids).await {
+            Ok(sensors) => Some(sensors),
+            Err(error) => {
+                tracing::warn!(
+                    actions = due.len(),
+                    "checking the sensors of queued isolation changes: {error}"
+                );
+                None
+            }
+        };
+        let mut settled = BTreeMap::new();
+        for (record, queued) in due {
+            let state = self.settle_queued(record, queued, sensors.as_deref()).await;
+            settled.insert(record.id.as_str(), state);
+        }
+        records
+            .iter()
+            .map(|r| settled.get(r.id.as_str()).copied().unwrap_or(r.state))
+            .collect()
+    }
+
+    /// Where one queued isolation change stands after a check (`sensors`: the answer, if
+    /// one came).
+    async fn settle_queued(
+        &self,
+        record: &ActionRecord,
+        queued: Option<QueuedSensors>,
+        sensors: Option<&[riposte_client::Sensor]>,
+    ) -> ActionState {
+        let Some(queued) = queued else {
             let error = "the sensors this isolation change waits for are not readable in the ledger; check the machines on the console";
             return self.settle(record, Outcome::TimedOut, Some(error)).await;
         };
-        let due = record
-            .updated_at_ms
-            .saturating_add(self.follow.delay(record.polls).as_millis() as i64);
-        if now_ms() < due {
-            return record.state;
-        }
         let want_isolated = matches!(record.request, ActionRequest::Isolate { .. });
-        let ids: Vec<PylumId> = queued.queued.keys().cloned().collect();
-        let check = match self.client.sensors_by_pylum_id(&ids).await {
-            Ok(sensors) => QueueCheck::of(&queued, &sensors, want_isolated),
-            Err(error) => {
-                tracing::warn!(action = %record.id, "checking the sensors of a queued isolation change: {error}");
-                QueueCheck {
-                    waiting: queued,
-                    ..QueueCheck::default()
-                }
-            }
+        let check = match sensors {
+            Some(sensors) => QueueCheck::of(&queued, sensors, want_isolated),
+            None => QueueCheck {
+                waiting: queued,
+                ..QueueCheck::default()
+            },
         };
         if want_isolated {
             self.isolations.note(&check.applied, true, Instant::now());

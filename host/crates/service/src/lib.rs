@@ -1214,22 +1214,31 @@ impl Service {
     /// Settles actions a crash or an unknown outcome left unresolved. An action whose plugin
     /// is no longer configured is not sent again by itself: it is held for an operator
     /// (`riposte approvals approve|deny`); one already accepted by the server (a remediation
-    /// being followed) is only followed.
+    /// being followed, an isolation change queued for offline sensors) is only followed.
     async fn recover(&self) -> anyhow::Result<usize> {
         let unresolved = db::blocking(&self.core.store, "unresolved_actions", |s| {
             s.unresolved_actions()
         })
         .await?;
+        // Isolation changes queued for offline sensors: checked together, one query.
+        let (queued, unresolved): (Vec<ActionRecord>, Vec<ActionRecord>) = unresolved
+            .into_iter()
+            .partition(|r| executor::is_queued_isolation(r.state, &r.request));
+        let states = self.core.executor.check_queued(&queued).await;
+        let mut settled = 0;
+        for (record, state) in queued.iter().zip(states) {
+            if state != record.state {
+                settled += 1;
+                tracing::info!(action = %record.id, to = state.as_str(), "settled an isolation change queued for offline sensors");
+            }
+        }
         for record in &unresolved {
             if self.plugin_named(&record.plugin).is_none() && self.hold_orphan(record).await? {
                 continue;
             }
-            // Only an isolation to send or look for needs its machines' sensor ids (one queued
-            // on the server has them in the ledger): no details fetch otherwise.
+            // Only an isolation needs its machines' sensor ids: no details fetch otherwise.
             let pylums = match record.request {
-                ActionRequest::Isolate { .. } | ActionRequest::Unisolate { .. }
-                    if record.state != ActionState::Following =>
-                {
+                ActionRequest::Isolate { .. } | ActionRequest::Unisolate { .. } => {
                     self.machine_facts(record.malop_id.as_ref()).await.1
                 }
                 _ => PylumDirectory::default(),
@@ -1239,7 +1248,7 @@ impl Service {
                 tracing::info!(action = %record.id, from = record.state.as_str(), to = state.as_str(), "settled an unresolved action");
             }
         }
-        Ok(unresolved.len())
+        Ok(settled + unresolved.len())
     }
 
     /// Holds an unresolved action of a plugin no longer configured for an operator's
