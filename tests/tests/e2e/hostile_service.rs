@@ -543,7 +543,8 @@ async fn receipts_say_failed_for_a_failed_action_and_primed_isolations_wait_for_
     let killer = Plugin::hostile("receipts", "kill-suspects")
         .grant(&["get-malop", "remediate"])
         .remediation(&["kill-process"]);
-    let isolator = Plugin::hostile("primed", "isolate-all").grant(&["get-malop", "isolate"]);
+    let isolator =
+        Plugin::hostile("primed", "isolate-all").grant(&["get-malop", "isolate", "unisolate"]);
     let service = world
         .start("", &[killer, isolator])
         .await
@@ -561,6 +562,7 @@ async fn receipts_say_failed_for_a_failed_action_and_primed_isolations_wait_for_
                 ..ActionFilter::default()
             })
             .unwrap();
+        all.retain(|a| a.undo_of.is_none());
         assert_eq!(all.len(), 1);
         all.remove(0)
     };
@@ -626,6 +628,34 @@ async fn receipts_say_failed_for_a_failed_action_and_primed_isolations_wait_for_
             .count("POST", "/rest/monitor/global/commands/isolate"),
         1
     );
+
+    // Undone while the sensor is offline again: the un-isolation is queued too, asking again
+    // returns it as it stands, and the isolation is undone once the sensor shows it.
+    assert!(world.sim.set_online(&offline, false));
+    let undo = service
+        .undo(applied.id.as_str(), "analyst")
+        .await
+        .expect("the undo is sent");
+    assert_eq!(undo.state, riposte_store::ActionState::Following);
+    let again = service.undo(applied.id.as_str(), "analyst").await.unwrap();
+    assert_eq!(again.id, undo.id);
+    let unisolations = || {
+        world
+            .sim
+            .count("POST", "/rest/monitor/global/commands/un-isolate")
+    };
+    assert_eq!(unisolations(), 1, "not sent again");
+    assert_eq!(isolation().state, riposte_store::ActionState::Succeeded);
+    assert!(world.sim.set_online(&offline, true));
+    service.run_cycle().await.expect("the fourth cycle");
+    assert_eq!(
+        store.get_action(&undo.id).unwrap().state,
+        riposte_store::ActionState::Succeeded
+    );
+    assert_eq!(isolation().state, riposte_store::ActionState::Undone);
+    let record = store.get_undo(&applied.id).unwrap().unwrap();
+    assert_eq!(record.undone_by.as_deref(), Some("analyst"));
+    assert_eq!(unisolations(), 1);
 }
 
 /// A queued isolation whose sensor never connects times out at the follow limit, saying the
@@ -676,6 +706,10 @@ async fn a_primed_isolation_times_out_when_the_sensor_never_connects() {
     }
     for timed_out in store.list_actions(&ActionFilter::default()).unwrap() {
         assert_eq!(timed_out.state, riposte_store::ActionState::TimedOut);
+        assert!(
+            store.get_undo(&timed_out.id).unwrap().is_some(),
+            "the server may still apply it: it can be undone"
+        );
         let error = timed_out.last_error.unwrap_or_default();
         assert!(error.contains("applies it when they connect"), "{error}");
     }

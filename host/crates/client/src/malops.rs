@@ -99,13 +99,13 @@ impl Client {
         Ok(self.malop_listing(kind, since).await?.malops)
     }
 
-    /// [`Client::malops_updated_since`], saying whether some answer was partial.
+    /// [`Client::malops_updated_since`], saying whether Malops may be missing.
     pub async fn malop_listing(
         &self,
         kind: ElementKind,
         since: TimestampMs,
     ) -> Result<MalopListing> {
-        let mut partial = false;
+        let mut incomplete = false;
         let mut found: BTreeMap<MalopId, Malop> = BTreeMap::new();
         let mut windows = vec![Window {
             after: since,
@@ -126,15 +126,15 @@ impl Client {
                 Err(error @ Error::Refused { .. }) if window.before.is_some() => {
                     tracing::error!(
                         kind = kind.as_api(),
-                        "crimes/unified refused a time window closed with LessThan ({error}): windows cannot be narrowed on this server; what the wider answer held is used, the rest is not seen this cycle"
+                        "crimes/unified refused a time window closed with LessThan ({error}): windows cannot be narrowed on this server; what the wider answer held is used, and the listing is incomplete"
                     );
-                    unnarrowable = true;
+                    (unnarrowable, incomplete) = (true, true);
                     continue;
                 }
                 Err(error) => return Err(error),
             };
             if let Some(message) = &page.partial {
-                partial = true;
+                incomplete = true;
                 tracing::warn!(
                     kind = kind.as_api(), after = window.after, before = ?window.before,
                     "crimes/unified answered PARTIAL_SUCCESS (some detection servers did not answer: {message}); the Malops of those servers are missing from this answer"
@@ -146,9 +146,9 @@ impl Client {
             {
                 tracing::error!(
                     kind = kind.as_api(),
-                    "crimes/unified ignores the LessThan filter that closes a time window: windows cannot be narrowed on this server; the rest is not seen this cycle"
+                    "crimes/unified ignores the LessThan filter that closes a time window: windows cannot be narrowed on this server, and the listing is incomplete"
                 );
-                unnarrowable = true;
+                (unnarrowable, incomplete) = (true, true);
             }
             let got = page.malops.len() as u64;
             let overflow = page.total_hits > got;
@@ -187,7 +187,7 @@ impl Client {
         }
         let mut malops: Vec<Malop> = found.into_values().collect();
         malops.sort_by(|a, b| (a.last_update_time, &a.id).cmp(&(b.last_update_time, &b.id)));
-        Ok(MalopListing { malops, partial })
+        Ok(MalopListing { malops, incomplete })
     }
 
     async fn crimes_unified_window(&self, kind: ElementKind, window: Window) -> Result<MalopsPage> {
@@ -209,11 +209,23 @@ impl Client {
             .await
     }
 
-    /// `crimes/unified` for both kinds (MalopProcess, then MalopLogonSession).
+    /// `crimes/unified` for both kinds (MalopProcess, then MalopLogonSession); a listing
+    /// that may lack Malops (see [`MalopListing::incomplete`]) is an error here.
     pub async fn all_malops_updated_since(&self, since: TimestampMs) -> Result<Vec<Malop>> {
         let mut all = Vec::new();
         for kind in ElementKind::ALL {
-            all.extend(self.malops_updated_since(kind, since).await?);
+            let listing = self.malop_listing(kind, since).await?;
+            if listing.incomplete {
+                return Err(Error::Api {
+                    endpoint: "POST /rest/crimes/unified".into(),
+                    status: "INCOMPLETE".into(),
+                    message: format!(
+                        "the {} Malops updated since {since} could not all be listed (a detection server did not answer, or a window could not be narrowed)",
+                        kind.as_api()
+                    ),
+                });
+            }
+            all.extend(listing.malops);
         }
         Ok(all)
     }

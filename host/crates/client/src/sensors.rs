@@ -3,8 +3,8 @@
 use super::http::{Call, Safety};
 use super::malops::MAX_PAGES;
 use super::parse;
-use super::{Client, Error, Result, Sensor, SensorsPage};
-use riposte_domain::{Malop, PylumId};
+use super::{Client, Error, Result, Sensor, SensorStatus, SensorsPage};
+use riposte_domain::{MachineGuid, Malop, PylumId};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -41,7 +41,9 @@ impl Client {
     /// from the number of sensors read. A sensor is listed once.
     async fn sensors_in_pages(&self, filters: Value, limit: u32) -> Result<Vec<Sensor>> {
         let mut all: Vec<Sensor> = Vec::new();
-        let mut seen: HashSet<PylumId> = HashSet::new();
+        // A sensor by its pylumId and machine: an archived sensor and its machine's new one
+        // can share a pylumId (it is built from the organisation, host name and MAC).
+        let mut seen: HashSet<(PylumId, Option<MachineGuid>, SensorStatus)> = HashSet::new();
         let (mut offset, mut item_offsets) = (0u32, false);
         for _ in 0..MAX_PAGES {
             let got = self.sensors_page(filters.clone(), offset, limit).await?;
@@ -49,7 +51,7 @@ impl Client {
             let fresh: Vec<Sensor> = got
                 .sensors
                 .into_iter()
-                .filter(|s| seen.insert(s.pylum_id.clone()))
+                .filter(|s| seen.insert((s.pylum_id.clone(), s.machine_guid.clone(), s.status)))
                 .collect();
             // At offset 1 an item-offset server repeats all but one sensor of the first
             // page; a sensor moved between pages of a page-index server repeats a few.
@@ -65,7 +67,7 @@ impl Client {
                 return Ok(all);
             }
             offset = if item_offsets {
-                u32::try_from(all.len()).unwrap_or(u32::MAX)
+                offset.saturating_add(u32::try_from(answered).unwrap_or(u32::MAX))
             } else {
                 offset + 1
             };
@@ -94,7 +96,19 @@ impl Client {
         let mut sensors = Vec::new();
         for chunk in ids.chunks(NAMES_PER_QUERY) {
             let filters = json!([{"fieldName": "pylumId", "operator": "Equals", "values": chunk}]);
-            sensors.extend(self.sensors(filters).await?);
+            match self.sensors(filters).await {
+                Ok(found) => sensors.extend(found),
+                // The notes show only `machineName` filters: a server that refuses one on
+                // `pylumId` is asked for every sensor, once.
+                Err(error @ Error::Refused { .. }) => {
+                    tracing::warn!(
+                        "sensors/query refused a pylumId filter ({error}); listing every sensor instead"
+                    );
+                    sensors = self.sensors(json!([])).await?;
+                    break;
+                }
+                Err(error) => return Err(error),
+            }
         }
         sensors.retain(|s| wanted.contains(&s.pylum_id));
         Ok(sensors)

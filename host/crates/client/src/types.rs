@@ -91,9 +91,10 @@ pub struct MalopsPage {
 pub struct MalopListing {
     /// The Malops, oldest update first.
     pub malops: Vec<riposte_domain::Malop>,
-    /// Whether some answer was partial (`PARTIAL_SUCCESS`): Malops of detection servers that
-    /// did not answer may be missing, so the listing is not taken as all there is.
-    pub partial: bool,
+    /// Whether Malops may be missing, so the listing is not taken as all there is: some
+    /// answer was partial (`PARTIAL_SUCCESS`: a detection server did not answer), or the
+    /// server could not narrow a window that held more than it answers.
+    pub incomplete: bool,
 }
 
 /// The error the server attached to a remediation item.

@@ -75,6 +75,8 @@ pub(crate) struct DemoSummary {
     pub denied: usize,
     pub shadowed: usize,
     pub awaiting_approval: usize,
+    /// Sent and not final yet (isolations the server queued for offline sensors).
+    pub following: usize,
     pub remediation_outcomes: BTreeMap<String, usize>,
     pub audit_records: u64,
     pub audit_head: String,
@@ -426,6 +428,7 @@ fn tally(
         match action.state {
             ActionState::Shadowed => summary.shadowed += 1,
             ActionState::AwaitingApproval => summary.awaiting_approval += 1,
+            ActionState::Submitted | ActionState::Following => summary.following += 1,
             ActionState::Succeeded | ActionState::Failed | ActionState::TimedOut => {
                 summary.executed += 1;
                 if matches!(action.request, ActionRequest::Remediate { .. }) {
@@ -482,6 +485,13 @@ pub fn render(summary: &DemoSummary) -> String {
         "  awaiting approval      {}  (isolation needs an operator)",
         summary.awaiting_approval
     );
+    if summary.following > 0 {
+        let _ = writeln!(
+            out,
+            "  still followed         {}  (isolations queued for offline sensors)",
+            summary.following
+        );
+    }
     let outcomes: Vec<String> = summary
         .remediation_outcomes
         .iter()

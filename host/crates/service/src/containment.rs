@@ -175,9 +175,12 @@ impl Service {
                 .undo(time_box.action_id.as_str(), REVERT_IDENTITY)
                 .await
             {
-                Ok(undo) => {
+                Ok(undo) if undo.state.is_final() => {
                     tracing::warn!(action = %time_box.action_id, undo = %undo.id, state = undo.state.as_str(), "time limit reached without confirmation: the action was reverted");
                     report.reverted += 1;
+                }
+                Ok(undo) => {
+                    tracing::info!(action = %time_box.action_id, undo = %undo.id, state = undo.state.as_str(), "time limit reached: the revert is sent and waits for the server (queued for an offline sensor)");
                 }
                 Err(error) => {
                     tracing::error!(action = %time_box.action_id, "reverting at the time limit failed (tried again next cycle): {error:#}");

@@ -171,13 +171,20 @@ impl QueueCheck {
     fn of(queued: &QueuedSensors, sensors: &[riposte_client::Sensor], want_isolated: bool) -> Self {
         let mut check = Self::default();
         for (id, machine) in &queued.queued {
-            let sensor = sensors.iter().find(|s| &s.pylum_id == id);
-            match sensor {
-                Some(s) if s.isolated == want_isolated => check.applied.push(machine.clone()),
-                Some(s) if s.status == SensorStatus::Archived => check.archived.push(id.clone()),
-                _ => {
-                    check.waiting.queued.insert(id.clone(), machine.clone());
-                }
+            // An archived sensor and its machine's new one can share a pylumId.
+            let mut same = sensors.iter().filter(|s| &s.pylum_id == id).peekable();
+            let listed = same.peek().is_some();
+            let (mut applied, mut archived) = (false, listed);
+            for s in same {
+                applied |= s.isolated == want_isolated;
+                archived &= s.status == SensorStatus::Archived;
+            }
+            if applied {
+                check.applied.push(machine.clone());
+            } else if archived {
+                check.archived.push(id.clone());
+            } else {
+                check.waiting.queued.insert(id.clone(), machine.clone());
             }
         }
         check
@@ -646,13 +653,12 @@ impl Executor {
             return self.settle(record, Outcome::TimedOut, Some(error)).await;
         };
         let want_isolated = matches!(record.request, ActionRequest::Isolate { .. });
-        let check = match sensors {
-            Some(sensors) => QueueCheck::of(&queued, sensors, want_isolated),
-            None => QueueCheck {
-                waiting: queued,
-                ..QueueCheck::default()
-            },
+        // Without an answer nothing is known: the check does not count, and the next cycle
+        // asks again.
+        let Some(sensors) = sensors else {
+            return record.state;
         };
+        let check = QueueCheck::of(&queued, sensors, want_isolated);
         if want_isolated {
             self.isolations.note(&check.applied, true, Instant::now());
         }
@@ -674,7 +680,9 @@ impl Executor {
         }
     }
 
-    /// Records the final `outcome` of a queued isolation change and audits it.
+    /// Records the final `outcome` of a queued isolation change and audits it. An undo
+    /// that took effect marks its action undone; an isolation that did not may still, as
+    /// the server keeps it queued, so its inverse is recorded for `riposte undo`.
     async fn settle(
         &self,
         record: &ActionRecord,
@@ -685,7 +693,9 @@ impl Executor {
         let detail = record.progress_detail.clone().unwrap_or_default();
         let state = self
             .book(record, move |ex, r| {
-                ex.finish(r, outcome, &detail, error.as_deref())
+                let state = ex.finish(r, outcome, &detail, error.as_deref());
+                ex.after_queued(r, outcome);
+                state
             })
             .await;
         self.auditor
@@ -860,6 +870,25 @@ impl Executor {
                 .record_progress(&record.id, progress, &remediation_json(report), now_ms())
         {
             tracing::error!(action = %record.id, "recording progress: {e}");
+        }
+    }
+
+    /// What a queued isolation change's final `outcome` means beyond its own row (see
+    /// [`Executor::settle`]).
+    fn after_queued(&self, record: &ActionRecord, outcome: Outcome) {
+        let now = now_ms();
+        if outcome == Outcome::Succeeded {
+            if let Some(original) = &record.undo_of {
+                let by = riposte_store::undo_requester(record).unwrap_or("riposte");
+                if let Err(e) = self.store.mark_undone(original, &record.id, by, now) {
+                    tracing::error!(action = %record.id, "marking {original} undone: {e}");
+                }
+            }
+        } else if matches!(record.request, ActionRequest::Isolate { .. })
+            && let Some(inverse) = riposte_store::inverse_of(&record.request)
+            && let Err(e) = self.store.record_undo(&record.id, &inverse, now)
+        {
+            tracing::error!(action = %record.id, "recording the undo: {e}");
         }
     }
 

@@ -464,9 +464,10 @@ impl Service {
         // paused or trapped): the watermark stays below it, so the Malop is offered again.
         let mut owed: Option<i64> = None;
         let mut hold = |t: i64| owed = Some(owed.map_or(t, |o: i64| o.min(t)));
-        // A partial listing (a detection server did not answer) says nothing of the Malops it
-        // lacks: what came is evaluated, and the watermark stays where it was.
-        if listing.partial {
+        // An incomplete listing (a detection server did not answer, a window the server could
+        // not narrow) says nothing of the Malops it lacks: what came is evaluated, and the
+        // watermark stays where it was.
+        if listing.incomplete {
             hold(watermark.saturating_add(1));
         }
         let mut wanted = Vec::new();
@@ -640,6 +641,9 @@ impl Service {
         Ok(report)
     }
 
+    /// The most queued isolations [`Service::drain_followups`] reads to name some.
+    const QUEUED_LISTED: u32 = 1_000;
+
     /// Waits for the remediation follow-ups still in flight (a cycle does this at its end;
     /// call it before stopping after hinted evaluations), then names the isolation changes
     /// still queued on the server for offline sensors: those are checked by later cycles
@@ -648,33 +652,36 @@ impl Service {
         self.core.drain_followers().await;
         let filter = riposte_store::ActionFilter {
             states: vec![ActionState::Following],
+            limit: Some(Self::QUEUED_LISTED),
             ..Default::default()
         };
-        match db::blocking(&self.core.store, "list_actions", move |s| {
+        let following = db::blocking(&self.core.store, "list_actions", move |s| {
             s.list_actions(&filter)
         })
-        .await
-        {
-            Ok(queued) if !queued.is_empty() => {
-                let named: Vec<&str> = queued
-                    .iter()
-                    .take(gated::FOLLOWERS_NAMED)
-                    .map(|r| r.id.as_str())
-                    .collect();
-                tracing::info!(
-                    actions = queued.len(),
-                    "still following, queued on the server until offline sensors connect (checked by the next cycles): {}{}",
-                    named.join(", "),
-                    if queued.len() > named.len() {
-                        ", ..."
-                    } else {
-                        ""
-                    }
-                );
+        .await;
+        let following = match following {
+            Ok(following) => following,
+            Err(e) => {
+                tracing::warn!("listing the actions still followed: {e:#}");
+                return;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("listing the actions still followed: {e:#}"),
+        };
+        let queued: Vec<&str> = following
+            .iter()
+            .filter(|r| executor::is_queued_isolation(r.state, &r.request))
+            .map(|r| r.id.as_str())
+            .collect();
+        if queued.is_empty() {
+            return;
         }
+        let named = &queued[..queued.len().min(gated::FOLLOWERS_NAMED)];
+        let more = queued.len() > named.len() || following.len() as u32 == Self::QUEUED_LISTED;
+        tracing::info!(
+            actions = queued.len(),
+            "still following, queued on the server until offline sensors connect (checked by the next cycles): {}{}",
+            named.join(", "),
+            if more { ", ..." } else { "" }
+        );
     }
 
     /// The (plugin, Malop) pairs to evaluate for a Malop read in detail: the `runnable`
@@ -1317,16 +1324,24 @@ impl Service {
     }
 
     /// Applies the recorded inverse of an executed action, through the gate and the audit.
+    /// An undo already sent and still followed (an un-isolation the server queued for an
+    /// offline sensor) is returned as it stands, not decided or audited again.
     pub async fn undo(&self, action: &str, by: &str) -> anyhow::Result<ActionRecord> {
         let store = &self.core.store;
         let typed = action.to_owned();
-        let (id, original, undo) = db::blocking(store, "undo", move |s| {
+        let (id, original, undo, pending) = db::blocking(store, "undo", move |s| {
             let id = s.resolve_action_id(&typed)?;
             let original = s.get_action(&id)?;
             let undo = s.get_undo(&id)?;
-            Ok((id, original, undo))
+            let pending = s
+                .find_action_by_key(&riposte_store::ActionKey::for_undo(&original.key))?
+                .filter(|u| matches!(u.state, ActionState::Submitted | ActionState::Following));
+            Ok((id, original, undo, pending))
         })
         .await?;
+        if let Some(pending) = pending {
+            return Ok(pending);
+        }
         let undo = undo
             .with_context(|| format!("action {id} has no recorded inverse (it was not executed, or its kind cannot be undone)"))?;
         // Refused before the gate: a second undo must neither spend budget nor be audited
@@ -1345,11 +1360,7 @@ impl Service {
             )
         })?;
         let inverse = self.resolve_inverse(undo.inverse.clone()).await?;
-        let new = NewAction::undo(
-            &original,
-            inverse,
-            format!("undo of {id} requested by {by}"),
-        );
+        let new = NewAction::undo(&original, inverse, by);
         let (facts, pylums) = self.machine_facts(original.malop_id.as_ref()).await;
         let (policy, request) = (plugin.policy.clone(), new.request.clone());
         let decision = self

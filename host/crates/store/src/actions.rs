@@ -81,7 +81,7 @@ impl ActionKey {
     /// The key of the undo of the action keyed `original`: distinct from any key a plugin
     /// can produce, and the same for every attempt to undo that action, so an undo also runs
     /// at most once.
-    pub(crate) fn for_undo(original: &ActionKey) -> ActionKey {
+    pub fn for_undo(original: &ActionKey) -> ActionKey {
         let text = serde_json::json!(["riposte.undo-key.v1", original.0.to_hex()]).to_string();
         ActionKey(Sha256Digest::of(text.as_bytes()))
     }
@@ -350,18 +350,15 @@ impl NewAction {
         }
     }
 
-    /// The undo of `original`: its recorded inverse, keyed by [`ActionKey::for_undo`].
-    pub fn undo(
-        original: &ActionRecord,
-        inverse: ActionRequest,
-        reason: impl Into<String>,
-    ) -> Self {
+    /// The undo of `original` that `by` asked for: its recorded inverse, keyed by
+    /// [`ActionKey::for_undo`].
+    pub fn undo(original: &ActionRecord, inverse: ActionRequest, by: &str) -> Self {
         NewAction {
             key: ActionKey::for_undo(&original.key),
             plugin: original.plugin.clone(),
             plugin_digest: original.plugin_digest,
             request: inverse,
-            reason: reason.into(),
+            reason: format!("undo of {} {UNDO_REQUESTED_BY}{by}", original.id),
             mode: ActionMode::Execute,
             undo_of: Some(original.id.clone()),
             machine_names: original.machine_names.clone(),
@@ -495,6 +492,18 @@ pub struct ActionRecord {
     pub finished_at_ms: Option<i64>,
     /// The names of the machines it acts on, when the Malop gave them.
     pub machine_names: BTreeMap<MachineGuid, String>,
+}
+
+/// What an undo's reason says before who asked for it (see [`undo_requester`]).
+const UNDO_REQUESTED_BY: &str = "requested by ";
+
+/// Who asked for the undo `record` (from its reason, as [`NewAction::undo`] wrote it).
+pub fn undo_requester(record: &ActionRecord) -> Option<&str> {
+    record.undo_of.as_ref()?;
+    record
+        .reason
+        .split_once(UNDO_REQUESTED_BY)
+        .map(|(_, by)| by)
 }
 
 /// The key of [`ActionRecord::server_result`] under which an action sent without a readable

@@ -74,9 +74,17 @@ fn visual_elements_from_value(body: &[u8], map: &Map<String, Value>) -> Parsed<V
         .collect()
 }
 
-/// `crimes/unified`: one Malop per result element, oldest update first.
+/// `crimes/unified`: one Malop per result element, oldest update first; a partial answer
+/// (`PARTIAL_SUCCESS`) is the server's failure (a Malop it lacks is not known to be absent).
 pub fn crimes_unified(body: &[u8], kind: ElementKind) -> Parsed<Vec<Malop>> {
-    crimes_unified_page(body, kind).map(|page| page.malops)
+    let page = crimes_unified_page(body, kind)?;
+    match page.partial {
+        Some(message) => Err(super::ResponseError::Failure {
+            status: super::PARTIAL_SUCCESS.into(),
+            message,
+        }),
+        None => Ok(page.malops),
+    }
 }
 
 /// `crimes/unified` with how many Malops matched (`totalPossibleResults`; the number
@@ -712,6 +720,8 @@ mod field_locations {
         assert_eq!(page.malops.len(), 1);
         let refused = super::visual_elements(text.as_bytes()).unwrap_err();
         assert!(refused.to_string().contains("PARTIAL_SUCCESS"), "{refused}");
+        let by_id = crimes_unified(text.as_bytes(), ElementKind::Process).unwrap_err();
+        assert!(by_id.to_string().contains("PARTIAL_SUCCESS"), "{by_id}");
         // The `Value` path reads the status the same way.
         let status =
             |s: &str| super::super::envelope_status(Some(&json!(s)), Some(&json!("m")), None);

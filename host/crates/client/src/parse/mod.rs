@@ -120,7 +120,7 @@ pub(crate) fn check_status(map: &Map<String, Value>) -> Parsed<()> {
 
 /// The `status` of a visualsearch or `crimes/unified` answer some of the server's detection
 /// servers did not contribute to (one offline, §5.3).
-const PARTIAL_SUCCESS: &str = "PARTIAL_SUCCESS";
+pub(crate) const PARTIAL_SUCCESS: &str = "PARTIAL_SUCCESS";
 
 /// A visualsearch or `crimes/unified` answer.
 #[derive(Debug)]

@@ -1216,6 +1216,13 @@ mod enrichment {
             // queries than Malops, not the thousands of halvings down to a millisecond.
             let queries = sim.count("POST", "/rest/crimes/unified");
             assert!(queries < 24, "{less_than:?}: {queries} queries");
+            let listing = client.malop_listing(ElementKind::Process, 0).await.unwrap();
+            assert!(
+                listing.incomplete,
+                "{less_than:?}: not taken as all there is"
+            );
+            let all = client.all_malops_updated_since(0).await.unwrap_err();
+            assert!(all.to_string().contains("could not all be listed"), "{all}");
         }
     }
 }
