@@ -109,7 +109,7 @@ pub enum Error {
     /// The server refused the request before carrying it out (§6): 400 (a bad request or
     /// query), 403 (the API user lacks the role), 412 (access denied). Sending it again
     /// would be refused the same way.
-    #[error("{endpoint}: refused by the server, HTTP {status} ({}); body starts: {excerpt:?}", refusal(*.status))]
+    #[error("{endpoint}: refused by the server, HTTP {status} ({}); body starts: {excerpt:?}", refusal(*.status).unwrap_or("refused"))]
     Refused {
         /// The endpoint called.
         endpoint: String,
@@ -217,17 +217,16 @@ impl Error {
     }
 }
 
-/// What a refusal's HTTP status means (§6).
-fn refusal(status: u16) -> &'static str {
+/// What an HTTP status with which a server refuses a request before carrying it out (§6)
+/// means; `None` for any other status.
+pub(crate) fn refusal(status: u16) -> Option<&'static str> {
     match status {
-        403 => "the API user lacks the role this call needs",
-        412 => "access denied to the API user",
-        _ => "a bad request",
+        400 => Some("a bad request"),
+        403 => Some("the API user lacks the role this call needs"),
+        412 => Some("access denied to the API user"),
+        _ => None,
     }
 }
-
-/// The HTTP statuses with which a server refuses a request before carrying it out (§6).
-pub(crate) const REFUSALS: [u16; 3] = [400, 403, 412];
 
 /// The client's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

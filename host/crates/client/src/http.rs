@@ -359,7 +359,7 @@ impl Client {
         if status == StatusCode::BAD_REQUEST && names_no_matching_sensors(body) {
             return Error::NoMatchingSensors { endpoint };
         }
-        if super::error::REFUSALS.contains(&status.as_u16()) {
+        if super::error::refusal(status.as_u16()).is_some() {
             return Error::Refused {
                 endpoint,
                 status: status.as_u16(),

@@ -172,13 +172,11 @@ impl QueueCheck {
         let mut check = Self::default();
         for (id, machine) in &queued.queued {
             // An archived sensor and its machine's new one can share a pylumId.
-            let mut same = sensors.iter().filter(|s| &s.pylum_id == id).peekable();
-            let listed = same.peek().is_some();
-            let (mut applied, mut archived) = (false, listed);
-            for s in same {
-                applied |= s.isolated == want_isolated;
-                archived &= s.status == SensorStatus::Archived;
-            }
+            let same: Vec<&riposte_client::Sensor> =
+                sensors.iter().filter(|s| &s.pylum_id == id).collect();
+            let applied = same.iter().any(|s| s.isolated == want_isolated);
+            let archived =
+                !same.is_empty() && same.iter().all(|s| s.status == SensorStatus::Archived);
             if applied {
                 check.applied.push(machine.clone());
             } else if archived {
@@ -340,7 +338,7 @@ impl Executor {
             (ActionState::Planned, ActionRequest::Remediate { .. }) => {
                 self.find_and_follow(record, pylums).await
             }
-            (ActionState::Following, request) if is_queued_isolation(record.state, request) => {
+            (state, request) if is_queued_isolation(*state, request) => {
                 let states = self.check_queued(std::slice::from_ref(record)).await;
                 states.first().copied().unwrap_or(record.state)
             }

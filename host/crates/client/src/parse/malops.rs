@@ -79,10 +79,7 @@ fn visual_elements_from_value(body: &[u8], map: &Map<String, Value>) -> Parsed<V
 pub fn crimes_unified(body: &[u8], kind: ElementKind) -> Parsed<Vec<Malop>> {
     let page = crimes_unified_page(body, kind)?;
     match page.partial {
-        Some(message) => Err(super::ResponseError::Failure {
-            status: super::PARTIAL_SUCCESS.into(),
-            message,
-        }),
+        Some(message) => Err(super::partial_failure(message)),
         None => Ok(page.malops),
     }
 }

@@ -120,7 +120,7 @@ pub(crate) fn check_status(map: &Map<String, Value>) -> Parsed<()> {
 
 /// The `status` of a visualsearch or `crimes/unified` answer some of the server's detection
 /// servers did not contribute to (one offline, §5.3).
-pub(crate) const PARTIAL_SUCCESS: &str = "PARTIAL_SUCCESS";
+const PARTIAL_SUCCESS: &str = "PARTIAL_SUCCESS";
 
 /// A visualsearch or `crimes/unified` answer.
 #[derive(Debug)]
@@ -139,12 +139,17 @@ impl VisualAnswer {
     /// result matters.
     pub(crate) fn whole(self) -> Parsed<Self> {
         match self.partial {
-            Some(message) => Err(ResponseError::Failure {
-                status: PARTIAL_SUCCESS.into(),
-                message,
-            }),
+            Some(message) => Err(partial_failure(message)),
             None => Ok(self),
         }
+    }
+}
+
+/// A partial answer (with the server's `message`) as the server's failure.
+pub(crate) fn partial_failure(message: String) -> ResponseError {
+    ResponseError::Failure {
+        status: PARTIAL_SUCCESS.into(),
+        message,
     }
 }
 
