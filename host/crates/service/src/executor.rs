@@ -288,8 +288,7 @@ impl Executor {
                 // Audited once it is settled, like a remediation followed.
                 return Submitted::Final(
                     self.book(record, move |ex, r| {
-                        ex.mark_submitted(r, None, &result, now);
-                        ex.record_queued(r, &queued)
+                        ex.mark_queued(r, &result, &queued, now)
                     })
                     .await,
                 );
@@ -857,6 +856,28 @@ impl Executor {
         }
     }
 
+    /// Records that the server took an isolation change it will apply when the `queued`
+    /// sensors connect: `following` at once, in one step, so that the change is never sent
+    /// again.
+    fn mark_queued(
+        &self,
+        record: &ActionRecord,
+        result: &Value,
+        queued: &QueuedSensors,
+        now: i64,
+    ) -> ActionState {
+        match self
+            .store
+            .mark_queued(&record.id, result, &queued.to_json(), now)
+        {
+            Ok(()) => ActionState::Following,
+            Err(e) => {
+                tracing::error!(action = %record.id, "recording a queued isolation change: {e}");
+                record.state
+            }
+        }
+    }
+
     fn record_progress(
         &self,
         record: &ActionRecord,
@@ -901,7 +922,7 @@ impl Executor {
         ) {
             Ok(()) => ActionState::Following,
             Err(e) => {
-                tracing::error!(action = %record.id, "recording a queued isolation change: {e}");
+                tracing::error!(action = %record.id, "recording a check of a queued isolation change: {e}");
                 record.state
             }
         }

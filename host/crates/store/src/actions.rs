@@ -13,6 +13,9 @@
 //!                                                              Failed / TimedOut
 //!  (Shadow)  ──────────▶ Shadowed
 //! ```
+//!
+//! `mark_queued` takes `Planned` straight to `Following`: the server took an isolation change
+//! for an offline sensor, to be applied when it connects.
 
 use super::{Failure, Op, Refusal, Result, Store};
 use crate::repos::ActionLedger;
@@ -887,6 +890,34 @@ impl ActionLedger for Store {
         })
     }
 
+    fn mark_queued(
+        &self,
+        id: &ActionId,
+        server_result: &serde_json::Value,
+        detail: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<()> {
+        let to = ActionState::Following;
+        self.write("mark_queued", |tx| {
+            let from = check_state(tx, id, &[ActionState::Planned], to)?;
+            let changed = tx.execute(
+                "UPDATE actions SET state = ?1, server_result_json = ?2, submitted_at_ms = ?3, \
+                 updated_at_ms = ?3, progress = ?4, progress_json = ?5, polls = polls + 1 \
+                 WHERE id = ?6 AND state = ?7",
+                params![
+                    to.as_str(),
+                    server_result.to_string(),
+                    now_ms,
+                    progress_text(RemediationProgress::Pending),
+                    detail.to_string(),
+                    id.as_str(),
+                    from.as_str(),
+                ],
+            )?;
+            one_row(changed, id, from, to)
+        })
+    }
+
     fn record_progress(
         &self,
         id: &ActionId,
@@ -1234,6 +1265,36 @@ mod tests {
                 }
                 other => panic!("expected the existing action, got {other:?}"),
             }
+        }
+    }
+
+    backend_tests! {
+        fn a_queued_isolation_is_following_from_its_submission(store) {
+            let id = store
+                .begin_action(&new_action(isolate(&["m1"])), 100)
+                .unwrap()
+                .action_id()
+                .clone();
+            let answer = serde_json::json!({"m1": "Primed"});
+            let waiting = serde_json::json!({"queued": {"p1": "m1"}});
+            store.mark_queued(&id, &answer, &waiting, 110).unwrap();
+
+            let record = store.get_action(&id).unwrap();
+            assert_eq!(record.state, ActionState::Following);
+            assert_eq!(record.server_result, Some(answer.clone()));
+            assert_eq!(record.progress, Some(RemediationProgress::Pending));
+            assert_eq!(record.progress_detail, Some(waiting.clone()));
+            assert_eq!(record.polls, 1);
+            assert_eq!(record.submitted_at_ms, Some(110));
+            assert_eq!(store.unresolved_actions().unwrap().len(), 1);
+
+            // Only from `Planned`: a second submission is refused.
+            let again = store.mark_queued(&id, &answer, &waiting, 120);
+            assert!(matches!(
+                again.unwrap_err().refusal(),
+                Some(Refusal::IllegalTransition { from: ActionState::Following, .. })
+            ));
+            assert!(store.mark_submitted(&id, None, &answer, 120).is_err());
         }
     }
 

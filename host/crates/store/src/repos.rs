@@ -69,6 +69,19 @@ pub trait ActionLedger {
         now_ms: i64,
     ) -> Result<()>;
 
+    /// `Planned` → `Following` in one transaction: the server accepted an isolation change
+    /// it could not apply yet (an offline sensor: the command waits for it). Records the
+    /// answer as [`ActionLedger::mark_submitted`] does and `detail` (what is waited for) as
+    /// the first progress poll, so that no crash can leave the action `Submitted` and have it
+    /// sent again. Refused with [`crate::Refusal::IllegalTransition`] from any other state.
+    fn mark_queued(
+        &self,
+        id: &ActionId,
+        server_result: &serde_json::Value,
+        detail: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<()>;
+
     /// `Submitted`/`Following` → `Following`: records one progress poll (the poll count goes
     /// up by one). A final progress does not finish the action: call
     /// [`ActionLedger::finish`].
