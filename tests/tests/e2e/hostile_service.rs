@@ -1684,6 +1684,12 @@ async fn a_partial_listing_is_evaluated_and_does_not_skip_what_it_lacked() {
     service.run_cycle().await.expect("the partial cycle");
     assert_eq!(isolated(&ids[1]), 1, "the Malop that came is evaluated");
     assert_eq!(isolated(&ids[0]), 0, "the other was not listed");
+    let incomplete = "riposte_poll_incomplete_total{source=\"crimes/unified:MalopProcess\"} 1\n";
+    let metrics = world.metrics.render();
+    assert!(
+        metrics.contains(incomplete),
+        "the held watermark is counted: {metrics}"
+    );
     service.run_cycle().await.expect("the next cycle");
     assert_eq!(isolated(&ids[0]), 1, "read at the next poll, not skipped");
     assert_eq!(isolated(&ids[1]), 1, "and the first is not evaluated twice");

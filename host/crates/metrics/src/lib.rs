@@ -15,6 +15,7 @@
 //! | `riposte_actions_total` | `plugin`, `action`, `outcome` (the action's state after execution) |
 //! | `riposte_poll_duration_seconds` (histogram) | `source` (`crimes/unified:MalopProcess`, ...) |
 //! | `riposte_poll_errors_total` | `source` |
+//! | `riposte_poll_incomplete_total` | `source`: listings the server answered only in part (a detection server did not answer, a window it could not narrow); the watermark held |
 //! | `riposte_cycles_total` | |
 //! | `riposte_malop_parts_unreadable_total` | `part` (`suspects`, `files`, `network`, `sensors`): enrichment queries that failed |
 //! | `riposte_incomplete_malops` (gauge) | Malops offered with unreadable parts and waiting to be read again |
@@ -75,6 +76,7 @@ pub struct Metrics {
     actions: Family<Labels, Counter>,
     poll_latency: HistogramFamily,
     poll_errors: Family<Labels, Counter>,
+    poll_incomplete: Family<Labels, Counter>,
     cycles: Counter,
     unreadable: Family<Labels, Counter>,
     incomplete: Gauge,
@@ -213,6 +215,7 @@ impl Metrics {
         let actions = Family::<Labels, Counter>::default();
         let poll_latency: HistogramFamily = Family::new_with_constructor(poll_histogram);
         let poll_errors = Family::<Labels, Counter>::default();
+        let poll_incomplete = Family::<Labels, Counter>::default();
         let cycles = Counter::default();
         let unreadable = Family::<Labels, Counter>::default();
         let incomplete = Gauge::default();
@@ -257,6 +260,11 @@ impl Metrics {
             "poll_errors",
             "Polls of the server that failed, by source",
             poll_errors.clone(),
+        );
+        registry.register(
+            "poll_incomplete",
+            "Polls the server answered only in part, so the watermark held, by source",
+            poll_incomplete.clone(),
         );
         registry.register("cycles", "Service cycles completed", cycles.clone());
         registry.register(
@@ -305,6 +313,7 @@ impl Metrics {
             actions,
             poll_latency,
             poll_errors,
+            poll_incomplete,
             cycles,
             unreadable,
             incomplete,
@@ -377,6 +386,13 @@ impl Metrics {
         if !ok {
             self.poll_errors.get_or_create(&key).inc();
         }
+    }
+
+    /// Counts one poll of `source` whose listing was incomplete (the watermark held).
+    pub fn poll_incomplete(&self, source: &str) {
+        self.poll_incomplete
+            .get_or_create(&labels(&[("source", source)]))
+            .inc();
     }
 
     /// Counts a completed cycle.
@@ -577,6 +593,7 @@ mod tests {
             Duration::from_millis(12),
             true,
         );
+        m.poll_incomplete("crimes/unified:MalopProcess");
         m.action("p", "isolate", "succeeded");
         m.decision("p", "isolate", riposte_audit::DecisionKind::Deny);
         m.cycle();
@@ -596,6 +613,12 @@ mod tests {
         assert!(
             text.contains(
                 "riposte_decisions_total{plugin=\"p\",operation=\"isolate\",decision=\"deny\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "riposte_poll_incomplete_total{source=\"crimes/unified:MalopProcess\"} 1"
             ),
             "{text}"
         );

@@ -468,6 +468,7 @@ impl Service {
         // not narrow) says nothing of the Malops it lacks: what came is evaluated, and the
         // watermark stays where it was.
         if listing.incomplete {
+            self.metrics.poll_incomplete(&source);
             hold(watermark.saturating_add(1));
         }
         let mut wanted = Vec::new();
