@@ -350,6 +350,39 @@ fn query_flood() {
 }
 
 /// Sends every argument far past its bound, then fails with a huge error.
+/// Written by every `residue` invocation; a fresh instance must find it zero.
+static mut RESIDUE: [u8; 256] = [0; 256];
+
+/// Looks for what an earlier invocation left in linear memory (the pool slots are reused):
+/// a static, and the page just past the memory's initial size, each filled with 0xA5 before
+/// returning. Fails, naming what it found, if either is not zero at the start.
+fn residue() -> Result<(), Error> {
+    use core::arch::wasm32::memory_grow;
+    const PAGE: usize = 65_536;
+    let grown = memory_grow(0, 1);
+    if grown == usize::MAX {
+        return Err(Error::Failed("memory.grow refused one page".into()));
+    }
+    let page = (grown * PAGE) as *mut u8;
+    // SAFETY: the page was just grown: in bounds, and no allocator hands it out.
+    let page = unsafe { core::slice::from_raw_parts_mut(page, PAGE) };
+    // SAFETY: one thread; the static is only touched here.
+    let statics = unsafe { &mut *core::ptr::addr_of_mut!(RESIDUE) };
+    let found = (
+        statics.iter().any(|b| *b != 0),
+        black_box(&*page).iter().any(|b| *b != 0),
+    );
+    statics.fill(0xA5);
+    page.fill(0xA5);
+    black_box((&*statics, &*page));
+    match found {
+        (false, false) => Ok(()),
+        (in_static, in_page) => Err(Error::Failed(format!(
+            "an earlier invocation's memory: in a static {in_static}, in a grown page {in_page}"
+        ))),
+    }
+}
+
 fn oversized(malop: &Malop) -> Error {
     let mine: Vec<String> = malop.machines.iter().map(|m| m.guid.clone()).collect();
     let huge = "x".repeat(1 << 20);
@@ -487,6 +520,7 @@ impl Guest for Hostile {
             "log-forge" => forge_logs(),
             "kv-flood" => kv_flood(&malop),
             "mixed-flood" => mixed_flood(),
+            "residue" => residue()?,
             "interval" | "drain" => {}
             other => return Err(Error::Failed(format!("unknown attack `{other}`"))),
         }

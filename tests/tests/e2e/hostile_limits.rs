@@ -142,3 +142,30 @@ async fn stdout_stderr_and_log_together_hit_one_output_cap() {
         "the cap was used up: {total}"
     );
 }
+
+/// Pool slots are reused, and the runtime keeps their pages resident between instances
+/// (`RuntimeConfig::keep_resident_bytes`): an invocation must still start from the
+/// component's own memory, never from what the previous one in that slot left. The attack
+/// fills a static and a freshly grown page and fails if it finds them filled already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_never_sees_the_memory_an_earlier_one_left() {
+    let (runtime, cache) = runtime();
+    let hostile = load(&runtime, &cache, "hostile");
+    let malop = fixture("known-malware");
+    let limits = Limits::default();
+    let attack = [("attack", "residue")];
+    for round in 0..4 {
+        // One after another (the same slot again), then side by side (several slots).
+        for _ in 0..8 {
+            let run = dry_run(&runtime, &hostile, &malop, &attack, &limits).await;
+            assert_eq!(run.report.outcome, Outcome::Completed, "round {round}");
+        }
+        let side_by_side = futures::future::join_all(
+            (0..8).map(|_| dry_run(&runtime, &hostile, &malop, &attack, &limits)),
+        )
+        .await;
+        for run in side_by_side {
+            assert_eq!(run.report.outcome, Outcome::Completed, "round {round}");
+        }
+    }
+}
