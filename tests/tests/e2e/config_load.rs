@@ -482,6 +482,29 @@ fn defaults_apply_and_relative_paths_resolve_against_the_file() {
     assert!(config.policy.global_budgets.is_empty());
 }
 
+/// The pool's resident memory per slot is the runtime's default unless `[service]` sets it,
+/// and the engine is built with what the file says.
+#[test]
+fn keep_resident_bytes_defaults_to_the_runtimes_and_reaches_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = OperatorConfig::load(write(dir.path(), &plugin(""))).unwrap();
+    let default = riposte_runtime::RuntimeConfig::default().keep_resident_bytes;
+    assert_eq!(default, 1 << 20);
+    assert_eq!(config.service.keep_resident_bytes, default);
+    assert_eq!(
+        riposte_service::runtime_config(&config).keep_resident_bytes,
+        default
+    );
+
+    let text = format!("[service]\nkeep_resident_bytes = 0\n\n{}", plugin(""));
+    let config = OperatorConfig::load(write(dir.path(), &text)).unwrap();
+    assert_eq!(
+        riposte_service::runtime_config(&config).keep_resident_bytes,
+        0,
+        "0 hands every page back"
+    );
+}
+
 #[test]
 fn plugin_limits_are_the_runtimes_with_its_defaults_and_checks() {
     let dir = tempfile::tempdir().unwrap();
@@ -737,7 +760,7 @@ fn a_bad_glob_is_named() {
 #[test]
 fn every_mistake_is_reported_not_just_the_first() {
     let text = format!(
-        "[service]\nmax_concurrency = 0\nmax_detail_fetches = 257\n\n[[global_budgets]]\naction = \"isolation\"\nmax = 1\nwindow_secs = 0\n\n{}\n[[plugins]]\nname = \"p\"\npath = \"q.wasm\"\nsha256 = \"{PIN}\"\nmode = \"enforced\"\n",
+        "[service]\nmax_concurrency = 0\nmax_detail_fetches = 257\nkeep_resident_bytes = 67108865\n\n[[global_budgets]]\naction = \"isolation\"\nmax = 1\nwindow_secs = 0\n\n{}\n[[plugins]]\nname = \"p\"\npath = \"q.wasm\"\nsha256 = \"{PIN}\"\nmode = \"enforced\"\n",
         plugin("promote = [\"isolate\"]\n[plugins.grants]\nremediation = [\"kill-proces\"]\n")
     );
     let (path, problems) = problems(&text);
@@ -747,6 +770,7 @@ fn every_mistake_is_reported_not_just_the_first() {
         [
             "service.max_concurrency",
             "service.max_detail_fetches",
+            "service.keep_resident_bytes",
             "global_budgets[0].action",
             "global_budgets[0].window_secs",
             "plugins[0].promote[0]",
@@ -759,11 +783,15 @@ fn every_mistake_is_reported_not_just_the_first() {
     );
     let err = OperatorConfig::parse(&text, &path).unwrap_err().to_string();
     assert!(
-        err.starts_with(&format!("9 mistakes in {}:", path.display())),
+        err.starts_with(&format!("10 mistakes in {}:", path.display())),
         "{err}"
     );
     assert!(
         err.contains("max_detail_fetches: must be at most 256, not 257"),
+        "{err}"
+    );
+    assert!(
+        err.contains("keep_resident_bytes: must be at most 67108864 (64 MiB), not 67108865"),
         "{err}"
     );
     assert!(

@@ -80,6 +80,18 @@ async fn plugins_added_removed_and_broken_by_a_reload_lose_and_double_no_invocat
         vec![PluginName::new("ransomware-containment")]
     );
     assert!(report.removed.is_empty() && report.changed.is_empty());
+    assert!(report.need_restart.is_empty(), "{:?}", report.need_restart);
+    // The instance pool's setting is the engine's: it applies at the next restart.
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    assert!(text.contains("[service]\n"), "{text}");
+    let resident = text.replacen("[service]\n", "[service]\nkeep_resident_bytes = 0\n", 1);
+    std::fs::write(&env.config, resident).unwrap();
+    let report = service
+        .reload(&env.config)
+        .await
+        .expect("the reload applies");
+    assert_eq!(report.need_restart, ["keep_resident_bytes"]);
+    assert_eq!(report.unchanged.len(), 2, "{report:?}");
     run_until_settled(&service, &sim, 10).await;
     assert!(
         invocations(&env.audit)
@@ -169,7 +181,7 @@ async fn plugins_added_removed_and_broken_by_a_reload_lose_and_double_no_invocat
 
     assert_each_invoked_once(&env.audit);
     assert_no_action_twice(&sim);
-    assert_eq!(audit_calls(&env.audit, "config-reloaded").len(), 2);
+    assert_eq!(audit_calls(&env.audit, "config-reloaded").len(), 3);
     assert_eq!(audit_calls(&env.audit, "config-reload-refused").len(), 3);
 }
 

@@ -57,6 +57,8 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
 const MAX_IN_FLIGHT: usize = 256;
 /// Default Malop detail requests in flight at once during a poll.
 pub const DEFAULT_MAX_DETAIL_FETCHES: usize = 8;
+/// The most `keep_resident_bytes` accepts (64 MiB): every pool slot may hold this much.
+const MAX_KEEP_RESIDENT: usize = 64 << 20;
 
 /// The top-level sections of the file. `[console]` is not read here: its owner,
 /// `riposte_console::ConsoleConfig`, sits above the service and reads it from the same file.
@@ -144,6 +146,10 @@ pub struct ServiceConfig {
     /// 8): the details of new Malops are fetched concurrently, and each Malop is evaluated
     /// as soon as its details arrive.
     pub max_detail_fetches: usize,
+    /// Bytes of each plugin instance slot's memory kept resident between invocations and
+    /// reset in place (`keep_resident_bytes`, default 1 MiB, at most 64 MiB; 0 hands every
+    /// page back to the kernel): see `riposte_runtime::RuntimeConfig::keep_resident_bytes`.
+    pub keep_resident_bytes: usize,
     /// The state database: `[service.database]` (SQLite at `riposte.db` by default, or
     /// PostgreSQL), or the older `database = "path"` (SQLite at that path).
     pub database: DatabaseConfig,
@@ -168,6 +174,7 @@ impl Default for ServiceConfig {
             overlap_window_secs: DEFAULT_OVERLAP_WINDOW_SECS,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             max_detail_fetches: DEFAULT_MAX_DETAIL_FETCHES,
+            keep_resident_bytes: riposte_runtime::RuntimeConfig::default().keep_resident_bytes,
             database: DatabaseConfig::default(),
             audit: AuditConfig::default(),
             server: None,
@@ -369,6 +376,7 @@ struct RawService {
     overlap_window_secs: u64,
     max_concurrency: usize,
     max_detail_fetches: usize,
+    keep_resident_bytes: usize,
     database: RawDatabase,
     audit: AuditConfig,
     server: Option<RawServerConfig>,
@@ -385,6 +393,7 @@ impl Default for RawService {
             overlap_window_secs: d.overlap_window_secs,
             max_concurrency: d.max_concurrency,
             max_detail_fetches: d.max_detail_fetches,
+            keep_resident_bytes: d.keep_resident_bytes,
             database: RawDatabase::default(),
             audit: d.audit,
             server: None,
@@ -490,6 +499,15 @@ fn service_section(doc: &mut Document<'_>, raw: RawService, base: &Path) -> Serv
             findings.at(key, format!("must be at most {MAX_IN_FLIGHT}, not {value}"));
         }
     }
+    if raw.keep_resident_bytes > MAX_KEEP_RESIDENT {
+        findings.at(
+            "keep_resident_bytes",
+            format!(
+                "must be at most {MAX_KEEP_RESIDENT} (64 MiB), not {}: every instance slot of the pool may hold this much",
+                raw.keep_resident_bytes
+            ),
+        );
+    }
     let (database, inner) = DatabaseConfig::from_section(raw.database, base);
     findings.nest("database", inner);
     let mut audit = raw.audit;
@@ -518,6 +536,7 @@ fn service_section(doc: &mut Document<'_>, raw: RawService, base: &Path) -> Serv
         overlap_window_secs: raw.overlap_window_secs,
         max_concurrency: raw.max_concurrency,
         max_detail_fetches: raw.max_detail_fetches,
+        keep_resident_bytes: raw.keep_resident_bytes,
         database,
         audit,
         server,

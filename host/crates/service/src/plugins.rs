@@ -106,6 +106,7 @@ pub fn runtime_config(config: &OperatorConfig) -> RuntimeConfig {
         max_instances: (config.service.max_concurrency as u32 * 4).max(16),
         max_memory_bytes: max(|p| p.limits.memory_bytes, Limits::default().memory_bytes),
         max_stack_bytes: max(|p| p.limits.stack_bytes, defaults.max_stack_bytes),
+        keep_resident_bytes: config.service.keep_resident_bytes,
         ..defaults
     }
 }

@@ -138,6 +138,10 @@ impl Service {
         if old.follow != new.follow {
             report.need_restart.push("[service.follow]");
         }
+        // The plugins' engine, its instance pool included, lives as long as the service.
+        if old.keep_resident_bytes != new.keep_resident_bytes {
+            report.need_restart.push("keep_resident_bytes");
+        }
         if old.metrics_listen != new.metrics_listen {
             report.need_restart.push("metrics_listen");
         }
