@@ -60,6 +60,42 @@ impl Window {
             Some(_) => Vec::new(),
         }
     }
+
+    /// Narrower windows covering this one when the server answered nothing because it is too
+    /// large (`QUERY_LIMIT_CROSSED`, `TIMEOUT_ERROR`): halves, an open one halved at the time
+    /// between its start and `now` (its upper half stays open, so a server clock ahead of
+    /// ours loses nothing); empty when it cannot be narrowed.
+    fn halve(self, now: TimestampMs) -> Vec<Window> {
+        let before = self.before.unwrap_or(now);
+        if before - self.after <= 2 {
+            return Vec::new();
+        }
+        let mid = self.after + (before - self.after) / 2;
+        vec![
+            Window {
+                after: self.after,
+                before: Some(mid.saturating_add(1)),
+            },
+            Window {
+                after: mid,
+                before: self.before,
+            },
+        ]
+    }
+}
+
+/// Whether the server answered that a query matched too much to answer at all: the
+/// `crimes/unified` statuses that name a limit, not a fault (§5.3 of the notes).
+fn too_large(error: &Error) -> bool {
+    matches!(error, Error::Api { status, .. }
+        if status.eq_ignore_ascii_case("QUERY_LIMIT_CROSSED") || status.eq_ignore_ascii_case("TIMEOUT_ERROR"))
+}
+
+/// Whether the server refused the `LessThan` filter of a closed window: HTTP 400, or 200
+/// with `FAILURE` (as some servers answer a bad query).
+fn refused_filter(error: &Error) -> bool {
+    matches!(error, Error::Refused { .. })
+        || matches!(error, Error::Api { status, .. } if status.eq_ignore_ascii_case("FAILURE"))
 }
 
 /// Adds `malops` to `found`, keeping the newest update of each.
@@ -123,12 +159,29 @@ impl Client {
             queries += 1;
             let page = match self.crimes_unified_window(kind, window).await {
                 Ok(page) => page,
-                Err(error @ Error::Refused { .. }) if window.before.is_some() => {
+                Err(error) if window.before.is_some() && refused_filter(&error) => {
                     tracing::error!(
                         kind = kind.as_api(),
                         "crimes/unified refused a time window closed with LessThan ({error}): windows cannot be narrowed on this server; what the wider answer held is used, and the listing is incomplete"
                     );
                     (unnarrowable, incomplete) = (true, true);
+                    continue;
+                }
+                Err(error) if too_large(&error) => {
+                    let pieces = window.halve(riposte_domain::now_ms());
+                    if queries < MAX_WINDOWS && !pieces.is_empty() {
+                        tracing::warn!(
+                            kind = kind.as_api(), after = window.after, before = ?window.before,
+                            "crimes/unified answered a time window as too large ({error}): halving it"
+                        );
+                        windows.extend(pieces);
+                    } else {
+                        tracing::error!(
+                            kind = kind.as_api(), after = window.after, before = ?window.before,
+                            "crimes/unified answered a time window as too large ({error}) and it cannot be narrowed further; its Malops are not seen this cycle, and the listing is incomplete"
+                        );
+                        incomplete = true;
+                    }
                     continue;
                 }
                 Err(error) => return Err(error),
@@ -270,9 +323,10 @@ impl Client {
 
     fn crimes_unified_body(&self, path: Value) -> Value {
         let limit = self.result_limit;
+        let query_timeout_ms = self.timeouts.query_timeout().as_millis() as u64;
         json!({"totalResultLimit": limit, "perGroupLimit": limit,
             "perFeatureLimit": 100, "templateContext": "MALOP", "customFields": [],
-            "queryPath": [path]})
+            "queryTimeout": query_timeout_ms, "queryPath": [path]})
     }
 
     /// `detection/inbox` between two server times (ms).

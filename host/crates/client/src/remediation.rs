@@ -15,7 +15,7 @@ impl Client {
     ///
     /// Sent at most once. If the outcome is unknown (timeout, reset, 5xx, unreadable reply) the
     /// error is [`Error::OutcomeUnknown`]: call [`Client::find_remediation`] before trying again.
-    /// A reply whose statusLog already holds a FAILURE is [`Error::RemediationFailed`].
+    /// A reply in which every item is final and one failed is [`Error::RemediationFailed`].
     pub async fn remediate(
         &self,
         malop_id: Option<&MalopId>,
@@ -39,7 +39,9 @@ impl Client {
                 message: "the server accepted no target (the given target id is incorrect?)".into(),
             });
         }
-        if let Some(failed) = report.failure() {
+        // An item that failed at once while others are still pending is followed with them:
+        // the remediation is judged when every item is final.
+        if let (RemediationProgress::Failure, Some(failed)) = (report.status(), report.failure()) {
             return Err(Error::RemediationFailed {
                 endpoint: REMEDIATE.into(),
                 remediation_id: report.remediation_id.to_string(),
@@ -49,8 +51,8 @@ impl Client {
                     .as_ref()
                     .map_or_else(|| "no message".into(), |e| e.message.clone()),
                 failed: report
-                    .entries
-                    .iter()
+                    .latest()
+                    .into_iter()
                     .filter(|e| e.status == RemediationProgress::Failure)
                     .cloned()
                     .collect(),

@@ -153,19 +153,59 @@ pub struct RemediationReport {
 }
 
 impl RemediationReport {
-    /// The overall status: the LAST statusLog entry's (as XS and SP read it); `Unknown` if empty.
+    /// The overall status, over every item (machine, target and action) the remediation
+    /// names, each at its newest entry ([`RemediationReport::latest`]): final only once every
+    /// item is final, then `Failure` if any item failed. (XS and SP read the last entry, which
+    /// is the same for the one item they send; a server answers each item of a request of
+    /// several in its own time, so the last entry may be one item's success while another
+    /// is pending or failed.) `Unknown` if the log is empty.
     pub fn status(&self) -> RemediationProgress {
-        self.entries
-            .last()
-            .map_or(RemediationProgress::Unknown, |e| e.status)
+        use RemediationProgress::*;
+        let latest = self.latest();
+        let any = |status| latest.iter().any(|e| e.status == status);
+        if latest.is_empty() {
+            Unknown
+        } else if latest.iter().all(|e| e.status.is_final()) {
+            if any(Failure) { Failure } else { Success }
+        } else if any(InProgress) {
+            InProgress
+        } else if any(Pending) {
+            Pending
+        } else {
+            Unknown
+        }
     }
 
-    /// The first failed entry, if any.
+    /// The newest entry of each item, in the order the items first appear: by `timestamp`
+    /// where both entries have one, else the later in the log.
+    pub fn latest(&self) -> Vec<&RemediationEntry> {
+        let mut latest: Vec<&RemediationEntry> = Vec::new();
+        for entry in &self.entries {
+            let same = |e: &&RemediationEntry| {
+                e.machine_guid == entry.machine_guid
+                    && e.target_guid == entry.target_guid
+                    && e.kind == entry.kind
+            };
+            match latest.iter_mut().find(|e| same(e)) {
+                Some(seen) if !is_older(entry, seen) => *seen = entry,
+                Some(_) => {}
+                None => latest.push(entry),
+            }
+        }
+        latest
+    }
+
+    /// The first item whose newest entry failed, if any.
     pub fn failure(&self) -> Option<&RemediationEntry> {
-        self.entries
-            .iter()
+        self.latest()
+            .into_iter()
             .find(|e| e.status == RemediationProgress::Failure)
     }
+}
+
+/// Whether `entry` is older than `seen` by their timestamps (neither is, without both).
+fn is_older(entry: &RemediationEntry, seen: &RemediationEntry) -> bool {
+    matches!((entry.timestamp, seen.timestamp), (Some(a), Some(b)) if a < b)
 }
 
 /// What the server said about isolating or un-isolating one sensor.

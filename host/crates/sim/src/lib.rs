@@ -45,8 +45,8 @@ pub use data::{MalopKind, ORG, SimConnection, SimFile, SimMachine, SimMalop, Sim
 pub use events::{SimEventStyle, SimSyslog, SimSyslogStats};
 pub use recorded::Unservable;
 pub use state::{
-    Fault, FaultKind, LessThan, LoggedRequest, MalopSpec, NewMalop, SimQuarantine, SimState,
-    UnknownMachine,
+    Fault, FaultKind, LessThan, LoggedRequest, MalopSpec, NewMalop, OverLimit, SimQuarantine,
+    SimState, UnknownMachine,
 };
 
 use anyhow::Context as _;

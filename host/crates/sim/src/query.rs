@@ -4,7 +4,7 @@ use super::data::{SimConnection, SimFile, SimMachine, SimMalop, SimProcess};
 use super::render;
 use super::reply::Reply;
 use super::state::SimQuarantine;
-use super::state::{LessThan, SimState};
+use super::state::{LessThan, OverLimit, SimState};
 use riposte_domain::ElementKind;
 use serde_json::{Map, Value, json};
 
@@ -72,11 +72,19 @@ pub fn crimes_unified(st: &SimState, v: &Value) -> Reply {
             &render::failure(&format!("Unsupported requestedType {requested}")),
         );
     };
-    if st.less_than == LessThan::Refused && el.to_string().contains("\"LessThan\"") {
-        return Reply::json(
-            400,
-            &json!({"message": "Unsupported filterType: LessThan", "status": 400}),
-        );
+    if el.to_string().contains("\"LessThan\"") {
+        match st.less_than {
+            LessThan::Refused => {
+                return Reply::json(
+                    400,
+                    &json!({"message": "Unsupported filterType: LessThan", "status": 400}),
+                );
+            }
+            LessThan::Failed => {
+                return Reply::json(200, &render::failure("Unsupported filterType: LessThan"));
+            }
+            LessThan::Supported | LessThan::Ignored => {}
+        }
     }
     let overview = v.get("templateContext").and_then(Value::as_str) == Some("OVERVIEW");
     // No paging, only a result limit: past it the rest is left out, and
@@ -90,6 +98,12 @@ pub fn crimes_unified(st: &SimState, v: &Value) -> Reply {
     let mut matching = matching_malops(st, kind, el);
     matching.sort_by(|a, b| a.guid.cmp(&b.guid));
     let total = matching.len();
+    if total > limit && st.over_limit == OverLimit::QueryLimitCrossed {
+        return Reply::json(
+            200,
+            &json!({"status": "QUERY_LIMIT_CROSSED", "message": format!("The query matched {total} results, over the limit of {limit}"), "data": null}),
+        );
+    }
     let results: Map<String, Value> = matching
         .into_iter()
         .take(limit)

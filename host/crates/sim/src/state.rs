@@ -54,6 +54,18 @@ pub enum LessThan {
     Refused,
     /// Answers as if it were absent.
     Ignored,
+    /// Answers HTTP 200 with `status: FAILURE`.
+    Failed,
+}
+
+/// What `crimes/unified` does when more Malops match than its result limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OverLimit {
+    /// Answers the first ones, with `totalPossibleResults` saying how many matched.
+    #[default]
+    Truncate,
+    /// Answers nothing: HTTP 200 with `status: QUERY_LIMIT_CROSSED`.
+    QueryLimitCrossed,
 }
 
 /// A fault for the next `count` matching requests.
@@ -265,6 +277,8 @@ pub struct SimState {
     pub result_limit: usize,
     /// What `crimes/unified` does with a `LessThan` time filter.
     pub less_than: LessThan,
+    /// What `crimes/unified` does past its result limit.
+    pub over_limit: OverLimit,
     /// Read `sensors/query`'s `offset` as an item offset, as some servers do (XS pages with
     /// `(page - 1) * pageSize`), instead of a page index.
     pub sensor_offset_is_item: bool,
@@ -320,6 +334,7 @@ impl SimState {
             result_limit: crate::SERVER_RESULT_LIMIT,
             sensor_offset_is_item: false,
             less_than: LessThan::Supported,
+            over_limit: OverLimit::Truncate,
             next_seq: 0,
             malops_made,
             events: None,

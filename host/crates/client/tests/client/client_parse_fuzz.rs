@@ -180,3 +180,55 @@ fn typed_values_and_missing_element_values() {
         "{err}"
     );
 }
+
+/// A statusLog of `(machine, target, status, timestamp)` entries.
+fn status_log(entries: &[(&str, &str, &str, i64)]) -> riposte_client::RemediationReport {
+    let log: Vec<_> = entries
+        .iter()
+        .map(|(machine, target, status, at)| {
+            serde_json::json!({"machineId": machine, "targetId": target, "status": status,
+                "actionType": "KILL_PROCESS", "timestamp": at,
+                "error": (*status == "FAILURE").then(|| serde_json::json!({"message": format!("{target} failed"), "errorType": "GENERAL"}))})
+        })
+        .collect();
+    let body = serde_json::json!({"malopId": "11.5", "remediationId": "r-1", "statusLog": log});
+    parse::remediation(body.to_string().as_bytes()).unwrap()
+}
+
+#[test]
+fn a_remediation_of_several_items_is_final_only_when_every_item_is() {
+    use riposte_domain::RemediationProgress::*;
+    // The last entry is one item's success; the other item is still pending.
+    let report = status_log(&[("1.1", "1.a", "PENDING", 10), ("1.1", "1.b", "SUCCESS", 12)]);
+    assert_eq!(report.status(), Pending);
+    assert!(report.failure().is_none());
+    // One item in progress and one pending: in progress.
+    let report = status_log(&[
+        ("1.1", "1.a", "IN_PROGRESS", 10),
+        ("1.2", "1.b", "PENDING", 9),
+    ]);
+    assert_eq!(report.status(), InProgress);
+    // An item failed, another succeeded after it: the remediation failed, and says where.
+    let report = status_log(&[("1.1", "1.a", "FAILURE", 10), ("1.2", "1.b", "SUCCESS", 12)]);
+    assert_eq!(report.status(), Failure);
+    assert_eq!(report.failure().unwrap().target_guid.as_str(), "1.a");
+    // Each item at its newest entry by timestamp, whatever the log's order: 1.a pending then
+    // succeeded, listed newest first.
+    let report = status_log(&[
+        ("1.1", "1.a", "SUCCESS", 20),
+        ("1.1", "1.a", "PENDING", 10),
+        ("1.2", "1.b", "SUCCESS", 15),
+    ]);
+    assert_eq!(report.status(), Success);
+    assert_eq!(report.latest().len(), 2);
+    // An item that failed and was then retried to success on the server is not a failure.
+    let report = status_log(&[("1.1", "1.a", "FAILURE", 10), ("1.1", "1.a", "SUCCESS", 11)]);
+    assert_eq!(report.status(), Success);
+    assert!(report.failure().is_none());
+    // The one-item log (as XS and SP read it): its last entry.
+    assert_eq!(
+        status_log(&[("1.1", "1.a", "SUCCESS", 1)]).status(),
+        Success
+    );
+    assert_eq!(status_log(&[]).status(), Unknown);
+}

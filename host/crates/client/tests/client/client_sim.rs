@@ -312,6 +312,32 @@ async fn remediation_on_an_offline_sensor_fails_with_the_servers_message() {
 }
 
 #[tokio::test]
+async fn a_remediation_with_one_item_failed_fails_though_its_last_entry_succeeded() {
+    let mut cfg = config(8);
+    cfg.steps_per_poll = 0;
+    let sim = Simulator::start(cfg).await.unwrap();
+    let client = client_with(&sim, PASSWORD, Duration::from_secs(5));
+    let (malop, offline) = suspect_target(&sim, false);
+    let (_, online) = suspect_target(&sim, true);
+    // The offline item first, so that the log's last entry is the online item's.
+    let r = client
+        .remediate(Some(&malop), &[offline.clone(), online.clone()])
+        .await
+        .unwrap();
+    assert_eq!(r.latest().len(), 2, "{r:?}");
+    sim.advance(2);
+    let p = client
+        .wait_remediation(Some(&malop), &r.remediation_id, 3, Duration::ZERO)
+        .await
+        .unwrap();
+    let last = p.entries.last().unwrap();
+    assert_eq!(last.target_guid, online.target_guid);
+    assert_eq!(last.status, RemediationProgress::Success, "{p:?}");
+    assert_eq!(p.status(), RemediationProgress::Failure);
+    assert_eq!(p.failure().unwrap().target_guid, offline.target_guid);
+}
+
+#[tokio::test]
 async fn remediation_abort() {
     let (sim, client) = start(8).await;
     let (malop, target) = suspect_target(&sim, true);
@@ -1192,6 +1218,7 @@ mod enrichment {
         for less_than in [
             riposte_sim::LessThan::Refused,
             riposte_sim::LessThan::Ignored,
+            riposte_sim::LessThan::Failed,
         ] {
             let sim = Simulator::start(SimConfig {
                 result_limit: 3,
@@ -1224,5 +1251,52 @@ mod enrichment {
             let all = client.all_malops_updated_since(0).await.unwrap_err();
             assert!(all.to_string().contains("could not all be listed"), "{all}");
         }
+    }
+    /// A server that answers a query matching past its limit with `QUERY_LIMIT_CROSSED`
+    /// (nothing, not the first results) is read in halved time windows, every Malop once;
+    /// where even a window of a few milliseconds is too large, the listing says it is
+    /// incomplete instead of failing every poll.
+    #[tokio::test]
+    async fn a_listing_answered_query_limit_crossed_is_read_in_halved_windows() {
+        let sim = Simulator::start(SimConfig {
+            result_limit: 5,
+            ..config(24)
+        })
+        .await
+        .unwrap();
+        sim.with_state(|s| s.over_limit = riposte_sim::OverLimit::QueryLimitCrossed);
+        let client = client_with(&sim, PASSWORD, Duration::from_secs(5));
+        let listing = client.malop_listing(ElementKind::Process, 0).await.unwrap();
+        let expected = sim
+            .malops()
+            .iter()
+            .filter(|m| m.kind == ElementKind::Process)
+            .count();
+        assert!(
+            expected > 5,
+            "more Process Malops than the limit: {expected}"
+        );
+        let mut ids: Vec<&str> = listing.malops.iter().map(|m| m.id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), expected, "every Malop, none twice");
+        assert!(!listing.incomplete);
+        let bodies: Vec<String> = sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/rest/crimes/unified")
+            .map(|r| r.body)
+            .collect();
+        assert!(bodies.iter().all(|b| b.contains("\"queryTimeout\"")));
+
+        // Every Malop updated in the same millisecond, more of them than the limit.
+        sim.with_state(|s| {
+            for m in &mut s.malops {
+                m.last_update_time = 1_700_000_000_000;
+            }
+        });
+        let listing = client.malop_listing(ElementKind::Process, 0).await.unwrap();
+        assert!(listing.incomplete, "not taken as all there is");
+        assert!(listing.malops.is_empty());
     }
 }
