@@ -6,9 +6,10 @@ use super::error::{Error, Result};
 use super::parse::excerpt;
 use super::session::{Session, is_login_page, retryable_status};
 use backon::RetryableWithContext as _;
-use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION};
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use std::time::Duration;
 
 /// The most bytes of one reply that are read (a page of 10,000 Malops, the most one query
 /// returns, is about 27 MB as the simulator renders it). A longer reply is refused whole,
@@ -38,6 +39,27 @@ pub(crate) async fn body_within(
         body.extend_from_slice(&chunk);
     }
     Ok(Some(body))
+}
+
+/// The longest a `Retry-After` is waited for within one call; a throttled call still
+/// throttled after its tries fails, and the service tries again on its next cycle.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+
+/// A 429's `Retry-After`, in seconds (the HTTP-date form is not used by API servers), at
+/// most [`RETRY_AFTER_MAX`].
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    if resp.status() != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let secs: u64 = resp
+        .headers()
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(RETRY_AFTER_MAX))
 }
 
 /// What is wrong with a reply longer than [`MAX_REPLY_BYTES`].
@@ -224,13 +246,24 @@ impl Client {
                 format!("HTTP {} redirect away from the API", status.as_u16())
             });
         }
+        let retry_after = retry_after(&resp);
         let body = match body_within(resp, MAX_REPLY_BYTES).await {
             Ok(Some(body)) => body,
             Ok(None) => return Step::Fail(self.oversized(call)),
             Err(e) => return self.transport_step(call, &e, attempt),
         };
         if retryable_status(status) {
-            return self.server_step(call, status, attempt, &body);
+            let step = self.server_step(call, status, attempt, &body);
+            // A throttling server says when to come back: the next try waits that long
+            // (bounded) before the backoff's own delay, instead of landing in the same window.
+            if let (Step::Retry(_), Some(wait)) = (&step, retry_after)
+                && call.safety == Safety::Repeatable
+                && attempt < self.retry.max_attempts
+            {
+                tracing::warn!(endpoint = %endpoint, "throttled (HTTP 429): waiting {wait:?}, as the server's Retry-After asks");
+                tokio::time::sleep(wait).await;
+            }
+            return step;
         }
         if !status.is_success() {
             return Step::Fail(self.http_error(&endpoint, status, attempt, &body));

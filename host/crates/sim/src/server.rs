@@ -52,7 +52,11 @@ pub(crate) async fn dispatch(
     let mut st = shared.lock();
     let reply = match fault.as_ref() {
         Some(f) if f.kind == FaultKind::Status429 => {
-            Reply::json(429, &serde_json::json!({"message": "Too Many Requests"}))
+            let mut reply = Reply::json(429, &serde_json::json!({"message": "Too Many Requests"}));
+            if let Some(secs) = f.retry_after_secs {
+                reply.headers.push(("retry-after", secs.to_string()));
+            }
+            reply
         }
         Some(f) if f.kind == FaultKind::Status500 && !f.after_processing => server_error(),
         Some(f) if f.kind == FaultKind::Status403 => Reply::json(

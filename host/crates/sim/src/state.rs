@@ -85,6 +85,9 @@ pub struct Fault {
     /// For `500`: carry the request out first, then answer 500 (an outcome-unknown action).
     #[serde(default)]
     pub after_processing: bool,
+    /// For `429`: the `Retry-After` header's seconds.
+    #[serde(default)]
+    pub retry_after_secs: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -100,6 +103,7 @@ impl Fault {
             path_prefix: None,
             delay_ms: 0,
             after_processing: false,
+            retry_after_secs: None,
         }
     }
 
@@ -112,6 +116,12 @@ impl Fault {
     /// Carries the request out before failing it.
     pub fn after_processing(mut self) -> Self {
         self.after_processing = true;
+        self
+    }
+
+    /// Sets the `Retry-After` seconds of a `429` fault.
+    pub fn retry_after_secs(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
         self
     }
 

@@ -532,6 +532,31 @@ async fn isolate_429_is_throttled_not_resent() {
     );
 }
 
+/// A read throttled with `Retry-After: 1` is tried again no sooner than a second later (not
+/// after the backoff's milliseconds, inside the same throttling window), and succeeds.
+#[tokio::test]
+async fn a_throttled_read_waits_for_the_servers_retry_after() {
+    let (sim, client) = start(8).await;
+    sim.inject(
+        Fault::new(FaultKind::Status429, 1)
+            .on("/rest/sensors")
+            .retry_after_secs(1),
+    );
+    client.sensors(serde_json::json!([])).await.unwrap();
+    let tries: Vec<u64> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/rest/sensors/query")
+        .map(|r| r.received_us)
+        .collect();
+    assert_eq!(tries.len(), 2, "one throttled try, one more");
+    assert!(
+        tries[1] - tries[0] >= 1_000_000,
+        "tried again after {} µs",
+        tries[1] - tries[0]
+    );
+}
+
 #[tokio::test]
 async fn reputations_are_set_listed_and_removed() {
     let (sim, client) = start(4).await;
