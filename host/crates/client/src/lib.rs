@@ -57,6 +57,7 @@ pub struct Client {
     result_limit: u32,
     session: tokio::sync::Mutex<Option<session::Session>>,
     generation: AtomicU64,
+    login_hold: std::sync::Mutex<Option<session::LoginHold>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -103,6 +104,7 @@ impl Client {
             result_limit: config.result_limit.clamp(1, RESULT_LIMIT),
             session: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(1),
+            login_hold: std::sync::Mutex::new(None),
         })
     }
 

@@ -7,6 +7,46 @@ use super::secret::Secret;
 use backon::RetryableWithContext as _;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, SET_COOKIE};
+use std::time::{Duration, Instant};
+
+/// How long no login is tried after the server refused one (wrong password, two-factor,
+/// expired password), doubled for each refusal in a row up to [`LOGIN_HOLD_MAX`]: a cycle's
+/// calls, and each cycle, would otherwise send the refused password again and again, and
+/// lock the account (the usual lockout counts a handful of failures).
+const LOGIN_HOLD_FIRST: Duration = Duration::from_secs(60);
+/// The longest pause between two refused logins.
+const LOGIN_HOLD_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// A login the server refused: what it said, and until when no other is tried.
+pub(crate) struct LoginHold {
+    until: Instant,
+    pause: Duration,
+    refusal: Error,
+}
+
+/// A copy of a login refusal (the errors a login repeated with the same credentials gets
+/// again), `None` for any other error.
+fn refusal_copy(error: &Error, wait: Option<Duration>) -> Option<Error> {
+    Some(match error {
+        Error::LoginFailed { username, reason } => Error::LoginFailed {
+            username: username.clone(),
+            reason: match wait {
+                Some(wait) => format!(
+                    "{reason}; not tried again for {} s, so that repeated failures do not lock the account",
+                    wait.as_secs().max(1)
+                ),
+                None => reason.clone(),
+            },
+        },
+        Error::TwoFactorRequired { username } => Error::TwoFactorRequired {
+            username: username.clone(),
+        },
+        Error::PasswordExpired { username } => Error::PasswordExpired {
+            username: username.clone(),
+        },
+        _ => return None,
+    })
+}
 
 /// A live session: the cookie and a generation number that tells re-logins apart.
 #[derive(Clone, Debug)]
@@ -71,8 +111,46 @@ impl Client {
         Ok(Session { cookie, generation })
     }
 
-    /// Logs in (retrying transport errors, 429 and 5xx) and checks the reply.
+    /// Logs in (retrying transport errors, 429 and 5xx) and checks the reply; while a
+    /// refused login's hold lasts ([`LOGIN_HOLD_FIRST`]), answers its refusal again without
+    /// asking the server.
     async fn login(&self) -> Result<Secret> {
+        if let Some(refused) = self.held_login() {
+            return Err(refused);
+        }
+        let result = self.login_at_server().await;
+        self.note_login(&result);
+        result
+    }
+
+    fn held_login(&self) -> Option<Error> {
+        let hold = self.login_hold.lock().unwrap_or_else(|p| p.into_inner());
+        let hold = hold.as_ref()?;
+        let left = hold.until.checked_duration_since(Instant::now())?;
+        refusal_copy(&hold.refusal, Some(left))
+    }
+
+    fn note_login(&self, result: &Result<Secret>) {
+        let mut hold = self.login_hold.lock().unwrap_or_else(|p| p.into_inner());
+        let Err(error) = result else {
+            *hold = None;
+            return;
+        };
+        let Some(refusal) = refusal_copy(error, None) else {
+            return;
+        };
+        let pause = hold
+            .as_ref()
+            .map_or(LOGIN_HOLD_FIRST, |h| (h.pause * 2).min(LOGIN_HOLD_MAX));
+        tracing::error!(user = %self.credentials.username, "the server refused the login ({error}); no login is tried for {} s", pause.as_secs());
+        *hold = Some(LoginHold {
+            until: Instant::now() + pause,
+            pause,
+            refusal,
+        });
+    }
+
+    async fn login_at_server(&self) -> Result<Secret> {
         let endpoint = "POST /login.html";
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("username", &self.credentials.username)
@@ -144,6 +222,14 @@ impl Client {
             }
             if location.contains("reset") {
                 return Err(Error::PasswordExpired { username });
+            }
+            if location.to_ascii_lowercase().contains("login.html") {
+                return Err(Error::LoginFailed {
+                    username,
+                    reason:
+                        "the server redirected back to its login page (wrong username or password?)"
+                            .into(),
+                });
             }
         } else if is_two_factor_page(body) {
             return Err(Error::TwoFactorRequired { username });

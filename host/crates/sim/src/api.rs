@@ -118,7 +118,16 @@ fn login(st: &mut SimState, body: &[u8]) -> Reply {
         && get("password") == Some(st.password.as_str());
     let id = st.new_session_id();
     let cookie = format!("JSESSIONID={id}; Path=/; HttpOnly");
-    let mut reply = if !ok {
+    let mut reply = if st.login_redirects && !(ok && st.two_factor) {
+        if ok {
+            st.sessions.insert(id);
+        }
+        let mut redirect = Reply::to_login();
+        if ok {
+            redirect.headers = vec![("location", "/".into())];
+        }
+        redirect
+    } else if !ok {
         // The quirk: HTTP 200, the login page again, and a cookie that is not a session.
         Reply::html(LOGIN_PAGE)
     } else if st.two_factor {

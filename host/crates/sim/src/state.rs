@@ -274,6 +274,10 @@ pub struct SimState {
     pub password: String,
     /// Whether login asks for a 2FA code.
     pub two_factor: bool,
+    /// Whether login answers with a redirect (302: to `/` when it worked, back to
+    /// `/login.html` when it did not), as a server does to a browser's form, instead of 200
+    /// and a page.
+    pub login_redirects: bool,
     /// Remediation steps taken per progress/status poll (0 = only `/sim/advance` moves them).
     pub steps_per_poll: u32,
     /// Refuse every investigation query (`visualsearch`) with a failure body, as a server does
@@ -338,6 +342,7 @@ impl SimState {
             username,
             password,
             two_factor: false,
+            login_redirects: false,
             steps_per_poll: 1,
             refuse_investigation: false,
             latency_ms: 0,

@@ -722,6 +722,37 @@ async fn wrong_password_is_a_clear_login_error_without_the_password() {
     );
 }
 
+/// A refused login holds further logins back (the same error, without asking the server),
+/// so that a cycle's calls and the next cycles do not send a wrong password until the
+/// account locks.
+#[tokio::test]
+async fn a_refused_login_is_not_tried_again_at_once() {
+    let sim = Simulator::start(config(2)).await.unwrap();
+    let client = client_with(&sim, "Wr0ng-Pass!", Duration::from_secs(5));
+    client.login_now().await.unwrap_err();
+    for _ in 0..3 {
+        let err = client.all_malops_updated_since(0).await.unwrap_err();
+        assert!(matches!(err, Error::LoginFailed { .. }), "{err}");
+        assert!(err.to_string().contains("not tried again for"), "{err}");
+    }
+    assert_eq!(logins(&sim), 1, "one login sent, the others held back");
+}
+
+/// A server that answers the login form with redirects, as to a browser: to `/` when it
+/// worked (a session), back to `/login.html` when it did not (a refusal, not a session).
+#[tokio::test]
+async fn a_login_redirected_back_to_the_login_page_failed() {
+    let sim = Simulator::start(config(2)).await.unwrap();
+    sim.with_state(|s| s.login_redirects = true);
+    let refused = client_with(&sim, "Wr0ng-Pass!", Duration::from_secs(5));
+    let err = refused.login_now().await.unwrap_err();
+    assert!(matches!(err, Error::LoginFailed { .. }), "{err}");
+    assert!(err.to_string().contains("redirected back"), "{err}");
+    let client = client_with(&sim, PASSWORD, Duration::from_secs(5));
+    assert!(!client.all_malops_updated_since(0).await.unwrap().is_empty());
+    assert_eq!(logins(&sim), 2);
+}
+
 #[tokio::test]
 async fn two_factor_is_reported() {
     let mut cfg = config(2);
