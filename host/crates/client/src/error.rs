@@ -202,6 +202,13 @@ impl Error {
         )
     }
 
+    /// Whether the server refused a query as such (a filter it does not take): HTTP 400
+    /// and the like, or HTTP 200 with `status: FAILURE`, as some servers answer a bad query.
+    pub fn refused_query(&self) -> bool {
+        matches!(self, Error::Refused { .. })
+            || matches!(self, Error::Api { status, .. } if status.eq_ignore_ascii_case("FAILURE"))
+    }
+
     /// Whether the action certainly had no effect and sending it again would fail the same
     /// way: the server rejected every target as unknown (`NO_MATCHING_SENSORS`) or refused
     /// the request (400, 403, 412), a target could not be resolved (no sensor for a

@@ -41,6 +41,27 @@ pub(crate) async fn body_within(
     Ok(Some(body))
 }
 
+/// The first `limit` bytes of a body, the rest left unread: for answers whose body only
+/// gives an error's excerpt (an error status, a login reply), which need not be read whole.
+pub(crate) async fn body_start(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> reqwest::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == limit {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// The most of an error status's body read: its excerpt and the names searched for in it
+/// come from its start.
+const ERROR_BODY_BYTES: usize = REASON_SEARCH_BYTES;
+
 /// The longest a `Retry-After` is waited for within one call; a throttled call still
 /// throttled after its tries fails, and the service tries again on its next cycle.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
@@ -247,7 +268,12 @@ impl Client {
             });
         }
         let retry_after = retry_after(&resp);
-        let body = match body_within(resp, MAX_REPLY_BYTES).await {
+        let read = if status.is_success() {
+            body_within(resp, MAX_REPLY_BYTES).await
+        } else {
+            body_start(resp, ERROR_BODY_BYTES).await.map(Some)
+        };
+        let body = match read {
             Ok(Some(body)) => body,
             Ok(None) => return Step::Fail(self.oversized(call)),
             Err(e) => return self.transport_step(call, &e, attempt),

@@ -78,6 +78,13 @@ impl Client {
                 "base URL {base:?} must start with https:// (or http:// for the simulator)"
             )));
         }
+        if let Some(host) = base.strip_prefix("http://")
+            && !is_loopback(host)
+        {
+            tracing::warn!(
+                "the server address {base} is plain http:// on another machine: the password and the session cookie cross the network unencrypted (real servers take https://)"
+            );
+        }
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
@@ -144,4 +151,40 @@ fn load_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
         return Err(ca_err("no PEM certificate in the file".into()));
     }
     Ok(certs)
+}
+
+/// Whether a URL's `host[:port]` names this machine.
+fn is_loopback(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_addresses_are_told_from_others() {
+        for local in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]:443",
+            "127.3.4.5",
+        ] {
+            assert!(super::is_loopback(local), "{local}");
+        }
+        for remote in [
+            "10.0.0.1:80",
+            "tenant.cybereason.net",
+            "[fe80::1]:80",
+            "localhost.evil.com",
+        ] {
+            assert!(!super::is_loopback(remote), "{remote}");
+        }
+    }
 }

@@ -91,13 +91,6 @@ fn too_large(error: &Error) -> bool {
         if status.eq_ignore_ascii_case("QUERY_LIMIT_CROSSED") || status.eq_ignore_ascii_case("TIMEOUT_ERROR"))
 }
 
-/// Whether the server refused the `LessThan` filter of a closed window: HTTP 400, or 200
-/// with `FAILURE` (as some servers answer a bad query).
-fn refused_filter(error: &Error) -> bool {
-    matches!(error, Error::Refused { .. })
-        || matches!(error, Error::Api { status, .. } if status.eq_ignore_ascii_case("FAILURE"))
-}
-
 /// Adds `malops` to `found`, keeping the newest update of each.
 fn keep_newest(found: &mut BTreeMap<MalopId, Malop>, malops: Vec<Malop>) {
     for malop in malops {
@@ -159,7 +152,7 @@ impl Client {
             queries += 1;
             let page = match self.crimes_unified_window(kind, window).await {
                 Ok(page) => page,
-                Err(error) if window.before.is_some() && refused_filter(&error) => {
+                Err(error) if window.before.is_some() && error.refused_query() => {
                     tracing::error!(
                         kind = kind.as_api(),
                         "crimes/unified refused a time window closed with LessThan ({error}): windows cannot be narrowed on this server; what the wider answer held is used, and the listing is incomplete"

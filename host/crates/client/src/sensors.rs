@@ -100,7 +100,7 @@ impl Client {
                 Ok(found) => sensors.extend(found),
                 // The notes show only `machineName` filters: a server that refuses one on
                 // `pylumId` is asked for every sensor, once.
-                Err(error @ Error::Refused { .. }) => {
+                Err(error) if error.refused_query() => {
                     tracing::warn!(
                         "sensors/query refused a pylumId filter ({error}); listing every sensor instead"
                     );

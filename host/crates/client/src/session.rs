@@ -2,12 +2,16 @@
 
 use super::Client;
 use super::error::{Error, Result};
-use super::http::{MAX_REPLY_BYTES, TryError, body_within, oversized_query};
+use super::http::{TryError, body_start};
 use super::secret::Secret;
 use backon::RetryableWithContext as _;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, SET_COOKIE};
 use std::time::{Duration, Instant};
+
+/// The most of a login reply read: the login and two-factor pages' markers are near its
+/// start, and a successful login's page is not used.
+const LOGIN_REPLY_BYTES: usize = 1024 * 1024;
 
 /// How long no login is tried after the server refused one (wrong password, two-factor,
 /// expired password), doubled for each refusal in a row up to [`LOGIN_HOLD_MAX`]: a cycle's
@@ -184,16 +188,13 @@ impl Client {
             Ok(resp) => {
                 let status = resp.status();
                 let headers = resp.headers().clone();
-                match body_within(resp, MAX_REPLY_BYTES).await {
-                    Ok(None) => {
-                        let oversized = oversized_query(endpoint.to_owned());
-                        return (attempt, Err(TryError::Final(oversized)));
-                    }
-                    Ok(Some(body)) if !retryable_status(status) => {
+                // Judged by its start (the login page's markers, an error's excerpt).
+                match body_start(resp, LOGIN_REPLY_BYTES).await {
+                    Ok(body) if !retryable_status(status) => {
                         let judged = self.judge_login(status, &headers, &body);
                         return (attempt, judged.map_err(TryError::Final));
                     }
-                    Ok(Some(body)) => self.http_error(endpoint, status, attempt, &body),
+                    Ok(body) => self.http_error(endpoint, status, attempt, &body),
                     Err(e) => self.transport_error(endpoint, &e, attempt),
                 }
             }

@@ -881,6 +881,52 @@ async fn connection_refused_is_a_connect_error_after_bounded_retries() {
     assert!(!format!("{err:?}").contains(PASSWORD));
 }
 
+/// A server that answers with an error status and a body that never ends (a hostile or
+/// broken proxy) costs the client the start of it, not hundreds of megabytes: the login's
+/// 500 is read in part and reported.
+#[tokio::test]
+async fn an_endless_error_body_is_read_only_in_part() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = sent.clone();
+    let server = tokio::spawn(async move {
+        // Each try: a 500 whose chunked body streams until the client hangs up.
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/html\r\ntransfer-encoding: chunked\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                continue;
+            }
+            let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+            while socket.write_all(chunk.as_bytes()).await.is_ok() {
+                counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if counted.load(std::sync::atomic::Ordering::Relaxed) > 512 * 1024 * 1024 {
+                    break;
+                }
+            }
+        }
+    });
+    let mut cfg = ClientConfig::new(format!("http://{addr}"), Credentials::new("u", PASSWORD));
+    cfg.retry = RetryPolicy {
+        max_attempts: 2,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(2),
+    };
+    let client = Client::new(cfg).unwrap();
+    let err = client.login_now().await.unwrap_err();
+    assert!(matches!(err, Error::Http { status: 500, .. }), "{err}");
+    let streamed = sent.load(std::sync::atomic::Ordering::Relaxed);
+    // Two tries; what the socket buffers took beyond the client's reads is a few MiB at most.
+    assert!(
+        streamed < 32 * 1024 * 1024,
+        "the server streamed {streamed} bytes"
+    );
+    server.abort();
+}
+
 #[tokio::test]
 async fn secrets_stay_out_of_debug_and_errors() {
     let (sim, client) = start(2).await;
