@@ -136,6 +136,7 @@ impl Client {
     ) -> Result<MalopListing> {
         let mut incomplete = false;
         let mut found: BTreeMap<MalopId, Malop> = BTreeMap::new();
+        let mut machines_cut: BTreeMap<MalopId, u64> = BTreeMap::new();
         let mut windows = vec![Window {
             after: since,
             before: None,
@@ -206,6 +207,7 @@ impl Client {
             // What an overflowing answer holds is kept too: if its pieces cannot be read,
             // it is all there is.
             keep_newest(&mut found, page.malops);
+            machines_cut.extend(page.machines_cut);
             if overflow && queries < MAX_WINDOWS && !pieces.is_empty() {
                 tracing::warn!(
                     kind = kind.as_api(), after = window.after, before = ?window.before,
@@ -233,6 +235,8 @@ impl Client {
         }
         let mut malops: Vec<Malop> = found.into_values().collect();
         malops.sort_by(|a, b| (a.last_update_time, &a.id).cmp(&(b.last_update_time, &b.id)));
+        self.complete_machines(kind, &mut malops, &machines_cut)
+            .await;
         Ok(MalopListing { malops, incomplete })
     }
 
@@ -311,7 +315,19 @@ impl Client {
             self.crimes_unified_body(path),
             Safety::Repeatable,
         );
-        self.fetch(call, |b| parse::crimes_unified(b, kind)).await
+        let page = self
+            .fetch(call, |b| {
+                let page = parse::crimes_unified_page(b, kind)?;
+                match page.partial {
+                    Some(message) => Err(parse::partial_failure(message)),
+                    None => Ok(page),
+                }
+            })
+            .await?;
+        let mut malops = page.malops;
+        let cut = page.machines_cut.into_iter().collect();
+        self.complete_machines(kind, &mut malops, &cut).await;
+        Ok(malops)
     }
 
     fn crimes_unified_body(&self, path: Value) -> Value {

@@ -83,6 +83,9 @@ pub struct MalopsPage {
     /// `PARTIAL_SUCCESS` with the server's message: some detection servers did not answer,
     /// so Malops may be missing.
     pub partial: Option<String>,
+    /// The Malops whose `affectedMachines` the server cut at the query's `perFeatureLimit`,
+    /// with how many machines it says they have.
+    pub machines_cut: Vec<(riposte_domain::MalopId, u64)>,
 }
 
 /// The Malops of one kind updated since a time, from as many `crimes/unified` queries as
@@ -356,6 +359,10 @@ pub struct Element {
     pub simple: BTreeMap<String, Vec<String>>,
     /// `elementValues`: field → referenced elements.
     pub elements: BTreeMap<String, Vec<ElementRef>>,
+    /// `elementValues`: field → how many elements the server says it references
+    /// (`totalValues`), where it says so: more than listed when the list was cut at the
+    /// query's `perFeatureLimit`.
+    pub ref_totals: BTreeMap<String, u64>,
     /// `malopPriority`, a member of the element itself (not a simple value), rendered as
     /// text; `None` when absent or null.
     pub malop_priority: Option<String>,
@@ -378,5 +385,12 @@ impl Element {
     /// The referenced elements of an element field.
     pub fn refs(&self, field: &str) -> &[ElementRef] {
         self.elements.get(field).map_or(&[], Vec::as_slice)
+    }
+
+    /// How many elements an element field references in all, when the server listed fewer
+    /// (`totalValues` above the list's length: cut at `perFeatureLimit`).
+    pub fn refs_cut(&self, field: &str) -> Option<u64> {
+        let total = *self.ref_totals.get(field)?;
+        (total > self.refs(field).len() as u64).then_some(total)
     }
 }

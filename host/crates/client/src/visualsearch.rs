@@ -10,11 +10,15 @@ use riposte_domain::{
     RegistryEntry, Suspect,
 };
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The most results one visualsearch query asks for, in all and per group (the most some
 /// servers allow per group, §5.3).
 const QUERY_RESULT_LIMIT: usize = 1000;
+
+/// The most Malops whose cut machine lists one listing completes (one query each).
+const MACHINE_COMPLETIONS: usize = 64;
 
 impl Client {
     /// Runs a raw query path; the last path element must carry `"isResult": true`.
@@ -61,6 +65,55 @@ impl Client {
              "connectionFeature": {"elementInstanceType": kind.as_api(), "featureName": feature}},
             {"requestedType": result_type, "filters": [], "isResult": true}]);
         self.visual_search(path, fields).await
+    }
+
+    /// Completes the machines of the Malops whose `affectedMachines` the server cut at
+    /// `perFeatureLimit` (`cut`: Malop → how many it says there are) from a visualsearch of
+    /// their affected machines (up to [`QUERY_RESULT_LIMIT`]), at most
+    /// [`MACHINE_COMPLETIONS`] Malops per call: a rule that isolates a Malop's machines must
+    /// not see the first hundred of an outbreak as all of it. A Malop whose query fails keeps
+    /// the list it came with, and the log says so.
+    pub(crate) async fn complete_machines(
+        &self,
+        kind: ElementKind,
+        malops: &mut [Malop],
+        cut: &BTreeMap<MalopId, u64>,
+    ) {
+        let mut left = MACHINE_COMPLETIONS;
+        for malop in malops.iter_mut() {
+            let Some(total) = cut.get(&malop.id) else {
+                continue;
+            };
+            if left == 0 {
+                tracing::warn!(malop = %malop.id, total, listed = malop.machines.len(), "the server listed only some of the Malop's machines, and no more Malops are completed in this listing");
+                continue;
+            }
+            left -= 1;
+            let read = self
+                .malop_linked(
+                    kind,
+                    &malop.id,
+                    "affectedMachines",
+                    "Machine",
+                    &["elementDisplayName"],
+                )
+                .await;
+            match read {
+                Ok(elements) => {
+                    for e in &elements {
+                        let guid = MachineGuid::new(e.guid.clone());
+                        if !malop.machines.iter().any(|m| m.guid == guid) {
+                            let name = e.first("elementDisplayName").unwrap_or_default();
+                            malop.machines.push(parse::bare_machine(&e.guid, name));
+                        }
+                    }
+                    tracing::info!(malop = %malop.id, total, machines = malop.machines.len(), "the server listed only some of the Malop's machines: read them with a visualsearch query");
+                }
+                Err(error) => {
+                    tracing::warn!(malop = %malop.id, total, listed = malop.machines.len(), "the server listed only some of the Malop's machines and the query for the rest failed: {error}");
+                }
+            }
+        }
     }
 
     /// The suspect processes of a Malop, with their machine, image sha1 and autorun evidence.

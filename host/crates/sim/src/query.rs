@@ -57,6 +57,10 @@ fn matching_malops<'a>(st: &'a SimState, kind: ElementKind, el: &Value) -> Vec<&
         .collect()
 }
 
+/// The most elements one element field lists (a query's `perFeatureLimit` can only lower
+/// it; `totalValues` says how many there are): the notes' clients ask for 100.
+const PER_FEATURE_LIMIT: usize = 100;
+
 /// `crimes/unified`.
 pub fn crimes_unified(st: &SimState, v: &Value) -> Reply {
     let Some(el) = v.get("queryPath").and_then(|p| p.get(0)) else {
@@ -95,6 +99,12 @@ pub fn crimes_unified(st: &SimState, v: &Value) -> Reply {
         .map_or(st.result_limit, |n| {
             (n.max(0) as usize).min(st.result_limit)
         });
+    let per_feature = v
+        .get("perFeatureLimit")
+        .and_then(num)
+        .map_or(PER_FEATURE_LIMIT, |n| {
+            (n.max(0) as usize).min(PER_FEATURE_LIMIT)
+        });
     let mut matching = matching_malops(st, kind, el);
     matching.sort_by(|a, b| a.guid.cmp(&b.guid));
     let total = matching.len();
@@ -107,7 +117,12 @@ pub fn crimes_unified(st: &SimState, v: &Value) -> Reply {
     let results: Map<String, Value> = matching
         .into_iter()
         .take(limit)
-        .map(|m| (m.guid.clone(), render::malop(st, m, !overview)))
+        .map(|m| {
+            (
+                m.guid.clone(),
+                render::malop(st, m, (!overview).then_some(per_feature)),
+            )
+        })
         .collect();
     Reply::json(200, &render::envelope_of(results, total))
 }
@@ -125,7 +140,7 @@ enum Node<'a> {
 impl Node<'_> {
     fn render(&self, st: &SimState) -> (String, Value) {
         let element = match self {
-            Node::Malop(m) => render::malop(st, m, true),
+            Node::Malop(m) => render::malop(st, m, Some(PER_FEATURE_LIMIT)),
             Node::Process(p) => render::process(st, p),
             Node::File(f) => render::file(st, f),
             Node::Quarantine(q) => render::quarantine(st, q),

@@ -17,17 +17,25 @@ fn simple(fields: Vec<(&str, Vec<String>)>) -> Value {
 }
 
 fn refs(fields: Vec<(&str, Refs)>) -> Value {
+    refs_within(fields, usize::MAX)
+}
+
+/// `elementValues` with each list cut at `per_feature` (a query's `perFeatureLimit`), its
+/// `totalValues` the whole count.
+fn refs_within(fields: Vec<(&str, Refs)>, per_feature: usize) -> Value {
     let map: Map<String, Value> = fields
         .into_iter()
         .map(|(k, list)| {
+            let total = list.len();
             let items: Vec<Value> = list
                 .iter()
+                .take(per_feature)
                 .map(|(t, g, n)| {
                     json!({"elementType": t, "guid": g, "name": n,
                                         "hasSuspicions": true, "hasMalops": false})
                 })
                 .collect();
-            let v = json!({"totalValues": items.len(), "totalSuspicious": 0,
+            let v = json!({"totalValues": total, "totalSuspicious": 0,
                 "totalMalicious": 0, "guessedTotal": 0, "elementValues": items});
             (k.to_owned(), v)
         })
@@ -80,8 +88,9 @@ fn machine_ref(st: &SimState, guid: &str) -> (&'static str, String, String) {
     ("Machine", guid.to_owned(), name)
 }
 
-/// A Malop element; `with_elements` false mimics templateContext OVERVIEW (`elementValues: {}`).
-pub fn malop(st: &SimState, m: &SimMalop, with_elements: bool) -> Value {
+/// A Malop element with its element lists cut at `per_feature` (the query's
+/// `perFeatureLimit`); `None` mimics templateContext OVERVIEW (`elementValues: {}`).
+pub fn malop(st: &SimState, m: &SimMalop, per_feature: Option<usize>) -> Value {
     let causes = &m.root_causes;
     let column = |f: fn(&RootCause) -> String| causes.iter().map(f).collect::<Vec<_>>();
     // One hash per root cause, aligned by index ("" where the server knows none).
@@ -108,42 +117,45 @@ pub fn malop(st: &SimState, m: &SimMalop, with_elements: bool) -> Value {
             s(m.detection_type == "RANSOMWARE"),
         ),
     ]);
-    let ev = if with_elements {
-        refs(vec![
-            (
-                "affectedMachines",
-                m.machines.iter().map(|g| machine_ref(st, g)).collect(),
-            ),
-            (
-                "affectedUsers",
-                m.users
-                    .iter()
-                    .map(|(g, n)| ("User", g.clone(), n.clone()))
-                    .collect(),
-            ),
-            (
-                "suspects",
-                m.suspects
-                    .iter()
-                    .map(|p| ("Process", p.guid.clone(), p.name.clone()))
-                    .collect(),
-            ),
-            (
-                "filesToRemediate",
-                m.files
-                    .iter()
-                    .map(|f| ("File", f.guid.clone(), f.name.clone()))
-                    .collect(),
-            ),
-            (
-                "rootCauseElements",
-                m.suspects
-                    .iter()
-                    .take(1)
-                    .map(|p| ("Process", p.guid.clone(), p.name.clone()))
-                    .collect(),
-            ),
-        ])
+    let ev = if let Some(per_feature) = per_feature {
+        refs_within(
+            vec![
+                (
+                    "affectedMachines",
+                    m.machines.iter().map(|g| machine_ref(st, g)).collect(),
+                ),
+                (
+                    "affectedUsers",
+                    m.users
+                        .iter()
+                        .map(|(g, n)| ("User", g.clone(), n.clone()))
+                        .collect(),
+                ),
+                (
+                    "suspects",
+                    m.suspects
+                        .iter()
+                        .map(|p| ("Process", p.guid.clone(), p.name.clone()))
+                        .collect(),
+                ),
+                (
+                    "filesToRemediate",
+                    m.files
+                        .iter()
+                        .map(|f| ("File", f.guid.clone(), f.name.clone()))
+                        .collect(),
+                ),
+                (
+                    "rootCauseElements",
+                    m.suspects
+                        .iter()
+                        .take(1)
+                        .map(|p| ("Process", p.guid.clone(), p.name.clone()))
+                        .collect(),
+                ),
+            ],
+            per_feature,
+        )
     } else {
         json!({})
     };

@@ -95,10 +95,19 @@ pub fn crimes_unified_page(body: &[u8], kind: ElementKind) -> Parsed<MalopsPage>
         .collect::<Parsed<Vec<_>>>()?;
     malops.sort_by(|a, b| (a.last_update_time, &a.id).cmp(&(b.last_update_time, &b.id)));
     let total_hits = answer.total.unwrap_or(0).max(malops.len() as u64);
+    let machines_cut = answer
+        .elements
+        .iter()
+        .filter_map(|e| {
+            let total = e.refs_cut("affectedMachines")?;
+            Some((MalopId::new(e.guid.clone()), total))
+        })
+        .collect();
     Ok(MalopsPage {
         malops,
         total_hits,
         partial: answer.partial,
+        machines_cut,
     })
 }
 
@@ -255,6 +264,7 @@ pub fn mmng_page(body: &[u8]) -> Parsed<MalopsPage> {
             .collect::<Parsed<_>>()?,
         total_hits: total.max(0) as u64,
         partial: None,
+        machines_cut: Vec::new(),
     })
 }
 

@@ -10,7 +10,7 @@ pub use actions::{
     comment_reply, comments, isolation, remediation, remediation_list, reputation_csv,
     reputation_update, status_reply,
 };
-pub(crate) use malops::visual_envelope;
+pub(crate) use malops::{bare_machine, visual_envelope};
 pub use malops::{crimes_unified, crimes_unified_page, inbox, mmng_page, visual_elements};
 pub use sensors::sensors_page;
 
@@ -273,17 +273,27 @@ pub(crate) fn element(body: &[u8], key: &str, v: &Value) -> Parsed<Element> {
         }
     }
     let mut elements = BTreeMap::new();
+    let mut ref_totals = BTreeMap::new();
     if let Some(Value::Object(fields)) = map.get("elementValues") {
         for (name, f) in fields {
             elements.insert(name.clone(), element_refs(f));
+            if let Some(total) = f.get("totalValues").and_then(count) {
+                ref_totals.insert(name.clone(), total);
+            }
         }
     }
     Ok(Element {
         guid,
         simple,
         elements,
+        ref_totals,
         malop_priority: text(map.get("malopPriority")),
     })
+}
+
+/// A count sent as a JSON number or a string of digits.
+pub(crate) fn count(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str()?.trim().parse().ok())
 }
 
 fn element_refs(f: &Value) -> Vec<ElementRef> {

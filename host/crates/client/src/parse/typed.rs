@@ -211,11 +211,15 @@ impl RawElement {
                 (name, values.iter().filter_map(|v| text(Some(v))).collect())
             })
             .collect();
+        let mut ref_totals = BTreeMap::new();
         let elements = self
             .refs
             .unwrap_or_default()
             .into_iter()
             .map(|(name, Fields(f))| {
+                if let Some(total) = f.total.as_ref().and_then(super::count) {
+                    ref_totals.insert(name.clone(), total);
+                }
                 let refs = f.items.unwrap_or_default();
                 (
                     name,
@@ -229,6 +233,7 @@ impl RawElement {
             guid: text(self.guid.as_ref()).unwrap_or(key),
             simple,
             elements,
+            ref_totals,
             malop_priority: text(self.malop_priority.as_ref()),
         }
     }
@@ -244,9 +249,10 @@ fields!(SimpleField { "values" => values });
 #[derive(Default)]
 struct RefField {
     items: Option<Vec<Fields<RawRef>>>,
+    total: Option<Value>,
 }
 
-fields!(RefField { "elementValues" => items });
+fields!(RefField { "elementValues" => items, "totalValues" => total });
 
 #[derive(Default)]
 struct RawRef {

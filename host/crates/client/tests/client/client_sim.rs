@@ -1401,4 +1401,67 @@ mod enrichment {
         assert!(listing.incomplete, "not taken as all there is");
         assert!(listing.malops.is_empty());
     }
+    /// A Malop on more machines than the listing's `perFeatureLimit` (100): its
+    /// `affectedMachines` come cut, with `totalValues` saying how many there are, and the
+    /// client reads the rest with a visualsearch query, in a listing and by id alike.
+    #[tokio::test]
+    async fn a_malop_on_more_machines_than_a_listing_holds_gets_all_of_them() {
+        let sim = Simulator::start(config(4)).await.unwrap();
+        let (id, guids) = sim.with_state(|s| {
+            let template = s.machines[0].clone();
+            let guids: Vec<String> = (0..150)
+                .map(|i| {
+                    let mut m = template.clone();
+                    m.guid = format!("-1845090846.{}", 9_000_000 + i);
+                    m.name = format!("outbreak-{i}");
+                    m.pylum_id = Some(format!("PYLUMCLIENT_OUTBREAK_{i}"));
+                    s.machines.push(m.clone());
+                    m.guid
+                })
+                .collect();
+            let malop = s
+                .malops
+                .iter_mut()
+                .find(|m| m.kind == ElementKind::Process)
+                .unwrap();
+            malop.machines = guids.clone();
+            (malop.guid.clone(), guids)
+        });
+        let client = client_with(&sim, PASSWORD, Duration::from_secs(5));
+        let listed = client
+            .malops_updated_since(ElementKind::Process, 0)
+            .await
+            .unwrap();
+        let by_id = client
+            .malops_by_id(ElementKind::Process, &[MalopId::new(id.clone())])
+            .await
+            .unwrap();
+        for malop in [
+            listed.iter().find(|m| m.id.as_str() == id).unwrap(),
+            &by_id[0],
+        ] {
+            let mut got: Vec<&str> = malop.machines.iter().map(|m| m.guid.as_str()).collect();
+            got.sort();
+            let mut want: Vec<&str> = guids.iter().map(String::as_str).collect();
+            want.sort();
+            assert_eq!(got, want, "every machine, once");
+            assert!(
+                malop
+                    .machines
+                    .iter()
+                    .all(|m| m.name.starts_with("outbreak-"))
+            );
+        }
+        let machine_queries = sim
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.path == "/rest/visualsearch/query/simple" && r.body.contains("affectedMachines")
+            })
+            .count();
+        assert_eq!(
+            machine_queries, 2,
+            "one for the listing, one for the read by id"
+        );
+    }
 }
