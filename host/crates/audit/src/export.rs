@@ -590,11 +590,14 @@ impl Run {
         if let Some(seq) = self.candidate {
             self.advance(seq).await?;
         }
-        let written = *self.sender.written().borrow();
-        if written.is_some() && written != self.candidate {
+        // Delivered, not only written: a record left in this host's socket buffer (a
+        // collector that stopped reading) is not confirmed, and is resent after the write
+        // that times out on it.
+        let delivered = *self.sender.delivered().borrow();
+        if delivered.is_some() && delivered != self.candidate {
             self.last_write = Some(SystemTime::now());
         }
-        self.candidate = written;
+        self.candidate = delivered;
         Ok(())
     }
 

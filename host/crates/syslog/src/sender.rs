@@ -119,13 +119,15 @@ pub struct SenderStats {
 /// recognisable). Syslog has no acknowledgement, so a message written just before the
 /// collector dies can still be lost in transit; a sender watches its idle connection and
 /// reconnects as soon as the collector closes it, which narrows that window to messages
-/// written during the collector's last moments. An exporter that must lose nothing resends
-/// from a cursor that trails [`SyslogSender::written`] after a reconnection (see
-/// [`SenderStats::connects`]).
+/// written during the collector's last moments. An exporter that must lose nothing moves its
+/// cursor with [`SyslogSender::delivered`] (bytes the collector's host acknowledged, not
+/// bytes left in this host's socket buffer) and resends from it after a reconnection or a
+/// failed write (see [`SenderStats::write_failures`]).
 #[derive(Debug)]
 pub struct SyslogSender {
     queue: mpsc::Sender<OutgoingMessage>,
     written: watch::Receiver<Option<u64>>,
+    delivered: watch::Receiver<Option<u64>>,
     counters: Arc<SenderCounters>,
     max_message_bytes: usize,
     task: JoinHandle<()>,
@@ -142,16 +144,19 @@ impl SyslogSender {
         };
         let (queue, rx) = mpsc::channel(config.queue_capacity);
         let (written_tx, written) = watch::channel(None);
+        let (delivered_tx, delivered) = watch::channel(None);
         let counters = Arc::new(SenderCounters::default());
         let writer = Writer {
             config: config.clone(),
             tls,
             counters: counters.clone(),
             written: written_tx,
+            delivered: delivered_tx,
         };
         Ok(Self {
             queue,
             written,
+            delivered,
             counters,
             max_message_bytes: config.max_message_bytes,
             task: tokio::spawn(writer.run(rx)),
@@ -192,6 +197,14 @@ impl SyslogSender {
     /// queue order); wait on it with `changed()` or `wait_for()`.
     pub fn written(&self) -> watch::Receiver<Option<u64>> {
         self.written.clone()
+    }
+
+    /// The highest sequence number delivered: written, and over TCP or TLS acknowledged by
+    /// the collector's host (nothing of it is left in this host's socket buffer, where a
+    /// collector that stopped reading would leave it until the write times out); over UDP,
+    /// written. It never passes [`SyslogSender::written`].
+    pub fn delivered(&self) -> watch::Receiver<Option<u64>> {
+        self.delivered.clone()
     }
 
     /// The counters now.
@@ -248,24 +261,63 @@ enum Conn {
     Udp(UdpSocket),
 }
 
+impl Conn {
+    /// Bytes written and not yet acknowledged by the peer's TCP (0 for UDP, which has no
+    /// acknowledgement, and where the kernel cannot say).
+    fn unacknowledged(&self) -> usize {
+        match self {
+            Conn::Tcp(s) => unacknowledged_bytes(s),
+            Conn::Tls(s) => unacknowledged_bytes(s.get_ref().0),
+            Conn::Udp(_) => 0,
+        }
+    }
+}
+
+/// `SIOCOUTQ`: the bytes of a TCP socket's send queue, unsent or sent and unacknowledged.
+#[cfg(target_os = "linux")]
+fn unacknowledged_bytes(stream: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ for a socket) writes one c_int through the pointer, which
+    // points at a live c_int; the descriptor is the stream's own, open while it is borrowed.
+    let result = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if result == 0 {
+        queued.max(0) as usize
+    } else {
+        0
+    }
+}
+
+/// Elsewhere the kernel is not asked: what is written counts as delivered.
+#[cfg(not(target_os = "linux"))]
+fn unacknowledged_bytes(_stream: &TcpStream) -> usize {
+    0
+}
+
 struct Writer {
     config: SenderConfig,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     counters: Arc<SenderCounters>,
     written: watch::Sender<Option<u64>>,
+    delivered: watch::Sender<Option<u64>>,
 }
+
+/// How often a written, unacknowledged sequence number is checked while no message waits.
+const DELIVERY_CHECK: Duration = Duration::from_millis(20);
 
 impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<OutgoingMessage>) {
         let mut conn: Option<Conn> = None;
         let mut retry: Option<OutgoingMessage> = None;
         let mut buf = Vec::new();
+        // The last sequence number written on this connection and not known delivered.
+        let mut pending: Option<u64> = None;
         loop {
             let message = match retry.take() {
                 Some(m) => m,
-                None => match self.next_message(&mut rx, &mut conn).await {
+                None => match self.next_message(&mut rx, &mut conn, &mut pending).await {
                     Some(m) => m,
-                    None => return self.close(conn).await,
+                    None => return self.close(conn, pending).await,
                 },
             };
             let c = match conn.as_mut() {
@@ -277,15 +329,29 @@ impl Writer {
                     bump(&self.counters.written);
                     if let Some(seq) = message.seq {
                         self.written.send_replace(Some(seq));
+                        pending = Some(seq);
                     }
+                    self.check_delivery(c, &mut pending);
                 }
                 Err(error) => {
                     tracing::warn!(collector = %self.config.address, %error, "syslog write failed; reconnecting");
                     bump(&self.counters.write_failures);
                     conn = None;
+                    pending = None;
                     retry = Some(message);
                 }
             }
+        }
+    }
+
+    /// Reports `pending` delivered once the connection holds no unacknowledged byte.
+    fn check_delivery(&self, conn: &Conn, pending: &mut Option<u64>) {
+        let Some(seq) = *pending else {
+            return;
+        };
+        if conn.unacknowledged() == 0 {
+            self.delivered.send_replace(Some(seq));
+            *pending = None;
         }
     }
 
@@ -295,16 +361,29 @@ impl Writer {
         &self,
         rx: &mut mpsc::Receiver<OutgoingMessage>,
         conn: &mut Option<Conn>,
+        pending: &mut Option<u64>,
     ) -> Option<OutgoingMessage> {
         loop {
+            if let Some(c) = conn.as_ref() {
+                self.check_delivery(c, pending);
+            }
+            // While a written message waits to be acknowledged, look again shortly.
+            let recheck = async {
+                match pending {
+                    Some(_) => tokio::time::sleep(DELIVERY_CHECK).await,
+                    None => std::future::pending().await,
+                }
+            };
             let closed = match conn.as_mut() {
                 Some(Conn::Tcp(s)) => tokio::select! {
                     m = rx.recv() => return m,
                     () = wait_closed(s) => true,
+                    () = recheck => false,
                 },
                 Some(Conn::Tls(s)) => tokio::select! {
                     m = rx.recv() => return m,
                     () = wait_closed(s.as_mut()) => true,
+                    () = recheck => false,
                 },
                 Some(Conn::Udp(_)) | None => return rx.recv().await,
             };
@@ -312,14 +391,26 @@ impl Writer {
                 tracing::info!(collector = %self.config.address, "syslog collector closed the connection");
                 bump(&self.counters.disconnects);
                 *conn = None;
+                *pending = None;
             }
         }
     }
 
-    /// Ends a stream politely (TLS close_notify, TCP FIN), within the write timeout.
-    async fn close(&self, conn: Option<Conn>) {
+    /// Ends a stream politely (TLS close_notify, TCP FIN), within the write timeout, once
+    /// what was written is acknowledged (reported delivered) or that time has passed.
+    async fn close(&self, mut conn: Option<Conn>, mut pending: Option<u64>) {
         let timeout = Duration::from_secs(self.config.write_timeout_secs);
-        let _ = match conn {
+        let acknowledged = async {
+            while let Some(c) = conn.as_ref() {
+                self.check_delivery(c, &mut pending);
+                if pending.is_none() {
+                    break;
+                }
+                tokio::time::sleep(DELIVERY_CHECK).await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, acknowledged).await;
+        let _ = match conn.take() {
             Some(Conn::Tcp(mut s)) => tokio::time::timeout(timeout, s.shutdown()).await,
             Some(Conn::Tls(mut s)) => tokio::time::timeout(timeout, s.shutdown()).await,
             Some(Conn::Udp(_)) | None => return,

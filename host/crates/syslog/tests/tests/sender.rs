@@ -212,6 +212,62 @@ async fn the_sender_reconnects_after_the_collector_comes_back() {
     assert_eq!((stats.written, stats.connects, stats.queued), (10, 2, 0));
 }
 
+/// A collector that accepts and stops reading: what the sender writes piles up in the
+/// socket buffers, written but not delivered (the collector's host has not acknowledged it),
+/// so an exporter's cursor does not move past it; once the collector reads, it is delivered.
+#[tokio::test]
+async fn records_a_collector_has_not_acknowledged_are_written_not_delivered() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(loopback()).unwrap();
+    let collector = socket.listen(4).unwrap();
+    let addr = collector.local_addr().unwrap();
+    let config = SenderConfig {
+        queue_capacity: 20_000,
+        write_timeout_secs: 60,
+        ..SenderConfig::new(SenderTransport::Tcp, addr.to_string())
+    };
+    let sender = SyslogSender::start(&config).unwrap();
+    let mut queued = 0;
+    for seq in 1..=20_000 {
+        if sender.try_send(record(seq)).is_err() {
+            break;
+        }
+        queued = seq;
+    }
+    let (mut stream, _) = tokio::time::timeout(DEADLINE, collector.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    // Far more than the collector's receive buffer holds is written...
+    let mut written = sender.written();
+    tokio::time::timeout(
+        DEADLINE,
+        written.wait_for(|w| w.is_some_and(|w| w >= 2_000)),
+    )
+    .await
+    .expect("written within the deadline")
+    .unwrap();
+    // ... and not delivered.
+    let delivered = sender.delivered().borrow().unwrap_or(0);
+    assert!(
+        delivered < 1_000,
+        "{delivered} delivered to a collector that reads nothing"
+    );
+
+    // The collector reads everything: all of it is delivered.
+    let reader = tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 * 1024];
+        while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    });
+    let mut delivered = sender.delivered();
+    tokio::time::timeout(DEADLINE, delivered.wait_for(|d| *d == Some(queued)))
+        .await
+        .expect("delivered within the deadline once the collector reads")
+        .unwrap();
+    reader.abort();
+}
+
 /// TLS: the collector's certificate must chain to `ca_file`; with another CA nothing is
 /// written and the attempts are counted.
 #[tokio::test]
