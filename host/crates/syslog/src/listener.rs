@@ -459,6 +459,9 @@ async fn read_frames<S: AsyncRead + Unpin>(mut stream: S, peer: SocketAddr, ctx:
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let idle = Duration::from_secs(ctx.config.idle_timeout_secs);
     let mut frame_deadline: Option<Instant> = None;
+    // Moved by whole messages only: separators between frames (newlines, spaces, NULs)
+    // sent now and then must not hold a connection, and its place, open for ever.
+    let mut idle_deadline = Instant::now() + idle;
     loop {
         let mut progressed = false;
         loop {
@@ -470,13 +473,16 @@ async fn read_frames<S: AsyncRead + Unpin>(mut stream: S, peer: SocketAddr, ctx:
             }
             progressed = true;
         }
+        if progressed {
+            idle_deadline = Instant::now() + idle;
+        }
         let mid_frame = decoder.in_frame(&buf);
         if !mid_frame {
             frame_deadline = None;
         } else if progressed || frame_deadline.is_none() {
             frame_deadline = Some(Instant::now() + ctx.message_timeout());
         }
-        let deadline = frame_deadline.unwrap_or_else(|| Instant::now() + idle);
+        let deadline = frame_deadline.unwrap_or(idle_deadline);
         buf.reserve(READ_CHUNK);
         match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => {

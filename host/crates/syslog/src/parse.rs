@@ -40,15 +40,30 @@ pub enum Parsed {
 const BOM: char = '\u{feff}';
 
 /// Parses one message (one frame or datagram, trailer included or not).
+///
+/// Bytes that are not UTF-8 and control characters are read as spaces rather than refused
+/// outright: the fields a Malop event carries besides its id (a file name, a command line)
+/// are the attacker's to choose, and one stray byte there must not keep the Malop off the
+/// fast path. Nothing of the message but the Malop id is used, and that id must have a Malop
+/// id's shape. A message with such bytes that does not then parse is [`DropReason::Binary`].
 pub fn parse_message(raw: &[u8]) -> Result<Parsed, DropReason> {
-    let text = std::str::from_utf8(raw).map_err(|_| DropReason::Binary)?;
+    let text = String::from_utf8_lossy(raw);
     let text = text.trim_matches(|c| matches!(c, '\n' | '\r' | '\0' | ' ' | '\t'));
     if text.is_empty() {
         return Err(DropReason::MalformedSyslog);
     }
-    if text.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(DropReason::Binary);
+    let unwanted = |c: char| (c.is_control() && c != '\t') || c == char::REPLACEMENT_CHARACTER;
+    if !text.contains(unwanted) {
+        return parse_text(text);
     }
+    let cleaned: String = text
+        .chars()
+        .map(|c| if unwanted(c) { ' ' } else { c })
+        .collect();
+    parse_text(&cleaned).map_err(|_| DropReason::Binary)
+}
+
+fn parse_text(text: &str) -> Result<Parsed, DropReason> {
     let (header, cef_text) = split_syslog(text)?;
     let record = cef::parse(cef_text).map_err(|_| DropReason::MalformedCef)?;
     malop_event(&record).map(|found| match found {

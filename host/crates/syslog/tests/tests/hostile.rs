@@ -94,6 +94,27 @@ async fn bad_messages_are_dropped_with_a_reason_and_the_stream_goes_on() {
     );
 }
 
+/// A Malop event whose attacker-chosen fields (a file name, a command line) carry a C1
+/// control character, a byte that is not UTF-8 and, in an octet-counted frame, a raw newline
+/// still names its Malop: the rest of the message is never used, and malware cannot keep its
+/// own Malop off the fast path by naming a file oddly.
+#[tokio::test]
+async fn odd_bytes_in_an_events_other_fields_do_not_hide_its_malop() {
+    let (listener, mut hints) = start(&config()).await;
+    let addr = listener.local_addrs().tcp.unwrap();
+    let mut message = format!(
+        "<134>1 2024-05-16T03:10:41Z cr-server cybereason - - - CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1={CREATED_ID} cs4Label=suspect cs4=evil"
+    )
+    .into_bytes();
+    message.extend_from_slice(b"\xc2\x85\xff\nname.exe cs5=a\x07b");
+    let mut framed = format!("{} ", message.len()).into_bytes();
+    framed.extend_from_slice(&message);
+    let _client = tcp_send(addr, &framed).await;
+    let hint = next_hint(&mut hints).await;
+    assert_eq!(hint.malop_id.as_str(), CREATED_ID);
+    assert_eq!(listener.stats().dropped_total(), 0);
+}
+
 /// An octet count announcing more than the limit is refused before any of it is read, and
 /// the connection is closed (framing is lost); so is a count that is not a number.
 #[tokio::test]
@@ -177,6 +198,32 @@ async fn idle_and_slow_connections_time_out() {
     })
     .await;
     assert_eq!(stats.dropped(DropReason::Truncated), 1);
+}
+
+/// Separators alone (a newline now and then, no message) do not keep a connection open past
+/// the idle timeout: otherwise a few such connections per source hold every place.
+#[tokio::test]
+async fn separators_alone_do_not_keep_a_connection_open() {
+    let config = ListenerConfig {
+        idle_timeout_secs: 1,
+        ..config()
+    };
+    let (listener, _hints) = start(&config).await;
+    let mut idle = tcp_send(listener.local_addrs().tcp.unwrap(), b"\n").await;
+    let trickle = async {
+        for _ in 0..100 {
+            if idle.write_all(b"\n").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("a connection sending only newlines was not closed within 10 s");
+    };
+    trickle.await;
+    wait_stats(&listener, "the idle timeout", |s| {
+        s.count(Event::ConnectionsIdleTimeout) == 1
+    })
+    .await;
 }
 
 /// Sources outside `allowed_sources` are refused: connections at accept, datagrams one by one.
