@@ -91,6 +91,8 @@ pub struct Metrics {
     notifier: Mutex<Option<riposte_notify::StatsReader>>,
     /// The SIEM exporter's stats, read at every scrape.
     export_stats: Mutex<Option<watch::Receiver<riposte_audit::ExportStats>>>,
+    /// The syslog listener's counters, read at every scrape.
+    syslog_counters: Mutex<Option<Arc<riposte_syslog::Counters>>>,
     /// Budget series set by the last cycle (so budgets removed from the config disappear).
     budget_keys: Mutex<Vec<Labels>>,
 }
@@ -326,6 +328,7 @@ impl Metrics {
             notifications,
             notifier: Mutex::new(None),
             export_stats: Mutex::new(None),
+            syslog_counters: Mutex::new(None),
             budget_keys: Mutex::new(Vec::new()),
         }
     }
@@ -469,6 +472,26 @@ impl Metrics {
         }
     }
 
+    /// Reads the syslog listener's drop counters (from [`riposte_syslog::SyslogListener::counters`])
+    /// into `riposte_syslog_messages_dropped` at every scrape, from now on: drops show even
+    /// when no message gets through.
+    pub fn watch_syslog(&self, counters: Arc<riposte_syslog::Counters>) {
+        let mut watched = self.watched_syslog();
+        self.set_syslog_dropped_from(&counters);
+        *watched = Some(counters);
+    }
+
+    fn watched_syslog(&self) -> std::sync::MutexGuard<'_, Option<Arc<riposte_syslog::Counters>>> {
+        self.syslog_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_syslog_dropped_from(&self, counters: &riposte_syslog::Counters) {
+        let stats = counters.snapshot();
+        self.set_syslog_dropped(stats.drops().map(|(reason, n)| (reason.as_str(), n)));
+    }
+
     /// Reads the SIEM exporter's stats (from [`riposte_audit::ExportHandle::stats`]) into
     /// the `riposte_audit_export_*` series at every scrape, from now on.
     pub fn watch_audit_export(&self, stats: watch::Receiver<riposte_audit::ExportStats>) {
@@ -511,6 +534,9 @@ impl Metrics {
         // Under the lock: two scrapes at once must not both add the same increment.
         if let Some(stats) = self.watched_notifier().as_ref() {
             self.notifications.set(&stats.read());
+        }
+        if let Some(counters) = self.watched_syslog().as_ref() {
+            self.set_syslog_dropped_from(counters);
         }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -584,6 +610,33 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The listener's drops are read at every scrape, whether or not a message got through.
+    #[tokio::test]
+    async fn syslog_drops_are_read_at_every_scrape() {
+        let config = riposte_syslog::ListenerConfig {
+            enabled: true,
+            udp_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..riposte_syslog::ListenerConfig::default()
+        };
+        let (listener, _hints) = riposte_syslog::SyslogListener::start(&config)
+            .await
+            .unwrap();
+        let m = Metrics::new();
+        m.watch_syslog(listener.counters());
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addrs().udp.unwrap();
+        socket.send_to(b"just some text", to).await.unwrap();
+        let counted = "riposte_syslog_messages_dropped{reason=\"not_cef\"} 1";
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut text = m.render();
+        while !text.contains(counted) {
+            assert!(std::time::Instant::now() < deadline, "{text}");
+            tokio::task::yield_now().await;
+            text = m.render();
+        }
+        listener.shutdown().await;
+    }
 
     #[test]
     fn series_render_with_their_labels() {

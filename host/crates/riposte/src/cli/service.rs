@@ -152,6 +152,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some((listener, hints)) => (Some(listener), Some(hints)),
         None => (None, None),
     };
+    if let Some(listener) = &listener {
+        // Read at every scrape, so drops show even when no message gets through.
+        metrics.watch_syslog(listener.counters());
+    }
     let follow = FollowPolicy::from(&config.service.follow);
     let console = riposte_console::ConsoleConfig::load(&args.config)?;
     let mut service = Service::start(config, client, follow, metrics.clone()).await?;
@@ -247,10 +251,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     // Every host tells its own listener's last event (after any evaluation:
                     // nothing is written for the console before a containment).
                     membership.event_received(received).await;
-                    if let Some(listener) = &listener {
-                        let stats = listener.stats();
-                        copy_syslog_drops(&metrics, &stats);
-                    }
                 }
             }
         }
@@ -385,10 +385,6 @@ pub(crate) fn take_hints(
 }
 
 /// Copies the listener's drop counters into the service's metrics.
-fn copy_syslog_drops(metrics: &Metrics, stats: &riposte_syslog::ListenerStats) {
-    metrics.set_syslog_dropped(stats.drops().map(|(reason, n)| (reason.as_str(), n)));
-}
-
 fn shutdown_signal() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
