@@ -124,6 +124,32 @@ async fn riposte_run_exports_its_keyed_trail_and_verify_checks_it_against_the_ex
         "{out}"
     );
 
+    // The same records as rsyslog's file format stores them (its own header in front) check
+    // out too; a file of which no line is an exported record is an error, not a pass.
+    let rsyslog = env.dir.path().join("siem-rsyslog.log");
+    let lines: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            let payload = &m[m.find('{').expect("a JSON payload")..];
+            format!("Dec  2 19:20:00 riposte-host riposte-audit {payload}")
+        })
+        .collect();
+    std::fs::write(&rsyslog, lines.join("\n") + "\n").unwrap();
+    let mut against = verify;
+    against[6] = rsyslog.to_str().unwrap();
+    let (ok, out, err) = riposte_cli(&against).await;
+    assert!(ok, "verify against rsyslog's format: {out}{err}");
+    assert!(
+        out.contains(&format!("{last} records match the export")),
+        "{out}"
+    );
+    let unreadable = env.dir.path().join("not-an-export.log");
+    std::fs::write(&unreadable, "one\ntwo\n").unwrap();
+    against[6] = unreadable.to_str().unwrap();
+    let (ok, out, err) = riposte_cli(&against).await;
+    assert!(!ok, "an export of which nothing is read passes: {out}");
+    assert!(err.contains("no line of"), "{err}");
+
     // A record changed on the host: the HMAC and the export both say so.
     let text = std::fs::read_to_string(&env.audit).unwrap();
     let prefix = "{\"seq\":2,\"time_ms\":";

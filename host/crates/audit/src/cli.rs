@@ -89,6 +89,15 @@ pub fn run_verify(args: &AuditVerifyArgs, out: &mut dyn Write) -> anyhow::Result
             file.display(),
             export.display()
         )?;
+        let understood = report.matched + report.mismatched_count + report.duplicates;
+        if understood == 0 && report.beyond.is_none() && report.ignored_lines > 0 {
+            anyhow::bail!(
+                "{}: no line of {} is an exported audit record ({} lines not understood): check the file is the collector's store of riposte's export",
+                file.display(),
+                export.display(),
+                report.ignored_lines
+            );
+        }
         if report.is_tampered() {
             anyhow::bail!(
                 "{}: the trail contradicts the export {}: {report}",

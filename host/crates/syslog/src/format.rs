@@ -319,8 +319,30 @@ pub struct ExportedAnchor {
 
 /// Reads the sequence number and chain hash of one exported audit record as a collector may
 /// store it: the RFC 5424 message (optionally still prefixed with its RFC 6587 octet count),
-/// or its payload alone; the payload JSON or CEF.
+/// its payload alone (JSON or CEF), or a line of a collector's own file format with the
+/// payload at its end (rsyslog's `May 16 03:10:41 host riposte - audit - {"seq":...}`).
 pub fn exported_anchor(stored: &str) -> Result<ExportedAnchor, RecordParseError> {
+    let first = anchor_of(stored);
+    if first.is_ok() {
+        return first;
+    }
+    // A collector's own prefix in front of the payload: from the first JSON object or CEF
+    // record of the line, whichever comes first and reads.
+    let text = stored.trim();
+    let mut starts: Vec<usize> = [text.find("{\""), text.find("CEF:")]
+        .into_iter()
+        .flatten()
+        .filter(|&at| at > 0)
+        .collect();
+    starts.sort_unstable();
+    starts
+        .into_iter()
+        .map(|at| anchor_of(&text[at..]))
+        .find(Result::is_ok)
+        .unwrap_or(first)
+}
+
+fn anchor_of(stored: &str) -> Result<ExportedAnchor, RecordParseError> {
     let mut text = stored.trim();
     // An octet count left in front of the message: `123 <PRI>1 ...`.
     if let Some((count, rest)) = text.split_once(' ')
@@ -588,7 +610,10 @@ mod tests {
             let text = std::str::from_utf8(&msg.payload).unwrap().to_owned();
             let body = text.split_once(" riposte-audit - ").unwrap().1.to_owned();
             let counted = format!("{} {text}", text.len());
-            for stored in [&text, &counted, &body] {
+            // As rsyslog's file formats store it: its own header, then the payload.
+            let traditional = format!("Nov 14 22:13:20 h riposte-audit {body}");
+            let iso = format!("2023-11-14T22:13:20.123+00:00 h riposte[1]: {body}");
+            for stored in [&text, &counted, &body, &traditional, &iso] {
                 assert_eq!(exported_anchor(stored).unwrap(), want, "{stored}");
             }
         }
