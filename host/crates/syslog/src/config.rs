@@ -202,7 +202,8 @@ pub struct ListenerConfig {
     /// Seconds a frame or a TLS handshake may take from its first byte
     /// (`message_timeout_secs`, default 10).
     pub message_timeout_secs: u64,
-    /// Sustained messages per second from one source (`rate_per_source`, default 500).
+    /// Sustained messages per second from one source, an IPv4 address or an IPv6 /64
+    /// (`rate_per_source`, default 500).
     pub rate_per_source: u32,
     /// Burst of messages above the rate from one source (`burst_per_source`, default 2000).
     pub burst_per_source: u32,

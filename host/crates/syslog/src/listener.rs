@@ -298,7 +298,7 @@ impl SourceRates {
 
     /// Whether `ip` may send one more message now.
     fn check(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
+        let ip = rate_key(ip);
         let now = Instant::now();
         let mut table = self.lock();
         if !table.sources.contains_key(&ip) && table.sources.len() >= self.max_sources {
@@ -322,6 +322,15 @@ impl SourceRates {
             .or_insert_with(|| (RateLimiter::direct(self.quota), now));
         *seen = now;
         limiter.check().is_ok()
+    }
+}
+
+/// The source a rate is kept for: an IPv4 address, or an IPv6 address's /64 (one host
+/// commonly holds a whole /64, and must not fill the table with addresses of its own).
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 
@@ -521,5 +530,27 @@ async fn udp_loop(socket: UdpSocket, ctx: Arc<Ctx>, mut shutdown: watch::Receive
                 Err(error) => tracing::debug!(%error, "syslog UDP receive failed"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_key;
+    use std::net::IpAddr;
+
+    #[test]
+    fn an_ipv6_host_is_rated_by_its_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(rate_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            rate_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            rate_key(ip("2001:db8:1:2::7"))
+        );
+        assert_ne!(
+            rate_key(ip("2001:db8:1:3::1")),
+            rate_key(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(rate_key(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(rate_key(ip("10.1.2.3")), ip("10.1.2.3"));
     }
 }
