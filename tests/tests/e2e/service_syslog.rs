@@ -256,3 +256,49 @@ each_backend! {
         assert_no_action_twice(&sim);
     }
 }
+
+each_backend! {
+    /// A flood of forged events, each naming a distinct Malop of a valid shape, passes the
+    /// per-Malop coalescing; the run loop reads them in bites of at most 64, paced to 50
+    /// bites a second after a burst of 20, so the customer's server sees a bounded rate of
+    /// look-ups however many events come.
+    async fn a_flood_of_forged_malop_ids_is_looked_up_at_a_bounded_rate(db) {
+        let sim = start_sim(1503, 2).await;
+        let (port, env, mut child) = run_with_syslog(db, &sim).await;
+        let requests = sim.requests().len();
+        let forged: Vec<String> = (0..2000u64)
+            .map(|i| format!("11.{}", 1_000_000_000_000_000_000 + i))
+            .collect();
+        let events: Vec<String> = forged.iter().map(|id| created(id)).collect();
+        send(port, &events).await;
+        // Every forged id was looked up (as a MalopProcess id) once.
+        let looked_up = |sim: &SimHandle| {
+            sim.requests()[requests..]
+                .iter()
+                .filter(|r| r.path == "/rest/crimes/unified" && r.body.contains("guidList"))
+                .filter(|r| r.body.contains("\"MalopProcess\""))
+                .map(|r| (r.received_us, r.body.clone()))
+                .collect::<Vec<_>>()
+        };
+        wait_for_process(&mut child, &env, 0, "every forged id looked up", LIMIT, || {
+            let bodies = looked_up(&sim);
+            forged.iter().all(|id| bodies.iter().any(|(_, b)| b.contains(id.as_str())))
+        })
+        .await;
+        let bites = looked_up(&sim);
+        let first = bites.first().expect("a look-up").0;
+        let last = bites.last().expect("a look-up").0;
+        let seconds = (last - first) as f64 / 1e6;
+        // The rate limiter's bound over the span the server saw (+2 for the requests' own
+        // delays around it).
+        let bound = 20.0 + 50.0 * seconds + 2.0;
+        assert!(
+            (bites.len() as f64) <= bound,
+            "{} bites in {seconds:.3} s (at most {bound:.1})",
+            bites.len()
+        );
+        assert!(bites.len() >= 2000 / 64, "{} bites", bites.len());
+        assert_eq!(child.try_wait().expect("polling the process"), None, "the service still runs");
+        stop(&mut child, &env).await;
+    }
+}

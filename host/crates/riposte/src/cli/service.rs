@@ -12,6 +12,7 @@ use riposte_service::{FollowPolicy, Service};
 use riposte_store::Store;
 use riposte_store::prelude::*;
 use serde_json::json;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,6 +130,15 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<OperatorConfig> {
 /// in bounded bites, and the poll deadline is checked between two bites.
 const HINTS_PER_WAKE: usize = 64;
 
+/// Bites of hinted Malops read per second, sustained: each costs a `crimes/unified` query per
+/// element kind, so a flood of forged, distinct Malop ids (each event passes the per-Malop
+/// coalescing) costs the server at most twice this many queries a second.
+const HINT_BITES_PER_SEC: u32 = 50;
+
+/// Bites read at once before [`HINT_BITES_PER_SEC`] applies: events of a real outbreak
+/// come in a burst, and are read at once.
+const HINT_BITE_BURST: u32 = 20;
+
 /// `riposte run`: the poll loop, until SIGINT/SIGTERM (or one cycle with `--once`); SIGHUP
 /// reloads the configuration and the plugins between cycles. With `[service.syslog]`
 /// enabled, the Malops named by the server's syslog events are evaluated between polls as
@@ -175,6 +185,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut role = membership.watch();
     // A failed cycle of --once: the command's error, after the same stop as any other.
     let mut failed = None;
+    let bites = governor::RateLimiter::direct(
+        governor::Quota::per_second(NonZeroU32::new(HINT_BITES_PER_SEC).expect("not zero"))
+            .allow_burst(NonZeroU32::new(HINT_BITE_BURST).expect("not zero")),
+    );
     'cycles: loop {
         let acting = membership.may_act();
         if !acting && args.once {
@@ -239,6 +253,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         hints = None;
                         continue;
                     };
+                    // Paced over a flood (a wait of at most 1/HINT_BITES_PER_SEC s).
+                    bites.until_ready().await;
                     let ids = take_hints(first, hints.as_mut());
                     let received = riposte_domain::now_ms();
                     // The acting host hears the same events, and its polls cover them.
@@ -384,7 +400,6 @@ pub(crate) fn take_hints(
     ids
 }
 
-/// Copies the listener's drop counters into the service's metrics.
 fn shutdown_signal() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
