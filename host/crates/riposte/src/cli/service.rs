@@ -133,11 +133,11 @@ const HINTS_PER_WAKE: usize = 64;
 /// Bites of hinted Malops read per second, sustained: each costs a `crimes/unified` query per
 /// element kind, so a flood of forged, distinct Malop ids (each event passes the per-Malop
 /// coalescing) costs the server at most twice this many queries a second.
-const HINT_BITES_PER_SEC: u32 = 50;
+const HINT_BITES_PER_SEC: u32 = 100;
 
 /// Bites read at once before [`HINT_BITES_PER_SEC`] applies: events of a real outbreak
 /// come in a burst, and are read at once.
-const HINT_BITE_BURST: u32 = 20;
+const HINT_BITE_BURST: u32 = 50;
 
 /// `riposte run`: the poll loop, until SIGINT/SIGTERM (or one cycle with `--once`); SIGHUP
 /// reloads the configuration and the plugins between cycles. With `[service.syslog]`
