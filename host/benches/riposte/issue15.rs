@@ -20,6 +20,7 @@ use anyhow::Context;
 use riposte_client::{Client, ClientConfig, Credentials};
 use riposte_domain::{MalopId, MalopPart, PluginName};
 use riposte_service::config::{DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_DETAIL_FETCHES};
+use riposte_service::hints::{HINTS_PER_BITE, HintPace};
 use riposte_service::{CycleReport, OperatorConfig, Service};
 use riposte_sim::{
     LoggedRequest, MalopKind, MalopSpec, SimConfig, SimEventStyle, SimHandle, SimSyslog, Simulator,
@@ -36,8 +37,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const RANSOMWARE: &str = "ransomware-containment";
 /// The API paths of containment requests: killing a process, isolating a machine.
 const CONTAINMENT: [&str; 2] = ["/rest/remediate", "/rest/monitor/global/commands/isolate"];
-/// Malops read per wake-up by the run loop (`HINTS_PER_WAKE` of `riposte run`).
-const HINTS_PER_WAKE: usize = 64;
 
 fn epoch_us(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -144,7 +143,8 @@ type Heard = Arc<Mutex<HashMap<String, SystemTime>>>;
 
 /// The run loop of `riposte run` (host/crates/riposte/src/cli/service.rs), started after a
 /// first cycle: wait for the poll interval or a syslog hint; a hint wakes it to evaluate the
-/// Malops ready now (at most 64) with `Service::evaluate_hinted`; the poll runs when due.
+/// Malops ready now (at most 64, in bites paced as `riposte run` paces them) with
+/// `Service::evaluate_hinted`; the poll runs when due.
 struct RunLoop {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -180,6 +180,7 @@ async fn run_loop(
     mut stop: tokio::sync::oneshot::Receiver<()>,
     heard: Heard,
 ) {
+    let pace = HintPace::new();
     loop {
         let next_poll = tokio::time::Instant::now() + interval;
         loop {
@@ -195,8 +196,9 @@ async fn run_loop(
                         hints = None;
                         continue;
                     };
+                    pace.ready().await;
                     let mut taken = vec![first];
-                    while taken.len() < HINTS_PER_WAKE {
+                    while taken.len() < HINTS_PER_BITE {
                         match hints.as_mut().map(HintReceiver::try_recv) {
                             Some(Ok(hint)) => taken.push(hint),
                             _ => break,
@@ -416,7 +418,7 @@ async fn event_latency(work: &Path) -> anyhow::Result<Value> {
         },
         "poll_interval_s": interval.as_secs(),
         "listener_stats": listener,
-        "method": format!("ransomware-containment in enforce mode (kill-processes off, so the isolation is the containment; malop_parts = [suspects, sensors] where the service knows the key), audit fsync every record (the default), the run loop of `riposte run` (a cycle, then wait for the poll interval, {}s, the default, or a syslog hint; a hint evaluates the Malops ready with Service::evaluate_hinted, at most 64 per wake-up), [service.syslog] on loopback TCP with newline framing (other keys default), the simulator sending its vendor-style CEF events. Each sample: a new ransomware Malop on one machine (sensor online, every machine's isolation reset) after a random pause of 0–19 ms; {WARM_UP} warm-up samples discarded. Total: from the Malop's creation (its event queued by the simulator) to its isolation request arriving at the simulator. Stages: event delivery (creation to the listener's receive time of the event), hint to first read (coalescer, wake-up, the by-id crimes/unified query arriving), reads (to the last read before the isolation), then the last reply, plugin, gate, ledger, audit and the isolation request.", interval.as_secs()),
+        "method": format!("ransomware-containment in enforce mode (kill-processes off, so the isolation is the containment; malop_parts = [suspects, sensors] where the service knows the key), audit fsync every record (the default), the run loop of `riposte run` (a cycle, then wait for the poll interval, {}s, the default, or a syslog hint; a hint evaluates the Malops ready with Service::evaluate_hinted, at most 64 per wake-up, in bites paced to 100 a second after a burst of 50), [service.syslog] on loopback TCP with newline framing (other keys default), the simulator sending its vendor-style CEF events. Each sample: a new ransomware Malop on one machine (sensor online, every machine's isolation reset) after a random pause of 0–19 ms; {WARM_UP} warm-up samples discarded. Total: from the Malop's creation (its event queued by the simulator) to its isolation request arriving at the simulator. Stages: event delivery (creation to the listener's receive time of the event), hint to first read (coalescer, wake-up, the by-id crimes/unified query arriving), reads (to the last read before the isolation), then the last reply, plugin, gate, ledger, audit and the isolation request.", interval.as_secs()),
     }))
 }
 

@@ -27,6 +27,7 @@ mod executor;
 mod fleet;
 mod gated;
 mod health;
+pub mod hints;
 mod isolation;
 mod notify;
 mod owing;

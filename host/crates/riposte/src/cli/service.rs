@@ -8,11 +8,11 @@ use riposte_domain::{MalopId, Operator};
 use riposte_metrics::Metrics;
 use riposte_policy::Gate;
 use riposte_service::OperatorConfig;
+use riposte_service::hints::{HINTS_PER_BITE, HintPace};
 use riposte_service::{FollowPolicy, Service};
 use riposte_store::Store;
 use riposte_store::prelude::*;
 use serde_json::json;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,19 +126,6 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<OperatorConfig> {
     Ok(OperatorConfig::load(path)?)
 }
 
-/// Malops named by syslog events evaluated per wake-up at most: a flood of events is taken
-/// in bounded bites, and the poll deadline is checked between two bites.
-const HINTS_PER_WAKE: usize = 64;
-
-/// Bites of hinted Malops read per second, sustained: each costs a `crimes/unified` query per
-/// element kind, so a flood of forged, distinct Malop ids (each event passes the per-Malop
-/// coalescing) costs the server at most twice this many queries a second.
-const HINT_BITES_PER_SEC: u32 = 100;
-
-/// Bites read at once before [`HINT_BITES_PER_SEC`] applies: events of a real outbreak
-/// come in a burst, and are read at once.
-const HINT_BITE_BURST: u32 = 50;
-
 /// `riposte run`: the poll loop, until SIGINT/SIGTERM (or one cycle with `--once`); SIGHUP
 /// reloads the configuration and the plugins between cycles. With `[service.syslog]`
 /// enabled, the Malops named by the server's syslog events are evaluated between polls as
@@ -185,10 +172,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut role = membership.watch();
     // A failed cycle of --once: the command's error, after the same stop as any other.
     let mut failed = None;
-    let bites = governor::RateLimiter::direct(
-        governor::Quota::per_second(NonZeroU32::new(HINT_BITES_PER_SEC).expect("not zero"))
-            .allow_burst(NonZeroU32::new(HINT_BITE_BURST).expect("not zero")),
-    );
+    let pace = HintPace::new();
     'cycles: loop {
         let acting = membership.may_act();
         if !acting && args.once {
@@ -254,7 +238,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         continue;
                     };
                     // Paced over a flood (a wait of at most 1/HINT_BITES_PER_SEC s).
-                    bites.until_ready().await;
+                    pace.ready().await;
                     let ids = take_hints(first, hints.as_mut());
                     let received = riposte_domain::now_ms();
                     // The acting host hears the same events, and its polls cover them.
@@ -382,7 +366,7 @@ async fn next_hint(
     }
 }
 
-/// `first` and the hints ready now, at most [`HINTS_PER_WAKE`], as the service's Malop ids
+/// `first` and the hints ready now, at most [`HINTS_PER_BITE`], as the service's Malop ids
 /// (the only thing taken from an event).
 pub(crate) fn take_hints(
     first: riposte_syslog::MalopHint,
@@ -390,7 +374,7 @@ pub(crate) fn take_hints(
 ) -> Vec<MalopId> {
     let mut ids = vec![MalopId::new(first.malop_id.into_string())];
     if let Some(hints) = hints {
-        while ids.len() < HINTS_PER_WAKE {
+        while ids.len() < HINTS_PER_BITE {
             match hints.try_recv() {
                 Ok(hint) => ids.push(MalopId::new(hint.malop_id.into_string())),
                 Err(_) => break,
