@@ -44,20 +44,7 @@ impl Window {
                 }
             }
             // Closed: halves, while more than one millisecond is inside.
-            Some(before) if before - self.after > 2 => {
-                let mid = self.after + (before - self.after) / 2;
-                vec![
-                    Window {
-                        after: self.after,
-                        before: Some(mid.saturating_add(1)),
-                    },
-                    Window {
-                        after: mid,
-                        before: Some(before),
-                    },
-                ]
-            }
-            Some(_) => Vec::new(),
+            Some(before) => self.halves_below(before),
         }
     }
 
@@ -66,7 +53,12 @@ impl Window {
     /// between its start and `now` (its upper half stays open, so a server clock ahead of
     /// ours loses nothing); empty when it cannot be narrowed.
     fn halve(self, now: TimestampMs) -> Vec<Window> {
-        let before = self.before.unwrap_or(now);
+        self.halves_below(self.before.unwrap_or(now))
+    }
+
+    /// This window in two, split halfway between its start and `before` (its upper half
+    /// ends where this one does); empty when no more than a millisecond lies between.
+    fn halves_below(self, before: TimestampMs) -> Vec<Window> {
         if before - self.after <= 2 {
             return Vec::new();
         }

@@ -864,18 +864,23 @@ async fn garbage_and_truncated_json_are_clear_parse_errors() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn connection_refused_is_a_connect_error_after_bounded_retries() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+/// A client of a server at `addr` (not the simulator) that tries each call twice.
+fn two_tries_client(addr: std::net::SocketAddr) -> Client {
     let mut cfg = ClientConfig::new(format!("http://{addr}"), Credentials::new("u", PASSWORD));
     cfg.retry = RetryPolicy {
         max_attempts: 2,
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(2),
     };
-    let client = Client::new(cfg).unwrap();
+    Client::new(cfg).unwrap()
+}
+
+#[tokio::test]
+async fn connection_refused_is_a_connect_error_after_bounded_retries() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let client = two_tries_client(addr);
     let err = client.login_now().await.unwrap_err();
     assert!(matches!(err, Error::Connect { attempts: 2, .. }), "{err}");
     assert!(!format!("{err:?}").contains(PASSWORD));
@@ -909,13 +914,7 @@ async fn an_endless_error_body_is_read_only_in_part() {
             }
         }
     });
-    let mut cfg = ClientConfig::new(format!("http://{addr}"), Credentials::new("u", PASSWORD));
-    cfg.retry = RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(2),
-    };
-    let client = Client::new(cfg).unwrap();
+    let client = two_tries_client(addr);
     let err = client.login_now().await.unwrap_err();
     assert!(matches!(err, Error::Http { status: 500, .. }), "{err}");
     let streamed = sent.load(std::sync::atomic::Ordering::Relaxed);
