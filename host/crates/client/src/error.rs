@@ -209,6 +209,14 @@ impl Error {
             || matches!(self, Error::Api { status, .. } if status.eq_ignore_ascii_case("FAILURE"))
     }
 
+    /// Whether the server answered that a query matched too much to answer at all: the
+    /// statuses that name a limit, not a fault (`QUERY_LIMIT_CROSSED`, `TIMEOUT_ERROR`, §5.3
+    /// of the notes).
+    pub fn query_too_large(&self) -> bool {
+        matches!(self, Error::Api { status, .. }
+            if status.eq_ignore_ascii_case("QUERY_LIMIT_CROSSED") || status.eq_ignore_ascii_case("TIMEOUT_ERROR"))
+    }
+
     /// Whether the action certainly had no effect and sending it again would fail the same
     /// way: the server rejected every target as unknown (`NO_MATCHING_SENSORS`) or refused
     /// the request (400, 403, 412), a target could not be resolved (no sensor for a

@@ -283,7 +283,6 @@ impl Client {
             // A throttling server says when to come back: the next try waits that long
             // (bounded) before the backoff's own delay, instead of landing in the same window.
             if let (Step::Retry(_), Some(wait)) = (&step, retry_after)
-                && call.safety == Safety::Repeatable
                 && attempt < self.retry.max_attempts
             {
                 tracing::warn!(endpoint = %endpoint, "throttled (HTTP 429): waiting {wait:?}, as the server's Retry-After asks");

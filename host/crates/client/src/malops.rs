@@ -76,13 +76,6 @@ impl Window {
     }
 }
 
-/// Whether the server answered that a query matched too much to answer at all: the
-/// `crimes/unified` statuses that name a limit, not a fault (§5.3 of the notes).
-fn too_large(error: &Error) -> bool {
-    matches!(error, Error::Api { status, .. }
-        if status.eq_ignore_ascii_case("QUERY_LIMIT_CROSSED") || status.eq_ignore_ascii_case("TIMEOUT_ERROR"))
-}
-
 /// Adds `malops` to `found`, keeping the newest update of each.
 fn keep_newest(found: &mut BTreeMap<MalopId, Malop>, malops: Vec<Malop>) {
     for malop in malops {
@@ -153,7 +146,7 @@ impl Client {
                     (unnarrowable, incomplete) = (true, true);
                     continue;
                 }
-                Err(error) if too_large(&error) => {
+                Err(error) if error.query_too_large() => {
                     let pieces = window.halve(riposte_domain::now_ms());
                     if queries < MAX_WINDOWS && !pieces.is_empty() {
                         tracing::warn!(

@@ -4,7 +4,7 @@ use riposte_domain::{
     ElementGuid, MachineGuid, MalopId, PylumId, RemediationId, RemediationKind,
     RemediationProgress, TimestampMs, Verdict,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A sensor as `sensors/query` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,19 +180,21 @@ impl RemediationReport {
     }
 
     /// The newest entry of each item, in the order the items first appear: by `timestamp`
-    /// where both entries have one, else the later in the log.
+    /// where both entries have one, else the later in the log. Linear in the log's length,
+    /// which is the server's to choose.
     pub fn latest(&self) -> Vec<&RemediationEntry> {
         let mut latest: Vec<&RemediationEntry> = Vec::new();
+        let mut index: HashMap<(&MachineGuid, &ElementGuid, Option<RemediationKind>), usize> =
+            HashMap::new();
         for entry in &self.entries {
-            let same = |e: &&RemediationEntry| {
-                e.machine_guid == entry.machine_guid
-                    && e.target_guid == entry.target_guid
-                    && e.kind == entry.kind
-            };
-            match latest.iter_mut().find(|e| same(e)) {
-                Some(seen) if !is_older(entry, seen) => *seen = entry,
+            let item = (&entry.machine_guid, &entry.target_guid, entry.kind);
+            match index.get(&item) {
+                Some(&at) if !is_older(entry, latest[at]) => latest[at] = entry,
                 Some(_) => {}
-                None => latest.push(entry),
+                None => {
+                    index.insert(item, latest.len());
+                    latest.push(entry);
+                }
             }
         }
         latest

@@ -10,7 +10,7 @@ use riposte_domain::{
     RegistryEntry, Suspect,
 };
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// The most results one visualsearch query asks for, in all and per group (the most some
@@ -80,12 +80,13 @@ impl Client {
         cut: &BTreeMap<MalopId, u64>,
     ) {
         let mut left = MACHINE_COMPLETIONS;
+        let mut not_completed = 0usize;
         for malop in malops.iter_mut() {
             let Some(total) = cut.get(&malop.id) else {
                 continue;
             };
             if left == 0 {
-                tracing::warn!(malop = %malop.id, total, listed = malop.machines.len(), "the server listed only some of the Malop's machines, and no more Malops are completed in this listing");
+                not_completed += 1;
                 continue;
             }
             left -= 1;
@@ -100,9 +101,10 @@ impl Client {
                 .await;
             match read {
                 Ok(elements) => {
+                    let mut known: HashSet<MachineGuid> =
+                        malop.machines.iter().map(|m| m.guid.clone()).collect();
                     for e in &elements {
-                        let guid = MachineGuid::new(e.guid.clone());
-                        if !malop.machines.iter().any(|m| m.guid == guid) {
+                        if known.insert(MachineGuid::new(e.guid.clone())) {
                             let name = e.first("elementDisplayName").unwrap_or_default();
                             malop.machines.push(parse::bare_machine(&e.guid, name));
                         }
@@ -113,6 +115,12 @@ impl Client {
                     tracing::warn!(malop = %malop.id, total, listed = malop.machines.len(), "the server listed only some of the Malop's machines and the query for the rest failed: {error}");
                 }
             }
+        }
+        if not_completed > 0 {
+            tracing::warn!(
+                not_completed,
+                "the server listed only some of the machines of {not_completed} more Malops than one listing completes ({MACHINE_COMPLETIONS}): they keep the machines listed"
+            );
         }
     }
 
