@@ -163,6 +163,21 @@ type Chunk = (Vec<(Vec<u8>, u64)>, bool);
 /// The complete lines (without their `\n`, each with the offset just after it) of the file at
 /// `trail` from byte `from`, at most `max`; and whether the file ended (a line still being
 /// written counts as the end). Blocking.
+/// [`read_lines`] after the record `after`, up to the last record on disk only: under
+/// `fsync = "batch"` the head file names the last record forced to disk (written at each
+/// sync), and a record a power cut could still take back must not reach the SIEM (after the
+/// restart its seq would name another record). Stopped there, the chunk ends the trail.
+fn read_durable(trail: &Path, from: u64, after: u64, max: usize) -> Result<Chunk, ReadProblem> {
+    let durable = read_head(trail).ok().flatten().map(|head| head.seq);
+    match durable.map(|durable| durable.saturating_sub(after)) {
+        Some(0) => Ok((Vec::new(), true)),
+        Some(on_disk) if (on_disk as usize) <= max => {
+            read_lines(trail, from, on_disk as usize).map(|(lines, _)| (lines, true))
+        }
+        _ => read_lines(trail, from, max),
+    }
+}
+
 fn read_lines(trail: &Path, from: u64, max: usize) -> Result<Chunk, ReadProblem> {
     let mut file = match File::open(trail) {
         Ok(f) => f,
@@ -446,12 +461,13 @@ impl Run {
     /// Reads up to `batch` complete records after `next` (the file is read on the blocking
     /// pool); returns whether the trail ended.
     async fn read_chunk(&mut self) -> Result<bool, Error> {
-        let (trail, from, batch) = (
+        let (trail, from, after, batch) = (
             self.exporter.trail.clone(),
             self.next.offset,
+            self.next.seq,
             self.exporter.batch,
         );
-        let chunk = tokio::task::spawn_blocking(move || read_lines(&trail, from, batch))
+        let chunk = tokio::task::spawn_blocking(move || read_durable(&trail, from, after, batch))
             .await
             .map_err(|e| self.bad_line(&format!("the reading task failed: {e}")))?;
         let (lines, at_end) = match chunk {
@@ -470,17 +486,7 @@ impl Run {
             }
             Err(ReadProblem::TooLong) => return Err(self.bad_line("a line longer than 16 MiB")),
         };
-        // Only what is on disk: under `fsync = "batch"` the head file names the last record
-        // forced to disk (written at each sync), and a record a power cut could still take
-        // back must not reach the SIEM (after the restart its seq would name another record).
-        let durable = read_head(&self.exporter.trail)
-            .ok()
-            .flatten()
-            .map(|head| head.seq);
         for (line, end) in lines {
-            if durable.is_some_and(|durable| self.next.seq >= durable) {
-                return Ok(true);
-            }
             let ready = self.prepare(&line, end)?;
             self.next = Cursor {
                 seq: ready.seq,
