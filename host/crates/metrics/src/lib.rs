@@ -463,21 +463,12 @@ impl Metrics {
             .inc();
     }
 
-    /// The syslog listener's drops so far, by reason (read from its counters).
-    pub fn set_syslog_dropped<'a>(&self, drops: impl IntoIterator<Item = (&'a str, u64)>) {
-        for (reason, count) in drops {
-            self.syslog_dropped
-                .get_or_create(&labels(&[("reason", reason)]))
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
-    }
-
     /// Reads the syslog listener's drop counters (from [`riposte_syslog::SyslogListener::counters`])
     /// into `riposte_syslog_messages_dropped` at every scrape, from now on: drops show even
     /// when no message gets through.
     pub fn watch_syslog(&self, counters: Arc<riposte_syslog::Counters>) {
         let mut watched = self.watched_syslog();
-        self.set_syslog_dropped_from(&counters);
+        self.set_syslog_dropped(&counters);
         *watched = Some(counters);
     }
 
@@ -487,9 +478,13 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set_syslog_dropped_from(&self, counters: &riposte_syslog::Counters) {
-        let stats = counters.snapshot();
-        self.set_syslog_dropped(stats.drops().map(|(reason, n)| (reason.as_str(), n)));
+    /// The syslog listener's drops so far, by reason.
+    fn set_syslog_dropped(&self, counters: &riposte_syslog::Counters) {
+        for (reason, count) in counters.snapshot().drops() {
+            self.syslog_dropped
+                .get_or_create(&labels(&[("reason", reason.as_str())]))
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     /// Reads the SIEM exporter's stats (from [`riposte_audit::ExportHandle::stats`]) into
@@ -536,7 +531,7 @@ impl Metrics {
             self.notifications.set(&stats.read());
         }
         if let Some(counters) = self.watched_syslog().as_ref() {
-            self.set_syslog_dropped_from(counters);
+            self.set_syslog_dropped(counters);
         }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
