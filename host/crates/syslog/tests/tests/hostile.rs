@@ -159,6 +159,17 @@ async fn a_frame_cut_by_the_end_of_the_connection_is_truncated() {
     assert_eq!(hints.try_recv(), Err(TryRecvError::Empty));
 }
 
+/// Writes `bytes` every 100 ms until the listener closes the connection, for at most 10 s.
+async fn trickle_until_closed(stream: &mut tokio::net::TcpStream, bytes: &[u8], who: &str) {
+    for _ in 0..100 {
+        if stream.write_all(bytes).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{who} was not cut off within 10 s");
+}
+
 /// A connection that sends nothing is closed after the idle timeout; one that starts a frame
 /// and never finishes it (a slow sender) after the message timeout, even while it trickles;
 /// so is a connection to the TLS port that never completes its handshake.
@@ -181,16 +192,7 @@ async fn idle_and_slow_connections_time_out() {
     let mut idle = tcp_send(addr, b"").await;
     let mut no_handshake = tcp_send(listener.local_addrs().tls.unwrap(), b"").await;
     let mut slow = tcp_send(addr, b"<134>May 16 ").await;
-    let trickle = async {
-        for _ in 0..100 {
-            if slow.write_all(b"x").await.is_err() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("the slow sender was not cut off within 10 s");
-    };
-    trickle.await;
+    trickle_until_closed(&mut slow, b"x", "the slow sender").await;
     closed_by_peer(&mut idle).await;
     closed_by_peer(&mut no_handshake).await;
     let stats = wait_stats(&listener, "the three timeouts", |s| {
@@ -210,16 +212,7 @@ async fn separators_alone_do_not_keep_a_connection_open() {
     };
     let (listener, _hints) = start(&config).await;
     let mut idle = tcp_send(listener.local_addrs().tcp.unwrap(), b"\n").await;
-    let trickle = async {
-        for _ in 0..100 {
-            if idle.write_all(b"\n").await.is_err() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("a connection sending only newlines was not closed within 10 s");
-    };
-    trickle.await;
+    trickle_until_closed(&mut idle, b"\n", "a connection sending only newlines").await;
     wait_stats(&listener, "the idle timeout", |s| {
         s.count(Event::ConnectionsIdleTimeout) == 1
     })
