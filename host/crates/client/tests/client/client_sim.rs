@@ -1353,6 +1353,7 @@ mod enrichment {
             assert!(all.to_string().contains("could not all be listed"), "{all}");
         }
     }
+
     /// A server that answers a query matching past its limit with `QUERY_LIMIT_CROSSED`
     /// (nothing, not the first results) is read in halved time windows, every Malop once;
     /// where even a window of a few milliseconds is too large, the listing says it is
@@ -1400,6 +1401,7 @@ mod enrichment {
         assert!(listing.incomplete, "not taken as all there is");
         assert!(listing.malops.is_empty());
     }
+
     /// A Malop on more machines than the listing's `perFeatureLimit` (100): its
     /// `affectedMachines` come cut, with `totalValues` saying how many there are, and the
     /// client reads the rest with a visualsearch query, in a listing and by id alike.
