@@ -46,8 +46,9 @@ async fn riposte_run_exports_its_keyed_trail_and_verify_checks_it_against_the_ex
     let address = listener.local_addr().unwrap();
     let (stored, mut counted) = collector(listener);
 
-    let key = env.dir.path().join("keys").join("audit.key");
-    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    // Outside the trail's directory (the configuration's, here), as the configuration demands.
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("audit.key");
     let key_arg = key.to_str().unwrap();
     let (ok, out, err) = riposte_cli(&["audit", "keygen", key_arg]).await;
     assert!(ok, "keygen: {out}{err}");

@@ -58,11 +58,11 @@ impl AuditConfig {
                 findings.at("key_file", "must not be empty");
             }
             let key = resolve_path(base, key);
-            if same_dir(&key, &self.path) {
+            if within_trail_dir(&key, &self.path) {
                 findings.at(
                     "key_file",
                     format!(
-                        "{} is in the audit trail's directory: keep the key elsewhere (whoever can rewrite the trail must not be able to read the key)",
+                        "{} is in the audit trail's directory or below it: keep the key elsewhere (whoever can rewrite the trail must not be able to read the key)",
                         key.display()
                     ),
                 );
@@ -84,13 +84,32 @@ impl AuditConfig {
     }
 }
 
-/// Whether `a` and `b` sit in the same directory (compared canonically when both exist).
-fn same_dir(a: &Path, b: &Path) -> bool {
+/// Whether `key` sits in the directory of `trail` or in one below it (compared canonically
+/// where the directories exist, so a symbolic link is no way around the rule).
+fn within_trail_dir(key: &Path, trail: &Path) -> bool {
     let dir = |p: &Path| {
         let parent = p.parent().unwrap_or(Path::new("")).to_path_buf();
-        std::fs::canonicalize(&parent).unwrap_or(parent)
+        canonical_prefix(&parent)
     };
-    dir(a) == dir(b)
+    dir(key).starts_with(dir(trail))
+}
+
+/// `path` with its longest existing prefix made canonical (the rest appended as written).
+fn canonical_prefix(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut head = path;
+    loop {
+        if let Ok(canonical) = std::fs::canonicalize(head) {
+            return rest.iter().rev().fold(canonical, |p, part| p.join(part));
+        }
+        match (head.parent(), head.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                head = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 /// How the export reaches the collector: a stream (UDP cannot tell whether anything arrived).

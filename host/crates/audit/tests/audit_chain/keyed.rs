@@ -252,6 +252,17 @@ fn the_key_file_must_live_outside_the_audit_directory() {
         text.contains("key_file") && text.contains("audit trail's directory"),
         "{text}"
     );
+    // Below the trail's directory is inside it too, also through a symbolic link.
+    std::fs::create_dir_all(dir.path().join("audit/keys")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("audit"), dir.path().join("elsewhere")).unwrap();
+    for inside in ["audit/keys/trail.key", "audit/new/trail.key", "elsewhere/trail.key"] {
+        let mut config: AuditConfig = toml::from_str(&format!(
+            "path = \"audit/trail.jsonl\"\nkey_file = \"{inside}\"\n"
+        ))
+        .unwrap();
+        let text = format!("{:?}", config.resolve(dir.path()));
+        assert!(text.contains("or below it"), "{inside}: {text}");
+    }
     let mut config: AuditConfig =
         toml::from_str("path = \"audit/trail.jsonl\"\nkey_file = \"keys/trail.key\"\n").unwrap();
     assert!(config.resolve(dir.path()).is_empty());
