@@ -19,22 +19,41 @@ pub fn head_path(log: &Path) -> PathBuf {
 /// Size of the head file: the JSON, padded with spaces, then `\n`.
 const HEAD_LEN: usize = 128;
 
-/// Reads a head file; `Ok(None)` if there is none, `Err(detail)` if it is unreadable.
+/// Reads a head file; `Ok(None)` if there is none or it names nothing, `Err(detail)` if it
+/// is unreadable.
 pub(crate) fn read_head(log: &Path) -> Result<Option<RecordRef>, String> {
+    read_head_file(log).map(|head| match head {
+        HeadFile::Names(r) => Some(r),
+        HeadFile::Missing | HeadFile::NamesNothing => None,
+    })
+}
+
+/// What a head file says.
+pub(crate) enum HeadFile {
+    /// There is none (a trail written before head files, or not by an [`AuditLog`]).
+    Missing,
+    /// It exists and names no record: empty, as created on open, until the first record
+    /// forced to disk (or all zero bytes: a power cut hit it between its creation and the
+    /// fsync of its first write).
+    NamesNothing,
+    /// The last record forced to disk (for `"every-record"` and `"never"`: the last written).
+    Names(RecordRef),
+}
+
+/// Reads a head file; `Err(detail)` if it is unreadable.
+pub(crate) fn read_head_file(log: &Path) -> Result<HeadFile, String> {
     match std::fs::read_to_string(head_path(log)) {
-        // Empty: created on open, before the first record. All zero bytes: a power cut hit
-        // it between its creation and the fsync of its first write; it names nothing.
         Ok(text)
             if text
                 .trim_matches(|c: char| c == '\0' || c.is_whitespace())
                 .is_empty() =>
         {
-            Ok(None)
+            Ok(HeadFile::NamesNothing)
         }
         Ok(text) => serde_json::from_str(text.trim())
-            .map(Some)
+            .map(HeadFile::Names)
             .map_err(|e| format!("head file {}: {e}", head_path(log).display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HeadFile::Missing),
         Err(e) => Err(format!("head file {}: {e}", head_path(log).display())),
     }
 }
@@ -267,11 +286,16 @@ impl AuditLog {
                 self.pending_head = Some(r);
                 Ok(())
             }
+            // The head file names only records on disk (the export sends no further), so
+            // between syncs it waits, as under `Batch`.
             FsyncPolicy::Interval(n) if self.unsynced >= n.max(1) => {
                 self.pending_head = Some(r);
                 self.sync()
             }
-            FsyncPolicy::Interval(_) => self.write_head(r),
+            FsyncPolicy::Interval(_) => {
+                self.pending_head = Some(r);
+                Ok(())
+            }
             FsyncPolicy::Never => self.write_head(r),
         }
     }

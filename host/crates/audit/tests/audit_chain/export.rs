@@ -479,35 +479,57 @@ async fn a_restart_resumes_from_the_cursor() {
 
 /// Under `fsync = "batch"` only records forced to disk are exported: one a power cut could
 /// still take back would leave the SIEM holding a seq the restarted trail gives to another
-/// record. Each barrier lets the records before it go.
+/// record. Before the first barrier nothing goes; each barrier lets the records before it go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_batch_fsync_only_records_on_disk_are_exported() {
     let (_dir, path, addr, received) = trail_and_collector().await;
     let sink = AuditSink::open(&path, FsyncPolicy::Batch).unwrap();
     append(&sink, 1..=10);
-    sink.barrier().unwrap();
-    append(&sink, 11..=20);
     let handle = Exporter::new(&config(&addr, 50), &path)
         .start(Some(sink.subscribe()))
         .unwrap();
+    assert_eq!(exported_after_polls(&handle, &received).await, BTreeSet::new());
+    sink.barrier().unwrap();
     wait_cursor(&handle, 10).await;
-    wait_distinct(&received, 10).await;
-    // Several polls of the trail later, nothing past the barrier went out.
-    let mut stats = handle.stats();
-    for _ in 0..5 {
-        stats.changed().await.unwrap();
-    }
-    let exported: BTreeSet<u64> = received
-        .snapshot()
-        .iter()
-        .filter_map(|m| parse_exported(m))
-        .map(|a| a.seq)
-        .collect();
+    append(&sink, 11..=20);
+    let exported = exported_after_polls(&handle, &received).await;
     assert_eq!(exported, (1..=10).collect(), "only what is on disk");
     sink.barrier().unwrap();
     wait_cursor(&handle, 20).await;
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
     assert_eq!(assert_all_arrived(&received, &path), 0);
+}
+
+/// Under `fsync = N` the same: the records after the last group of N wait for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_fsync_every_n_records_only_records_on_disk_are_exported() {
+    let (_dir, path, addr, received) = trail_and_collector().await;
+    let sink = AuditSink::open(&path, FsyncPolicy::Interval(4)).unwrap();
+    append(&sink, 1..=10);
+    let handle = Exporter::new(&config(&addr, 50), &path)
+        .start(Some(sink.subscribe()))
+        .unwrap();
+    wait_cursor(&handle, 8).await;
+    let exported = exported_after_polls(&handle, &received).await;
+    assert_eq!(exported, (1..=8).collect(), "only the two groups forced to disk");
+    append(&sink, 11..=12);
+    wait_cursor(&handle, 12).await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(assert_all_arrived(&received, &path), 0);
+}
+
+/// The seqs the collector received, once the export polled the trail several times more.
+async fn exported_after_polls(handle: &ExportHandle, received: &Received) -> BTreeSet<u64> {
+    let mut stats = handle.stats();
+    for _ in 0..5 {
+        stats.changed().await.unwrap();
+    }
+    received
+        .snapshot()
+        .iter()
+        .filter_map(|m| parse_exported(m))
+        .map(|a| a.seq)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
