@@ -35,6 +35,11 @@ pub struct AuditVerifyArgs {
     /// record of the same seq; records missing from the export are listed.
     #[arg(long, value_name = "EXPORT")]
     pub against: Option<PathBuf>,
+    /// With --against: check only the exported records of this host (as they name it:
+    /// `[service.audit.export] hostname`, else the machine's name), for a SIEM that
+    /// collects several hosts' trails.
+    #[arg(long, value_name = "NAME", requires = "against")]
+    pub host: Option<String>,
 }
 
 /// `riposte audit keygen <file>`: makes a new chain key.
@@ -82,7 +87,7 @@ pub fn run_verify(args: &AuditVerifyArgs, out: &mut dyn Write) -> anyhow::Result
         writeln!(out, "{}: {report}", file.display())?;
     }
     if let (Some(export), [file]) = (&args.against, args.files.as_slice()) {
-        let report = check_against_export(file, export, &options)?;
+        let report = check_against_export(file, export, &options, args.host.as_deref())?;
         writeln!(
             out,
             "{} against {}: {report}",

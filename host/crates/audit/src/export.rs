@@ -32,7 +32,7 @@ use riposte_syslog::format::{
 };
 use riposte_syslog::{OutgoingMessage, SenderConfig, SyslogSender};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -764,6 +764,9 @@ pub struct ExportAgainstReport {
     pub ignored_lines: u64,
     /// Exported messages seen more than once with the same seq (at-least-once duplicates).
     pub duplicates: u64,
+    /// Exported records left out because they name another host than the one asked for
+    /// (or none).
+    pub other_hosts: u64,
 }
 
 impl ExportAgainstReport {
@@ -778,6 +781,13 @@ impl std::fmt::Display for ExportAgainstReport {
         write!(f, "{} records match the export", self.matched)?;
         if self.duplicates > 0 {
             write!(f, " ({} duplicates in the export)", self.duplicates)?;
+        }
+        if self.other_hosts > 0 {
+            write!(
+                f,
+                " ({} exported records of other hosts left out)",
+                self.other_hosts
+            )?;
         }
         if let Some(first) = self.mismatched.first() {
             write!(
@@ -817,14 +827,23 @@ impl std::fmt::Display for ExportAgainstReport {
     }
 }
 
+/// The most host names an error about an export of several hosts lists.
+const MAX_HOSTS_NAMED: usize = 16;
+
 /// Checks the trail at `trail` against `export`, a file of exported messages as a collector
 /// stores them (one per line): the trail's chain first (with `options`), then each exported
 /// record's hash against the trail's record of the same seq. A mismatch or an exported seq
 /// beyond the trail is reported as tampering; records not (yet) exported are listed.
+///
+/// Each host numbers its own trail from 1, so an export holding several hosts' records is
+/// only checked for the one `host` names (the exporting host as its records say,
+/// `[service.audit.export] hostname`); without `host`, such an export is refused
+/// ([`Error::SeveralHosts`]).
 pub fn check_against_export(
     trail: &Path,
     export: &Path,
     options: &VerifyOptions,
+    host: Option<&str>,
 ) -> Result<ExportAgainstReport, Error> {
     let report = verify_with(trail, options)?;
     let io = |path: &Path, action: &'static str| {
@@ -838,6 +857,7 @@ pub fn check_against_export(
     let mut out = ExportAgainstReport::default();
     // seq -> hash, from the export; a seq exported with two hashes is a mismatch by itself.
     let mut exported: BTreeMap<u64, Option<Sha256Digest>> = BTreeMap::new();
+    let mut hosts = BTreeSet::new();
     let mut reader = BufReader::new(File::open(export).map_err(io(export, "open"))?);
     let mut line = Vec::new();
     loop {
@@ -854,6 +874,18 @@ pub fn check_against_export(
             out.ignored_lines += 1;
             continue;
         };
+        match host {
+            Some(wanted) if anchor.host.as_deref() != Some(wanted) => {
+                out.other_hosts += 1;
+                continue;
+            }
+            Some(_) => {}
+            None => {
+                if hosts.len() <= MAX_HOSTS_NAMED {
+                    hosts.insert(anchor.host.clone().unwrap_or_else(|| "(none named)".into()));
+                }
+            }
+        }
         let hash = Sha256Digest::from_hex(&anchor.chain_hash);
         match exported.get(&anchor.seq) {
             Some(seen) if *seen == hash => out.duplicates += 1,
@@ -864,6 +896,12 @@ pub fn check_against_export(
                 exported.insert(anchor.seq, hash);
             }
         }
+    }
+    if hosts.len() > 1 {
+        return Err(Error::SeveralHosts {
+            export: export.to_path_buf(),
+            hosts: hosts.into_iter().take(MAX_HOSTS_NAMED).collect(),
+        });
     }
     let last = report.head.map_or(0, |h| h.seq);
     let mut reader = BufReader::new(File::open(trail).map_err(io(trail, "open"))?);

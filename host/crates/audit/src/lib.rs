@@ -162,6 +162,14 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// `verify --against` was given an export holding several hosts' records, and no host.
+    #[error("{}: the export holds the records of several hosts ({}): name this trail's host with --host", export.display(), hosts.join(", "))]
+    SeveralHosts {
+        /// The export file.
+        export: PathBuf,
+        /// The host names its records carry (the first few).
+        hosts: Vec<String>,
+    },
     /// Verification found a bad record.
     #[error("audit log {} line {line}{}: {problem}", path.display(), seq.map(|s| format!(" (seq {s})")).unwrap_or_default())]
     Tampered {

@@ -474,6 +474,7 @@ fn the_cli_helpers_report_and_fail() {
             no_head_file: false,
             key: None,
             against: None,
+            host: None,
         },
         &mut out,
     )
@@ -516,6 +517,7 @@ fn the_cli_helpers_report_and_fail() {
             no_head_file: false,
             key: None,
             against: None,
+            host: None,
         },
         &mut Vec::new(),
     )

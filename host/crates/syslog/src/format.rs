@@ -289,6 +289,9 @@ pub const AUDIT_MSG_ID: &str = "riposte-audit";
 struct JsonRecord {
     seq: u64,
     chain_hash: String,
+    /// The host whose trail holds the record (absent in exports before it was written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
     time: DateTime<Utc>,
     kind: String,
     fields: serde_json::Map<String, serde_json::Value>,
@@ -308,13 +311,18 @@ pub enum RecordParseError {
     Cef(String),
 }
 
-/// What an exported audit record anchors: its sequence number and chain hash (hex).
+/// What an exported audit record anchors: its sequence number and chain hash (hex), and the
+/// host whose trail it belongs to (several hosts export to one SIEM, each numbering its own
+/// trail from 1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportedAnchor {
     /// The record's sequence number.
     pub seq: u64,
     /// Its chain hash, as exported (hex).
     pub chain_hash: String,
+    /// The exporting host: from the payload (JSON `host`, CEF `dvchost`), else from the
+    /// RFC 5424 header when the message was stored whole; `None` when neither says.
+    pub host: Option<String>,
 }
 
 /// Reads the sequence number and chain hash of one exported audit record as a collector may
@@ -352,17 +360,18 @@ fn anchor_of(stored: &str) -> Result<ExportedAnchor, RecordParseError> {
     {
         text = rest;
     }
-    let payload = if text.starts_with('<') {
+    let (payload, header_host) = if text.starts_with('<') {
         let parsed = syslog_loose::parse_message(text, syslog_loose::Variant::RFC5424);
         if !matches!(parsed.protocol, syslog_loose::Protocol::RFC5424(_))
             || parsed.msgid != Some(AUDIT_MSG_ID)
         {
             return Err(RecordParseError::NotAuditMessage);
         }
-        parsed.msg
+        (parsed.msg, parsed.hostname)
     } else {
-        text
+        (text, None)
     };
+    let host = |named: Option<&str>| named.or(header_host).map(str::to_owned);
     if payload.starts_with("CEF:") {
         let cef = crate::cef::parse(payload).map_err(|e| RecordParseError::Cef(e.to_string()))?;
         let seq = cef
@@ -376,21 +385,27 @@ fn anchor_of(stored: &str) -> Result<ExportedAnchor, RecordParseError> {
             .get("cs1")
             .ok_or_else(|| RecordParseError::Cef("no cs1".into()))?
             .to_owned();
-        return Ok(ExportedAnchor { seq, chain_hash });
+        return Ok(ExportedAnchor {
+            seq,
+            chain_hash,
+            host: host(cef.get("dvchost")),
+        });
     }
     let record: JsonRecord = serde_json::from_str(payload)?;
     Ok(ExportedAnchor {
         seq: record.seq,
         chain_hash: record.chain_hash,
+        host: host(record.host.as_deref()),
     })
 }
 
 impl AuditRecord {
-    /// The JSON payload (one line).
-    pub fn to_json(&self) -> String {
+    /// The JSON payload (one line), naming the exporting `host` when given.
+    pub fn to_json(&self, host: Option<&str>) -> String {
         let record = JsonRecord {
             seq: self.seq,
             chain_hash: self.chain_hash.clone(),
+            host: host.map(str::to_owned),
             time: utc(self.time),
             kind: self.kind.clone(),
             fields: self.fields.clone(),
@@ -398,9 +413,10 @@ impl AuditRecord {
         serde_json::to_string(&record).expect("a JSON map always serialises")
     }
 
-    /// The CEF payload. Field names become `ad.<name>` with characters other than letters,
-    /// digits and `_` replaced by `_`; non-string values are written as JSON.
-    pub fn to_cef(&self) -> Result<String, FormatError> {
+    /// The CEF payload, naming the exporting `host` (`dvchost`) when given. Field names
+    /// become `ad.<name>` with characters other than letters, digits and `_` replaced by `_`;
+    /// non-string values are written as JSON.
+    pub fn to_cef(&self, host: Option<&str>) -> Result<String, FormatError> {
         let mut seen = BTreeSet::new();
         let mut ext = format!(
             "externalId={} rt={} cs1Label=chainHash cs1={}",
@@ -408,6 +424,9 @@ impl AuditRecord {
             epoch_ms(self.time),
             escape_value(&self.chain_hash)
         );
+        if let Some(host) = host {
+            ext.push_str(&format!(" dvchost={}", escape_value(host)));
+        }
         for (name, value) in &self.fields {
             let key: String = name
                 .chars()
@@ -443,9 +462,11 @@ impl AuditRecord {
         priority: Priority,
         origin: &Origin,
     ) -> Result<OutgoingMessage, FormatError> {
+        // The payload names the host too: a collector may store the payload alone.
+        let host = token(&origin.hostname, 255);
         let body = match payload {
-            RecordPayload::Json => self.to_json(),
-            RecordPayload::Cef => self.to_cef()?,
+            RecordPayload::Json => self.to_json(Some(&host)),
+            RecordPayload::Cef => self.to_cef(Some(&host))?,
         };
         let text = rfc5424(priority, self.time, origin, AUDIT_MSG_ID, &body);
         Ok(OutgoingMessage::new(text).with_seq(self.seq))
@@ -604,6 +625,7 @@ mod tests {
         let want = ExportedAnchor {
             seq: 42,
             chain_hash: "ab".repeat(32),
+            host: Some("h".into()),
         };
         for payload in [RecordPayload::Json, RecordPayload::Cef] {
             let msg = record().to_syslog(payload, priority, &origin).unwrap();
@@ -617,6 +639,12 @@ mod tests {
                 assert_eq!(exported_anchor(stored).unwrap(), want, "{stored}");
             }
         }
+        // Exported before payloads named the host: the header names it, when it was kept.
+        let older = record().to_json(None);
+        let whole = format!("<109>1 2023-11-14T22:13:20.123Z h2 riposte - riposte-audit - {older}");
+        let from_header = exported_anchor(&whole).unwrap();
+        assert_eq!(from_header.host.as_deref(), Some("h2"));
+        assert_eq!(exported_anchor(&older).unwrap().host, None);
         assert!(exported_anchor("<13>1 - h app - other - {}").is_err());
         assert!(exported_anchor("CEF:0|a|b|1|x|x|3|externalId=1").is_err());
         assert!(exported_anchor("garbage").is_err());
@@ -624,10 +652,11 @@ mod tests {
 
     #[test]
     fn audit_records_in_cef() {
-        let cef = record().to_cef().unwrap();
+        let cef = record().to_cef(Some("h1")).unwrap();
         let parsed = crate::cef::parse(&cef).unwrap();
         assert_eq!(parsed.name, "action.executed");
         assert_eq!(parsed.get("externalId"), Some("42"));
+        assert_eq!(parsed.get("dvchost"), Some("h1"));
         assert_eq!(parsed.get("cs1"), Some("ab".repeat(32).as_str()));
         assert_eq!(parsed.get("ad.targets"), Some(r#"["m1","m2"]"#));
         assert_eq!(parsed.get("ad.note"), Some("line1\nline2 = x"));
@@ -635,7 +664,7 @@ mod tests {
         clash.fields.insert("a-b".into(), 1.into());
         clash.fields.insert("a_b".into(), 2.into());
         assert_eq!(
-            clash.to_cef(),
+            clash.to_cef(None),
             Err(FormatError::FieldCollision("ad.a_b".into()))
         );
     }

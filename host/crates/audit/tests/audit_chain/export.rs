@@ -488,7 +488,10 @@ async fn under_batch_fsync_only_records_on_disk_are_exported() {
     let handle = Exporter::new(&config(&addr, 50), &path)
         .start(Some(sink.subscribe()))
         .unwrap();
-    assert_eq!(exported_after_polls(&handle, &received).await, BTreeSet::new());
+    assert_eq!(
+        exported_after_polls(&handle, &received).await,
+        BTreeSet::new()
+    );
     sink.barrier().unwrap();
     wait_cursor(&handle, 10).await;
     append(&sink, 11..=20);
@@ -511,7 +514,11 @@ async fn under_fsync_every_n_records_only_records_on_disk_are_exported() {
         .unwrap();
     wait_cursor(&handle, 8).await;
     let exported = exported_after_polls(&handle, &received).await;
-    assert_eq!(exported, (1..=8).collect(), "only the two groups forced to disk");
+    assert_eq!(
+        exported,
+        (1..=8).collect(),
+        "only the two groups forced to disk"
+    );
     append(&sink, 11..=12);
     wait_cursor(&handle, 12).await;
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -575,7 +582,7 @@ async fn verify_against_the_export_catches_a_rewrite_after_the_export() {
     std::fs::write(&export, stored.join("\n") + "\n").unwrap();
     let options = VerifyOptions::default();
 
-    let report = check_against_export(&path, &export, &options).unwrap();
+    let report = check_against_export(&path, &export, &options, None).unwrap();
     assert_eq!((report.matched, report.ignored_lines), (20, 1));
     assert!(
         !report.is_tampered() && report.missing.is_empty(),
@@ -585,7 +592,7 @@ async fn verify_against_the_export_catches_a_rewrite_after_the_export() {
     // Records not exported yet are listed, not a tamper.
     append(&sink, 21..=25);
     drop(sink);
-    let report = check_against_export(&path, &export, &options).unwrap();
+    let report = check_against_export(&path, &export, &options, None).unwrap();
     assert_eq!(report.missing, vec![(21, 25)]);
     assert!(!report.is_tampered());
 
@@ -608,7 +615,7 @@ async fn verify_against_the_export_catches_a_rewrite_after_the_export() {
     std::fs::remove_file(head_path(&path)).unwrap();
     riposte_audit::verify(&path).expect("a consistent rewrite of an unkeyed chain verifies");
     // ...but not against the export, which names the first record changed.
-    let report = check_against_export(&path, &export, &options).unwrap();
+    let report = check_against_export(&path, &export, &options, None).unwrap();
     assert!(report.is_tampered());
     assert_eq!(report.mismatched.first(), Some(&5));
     assert_eq!(report.mismatched_count, 16);
@@ -619,13 +626,91 @@ async fn verify_against_the_export_catches_a_rewrite_after_the_export() {
         no_head_file: false,
         key: None,
         against: Some(export.clone()),
+        host: None,
     };
     let err = run_verify(&args, &mut Vec::new()).unwrap_err().to_string();
     assert!(err.contains("the first seq 5"), "{err}");
 
     // Trailing records deleted: the export holds records beyond the trail's end.
     rewrite(&path, &original[..15]);
-    let report = check_against_export(&path, &export, &options).unwrap();
+    let report = check_against_export(&path, &export, &options, None).unwrap();
     assert_eq!(report.beyond, Some((16, 20)));
     assert!(report.is_tampered());
+}
+
+/// Two hosts export to one SIEM, each numbering its trail from 1: the check reads only the
+/// records of the host named, and refuses to guess when none is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_against_an_export_of_several_hosts_checks_the_one_named() {
+    let (dir, _, addr, received) = trail_and_collector().await;
+    let mut trails = Vec::new();
+    for (name, format) in [("alpha", ExportFormat::Json), ("beta", ExportFormat::Cef)] {
+        let path = dir.path().join(name).join("riposte-audit.jsonl");
+        let sink = AuditSink::open(&path, FsyncPolicy::EveryRecord).unwrap();
+        // Different records under the same seqs.
+        append(&sink, if name == "alpha" { 1..=10 } else { 101..=110 });
+        let mut export = config(&addr, 50);
+        export.hostname = Some(name.into());
+        export.format = format;
+        let handle = Exporter::new(&export, &path).start(None).unwrap();
+        wait_cursor(&handle, 10).await;
+        handle.shutdown(Duration::from_secs(5)).await.unwrap();
+        trails.push(path);
+    }
+    received
+        .wait_until("received both hosts' records", |m| m.len() >= 20)
+        .await;
+    // The collector stored the payloads alone (its own header in front): the payload names
+    // the host.
+    let export = dir.path().join("siem-export.log");
+    let stored: Vec<String> = received
+        .snapshot()
+        .iter()
+        .map(|m| {
+            format!(
+                "Nov 14 22:13:20 collector {}",
+                m.split_once(" - riposte-audit - ").unwrap().1
+            )
+        })
+        .collect();
+    std::fs::write(&export, stored.join("\n") + "\n").unwrap();
+    let options = VerifyOptions::default();
+
+    let err = check_against_export(&trails[0], &export, &options, None).unwrap_err();
+    assert!(
+        matches!(&err, riposte_audit::Error::SeveralHosts { hosts, .. } if hosts == &["alpha", "beta"]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--host"), "{err}");
+    for (trail, host) in trails.iter().zip(["alpha", "beta"]) {
+        let report = check_against_export(trail, &export, &options, Some(host)).unwrap();
+        assert_eq!(
+            (report.matched, report.other_hosts),
+            (10, 10),
+            "{host}: {report}"
+        );
+        assert!(
+            !report.is_tampered() && report.missing.is_empty(),
+            "{report}"
+        );
+    }
+    let args = AuditVerifyArgs {
+        files: vec![trails[0].clone()],
+        expect_seq: None,
+        expect_hash: None,
+        no_head_file: false,
+        key: None,
+        against: Some(export.clone()),
+        host: Some("alpha".into()),
+    };
+    let mut out = Vec::new();
+    run_verify(&args, &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("10 records match the export (10 exported records of other hosts left out)"),
+        "{out}"
+    );
+    // The other host's records under the same seqs contradict this trail.
+    let crossed = check_against_export(&trails[0], &export, &options, Some("beta")).unwrap();
+    assert!(crossed.is_tampered(), "{crossed}");
 }

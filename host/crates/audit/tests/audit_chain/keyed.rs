@@ -255,7 +255,11 @@ fn the_key_file_must_live_outside_the_audit_directory() {
     // Below the trail's directory is inside it too, also through a symbolic link.
     std::fs::create_dir_all(dir.path().join("audit/keys")).unwrap();
     std::os::unix::fs::symlink(dir.path().join("audit"), dir.path().join("elsewhere")).unwrap();
-    for inside in ["audit/keys/trail.key", "audit/new/trail.key", "elsewhere/trail.key"] {
+    for inside in [
+        "audit/keys/trail.key",
+        "audit/new/trail.key",
+        "elsewhere/trail.key",
+    ] {
         let mut config: AuditConfig = toml::from_str(&format!(
             "path = \"audit/trail.jsonl\"\nkey_file = \"{inside}\"\n"
         ))
@@ -279,6 +283,7 @@ fn verify_on_the_command_line_takes_the_key() {
         no_head_file: false,
         key: key.map(Path::to_path_buf),
         against: None,
+        host: None,
     };
     let mut out = Vec::new();
     run_verify(&args(Some(&key_path)), &mut out).unwrap();
