@@ -208,7 +208,8 @@ pub struct ListenerConfig {
     /// Burst of messages above the rate from one source (`burst_per_source`, default 2000).
     pub burst_per_source: u32,
     /// Sources whose rate is tracked at once (`max_sources`, default 4096); when full, a new
-    /// source's messages are dropped as rate-limited until idle sources are forgotten.
+    /// source takes the place of the one seen least recently (a flood of sources cannot
+    /// lock any source out).
     pub max_sources: usize,
     /// At most one hint per Malop per this many milliseconds (`coalesce_interval_ms`,
     /// default 5000).

@@ -30,7 +30,8 @@
 //!   address; a connection idle for `idle_timeout_secs` is closed, and a frame or TLS
 //!   handshake must complete within `message_timeout_secs` of its first byte (slow senders);
 //! - rate: `rate_per_source` messages per second with a burst of `burst_per_source`, for at
-//!   most `max_sources` tracked addresses; excess messages are dropped;
+//!   most `max_sources` tracked addresses (the least recently seen makes room for a new
+//!   one); excess messages are dropped;
 //! - sources: `allowed_sources` (addresses and CIDR networks) refuses others at accept or per
 //!   datagram;
 //! - hints: at most one per Malop per `coalesce_interval_ms`, at most `max_tracked_malops`

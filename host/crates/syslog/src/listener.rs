@@ -10,6 +10,7 @@ use crate::stats::{Counters, DropReason, Event, ListenerStats};
 use crate::tls::{self, TlsError};
 use bytes::BytesMut;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use hashlink::LruCache;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -262,18 +263,14 @@ impl Ctx {
 }
 
 /// Per-source message rates (GCRA from `governor`), for a bounded number of sources.
+///
+/// When the table is full, a new source takes the place of the one seen least recently
+/// (which starts afresh if it comes back). So no set of sources, spoofed datagrams from
+/// thousands of addresses included, can keep a Cybereason server out; a source sending
+/// more than its rate is seen often, stays in the table and stays limited.
 struct SourceRates {
     quota: Quota,
-    max_sources: usize,
-    /// After this long without a message a source's limiter is full again, so forgetting it
-    /// changes nothing.
-    forget_after: Duration,
-    table: Mutex<RateTable>,
-}
-
-struct RateTable {
-    sources: HashMap<IpAddr, (DefaultDirectRateLimiter, Instant)>,
-    last_sweep: Instant,
+    table: Mutex<LruCache<IpAddr, DefaultDirectRateLimiter>>,
 }
 
 impl SourceRates {
@@ -282,46 +279,27 @@ impl SourceRates {
         let burst = NonZeroU32::new(config.burst_per_source).unwrap_or(NonZeroU32::MIN);
         Self {
             quota: Quota::per_second(rate).allow_burst(burst),
-            max_sources: config.max_sources,
-            forget_after: Duration::from_secs_f64(f64::from(burst.get()) / f64::from(rate.get()))
-                + Duration::from_secs(1),
-            table: Mutex::new(RateTable {
-                sources: HashMap::new(),
-                last_sweep: Instant::now(),
-            }),
+            table: Mutex::new(LruCache::new(config.max_sources.max(1))),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, RateTable> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether `ip` may send one more message now.
     fn check(&self, ip: IpAddr) -> bool {
         let ip = rate_key(ip);
-        let now = Instant::now();
-        let mut table = self.lock();
-        if !table.sources.contains_key(&ip) && table.sources.len() >= self.max_sources {
-            // Sweep at most once a second so that a stream of new (spoofed) sources cannot
-            // make every datagram scan the whole table.
-            if now - table.last_sweep < Duration::from_secs(1) {
-                return false;
-            }
-            table.last_sweep = now;
-            let forget_after = self.forget_after;
-            table
-                .sources
-                .retain(|_, (_, seen)| now - *seen < forget_after);
-            if table.sources.len() >= self.max_sources {
-                return false;
-            }
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(limiter) = table.get_mut(&ip) {
+            return limiter.check().is_ok();
         }
-        let (limiter, seen) = table
-            .sources
-            .entry(ip)
-            .or_insert_with(|| (RateLimiter::direct(self.quota), now));
-        *seen = now;
-        limiter.check().is_ok()
+        let limiter = RateLimiter::direct(self.quota);
+        let allowed = limiter.check().is_ok();
+        table.insert(ip, limiter);
+        allowed
+    }
+
+    /// The sources tracked now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.table.lock().unwrap().len()
     }
 }
 
@@ -535,8 +513,34 @@ async fn udp_loop(socket: UdpSocket, ctx: Arc<Ctx>, mut shutdown: watch::Receive
 
 #[cfg(test)]
 mod tests {
-    use super::rate_key;
+    use super::{ListenerConfig, SourceRates, rate_key};
     use std::net::IpAddr;
+
+    /// A full table makes room for a new source: thousands of (spoofed) sources sending once
+    /// cannot lock out the server; a source over its rate stays limited meanwhile.
+    #[test]
+    fn a_full_table_of_sources_never_locks_a_new_one_out() {
+        let config = ListenerConfig {
+            rate_per_source: 1,
+            burst_per_source: 2,
+            max_sources: 8,
+            ..ListenerConfig::default()
+        };
+        let rates = SourceRates::new(&config);
+        let noisy: IpAddr = "192.0.2.200".parse().unwrap();
+        assert!(rates.check(noisy) && rates.check(noisy));
+        assert!(!rates.check(noisy), "over its burst");
+        for n in 0..1000u32 {
+            let spoofed = IpAddr::from((0x0a00_0000 + n).to_be_bytes());
+            assert!(rates.check(spoofed), "new source {spoofed}");
+            if n % 4 == 0 {
+                assert!(!rates.check(noisy), "the noisy source stays limited");
+            }
+        }
+        assert_eq!(rates.tracked(), 8);
+        let server: IpAddr = "198.51.100.7".parse().unwrap();
+        assert!(rates.check(server), "the server after the flood");
+    }
 
     #[test]
     fn an_ipv6_host_is_rated_by_its_64() {

@@ -27,7 +27,7 @@ pub enum DropReason {
     NoMalopId,
     /// A Malop event whose `cs1` does not have the shape of a Malop id.
     BadMalopId,
-    /// Over the per-source message rate (or the table of sources is full).
+    /// Over the per-source message rate.
     RateLimited,
     /// A new Malop while the coalescing table is full (the newest is dropped).
     CoalesceOverflow,
