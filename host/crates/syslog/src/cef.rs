@@ -44,17 +44,22 @@ pub struct CefRecord<'a> {
     pub name: Cow<'a, str>,
     /// Severity, as written.
     pub severity: Cow<'a, str>,
-    /// The extension pairs, in message order; keys are unique.
+    /// The extension pairs, in message order; a key may appear more than once.
     pub extension: Vec<(&'a str, Cow<'a, str>)>,
 }
 
 impl<'a> CefRecord<'a> {
-    /// The value of extension key `key` (exact, case-sensitive as CEF keys are).
+    /// The value of extension key `key` (exact, case-sensitive as CEF keys are). A key given
+    /// twice with the same value reads as that value; with different values, as absent:
+    /// a contradictory record is never read as one of its claims.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.extension
+        let mut values = self
+            .extension
             .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_ref())
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_ref());
+        let first = values.next()?;
+        values.all(|v| v == first).then_some(first)
     }
 }
 
@@ -76,12 +81,6 @@ pub enum CefError {
     /// Text that is not a `key=value` pair before the first pair of the extension.
     #[error("CEF extension does not start with a `key=value` pair")]
     StrayText,
-    /// The same key appears twice.
-    #[error("CEF extension key appears twice (at byte {offset} of the extension)")]
-    DuplicateKey {
-        /// Byte offset of the second occurrence in the extension.
-        offset: usize,
-    },
     /// More than [`MAX_EXTENSION_FIELDS`] pairs.
     #[error("CEF extension has more than {MAX_EXTENSION_FIELDS} pairs")]
     TooManyFields,
@@ -221,9 +220,6 @@ fn parse_extension(ext: &str) -> Result<Vec<(&str, Cow<'_, str>)>, CefError> {
     for (n, (start, eq)) in keys.iter().enumerate() {
         let end = keys.get(n + 1).map_or(ext.len(), |(next, _)| *next);
         let key = &ext[*start..*eq];
-        if pairs.iter().any(|(k, _)| *k == key) {
-            return Err(CefError::DuplicateKey { offset: *start });
-        }
         let raw = ext[eq + 1..end].trim_end_matches([' ', '\t']);
         pairs.push((key, unescape_value(raw)));
     }
@@ -320,10 +316,9 @@ mod tests {
             parse("CEF:0|V|P|1|C|N|1|junk a=1"),
             Err(CefError::StrayText)
         );
-        assert_eq!(
-            parse("CEF:0|V|P|1|C|N|1|a=1 a=2"),
-            Err(CefError::DuplicateKey { offset: 4 })
-        );
+        // A key given twice: read when its values agree, absent when they differ.
+        let twice = parse("CEF:0|V|P|1|C|N|1|a=1 b=2 a=1 b=3").unwrap();
+        assert_eq!((twice.get("a"), twice.get("b")), (Some("1"), None));
         let many: Vec<String> = (0..=MAX_EXTENSION_FIELDS)
             .map(|i| format!("k{i}=v"))
             .collect();

@@ -237,8 +237,12 @@ mod tests {
                 DropReason::BadMalopId,
             ),
             (
-                format!("CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1={ID} cs1={ID}").into_bytes(),
-                DropReason::MalformedCef,
+                format!("CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1={ID} cs1=11.1").into_bytes(),
+                DropReason::NoMalopId,
+            ),
+            (
+                format!("CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1Label=x cs1={ID}").into_bytes(),
+                DropReason::NoMalopId,
             ),
         ] {
             assert_eq!(
@@ -275,6 +279,16 @@ mod tests {
             "CEF:0|Cybereason|Cybereason|1.0|6|Malop User Added|5|cs1={ID} cs1Label=MalopId"
         ));
         assert_eq!(event, MalopEvent::Other);
+    }
+
+    /// A key given twice with one value, as a forwarder that adds its own fields may do,
+    /// loses no event.
+    #[test]
+    fn repeated_keys_that_agree_lose_no_event() {
+        let (id, event, _) = malop(&format!(
+            "CEF:1|Cybereason|Cybereason||Malop|Malop Updated|10|cs1Label=malopId cs1={ID} cs2=a cs2=b cs1={ID}"
+        ));
+        assert_eq!((id.as_str(), event), (ID, MalopEvent::Updated));
     }
 
     #[test]
