@@ -44,7 +44,7 @@ pub use types::{
 };
 pub use visualsearch::{Details, PartFailure};
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 /// An authenticated connection to one Cybereason server. Cheap to share behind an `Arc`;
 /// all methods take `&self`.
@@ -58,6 +58,8 @@ pub struct Client {
     session: tokio::sync::Mutex<Option<session::Session>>,
     generation: AtomicU64,
     login_hold: std::sync::Mutex<Option<session::LoginHold>>,
+    /// The server refused `EqualsIgnoreCase` on `machineName`: names are matched exactly.
+    names_exact: AtomicBool,
 }
 
 impl std::fmt::Debug for Client {
@@ -112,6 +114,7 @@ impl Client {
             session: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(1),
             login_hold: std::sync::Mutex::new(None),
+            names_exact: AtomicBool::new(false),
         })
     }
 

@@ -8,6 +8,7 @@ use riposte_domain::{MachineGuid, Malop, PylumId};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::OnceCell;
 
@@ -79,13 +80,29 @@ impl Client {
         })
     }
 
-    /// The sensors of the named machines (`machineName` Equals any of `names`).
+    /// The sensors of the named machines (`machineName` EqualsIgnoreCase any of `names`: a
+    /// Malop and the sensor list need not spell a machine's name in the same case). A server
+    /// that refuses that query as a bad one (HTTP 400, what servers answer a query they do
+    /// not take) is asked with `Equals` from then on; other failures are failures.
     pub async fn sensors_by_name(&self, names: &[&str]) -> Result<Vec<Sensor>> {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let filters = json!([{"fieldName": "machineName", "operator": "Equals", "values": names}]);
-        self.sensors(filters).await
+        let by = |operator: &str| json!([{"fieldName": "machineName", "operator": operator, "values": names}]);
+        if !self.names_exact.load(Ordering::Relaxed) {
+            match self.sensors(by("EqualsIgnoreCase")).await {
+                Err(error @ Error::Refused { status: 400, .. }) => {
+                    let exact = self.sensors(by("Equals")).await?;
+                    tracing::warn!(
+                        "sensors/query refused an EqualsIgnoreCase filter on machineName ({error}); matching machine names exactly from now on"
+                    );
+                    self.names_exact.store(true, Ordering::Relaxed);
+                    return Ok(exact);
+                }
+                answer => return answer,
+            }
+        }
+        self.sensors(by("Equals")).await
     }
 
     /// The sensors with these pylumIds (`pylumId` Equals any of them, [`NAMES_PER_QUERY`] per
@@ -145,15 +162,16 @@ pub struct SensorsRead {
 }
 
 impl SensorBatch {
-    /// A batch for the machines of `malops` (names compared without case, as the server does).
+    /// A batch for the machines of `malops` (every spelling kept, for a server that matches
+    /// names exactly; see [`Client::sensors_by_name`]).
     pub fn of<'a>(malops: impl IntoIterator<Item = &'a Malop>) -> Self {
         let mut names: Vec<String> = malops
             .into_iter()
             .flat_map(|m| m.machines.iter().map(|machine| machine.name.clone()))
             .filter(|name| !name.is_empty())
             .collect();
-        names.sort_by_key(|n| n.to_ascii_lowercase());
-        names.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        names.sort_unstable();
+        names.dedup();
         Self {
             shared: Arc::new(Batch {
                 names,

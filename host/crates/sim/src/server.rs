@@ -51,6 +51,10 @@ pub(crate) async fn dispatch(
     }
     let mut st = shared.lock();
     let reply = match fault.as_ref() {
+        Some(f) if f.kind == FaultKind::Status400 => Reply::json(
+            400,
+            &serde_json::json!({"status": "FAILURE", "message": "Bad request"}),
+        ),
         Some(f) if f.kind == FaultKind::Status429 => {
             let mut reply = Reply::json(429, &serde_json::json!({"message": "Too Many Requests"}));
             if let Some(secs) = f.retry_after_secs {

@@ -21,6 +21,10 @@ pub enum FaultKind {
     #[value(name = "403")]
     #[serde(rename = "403")]
     Status403,
+    /// Answer HTTP 400 without carrying the request out: a query the server does not take.
+    #[value(name = "400")]
+    #[serde(rename = "400")]
+    Status400,
     /// Answer HTTP 429.
     #[value(name = "429")]
     #[serde(rename = "429")]

@@ -443,6 +443,51 @@ async fn remediate_garbage_reply_is_outcome_unknown() {
     assert_eq!(sim.count("POST", "/rest/remediate"), 1);
 }
 
+/// A Malop may spell a machine's name in another case than the sensor list: the sensor is
+/// found all the same. A server that refuses `EqualsIgnoreCase` (HTTP 400) is asked with
+/// `Equals` (the name as the Malop spells it), from then on without trying again.
+#[tokio::test]
+async fn machines_are_found_by_name_whatever_its_case() {
+    let (sim, client) = start(4).await;
+    let machine = sim.machines()[0].clone();
+    let other_case = machine.name.to_lowercase();
+    assert_ne!(
+        other_case, machine.name,
+        "the simulator names machines in capitals"
+    );
+    let found = client
+        .sensors_by_name(&[other_case.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].machine_name, machine.name);
+
+    sim.inject(Fault::new(FaultKind::Status400, 1).on("/rest/sensors/query"));
+    let exact = client
+        .sensors_by_name(&[machine.name.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(exact.len(), 1, "{exact:?}");
+    let again = client
+        .sensors_by_name(&[other_case.as_str()])
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "matched exactly now: {again:?}");
+    let operators: Vec<String> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/sensors/query"))
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            body["filters"][0]["operator"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        operators,
+        ["EqualsIgnoreCase", "EqualsIgnoreCase", "Equals", "Equals"]
+    );
+}
+
 #[tokio::test]
 async fn isolation_per_machine_outcomes() {
     let (sim, client) = start(8).await;
