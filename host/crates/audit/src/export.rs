@@ -678,13 +678,15 @@ impl Run {
         Ok(())
     }
 
-    /// On shutdown: waits, until `deadline`, for what is queued to be written and then
+    /// On shutdown: waits, until `deadline`, for what is queued to be delivered and then
     /// confirmed (one confirmation period without trouble), and moves the cursor. On a
     /// `graceful` one, the cursor also records what was written and not confirmed.
     async fn flush(mut self, deadline: tokio::time::Instant, graceful: bool) -> Result<(), Error> {
         if let Some(&(last, _)) = self.sent.back() {
-            let mut written = self.sender.written();
-            let done = tokio::time::timeout_at(deadline, written.wait_for(|w| *w >= Some(last)))
+            // Delivered, as in the main loop: bytes still in this host's socket buffer (a
+            // collector gone silent) are not confirmed by any wait.
+            let mut delivered = self.sender.delivered();
+            let done = tokio::time::timeout_at(deadline, delivered.wait_for(|d| *d >= Some(last)))
                 .await
                 .is_ok_and(|r| r.is_ok());
             let confirmed_at = tokio::time::Instant::now() + self.exporter.confirm;

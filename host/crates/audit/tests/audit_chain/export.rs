@@ -714,3 +714,51 @@ async fn verify_against_an_export_of_several_hosts_checks_the_one_named() {
     let crossed = check_against_export(&trails[0], &export, &options, Some("beta")).unwrap();
     assert!(crossed.is_tampered(), "{crossed}");
 }
+
+/// A collector that stops reading leaves the last records in this host's socket buffer:
+/// written, never delivered. A stop in that state does not count them as exported; the next
+/// run sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_confirms_only_what_a_silent_collector_took() {
+    let (_dir, path, addr, received) = trail_and_collector().await;
+    let sink = AuditSink::open(&path, FsyncPolicy::Never).unwrap();
+    append(&sink, 1..=20);
+    // A collector with a tiny receive buffer that accepts and never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let silent = socket.listen(1).unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let (held_tx, mut held) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        if let Ok((stream, _)) = silent.accept().await {
+            let _ = held_tx.send(stream).await;
+        }
+    });
+    let handle = Exporter::new(&config(&silent_addr, 50), &path)
+        .start(None)
+        .unwrap();
+    let _stream = held.recv().await.expect("the exporter connects");
+    handle.shutdown(Duration::from_millis(1500)).await.unwrap();
+    let confirmed = read_cursor(&cursor_path(&path)).unwrap();
+    assert!(
+        confirmed < 20,
+        "confirmed {confirmed} records stuck in a socket buffer"
+    );
+
+    let handle = Exporter::new(&config(&addr, 50), &path)
+        .start(None)
+        .unwrap();
+    wait_cursor(&handle, 20).await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+    received
+        .wait_until("received the rest", |m| m.len() as u64 >= 20 - confirmed)
+        .await;
+    let got: BTreeSet<u64> = received
+        .snapshot()
+        .iter()
+        .filter_map(|m| parse_exported(m))
+        .map(|a| a.seq)
+        .collect();
+    assert_eq!(got, (confirmed + 1..=20).collect());
+}
