@@ -42,8 +42,9 @@ use tokio::task::JoinHandle;
 
 pub use riposte_syslog::format::ExportedAnchor;
 
-/// The longest trail line the exporter reads (a longer one stops the export with an error).
-const MAX_LINE_BYTES: u64 = 16 << 20;
+/// The longest trail line read back (by the exporter, where a longer one stops the export with
+/// an error, and by a writer checking that the file goes on where it left it).
+pub(crate) const MAX_LINE_BYTES: u64 = 16 << 20;
 /// Records written and not yet confirmed that the exporter keeps track of; beyond it, it
 /// waits for confirmations before reading on.
 const MAX_UNCONFIRMED: usize = 100_000;

@@ -5,7 +5,7 @@ use super::{
 };
 use riposte_domain::Sha256Digest;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -200,6 +200,11 @@ impl AuditLog {
                 source,
             }
         };
+        if self.poisoned {
+            return Err(Error::Poisoned {
+                path: self.path.clone(),
+            });
+        }
         self.file.lock().map_err(io("lock", &self.path))?;
         let result = (|| {
             let len = self
@@ -209,7 +214,27 @@ impl AuditLog {
                 .len();
             if len != self.known_len {
                 let path = self.path.clone();
-                if let Some(r) = last_record(&path, &mut self.file, self.key.as_ref())? {
+                let last = last_record(&path, &mut self.file, self.key.as_ref())?;
+                let ours = self.next_seq - 1;
+                // Other writers only append: a shorter file, or a tail before our last
+                // record, means records were cut off. Extending the chain from there would
+                // hide it (the head file would follow); refuse until an operator looks.
+                let cut = len < self.known_len
+                    || last.map_or(0, |r| r.seq) < ours
+                    || !self.continues_at_known_len(ours);
+                if cut {
+                    self.poisoned = true;
+                    return Err(Error::CorruptTail {
+                        line: count_lines(&path, u64::MAX)?,
+                        detail: format!(
+                            "the file is {len} bytes and ends at seq {}, where this writer left it at {} bytes and seq {ours}: records were deleted from the end",
+                            last.map_or(0, |r| r.seq),
+                            self.known_len
+                        ),
+                        path,
+                    });
+                }
+                if let Some(r) = last {
                     self.next_seq = r.seq + 1;
                     self.prev = r.hash;
                 }
@@ -221,6 +246,27 @@ impl AuditLog {
         })();
         let _ = self.file.unlock();
         result
+    }
+
+    /// Whether the record at the offset where this writer's last write ended is the one after
+    /// `ours` (the last seq this writer knows) and links to it: another writer appended, and
+    /// did not cut the file and grow it again.
+    fn continues_at_known_len(&mut self, ours: u64) -> bool {
+        let mut line = Vec::new();
+        let read = self
+            .file
+            .seek(SeekFrom::Start(self.known_len))
+            .and_then(|_| {
+                std::io::BufReader::new(&mut self.file)
+                    .take(crate::export::MAX_LINE_BYTES)
+                    .read_until(b'\n', &mut line)
+            });
+        if read.is_err() {
+            return false;
+        }
+        let text = String::from_utf8_lossy(&line);
+        decode(text.trim_end_matches('\n'), self.key.as_ref())
+            .is_ok_and(|next| next.seq == ours + 1 && next.prev == self.prev)
     }
 
     /// The file.

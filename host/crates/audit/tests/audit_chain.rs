@@ -449,6 +449,45 @@ fn two_logs_on_one_file_extend_one_chain() {
     assert_eq!(report.records, 13);
 }
 
+/// Records cut off the end under a running writer are not papered over by its next append
+/// (which would link to the new tail and rewrite the head file to match): it refuses, and
+/// stays refused.
+#[test]
+fn a_writer_refuses_to_extend_a_trail_cut_short_under_it() {
+    for also_appended in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut log = AuditLog::open(&path, FsyncPolicy::EveryRecord).unwrap();
+        for i in 1..=10 {
+            log.append(&entry(i)).unwrap();
+        }
+        let keep: usize = lines(&path)[..7].iter().map(|l| l.len() + 1).sum();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(keep as u64).unwrap();
+        if also_appended {
+            // Cut, then grown past the old size by a writer that continues from seq 7 (the
+            // head file, which names seq 10, removed first).
+            std::fs::remove_file(head_path(&path)).unwrap();
+            let mut other = AuditLog::open(&path, FsyncPolicy::Never).unwrap();
+            for i in 8..=14 {
+                other.append(&entry(100 + i)).unwrap();
+            }
+            drop(other);
+            assert!(std::fs::metadata(&path).unwrap().len() > keep as u64);
+        }
+        let err = log.append(&entry(11)).unwrap_err();
+        assert!(
+            matches!(err, Error::CorruptTail { .. })
+                && err.to_string().contains("deleted from the end"),
+            "{err}"
+        );
+        assert!(matches!(
+            log.append(&entry(12)),
+            Err(Error::Poisoned { .. })
+        ));
+    }
+}
+
 #[test]
 fn the_memory_sink_uses_the_same_chain() {
     let sink = AuditSink::memory();
