@@ -861,6 +861,7 @@ pub fn check_against_export(
     // seq -> hash, from the export; a seq exported with two hashes is a mismatch by itself.
     let mut exported: BTreeMap<u64, Option<Sha256Digest>> = BTreeMap::new();
     let mut hosts = BTreeSet::new();
+    let host = host.map(riposte_syslog::format::exported_host_name);
     let mut reader = BufReader::new(File::open(export).map_err(io(export, "open"))?);
     let mut line = Vec::new();
     loop {
@@ -877,17 +878,12 @@ pub fn check_against_export(
             out.ignored_lines += 1;
             continue;
         };
-        match host {
-            Some(wanted) if anchor.host.as_deref() != Some(wanted) => {
-                out.other_hosts += 1;
-                continue;
-            }
-            Some(_) => {}
-            None => {
-                if hosts.len() <= MAX_HOSTS_NAMED {
-                    hosts.insert(anchor.host.clone().unwrap_or_else(|| "(none named)".into()));
-                }
-            }
+        if hosts.len() <= MAX_HOSTS_NAMED {
+            hosts.insert(anchor.host.clone().unwrap_or_else(|| "(none named)".into()));
+        }
+        if host.is_some() && anchor.host != host {
+            out.other_hosts += 1;
+            continue;
         }
         let hash = Sha256Digest::from_hex(&anchor.chain_hash);
         match exported.get(&anchor.seq) {
@@ -900,11 +896,23 @@ pub fn check_against_export(
             }
         }
     }
-    if hosts.len() > 1 {
-        return Err(Error::SeveralHosts {
-            export: export.to_path_buf(),
-            hosts: hosts.into_iter().take(MAX_HOSTS_NAMED).collect(),
-        });
+    let named = || hosts.iter().take(MAX_HOSTS_NAMED).cloned().collect();
+    match &host {
+        None if hosts.len() > 1 => {
+            return Err(Error::SeveralHosts {
+                export: export.to_path_buf(),
+                hosts: named(),
+            });
+        }
+        // A misspelt name must not pass as "nothing to compare".
+        Some(wanted) if exported.is_empty() && out.other_hosts > 0 => {
+            return Err(Error::HostNotInExport {
+                export: export.to_path_buf(),
+                host: wanted.clone(),
+                hosts: named(),
+            });
+        }
+        _ => {}
     }
     let last = report.head.map_or(0, |h| h.seq);
     let mut reader = BufReader::new(File::open(trail).map_err(io(trail, "open"))?);

@@ -170,6 +170,16 @@ pub enum Error {
         /// The host names its records carry (the first few).
         hosts: Vec<String>,
     },
+    /// `verify --against --host` named a host none of the export's records name.
+    #[error("{}: no exported record names the host {host:?}; the export's records name: {}", export.display(), hosts.join(", "))]
+    HostNotInExport {
+        /// The export file.
+        export: PathBuf,
+        /// The host asked for (as exported records spell it).
+        host: String,
+        /// The host names its records carry (the first few).
+        hosts: Vec<String>,
+    },
     /// Verification found a bad record.
     #[error("audit log {} line {line}{}: {problem}", path.display(), seq.map(|s| format!(" (seq {s})")).unwrap_or_default())]
     Tampered {

@@ -110,6 +110,12 @@ pub enum FormatError {
     FieldCollision(String),
 }
 
+/// A host name as an exported record names it (the RFC 5424 HOSTNAME rule: printable ASCII,
+/// others replaced by `_`, at most 255 characters): how to compare a name with an export's.
+pub fn exported_host_name(name: &str) -> String {
+    token(name, 255)
+}
+
 /// RFC 5424 header token: printable ASCII, bounded, `-` when empty.
 fn token(text: &str, max: usize) -> String {
     let out: String = text
@@ -463,7 +469,7 @@ impl AuditRecord {
         origin: &Origin,
     ) -> Result<OutgoingMessage, FormatError> {
         // The payload names the host too: a collector may store the payload alone.
-        let host = token(&origin.hostname, 255);
+        let host = exported_host_name(&origin.hostname);
         let body = match payload {
             RecordPayload::Json => self.to_json(Some(&host)),
             RecordPayload::Cef => self.to_cef(Some(&host))?,

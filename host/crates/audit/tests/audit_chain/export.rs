@@ -710,6 +710,14 @@ async fn verify_against_an_export_of_several_hosts_checks_the_one_named() {
         out.contains("10 records match the export (10 exported records of other hosts left out)"),
         "{out}"
     );
+    // A name spelt as configured (a space) is compared as exported records spell it (`_`);
+    // a name no record carries is an error, not "nothing to compare".
+    let spelt = check_against_export(&trails[0], &export, &options, Some("al pha")).unwrap_err();
+    assert!(
+        matches!(&spelt, riposte_audit::Error::HostNotInExport { host, hosts, .. }
+            if host == "al_pha" && hosts == &["alpha", "beta"]),
+        "{spelt}"
+    );
     // The other host's records under the same seqs contradict this trail.
     let crossed = check_against_export(&trails[0], &export, &options, Some("beta")).unwrap();
     assert!(crossed.is_tampered(), "{crossed}");
