@@ -195,7 +195,8 @@ pub struct ListenerConfig {
     pub max_message_bytes: usize,
     /// TCP and TLS connections at once (`max_connections`, default 64).
     pub max_connections: usize,
-    /// Connections at once from one address (`max_connections_per_source`, default 8).
+    /// Connections at once from one source, an IPv4 address or an IPv6 /64
+    /// (`max_connections_per_source`, default 8).
     pub max_connections_per_source: usize,
     /// Seconds a connection may stay without a message (`idle_timeout_secs`, default 300).
     pub idle_timeout_secs: u64,

@@ -1,13 +1,14 @@
 //! RFC 6587 framing of syslog over a stream (TCP, TLS), detected per message.
 //!
-//! A frame that starts with a digit `1`-`9` is octet-counted (`MSG-LEN SP MSG`); any other
-//! frame runs to the next LF (non-transparent framing; a CR before the LF and NUL, CR, LF or
-//! space bytes between frames are ignored). Memory is bounded by the limit:
+//! A frame that starts with a count (a digit `1`-`9`, at most [`MAX_COUNT_DIGITS`] digits,
+//! then a space) is octet-counted (`MSG-LEN SP MSG`); any other frame, one that starts with a
+//! timestamp's digits included, runs to the next LF or NUL (non-transparent framing, where
+//! some senders end a message with NUL; a CR before the end and NUL, CR, LF or space bytes
+//! between frames are ignored). Memory is bounded by the limit:
 //!
-//! - an octet count over the limit (or longer than the limit has digits) is refused before any
-//!   of the message is read, and the stream cannot be resynchronised: the decoder reports a
-//!   fatal [`DropReason::Oversized`];
-//! - a newline-framed message longer than the limit is discarded up to its LF, counted once
+//! - an octet-counted message over the limit is skipped as its bytes arrive (none is kept),
+//!   counted once as [`DropReason::Oversized`], and decoding carries on after it;
+//! - a newline-framed message longer than the limit is discarded up to its end, counted once
 //!   as [`DropReason::Oversized`], and decoding carries on with the next frame.
 
 use crate::stats::DropReason;
@@ -30,8 +31,19 @@ pub enum Decoded {
 #[derive(Clone, Debug)]
 pub struct FrameDecoder {
     max: usize,
-    max_digits: usize,
+    /// Inside an oversized newline-framed message: skipping to its end.
     skipping: bool,
+    /// Bytes of an oversized octet-counted message still to skip.
+    skip_bytes: usize,
+}
+
+/// The most digits read as an octet count (a count of up to 99,999,999 bytes, skipped when
+/// over the limit): a longer run of digits starts a newline-framed message (an epoch time).
+pub const MAX_COUNT_DIGITS: usize = 8;
+
+/// Whether `b` ends a newline-framed message.
+fn ends_message(b: &u8) -> bool {
+    matches!(b, b'\n' | b'\0')
 }
 
 impl FrameDecoder {
@@ -39,15 +51,19 @@ impl FrameDecoder {
     pub fn new(max_message_bytes: usize) -> Self {
         Self {
             max: max_message_bytes,
-            max_digits: max_message_bytes.to_string().len(),
             skipping: false,
+            skip_bytes: 0,
         }
     }
 
     /// Decodes the next frame from the front of `buf`, consuming what it used.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Decoded {
+        self.skip_counted(buf);
+        if self.skip_bytes > 0 {
+            return Decoded::NeedMore;
+        }
         if self.skipping {
-            match buf.iter().position(|b| *b == b'\n') {
+            match buf.iter().position(ends_message) {
                 Some(i) => {
                     buf.advance(i + 1);
                     self.skipping = false;
@@ -72,26 +88,30 @@ impl FrameDecoder {
 
     /// Whether part of a frame is buffered (or being skipped): the stream is mid-message.
     pub fn in_frame(&self, buf: &BytesMut) -> bool {
-        self.skipping || !buf.is_empty()
+        self.skipping || self.skip_bytes > 0 || !buf.is_empty()
     }
 
     fn octet_counted(&mut self, buf: &mut BytesMut) -> Decoded {
-        let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits > self.max_digits {
-            return Decoded::Fatal(DropReason::Oversized);
-        }
-        if digits == buf.len() {
+        let digits = buf
+            .iter()
+            .take(MAX_COUNT_DIGITS + 1)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits <= MAX_COUNT_DIGITS && digits == buf.len() {
             return Decoded::NeedMore;
         }
-        if buf[digits] != b' ' {
-            return Decoded::Fatal(DropReason::BadFraming);
+        if digits > MAX_COUNT_DIGITS || buf[digits] != b' ' {
+            return self.newline_framed(buf);
         }
         let len: usize = std::str::from_utf8(&buf[..digits])
             .ok()
             .and_then(|d| d.parse().ok())
-            .unwrap_or(usize::MAX);
+            .expect("at most 8 ASCII digits are a number");
         if len > self.max {
-            return Decoded::Fatal(DropReason::Oversized);
+            buf.advance(digits + 1);
+            self.skip_bytes = len;
+            self.skip_counted(buf);
+            return Decoded::Dropped(DropReason::Oversized);
         }
         if buf.len() < digits + 1 + len {
             return Decoded::NeedMore;
@@ -100,9 +120,16 @@ impl FrameDecoder {
         Decoded::Frame(buf.split_to(len).freeze())
     }
 
+    /// Skips what is buffered of an oversized octet-counted message.
+    fn skip_counted(&mut self, buf: &mut BytesMut) {
+        let n = self.skip_bytes.min(buf.len());
+        buf.advance(n);
+        self.skip_bytes -= n;
+    }
+
     fn newline_framed(&mut self, buf: &mut BytesMut) -> Decoded {
         let window = buf.len().min(self.max + 2);
-        match buf[..window].iter().position(|b| *b == b'\n') {
+        match buf[..window].iter().position(ends_message) {
             Some(i) => {
                 let mut end = i;
                 if end > 0 && buf[end - 1] == b'\r' {
@@ -117,7 +144,7 @@ impl FrameDecoder {
                 Decoded::Frame(frame)
             }
             None if buf.len() > self.max + 1 => {
-                match buf.iter().position(|b| *b == b'\n') {
+                match buf.iter().position(ends_message) {
                     Some(i) => buf.advance(i + 1),
                     None => {
                         buf.clear();
@@ -207,27 +234,43 @@ mod tests {
         let mut d = FrameDecoder::new(10);
         let mut buf = BytesMut::from(&b"10 0123456789"[..]);
         assert_eq!(all(&mut d, &mut buf), vec![frame_of("0123456789")]);
-        let mut buf = BytesMut::from(&b"11 "[..]);
+        // A count over the limit: its bytes are skipped as they come, none kept, and the
+        // next frame is read.
+        let mut buf = BytesMut::from(&b"20 0123456"[..]);
         assert_eq!(
             all(&mut d, &mut buf),
-            vec![Decoded::Fatal(DropReason::Oversized)]
+            vec![Decoded::Dropped(DropReason::Oversized)]
         );
-        // More digits than the limit has: refused before the space arrives.
-        let mut buf = BytesMut::from(&b"000"[..]);
-        buf[0] = b'1';
+        assert!(buf.is_empty() && d.in_frame(&buf), "skipping the rest");
+        buf.extend_from_slice(b"789abcdefghij4 next");
+        assert_eq!(all(&mut d, &mut buf), vec![frame_of("next")]);
+        // Digits that are no count start a newline-framed message: a timestamp, an epoch
+        // time longer than any count, digits and a letter.
+        let mut buf = BytesMut::from(&b"2024-05-16 x\n17000000001 y\n5x z\n"[..]);
+        let mut d = FrameDecoder::new(100);
         assert_eq!(
             all(&mut d, &mut buf),
-            vec![Decoded::Fatal(DropReason::Oversized)]
+            vec![
+                frame_of("2024-05-16 x"),
+                frame_of("17000000001 y"),
+                frame_of("5x z")
+            ]
         );
-        let mut buf = BytesMut::from(&b"99999999999999999999999 x"[..]);
+    }
+
+    /// Some senders end each message with NUL instead of LF.
+    #[test]
+    fn nul_ends_a_newline_framed_message() {
+        let mut d = FrameDecoder::new(10);
+        let mut buf = BytesMut::from(&b"<1>one\0<1>two\r\0<1>0123456789abc\0<1>four\0"[..]);
         assert_eq!(
             all(&mut d, &mut buf),
-            vec![Decoded::Fatal(DropReason::Oversized)]
-        );
-        let mut buf = BytesMut::from(&b"5x hello"[..]);
-        assert_eq!(
-            all(&mut d, &mut buf),
-            vec![Decoded::Fatal(DropReason::BadFraming)]
+            vec![
+                frame_of("<1>one"),
+                frame_of("<1>two"),
+                Decoded::Dropped(DropReason::Oversized),
+                frame_of("<1>four")
+            ]
         );
     }
 

@@ -24,10 +24,10 @@
 //!
 //! Everything a sender controls is bounded (defaults in [`config::defaults`]):
 //! - message size (`max_message_bytes`, default 8192): longer frames and datagrams are
-//!   dropped; an octet count announcing more is refused before reading and closes the
-//!   connection ([`framing`]);
+//!   dropped; the bytes of an octet-counted message announcing more are skipped unread, and
+//!   the next frame is read ([`framing`]);
 //! - connections: at most `max_connections` at once and `max_connections_per_source` per
-//!   address; a connection idle for `idle_timeout_secs` is closed, and a frame or TLS
+//!   source (an IPv4 address or an IPv6 /64); a connection idle for `idle_timeout_secs` is closed, and a frame or TLS
 //!   handshake must complete within `message_timeout_secs` of its first byte (slow senders);
 //! - rate: `rate_per_source` messages per second with a burst of `burst_per_source`, for at
 //!   most `max_sources` tracked addresses (the least recently seen makes room for a new

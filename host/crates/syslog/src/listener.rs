@@ -339,8 +339,10 @@ impl ConnLimits {
         self.per_source.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A place for a connection from `ip`, counted per source as rates are (an IPv6 /64 is
+    /// one source: one host holds them all).
     fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnPermit> {
-        let ip = ip.to_canonical();
+        let ip = rate_key(ip);
         let global = self.global.clone().try_acquire_owned().ok()?;
         let mut per_source = self.lock();
         if per_source

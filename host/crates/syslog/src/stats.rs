@@ -8,12 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {
     /// Longer than `max_message_bytes`: a frame or datagram over the limit, or an octet
-    /// count announcing more (that also closes the connection, since framing is lost).
+    /// count announcing more (its bytes are skipped, and the next frame read).
     Oversized,
     /// Cut short: the connection ended or timed out in the middle of a frame.
     Truncated,
-    /// An octet-counted frame whose count is not `digits SP` (closes the connection).
-    BadFraming,
     /// Not UTF-8, or holding control characters other than tab.
     Binary,
     /// No CEF record in the message.
@@ -35,10 +33,9 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 10] = [
         Self::Oversized,
         Self::Truncated,
-        Self::BadFraming,
         Self::Binary,
         Self::NotCef,
         Self::MalformedSyslog,
@@ -54,7 +51,6 @@ impl DropReason {
         match self {
             Self::Oversized => "oversized",
             Self::Truncated => "truncated",
-            Self::BadFraming => "bad_framing",
             Self::Binary => "binary",
             Self::NotCef => "not_cef",
             Self::MalformedSyslog => "malformed_syslog",

@@ -115,25 +115,33 @@ async fn odd_bytes_in_an_events_other_fields_do_not_hide_its_malop() {
     assert_eq!(listener.stats().dropped_total(), 0);
 }
 
-/// An octet count announcing more than the limit is refused before any of it is read, and
-/// the connection is closed (framing is lost); so is a count that is not a number.
+/// An octet count announcing more than the limit: its bytes are skipped as they arrive, none
+/// kept, and the connection goes on with the next frame. Digits that are no count (a header
+/// without `<PRI>` starting with its timestamp) start a newline-framed message.
 #[tokio::test]
-async fn an_oversized_or_bad_octet_count_closes_the_connection() {
+async fn an_oversized_octet_counted_message_is_skipped_and_the_stream_goes_on() {
     let config = ListenerConfig {
         max_message_bytes: 1024,
         ..config()
     };
-    let (listener, _hints) = start(&config).await;
+    let (listener, mut hints) = start(&config).await;
     let addr = listener.local_addrs().tcp.unwrap();
-    let mut client = tcp_send(addr, b"99999999999 ").await;
-    closed_by_peer(&mut client).await;
-    let mut client = tcp_send(addr, b"1025 <134>").await;
-    closed_by_peer(&mut client).await;
-    let mut client = tcp_send(addr, b"12x <134>").await;
-    closed_by_peer(&mut client).await;
-    let stats = wait_stats(&listener, "three refusals", |s| s.dropped_total() == 3).await;
-    assert_eq!(stats.dropped(DropReason::Oversized), 2);
-    assert_eq!(stats.dropped(DropReason::BadFraming), 1);
+    let filler = format!("<134>{}", "x".repeat(200_000));
+    let created = vendor_created();
+    let mut input = format!("{} {filler}{} {created}", filler.len(), created.len()).into_bytes();
+    input.extend_from_slice(b"12x not a count\n2024-05-16T03:10:41Z cr-server ");
+    input.extend_from_slice(vendor_machine_information().as_bytes());
+    input.push(b'\n');
+    let _client = tcp_send(addr, &input).await;
+    assert_eq!(next_hint(&mut hints).await.malop_id.as_str(), CREATED_ID);
+    assert_eq!(next_hint(&mut hints).await.malop_id.as_str(), MACHINE_ID);
+    let stats = wait_stats(&listener, "four messages", |s| {
+        s.count(Event::MessagesReceived) == 4
+    })
+    .await;
+    assert_eq!(stats.dropped(DropReason::Oversized), 1);
+    assert_eq!(stats.dropped(DropReason::NotCef), 1);
+    assert_eq!(stats.dropped_total(), 2);
 }
 
 /// A frame cut short by the end of the connection is counted as truncated, not parsed.
