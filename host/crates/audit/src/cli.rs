@@ -49,6 +49,33 @@ pub struct AuditKeygenArgs {
     pub file: PathBuf,
 }
 
+/// `riposte audit adopt-key <trail> --key <file>`: keys an unkeyed trail from its next record.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AuditAdoptKeyArgs {
+    /// The unkeyed trail (`[service.audit] path`).
+    pub trail: PathBuf,
+    /// The key to link its records by from now on (`[service.audit] key_file`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+}
+
+/// Runs `audit adopt-key`: checks the unkeyed chain, then appends the keyed record that
+/// adopts the key for it.
+pub fn run_adopt_key(args: &AuditAdoptKeyArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let key = ChainKey::load(&args.key)?;
+    let report = verify_with(&args.trail, &VerifyOptions::default())?;
+    let adopted = crate::AuditLog::adopt_key(&args.trail, key)?;
+    writeln!(
+        out,
+        "{}: {} unkeyed records verified; keyed from seq {} on (the audit-key-adopted record, hash {}); keep this line with the key",
+        args.trail.display(),
+        report.records,
+        adopted.seq,
+        adopted.hash
+    )?;
+    Ok(())
+}
+
 /// Runs `audit keygen`: writes 32 random bytes, mode 0600, to a new file.
 pub fn run_keygen(args: &AuditKeygenArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     ChainKey::generate(&args.file)?;

@@ -66,8 +66,8 @@ mod settings;
 mod verify;
 
 pub use cli::{
-    AuditKeygenArgs, AuditShowArgs, AuditVerifyArgs, render_record, render_time_ms, run_keygen,
-    run_show, run_verify,
+    AuditAdoptKeyArgs, AuditKeygenArgs, AuditShowArgs, AuditVerifyArgs, render_record,
+    render_time_ms, run_adopt_key, run_keygen, run_show, run_verify,
 };
 pub use export::{
     ExportAgainstReport, ExportHandle, ExportStats, ExportedAnchor, Exporter, check_against_export,
@@ -143,6 +143,26 @@ pub enum Error {
         path.display()
     )]
     KeyRequired {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A key is configured for a trail whose records are unkeyed: a key is adopted for a
+    /// trail once, by the operator, not by a restart (a keyed trail rewritten without the
+    /// key as an unkeyed one would otherwise be taken up as if nothing had happened).
+    #[error(
+        "audit log {}: its {records} records are unkeyed (sha256) but a key is configured. If the key is new for this trail, adopt it once: `riposte audit adopt-key {} --key KEYFILE`. If the trail was keyed before, it was rewritten without the key: keep it aside as evidence and check it with `riposte audit verify --key`",
+        path.display(),
+        path.display()
+    )]
+    KeyNotAdopted {
+        /// The file.
+        path: PathBuf,
+        /// Its unkeyed records.
+        records: u64,
+    },
+    /// `adopt-key` on a trail that is keyed already.
+    #[error("audit log {}: the trail is keyed already; there is nothing to adopt", path.display())]
+    AlreadyKeyed {
         /// The file.
         path: PathBuf,
     },

@@ -104,14 +104,43 @@ impl AuditLog {
 
     /// Opens the log at `path`, linking new records by HMAC under `key` when there is one.
     /// A keyed trail is refused without a key ([`Error::KeyRequired`]), and with a key its
-    /// last record must authenticate under it; an unkeyed trail opened with a key goes on
-    /// keyed.
+    /// last record must authenticate under it. A trail whose records are unkeyed is refused
+    /// with a key ([`Error::KeyNotAdopted`]) until the operator adopts the key for it
+    /// ([`AuditLog::adopt_key`]): otherwise a keyed trail rewritten whole without the key, as
+    /// an unkeyed one, would be taken up and go on keyed as if nothing had happened.
     pub fn open_keyed(
         path: impl AsRef<Path>,
         fsync: FsyncPolicy,
         key: Option<ChainKey>,
     ) -> Result<Self, Error> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_with(path.as_ref(), fsync, key, false)
+    }
+
+    /// Adopts `key` for the unkeyed trail at `path` (an operator's decision, `riposte audit
+    /// adopt-key`): appends a keyed `audit-key-adopted` record, which names how many
+    /// records came before it unkeyed, and forces it to disk. From then on the trail opens
+    /// with the key; its unkeyed records stay anchored by the first keyed one's link.
+    pub fn adopt_key(path: impl AsRef<Path>, key: ChainKey) -> Result<RecordRef, Error> {
+        let mut log = Self::open_with(path.as_ref(), FsyncPolicy::EveryRecord, Some(key), true)?;
+        let unkeyed = log.next_seq - 1;
+        let mut entry = Entry::new(
+            riposte_domain::now_ms(),
+            crate::Call::event("audit-key-adopted"),
+        );
+        entry.result =
+            crate::Redacted::from_value(serde_json::json!({ "unkeyed_records": unkeyed }));
+        let r = log.append(&entry)?;
+        log.sync()?;
+        Ok(r)
+    }
+
+    fn open_with(
+        path: &Path,
+        fsync: FsyncPolicy,
+        key: Option<ChainKey>,
+        adopt: bool,
+    ) -> Result<Self, Error> {
+        let path = path.to_path_buf();
         let io = |action: &'static str| {
             let path = path.clone();
             move |source| Error::Io {
@@ -129,7 +158,20 @@ impl AuditLog {
             .create(true)
             .open(&path)
             .map_err(io("open"))?;
-        let last = last_record(&path, &mut file, key.as_ref())?;
+        let tail = last_record(&path, &mut file, key.as_ref())?;
+        match tail {
+            Some((r, Link::Sha256)) if key.is_some() && !adopt => {
+                return Err(Error::KeyNotAdopted {
+                    path: path.clone(),
+                    records: r.seq,
+                });
+            }
+            Some((_, Link::HmacSha256)) if adopt => {
+                return Err(Error::AlreadyKeyed { path: path.clone() });
+            }
+            _ => {}
+        }
+        let last = tail.map(|(r, _)| r);
         // The last record's line number, counted only for a message: the file ends with it.
         let corrupt = |detail: String| match count_lines(&path, u64::MAX) {
             Ok(line) => Error::CorruptTail {
@@ -214,7 +256,7 @@ impl AuditLog {
                 .len();
             if len != self.known_len {
                 let path = self.path.clone();
-                let last = last_record(&path, &mut self.file, self.key.as_ref())?;
+                let last = last_record(&path, &mut self.file, self.key.as_ref())?.map(|(r, _)| r);
                 let ours = self.next_seq - 1;
                 // Other writers only append: a shorter file, or a tail before our last
                 // record, means records were cut off. Extending the chain from there would
@@ -441,7 +483,7 @@ fn last_record(
     path: &Path,
     file: &mut File,
     key: Option<&ChainKey>,
-) -> Result<Option<RecordRef>, Error> {
+) -> Result<Option<(RecordRef, Link)>, Error> {
     let io = |action: &'static str| {
         move |source| Error::Io {
             path: path.to_path_buf(),
@@ -477,7 +519,7 @@ fn last_record(
     };
     let offset = (start_of_last - pos) as usize;
     let last = &tail[offset..];
-    let corrupt = |detail: String| -> Result<Option<RecordRef>, Error> {
+    let corrupt = |detail: String| -> Result<Option<(RecordRef, Link)>, Error> {
         Err(Error::CorruptTail {
             path: path.to_path_buf(),
             line: count_lines(path, start_of_last)? + 1,
@@ -498,10 +540,13 @@ fn last_record(
         Ok(d) if d.link == Link::HmacSha256 && key.is_none() => Err(Error::KeyRequired {
             path: path.to_path_buf(),
         }),
-        Ok(d) => Ok(Some(RecordRef {
-            seq: d.seq,
-            hash: d.hash,
-        })),
+        Ok(d) => Ok(Some((
+            RecordRef {
+                seq: d.seq,
+                hash: d.hash,
+            },
+            d.link,
+        ))),
         Err(Tamper::MacMismatch) => corrupt(
             "the last record does not authenticate under the configured key: it was modified, or key_file is not this trail's key"
                 .into(),

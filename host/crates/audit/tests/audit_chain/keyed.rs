@@ -4,8 +4,8 @@
 use super::{entry, lines, no_head, rewrite, tampered};
 use hmac::{Hmac, Mac};
 use riposte_audit::{
-    AuditConfig, AuditLog, AuditVerifyArgs, ChainKey, Error, FsyncPolicy, GENESIS, Keying, Tamper,
-    VerifyOptions, run_verify, verify_with,
+    AuditAdoptKeyArgs, AuditConfig, AuditLog, AuditVerifyArgs, ChainKey, Error, FsyncPolicy,
+    GENESIS, Keying, Tamper, VerifyOptions, run_adopt_key, run_verify, verify_with,
 };
 use riposte_domain::Sha256Digest;
 use std::path::{Path, PathBuf};
@@ -199,10 +199,30 @@ fn unkeyed_and_legacy_trails_still_verify_and_can_become_keyed() {
     std::fs::remove_file(riposte_audit::head_path(&path)).unwrap();
     let report = verify_with(&path, &no_head()).unwrap();
     assert_eq!((report.records, report.keying), (4, Keying::Unkeyed));
-    // A key configured later: the chain goes on keyed from the next record.
-    let (_, key) = key_in(dir.path(), "audit.key");
+    // A key configured later is refused until the operator adopts it for the trail (a
+    // restart must not take up a keyed trail rewritten as an unkeyed one); adopting it
+    // appends the keyed record that anchors the unkeyed ones.
+    let (key_path, key) = key_in(dir.path(), "audit.key");
+    let refused = AuditLog::open_keyed(&path, FsyncPolicy::Never, Some(key.clone())).unwrap_err();
+    assert!(
+        matches!(refused, Error::KeyNotAdopted { records: 4, .. })
+            && refused.to_string().contains("riposte audit adopt-key"),
+        "{refused}"
+    );
+    let args = AuditAdoptKeyArgs {
+        trail: path.clone(),
+        key: key_path.clone(),
+    };
+    let mut out = Vec::new();
+    run_adopt_key(&args, &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("4 unkeyed records verified; keyed from seq 5"),
+        "{out}"
+    );
+    let again = run_adopt_key(&args, &mut Vec::new()).unwrap_err();
+    assert!(again.to_string().contains("keyed already"), "{again}");
     let mut log = AuditLog::open_keyed(&path, FsyncPolicy::Never, Some(key.clone())).unwrap();
-    log.append(&entry(5)).unwrap();
     log.append(&entry(6)).unwrap();
     drop(log);
     let report = verify_with(&path, &with_key(&key)).unwrap();
@@ -210,6 +230,39 @@ fn unkeyed_and_legacy_trails_still_verify_and_can_become_keyed() {
     assert!(
         report.to_string().contains("records 1..4 unkeyed"),
         "{report}"
+    );
+    // The unkeyed records are anchored by the first keyed one: rewriting them (a consistent
+    // unkeyed chain) breaks its link.
+    let original = lines(&path);
+    let forged = forge(&original, 0, Some("sha256"), &sha256, &|i, body| {
+        if i == 1 {
+            body.replace("inv-2", "inv-X")
+        } else {
+            body
+        }
+    });
+    let mut tampered = forged[..4].to_vec();
+    tampered.extend_from_slice(&original[4..]);
+    rewrite(&path, &tampered);
+    assert!(verify_with(&path, &with_key(&key)).is_err());
+}
+
+/// A keyed trail rewritten whole without the key, as an unkeyed chain, is not taken up by a
+/// restart of the writer (which would go on keyed and make it look adopted).
+#[test]
+fn a_keyed_trail_rewritten_as_an_unkeyed_one_is_refused_on_open() {
+    let (_dir, path, _, key) = keyed_log(5);
+    let rewritten = forge(&lines(&path), 0, Some("sha256"), &sha256, &|_, body| body);
+    rewrite(&path, &rewritten);
+    std::fs::remove_file(riposte_audit::head_path(&path)).unwrap();
+    let err = AuditLog::open_keyed(&path, FsyncPolicy::Never, Some(key)).unwrap_err();
+    assert!(
+        matches!(err, Error::KeyNotAdopted { records: 5, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("rewritten without the key"),
+        "{err}"
     );
 }
 

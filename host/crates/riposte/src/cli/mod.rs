@@ -97,6 +97,8 @@ pub(crate) enum AuditCommand {
     Show(riposte_audit::AuditShowArgs),
     /// Make a new key for a keyed chain (`[service.audit] key_file`).
     Keygen(riposte_audit::AuditKeygenArgs),
+    /// Key an unkeyed trail from its next record on (once, when a key is first configured).
+    AdoptKey(riposte_audit::AuditAdoptKeyArgs),
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
@@ -169,6 +171,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Keygen(args)) => {
             riposte_audit::run_keygen(&args, &mut std::io::stdout().lock())
+        }
+        Command::Audit(AuditCommand::AdoptKey(args)) => {
+            riposte_audit::run_adopt_key(&args, &mut std::io::stdout().lock())
         }
         Command::Db(command) => db::run(command).await,
         Command::Users(command) => users::run(command),
