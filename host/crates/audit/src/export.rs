@@ -114,7 +114,9 @@ fn cursor_error(path: &Path, detail: impl Into<String>) -> Error {
 }
 
 fn load_cursor(path: &Path) -> Result<Cursor, Error> {
-    match std::fs::read(path) {
+    let mut bytes = Vec::new();
+    let read = File::open(path).and_then(|f| f.take(4097).read_to_end(&mut bytes));
+    match read.map(|_| bytes) {
         Ok(bytes) if bytes.len() > 4096 => Err(cursor_error(path, "larger than a cursor")),
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| cursor_error(path, e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Cursor::default()),

@@ -42,7 +42,11 @@ pub(crate) enum HeadFile {
 
 /// Reads a head file; `Err(detail)` if it is unreadable.
 pub(crate) fn read_head_file(log: &Path) -> Result<HeadFile, String> {
-    match std::fs::read_to_string(head_path(log)) {
+    let mut text = String::new();
+    // A head file is HEAD_LEN bytes: a longer one is read no further than that shows.
+    let read = File::open(head_path(log))
+        .and_then(|f| f.take(4 * HEAD_LEN as u64).read_to_string(&mut text));
+    match read.map(|_| text) {
         Ok(text)
             if text
                 .trim_matches(|c: char| c == '\0' || c.is_whitespace())
@@ -514,6 +518,16 @@ fn last_record(
         }
         if pos == 0 {
             break 0;
+        }
+        if tail.len() as u64 > crate::export::MAX_LINE_BYTES {
+            return Err(Error::CorruptTail {
+                path: path.to_path_buf(),
+                line: count_lines(path, u64::MAX)?,
+                detail: format!(
+                    "the last line is longer than {} bytes, more than any record",
+                    crate::export::MAX_LINE_BYTES
+                ),
+            });
         }
         chunk = chunk.saturating_mul(2);
     };

@@ -2,11 +2,19 @@
 
 use super::log::read_head;
 use super::{ChainKey, DecisionKind, Error, GENESIS, Link, Record, RecordRef, decode};
+use crate::export::MAX_LINE_BYTES;
 use riposte_domain::{MalopId, PluginName, Sha256Digest};
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+
+/// A line longer than any record the writer makes: read no further.
+fn line_too_long() -> Tamper {
+    Tamper::Malformed(format!(
+        "a line longer than {MAX_LINE_BYTES} bytes, more than any record: not read"
+    ))
+}
 
 /// What is wrong with a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -344,7 +352,8 @@ fn scan(
     let mut keyed_from: Option<u64> = None;
     loop {
         buf.clear();
-        let n = reader
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES)
             .read_until(b'\n', &mut buf)
             .map_err(|source| Error::Io {
                 path: path.to_path_buf(),
@@ -356,6 +365,9 @@ fn scan(
         }
         line_no += 1;
         let expected_seq = head.map_or(1, |h| h.seq + 1);
+        if n as u64 == MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+            return Err(bad(line_no, Some(expected_seq), line_too_long()));
+        }
         if buf.last() != Some(&b'\n') {
             return Err(bad(line_no, Some(expected_seq), Tamper::Incomplete));
         }
@@ -489,7 +501,9 @@ pub struct Show {
     reader: BufReader<File>,
     filter: Filter,
     line: u64,
-    buf: String,
+    buf: Vec<u8>,
+    /// A line too long to read ended the listing.
+    ended: bool,
 }
 
 impl Iterator for Show {
@@ -497,9 +511,24 @@ impl Iterator for Show {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if self.ended {
+                return None;
+            }
             self.buf.clear();
-            match self.reader.read_line(&mut self.buf) {
+            match (&mut self.reader)
+                .take(MAX_LINE_BYTES)
+                .read_until(b'\n', &mut self.buf)
+            {
                 Ok(0) => return None,
+                Ok(n) if n as u64 == MAX_LINE_BYTES && self.buf.last() != Some(&b'\n') => {
+                    self.ended = true;
+                    return Some(Err(Error::Tampered {
+                        path: self.path.clone(),
+                        line: self.line + 1,
+                        seq: None,
+                        problem: Box::new(line_too_long()),
+                    }));
+                }
                 Ok(_) => {}
                 Err(source) => {
                     return Some(Err(Error::Io {
@@ -510,7 +539,8 @@ impl Iterator for Show {
                 }
             }
             self.line += 1;
-            let record: Record = match serde_json::from_str(self.buf.trim_end_matches('\n')) {
+            let line = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+            let record: Record = match serde_json::from_slice(line) {
                 Ok(r) => r,
                 Err(e) => {
                     return Some(Err(Error::Tampered {
@@ -542,6 +572,7 @@ pub fn show(path: impl AsRef<Path>, filter: Filter) -> Result<Show, Error> {
         reader: BufReader::new(file),
         filter,
         line: 0,
-        buf: String::new(),
+        buf: Vec::new(),
+        ended: false,
     })
 }

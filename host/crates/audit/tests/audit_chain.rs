@@ -488,6 +488,35 @@ fn a_writer_refuses_to_extend_a_trail_cut_short_under_it() {
     }
 }
 
+/// A line longer than any record (here 17 MiB without a newline, as a disk-filling attack
+/// would leave) is read no further than the limit: verify, show and the writer say so.
+#[test]
+fn a_giant_line_is_refused_without_reading_it_whole() {
+    let (_dir, path) = log_with(3);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &vec![b'a'; 17 << 20]).unwrap();
+    drop(file);
+    let err = verify(&path).unwrap_err();
+    assert!(
+        matches!(&err, Error::Tampered { line: 4, .. }) && err.to_string().contains("longer than"),
+        "{err}"
+    );
+    let shown: Vec<_> = show(&path, Filter::default()).unwrap().collect();
+    assert_eq!(shown.len(), 4);
+    assert!(
+        shown[3]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("longer than")
+    );
+    let err = AuditLog::open(&path, FsyncPolicy::Never).unwrap_err();
+    assert!(matches!(&err, Error::CorruptTail { .. }), "{err}");
+}
+
 #[test]
 fn the_memory_sink_uses_the_same_chain() {
     let sink = AuditSink::memory();
