@@ -448,9 +448,16 @@ pub(crate) fn looks_like_secret(text: &str) -> bool {
         "set-cookie:",
         "cookie:",
         "authorization:",
+        "bearer ",
         "password=",
         "passwd=",
+        "pwd=",
         "token=",
+        "secret=",
+        "api_key=",
+        "apikey=",
+        "api-key:",
+        "api-key=",
         "-----begin",
     ]
     .iter()
@@ -764,6 +771,21 @@ mod tests {
         assert!(!text.contains("ABCDEF"), "{text}");
         assert!(text.contains("host-1"));
         assert!(text.contains("admin"));
+        // Credentials in free text, as a plugin's reason or a server's message may carry.
+        for text in [
+            "Authorization: Bearer eyJhbGciOi",
+            "X-Api-Key: abc123",
+            "client_secret=abc123",
+            "url?api_key=abc123",
+            "pwd=abc123",
+        ] {
+            let value = Redacted::from_value(serde_json::json!({ "note": text }));
+            let shown = serde_json::to_string(&value).unwrap();
+            assert!(
+                !shown.contains("abc123") && !shown.contains("eyJ"),
+                "{shown}"
+            );
+        }
         assert!(is_secret_key("Set-Cookie"));
         assert!(is_secret_key("X_Auth_Token"));
         assert!(!is_secret_key("machine_guid"));
