@@ -26,7 +26,7 @@
 //! metrics).
 
 use super::{Error, ExportConfig, Sha256Digest, VerifyOptions, verify_with};
-use crate::log::{HeadFile, read_head_file};
+use crate::log::read_head;
 use riposte_syslog::format::{
     AuditRecord, Facility, Origin, Priority, RecordPayload, Severity, exported_anchor,
 };
@@ -163,30 +163,27 @@ enum ReadProblem {
 /// whether the file ended there.
 type Chunk = (Vec<(Vec<u8>, u64)>, bool);
 
-/// The complete lines (without their `\n`, each with the offset just after it) of the file at
-/// `trail` from byte `from`, at most `max`; and whether the file ended (a line still being
-/// written counts as the end). Blocking.
 /// [`read_lines`] after the record `after`, up to the last record on disk only: under
 /// `fsync = "batch"` or N the head file names the last record forced to disk (written at
 /// each sync; empty before the first), and a record a power cut could still take back must
 /// not reach the SIEM (after the restart its seq would name another record). Stopped there,
-/// the chunk ends the trail. A trail without a head file (or with an unreadable one, which
-/// opening the trail reports) is read to its end.
+/// the chunk ends the trail. The writer creates the head file when it opens the trail, so a
+/// head file gone (deleted under the service) or unreadable names nothing on disk: the
+/// export waits (its lag shows it) rather than send records a power cut could take back.
 fn read_durable(trail: &Path, from: u64, after: u64, max: usize) -> Result<Chunk, ReadProblem> {
-    let durable = match read_head_file(trail) {
-        Ok(HeadFile::Names(head)) => Some(head.seq),
-        Ok(HeadFile::NamesNothing) => Some(0),
-        Ok(HeadFile::Missing) | Err(_) => None,
-    };
-    match durable.map(|durable| durable.saturating_sub(after)) {
-        Some(0) => Ok((Vec::new(), true)),
-        Some(on_disk) if (on_disk as usize) <= max => {
+    let durable = read_head(trail).ok().flatten().map_or(0, |head| head.seq);
+    match durable.saturating_sub(after) {
+        0 => Ok((Vec::new(), true)),
+        on_disk if (on_disk as usize) <= max => {
             read_lines(trail, from, on_disk as usize).map(|(lines, _)| (lines, true))
         }
         _ => read_lines(trail, from, max),
     }
 }
 
+/// The complete lines (without their `\n`, each with the offset just after it) of the file at
+/// `trail` from byte `from`, at most `max`; and whether the file ended (a line still being
+/// written counts as the end). Blocking.
 fn read_lines(trail: &Path, from: u64, max: usize) -> Result<Chunk, ReadProblem> {
     let mut file = match File::open(trail) {
         Ok(f) => f,

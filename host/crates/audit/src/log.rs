@@ -19,29 +19,10 @@ pub fn head_path(log: &Path) -> PathBuf {
 /// Size of the head file: the JSON, padded with spaces, then `\n`.
 const HEAD_LEN: usize = 128;
 
-/// Reads a head file; `Ok(None)` if there is none or it names nothing, `Err(detail)` if it
-/// is unreadable.
+/// Reads a head file; `Ok(None)` if there is none or it names nothing (empty, as created on
+/// open, or all zero bytes: a power cut hit it between its creation and the fsync of its
+/// first write), `Err(detail)` if it is unreadable.
 pub(crate) fn read_head(log: &Path) -> Result<Option<RecordRef>, String> {
-    read_head_file(log).map(|head| match head {
-        HeadFile::Names(r) => Some(r),
-        HeadFile::Missing | HeadFile::NamesNothing => None,
-    })
-}
-
-/// What a head file says.
-pub(crate) enum HeadFile {
-    /// There is none (a trail written before head files, or not by an [`AuditLog`]).
-    Missing,
-    /// It exists and names no record: empty, as created on open, until the first record
-    /// forced to disk (or all zero bytes: a power cut hit it between its creation and the
-    /// fsync of its first write).
-    NamesNothing,
-    /// The last record forced to disk (for `"every-record"` and `"never"`: the last written).
-    Names(RecordRef),
-}
-
-/// Reads a head file; `Err(detail)` if it is unreadable.
-pub(crate) fn read_head_file(log: &Path) -> Result<HeadFile, String> {
     let mut text = String::new();
     // A head file is HEAD_LEN bytes: a longer one is read no further than that shows.
     let read = File::open(head_path(log))
@@ -52,12 +33,12 @@ pub(crate) fn read_head_file(log: &Path) -> Result<HeadFile, String> {
                 .trim_matches(|c: char| c == '\0' || c.is_whitespace())
                 .is_empty() =>
         {
-            Ok(HeadFile::NamesNothing)
+            Ok(None)
         }
         Ok(text) => serde_json::from_str(text.trim())
-            .map(HeadFile::Names)
+            .map(Some)
             .map_err(|e| format!("head file {}: {e}", head_path(log).display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HeadFile::Missing),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("head file {}: {e}", head_path(log).display())),
     }
 }

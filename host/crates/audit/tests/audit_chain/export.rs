@@ -525,6 +525,36 @@ async fn under_fsync_every_n_records_only_records_on_disk_are_exported() {
     assert_eq!(assert_all_arrived(&received, &path), 0);
 }
 
+/// A head file deleted under the writer names nothing on disk any more: the export waits,
+/// and goes on once a writer that opened the trail again forces a record to disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_file_gone_holds_the_export_back() {
+    let (_dir, path, addr, received) = trail_and_collector().await;
+    let sink = AuditSink::open(&path, FsyncPolicy::Batch).unwrap();
+    append(&sink, 1..=5);
+    sink.barrier().unwrap();
+    let handle = Exporter::new(&config(&addr, 50), &path)
+        .start(Some(sink.subscribe()))
+        .unwrap();
+    wait_cursor(&handle, 5).await;
+    std::fs::remove_file(head_path(&path)).unwrap();
+    append(&sink, 6..=8);
+    sink.barrier().unwrap();
+    let exported = exported_after_polls(&handle, &received).await;
+    assert_eq!(
+        exported,
+        (1..=5).collect(),
+        "nothing past the head file's loss"
+    );
+    drop(sink);
+    let sink = AuditSink::open(&path, FsyncPolicy::Batch).unwrap();
+    append(&sink, 9..=9);
+    sink.barrier().unwrap();
+    wait_cursor(&handle, 9).await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(assert_all_arrived(&received, &path), 0);
+}
+
 /// The seqs the collector received, once the export polled the trail several times more.
 async fn exported_after_polls(handle: &ExportHandle, received: &Received) -> BTreeSet<u64> {
     let mut stats = handle.stats();
