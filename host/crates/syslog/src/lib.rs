@@ -29,7 +29,8 @@
 //! - connections: at most `max_connections` at once and `max_connections_per_source` per
 //!   source (an IPv4 address or an IPv6 /64); a connection idle for `idle_timeout_secs` is closed, and a frame or TLS
 //!   handshake must complete within `message_timeout_secs` of its first byte (slow senders);
-//! - rate: `rate_per_source` messages per second with a burst of `burst_per_source`, for at
+//! - rate: `rate_per_source` messages per second with a burst of `burst_per_source` (kept
+//!   apart for datagrams, whose source can be forged, and for connections), for at
 //!   most `max_sources` tracked addresses (the least recently seen makes room for a new
 //!   one); excess messages are dropped;
 //! - sources: `allowed_sources` (addresses and CIDR networks) refuses others at accept or per

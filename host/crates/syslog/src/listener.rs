@@ -210,14 +210,28 @@ struct Ctx {
     config: ListenerConfig,
     counters: Arc<Counters>,
     coalescer: Coalescer,
-    rates: SourceRates,
+    /// Rates of messages over TCP and TLS, whose source address is real.
+    stream_rates: SourceRates,
+    /// Rates of datagrams, kept apart: a datagram's source can be forged, and forged
+    /// datagrams must not use up the rate of the server's own connection.
+    datagram_rates: SourceRates,
     conns: Arc<ConnLimits>,
+}
+
+/// How a message came in.
+#[derive(Clone, Copy)]
+enum Carrier {
+    /// A TCP or TLS connection.
+    Stream,
+    /// A UDP datagram.
+    Datagram,
 }
 
 impl Ctx {
     fn new(config: ListenerConfig, counters: Arc<Counters>, coalescer: Coalescer) -> Self {
         Self {
-            rates: SourceRates::new(&config),
+            stream_rates: SourceRates::new(&config),
+            datagram_rates: SourceRates::new(&config),
             conns: Arc::new(ConnLimits::new(&config)),
             config,
             counters,
@@ -230,9 +244,13 @@ impl Ctx {
     }
 
     /// One whole message from `peer`.
-    fn handle(&self, peer: SocketAddr, raw: &[u8]) {
+    fn handle(&self, peer: SocketAddr, carrier: Carrier, raw: &[u8]) {
         self.counters.count(Event::MessagesReceived);
-        if !self.rates.check(peer.ip()) {
+        let rates = match carrier {
+            Carrier::Stream => &self.stream_rates,
+            Carrier::Datagram => &self.datagram_rates,
+        };
+        if !rates.check(peer.ip()) {
             self.dropped(peer, DropReason::RateLimited);
             return;
         }
@@ -455,7 +473,7 @@ async fn read_frames<S: AsyncRead + Unpin>(mut stream: S, peer: SocketAddr, ctx:
         let mut progressed = false;
         loop {
             match decoder.decode(&mut buf) {
-                Decoded::Frame(frame) => ctx.handle(peer, &frame),
+                Decoded::Frame(frame) => ctx.handle(peer, Carrier::Stream, &frame),
                 Decoded::Dropped(reason) => ctx.received_dropped(peer, reason),
                 Decoded::Fatal(reason) => return ctx.received_dropped(peer, reason),
                 Decoded::NeedMore => break,
@@ -504,7 +522,7 @@ async fn udp_loop(socket: UdpSocket, ctx: Arc<Ctx>, mut shutdown: watch::Receive
                     } else if len > max {
                         ctx.received_dropped(peer, DropReason::Oversized);
                     } else {
-                        ctx.handle(peer, &buf[..len]);
+                        ctx.handle(peer, Carrier::Datagram, &buf[..len]);
                     }
                 }
                 Err(error) => tracing::debug!(%error, "syslog UDP receive failed"),

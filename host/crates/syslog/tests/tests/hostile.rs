@@ -297,7 +297,7 @@ async fn connection_limits() {
 }
 
 /// Past its burst, a source's messages are dropped as rate-limited (the others still count
-/// as received); another Malop from another source is unaffected by the first's rate.
+/// as received); its connections keep a rate of their own.
 #[tokio::test]
 async fn per_source_rate_limit() {
     let config = ListenerConfig {
@@ -326,4 +326,13 @@ async fn per_source_rate_limit() {
         "{limited} rate-limited of 30 with a burst of 5"
     );
     assert_eq!(stats.count(Event::MalopEvents) + limited, 30);
+    // Datagrams (whose source anyone can forge) do not use up the rate of the same
+    // address's connection.
+    let tcp = listener.local_addrs().tcp.unwrap();
+    let _client = tcp_send(tcp, format!("{}\n", vendor_created()).as_bytes()).await;
+    let stats = wait_stats(&listener, "the message over TCP", |s| {
+        s.count(Event::MessagesReceived) == 31
+    })
+    .await;
+    assert_eq!(stats.dropped(DropReason::RateLimited), limited);
 }
