@@ -64,7 +64,31 @@ pub fn parse_message(raw: &[u8]) -> Result<Parsed, DropReason> {
 }
 
 fn parse_text(text: &str) -> Result<Parsed, DropReason> {
-    let (header, cef_text) = split_syslog(text)?;
+    match split_syslog(text) {
+        Ok((header, cef_text)) => parse_cef(header, cef_text),
+        Err(DropReason::NotCef) => match relayed_cef(text) {
+            Some(cef_text) => parse_cef(HeaderKind::Rfc5424, &cef_text),
+            None => Err(DropReason::NotCef),
+        },
+        Err(reason) => Err(reason),
+    }
+}
+
+/// The CEF record of a message a relay re-wrote as RFC 5424 after reading `CEF:` as the
+/// original's tag (rsyslog does): APP-NAME `CEF`, the message `0|Cybereason|...`.
+fn relayed_cef(text: &str) -> Option<String> {
+    let parsed = syslog_loose::parse_message(text, syslog_loose::Variant::RFC5424);
+    let msg = parsed.msg.trim_start();
+    let version_first = msg.split_once('|').is_some_and(|(version, _)| {
+        !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit())
+    });
+    (matches!(parsed.protocol, syslog_loose::Protocol::RFC5424(_))
+        && parsed.appname == Some("CEF")
+        && version_first)
+        .then(|| format!("CEF:{msg}"))
+}
+
+fn parse_cef(header: HeaderKind, cef_text: &str) -> Result<Parsed, DropReason> {
     let record = cef::parse(cef_text).map_err(|_| DropReason::MalformedCef)?;
     malop_event(&record).map(|found| match found {
         Some((malop_id, event)) => Parsed::Malop {
@@ -279,6 +303,23 @@ mod tests {
             "CEF:0|Cybereason|Cybereason|1.0|6|Malop User Added|5|cs1={ID} cs1Label=MalopId"
         ));
         assert_eq!(event, MalopEvent::Other);
+    }
+
+    /// rsyslog reads `CEF:` as the tag of a message without a header and, forwarding as RFC
+    /// 5424, writes it as the APP-NAME: the record is read back whole.
+    #[test]
+    fn a_relay_that_took_cef_for_the_tag_loses_no_event() {
+        let (id, event, header) = malop(&format!(
+            "<134>1 2024-05-16T03:10:41.123Z relay-1 CEF - - - 1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1={ID}"
+        ));
+        assert_eq!(
+            (id.as_str(), event, header),
+            (ID, MalopEvent::Created, HeaderKind::Rfc5424)
+        );
+        assert_eq!(
+            parse_message(b"<134>1 2024-05-16T03:10:41Z relay-1 app - - - 1|Cybereason|x"),
+            Err(DropReason::NotCef)
+        );
     }
 
     /// A key given twice with one value, as a forwarder that adds its own fields may do,
