@@ -120,6 +120,35 @@ fn cef_start(text: &str) -> Option<usize> {
 
 /// Checks that `header` is a whole syslog header with nothing after it.
 fn header_kind(header: &str) -> Result<HeaderKind, DropReason> {
+    match header_kind_exact(header) {
+        Err(reason) => match without_fraction(header) {
+            Some(plain) => header_kind_exact(&plain),
+            None => Err(reason),
+        },
+        found => found,
+    }
+}
+
+/// `header` without the fraction of its first `HH:MM:SS.fff` time: an RFC 3164 timestamp
+/// with fractional seconds, as syslog-ng writes with `frac-digits`, which the parser reads
+/// no further than the seconds.
+fn without_fraction(header: &str) -> Option<String> {
+    let b = header.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    let start = (0..b.len()).find(|&i| {
+        [0, 1, 3, 4, 6, 7].iter().all(|&k| digit(i + k))
+            && b.get(i + 2) == Some(&b':')
+            && b.get(i + 5) == Some(&b':')
+            && b.get(i + 8) == Some(&b'.')
+            && digit(i + 9)
+    })? + 8;
+    let end = (start + 1..=b.len())
+        .find(|&i| !digit(i))
+        .unwrap_or(b.len());
+    Some(format!("{}{}", &header[..start], &header[end..]))
+}
+
+fn header_kind_exact(header: &str) -> Result<HeaderKind, DropReason> {
     let message = syslog_loose::parse_message_with_year_exact_tz(
         header,
         // The header's time is never used; a leap year keeps `Feb 29` parseable.
@@ -303,6 +332,15 @@ mod tests {
             "CEF:0|Cybereason|Cybereason|1.0|6|Malop User Added|5|cs1={ID} cs1Label=MalopId"
         ));
         assert_eq!(event, MalopEvent::Other);
+    }
+
+    /// syslog-ng writes RFC 3164 times with fractional seconds (`frac-digits`).
+    #[test]
+    fn an_rfc3164_time_with_fractional_seconds_is_a_header() {
+        let (id, _, header) = malop(&format!(
+            "<134>May 16 03:10:41.123 relay-1 cybereason: CEF:1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1={ID}"
+        ));
+        assert_eq!((id.as_str(), header), (ID, HeaderKind::Rfc3164));
     }
 
     /// rsyslog reads `CEF:` as the tag of a message without a header and, forwarding as RFC
