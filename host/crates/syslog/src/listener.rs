@@ -491,9 +491,12 @@ async fn read_frames<S: AsyncRead + Unpin>(mut stream: S, peer: SocketAddr, ctx:
         }
         let deadline = frame_deadline.unwrap_or(idle_deadline);
         buf.reserve(READ_CHUNK);
+        // A message being skipped (over the limit) was counted when the skipping began;
+        // only one still buffered is cut short.
+        let partial = !buf.is_empty();
         match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => {
-                if mid_frame {
+                if partial {
                     ctx.received_dropped(peer, DropReason::Truncated);
                 }
                 return;
@@ -501,7 +504,10 @@ async fn read_frames<S: AsyncRead + Unpin>(mut stream: S, peer: SocketAddr, ctx:
             Ok(Ok(_)) => {}
             Err(_) if frame_deadline.is_some() => {
                 ctx.counters.count(Event::ConnectionsSlowTimeout);
-                return ctx.received_dropped(peer, DropReason::Truncated);
+                if partial {
+                    ctx.received_dropped(peer, DropReason::Truncated);
+                }
+                return;
             }
             Err(_) => return ctx.counters.count(Event::ConnectionsIdleTimeout),
         }

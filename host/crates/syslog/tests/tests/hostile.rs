@@ -144,6 +144,32 @@ async fn an_oversized_octet_counted_message_is_skipped_and_the_stream_goes_on() 
     assert_eq!(stats.dropped_total(), 2);
 }
 
+/// A connection that ends while an oversized message is skipped: that message was counted
+/// once, as oversized, and is not counted again as truncated.
+#[tokio::test]
+async fn a_message_being_skipped_is_counted_once() {
+    let config = ListenerConfig {
+        max_message_bytes: 1024,
+        ..config()
+    };
+    let (listener, _hints) = start(&config).await;
+    let addr = listener.local_addrs().tcp.unwrap();
+    for start in ["5000 <134>", "<134>"] {
+        let mut partial = start.as_bytes().to_vec();
+        partial.extend_from_slice(&[b'x'; 2000]);
+        let mut client = tcp_send(addr, &partial).await;
+        client.shutdown().await.unwrap();
+        closed_by_peer(&mut client).await;
+    }
+    let stats = wait_stats(&listener, "both closes", |s| {
+        s.count(Event::ConnectionsClosed) == 2
+    })
+    .await;
+    assert_eq!(stats.count(Event::MessagesReceived), 2);
+    assert_eq!(stats.dropped(DropReason::Oversized), 2);
+    assert_eq!(stats.dropped(DropReason::Truncated), 0);
+}
+
 /// A frame cut short by the end of the connection is counted as truncated, not parsed.
 #[tokio::test]
 async fn a_frame_cut_by_the_end_of_the_connection_is_truncated() {
