@@ -35,6 +35,9 @@ pub struct FrameDecoder {
     skipping: bool,
     /// Bytes of an oversized octet-counted message still to skip.
     skip_bytes: usize,
+    /// Bytes at the front of the buffer already searched for the end of a newline-framed
+    /// message (a message trickling in a byte at a time is searched once, not once a byte).
+    searched: usize,
 }
 
 /// The most digits read as an octet count (a count of up to 99,999,999 bytes, skipped when
@@ -53,6 +56,7 @@ impl FrameDecoder {
             max: max_message_bytes,
             skipping: false,
             skip_bytes: 0,
+            searched: 0,
         }
     }
 
@@ -129,7 +133,10 @@ impl FrameDecoder {
 
     fn newline_framed(&mut self, buf: &mut BytesMut) -> Decoded {
         let window = buf.len().min(self.max + 2);
-        match buf[..window].iter().position(ends_message) {
+        let from = self.searched.min(window);
+        let found = buf[from..window].iter().position(ends_message);
+        self.searched = if found.is_some() { 0 } else { window };
+        match found.map(|i| from + i) {
             Some(i) => {
                 let mut end = i;
                 if end > 0 && buf[end - 1] == b'\r' {
@@ -144,7 +151,12 @@ impl FrameDecoder {
                 Decoded::Frame(frame)
             }
             None if buf.len() > self.max + 1 => {
-                match buf.iter().position(ends_message) {
+                self.searched = 0;
+                match buf[window..]
+                    .iter()
+                    .position(ends_message)
+                    .map(|i| window + i)
+                {
                     Some(i) => buf.advance(i + 1),
                     None => {
                         buf.clear();
