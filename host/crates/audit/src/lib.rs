@@ -231,8 +231,9 @@ pub enum FsyncPolicy {
     /// cut may lose the records written since the last barrier, which are those of work
     /// that is done again after the restart; never the decision record of an action sent.
     Batch,
-    /// After every N records (`N`): a power cut may lose up to N-1 records. The head file
-    /// names the last record forced to disk, as under `Batch`.
+    /// After every N records (`N`), and at the writer's durability barriers as under
+    /// `Batch`: a power cut may lose up to N-1 records. The head file names the last record
+    /// forced to disk, as under `Batch`.
     Interval(u64),
     /// Never (`"never"`): the OS decides; for tests and benchmarks.
     Never,

@@ -143,7 +143,13 @@ impl AuditLog {
             .create(true)
             .open(&path)
             .map_err(io("open"))?;
-        let tail = last_record(&path, &mut file, key.as_ref())?;
+        // Under the file's lock, so that another writer's append cannot fall between reading
+        // the last record and the size: both must describe the same file.
+        file.lock().map_err(io("lock"))?;
+        let read = last_record(&path, &mut file, key.as_ref())
+            .and_then(|tail| Ok((tail, file.metadata().map_err(io("read the size of"))?.len())));
+        let _ = file.unlock();
+        let (tail, known_len) = read?;
         match tail {
             Some((r, Link::Sha256)) if key.is_some() && !adopt => {
                 return Err(Error::KeyNotAdopted {
@@ -198,7 +204,6 @@ impl AuditLog {
             Some(r) => (r.seq + 1, r.hash),
             None => (1, GENESIS),
         };
-        let known_len = file.metadata().map_err(io("read the size of"))?.len();
         Ok(Self {
             path,
             file,
@@ -438,7 +443,10 @@ impl AuditLog {
                 path: self.path.clone(),
             });
         }
-        if self.fsync == FsyncPolicy::Batch && self.needs_sync() {
+        // Under N, a barrier forces the records since the last group too: the head file
+        // names only records on disk, and the export must not wait for N more.
+        let groups = matches!(self.fsync, FsyncPolicy::Batch | FsyncPolicy::Interval(_));
+        if groups && self.needs_sync() {
             return self.sync();
         }
         self.sync_head()

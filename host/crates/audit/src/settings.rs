@@ -88,8 +88,9 @@ impl AuditConfig {
 /// where the directories exist, so a symbolic link is no way around the rule).
 fn within_trail_dir(key: &Path, trail: &Path) -> bool {
     let dir = |p: &Path| {
-        let parent = p.parent().unwrap_or(Path::new("")).to_path_buf();
-        canonical_prefix(&parent)
+        // A bare file name (a configuration read from the working directory) is in ".".
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        canonical_prefix(parent.unwrap_or(Path::new(".")))
     };
     dir(key).starts_with(dir(trail))
 }

@@ -521,6 +521,10 @@ async fn under_fsync_every_n_records_only_records_on_disk_are_exported() {
     );
     append(&sink, 11..=12);
     wait_cursor(&handle, 12).await;
+    // A barrier forces the rest of a group, which then goes out too.
+    append(&sink, 13..=13);
+    sink.barrier().unwrap();
+    wait_cursor(&handle, 13).await;
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
     assert_eq!(assert_all_arrived(&received, &path), 0);
 }

@@ -320,6 +320,14 @@ fn the_key_file_must_live_outside_the_audit_directory() {
         let text = format!("{:?}", config.resolve(dir.path()));
         assert!(text.contains("or below it"), "{inside}: {text}");
     }
+    // A configuration read from the working directory (`--config riposte.toml`): the trail
+    // beside it, the key elsewhere.
+    let mut config: AuditConfig = toml::from_str(&format!(
+        "key_file = {:?}\n",
+        dir.path().join("k/trail.key")
+    ))
+    .unwrap();
+    assert!(config.resolve(Path::new("")).is_empty());
     let mut config: AuditConfig =
         toml::from_str("path = \"audit/trail.jsonl\"\nkey_file = \"keys/trail.key\"\n").unwrap();
     assert!(config.resolve(dir.path()).is_empty());
