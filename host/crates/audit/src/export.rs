@@ -829,6 +829,26 @@ impl std::fmt::Display for ExportAgainstReport {
     }
 }
 
+/// Notes an exported record's hash under its seq: a second copy with the same hash is a
+/// duplicate; with another hash (or `None`, copies that already disagree), the seq's hash
+/// becomes `None`, a mismatch whatever the trail holds.
+fn note_anchor(
+    map: &mut BTreeMap<u64, Option<Sha256Digest>>,
+    seq: u64,
+    hash: Option<Sha256Digest>,
+    duplicates: &mut u64,
+) {
+    match map.get(&seq) {
+        Some(seen) if seen.is_some() && *seen == hash => *duplicates += 1,
+        Some(_) => {
+            map.insert(seq, None);
+        }
+        None => {
+            map.insert(seq, hash);
+        }
+    }
+}
+
 /// The most host names an error about an export of several hosts lists.
 const MAX_HOSTS_NAMED: usize = 16;
 
@@ -859,6 +879,9 @@ pub fn check_against_export(
     let mut out = ExportAgainstReport::default();
     // seq -> hash, from the export; a seq exported with two hashes is a mismatch by itself.
     let mut exported: BTreeMap<u64, Option<Sha256Digest>> = BTreeMap::new();
+    // Records exported before payloads named their host (a collector that keeps payloads
+    // alone): this trail's, unless the export names another host.
+    let mut unnamed: BTreeMap<u64, Option<Sha256Digest>> = BTreeMap::new();
     let mut hosts = BTreeSet::new();
     let host = host.map(riposte_syslog::format::exported_host_name);
     let mut reader = BufReader::new(File::open(export).map_err(io(export, "open"))?);
@@ -877,22 +900,27 @@ pub fn check_against_export(
             out.ignored_lines += 1;
             continue;
         };
+        let hash = Sha256Digest::from_hex(&anchor.chain_hash);
+        let Some(named) = anchor.host else {
+            note_anchor(&mut unnamed, anchor.seq, hash, &mut out.duplicates);
+            continue;
+        };
+        let other = host.as_ref().is_some_and(|wanted| *wanted != named);
         if hosts.len() <= MAX_HOSTS_NAMED {
-            hosts.insert(anchor.host.clone().unwrap_or_else(|| "(none named)".into()));
+            hosts.insert(named);
         }
-        if host.is_some() && anchor.host != host {
+        if other {
             out.other_hosts += 1;
             continue;
         }
-        let hash = Sha256Digest::from_hex(&anchor.chain_hash);
-        match exported.get(&anchor.seq) {
-            Some(seen) if *seen == hash => out.duplicates += 1,
-            Some(_) => {
-                exported.insert(anchor.seq, None);
-            }
-            None => {
-                exported.insert(anchor.seq, hash);
-            }
+        note_anchor(&mut exported, anchor.seq, hash, &mut out.duplicates);
+    }
+    let other_named = hosts.iter().any(|h| host.as_ref().is_some_and(|w| w != h));
+    if other_named || hosts.len() > 1 {
+        out.other_hosts += unnamed.len() as u64;
+    } else {
+        for (seq, hash) in unnamed {
+            note_anchor(&mut exported, seq, hash, &mut out.duplicates);
         }
     }
     let named = || hosts.iter().take(MAX_HOSTS_NAMED).cloned().collect();

@@ -752,6 +752,34 @@ async fn verify_against_an_export_of_several_hosts_checks_the_one_named() {
             if host == "al_pha" && hosts == &["alpha", "beta"]),
         "{spelt}"
     );
+    // Records exported before payloads named their host, beside newer ones of one host:
+    // this trail's, checked with the rest.
+    let older = dir.path().join("older-export.log");
+    let alpha: Vec<String> = stored
+        .iter()
+        .filter(|l| l.contains("\"host\":\"alpha\""))
+        .enumerate()
+        .map(|(i, l)| {
+            if i % 2 == 0 {
+                l.replace("\"host\":\"alpha\",", "")
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    assert_eq!(alpha.len(), 10);
+    std::fs::write(&older, alpha.join("\n") + "\n").unwrap();
+    let report = check_against_export(&trails[0], &older, &options, None).unwrap();
+    assert_eq!((report.matched, report.other_hosts), (10, 0), "{report}");
+    // Beside two named hosts they cannot be told apart: left out, not checked.
+    let mixed = dir.path().join("mixed-export.log");
+    std::fs::write(
+        &mixed,
+        [stored.join("\n"), alpha.join("\n")].join("\n") + "\n",
+    )
+    .unwrap();
+    let report = check_against_export(&trails[0], &mixed, &options, Some("alpha")).unwrap();
+    assert_eq!((report.matched, report.other_hosts), (10, 15), "{report}");
     // The other host's records under the same seqs contradict this trail.
     let crossed = check_against_export(&trails[0], &export, &options, Some("beta")).unwrap();
     assert!(crossed.is_tampered(), "{crossed}");
