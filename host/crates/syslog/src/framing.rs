@@ -2,9 +2,9 @@
 //!
 //! A frame that starts with a count (a digit `1`-`9`, at most [`MAX_COUNT_DIGITS`] digits,
 //! then a space) is octet-counted (`MSG-LEN SP MSG`); any other frame, one that starts with a
-//! timestamp's digits included, runs to the next LF or NUL (non-transparent framing, where
-//! some senders end a message with NUL; a CR before the end and NUL, CR, LF or space bytes
-//! between frames are ignored). Memory is bounded by the limit:
+//! timestamp's digits included, runs to the next LF, or to a NUL that ends it (some senders
+//! end messages with NUL; see [`message_end`]) (non-transparent framing; a CR before the end
+//! and NUL, CR, LF or space bytes between frames are ignored). Memory is bounded by the limit:
 //!
 //! - an octet-counted message over the limit is skipped as its bytes arrive (none is kept),
 //!   counted once as [`DropReason::Oversized`], and decoding carries on after it;
@@ -44,9 +44,17 @@ pub struct FrameDecoder {
 /// over the limit): a longer run of digits starts a newline-framed message (an epoch time).
 pub const MAX_COUNT_DIGITS: usize = 8;
 
-/// Whether `b` ends a newline-framed message.
-fn ends_message(b: &u8) -> bool {
-    matches!(b, b'\n' | b'\0')
+/// The first end of a newline-framed message in `buf[from..to]`: an LF, or a NUL that is the
+/// last byte buffered or comes before what only starts a message or a gap (`<`, the `C` of
+/// `CEF:`, NUL, CR, LF). A NUL inside a message is content (read as a space when parsed).
+fn message_end(buf: &[u8], from: usize, to: usize) -> Option<usize> {
+    (from..to).find(|&i| match buf[i] {
+        b'\n' => true,
+        b'\0' => buf
+            .get(i + 1)
+            .is_none_or(|next| matches!(next, b'<' | b'C' | b'\0' | b'\r' | b'\n')),
+        _ => false,
+    })
 }
 
 impl FrameDecoder {
@@ -67,7 +75,7 @@ impl FrameDecoder {
             return Decoded::NeedMore;
         }
         if self.skipping {
-            match buf.iter().position(ends_message) {
+            match message_end(buf, 0, buf.len()) {
                 Some(i) => {
                     buf.advance(i + 1);
                     self.skipping = false;
@@ -134,9 +142,9 @@ impl FrameDecoder {
     fn newline_framed(&mut self, buf: &mut BytesMut) -> Decoded {
         let window = buf.len().min(self.max + 2);
         let from = self.searched.min(window);
-        let found = buf[from..window].iter().position(ends_message);
+        let found = message_end(buf, from, window);
         self.searched = if found.is_some() { 0 } else { window };
-        match found.map(|i| from + i) {
+        match found {
             Some(i) => {
                 let mut end = i;
                 if end > 0 && buf[end - 1] == b'\r' {
@@ -152,11 +160,7 @@ impl FrameDecoder {
             }
             None if buf.len() > self.max + 1 => {
                 self.searched = 0;
-                match buf[window..]
-                    .iter()
-                    .position(ends_message)
-                    .map(|i| window + i)
-                {
+                match message_end(buf, window, buf.len()) {
                     Some(i) => buf.advance(i + 1),
                     None => {
                         buf.clear();
@@ -270,9 +274,16 @@ mod tests {
         );
     }
 
-    /// Some senders end each message with NUL instead of LF.
+    /// Some senders end each message with NUL instead of LF; a NUL inside a message is
+    /// content.
     #[test]
     fn nul_ends_a_newline_framed_message() {
+        let mut d = FrameDecoder::new(100);
+        let mut buf = BytesMut::from(&b"<1>a\0b\0CEF:0|x\0"[..]);
+        assert_eq!(
+            all(&mut d, &mut buf),
+            vec![frame_of("<1>a\0b"), frame_of("CEF:0|x")]
+        );
         let mut d = FrameDecoder::new(10);
         let mut buf = BytesMut::from(&b"<1>one\0<1>two\r\0<1>0123456789abc\0<1>four\0"[..]);
         assert_eq!(

@@ -66,11 +66,12 @@ pub fn parse_message(raw: &[u8]) -> Result<Parsed, DropReason> {
 fn parse_text(text: &str) -> Result<Parsed, DropReason> {
     match split_syslog(text) {
         Ok((header, cef_text)) => parse_cef(header, cef_text),
-        Err(DropReason::NotCef) => match relayed_cef(text) {
+        // A relayed record has no `CEF:` of its own: one inside a field (a command line)
+        // makes the text before it no header.
+        Err(reason) => match relayed_cef(text) {
             Some(cef_text) => parse_cef(HeaderKind::Rfc5424, &cef_text),
-            None => Err(DropReason::NotCef),
+            None => Err(reason),
         },
-        Err(reason) => Err(reason),
     }
 }
 
@@ -354,6 +355,11 @@ mod tests {
             (id.as_str(), event, header),
             (ID, MalopEvent::Created, HeaderKind::Rfc5424)
         );
+        // A `CEF:` in one of its fields does not hide it.
+        let (id, _, _) = malop(&format!(
+            "<134>1 2024-05-16T03:10:41Z relay-1 CEF - - - 1|Cybereason|Cybereason||Malop|Malop Created|10|cs1Label=malopId cs1={ID} cs3=cmd /c echo CEF:x"
+        ));
+        assert_eq!(id.as_str(), ID);
         assert_eq!(
             parse_message(b"<134>1 2024-05-16T03:10:41Z relay-1 app - - - 1|Cybereason|x"),
             Err(DropReason::NotCef)
