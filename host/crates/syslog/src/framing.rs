@@ -3,9 +3,9 @@
 //! A frame that starts with a count (a digit `1`-`9`, at most [`MAX_COUNT_DIGITS`] digits,
 //! then a space) is octet-counted (`MSG-LEN SP MSG`); any other frame, one that starts with a
 //! timestamp's digits included, runs to the next LF, or to a NUL that ends it (some senders
-//! end messages with NUL: the last byte buffered, or one before `<`, `CEF:` or a gap)
-//! (non-transparent framing; a CR before the end
-//! and NUL, CR, LF or space bytes between frames are ignored). Memory is bounded by the limit:
+//! end messages with NUL: the last byte buffered, or one before `<`, `CEF:` or a gap). This is
+//! non-transparent framing; a CR before the end and NUL, CR, LF or space bytes between frames
+//! are ignored. Memory is bounded by the limit:
 //!
 //! - an octet-counted message over the limit is skipped as its bytes arrive (none is kept),
 //!   counted once as [`DropReason::Oversized`], and decoding carries on after it;
