@@ -19,7 +19,7 @@ pub enum DropReason {
     /// The text before the CEF record is not a whole RFC 5424 or RFC 3164 header (or the
     /// message is empty).
     MalformedSyslog,
-    /// The CEF record is malformed (truncated header, unknown version, duplicate key, ...).
+    /// The CEF record is malformed (truncated header, unknown version, stray text, ...).
     MalformedCef,
     /// A Malop event without `cs1` labelled `malopId`.
     NoMalopId,
