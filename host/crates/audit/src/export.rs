@@ -27,6 +27,7 @@
 
 use super::{Error, ExportConfig, Sha256Digest, VerifyOptions, verify_with};
 use crate::log::read_head;
+use crate::{MAX_LINE_BYTES, read_line};
 use riposte_syslog::format::{
     AuditRecord, Facility, Origin, Priority, RecordPayload, Severity, exported_anchor,
 };
@@ -42,9 +43,6 @@ use tokio::task::JoinHandle;
 
 pub use riposte_syslog::format::ExportedAnchor;
 
-/// The longest trail line read back (by the exporter, where a longer one stops the export with
-/// an error, and by a writer checking that the file goes on where it left it).
-pub(crate) const MAX_LINE_BYTES: u64 = 16 << 20;
 /// Records written and not yet confirmed that the exporter keeps track of; beyond it, it
 /// waits for confirmations before reading on.
 const MAX_UNCONFIRMED: usize = 100_000;
@@ -204,14 +202,10 @@ fn read_lines(trail: &Path, from: u64, max: usize) -> Result<Chunk, ReadProblem>
     let mut offset = from;
     while lines.len() < max {
         let mut line = Vec::new();
-        let n = (&mut reader)
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| ReadProblem::Io("read", e))?;
+        let n = read_line(&mut reader, &mut line)
+            .map_err(|e| ReadProblem::Io("read", e))?
+            .ok_or(ReadProblem::TooLong)?;
         if n == 0 || line.last() != Some(&b'\n') {
-            if n as u64 >= MAX_LINE_BYTES {
-                return Err(ReadProblem::TooLong);
-            }
             // The end, or a record being written: read again later.
             return Ok((lines, true));
         }

@@ -87,6 +87,27 @@ use serde_json::Value;
 use std::fmt;
 use std::path::PathBuf;
 
+/// The longest trail line read back: more than any record the writer makes, so a longer one
+/// is damage (or a disk-filling attack) and is not read whole.
+pub(crate) const MAX_LINE_BYTES: u64 = 16 << 20;
+
+/// Reads one line (its `\n` kept) into `buf`, cleared first, never more than
+/// [`MAX_LINE_BYTES`]: `Some(n)` for the `n` bytes read (0 at the end of the file, no `\n`
+/// for a last line being written), `None` for a line longer than the limit.
+pub(crate) fn read_line(
+    reader: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<usize>> {
+    use std::io::{BufRead, Read};
+    buf.clear();
+    let n = reader
+        .by_ref()
+        .take(MAX_LINE_BYTES)
+        .read_until(b'\n', buf)?;
+    let too_long = n as u64 == MAX_LINE_BYTES && buf.last() != Some(&b'\n');
+    Ok((!too_long).then_some(n))
+}
+
 /// The `prev` of the first record: 64 zeros.
 pub const GENESIS: Sha256Digest = Sha256Digest([0; 32]);
 

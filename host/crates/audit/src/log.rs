@@ -1,11 +1,12 @@
 //! Writing the trail: the file log, the in-memory log, and the thread-safe sink.
 
 use super::{
-    ChainKey, Entry, Error, FsyncPolicy, GENESIS, Link, RecordRef, Tamper, decode, encode,
+    ChainKey, Entry, Error, FsyncPolicy, GENESIS, Link, MAX_LINE_BYTES, RecordRef, Tamper, decode,
+    encode, read_line,
 };
 use riposte_domain::Sha256Digest;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -288,12 +289,8 @@ impl AuditLog {
         let read = self
             .file
             .seek(SeekFrom::Start(self.known_len))
-            .and_then(|_| {
-                std::io::BufReader::new(&mut self.file)
-                    .take(crate::export::MAX_LINE_BYTES)
-                    .read_until(b'\n', &mut line)
-            });
-        if read.is_err() {
+            .and_then(|_| read_line(&mut std::io::BufReader::new(&mut self.file), &mut line));
+        if !matches!(read, Ok(Some(_))) {
             return false;
         }
         let text = String::from_utf8_lossy(&line);
@@ -508,13 +505,13 @@ fn last_record(
         if pos == 0 {
             break 0;
         }
-        if tail.len() as u64 > crate::export::MAX_LINE_BYTES {
+        if tail.len() as u64 > MAX_LINE_BYTES {
             return Err(Error::CorruptTail {
                 path: path.to_path_buf(),
                 line: count_lines(path, u64::MAX)?,
                 detail: format!(
                     "the last line is longer than {} bytes, more than any record",
-                    crate::export::MAX_LINE_BYTES
+                    MAX_LINE_BYTES
                 ),
             });
         }

@@ -2,11 +2,11 @@
 
 use super::log::read_head;
 use super::{ChainKey, DecisionKind, Error, GENESIS, Link, Record, RecordRef, decode};
-use crate::export::MAX_LINE_BYTES;
+use crate::{MAX_LINE_BYTES, read_line};
 use riposte_domain::{MalopId, PluginName, Sha256Digest};
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 /// A line longer than any record the writer makes: read no further.
@@ -351,21 +351,17 @@ fn scan(
     let mut head: Option<RecordRef> = None;
     let mut keyed_from: Option<u64> = None;
     loop {
-        buf.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                action: "read",
-                source,
-            })?;
-        if n == 0 {
+        let read = read_line(&mut reader, &mut buf).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            action: "read",
+            source,
+        })?;
+        if read == Some(0) {
             break;
         }
         line_no += 1;
         let expected_seq = head.map_or(1, |h| h.seq + 1);
-        if n as u64 == MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+        if read.is_none() {
             return Err(bad(line_no, Some(expected_seq), line_too_long()));
         }
         if buf.last() != Some(&b'\n') {
@@ -514,13 +510,9 @@ impl Iterator for Show {
             if self.ended {
                 return None;
             }
-            self.buf.clear();
-            match (&mut self.reader)
-                .take(MAX_LINE_BYTES)
-                .read_until(b'\n', &mut self.buf)
-            {
-                Ok(0) => return None,
-                Ok(n) if n as u64 == MAX_LINE_BYTES && self.buf.last() != Some(&b'\n') => {
+            match read_line(&mut self.reader, &mut self.buf) {
+                Ok(Some(0)) => return None,
+                Ok(None) => {
                     self.ended = true;
                     return Some(Err(Error::Tampered {
                         path: self.path.clone(),
@@ -529,7 +521,7 @@ impl Iterator for Show {
                         problem: Box::new(line_too_long()),
                     }));
                 }
-                Ok(_) => {}
+                Ok(Some(_)) => {}
                 Err(source) => {
                     return Some(Err(Error::Io {
                         path: self.path.clone(),
