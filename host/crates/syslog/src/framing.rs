@@ -32,13 +32,22 @@ pub enum Decoded {
 #[derive(Clone, Debug)]
 pub struct FrameDecoder {
     max: usize,
-    /// Inside an oversized newline-framed message: skipping to its end.
-    skipping: bool,
-    /// Bytes of an oversized octet-counted message still to skip.
-    skip_bytes: usize,
+    /// What is being discarded of a message over the limit.
+    skip: Skip,
     /// Bytes at the front of the buffer already searched for the end of a newline-framed
     /// message (a message trickling in a byte at a time is searched once, not once a byte).
     searched: usize,
+}
+
+/// What the decoder is discarding of a message over the limit, as its bytes arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Skip {
+    /// Nothing: decoding frames.
+    Nothing,
+    /// A newline-framed message, up to its end.
+    ToMessageEnd,
+    /// An octet-counted message: this many bytes more.
+    Bytes(usize),
 }
 
 /// The most digits read as an octet count (a count of up to 99,999,999 bytes, skipped when
@@ -63,29 +72,15 @@ impl FrameDecoder {
     pub fn new(max_message_bytes: usize) -> Self {
         Self {
             max: max_message_bytes,
-            skipping: false,
-            skip_bytes: 0,
+            skip: Skip::Nothing,
             searched: 0,
         }
     }
 
     /// Decodes the next frame from the front of `buf`, consuming what it used.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Decoded {
-        self.skip_counted(buf);
-        if self.skip_bytes > 0 {
+        if !self.discard(buf) {
             return Decoded::NeedMore;
-        }
-        if self.skipping {
-            match message_end(buf, 0, buf.len()) {
-                Some(i) => {
-                    buf.advance(i + 1);
-                    self.skipping = false;
-                }
-                None => {
-                    buf.clear();
-                    return Decoded::NeedMore;
-                }
-            }
         }
         let gap = buf
             .iter()
@@ -101,7 +96,7 @@ impl FrameDecoder {
 
     /// Whether part of a frame is buffered (or being skipped): the stream is mid-message.
     pub fn in_frame(&self, buf: &BytesMut) -> bool {
-        self.skipping || self.skip_bytes > 0 || !buf.is_empty()
+        self.skip != Skip::Nothing || !buf.is_empty()
     }
 
     fn octet_counted(&mut self, buf: &mut BytesMut) -> Decoded {
@@ -122,8 +117,8 @@ impl FrameDecoder {
             .expect("at most 8 ASCII digits are a number");
         if len > self.max {
             buf.advance(digits + 1);
-            self.skip_bytes = len;
-            self.skip_counted(buf);
+            self.skip = Skip::Bytes(len);
+            self.discard(buf);
             return Decoded::Dropped(DropReason::Oversized);
         }
         if buf.len() < digits + 1 + len {
@@ -133,11 +128,28 @@ impl FrameDecoder {
         Decoded::Frame(buf.split_to(len).freeze())
     }
 
-    /// Skips what is buffered of an oversized octet-counted message.
-    fn skip_counted(&mut self, buf: &mut BytesMut) {
-        let n = self.skip_bytes.min(buf.len());
-        buf.advance(n);
-        self.skip_bytes -= n;
+    /// Discards what is buffered of the message being skipped; whether it is gone whole.
+    fn discard(&mut self, buf: &mut BytesMut) -> bool {
+        match self.skip {
+            Skip::Nothing => return true,
+            Skip::Bytes(left) => {
+                let n = left.min(buf.len());
+                buf.advance(n);
+                self.skip = Skip::Bytes(left - n);
+                if n < left {
+                    return false;
+                }
+            }
+            Skip::ToMessageEnd => match message_end(buf, 0, buf.len()) {
+                Some(i) => buf.advance(i + 1),
+                None => {
+                    buf.clear();
+                    return false;
+                }
+            },
+        }
+        self.skip = Skip::Nothing;
+        true
     }
 
     fn newline_framed(&mut self, buf: &mut BytesMut) -> Decoded {
@@ -165,7 +177,7 @@ impl FrameDecoder {
                     Some(i) => buf.advance(i + 1),
                     None => {
                         buf.clear();
-                        self.skipping = true;
+                        self.skip = Skip::ToMessageEnd;
                     }
                 }
                 Decoded::Dropped(DropReason::Oversized)
