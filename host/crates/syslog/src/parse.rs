@@ -78,6 +78,10 @@ fn parse_text(text: &str) -> Result<Parsed, DropReason> {
 /// The CEF record of a message a relay re-wrote as RFC 5424 after reading `CEF:` as the
 /// original's tag (rsyslog does): APP-NAME `CEF`, the message `0|Cybereason|...`.
 fn relayed_cef(text: &str) -> Option<String> {
+    // Most messages that reach here are junk: parse again only what can be such a relay's.
+    if !(text.starts_with('<') && text.contains(" CEF ")) {
+        return None;
+    }
     let parsed = syslog_loose::parse_message(text, syslog_loose::Variant::RFC5424);
     let msg = parsed.msg.trim_start();
     let version_first = msg.split_once('|').is_some_and(|(version, _)| {
