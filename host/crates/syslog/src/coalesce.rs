@@ -7,38 +7,148 @@
 //! when the consumer takes the hint, not when the event arrived, so a slow consumer cannot
 //! receive two hints for one Malop closer together than the interval.
 //!
-//! The table of Malops (waiting, or in their interval) holds at most `capacity` entries.
-//! When it is full, an event for a new Malop is dropped and counted
-//! ([`DropReason::CoalesceOverflow`]): Malops already waiting keep their place, so a flood of
-//! forged ids cannot push out a real one that arrived first; the poll loop is the safety net
-//! for what is dropped. Nothing is dropped because the consumer is slow: hints wait in the
-//! table (at most one per Malop) and the listener never waits for the consumer.
+//! Sources are served fairly. Ready hints are handed over in turn by source (an IPv4
+//! address or an IPv6 /64, [`source_key`]), so a flood from one sender does not queue ahead
+//! of another sender's events. The table of Malops (waiting, or in their interval) holds at
+//! most `capacity` entries; when it is full, an event for a new Malop from a source that
+//! holds fewer entries than the largest source takes that source's place: its oldest Malop
+//! in its interval is forgotten (or, if it has none, its newest waiting hint is dropped).
+//! Otherwise the new event is dropped. Either way the loss is counted
+//! ([`DropReason::CoalesceOverflow`]) and the poll loop is the safety net. So a flood of
+//! forged ids, from one source or a few, can neither push out the Malops already waiting
+//! from others nor keep a quieter sender's new events out of the table. Nothing is dropped
+//! because the consumer is slow: hints wait in the table (at most one per Malop) and the
+//! listener never waits for the consumer.
 
-use crate::malop::{MalopHint, MalopId};
+use crate::malop::{MalopHint, MalopId, source_key};
 use crate::stats::{Counters, DropReason, Event};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Entry {
-    /// A hint waiting for the consumer (the Malop is then in `State::ready`).
+    /// The source whose share of the table the Malop counts in (the first event's).
+    source: IpAddr,
+    /// A hint waiting for the consumer (the Malop is then in its source's `ready`).
     ready: Option<MalopHint>,
     /// A hint merged during the interval after the last hand-over.
     pending: Option<MalopHint>,
+    /// Which hand-over the interval runs from (records of earlier intervals are stale).
+    handed_over: u64,
+}
+
+/// One source's share of the table.
+#[derive(Debug, Default)]
+struct Source {
+    /// Its Malops whose `ready` hint waits for the consumer, oldest first.
+    ready: VecDeque<MalopId>,
+    /// Its Malops in their interval, oldest hand-over first (with the hand-over's number;
+    /// records of Malops forgotten since are skipped).
+    cooling: VecDeque<(u64, MalopId)>,
+    /// Its entries in the table.
+    tracked: usize,
 }
 
 #[derive(Debug, Default)]
 struct State {
     entries: HashMap<MalopId, Entry>,
-    /// Malops whose `ready` hint waits for the consumer, oldest first.
-    ready: VecDeque<MalopId>,
+    sources: HashMap<IpAddr, Source>,
+    /// Sources by their number of entries, to find the largest.
+    by_size: BTreeSet<(usize, IpAddr)>,
+    /// Sources with ready hints, in turn order.
+    turns: VecDeque<IpAddr>,
     /// Malops in their interval after a hand-over, by deadline (the interval is constant,
-    /// so deadlines are in push order).
-    cooling: VecDeque<(Instant, MalopId)>,
+    /// so deadlines are in push order), with the hand-over's number.
+    cooling: VecDeque<(Instant, u64, MalopId)>,
+    /// Hand-overs so far.
+    handed_over: u64,
     closed: bool,
+}
+
+impl State {
+    /// Changes `source`'s entry count by one, keeping `by_size` in step; a source with no
+    /// entries left is forgotten.
+    fn resize(&mut self, source: IpAddr, grow: bool) {
+        let tracked = self.sources.get(&source).map_or(0, |s| s.tracked);
+        self.by_size.remove(&(tracked, source));
+        let tracked = if grow { tracked + 1 } else { tracked - 1 };
+        if tracked == 0 {
+            self.sources.remove(&source);
+            return;
+        }
+        self.by_size.insert((tracked, source));
+        self.sources.entry(source).or_default().tracked = tracked;
+    }
+
+    /// Queues `id`'s ready hint behind its source's others, giving the source a turn if it
+    /// had none.
+    fn push_ready(&mut self, source: IpAddr, id: MalopId) {
+        let queue = &mut self.sources.entry(source).or_default().ready;
+        if queue.is_empty() {
+            self.turns.push_back(source);
+        }
+        queue.push_back(id);
+    }
+
+    fn insert(&mut self, source: IpAddr, hint: MalopHint) {
+        let id = hint.malop_id.clone();
+        self.resize(source, true);
+        self.entries.insert(
+            id.clone(),
+            Entry {
+                source,
+                ready: Some(hint),
+                pending: None,
+                handed_over: 0,
+            },
+        );
+        self.push_ready(source, id);
+    }
+
+    fn forget(&mut self, id: &MalopId) {
+        if let Some(entry) = self.entries.remove(id) {
+            self.resize(entry.source, false);
+        }
+    }
+
+    /// Makes room for an entry of `source` in a full table by taking one from the largest
+    /// source, if that holds at least two more than `source` does. Returns whether it did.
+    fn evict_for(&mut self, source: IpAddr) -> bool {
+        let Some(&(largest, victim)) = self.by_size.last() else {
+            return false;
+        };
+        let own = self.sources.get(&source).map_or(0, |s| s.tracked);
+        if largest < own + 2 {
+            return false;
+        }
+        let Some(share) = self.sources.get_mut(&victim) else {
+            return false;
+        };
+        // The oldest Malop in its interval first (only its rate limit is forgotten), then
+        // the newest waiting hint.
+        while let Some((number, id)) = share.cooling.pop_front() {
+            if self
+                .entries
+                .get(&id)
+                .is_some_and(|e| e.handed_over == number && e.ready.is_none())
+            {
+                self.forget(&id);
+                return true;
+            }
+        }
+        if let Some(id) = share.ready.pop_back() {
+            if share.ready.is_empty() {
+                self.turns.retain(|s| *s != victim);
+            }
+            self.forget(&id);
+            return true;
+        }
+        false
+    }
 }
 
 #[derive(Debug)]
@@ -60,23 +170,30 @@ impl Shared {
     /// Moves Malops whose interval ended: pending hints become ready, the rest are forgotten.
     fn expire(&self, state: &mut State, now: Instant) -> bool {
         let mut readied = false;
-        while let Some((deadline, _)) = state.cooling.front() {
+        while let Some((deadline, _, _)) = state.cooling.front() {
             if *deadline > now {
                 break;
             }
-            let (_, id) = state.cooling.pop_front().expect("front exists");
+            let (_, number, id) = state.cooling.pop_front().expect("front exists");
             let Some(entry) = state.entries.get_mut(&id) else {
                 continue;
             };
+            if entry.handed_over != number || entry.ready.is_some() {
+                continue;
+            }
+            let source = entry.source;
+            if let Some(share) = state.sources.get_mut(&source) {
+                while share.cooling.front().is_some_and(|(n, _)| *n <= number) {
+                    share.cooling.pop_front();
+                }
+            }
             match entry.pending.take() {
                 Some(hint) => {
                     entry.ready = Some(hint);
-                    state.ready.push_back(id);
+                    state.push_ready(source, id);
                     readied = true;
                 }
-                None => {
-                    state.entries.remove(&id);
-                }
+                None => state.forget(&id),
             }
         }
         readied
@@ -84,11 +201,31 @@ impl Shared {
 
     fn take(&self, state: &mut State, now: Instant) -> Option<MalopHint> {
         self.expire(state, now);
-        while let Some(id) = state.ready.pop_front() {
-            let Some(hint) = state.entries.get_mut(&id).and_then(|e| e.ready.take()) else {
+        while let Some(source) = state.turns.pop_front() {
+            let Some(share) = state.sources.get_mut(&source) else {
                 continue;
             };
-            state.cooling.push_back((now + self.interval, id));
+            let Some(id) = share.ready.pop_front() else {
+                continue;
+            };
+            if !share.ready.is_empty() {
+                state.turns.push_back(source);
+            }
+            state.handed_over += 1;
+            let number = state.handed_over;
+            let Some(entry) = state.entries.get_mut(&id) else {
+                continue;
+            };
+            let Some(hint) = entry.ready.take() else {
+                continue;
+            };
+            entry.handed_over = number;
+            state
+                .cooling
+                .push_back((now + self.interval, number, id.clone()));
+            if let Some(share) = state.sources.get_mut(&source) {
+                share.cooling.push_back((number, id));
+            }
             self.counters.count(Event::HintsDelivered);
             return Some(hint);
         }
@@ -143,19 +280,16 @@ impl Coalescer {
             if slot.replace(hint).is_some() {
                 shared.counters.count(Event::Coalesced);
             }
-        } else if state.entries.len() >= shared.capacity {
-            shared.counters.dropped(DropReason::CoalesceOverflow);
-            return;
         } else {
-            let id = hint.malop_id.clone();
-            state.entries.insert(
-                id.clone(),
-                Entry {
-                    ready: Some(hint),
-                    pending: None,
-                },
-            );
-            state.ready.push_back(id);
+            let source = source_key(hint.source.ip());
+            if state.entries.len() >= shared.capacity {
+                // Either the largest source loses an entry or this event is lost.
+                shared.counters.dropped(DropReason::CoalesceOverflow);
+                if !state.evict_for(source) {
+                    return;
+                }
+            }
+            state.insert(source, hint);
             wake = true;
         }
         shared.counters.count(Event::MalopEvents);
@@ -195,10 +329,14 @@ pub enum TryRecvError {
 ///   a table of at most `max_tracked_malops` Malops (waiting, or inside their interval). A
 ///   slow consumer therefore costs nothing but that table, and the listener never waits
 ///   for it; taking a hint never waits for the listener beyond a short lock.
-/// - When the table is full, an event for a new Malop is dropped and counted
-///   ([`DropReason::CoalesceOverflow`]): the newest is dropped and the Malops already
-///   tracked keep their place, so a flood of forged ids cannot push out a real Malop that
-///   arrived first. The poll loop is the safety net for what is dropped.
+/// - Ready hints are handed over in turn by source, so one sender's flood does not delay
+///   another's events.
+/// - When the table is full, an event for a new Malop takes the place of an entry of the
+///   source holding the most (its oldest Malop in its interval, else its newest waiting
+///   hint) if that source holds at least two more than the event's source; otherwise the
+///   event is dropped. Either loss is counted ([`DropReason::CoalesceOverflow`]); the poll
+///   loop is the safety net for it. A flood of forged ids thus cannot fill the table
+///   against a quieter sender.
 #[derive(Debug)]
 pub struct HintReceiver {
     shared: Arc<Shared>,
@@ -217,7 +355,7 @@ impl HintReceiver {
                 if state.closed {
                     return None;
                 }
-                state.cooling.front().map(|(deadline, _)| *deadline)
+                state.cooling.front().map(|(deadline, _, _)| *deadline)
             };
             match deadline {
                 Some(deadline) => {
@@ -266,6 +404,13 @@ mod tests {
             event,
             source: "127.0.0.1:514".parse().unwrap(),
             received_at: SystemTime::now(),
+        }
+    }
+
+    fn hint_from(id: &str, source: &str) -> MalopHint {
+        MalopHint {
+            source: format!("{source}:514").parse().unwrap(),
+            ..hint(id, MalopEvent::Created)
         }
     }
 
@@ -344,6 +489,103 @@ mod tests {
         // Once their intervals end with nothing pending, room is made again.
         c.ingest_at(hint("11.3", MalopEvent::Created), t0 + INTERVAL);
         assert_eq!(id_of(&mut r, t0 + INTERVAL), "11.3");
+    }
+
+    const FLOODER: &str = "203.0.113.9";
+    const SERVER: &str = "198.51.100.7";
+
+    #[test]
+    fn a_flooded_table_still_takes_a_quieter_sources_new_malop() {
+        let (c, mut r, counters, t0) = setup(4);
+        for i in 1..=4 {
+            c.ingest_at(hint_from(&format!("11.{i}"), FLOODER), t0);
+        }
+        // The flooder's hints are taken: the table is full of Malops in their interval.
+        for i in 1..=4 {
+            assert_eq!(id_of(&mut r, t0), format!("11.{i}"));
+        }
+        c.ingest_at(hint_from("11.5", FLOODER), t0 + MS);
+        assert_eq!(r.try_recv_at(t0 + MS), Err(TryRecvError::Empty));
+        c.ingest_at(hint_from("22.1", SERVER), t0 + MS);
+        assert_eq!(id_of(&mut r, t0 + MS), "22.1", "the server's Malop got in");
+        assert_eq!(counters.snapshot().dropped(DropReason::CoalesceOverflow), 2);
+        assert_eq!(r.tracked_malops(), 4);
+        // The flooder's oldest was forgotten: an event for it is ready again at once (the
+        // global pace of bites still bounds the queries), its others still cool.
+        c.ingest_at(hint_from("11.2", FLOODER), t0 + 2 * MS);
+        assert_eq!(r.try_recv_at(t0 + 2 * MS), Err(TryRecvError::Empty));
+        c.ingest_at(hint_from("11.1", SERVER), t0 + 2 * MS);
+        assert_eq!(id_of(&mut r, t0 + 2 * MS), "11.1");
+    }
+
+    #[test]
+    fn a_source_never_loses_an_entry_to_one_as_large() {
+        let (c, mut r, counters, t0) = setup(4);
+        for (id, source) in [("11.1", FLOODER), ("11.2", FLOODER), ("22.1", SERVER)] {
+            c.ingest_at(hint_from(id, source), t0);
+        }
+        c.ingest_at(hint_from("22.2", SERVER), t0);
+        // Two each: the server's third Malop would leave the flooder smaller than it.
+        c.ingest_at(hint_from("22.3", SERVER), t0);
+        assert_eq!(counters.snapshot().dropped(DropReason::CoalesceOverflow), 1);
+        let mut taken: Vec<String> = (0..4).map(|_| id_of(&mut r, t0)).collect();
+        assert_eq!(r.try_recv_at(t0), Err(TryRecvError::Empty));
+        taken.sort();
+        assert_eq!(taken, ["11.1", "11.2", "22.1", "22.2"]);
+    }
+
+    #[test]
+    fn waiting_hints_are_dropped_newest_first_when_none_cools() {
+        let (c, mut r, _, t0) = setup(4);
+        for i in 1..=4 {
+            c.ingest_at(hint_from(&format!("11.{i}"), FLOODER), t0);
+        }
+        c.ingest_at(hint_from("22.1", SERVER), t0);
+        let mut taken: Vec<String> = (0..4).map(|_| id_of(&mut r, t0)).collect();
+        taken.sort();
+        assert_eq!(taken, ["11.1", "11.2", "11.3", "22.1"]);
+    }
+
+    #[test]
+    fn sources_take_turns() {
+        let (c, mut r, _, t0) = setup(100);
+        for i in 1..=50 {
+            c.ingest_at(hint_from(&format!("11.{i}"), FLOODER), t0);
+        }
+        c.ingest_at(hint_from("22.1", SERVER), t0);
+        c.ingest_at(hint_from("22.2", SERVER), t0);
+        let first: Vec<String> = (0..4).map(|_| id_of(&mut r, t0)).collect();
+        assert_eq!(first, ["11.1", "22.1", "11.2", "22.2"]);
+        assert_eq!(id_of(&mut r, t0), "11.3");
+        // An IPv6 sender is one source per /64, however many addresses it uses.
+        for i in 1..=3 {
+            c.ingest_at(
+                hint_from(&format!("33.{i}"), &format!("[2001:db8::{i}]")),
+                t0,
+            );
+        }
+        c.ingest_at(hint_from("22.3", SERVER), t0);
+        let next: Vec<String> = (0..3).map(|_| id_of(&mut r, t0)).collect();
+        assert_eq!(next, ["11.4", "33.1", "22.3"]);
+    }
+
+    #[test]
+    fn a_forgotten_interval_does_not_end_a_later_one_early() {
+        let (c, mut r, _, t0) = setup(4);
+        for i in 1..=4 {
+            c.ingest_at(hint_from(&format!("11.{i}"), FLOODER), t0);
+            assert_eq!(id_of(&mut r, t0), format!("11.{i}"));
+        }
+        c.ingest_at(hint_from("22.1", SERVER), t0 + MS);
+        assert_eq!(id_of(&mut r, t0 + MS), "22.1");
+        // 11.1's interval was forgotten to make room; it comes back and is handed over again.
+        c.ingest_at(hint_from("11.1", SERVER), t0 + 2 * MS);
+        assert_eq!(id_of(&mut r, t0 + 2 * MS), "11.1");
+        // When its first interval would have ended, its second has not.
+        c.ingest_at(hint("11.1", MalopEvent::Updated), t0 + INTERVAL + MS);
+        assert_eq!(r.try_recv_at(t0 + INTERVAL + MS), Err(TryRecvError::Empty));
+        let second = r.try_recv_at(t0 + INTERVAL + 2 * MS).unwrap();
+        assert_eq!(second.event, MalopEvent::Updated);
     }
 
     #[tokio::test]

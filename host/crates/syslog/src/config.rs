@@ -216,7 +216,8 @@ pub struct ListenerConfig {
     /// default 5000).
     pub coalesce_interval_ms: u64,
     /// Malops waiting or inside their interval at once (`max_tracked_malops`, default
-    /// 10000); an event for a new Malop beyond it is dropped.
+    /// 10000), shared fairly by sources: when it is full, a new Malop takes a place of the
+    /// source holding the most if that holds at least two more, else it is dropped.
     pub max_tracked_malops: usize,
 }
 

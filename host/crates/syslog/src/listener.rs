@@ -4,7 +4,7 @@
 use crate::coalesce::{Coalescer, HintReceiver};
 use crate::config::{ConfigProblem, ListenerConfig};
 use crate::framing::{Decoded, FrameDecoder};
-use crate::malop::MalopHint;
+use crate::malop::{MalopHint, source_key};
 use crate::parse::{Parsed, parse_message};
 use crate::stats::{Counters, DropReason, Event, ListenerStats};
 use crate::tls::{self, TlsError};
@@ -303,7 +303,7 @@ impl SourceRates {
 
     /// Whether `ip` may send one more message now.
     fn check(&self, ip: IpAddr) -> bool {
-        let ip = rate_key(ip);
+        let ip = source_key(ip);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(limiter) = table.get_mut(&ip) {
             return limiter.check().is_ok();
@@ -318,15 +318,6 @@ impl SourceRates {
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.table.lock().unwrap().len()
-    }
-}
-
-/// The source a rate is kept for: an IPv4 address, or an IPv6 address's /64 (one host
-/// commonly holds a whole /64, and must not fill the table with addresses of its own).
-fn rate_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-        v4 => v4,
     }
 }
 
@@ -360,7 +351,7 @@ impl ConnLimits {
     /// A place for a connection from `ip`, counted per source as rates are (an IPv6 /64 is
     /// one source: one host holds them all).
     fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnPermit> {
-        let ip = rate_key(ip);
+        let ip = source_key(ip);
         let global = self.global.clone().try_acquire_owned().ok()?;
         let mut per_source = self.lock();
         if per_source
@@ -539,7 +530,8 @@ async fn udp_loop(socket: UdpSocket, ctx: Arc<Ctx>, mut shutdown: watch::Receive
 
 #[cfg(test)]
 mod tests {
-    use super::{ListenerConfig, SourceRates, rate_key};
+    use super::{ListenerConfig, SourceRates};
+    use crate::malop::source_key;
     use std::net::IpAddr;
 
     /// A full table makes room for a new source: thousands of (spoofed) sources sending once
@@ -571,16 +563,16 @@ mod tests {
     #[test]
     fn an_ipv6_host_is_rated_by_its_64() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(rate_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(source_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
         assert_eq!(
-            rate_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
-            rate_key(ip("2001:db8:1:2::7"))
+            source_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            source_key(ip("2001:db8:1:2::7"))
         );
         assert_ne!(
-            rate_key(ip("2001:db8:1:3::1")),
-            rate_key(ip("2001:db8:1:2::1"))
+            source_key(ip("2001:db8:1:3::1")),
+            source_key(ip("2001:db8:1:2::1"))
         );
-        assert_eq!(rate_key(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
-        assert_eq!(rate_key(ip("10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(source_key(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(source_key(ip("10.1.2.3")), ip("10.1.2.3"));
     }
 }

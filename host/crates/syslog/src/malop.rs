@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 /// The longest Malop id accepted, in bytes (the dotted form is at most 10 + 1 + 20 = 31).
@@ -160,6 +160,16 @@ pub struct MalopHint {
     pub source: SocketAddr,
     /// When the listener received the (latest) message, on the host's clock.
     pub received_at: SystemTime,
+}
+
+/// A sender as rates, connections and shares of the coalescing table are kept for it: an
+/// IPv4 address, or an IPv6 address's /64 (one host commonly holds a whole /64, and must not
+/// count as many sources).
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ pub enum DropReason {
     BadMalopId,
     /// Over the per-source message rate.
     RateLimited,
-    /// A new Malop while the coalescing table is full (the newest is dropped).
+    /// The coalescing table was full: a new Malop's event was dropped, or the source holding
+    /// the most entries lost one to a quieter source's new Malop.
     CoalesceOverflow,
 }
 

@@ -1,7 +1,9 @@
 //! Floods over the network: one hint per Malop per interval, a bounded table.
 
 use crate::support::*;
-use riposte_syslog::{DropReason, Event, ListenerConfig, MalopEvent, TryRecvError};
+use riposte_syslog::{
+    DropReason, Event, HintReceiver, ListenerConfig, MalopEvent, SyslogListener, TryRecvError,
+};
 use std::time::{Duration, Instant};
 
 const INTERVAL: Duration = Duration::from_millis(1500);
@@ -88,24 +90,32 @@ async fn a_flood_for_one_malop_is_coalesced_to_one_hint_per_interval() {
     assert_eq!(stats.dropped_total(), 0);
 }
 
-/// The table of Malops is bounded: events for new Malops beyond it are dropped and counted,
-/// the Malops already tracked keep their hints.
-#[tokio::test]
-async fn the_malop_table_is_bounded() {
+/// A listener whose table holds 3 Malops, after 10 events for distinct Malops arrived from
+/// one sender over TCP (its connection is returned, to keep it open).
+async fn flooded_table_of_three() -> (SyslogListener, HintReceiver, tokio::net::TcpStream) {
     let config = ListenerConfig {
         max_tracked_malops: 3,
         ..flood_config()
     };
-    let (listener, mut hints) = start(&config).await;
+    let (listener, hints) = start(&config).await;
     let addr = listener.local_addrs().tcp.unwrap();
     let flood: String = (1..=10)
         .map(|i| event(&format!("11.{i}"), "Malop Created"))
         .collect();
-    let _client = tcp_send(addr, flood.as_bytes()).await;
-    let stats = wait_stats(&listener, "ten events", |s| {
+    let client = tcp_send(addr, flood.as_bytes()).await;
+    wait_stats(&listener, "ten events", |s| {
         s.count(Event::MessagesReceived) == 10
     })
     .await;
+    (listener, hints, client)
+}
+
+/// The table of Malops is bounded: events for new Malops beyond it are dropped and counted,
+/// the Malops already tracked keep their hints.
+#[tokio::test]
+async fn the_malop_table_is_bounded() {
+    let (listener, mut hints, _client) = flooded_table_of_three().await;
+    let stats = listener.stats();
     assert_eq!(stats.dropped(DropReason::CoalesceOverflow), 7);
     for i in 1..=3 {
         assert_eq!(
@@ -115,4 +125,35 @@ async fn the_malop_table_is_bounded() {
     }
     assert_eq!(hints.try_recv(), Err(TryRecvError::Empty));
     assert_eq!(hints.tracked_malops(), 3);
+}
+
+/// A flood of forged Malop ids from one sender fills the table; a Malop event from another
+/// sender still gets in (the flooder's newest waiting hint gives way) and is handed over in
+/// its turn, not behind the flood.
+#[tokio::test]
+async fn a_flood_from_one_sender_does_not_keep_out_another() {
+    let (listener, mut hints, _flooder) = flooded_table_of_three().await;
+    let addr = listener.local_addrs().tcp.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut server = socket.connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut server, event("22.1", "Malop Created").as_bytes())
+        .await
+        .unwrap();
+    let stats = wait_stats(&listener, "the server's event", |s| {
+        s.count(Event::MessagesReceived) == 11
+    })
+    .await;
+    // 7 of the flood dropped on arrival, 1 more given way to the server's Malop.
+    assert_eq!(stats.dropped(DropReason::CoalesceOverflow), 8);
+    let taken: Vec<String> = [
+        next_hint(&mut hints).await,
+        next_hint(&mut hints).await,
+        next_hint(&mut hints).await,
+    ]
+    .into_iter()
+    .map(|h| h.malop_id.as_str().to_owned())
+    .collect();
+    assert_eq!(taken, ["11.1", "22.1", "11.2"]);
+    assert_eq!(hints.try_recv(), Err(TryRecvError::Empty));
 }
