@@ -23,6 +23,7 @@
 //! | `riposte_budget_max` (gauge) | the same |
 //! | `riposte_syslog_hints_total` | `outcome` (`evaluated`: the Malop was read and offered; `unknown`: the server does not know it; `failed`: it could not be read) |
 //! | `riposte_syslog_messages_dropped` (gauge) | `reason`: syslog messages the listener dropped since it started (malformed, rate-limited, ...) |
+//! | `riposte_syslog_listener_events` (gauge) | `event`: what else the listener counted since it started (`connections_accepted`, `connections_refused_limit`, `connections_evicted`, `coalesced`, `hints_delivered`, ...) |
 //! | `riposte_fleet_role` (gauge) | `role` (`acting`/`standby`/`unreachable`): 1 for this host's role at its last heartbeat, 0 for the others |
 //! | `riposte_audit_export_lag_records` (gauge) | audit records appended and not yet delivered to the SIEM collector |
 //! | `riposte_audit_export_records_total` | audit records delivered to the collector (written and confirmed) |
@@ -84,6 +85,7 @@ pub struct Metrics {
     budget_max: Family<Labels, Gauge>,
     hints: Family<Labels, Counter>,
     syslog_dropped: Family<Labels, Gauge>,
+    syslog_events: Family<Labels, Gauge>,
     fleet_role: Family<Labels, Gauge>,
     export: ExportSeries,
     notifications: NotificationSeries,
@@ -225,6 +227,7 @@ impl Metrics {
         let budget_max = Family::<Labels, Gauge>::default();
         let hints = Family::<Labels, Counter>::default();
         let syslog_dropped = Family::<Labels, Gauge>::default();
+        let syslog_events = Family::<Labels, Gauge>::default();
         let fleet_role = Family::<Labels, Gauge>::default();
         let export = ExportSeries::default();
         let notifications = NotificationSeries::default();
@@ -300,6 +303,11 @@ impl Metrics {
             syslog_dropped.clone(),
         );
         registry.register(
+            "syslog_listener_events",
+            "What the syslog listener counted since it started besides drops (connections accepted, refused, evicted, timed out; events coalesced; hints delivered), by event",
+            syslog_events.clone(),
+        );
+        registry.register(
             "fleet_role",
             "1 for this host's role in the fleet sharing its database (acting, standby, unreachable), 0 for the others",
             fleet_role.clone(),
@@ -323,6 +331,7 @@ impl Metrics {
             budget_max,
             hints,
             syslog_dropped,
+            syslog_events,
             fleet_role,
             export,
             notifications,
@@ -464,11 +473,11 @@ impl Metrics {
     }
 
     /// Reads the syslog listener's drop counters (from [`riposte_syslog::SyslogListener::counters`])
-    /// into `riposte_syslog_messages_dropped` at every scrape, from now on: drops show even
+    /// into `riposte_syslog_messages_dropped` (and its other counters into `riposte_syslog_listener_events`) at every scrape, from now on: drops show even
     /// when no message gets through.
     pub fn watch_syslog(&self, counters: Arc<riposte_syslog::Counters>) {
         let mut watched = self.watched_syslog();
-        self.set_syslog_dropped(&counters);
+        self.set_syslog_counters(&counters);
         *watched = Some(counters);
     }
 
@@ -478,12 +487,19 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The syslog listener's drops so far, by reason.
-    fn set_syslog_dropped(&self, counters: &riposte_syslog::Counters) {
-        for (reason, count) in counters.snapshot().drops() {
+    /// The syslog listener's drops so far, by reason, and its other counters, by event.
+    fn set_syslog_counters(&self, counters: &riposte_syslog::Counters) {
+        let snapshot = counters.snapshot();
+        let gauge = |count: u64| i64::try_from(count).unwrap_or(i64::MAX);
+        for (reason, count) in snapshot.drops() {
             self.syslog_dropped
                 .get_or_create(&labels(&[("reason", reason.as_str())]))
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
+                .set(gauge(count));
+        }
+        for (event, count) in snapshot.events() {
+            self.syslog_events
+                .get_or_create(&labels(&[("event", event.as_str())]))
+                .set(gauge(count));
         }
     }
 
@@ -531,7 +547,7 @@ impl Metrics {
             self.notifications.set(&stats.read());
         }
         if let Some(counters) = self.watched_syslog().as_ref() {
-            self.set_syslog_dropped(counters);
+            self.set_syslog_counters(counters);
         }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -623,9 +639,10 @@ mod tests {
         let to = listener.local_addrs().udp.unwrap();
         socket.send_to(b"just some text", to).await.unwrap();
         let counted = "riposte_syslog_messages_dropped{reason=\"not_cef\"} 1";
+        let received = "riposte_syslog_listener_events{event=\"messages_received\"} 1";
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut text = m.render();
-        while !text.contains(counted) {
+        while !(text.contains(counted) && text.contains(received)) {
             assert!(std::time::Instant::now() < deadline, "{text}");
             tokio::task::yield_now().await;
             text = m.render();

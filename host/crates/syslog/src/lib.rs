@@ -27,8 +27,10 @@
 //!   dropped; the bytes of an octet-counted message announcing more are skipped unread, and
 //!   the next frame is read ([`framing`]);
 //! - connections: at most `max_connections` at once and `max_connections_per_source` per
-//!   source (an IPv4 address or an IPv6 /64); a connection idle for `idle_timeout_secs` is closed, and a frame or TLS
-//!   handshake must complete within `message_timeout_secs` of its first byte (slow senders);
+//!   source (an IPv4 address or an IPv6 /64); when all are taken, a source holding at least
+//!   two fewer than the largest takes the place of that source's longest-silent connection;
+//!   a connection idle for `idle_timeout_secs` is closed, and a frame or TLS handshake must
+//!   complete within `message_timeout_secs` of its first byte (slow senders);
 //! - rate: `rate_per_source` messages per second with a burst of `burst_per_source` (kept
 //!   apart for datagrams, whose source can be forged, and for connections), for at
 //!   most `max_sources` tracked addresses (the least recently seen makes room for a new
@@ -36,7 +38,7 @@
 //! - sources: `allowed_sources` (addresses and CIDR networks) refuses others at accept or per
 //!   datagram;
 //! - hints: at most one per Malop per `coalesce_interval_ms`, at most `max_tracked_malops`
-//!   Malops tracked (new ones beyond it are dropped): see [`HintReceiver`] for the policy.
+//!   Malops tracked, shared fairly by sources: see [`HintReceiver`] for the policy.
 //!
 //! Malformed, truncated, binary and oversized messages are dropped, never a panic, and every
 //! drop is counted by reason ([`DropReason`], read through [`SyslogListener::stats`]). Log

@@ -15,11 +15,12 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -322,62 +323,134 @@ impl SourceRates {
 }
 
 /// The global and per-source limits on open connections.
+///
+/// When every place is taken, a connection from a source holding at least two fewer than the
+/// source holding the most takes the place of that source's connection that has gone
+/// longest without a whole message: silent connections from a few addresses cannot keep the
+/// Cybereason server from reconnecting for `idle_timeout_secs`.
 struct ConnLimits {
-    global: Arc<Semaphore>,
+    max: usize,
     max_per_source: usize,
-    per_source: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<OpenConns>,
+    /// The clock connections' last messages are read on.
+    epoch: Instant,
+}
+
+/// The connections open now, by source.
+#[derive(Default)]
+struct OpenConns {
+    by_source: HashMap<IpAddr, Vec<Arc<Slot>>>,
+    total: usize,
+    next_id: u64,
+}
+
+/// One open connection, as the limits see it.
+struct Slot {
+    id: u64,
+    /// When the connection last delivered a whole message (or opened), in ms after `epoch`.
+    last_message_ms: AtomicU64,
+    /// Told when the connection must give its place up.
+    evicted: Notify,
 }
 
 /// One open connection's place; released on drop.
 struct ConnPermit {
-    _global: OwnedSemaphorePermit,
     limits: Arc<ConnLimits>,
     ip: IpAddr,
+    slot: Arc<Slot>,
+}
+
+impl ConnPermit {
+    /// Notes a whole message: the connection is not idle.
+    fn delivered(&self) {
+        let ms = self.limits.epoch.elapsed().as_millis() as u64;
+        self.slot.last_message_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Completes when the connection must close to make room for another source's.
+    async fn evicted(&self) {
+        self.slot.evicted.notified().await;
+    }
 }
 
 impl ConnLimits {
     fn new(config: &ListenerConfig) -> Self {
         Self {
-            global: Arc::new(Semaphore::new(config.max_connections)),
+            max: config.max_connections,
             max_per_source: config.max_connections_per_source,
-            per_source: Mutex::new(HashMap::new()),
+            open: Mutex::new(OpenConns::default()),
+            epoch: Instant::now(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.per_source.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, OpenConns> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A place for a connection from `ip`, counted per source as rates are (an IPv6 /64 is
-    /// one source: one host holds them all).
-    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnPermit> {
+    /// one source: one host holds them all), and whether another connection was evicted
+    /// for it.
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<(ConnPermit, bool)> {
         let ip = source_key(ip);
-        let global = self.global.clone().try_acquire_owned().ok()?;
-        let mut per_source = self.lock();
-        if per_source
-            .get(&ip)
-            .is_some_and(|open| *open >= self.max_per_source)
-        {
+        let mut open = self.lock();
+        let own = open.by_source.get(&ip).map_or(0, Vec::len);
+        if own >= self.max_per_source {
             return None;
         }
-        *per_source.entry(ip).or_insert(0) += 1;
-        Some(ConnPermit {
-            _global: global,
+        let evicted = open.total >= self.max;
+        if evicted {
+            open.evict_for(own)?;
+        }
+        open.next_id += 1;
+        let slot = Arc::new(Slot {
+            id: open.next_id,
+            last_message_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+            evicted: Notify::new(),
+        });
+        open.by_source.entry(ip).or_default().push(slot.clone());
+        open.total += 1;
+        let permit = ConnPermit {
             limits: self.clone(),
             ip,
-        })
+            slot,
+        };
+        Some((permit, evicted))
+    }
+}
+
+impl OpenConns {
+    /// Closes the longest-silent connection of the source holding the most, if it holds at
+    /// least two more than `own`.
+    fn evict_for(&mut self, own: usize) -> Option<()> {
+        let (&victim, slots) = self.by_source.iter().max_by_key(|(_, slots)| slots.len())?;
+        if slots.len() < own + 2 {
+            return None;
+        }
+        let quietest = slots
+            .iter()
+            .min_by_key(|s| s.last_message_ms.load(Ordering::Relaxed))?
+            .id;
+        let slot = self.remove(victim, quietest)?;
+        slot.evicted.notify_one();
+        Some(())
+    }
+
+    fn remove(&mut self, ip: IpAddr, id: u64) -> Option<Arc<Slot>> {
+        let slots = self.by_source.get_mut(&ip)?;
+        let at = slots.iter().position(|s| s.id == id)?;
+        let slot = slots.swap_remove(at);
+        if slots.is_empty() {
+            self.by_source.remove(&ip);
+        }
+        self.total -= 1;
+        Some(slot)
     }
 }
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        let mut per_source = self.limits.lock();
-        if let Some(open) = per_source.get_mut(&self.ip) {
-            *open -= 1;
-            if *open == 0 {
-                per_source.remove(&self.ip);
-            }
-        }
+        // An evicted connection's place was given up when it was evicted.
+        self.limits.lock().remove(self.ip, self.slot.id);
     }
 }
 
@@ -416,11 +489,15 @@ fn admit(ctx: &Arc<Ctx>, peer: SocketAddr) -> Option<ConnPermit> {
         tracing::debug!(%peer, "syslog connection refused: source not allowed");
         return None;
     }
-    let Some(permit) = ctx.conns.acquire(peer.ip()) else {
+    let Some((permit, evicted)) = ctx.conns.acquire(peer.ip()) else {
         ctx.counters.count(Event::ConnectionsRefusedLimit);
         tracing::debug!(%peer, "syslog connection refused: too many connections");
         return None;
     };
+    if evicted {
+        ctx.counters.count(Event::ConnectionsEvicted);
+        tracing::debug!(%peer, "syslog connection accepted in the place of a silent one");
+    }
     ctx.counters.count(Event::ConnectionsAccepted);
     Some(permit)
 }
@@ -432,18 +509,25 @@ async fn serve_connection(
     ctx: Arc<Ctx>,
     permit: ConnPermit,
 ) {
-    match tls {
-        None => read_frames(stream, peer, &ctx).await,
-        Some(acceptor) => {
-            match tokio::time::timeout(ctx.message_timeout(), acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => read_frames(stream, peer, &ctx).await,
-                Ok(Err(error)) => {
-                    ctx.counters.count(Event::TlsHandshakeFailures);
-                    tracing::debug!(%peer, %error, "syslog TLS handshake failed");
+    let serve = async {
+        match tls {
+            None => read_frames(stream, peer, &ctx, &permit).await,
+            Some(acceptor) => {
+                match tokio::time::timeout(ctx.message_timeout(), acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => read_frames(stream, peer, &ctx, &permit).await,
+                    Ok(Err(error)) => {
+                        ctx.counters.count(Event::TlsHandshakeFailures);
+                        tracing::debug!(%peer, %error, "syslog TLS handshake failed");
+                    }
+                    Err(_) => ctx.counters.count(Event::ConnectionsSlowTimeout),
                 }
-                Err(_) => ctx.counters.count(Event::ConnectionsSlowTimeout),
             }
         }
+    };
+    tokio::select! {
+        () = serve => {}
+        // Counted when the newcomer was accepted in its place.
+        () = permit.evicted() => {}
     }
     // Release the place before counting, so that a reader of the counters who sees the
     // close can connect again.
@@ -452,7 +536,12 @@ async fn serve_connection(
 }
 
 /// Reads frames until the peer closes, a bound is hit, or framing is lost.
-async fn read_frames<S: AsyncRead + Unpin>(mut stream: S, peer: SocketAddr, ctx: &Ctx) {
+async fn read_frames<S: AsyncRead + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    ctx: &Ctx,
+    permit: &ConnPermit,
+) {
     let mut decoder = FrameDecoder::new(ctx.config.max_message_bytes);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let idle = Duration::from_secs(ctx.config.idle_timeout_secs);
@@ -473,6 +562,7 @@ async fn read_frames<S: AsyncRead + Unpin>(mut stream: S, peer: SocketAddr, ctx:
         }
         if progressed {
             idle_deadline = Instant::now() + idle;
+            permit.delivered();
         }
         let mid_frame = decoder.in_frame(&buf);
         if !mid_frame {

@@ -94,6 +94,9 @@ pub enum Event {
     ConnectionsRefusedLimit,
     /// Connections closed after `idle_timeout_secs` without a message.
     ConnectionsIdleTimeout,
+    /// Connections closed to make room, when every place was taken, for a connection from a
+    /// source holding fewer (the longest-silent one of the source holding the most).
+    ConnectionsEvicted,
     /// Connections closed because a frame (or the TLS handshake) took longer than
     /// `message_timeout_secs`.
     ConnectionsSlowTimeout,
@@ -105,7 +108,7 @@ pub enum Event {
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 13] = [
+    pub const ALL: [Event; 14] = [
         Self::MessagesReceived,
         Self::MalopEvents,
         Self::NotMalopEvents,
@@ -116,6 +119,7 @@ impl Event {
         Self::ConnectionsRefusedSource,
         Self::ConnectionsRefusedLimit,
         Self::ConnectionsIdleTimeout,
+        Self::ConnectionsEvicted,
         Self::ConnectionsSlowTimeout,
         Self::TlsHandshakeFailures,
         Self::DatagramsRefusedSource,
@@ -134,6 +138,7 @@ impl Event {
             Self::ConnectionsRefusedSource => "connections_refused_source",
             Self::ConnectionsRefusedLimit => "connections_refused_limit",
             Self::ConnectionsIdleTimeout => "connections_idle_timeout",
+            Self::ConnectionsEvicted => "connections_evicted",
             Self::ConnectionsSlowTimeout => "connections_slow_timeout",
             Self::TlsHandshakeFailures => "tls_handshake_failures",
             Self::DatagramsRefusedSource => "datagrams_refused_source",

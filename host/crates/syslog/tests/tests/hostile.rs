@@ -322,6 +322,48 @@ async fn connection_limits() {
     assert_eq!(listener.stats().count(Event::ConnectionsRefusedLimit), 1);
 }
 
+/// With every place taken by one source's connections, a connection from another source
+/// takes the place of the one silent the longest; a source as large as any other does not.
+#[tokio::test]
+async fn a_new_source_takes_the_place_of_a_silent_connection() {
+    let config = ListenerConfig {
+        max_connections: 2,
+        max_connections_per_source: 2,
+        ..config()
+    };
+    let (listener, mut hints) = start(&config).await;
+    let addr = listener.local_addrs().tcp.unwrap();
+    let mut silent = tcp_send(addr, b"").await;
+    let _talking = tcp_send(addr, format!("{}\n", vendor_created()).as_bytes()).await;
+    assert_eq!(next_hint(&mut hints).await.malop_id.as_str(), CREATED_ID);
+
+    let from = |ip: &str| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        socket.connect(addr)
+    };
+    let mut server = from("127.0.0.2").await.unwrap();
+    closed_by_peer(&mut silent).await;
+    let stats = wait_stats(&listener, "the eviction", |s| {
+        s.count(Event::ConnectionsClosed) == 1
+    })
+    .await;
+    assert_eq!(stats.count(Event::ConnectionsEvicted), 1);
+    assert_eq!(stats.count(Event::ConnectionsRefusedLimit), 0);
+    server
+        .write_all(format!("{}\n", vendor_machine_information()).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(next_hint(&mut hints).await.malop_id.as_str(), MACHINE_ID);
+
+    // One connection each now: a third source is refused, nobody is evicted.
+    let mut third = from("127.0.0.3").await.unwrap();
+    closed_by_peer(&mut third).await;
+    let stats = listener.stats();
+    assert_eq!(stats.count(Event::ConnectionsRefusedLimit), 1);
+    assert_eq!(stats.count(Event::ConnectionsEvicted), 1);
+}
+
 /// Past its burst, a source's messages are dropped as rate-limited (the others still count
 /// as received); its connections keep a rate of their own.
 #[tokio::test]
