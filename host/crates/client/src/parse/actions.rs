@@ -181,14 +181,33 @@ struct CsvColumns {
 }
 
 impl CsvColumns {
+    /// The columns by name; a header that does not name a `key` column is read by position,
+    /// as the API notes' client reads it (§4.2: key, reputation, prevent execution, comment,
+    /// remove, the first column the key): the notes never saw the header's exact words.
     fn from_header(body: &[u8], header: &csv::StringRecord) -> Parsed<Self> {
         let find = |name: &str| header.iter().position(|c| c.eq_ignore_ascii_case(name));
+        if let Some(key) = find("key") {
+            return Ok(Self {
+                key,
+                reputation: find("reputation"),
+                prevent: find("prevent execution"),
+                comment: find("comment"),
+                remove: find("remove"),
+            });
+        }
+        let at = |i: usize| (i < header.len()).then_some(i);
+        if header.len() < 2 {
+            return Err(malformed(
+                body,
+                "CSV header names no \"key\" column and has fewer than the two columns a key and a reputation need",
+            ));
+        }
         Ok(Self {
-            key: find("key").ok_or_else(|| malformed(body, "CSV header has no \"key\" column"))?,
-            reputation: find("reputation"),
-            prevent: find("prevent execution"),
-            comment: find("comment"),
-            remove: find("remove"),
+            key: 0,
+            reputation: at(1),
+            prevent: at(2),
+            comment: at(3),
+            remove: at(4),
         })
     }
 
@@ -302,6 +321,17 @@ mod tests {
     }
 
     #[test]
+    fn a_header_without_a_key_column_is_read_by_position() {
+        let body = b"Key Value,Reputation,Prevent,Comment,Removed\nabc,blacklist,true,bad,false\n";
+        let rows = reputation_csv(body).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].key, "abc");
+        assert_eq!(rows[0].verdict, Some(Verdict::Blacklist));
+        assert!(rows[0].prevent && !rows[0].remove);
+        assert_eq!(rows[0].comment, "bad");
+    }
+
+    #[test]
     fn reputation_csv_says_what_is_wrong() {
         let reason = |body: &[u8]| match reputation_csv(body) {
             Err(ResponseError::Malformed { reason, .. }) => reason,
@@ -310,7 +340,7 @@ mod tests {
         assert!(reason(b"").contains("no header row"));
         assert!(reason(b"\n \n").contains("no header row"));
         assert!(reason(b"<html>login</html>").contains("HTML instead of CSV"));
-        assert!(reason(b"hash,reputation\nabc,blacklist\n").contains("no \"key\" column"));
+        assert!(reason(b"hash\nabc\n").contains("no \"key\" column"));
         let missing = reason(b"key,reputation\nabc,blacklist\n,whitelist\n");
         assert!(missing.contains("without a key on line 3"), "{missing}");
         assert!(reason(b"key\n\xff\n").contains("not UTF-8"));

@@ -5,13 +5,15 @@ use crate::types::{Sensor, SensorStatus, SensorsPage};
 use riposte_domain::{MachineGuid, PylumId};
 use serde_json::Value;
 
-/// One page of sensors.
+/// One page of sensors. The reply always names its list (§5.4 of the API notes): one without
+/// `sensors` is another kind of answer (an error in a shape not recognised), not "no sensors".
 pub fn sensors_page(body: &[u8]) -> Parsed<SensorsPage> {
     let map = object(body)?;
     check_status(&map)?;
     let list = match map.get("sensors") {
         Some(Value::Array(a)) => a.as_slice(),
-        None | Some(Value::Null) => &[],
+        Some(Value::Null) => &[],
+        None => return Err(malformed(body, "no \"sensors\" list in the reply")),
         Some(other) => {
             return Err(malformed(
                 body,
@@ -84,5 +86,14 @@ mod tests {
         assert_eq!(a.group_name.as_deref(), Some("Finance"));
         assert_eq!(b.group_name, None, "an empty group is no group");
         assert_eq!(page.total_results, 2);
+    }
+
+    #[test]
+    fn a_reply_without_a_sensor_list_is_no_page() {
+        let body = br#"{"error": "UnauthorizedRequest", "message": "the user lacks a role"}"#;
+        let err = sensors_page(body).unwrap_err().to_string();
+        assert!(err.contains("no \"sensors\" list"), "{err}");
+        let empty = sensors_page(br#"{"sensors": [], "totalResults": 0}"#).unwrap();
+        assert!(empty.sensors.is_empty());
     }
 }
