@@ -46,6 +46,25 @@ fn flood_stdout() {
     }
 }
 
+/// Empty log messages, as fast as the plugin can: each still costs riposte a log line.
+fn flood_empty_log() {
+    loop {
+        log::log(log::Level::Error, "");
+    }
+}
+
+/// One call handing the host more bytes than any call within the bounds needs (six distinct
+/// 1 MiB machine guids): the host must stop it before copying it all.
+fn call_megabytes(malop: &Malop) {
+    let guids: Vec<String> = (0..6u8)
+        .map(|i| char::from(b'a' + i).to_string().repeat(1 << 20))
+        .collect();
+    report(
+        "megabytes in one call",
+        isolation::isolate(Some(&malop.id), &guids, "hostile"),
+    );
+}
+
 fn flood_log() {
     let line = "flood ".repeat(100);
     loop {
@@ -405,7 +424,8 @@ fn oversized(malop: &Malop) -> Error {
     );
     report(
         "oversized comment",
-        bookkeeping::add_comment(&malop.id, &"y".repeat(10 << 20)),
+        // Past every bound but `MAX_CALL_BYTES` (4 MiB), which stops the invocation.
+        bookkeeping::add_comment(&malop.id, &"y".repeat(2 << 20)),
     );
     report(
         "oversized key",
@@ -413,7 +433,7 @@ fn oversized(malop: &Malop) -> Error {
     );
     report("oversized get-malop id", malops::get_malop(&huge));
     report("oversized kv key", kv::set(&huge, b"v"));
-    report("oversized kv value", kv::set("k", &vec![0u8; 4 << 20]));
+    report("oversized kv value", kv::set("k", &vec![0u8; 2 << 20]));
     Error::Failed(format!("hostile: {huge}"))
 }
 
@@ -502,6 +522,8 @@ impl Guest for Hostile {
             }
             "flood" => flood_stdout(),
             "log-flood" => flood_log(),
+            "empty-log-flood" => flood_empty_log(),
+            "call-megabytes" => call_megabytes(&malop),
             "panic" => panic!("hostile plugin panicked on purpose"),
             "read-file" => probe_file(),
             "env" => probe_env(),

@@ -91,6 +91,26 @@ async fn a_log_flood_hits_the_output_cap() {
     assert_eq!(reason, StopReason::OutputCap, "{reason}");
 }
 
+/// Empty messages cost the output budget too: each is a line of riposte's log.
+#[tokio::test]
+async fn an_empty_log_flood_hits_the_output_cap() {
+    let (reason, _) = contain("empty-log-flood", tight()).await;
+    assert_eq!(reason, StopReason::OutputCap, "{reason}");
+}
+
+/// A call handing the host more than `MAX_CALL_BYTES` (six 1 MiB strings) traps before
+/// wasmtime copies it all: the host's memory is not the plugin's to fill.
+#[tokio::test]
+async fn a_call_of_megabytes_is_stopped_before_it_is_copied() {
+    let (reason, _) = contain("call-megabytes", tight()).await;
+    match reason {
+        StopReason::Trap(message) => {
+            assert!(message.contains("too much data"), "{message}")
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_panic_is_reported_with_its_message() {
     let (reason, _) = contain("panic", tight()).await;

@@ -34,6 +34,12 @@ pub const MAX_KV_VALUE_BYTES: usize = 64 * 1024;
 pub const MAX_DESCRIBE_BYTES: usize = 1_024;
 /// Most entries of one subscription list in `describe`.
 pub const MAX_SUBSCRIPTION_ENTRIES: usize = 64;
+/// Most bytes one call from a plugin may hand the host, all its strings and lists together
+/// (wasmtime's hostcall fuel): wasmtime copies a call's arguments, and an export's results,
+/// before any check of the host's can look at them, and a hand-built list can name one long
+/// string many times over. Past it the call traps and the invocation stops. The largest
+/// call within every other bound (1,000 targets of two 256-byte ids) is about 0.5 MiB.
+pub const MAX_CALL_BYTES: usize = 4 << 20;
 /// The bytes of a string kept in an excerpt.
 pub const EXCERPT_BYTES: usize = 96;
 /// The items of a list kept in a summary.

@@ -360,6 +360,7 @@ impl Runtime {
         let state = PluginState::new(host, call, deadline.into(), memory, limits.output_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(riposte_domain::bounds::MAX_CALL_BYTES);
         store
             .set_fuel(limits.fuel)
             .expect("fuel is enabled in the engine config");

@@ -212,9 +212,10 @@ impl PluginState {
     }
 
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
-        // The whole message counts against the output budget; what is logged is bounded and
+        // The whole message counts against the output budget, and so does the line riposte
+        // writes for it (empty messages are not free); what is logged is bounded and
         // escaped, so it can never start a line of riposte's own log.
-        if !self.output.take(message.len()) {
+        if !self.output.take(message.len() + LOG_LINE_COST) {
             self.stop = Some(StopReason::OutputCap);
             return Err(wasmtime::format_err!(
                 "output cap reached by the log import"
@@ -294,6 +295,10 @@ fn isolation_request(
         ActionRequest::Unisolate { malop_id, machines }
     })
 }
+
+/// What each log call costs of the output budget besides its message: the line riposte
+/// writes for it carries a time, a level and the plugin's name whatever the message is.
+const LOG_LINE_COST: usize = 64;
 
 /// The refusal of a kv key or value past the size bounds (`invalid-argument`, as the WIT
 /// says).
