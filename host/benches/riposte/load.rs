@@ -265,7 +265,7 @@ pub async fn python(malop: &Malop, cache_dir: &Path) -> anyhow::Result<Value> {
     let mut describe = Vec::new();
     for _ in 0..5 {
         let started = Instant::now();
-        runtime.describe(&plugin, host.clone()).await?;
+        runtime.describe(&plugin).await?;
         describe.push(started.elapsed());
     }
     let mut invocations = BTreeMap::new();

@@ -495,10 +495,17 @@ fn mixed_flood() {
 
 impl Guest for Hostile {
     fn describe() -> Info {
+        // describe runs at load with no grants and no quotas: the host must refuse this.
+        let probe = match kv::set("describe-probe", b"x") {
+            Ok(()) => "GOT a kv write",
+            Err(_) => "kv refused",
+        };
         Info {
             name: "hostile".into(),
             version: "0.1.0".into(),
-            description: "misbehaves on purpose, as the `attack` config value says".into(),
+            description: format!(
+                "misbehaves on purpose, as the `attack` config value says (describe probe: {probe})"
+            ),
             subscription: Subscription {
                 element_kinds: vec![],
                 activity_types: vec![],

@@ -91,6 +91,20 @@ async fn a_log_flood_hits_the_output_cap() {
     assert_eq!(reason, StopReason::OutputCap, "{reason}");
 }
 
+/// `describe` runs at load, before any grant or quota applies: every import is refused, so it
+/// can neither reach the server nor pile up kv values in the host.
+#[tokio::test]
+async fn describe_cannot_call_the_host() {
+    let (runtime, cache) = runtime();
+    let hostile = load(&runtime, &cache, "hostile");
+    let info = runtime.describe(&hostile).await.unwrap();
+    assert!(
+        info.description.contains("describe probe: kv refused"),
+        "{}",
+        info.description
+    );
+}
+
 /// Empty messages cost the output budget too: each is a line of riposte's log.
 #[tokio::test]
 async fn an_empty_log_flood_hits_the_output_cap() {

@@ -9,6 +9,7 @@
 
 mod bindings;
 mod cache;
+mod describe_host;
 mod host_api;
 mod limits;
 mod loader;
@@ -233,12 +234,10 @@ impl Runtime {
         &self.engine
     }
 
-    /// Calls the plugin's `describe` export.
-    pub async fn describe(
-        &self,
-        plugin: &LoadedPlugin,
-        host: Arc<dyn PluginHost>,
-    ) -> Result<PluginInfo, Error> {
+    /// Calls the plugin's `describe` export, against a host that refuses every import
+    /// (`describe` runs at load, before any grant or quota applies).
+    pub async fn describe(&self, plugin: &LoadedPlugin) -> Result<PluginInfo, Error> {
+        let host: Arc<dyn PluginHost> = Arc::new(describe_host::DescribeHost);
         let call = CallContext {
             plugin: plugin.identity(),
             invocation_id: uuid::Uuid::new_v4().to_string(),

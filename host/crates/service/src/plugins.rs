@@ -5,8 +5,7 @@ use anyhow::Context;
 use riposte_domain::{MalopPart, Operation, Sha256Digest};
 use riposte_policy::PluginPolicy;
 use riposte_runtime::{
-    ArtifactCache, Limits, LoadedPlugin, PluginIdentity, PluginInfo, RecordingHost, Runtime,
-    RuntimeConfig,
+    ArtifactCache, Limits, LoadedPlugin, PluginIdentity, PluginInfo, Runtime, RuntimeConfig,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -138,10 +137,8 @@ async fn load_one(
         .with_context(|| format!("plugin `{name}` ({})", config.path.display()))?
         .map(|p| p.manifest);
     let loaded = runtime.load(name, &bytes, Some(cache))?;
-    // describe runs sandboxed too; its imports are answered by a dry-run host.
-    let info = runtime
-        .describe(&loaded, Arc::new(RecordingHost::default()))
-        .await?;
+    // describe runs sandboxed too, against a host that refuses every import.
+    let info = runtime.describe(&loaded).await?;
     if let Some(manifest) = &package {
         check_package(config, manifest, &info)?;
     }

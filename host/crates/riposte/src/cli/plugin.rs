@@ -274,9 +274,7 @@ async fn package(args: PackageArgs) -> anyhow::Result<()> {
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let name = plugin_name(&args.file);
     let plugin = runtime.load(&name, &bytes, None)?;
-    let info = runtime
-        .describe(&plugin, Arc::new(RecordingHost::default()))
-        .await?;
+    let info = runtime.describe(&plugin).await?;
     let manifest = riposte_supply::Manifest {
         format: riposte_supply::package::FORMAT,
         name: info.name,
@@ -445,9 +443,7 @@ async fn test(args: TestArgs) -> anyhow::Result<()> {
     let plugin = runtime.load_file(&name, &args.file)?;
     let policy = match policy {
         Some(policy) => {
-            let info = runtime
-                .describe(&plugin, Arc::new(RecordingHost::default()))
-                .await?;
+            let info = runtime.describe(&plugin).await?;
             Some((Arc::new(policy), info))
         }
         None => None,
