@@ -1137,7 +1137,10 @@ impl Gate {
                 keys,
                 verdict: Verdict::Blacklist,
                 ..
-            } => keys.iter().find_map(|k| self.protection.reputation(k)),
+            } => keys.iter().find_map(|k| {
+                let key = normalise_key(k).unwrap_or_else(|_| k.clone());
+                self.protection.reputation(&key)
+            }),
             _ => None,
         }
     }
@@ -1292,6 +1295,36 @@ fn check_id(what: &'static str, id: &str) -> Result<(), ArgumentError> {
 
 fn check_optional_malop(id: &Option<MalopId>) -> Result<(), ArgumentError> {
     id.as_ref().map_or(Ok(()), check_malop)
+}
+
+/// `request` with its reputation keys in their canonical form (trimmed, lowercase hashes and
+/// domains without a trailing dot, canonical IPs) and each key once: what the protection
+/// check, the ledger's key and the server all see, so that padding a key neither slips it
+/// past a protected-asset pattern nor makes the same key a new action. A key whose shape is
+/// wrong is left as it is (the gate refuses it). Other requests are returned unchanged.
+pub fn canonical(request: ActionRequest) -> ActionRequest {
+    let canonical_keys = |keys: Vec<ReputationKey>| {
+        let mut seen = std::collections::HashSet::new();
+        keys.into_iter()
+            .map(|k| normalise_key(&k).unwrap_or(k))
+            .filter(|k| seen.insert(k.clone()))
+            .collect()
+    };
+    match request {
+        ActionRequest::SetReputation {
+            keys,
+            verdict,
+            prevent,
+        } => ActionRequest::SetReputation {
+            keys: canonical_keys(keys),
+            verdict,
+            prevent,
+        },
+        ActionRequest::RemoveReputation { keys } => ActionRequest::RemoveReputation {
+            keys: canonical_keys(keys),
+        },
+        other => other,
+    }
 }
 
 /// Checks a reputation key's shape and normalises its value (lowercase hashes and domains,

@@ -443,6 +443,42 @@ fn protected_reputation_values_cannot_be_blacklisted() {
     ));
 }
 
+/// A key padded with spaces or a trailing dot is the same key: it is protected as the plain
+/// one is, and `canonical` gives the ledger and the server one spelling of it, once.
+#[test]
+fn a_padded_key_is_protected_and_canonical_once() {
+    let f = gate_with(protected(), vec![], &[]);
+    let p = PluginPolicy::from(&plugin("rep", &[Operation::SetReputation], &[]));
+    let none = TargetFacts::new();
+    for padded in ["dc1.example.com ", "dc1.example.com.", " DC1.Example.COM"] {
+        let req = ActionRequest::SetReputation {
+            keys: vec![key(KeyKind::Domain, padded)],
+            verdict: Verdict::Blacklist,
+            prevent: false,
+        };
+        let reason = deny(f.gate.decide(&p, &req, Scope::Operator, &none, T0));
+        assert!(
+            matches!(&reason, DenyReason::ProtectedTarget { .. }),
+            "`{padded}`: {reason}"
+        );
+    }
+    let keys = vec![
+        key(KeyKind::Domain, " Evil.NET. "),
+        key(KeyKind::Domain, "evil.net"),
+        key(KeyKind::FileHash, "D41D8CD98F00B204E9800998ECF8427E "),
+    ];
+    let canonical = riposte_policy::canonical(ActionRequest::RemoveReputation { keys });
+    assert_eq!(
+        canonical,
+        ActionRequest::RemoveReputation {
+            keys: vec![
+                key(KeyKind::Domain, "evil.net"),
+                key(KeyKind::FileHash, "d41d8cd98f00b204e9800998ecf8427e"),
+            ]
+        }
+    );
+}
+
 // ---- shadow and approval -----------------------------------------------------------------
 
 #[test]

@@ -289,6 +289,9 @@ impl GatedHost {
                 .call_error()
                 .unwrap_or_else(|| CallError::Denied("refused".into())));
         }
+        // From here on, reputation keys in one spelling each: the protection check, the
+        // ledger's key and the server see the same.
+        let request = riposte_policy::canonical(request);
         // Targets this plugin already asked for on this Malop (a Malop offered again, with
         // more of it readable) are answered from the ledger, not sent again.
         let request = if self.shadows(&request) {
