@@ -119,6 +119,17 @@ impl Client {
         kind: ElementKind,
         since: TimestampMs,
     ) -> Result<MalopListing> {
+        self.malop_listing_within(kind, since, MAX_WINDOWS).await
+    }
+
+    /// [`Client::malop_listing`] in at most `max_queries` queries: past them, the windows
+    /// not read make the listing incomplete.
+    async fn malop_listing_within(
+        &self,
+        kind: ElementKind,
+        since: TimestampMs,
+        max_queries: u32,
+    ) -> Result<MalopListing> {
         let mut incomplete = false;
         let mut found: BTreeMap<MalopId, Malop> = BTreeMap::new();
         let mut machines_cut: BTreeMap<MalopId, u64> = BTreeMap::new();
@@ -135,6 +146,14 @@ impl Client {
                 // It would answer as the wider window did (or be refused).
                 continue;
             }
+            if queries >= max_queries {
+                tracing::error!(
+                    kind = kind.as_api(),
+                    "crimes/unified: {queries} queries did not list every Malop; the listing is incomplete"
+                );
+                incomplete = true;
+                break;
+            }
             queries += 1;
             let page = match self.crimes_unified_window(kind, window).await {
                 Ok(page) => page,
@@ -148,7 +167,7 @@ impl Client {
                 }
                 Err(error) if error.query_too_large() => {
                     let pieces = window.halve(riposte_domain::now_ms());
-                    if queries < MAX_WINDOWS && !pieces.is_empty() {
+                    if queries < max_queries && !pieces.is_empty() {
                         tracing::warn!(
                             kind = kind.as_api(), after = window.after, before = ?window.before,
                             "crimes/unified answered a time window as too large ({error}): halving it"
@@ -193,7 +212,7 @@ impl Client {
             // it is all there is.
             keep_newest(&mut found, page.malops);
             machines_cut.extend(page.machines_cut);
-            if overflow && queries < MAX_WINDOWS && !pieces.is_empty() {
+            if overflow && queries < max_queries && !pieces.is_empty() {
                 tracing::warn!(
                     kind = kind.as_api(), after = window.after, before = ?window.before,
                     "crimes/unified returned {got} of {} Malops (its result limit): narrowing the time window",
@@ -203,6 +222,8 @@ impl Client {
                 continue;
             }
             if overflow {
+                // Pieces left unread for want of queries: the listing lacks their Malops.
+                incomplete |= !pieces.is_empty();
                 tracing::error!(
                     kind = kind.as_api(), after = window.after, before = ?window.before,
                     "crimes/unified returned {got} of {} Malops and the window cannot be narrowed further; the rest is not seen this cycle",
@@ -247,9 +268,18 @@ impl Client {
     /// `crimes/unified` for both kinds (MalopProcess, then MalopLogonSession); a listing
     /// that may lack Malops (see [`MalopListing::incomplete`]) is an error here.
     pub async fn all_malops_updated_since(&self, since: TimestampMs) -> Result<Vec<Malop>> {
+        self.all_malops_updated_within(since, MAX_WINDOWS).await
+    }
+
+    /// [`Client::all_malops_updated_since`] in at most `max_queries` queries per kind.
+    async fn all_malops_updated_within(
+        &self,
+        since: TimestampMs,
+        max_queries: u32,
+    ) -> Result<Vec<Malop>> {
         let mut all = Vec::new();
         for kind in ElementKind::ALL {
-            let listing = self.malop_listing(kind, since).await?;
+            let listing = self.malop_listing_within(kind, since, max_queries).await?;
             if listing.incomplete {
                 return Err(Error::Api {
                     endpoint: "POST /rest/crimes/unified".into(),
@@ -266,14 +296,16 @@ impl Client {
     }
 
     /// Malops of both kinds whose last update is in `[since, until)` (server ms): the
-    /// plugins' `list-malops`.
+    /// plugins' `list-malops`, in at most `max_queries` `crimes/unified` queries per kind (a
+    /// window holding more is an error: the listing would be incomplete).
     pub async fn malops_updated_in(
         &self,
         since: TimestampMs,
         until: TimestampMs,
+        max_queries: u32,
     ) -> Result<Vec<Malop>> {
         let mut all = self
-            .all_malops_updated_since(since.saturating_sub(1))
+            .all_malops_updated_within(since.saturating_sub(1), max_queries)
             .await?;
         all.retain(|m| m.last_update_time < until);
         Ok(all)

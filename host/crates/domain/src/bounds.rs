@@ -40,6 +40,13 @@ pub const MAX_SUBSCRIPTION_ENTRIES: usize = 64;
 /// string many times over. Past it the call traps and the invocation stops. The largest
 /// call within every other bound (1,000 targets of two 256-byte ids) is about 0.5 MiB.
 pub const MAX_CALL_BYTES: usize = 4 << 20;
+/// Most `crimes/unified` queries one `list-malops` call may cost per element kind: a window
+/// holding more Malops than that many answers carry is refused (`server-error`, asking for a
+/// shorter window), so one query unit cannot list a tenant's whole history.
+pub const MAX_LIST_QUERIES: u32 = 8;
+/// How far past the host's clock `list-malops` may end its window, in ms (1 hour of skew
+/// between the host and the server).
+pub const MAX_LIST_AHEAD_MS: i64 = 3600 * 1000;
 /// The bytes of a string kept in an excerpt.
 pub const EXCERPT_BYTES: usize = 96;
 /// The items of a list kept in a summary.

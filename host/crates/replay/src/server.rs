@@ -119,7 +119,12 @@ impl MalopSource for ReplayServer {
         since: TimestampMs,
         until: TimestampMs,
     ) -> BoxFuture<'_, Result<Vec<Malop>, CallError>> {
-        Box::pin(async move { Ok(self.client.malops_updated_in(since, until).await?) })
+        Box::pin(async move {
+            Ok(self
+                .client
+                .malops_updated_in(since, until, riposte_domain::bounds::MAX_LIST_QUERIES)
+                .await?)
+        })
     }
 
     fn get(&self, id: MalopId) -> BoxFuture<'_, Result<Malop, CallError>> {

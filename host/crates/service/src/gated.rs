@@ -680,14 +680,22 @@ impl PluginHost for GatedHost {
         until: TimestampMs,
     ) -> BoxFuture<'a, Result<Vec<Malop>, CallError>> {
         Box::pin(async move {
+            let window = list_window(since, until, now_ms());
             self.gate_query(
                 call,
                 Operation::ListMalops,
-                json!({"since": since, "until": until}),
+                json!({"since": since, "until": until, "window": window}),
                 || self.take(QuotaKind::Queries),
             )?;
+            let Some((since, until)) = window else {
+                return Ok(Vec::new());
+            };
             let started = Instant::now();
-            let found = self.core.client.malops_updated_in(since, until).await?;
+            let found = self
+                .core
+                .client
+                .malops_updated_in(since, until, bounds::MAX_LIST_QUERIES)
+                .await?;
             tracing::debug!(took = ?started.elapsed(), "list-malops for a plugin");
             Ok(found)
         })
@@ -794,5 +802,39 @@ impl PluginHost for GatedHost {
             LogLevel::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
             LogLevel::Error => tracing::error!(target: "plugin", plugin, "{message}"),
         }
+    }
+}
+
+/// The window `list-malops` reads for a plugin asking `[since, until)` at `now`: it ends at
+/// most [`bounds::MAX_LIST_AHEAD_MS`] past now and starts no earlier than 0; `None` when
+/// nothing is left of it. (What it may cost the server is bounded by
+/// [`bounds::MAX_LIST_QUERIES`].)
+fn list_window(
+    since: TimestampMs,
+    until: TimestampMs,
+    now: TimestampMs,
+) -> Option<(TimestampMs, TimestampMs)> {
+    let until = until.min(now.saturating_add(bounds::MAX_LIST_AHEAD_MS));
+    let since = since.max(0);
+    (since < until).then_some((since, until))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::list_window;
+    use riposte_domain::bounds::MAX_LIST_AHEAD_MS;
+
+    #[test]
+    fn a_plugins_listing_window_is_bounded() {
+        let now = 1_800_000_000_000;
+        let ahead = now + MAX_LIST_AHEAD_MS;
+        assert_eq!(list_window(i64::MIN, i64::MAX, now), Some((0, ahead)));
+        assert_eq!(
+            list_window(now - 60_000, now, now),
+            Some((now - 60_000, now))
+        );
+        assert_eq!(list_window(now, now, now), None);
+        assert_eq!(list_window(-5, 10, now), Some((0, 10)));
+        assert_eq!(list_window(ahead + 1, i64::MAX, now), None);
     }
 }

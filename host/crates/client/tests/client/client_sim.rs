@@ -1354,6 +1354,15 @@ mod enrichment {
             .iter()
             .any(|r| r.path == "/rest/crimes/unified" && r.body.contains("LessThan"));
         assert!(narrowed, "the window was narrowed with an upper bound");
+
+        // A plugin's listing may cost only so many queries: past them it is an error, not
+        // a partial answer, and no more queries are made.
+        let before = sim.count("POST", "/rest/crimes/unified");
+        let err = client.malops_updated_in(0, i64::MAX, 2).await.unwrap_err();
+        assert!(err.to_string().contains("could not all be listed"), "{err}");
+        assert_eq!(sim.count("POST", "/rest/crimes/unified") - before, 2);
+        let within = client.malops_updated_in(0, i64::MAX, 64).await.unwrap();
+        assert_eq!(within.len(), 24);
     }
 
     /// The notes saw only `GreaterThan` in use: a server that refuses or ignores the
