@@ -181,6 +181,17 @@ fn kill_then_status(malop: &Malop) -> Result<(), Error> {
     Ok(())
 }
 
+/// Kills, then asks for the remediation's status again and again: each ask the host passes
+/// on reaches the server.
+fn status_flood(malop: &Malop) -> Result<(), Error> {
+    let receipt = kill_suspects(malop, true)?;
+    let answered = (0..200)
+        .filter(|_| remediation::status(&receipt.action_id).is_ok())
+        .count();
+    say(&format!("status-flood: {answered} answers"));
+    Ok(())
+}
+
 fn kill(machine: &str, process: &str) -> remediation::Target {
     remediation::Target {
         machine_guid: machine.to_owned(),
@@ -541,6 +552,7 @@ impl Guest for Hostile {
             "kill-suspects" => drop(kill_suspects(&malop, true)?),
             "kill-suspects-no-malop" => drop(kill_suspects(&malop, false)?),
             "kill-then-status" => kill_then_status(&malop)?,
+            "status-flood" => status_flood(&malop)?,
             "out-of-scope" => out_of_scope(&malop),
             "foreign-malop" => foreign_malop(&malop),
             "query-flood" => query_flood(),

@@ -801,19 +801,19 @@ async fn a_remediation_without_a_malop_id_is_followed_and_never_resent_blindly()
     );
 }
 
-/// `remediation.status` asks the server while the ledger has no final status: with the
-/// follower still waiting for its first poll, the plugin hears the server's word.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remediation_status_asks_the_server_while_the_ledger_is_not_final() {
+/// Runs the hostile plugin (`name`, `attack`, granted kills and their status) once on the
+/// world's first Malop, with a follower that waits a minute before its first poll (the
+/// ledger stays at PENDING meanwhile, so a status asks the server); it must complete.
+async fn invoke_with_a_slow_follower(
+    world: &World,
+    name: &str,
+    attack: &str,
+) -> riposte_service::Service {
     use riposte_service::{FollowPolicy, Service};
-    install_log_capture();
-    let world = World::new(1).await;
-    world.sim.with_state(|s| s.steps_per_poll = 2);
-    let plugin = Plugin::hostile("asks-status", "kill-then-status")
+    let plugin = Plugin::hostile(name, attack)
         .grant(&["get-malop", "remediate", "remediation-status"])
         .remediation(&["kill-process"]);
     let config = riposte_service::OperatorConfig::load(world.write_config("", &[plugin])).unwrap();
-    // The follower waits a minute before its first poll: the ledger stays at PENDING.
     let slow = FollowPolicy {
         poll_interval: Duration::from_secs(60),
         max_poll_interval: Duration::from_secs(60),
@@ -831,6 +831,37 @@ async fn remediation_status_asks_the_server_while_the_ledger_is_not_final() {
         "{}",
         report.stderr
     );
+    service
+}
+
+/// Each `remediation.status` the host passes on to the server takes a query unit: a plugin
+/// asking 200 times reaches the server at most `queries_per_invocation` times (20), and is
+/// answered from the ledger past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_flood_reaches_the_server_within_the_query_quota() {
+    install_log_capture();
+    let world = World::new(1).await;
+    invoke_with_a_slow_follower(&world, "status-flood", "status-flood").await;
+    let logs = plugin_logs("status-flood");
+    assert!(
+        logs.iter().any(|l| l.contains("status-flood: ")),
+        "{logs:?}"
+    );
+    let asked = world.sim.count("GET", "/rest/remediate/progress/");
+    assert!(
+        (1..=20).contains(&asked),
+        "{asked} progress reads for 200 status calls"
+    );
+}
+
+/// `remediation.status` asks the server while the ledger has no final status: with the
+/// follower still waiting for its first poll, the plugin hears the server's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remediation_status_asks_the_server_while_the_ledger_is_not_final() {
+    install_log_capture();
+    let world = World::new(1).await;
+    world.sim.with_state(|s| s.steps_per_poll = 2);
+    let service = invoke_with_a_slow_follower(&world, "asks-status", "kill-then-status").await;
     let logs = plugin_logs("asks-status");
     assert!(
         logs.iter()

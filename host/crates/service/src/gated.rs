@@ -525,6 +525,10 @@ impl GatedHost {
         else {
             return last;
         };
+        // Each ask of the server is a query: past the quota, the ledger's last word.
+        if self.take(QuotaKind::Queries).is_err() {
+            return last;
+        }
         let malop = super::executor::progress_malop(record);
         match self.core.client.remediation_progress(malop, rid).await {
             Ok(report) => report.status(),
