@@ -152,6 +152,10 @@ pub struct MachineFacts {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetFacts {
     machines: HashMap<MachineGuid, MachineFacts>,
+    /// Machines the same invocation already reached with destructive actions (allowed or
+    /// held): `[approvals.large]` counts them with the request's own, so a large action
+    /// split into small calls is held all the same.
+    reached: std::collections::HashSet<MachineGuid>,
 }
 
 impl TargetFacts {
@@ -177,6 +181,20 @@ impl TargetFacts {
     /// A machine's facts.
     pub fn get(&self, guid: &MachineGuid) -> Option<&MachineFacts> {
         self.machines.get(guid)
+    }
+
+    /// These facts, knowing that the same invocation already reached `machines` with
+    /// destructive actions.
+    pub fn with_reached(mut self, machines: impl IntoIterator<Item = MachineGuid>) -> Self {
+        self.reached.extend(machines);
+        self
+    }
+
+    /// How many distinct machines a destructive `request` reaches together with those the
+    /// invocation already reached.
+    fn reach_of(&self, request: &ActionRequest) -> usize {
+        let own = request.machines();
+        own.len() + self.reached.iter().filter(|m| !own.contains(m)).count()
     }
 }
 
@@ -970,7 +988,7 @@ impl Gate {
         if !shadowed.is_empty() {
             return Decision::Shadow { kinds: shadowed };
         }
-        if !approved && let Some((kinds, quorum)) = self.held(request) {
+        if !approved && let Some((kinds, quorum)) = self.held(request, targets) {
             return Decision::AwaitApproval { kinds, quorum };
         }
         match self.spend(plugin, &charges, now_ms) {
@@ -991,8 +1009,13 @@ impl Gate {
     /// The kinds of `request` that wait for an operator's approval.
     /// The kinds of `request` that wait for an operator and how many distinct approvers
     /// they need; `None` if it needs no approval. A destructive action reaching more
-    /// machines than `[approvals.large]` allows waits whatever its kind.
-    fn held(&self, request: &ActionRequest) -> Option<(Vec<ActionKind>, u32)> {
+    /// machines than `[approvals.large]` allows (with those its invocation already reached,
+    /// [`TargetFacts::with_reached`]) waits whatever its kind.
+    fn held(
+        &self,
+        request: &ActionRequest,
+        targets: &TargetFacts,
+    ) -> Option<(Vec<ActionKind>, u32)> {
         let kinds = request.action_kinds();
         let mut held: Vec<ActionKind> = kinds
             .iter()
@@ -1005,7 +1028,7 @@ impl Gate {
             .max()
             .unwrap_or(1);
         if let Some(large) = self.approvals.large
-            && request.machines().len() > large.machines as usize
+            && targets.reach_of(request) > large.machines as usize
         {
             let destructive: Vec<ActionKind> =
                 kinds.into_iter().filter(|k| k.is_destructive()).collect();
@@ -1085,7 +1108,7 @@ impl Gate {
             }
         };
         let shadowed = self.shadowed(plugin, request);
-        let hold = self.held(request);
+        let hold = self.held(request, targets);
         let budget = self
             .spend(plugin, &charges, now_ms)
             .map(|()| charges.clone());

@@ -1550,3 +1550,36 @@ fn a_quorum_per_kind_and_a_large_blast_radius_set_how_many_approve() {
     };
     assert!(!matches!(held(&un, &many), Decision::AwaitApproval { .. }));
 }
+
+/// `[approvals.large]` counts the machines the invocation already reached: a large action
+/// split into small calls is held once the calls together pass the limit.
+#[test]
+fn a_large_action_split_into_small_calls_is_held() {
+    let approvals = Approvals {
+        large: Some(LargeActions {
+            machines: 2,
+            quorum: 1,
+        }),
+        ..Approvals::default()
+    };
+    let f = gate_with_approvals(ProtectedAssets::default(), Vec::new(), approvals);
+    let p = PluginPolicy::from(&iso_plugin());
+    let all = machines(4);
+    let decide = |call: &[MachineGuid], reached: &[MachineGuid]| {
+        let facts = facts(&all).with_reached(reached.iter().cloned());
+        f.gate
+            .decide(&p, &isolate(call.to_vec()), Scope::Operator, &facts, T0)
+    };
+    assert!(matches!(decide(&all[..2], &[]), Decision::Allow { .. }));
+    assert!(
+        matches!(
+            decide(&all[2..3], &all[..2]),
+            Decision::AwaitApproval { .. }
+        ),
+        "a third machine after two"
+    );
+    assert!(
+        matches!(decide(&all[..1], &all[..2]), Decision::Allow { .. }),
+        "a machine already reached adds nothing"
+    );
+}

@@ -155,6 +155,9 @@ pub struct GatedHost {
     scope: Option<MalopScope>,
     /// What the invocation used of its quotas.
     quotas: InvocationQuotas,
+    /// Machines the invocation's destructive actions reached (allowed or held), which
+    /// `[approvals.large]` counts with each new request's.
+    reached: std::sync::Mutex<std::collections::HashSet<riposte_domain::MachineGuid>>,
 }
 
 impl GatedHost {
@@ -174,6 +177,7 @@ impl GatedHost {
             malop,
             scope,
             quotas: InvocationQuotas::default(),
+            reached: Default::default(),
         }
     }
 
@@ -198,10 +202,24 @@ impl GatedHost {
     }
 
     fn facts(&self) -> TargetFacts {
+        let reached = self.reached.lock().unwrap_or_else(|p| p.into_inner());
         self.malop
             .as_ref()
             .map(TargetFacts::from_malop)
             .unwrap_or_default()
+            .with_reached(reached.iter().cloned())
+    }
+
+    /// Notes the machines a destructive request the gate let through or held reaches.
+    fn note_reached(&self, request: &ActionRequest, decision: &Decision) {
+        let reaches = matches!(
+            decision,
+            Decision::Allow { .. } | Decision::AwaitApproval { .. }
+        ) && request.action_kinds().iter().any(|k| k.is_destructive());
+        if reaches {
+            let mut reached = self.reached.lock().unwrap_or_else(|p| p.into_inner());
+            reached.extend(request.machines().into_iter().cloned());
+        }
     }
 
     fn pylums(&self) -> PylumDirectory {
@@ -339,6 +357,7 @@ impl GatedHost {
                 self.core
                     .gate
                     .decide(&self.policy, &request, self.scope(), &self.facts(), now);
+            self.note_reached(&request, &decision);
             let mode = match &decision {
                 Decision::Deny(_) => return Ok(Ledgered::Now(decision, None, None)),
                 Decision::Shadow { .. } => ActionMode::Shadow,
