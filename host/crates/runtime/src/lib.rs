@@ -326,6 +326,13 @@ impl Runtime {
             Ok(Ok(Err(error))) => Outcome::PluginError {
                 error: outcome::bounded_error(error),
             },
+            // No room in the instance pool is the host's shortage, not the plugin's fault:
+            // it must not count towards pausing the plugin.
+            Ok(Err(error)) if error.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                Outcome::HostFailure {
+                    error: format!("no room to instantiate the plugin: {error:#}"),
+                }
+            }
             Ok(Err(trap)) => Outcome::Stopped {
                 reason: self.stop_reason(&instance.store, &trap),
             },
@@ -392,16 +399,24 @@ impl Runtime {
     }
 }
 
+/// What one component instance may take of the pool. The pool holds `max_instances` times
+/// each, so no instance (a hostile one with many memories or modules) can take another's
+/// share: a plugin that cannot be instantiated for want of room would be stopped for it.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 8;
+
 fn engine_config(config: &RuntimeConfig) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(config.max_instances)
-        .total_core_instances(config.max_instances * 32)
-        .total_memories(config.max_instances * 4)
-        .total_tables(config.max_instances * 8)
+        .total_core_instances(config.max_instances * CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(config.max_instances * MEMORIES_PER_COMPONENT)
+        .total_tables(config.max_instances * TABLES_PER_COMPONENT)
         .total_stacks(config.max_instances)
         .max_memory_size(config.max_memory_bytes)
-        .max_memories_per_component(16)
-        .max_core_instances_per_component(64)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .linear_memory_keep_resident(config.keep_resident_bytes)
         .table_keep_resident(config.keep_resident_bytes)
         .pagemap_scan(Enabled::Auto);

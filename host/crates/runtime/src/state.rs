@@ -19,10 +19,13 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// Memory accounting for one store: enforces the limit and remembers that it was hit, so
-/// the trap that follows can be reported as "memory limit" rather than a bare `unreachable`.
+/// Memory accounting for one store: enforces the limit on all of its linear memories
+/// together (a component may have several) and remembers that it was hit, so the trap that
+/// follows can be reported as "memory limit" rather than a bare `unreachable`.
 pub(crate) struct MemoryLimiter {
     limit: usize,
+    /// The bytes of every memory of the store now.
+    total: usize,
     pub(crate) peak: usize,
     pub(crate) hit: bool,
 }
@@ -31,6 +34,7 @@ impl MemoryLimiter {
     fn new(limit: usize) -> Self {
         Self {
             limit,
+            total: 0,
             peak: 0,
             hit: false,
         }
@@ -40,15 +44,20 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let total = self
+            .total
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.limit {
             self.hit = true;
             return Ok(false);
         }
-        self.peak = self.peak.max(desired);
+        self.total = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 
@@ -505,3 +514,26 @@ macro_rules! imports_of_version {
 
 imports_of_version!(v0_1, receipt_v0_1);
 imports_of_version!(v0_2, receipt_v0_2);
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryLimiter;
+    use wasmtime::ResourceLimiter;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_memory_limit_holds_for_all_memories_together() {
+        let mut limiter = MemoryLimiter::new(64 * MIB);
+        assert!(limiter.memory_growing(0, 40 * MIB, None).unwrap());
+        assert!(
+            !limiter.memory_growing(0, 40 * MIB, None).unwrap(),
+            "a second memory may not take the limit again"
+        );
+        assert!(limiter.hit);
+        assert!(limiter.memory_growing(0, 24 * MIB, None).unwrap());
+        // Growing the first memory counts only what it adds.
+        assert!(!limiter.memory_growing(40 * MIB, 41 * MIB, None).unwrap());
+        assert_eq!(limiter.peak, 64 * MIB);
+    }
+}
