@@ -1320,20 +1320,40 @@ fn check_optional_malop(id: &Option<MalopId>) -> Result<(), ArgumentError> {
     id.as_ref().map_or(Ok(()), check_malop)
 }
 
-/// `request` with its reputation keys in their canonical form (trimmed, lowercase hashes and
-/// domains without a trailing dot, canonical IPs) and each key once: what the protection
-/// check, the ledger's key and the server all see, so that padding a key neither slips it
-/// past a protected-asset pattern nor makes the same key a new action. A key whose shape is
-/// wrong is left as it is (the gate refuses it). Other requests are returned unchanged.
+/// `request` with each target once, and its reputation keys in their canonical form
+/// (trimmed, lowercase hashes and domains without a trailing dot, canonical IPs): what the
+/// protection check, the ledger (its key and its record) and the server all see, so that
+/// padding a key neither slips it past a protected-asset pattern nor makes the same key a
+/// new action, and a target named a thousand times is recorded once. A key whose shape is
+/// wrong is left as it is (the gate refuses it).
 pub fn canonical(request: ActionRequest) -> ActionRequest {
-    let canonical_keys = |keys: Vec<ReputationKey>| {
+    fn once<T: Clone + Eq + std::hash::Hash>(items: Vec<T>) -> Vec<T> {
         let mut seen = std::collections::HashSet::new();
-        keys.into_iter()
-            .map(|k| normalise_key(&k).unwrap_or(k))
-            .filter(|k| seen.insert(k.clone()))
+        items
+            .into_iter()
+            .filter(|i| seen.insert(i.clone()))
             .collect()
+    }
+    let canonical_keys = |keys: Vec<ReputationKey>| {
+        once(
+            keys.into_iter()
+                .map(|k| normalise_key(&k).unwrap_or(k))
+                .collect(),
+        )
     };
     match request {
+        ActionRequest::Remediate { malop_id, targets } => ActionRequest::Remediate {
+            malop_id,
+            targets: once(targets),
+        },
+        ActionRequest::Isolate { malop_id, machines } => ActionRequest::Isolate {
+            malop_id,
+            machines: once(machines),
+        },
+        ActionRequest::Unisolate { malop_id, machines } => ActionRequest::Unisolate {
+            malop_id,
+            machines: once(machines),
+        },
         ActionRequest::SetReputation {
             keys,
             verdict,

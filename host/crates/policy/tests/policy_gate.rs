@@ -477,6 +477,9 @@ fn a_padded_key_is_protected_and_canonical_once() {
             ]
         }
     );
+    let m = machines(2);
+    let repeated = isolate(vec![m[0].clone(), m[1].clone(), m[0].clone(), m[0].clone()]);
+    assert_eq!(riposte_policy::canonical(repeated), isolate(m));
 }
 
 // ---- shadow and approval -----------------------------------------------------------------
