@@ -13,9 +13,10 @@
 //!   its IPs and domains (compared normalised: lowercase hashes and domains, canonical IPs);
 //! - itself, for `set-status` and `add-comment`.
 //!
-//! Besides, a plugin may never whitelist its own Malop's malicious values (its root-cause
-//! hashes and its suspects' image hashes), wider scope or not: that would blind the EDR to the
-//! very thing it is handling ([`guard_whitelist`]).
+//! Besides, a plugin may never whitelist, or remove the reputation of, its own Malop's
+//! malicious values (its root-cause hashes, its suspects' image hashes and its files'
+//! hashes), wider scope or not: that would blind the EDR to the very thing it is handling
+//! ([`guard_whitelist`]).
 
 use super::{DenyReason, ProtectionRule, TargetKey, normalise_key};
 use riposte_domain::bounds::{EXCERPT_BYTES, excerpt};
@@ -95,7 +96,10 @@ impl MalopScope {
             scope.machines.extend(machine.clone());
             scope.files.insert(f.guid.clone(), machine);
             for hash in [&f.md5, &f.sha1].into_iter().flatten() {
-                scope.keys.extend(hash_key(hash));
+                if let Some(key) = hash_key(hash) {
+                    scope.malicious.insert(key.clone());
+                    scope.keys.insert(key);
+                }
             }
         }
         for hash in malop.root_causes.iter().flat_map(|r| &r.hashes) {
@@ -356,19 +360,21 @@ fn describe_first_target(request: &ActionRequest) -> String {
     }
 }
 
-/// Refuses to whitelist a malicious value of the Malop being handled (its root-cause hashes,
-/// its suspects' image hashes), whatever the plugin's scope.
+/// Refuses to whitelist, or to remove the reputation of, a malicious value of the Malop being
+/// handled (its root-cause hashes, its suspects' image hashes, the hashes of its files),
+/// whatever the plugin's scope: a plugin may not clear the evidence it is handling.
 pub(crate) fn guard_whitelist(request: &ActionRequest, scope: Scope<'_>) -> Option<DenyReason> {
-    let (
-        Scope::Malop(malop),
+    let Scope::Malop(malop) = scope else {
+        return None;
+    };
+    let keys = match request {
         ActionRequest::SetReputation {
             keys,
             verdict: Verdict::Whitelist,
             ..
-        },
-    ) = (scope, request)
-    else {
-        return None;
+        }
+        | ActionRequest::RemoveReputation { keys } => keys,
+        _ => return None,
     };
     keys.iter().find_map(|key| {
         let key = normalise_key(key).ok()?;

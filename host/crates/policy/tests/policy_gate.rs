@@ -1318,15 +1318,20 @@ mod confinement {
     fn the_malops_own_malicious_hashes_are_never_whitelisted_by_its_plugin() {
         let mut cfg = all_grants();
         cfg.grants.wider_scope.insert(ActionKind::Whitelist);
-        for hash in [HASH, IMAGE] {
+        cfg.grants.wider_scope.insert(ActionKind::RemoveReputation);
+        let evidence = |reason: &DenyReason| matches!(reason, DenyReason::ProtectedTarget { rule: ProtectionRule::MalopEvidence(m), .. } if m.as_str() == "11.1");
+        for hash in [HASH, IMAGE, FILE_MD5] {
             let reason = deny(decide(
                 &cfg,
                 &reputation(Verdict::Whitelist, vec![key(KeyKind::FileHash, hash)]),
             ));
-            assert!(
-                matches!(&reason, DenyReason::ProtectedTarget { rule: ProtectionRule::MalopEvidence(m), .. } if m.as_str() == "11.1"),
-                "{reason}"
-            );
+            assert!(evidence(&reason), "{reason}");
+            // Nor may it remove their reputation (a blacklist entry on them).
+            let removal = ActionRequest::RemoveReputation {
+                keys: vec![key(KeyKind::FileHash, hash)],
+            };
+            let reason = deny(decide(&cfg, &removal));
+            assert!(evidence(&reason), "{reason}");
         }
         // Blacklisting them is what a rule should do; whitelisting something else is allowed
         // with the grant.
@@ -1337,10 +1342,11 @@ mod confinement {
             ),
             Decision::Allow { .. }
         ));
+        let elsewhere = "dddddddddddddddddddddddddddddddd";
         assert!(matches!(
             decide(
                 &cfg,
-                &reputation(Verdict::Whitelist, vec![key(KeyKind::FileHash, FILE_MD5)])
+                &reputation(Verdict::Whitelist, vec![key(KeyKind::FileHash, elsewhere)])
             ),
             Decision::Allow { .. }
         ));
