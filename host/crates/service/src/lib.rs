@@ -363,15 +363,23 @@ impl Service {
             recovered: self.recover().await?,
             ..CycleReport::default()
         };
-        for kind in ElementKind::ALL {
-            self.poll_kind(kind, None, &mut report).await?;
+        // What the cycle owes whatever the server's listing did (interval invocations, the
+        // remediations followed, the isolations whose time is up) runs even when reading
+        // Malops failed; that failure is the cycle's error afterwards.
+        let read = async {
+            for kind in ElementKind::ALL {
+                self.poll_kind(kind, None, &mut report).await?;
+            }
+            self.backfill(&mut report).await?;
+            self.reread_incomplete(started, &mut report).await
         }
-        self.backfill(&mut report).await?;
-        self.reread_incomplete(started, &mut report).await?;
+        .await;
         self.run_due_intervals(&mut report).await;
         self.core.drain_followers().await;
-        report.reverted = self.settle_time_boxes().await?.reverted;
+        let settled = self.settle_time_boxes().await;
         self.write_activity().await;
+        read?;
+        report.reverted = settled?.reverted;
         self.metrics.cycle();
         self.metrics.set_budgets(&self.budgets_left().await);
         self.core

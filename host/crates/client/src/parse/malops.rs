@@ -2,7 +2,7 @@
 
 use super::{
     Parsed, VisualAnswer, boolean, check_status, element, envelope_status, kind, malformed, millis,
-    object, sv_bool, sv_millis, text,
+    object, sv_millis, text,
 };
 use crate::types::{Element, MalopsPage};
 use riposte_domain::{
@@ -112,9 +112,10 @@ pub fn crimes_unified_page(body: &[u8], kind: ElementKind) -> Parsed<MalopsPage>
 }
 
 fn malop_from_element(body: &[u8], e: &Element, kind: ElementKind) -> Parsed<Malop> {
-    let creation = sv_millis(body, e, "creationTime")?.unwrap_or(0);
-    let updated = sv_millis(body, e, "malopLastUpdateTime")?.unwrap_or(creation);
-    let _ = sv_bool(body, e, "isBlocked")?;
+    // One Malop with an odd time (`""`, `"N/A"`) must not cost the whole listing: its time
+    // is read as absent, and the log says so.
+    let creation = lenient_millis(body, e, "creationTime").unwrap_or(0);
+    let updated = lenient_millis(body, e, "malopLastUpdateTime").unwrap_or(creation);
     let machines: Vec<Machine> = e
         .refs("affectedMachines")
         .iter()
@@ -171,6 +172,18 @@ fn malop_from_element(body: &[u8], e: &Element, kind: ElementKind) -> Parsed<Mal
         ip_addresses: Vec::new(),
         domains: Vec::new(),
         unreadable: Vec::new(),
+    })
+}
+
+/// A time in epoch ms, or `None` when absent or unreadable (a warning then names the Malop
+/// and the field, with the server's reason, bounded).
+fn lenient_millis(body: &[u8], e: &Element, field: &str) -> Option<i64> {
+    sv_millis(body, e, field).unwrap_or_else(|error| {
+        tracing::warn!(
+            malop = %riposte_domain::bounds::log_safe(&e.guid, 64),
+            "crimes/unified: {field} unreadable, read as absent: {error}"
+        );
+        None
     })
 }
 

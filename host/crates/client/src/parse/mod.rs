@@ -324,9 +324,3 @@ pub(crate) fn sv_millis(body: &[u8], e: &Element, field: &str) -> Parsed<Option<
         }),
     }
 }
-
-/// A simple value as a boolean.
-pub(crate) fn sv_bool(body: &[u8], e: &Element, field: &str) -> Parsed<Option<bool>> {
-    let v = e.first(field).map(|s| Value::String(s.to_owned()));
-    boolean(body, v.as_ref(), field)
-}

@@ -171,13 +171,23 @@ fn typed_values_and_missing_element_values() {
     let malops = parse::crimes_unified(body, ElementKind::LogonSession).unwrap();
     assert_eq!(malops[0].last_update_time, 1_700_000_000_000);
     assert!(malops[0].machines.is_empty());
-    let bad = br#"{"status":"SUCCESS","data":{"resultIdToElementDataMap":{"11.1":{"simpleValues":{"creationTime":{"values":["yesterday"]}}}}}}"#;
-    let err = parse::crimes_unified(bad, ElementKind::Process)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("creationTime") && err.contains("yesterday"),
-        "{err}"
+    // One Malop with an unreadable time does not cost the others: its time reads as absent.
+    let odd = br#"{"status":"SUCCESS","data":{"resultIdToElementDataMap":{
+        "11.1":{"simpleValues":{"creationTime":{"values":["yesterday"]},"malopLastUpdateTime":{"values":["N/A"]},"isBlocked":{"values":["maybe"]}}},
+        "11.2":{"simpleValues":{"creationTime":{"values":["1700000000000"]},"malopLastUpdateTime":{"values":[""]}}},
+        "11.3":{"simpleValues":{"malopLastUpdateTime":{"values":["1700000000001"]}}}}}}"#;
+    let malops = parse::crimes_unified(odd, ElementKind::Process).unwrap();
+    let times: Vec<(&str, i64, i64)> = malops
+        .iter()
+        .map(|m| (m.id.as_str(), m.creation_time, m.last_update_time))
+        .collect();
+    assert_eq!(
+        times,
+        [
+            ("11.1", 0, 0),
+            ("11.2", 1_700_000_000_000, 1_700_000_000_000),
+            ("11.3", 0, 1_700_000_000_001)
+        ]
     );
 }
 
