@@ -389,6 +389,12 @@ impl Element {
         self.elements.get(field).map_or(&[], Vec::as_slice)
     }
 
+    /// Whether the server sent the element field at all (an empty list is a list; a
+    /// missing field says nothing).
+    pub fn has_refs(&self, field: &str) -> bool {
+        self.elements.contains_key(field)
+    }
+
     /// How many elements an element field references in all, when the server listed fewer
     /// (`totalValues` above the list's length: cut at `perFeatureLimit`).
     pub fn refs_cut(&self, field: &str) -> Option<u64> {

@@ -68,7 +68,8 @@ impl Client {
     }
 
     /// Completes the machines of the Malops whose `affectedMachines` the server cut at
-    /// `perFeatureLimit` (`cut`: Malop → how many it says there are) from a visualsearch of
+    /// `perFeatureLimit` or left out (`cut`: Malop → how many it says there are, 0 when it
+    /// did not say) from a visualsearch of
     /// their affected machines (up to [`QUERY_RESULT_LIMIT`]), at most
     /// [`MACHINE_COMPLETIONS`] Malops per call: a rule that isolates a Malop's machines must
     /// not see the first hundred of an outbreak as all of it. A Malop whose query fails keeps
@@ -109,10 +110,10 @@ impl Client {
                             malop.machines.push(parse::bare_machine(&e.guid, name));
                         }
                     }
-                    tracing::info!(malop = %malop.id, total, machines = malop.machines.len(), "the server listed only some of the Malop's machines: read them with a visualsearch query");
+                    tracing::info!(malop = %malop.id, total, machines = malop.machines.len(), "the server did not list all of the Malop's machines: read them with a visualsearch query");
                 }
                 Err(error) => {
-                    tracing::warn!(malop = %malop.id, total, listed = malop.machines.len(), "the server listed only some of the Malop's machines and the query for the rest failed: {error}");
+                    tracing::warn!(malop = %malop.id, total, listed = malop.machines.len(), "the server did not list all of the Malop's machines and the query for them failed: {error}");
                 }
             }
         }

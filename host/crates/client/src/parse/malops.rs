@@ -95,11 +95,18 @@ pub fn crimes_unified_page(body: &[u8], kind: ElementKind) -> Parsed<MalopsPage>
         .collect::<Parsed<Vec<_>>>()?;
     malops.sort_by(|a, b| (a.last_update_time, &a.id).cmp(&(b.last_update_time, &b.id)));
     let total_hits = answer.total.unwrap_or(0).max(malops.len() as u64);
+    // Machines to read with a query of their own: those cut at `perFeatureLimit`, and all
+    // of a Malop whose element leaves `affectedMachines` out (`elementValues: {}` is seen,
+    // §2.2 of the API notes): no list is not "no machines". 0 stands for "not said".
     let machines_cut = answer
         .elements
         .iter()
         .filter_map(|e| {
-            let total = e.refs_cut("affectedMachines")?;
+            let total = match e.refs_cut("affectedMachines") {
+                Some(total) => total,
+                None if !e.has_refs("affectedMachines") => 0,
+                None => return None,
+            };
             Some((MalopId::new(e.guid.clone()), total))
         })
         .collect();

@@ -191,6 +191,22 @@ fn typed_values_and_missing_element_values() {
     );
 }
 
+/// A Malop whose element leaves `affectedMachines` out (`elementValues: {}`) has its machines
+/// read with a query of their own; one whose list is empty has none to read.
+#[test]
+fn a_malop_without_its_machine_list_is_completed() {
+    let body = br#"{"status":"SUCCESS","data":{"resultIdToElementDataMap":{
+        "11.1":{"simpleValues":{},"elementValues":{}},
+        "11.2":{"simpleValues":{},"elementValues":{"affectedMachines":{"totalValues":0,"elementValues":[]}}}}}}"#;
+    let page = parse::crimes_unified_page(body, ElementKind::Process).unwrap();
+    let cut: Vec<(&str, u64)> = page
+        .machines_cut
+        .iter()
+        .map(|(id, total)| (id.as_str(), *total))
+        .collect();
+    assert_eq!(cut, [("11.1", 0)]);
+}
+
 /// A statusLog of `(machine, target, status, timestamp)` entries.
 fn status_log(entries: &[(&str, &str, &str, i64)]) -> riposte_client::RemediationReport {
     let log: Vec<_> = entries
