@@ -59,10 +59,28 @@ pub(crate) struct Session {
     pub(crate) generation: u64,
 }
 
-/// Whether an HTML body is the Cybereason login page.
+/// Whether an HTML body is the Cybereason login page: its title (`Cybereason | Login`,
+/// however it is spaced or cased), its Angular `app-login` element, or a password field (a
+/// login form of any server version).
 pub fn is_login_page(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(body).to_ascii_lowercase();
-    text.contains("<title>cybereason | login</title>") || text.contains("<app-login")
+    let login_title = html_title(&text).is_some_and(|title| {
+        let words: Vec<&str> = title.split_whitespace().collect();
+        words == ["cybereason", "|", "login"]
+    });
+    login_title
+        || text.contains("<app-login")
+        || ["type=\"password\"", "type='password'", "type=password"]
+            .iter()
+            .any(|field| text.contains(field))
+}
+
+/// The text of the first `<title>` element of (lowercased) HTML.
+fn html_title(text: &str) -> Option<&str> {
+    let open = text.find("<title")?;
+    let start = open + text[open..].find('>')? + 1;
+    let end = start + text[start..].find("</title")?;
+    Some(&text[start..end])
 }
 
 /// Whether a body asks for a two-factor code.
@@ -253,4 +271,30 @@ impl Client {
 
 pub(crate) fn retryable_status(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_login_page;
+
+    #[test]
+    fn login_pages_are_known_however_they_are_spaced() {
+        for page in [
+            "<html><head><title>Cybereason | Login</title></head></html>",
+            "<html><head><title>\n   Cybereason |   Login\n</title></head></html>",
+            "<html><head><TITLE lang=en>CYBEREASON | LOGIN</TITLE></head></html>",
+            "<html><body><app-login></app-login></body></html>",
+            "<html><body><form><input name=\"password\" type=\"password\"></form></body></html>",
+            "<html><body><form><input type=password name=p></form></body></html>",
+        ] {
+            assert!(is_login_page(page.as_bytes()), "{page}");
+        }
+        for page in [
+            "<html><head><title>502 Bad Gateway</title></head></html>",
+            "<html><head><title>Cybereason | Investigation</title></head></html>",
+            "<html><head><title>Cybereason | Login",
+        ] {
+            assert!(!is_login_page(page.as_bytes()), "{page}");
+        }
+    }
 }
