@@ -210,3 +210,28 @@ each_backend! {
         assert_eq!(store.open_time_boxes().unwrap().len(), 1, "the extended one stays open");
     }
 }
+
+each_backend! {
+    async fn a_throttled_isolation_is_waited_out_and_sent_once(db) {
+        let sim = start_sim(7, 12).await;
+        let setup = Setup::new(vec![PluginSpec::ransomware_containment()]);
+        let env = ServiceEnv::on(db, &sim, &setup);
+        let service = env.service(&sim).await;
+        let store = service.store();
+        // The server throttles every isolation for four cycles: more sends than a failure
+        // is given (3), fewer than throttling is.
+        sim.inject(riposte_sim::Fault::new(riposte_sim::FaultKind::Status429, 10_000).on(ISOLATE));
+        for _ in 0..4 {
+            service.run_cycle().await.expect("a throttled cycle runs");
+        }
+        assert!(isolations(store, ActionState::Failed).is_empty(), "none given up");
+        let waiting = isolations(store, ActionState::Planned);
+        assert!(!waiting.is_empty(), "isolations wait for the server");
+        assert!(waiting.iter().all(|r| r.attempts >= 4), "{waiting:?}");
+        sim.clear_faults();
+        service.run_cycle().await.expect("the cycle after the throttling runs");
+        assert!(isolations(store, ActionState::Planned).is_empty());
+        assert_eq!(isolations(store, ActionState::Succeeded).len(), waiting.len());
+        assert_no_action_twice(&sim);
+    }
+}

@@ -42,6 +42,11 @@ pub struct FollowPolicy {
     pub max_attempts: u32,
 }
 
+/// Sends of an action the server throttles (HTTP 429), in multiples of
+/// [`FollowPolicy::max_attempts`], before giving up: one send a cycle, so with the defaults
+/// (3 attempts, a 30 s poll) about 15 minutes of throttling.
+const THROTTLED_ATTEMPTS_FACTOR: u32 = 10;
+
 impl Default for FollowPolicy {
     fn default() -> Self {
         Self::from(&crate::FollowConfig::default())
@@ -737,6 +742,15 @@ impl Executor {
     }
 
     fn send_failed(&self, record: &ActionRecord, error: &riposte_client::Error) -> ActionState {
+        if let riposte_client::Error::Throttled { .. } = error {
+            // A server throttles for minutes at a time (the API notes' clients wait 60 s):
+            // waited out over more sends than a failure is.
+            let patience = self
+                .follow
+                .max_attempts
+                .saturating_mul(THROTTLED_ATTEMPTS_FACTOR);
+            return self.give_up_or_retry_within(record, &error.to_string(), patience);
+        }
         if error.certainly_not_done() && !error.rejected_for_good() {
             return self.give_up_or_retry(record, &error.to_string());
         }
@@ -777,12 +791,19 @@ impl Executor {
     }
 
     fn give_up_or_retry(&self, record: &ActionRecord, error: &str) -> ActionState {
-        match self.store.record_failed_attempt(
-            &record.id,
-            error,
-            self.follow.max_attempts,
-            now_ms(),
-        ) {
+        self.give_up_or_retry_within(record, error, self.follow.max_attempts)
+    }
+
+    fn give_up_or_retry_within(
+        &self,
+        record: &ActionRecord,
+        error: &str,
+        max_attempts: u32,
+    ) -> ActionState {
+        match self
+            .store
+            .record_failed_attempt(&record.id, error, max_attempts, now_ms())
+        {
             Ok(RetryDecision::Retry { attempts }) => {
                 tracing::warn!(action = %record.id, attempts, "not sent ({error}); will retry");
                 record.state
