@@ -28,7 +28,11 @@ pub(crate) fn visual_envelope(body: &[u8]) -> Parsed<VisualAnswer> {
             map.get("status"),
             map.get("message"),
             map.get("errorMessage"),
-        )?;
+        )?
+        .or_else(|| {
+            let terminated = map.get("data").and_then(|d| d.get("queryTerminated"));
+            super::cut_short(map.get("failures"), terminated)
+        });
         let elements = visual_elements_from_value(body, &map)?;
         let total = map
             .get("data")

@@ -172,6 +172,27 @@ pub(crate) fn envelope_status(
     status_failure(status, message, error_message).map_or(Ok(None), Err)
 }
 
+/// Why a `SUCCESS` envelope is partial all the same: some of the server's detection servers
+/// failed to answer (`failures` above 0), or the query was stopped before it finished
+/// (`data.queryTerminated`); `None` when neither.
+pub(crate) fn cut_short(failures: Option<&Value>, terminated: Option<&Value>) -> Option<String> {
+    let failed = failures.and_then(|f| match f {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    });
+    let terminated = match terminated {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    match (failed, terminated) {
+        (Some(n), _) if n > 0 => Some(format!("{n} detection server(s) failed to answer")),
+        (_, true) => Some("the query was terminated before it finished".into()),
+        _ => None,
+    }
+}
+
 /// The failure a body's `status`, `message` and `errorMessage` fields report, if any.
 pub(crate) fn status_failure(
     status: Option<&Value>,

@@ -38,6 +38,8 @@ pub(super) fn visual_envelope(body: &[u8]) -> Option<Parsed<VisualAnswer>> {
     };
     // A missing or null `data` is an error the `Value` path words.
     let Fields(data) = envelope.data?;
+    let partial =
+        partial.or_else(|| super::cut_short(envelope.failures.as_ref(), data.terminated.as_ref()));
     let total = data.total.as_ref().and_then(Value::as_u64);
     let results = data.results.unwrap_or_default();
     let elements = results
@@ -164,6 +166,7 @@ struct Envelope {
     status: Option<Value>,
     message: Option<Value>,
     error_message: Option<Value>,
+    failures: Option<Value>,
     data: Option<Fields<Data>>,
 }
 
@@ -171,6 +174,7 @@ fields!(Envelope {
     "status" => status,
     "message" => message,
     "errorMessage" => error_message,
+    "failures" => failures,
     "data" => data,
 });
 
@@ -178,11 +182,13 @@ fields!(Envelope {
 struct Data {
     results: Option<BTreeMap<String, Fields<RawElement>>>,
     total: Option<Value>,
+    terminated: Option<Value>,
 }
 
 fields!(Data {
     "resultIdToElementDataMap" => results,
     "totalPossibleResults" => total,
+    "queryTerminated" => terminated,
 });
 
 #[derive(Default)]

@@ -191,6 +191,30 @@ fn typed_values_and_missing_element_values() {
     );
 }
 
+/// A `SUCCESS` answer is partial all the same when detection servers failed to answer or
+/// the query was terminated: its Malops are not taken as all there is.
+#[test]
+fn an_answer_cut_short_is_partial() {
+    let answer = |envelope: &str, data: &str| {
+        format!(
+            r#"{{"status":"SUCCESS","message":""{envelope},"data":{{"resultIdToElementDataMap":{{"11.1":{{"simpleValues":{{}}}}}},"totalPossibleResults":1{data}}}}}"#
+        )
+    };
+    let partial = |body: String| {
+        parse::crimes_unified_page(body.as_bytes(), ElementKind::Process)
+            .unwrap()
+            .partial
+    };
+    assert_eq!(
+        partial(answer(r#","failures":0"#, r#","queryTerminated":false"#)),
+        None
+    );
+    let failed = partial(answer(r#","failures":2"#, "")).unwrap();
+    assert!(failed.contains("2 detection server"), "{failed}");
+    let stopped = partial(answer("", r#","queryTerminated":true"#)).unwrap();
+    assert!(stopped.contains("terminated"), "{stopped}");
+}
+
 /// A Malop whose element leaves `affectedMachines` out (`elementValues: {}`) has its machines
 /// read with a query of their own; one whose list is empty has none to read.
 #[test]
