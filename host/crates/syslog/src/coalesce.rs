@@ -1,26 +1,29 @@
 //! Per-Malop coalescing and rate limiting between the listener and its consumer.
 //!
-//! The consumer sees at most one hint per Malop per interval: the first event for a Malop
+//! The consumer sees at most one hint per Malop per interval (unless the Malop's interval was
+//! forgotten to make room in a full table, below): the first event for a Malop
 //! is ready at once; events that arrive while that hint waits for the consumer replace it
 //! (the latest wins); events that arrive within the interval after a hint was handed over
 //! are merged into one pending hint, handed over when the interval ends. The interval starts
 //! when the consumer takes the hint, not when the event arrived, so a slow consumer cannot
 //! receive two hints for one Malop closer together than the interval.
 //!
-//! Sources are served fairly. Ready hints are handed over in turn by source (an IPv4
-//! address or an IPv6 /64, [`source_key`]), so a flood from one sender does not queue ahead
-//! of another sender's events. The table of Malops (waiting, or in their interval) holds at
-//! most `capacity` entries; when it is full, an event for a new Malop from a source that
-//! holds fewer entries than the largest source takes that source's place: its oldest Malop
-//! in its interval is forgotten (or, if it has none, its newest waiting hint is dropped).
-//! Otherwise the new event is dropped. Either way the loss is counted
-//! ([`DropReason::CoalesceOverflow`]) and the poll loop is the safety net. So a flood of
-//! forged ids, from one source or a few, can neither push out the Malops already waiting
-//! from others nor keep a quieter sender's new events out of the table. Nothing is dropped
-//! because the consumer is slow: hints wait in the table (at most one per Malop) and the
-//! listener never waits for the consumer.
+//! Senders are served fairly, by [`Share`]: each connection's source (an IPv4 address or an
+//! IPv6 /64, [`source_key`]) has a share, and all datagrams together have one (anyone can
+//! forge a datagram's address, so a thousand forged addresses are still one share). Ready
+//! hints are handed over in turn by share, so a flood from one sender does not queue ahead
+//! of another's events. The table of Malops (waiting, or in their interval) holds at most
+//! `capacity` entries; when it is full, an event for a new Malop from a share holding at
+//! least two fewer entries than the largest takes one of that share's places: its oldest
+//! Malop in its interval with no later event pending (only its rate limit is forgotten: an
+//! event for it is then handed over at once), else its newest waiting hint, else its oldest
+//! Malop in its interval (with the event pending). Otherwise the new event is dropped.
+//! Either way the loss is counted ([`DropReason::CoalesceOverflow`]) and the poll loop is
+//! the safety net. So a flood of forged ids can neither fill the table against a quieter
+//! sender nor take more than its share. Nothing is dropped because the consumer is slow:
+//! hints wait in the table (at most one per Malop) and the listener never waits for it.
 
-use crate::malop::{MalopHint, MalopId, source_key};
+use crate::malop::{MalopHint, MalopId};
 use crate::stats::{Counters, DropReason, Event};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -29,10 +32,21 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// Whose share of the coalescing table an event counts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Share {
+    /// A connection's source ([`source_key`]): it cannot be forged.
+    ///
+    /// [`source_key`]: crate::malop::source_key
+    Stream(IpAddr),
+    /// Every datagram, whatever address it carries.
+    Datagrams,
+}
+
 #[derive(Debug)]
 struct Entry {
-    /// The source whose share of the table the Malop counts in (the first event's).
-    source: IpAddr,
+    /// The share the Malop counts in (the first event's).
+    source: Share,
     /// A hint waiting for the consumer (the Malop is then in its source's `ready`).
     ready: Option<MalopHint>,
     /// A hint merged during the interval after the last hand-over.
@@ -56,11 +70,11 @@ struct Source {
 #[derive(Debug, Default)]
 struct State {
     entries: HashMap<MalopId, Entry>,
-    sources: HashMap<IpAddr, Source>,
-    /// Sources by their number of entries, to find the largest.
-    by_size: BTreeSet<(usize, IpAddr)>,
-    /// Sources with ready hints, in turn order.
-    turns: VecDeque<IpAddr>,
+    sources: HashMap<Share, Source>,
+    /// Shares by their number of entries, to find the largest.
+    by_size: BTreeSet<(usize, Share)>,
+    /// Shares with ready hints, in turn order.
+    turns: VecDeque<Share>,
     /// Malops in their interval after a hand-over, by deadline (the interval is constant,
     /// so deadlines are in push order), with the hand-over's number.
     cooling: VecDeque<(Instant, u64, MalopId)>,
@@ -72,7 +86,7 @@ struct State {
 impl State {
     /// Changes `source`'s entry count by one, keeping `by_size` in step; a source with no
     /// entries left is forgotten.
-    fn resize(&mut self, source: IpAddr, grow: bool) {
+    fn resize(&mut self, source: Share, grow: bool) {
         let tracked = self.sources.get(&source).map_or(0, |s| s.tracked);
         self.by_size.remove(&(tracked, source));
         let tracked = if grow { tracked + 1 } else { tracked - 1 };
@@ -86,7 +100,7 @@ impl State {
 
     /// Queues `id`'s ready hint behind its source's others, giving the source a turn if it
     /// had none.
-    fn push_ready(&mut self, source: IpAddr, id: MalopId) {
+    fn push_ready(&mut self, source: Share, id: MalopId) {
         let queue = &mut self.sources.entry(source).or_default().ready;
         if queue.is_empty() {
             self.turns.push_back(source);
@@ -94,7 +108,7 @@ impl State {
         queue.push_back(id);
     }
 
-    fn insert(&mut self, source: IpAddr, hint: MalopHint) {
+    fn insert(&mut self, source: Share, hint: MalopHint) {
         let id = hint.malop_id.clone();
         self.resize(source, true);
         self.entries.insert(
@@ -116,8 +130,8 @@ impl State {
     }
 
     /// Makes room for an entry of `source` in a full table by taking one from the largest
-    /// source, if that holds at least two more than `source` does. Returns whether it did.
-    fn evict_for(&mut self, source: IpAddr) -> bool {
+    /// share, if that holds at least two more than `source` does. Returns whether it did.
+    fn evict_for(&mut self, source: Share) -> bool {
         let Some(&(largest, victim)) = self.by_size.last() else {
             return false;
         };
@@ -125,29 +139,35 @@ impl State {
         if largest < own + 2 {
             return false;
         }
-        let Some(share) = self.sources.get_mut(&victim) else {
+        let Some(id) = self.victim_of(victim) else {
             return false;
         };
-        // The oldest Malop in its interval first (only its rate limit is forgotten), then
-        // the newest waiting hint.
-        while let Some((number, id)) = share.cooling.pop_front() {
-            if self
-                .entries
-                .get(&id)
-                .is_some_and(|e| e.handed_over == number && e.ready.is_none())
-            {
-                self.forget(&id);
-                return true;
-            }
+        self.forget(&id);
+        true
+    }
+
+    /// The entry of `share` to forget for another share's: its oldest Malop in its interval
+    /// with nothing pending, else its newest waiting hint, else its oldest Malop in its
+    /// interval. Taken out of the share's queues.
+    fn victim_of(&mut self, share: Share) -> Option<MalopId> {
+        let entries = &self.entries;
+        let queues = self.sources.get_mut(&share)?;
+        let cooling = |(number, id): &(u64, MalopId), pending: bool| {
+            entries.get(id).is_some_and(|e| {
+                e.handed_over == *number && e.ready.is_none() && e.pending.is_some() == pending
+            })
+        };
+        if let Some(at) = queues.cooling.iter().position(|r| cooling(r, false)) {
+            return queues.cooling.remove(at).map(|(_, id)| id);
         }
-        if let Some(id) = share.ready.pop_back() {
-            if share.ready.is_empty() {
-                self.turns.retain(|s| *s != victim);
+        if let Some(id) = queues.ready.pop_back() {
+            if queues.ready.is_empty() {
+                self.turns.retain(|s| *s != share);
             }
-            self.forget(&id);
-            return true;
+            return Some(id);
         }
-        false
+        let at = queues.cooling.iter().position(|r| cooling(r, true))?;
+        queues.cooling.remove(at).map(|(_, id)| id)
     }
 }
 
@@ -261,13 +281,13 @@ impl Coalescer {
         )
     }
 
-    /// Takes one Malop event in; never waits for the consumer.
-    pub(crate) fn ingest(&self, hint: MalopHint) {
-        self.ingest_at(hint, Instant::now());
+    /// Takes one Malop event in, counted in `share`; never waits for the consumer.
+    pub(crate) fn ingest(&self, hint: MalopHint, share: Share) {
+        self.ingest_at(hint, share, Instant::now());
     }
 
     /// [`Coalescer::ingest`] at a given time (tests drive the clock through it).
-    pub(crate) fn ingest_at(&self, hint: MalopHint, now: Instant) {
+    pub(crate) fn ingest_at(&self, hint: MalopHint, share: Share, now: Instant) {
         let shared = &*self.shared;
         let mut state = shared.lock();
         let mut wake = shared.expire(&mut state, now);
@@ -281,15 +301,14 @@ impl Coalescer {
                 shared.counters.count(Event::Coalesced);
             }
         } else {
-            let source = source_key(hint.source.ip());
             if state.entries.len() >= shared.capacity {
-                // Either the largest source loses an entry or this event is lost.
+                // Either the largest share loses an entry or this event is lost.
                 shared.counters.dropped(DropReason::CoalesceOverflow);
-                if !state.evict_for(source) {
+                if !state.evict_for(share) {
                     return;
                 }
             }
-            state.insert(source, hint);
+            state.insert(share, hint);
             wake = true;
         }
         shared.counters.count(Event::MalopEvents);
@@ -329,14 +348,15 @@ pub enum TryRecvError {
 ///   a table of at most `max_tracked_malops` Malops (waiting, or inside their interval). A
 ///   slow consumer therefore costs nothing but that table, and the listener never waits
 ///   for it; taking a hint never waits for the listener beyond a short lock.
-/// - Ready hints are handed over in turn by source, so one sender's flood does not delay
+/// - Ready hints are handed over in turn by share (a connection's source; all datagrams
+///   together, whose addresses anyone can forge), so one sender's flood does not delay
 ///   another's events.
 /// - When the table is full, an event for a new Malop takes the place of an entry of the
-///   source holding the most (its oldest Malop in its interval, else its newest waiting
-///   hint) if that source holds at least two more than the event's source; otherwise the
-///   event is dropped. Either loss is counted ([`DropReason::CoalesceOverflow`]); the poll
-///   loop is the safety net for it. A flood of forged ids thus cannot fill the table
-///   against a quieter sender.
+///   share holding the most (its oldest Malop in its interval with nothing pending, else its
+///   newest waiting hint, else its oldest Malop in its interval) if that share holds at
+///   least two more than the event's; otherwise the event is dropped. Either loss is counted
+///   ([`DropReason::CoalesceOverflow`]); the poll loop is the safety net for it. A flood of
+///   forged ids thus cannot fill the table against a quieter sender.
 #[derive(Debug)]
 pub struct HintReceiver {
     shared: Arc<Shared>,
@@ -392,7 +412,7 @@ impl HintReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::malop::MalopEvent;
+    use crate::malop::{MalopEvent, source_key};
     use std::time::SystemTime;
 
     const INTERVAL: Duration = Duration::from_secs(5);
@@ -407,11 +427,27 @@ mod tests {
         }
     }
 
-    fn hint_from(id: &str, source: &str) -> MalopHint {
-        MalopHint {
+    fn hint_from(id: &str, source: &str) -> (MalopHint, Share) {
+        let hint = MalopHint {
             source: format!("{source}:514").parse().unwrap(),
             ..hint(id, MalopEvent::Created)
-        }
+        };
+        let share = Share::Stream(source_key(hint.source.ip()));
+        (hint, share)
+    }
+
+    /// A connection's event from the default test source.
+    fn streamed(hint: MalopHint) -> (MalopHint, Share) {
+        let share = Share::Stream(source_key(hint.source.ip()));
+        (hint, share)
+    }
+
+    fn datagram(id: &str) -> (MalopHint, Share) {
+        (hint(id, MalopEvent::Created), Share::Datagrams)
+    }
+
+    fn feed(c: &Coalescer, (hint, share): (MalopHint, Share), now: Instant) {
+        c.ingest_at(hint, share, now);
     }
 
     /// A coalescer, its receiver, its counters and a start time to drive the clock from.
@@ -428,12 +464,16 @@ mod tests {
     #[test]
     fn first_at_once_then_one_merged_per_interval() {
         let (c, mut r, counters, t0) = setup(10);
-        c.ingest_at(hint("11.1", MalopEvent::Created), t0);
+        feed(&c, streamed(hint("11.1", MalopEvent::Created)), t0);
         assert_eq!(r.try_recv_at(t0).unwrap().event, MalopEvent::Created);
         for _ in 0..100 {
-            c.ingest_at(hint("11.1", MalopEvent::MachineInformation), t0 + MS);
+            feed(
+                &c,
+                streamed(hint("11.1", MalopEvent::MachineInformation)),
+                t0 + MS,
+            );
         }
-        c.ingest_at(hint("11.1", MalopEvent::Updated), t0 + 2 * MS);
+        feed(&c, streamed(hint("11.1", MalopEvent::Updated)), t0 + 2 * MS);
         assert_eq!(r.try_recv_at(t0 + INTERVAL - MS), Err(TryRecvError::Empty));
         let second = r.try_recv_at(t0 + INTERVAL).unwrap();
         assert_eq!(second.event, MalopEvent::Updated, "the latest event wins");
@@ -450,11 +490,15 @@ mod tests {
     #[test]
     fn a_slow_consumer_gets_the_latest_and_the_interval_starts_at_hand_over() {
         let (c, mut r, _, t0) = setup(10);
-        c.ingest_at(hint("11.1", MalopEvent::Created), t0);
+        feed(&c, streamed(hint("11.1", MalopEvent::Created)), t0);
         let handed = t0 + 3 * INTERVAL;
-        c.ingest_at(hint("11.1", MalopEvent::Updated), handed);
+        feed(&c, streamed(hint("11.1", MalopEvent::Updated)), handed);
         assert_eq!(r.try_recv_at(handed).unwrap().event, MalopEvent::Updated);
-        c.ingest_at(hint("11.1", MalopEvent::MachineInformation), handed + MS);
+        feed(
+            &c,
+            streamed(hint("11.1", MalopEvent::MachineInformation)),
+            handed + MS,
+        );
         assert_eq!(
             r.try_recv_at(handed + INTERVAL - MS),
             Err(TryRecvError::Empty)
@@ -469,7 +513,7 @@ mod tests {
     fn distinct_malops_are_independent_and_in_arrival_order() {
         let (c, mut r, _, t0) = setup(10);
         for id in ["11.1", "11.2", "11.3"] {
-            c.ingest_at(hint(id, MalopEvent::Created), t0);
+            feed(&c, streamed(hint(id, MalopEvent::Created)), t0);
         }
         for id in ["11.1", "11.2", "11.3"] {
             assert_eq!(id_of(&mut r, t0), id);
@@ -480,14 +524,18 @@ mod tests {
     fn a_full_table_drops_the_newest_and_keeps_the_waiting() {
         let (c, mut r, counters, t0) = setup(2);
         for id in ["11.1", "11.2", "11.3"] {
-            c.ingest_at(hint(id, MalopEvent::Created), t0);
+            feed(&c, streamed(hint(id, MalopEvent::Created)), t0);
         }
         assert_eq!(counters.snapshot().dropped(DropReason::CoalesceOverflow), 1);
         assert_eq!(id_of(&mut r, t0), "11.1");
         assert_eq!(id_of(&mut r, t0), "11.2");
         assert_eq!(r.try_recv_at(t0), Err(TryRecvError::Empty));
         // Once their intervals end with nothing pending, room is made again.
-        c.ingest_at(hint("11.3", MalopEvent::Created), t0 + INTERVAL);
+        feed(
+            &c,
+            streamed(hint("11.3", MalopEvent::Created)),
+            t0 + INTERVAL,
+        );
         assert_eq!(id_of(&mut r, t0 + INTERVAL), "11.3");
     }
 
@@ -498,23 +546,23 @@ mod tests {
     fn a_flooded_table_still_takes_a_quieter_sources_new_malop() {
         let (c, mut r, counters, t0) = setup(4);
         for i in 1..=4 {
-            c.ingest_at(hint_from(&format!("11.{i}"), FLOODER), t0);
+            feed(&c, hint_from(&format!("11.{i}"), FLOODER), t0);
         }
         // The flooder's hints are taken: the table is full of Malops in their interval.
         for i in 1..=4 {
             assert_eq!(id_of(&mut r, t0), format!("11.{i}"));
         }
-        c.ingest_at(hint_from("11.5", FLOODER), t0 + MS);
+        feed(&c, hint_from("11.5", FLOODER), t0 + MS);
         assert_eq!(r.try_recv_at(t0 + MS), Err(TryRecvError::Empty));
-        c.ingest_at(hint_from("22.1", SERVER), t0 + MS);
+        feed(&c, hint_from("22.1", SERVER), t0 + MS);
         assert_eq!(id_of(&mut r, t0 + MS), "22.1", "the server's Malop got in");
         assert_eq!(counters.snapshot().dropped(DropReason::CoalesceOverflow), 2);
         assert_eq!(r.tracked_malops(), 4);
         // The flooder's oldest was forgotten: an event for it is ready again at once (the
         // global pace of bites still bounds the queries), its others still cool.
-        c.ingest_at(hint_from("11.2", FLOODER), t0 + 2 * MS);
+        feed(&c, hint_from("11.2", FLOODER), t0 + 2 * MS);
         assert_eq!(r.try_recv_at(t0 + 2 * MS), Err(TryRecvError::Empty));
-        c.ingest_at(hint_from("11.1", SERVER), t0 + 2 * MS);
+        feed(&c, hint_from("11.1", SERVER), t0 + 2 * MS);
         assert_eq!(id_of(&mut r, t0 + 2 * MS), "11.1");
     }
 
@@ -522,11 +570,11 @@ mod tests {
     fn a_source_never_loses_an_entry_to_one_as_large() {
         let (c, mut r, counters, t0) = setup(4);
         for (id, source) in [("11.1", FLOODER), ("11.2", FLOODER), ("22.1", SERVER)] {
-            c.ingest_at(hint_from(id, source), t0);
+            feed(&c, hint_from(id, source), t0);
         }
-        c.ingest_at(hint_from("22.2", SERVER), t0);
+        feed(&c, hint_from("22.2", SERVER), t0);
         // Two each: the server's third Malop would leave the flooder smaller than it.
-        c.ingest_at(hint_from("22.3", SERVER), t0);
+        feed(&c, hint_from("22.3", SERVER), t0);
         assert_eq!(counters.snapshot().dropped(DropReason::CoalesceOverflow), 1);
         let mut taken: Vec<String> = (0..4).map(|_| id_of(&mut r, t0)).collect();
         assert_eq!(r.try_recv_at(t0), Err(TryRecvError::Empty));
@@ -538,33 +586,59 @@ mod tests {
     fn waiting_hints_are_dropped_newest_first_when_none_cools() {
         let (c, mut r, _, t0) = setup(4);
         for i in 1..=4 {
-            c.ingest_at(hint_from(&format!("11.{i}"), FLOODER), t0);
+            feed(&c, hint_from(&format!("11.{i}"), FLOODER), t0);
         }
-        c.ingest_at(hint_from("22.1", SERVER), t0);
+        feed(&c, hint_from("22.1", SERVER), t0);
         let mut taken: Vec<String> = (0..4).map(|_| id_of(&mut r, t0)).collect();
         taken.sort();
         assert_eq!(taken, ["11.1", "11.2", "11.3", "22.1"]);
+    }
+
+    /// Datagrams from any number of addresses are one share: a forged flood takes places
+    /// from the server only down to half of the table, and never its pending events first.
+    #[test]
+    fn forged_datagrams_are_one_share() {
+        let (c, mut r, _, t0) = setup(4);
+        for i in 1..=4 {
+            feed(&c, hint_from(&format!("22.{i}"), SERVER), t0);
+            assert_eq!(id_of(&mut r, t0), format!("22.{i}"));
+        }
+        // 22.1 has an event pending; 22.2 to 22.4 only their rate limits.
+        feed(&c, hint_from("22.1", SERVER), t0 + MS);
+        for i in 1..=50 {
+            feed(&c, datagram(&format!("11.{i}")), t0 + MS);
+        }
+        assert_eq!(r.tracked_malops(), 4);
+        // Two places went to the datagrams (22.2, then 22.3); 22.1 kept its pending event.
+        assert_eq!(id_of(&mut r, t0 + MS), "11.1");
+        assert_eq!(id_of(&mut r, t0 + MS), "11.2");
+        assert_eq!(r.try_recv_at(t0 + MS), Err(TryRecvError::Empty));
+        assert_eq!(
+            r.try_recv_at(t0 + INTERVAL).unwrap().malop_id.as_str(),
+            "22.1"
+        );
     }
 
     #[test]
     fn sources_take_turns() {
         let (c, mut r, _, t0) = setup(100);
         for i in 1..=50 {
-            c.ingest_at(hint_from(&format!("11.{i}"), FLOODER), t0);
+            feed(&c, hint_from(&format!("11.{i}"), FLOODER), t0);
         }
-        c.ingest_at(hint_from("22.1", SERVER), t0);
-        c.ingest_at(hint_from("22.2", SERVER), t0);
+        feed(&c, hint_from("22.1", SERVER), t0);
+        feed(&c, hint_from("22.2", SERVER), t0);
         let first: Vec<String> = (0..4).map(|_| id_of(&mut r, t0)).collect();
         assert_eq!(first, ["11.1", "22.1", "11.2", "22.2"]);
         assert_eq!(id_of(&mut r, t0), "11.3");
         // An IPv6 sender is one source per /64, however many addresses it uses.
         for i in 1..=3 {
-            c.ingest_at(
+            feed(
+                &c,
                 hint_from(&format!("33.{i}"), &format!("[2001:db8::{i}]")),
                 t0,
             );
         }
-        c.ingest_at(hint_from("22.3", SERVER), t0);
+        feed(&c, hint_from("22.3", SERVER), t0);
         let next: Vec<String> = (0..3).map(|_| id_of(&mut r, t0)).collect();
         assert_eq!(next, ["11.4", "33.1", "22.3"]);
     }
@@ -573,16 +647,20 @@ mod tests {
     fn a_forgotten_interval_does_not_end_a_later_one_early() {
         let (c, mut r, _, t0) = setup(4);
         for i in 1..=4 {
-            c.ingest_at(hint_from(&format!("11.{i}"), FLOODER), t0);
+            feed(&c, hint_from(&format!("11.{i}"), FLOODER), t0);
             assert_eq!(id_of(&mut r, t0), format!("11.{i}"));
         }
-        c.ingest_at(hint_from("22.1", SERVER), t0 + MS);
+        feed(&c, hint_from("22.1", SERVER), t0 + MS);
         assert_eq!(id_of(&mut r, t0 + MS), "22.1");
         // 11.1's interval was forgotten to make room; it comes back and is handed over again.
-        c.ingest_at(hint_from("11.1", SERVER), t0 + 2 * MS);
+        feed(&c, hint_from("11.1", SERVER), t0 + 2 * MS);
         assert_eq!(id_of(&mut r, t0 + 2 * MS), "11.1");
         // When its first interval would have ended, its second has not.
-        c.ingest_at(hint("11.1", MalopEvent::Updated), t0 + INTERVAL + MS);
+        feed(
+            &c,
+            streamed(hint("11.1", MalopEvent::Updated)),
+            t0 + INTERVAL + MS,
+        );
         assert_eq!(r.try_recv_at(t0 + INTERVAL + MS), Err(TryRecvError::Empty));
         let second = r.try_recv_at(t0 + INTERVAL + 2 * MS).unwrap();
         assert_eq!(second.event, MalopEvent::Updated);
@@ -591,7 +669,7 @@ mod tests {
     #[tokio::test]
     async fn close_ends_the_stream_after_ready_hints() {
         let (c, mut r, _, _) = setup(10);
-        c.ingest(hint("11.1", MalopEvent::Created));
+        c.ingest(hint("11.1", MalopEvent::Created), Share::Datagrams);
         c.close();
         assert!(r.recv().await.is_some());
         assert_eq!(r.recv().await, None);
@@ -603,7 +681,7 @@ mod tests {
         let (c, mut r, _, _) = setup(10);
         let task = tokio::spawn(async move { r.recv().await });
         tokio::task::yield_now().await;
-        c.ingest(hint("11.7", MalopEvent::Created));
+        c.ingest(hint("11.7", MalopEvent::Created), Share::Datagrams);
         assert_eq!(task.await.unwrap().unwrap().malop_id.as_str(), "11.7");
     }
 }

@@ -1,7 +1,7 @@
 //! The listener: TCP, TLS and UDP transports feeding the coalescer, with every bound
 //! enforced before a message is parsed.
 
-use crate::coalesce::{Coalescer, HintReceiver};
+use crate::coalesce::{Coalescer, HintReceiver, Share};
 use crate::config::{ConfigProblem, ListenerConfig};
 use crate::framing::{Decoded, FrameDecoder};
 use crate::malop::{MalopHint, source_key};
@@ -255,15 +255,23 @@ impl Ctx {
             self.dropped(peer, DropReason::RateLimited);
             return;
         }
+        // A datagram's address may be forged: all datagrams share one part of the table.
+        let share = match carrier {
+            Carrier::Stream => Share::Stream(source_key(peer.ip())),
+            Carrier::Datagram => Share::Datagrams,
+        };
         match parse_message(raw) {
             Ok(Parsed::Malop {
                 malop_id, event, ..
-            }) => self.coalescer.ingest(MalopHint {
-                malop_id,
-                event,
-                source: peer,
-                received_at: SystemTime::now(),
-            }),
+            }) => self.coalescer.ingest(
+                MalopHint {
+                    malop_id,
+                    event,
+                    source: peer,
+                    received_at: SystemTime::now(),
+                },
+                share,
+            ),
             Ok(Parsed::NotMalop) => self.counters.count(Event::NotMalopEvents),
             Err(reason) => self.dropped(peer, reason),
         }
