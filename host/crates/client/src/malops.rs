@@ -138,6 +138,11 @@ impl Client {
             before: None,
         }];
         let mut queries = 0u32;
+        // A window is split only if every window waiting, and its pieces, can still be read
+        // within the budget: a split never leaves a piece unread.
+        let fits = |queries: u32, waiting: &[Window], pieces: &[Window]| {
+            queries as usize + waiting.len() + pieces.len() <= max_queries as usize
+        };
         // Whether the server cannot narrow a window: it refuses, or ignores, the `LessThan`
         // filter that closes one (the notes saw only `GreaterThan` in use).
         let mut unnarrowable = false;
@@ -167,7 +172,7 @@ impl Client {
                 }
                 Err(error) if error.query_too_large() => {
                     let pieces = window.halve(riposte_domain::now_ms());
-                    if queries < max_queries && !pieces.is_empty() {
+                    if fits(queries, &windows, &pieces) && !pieces.is_empty() {
                         tracing::warn!(
                             kind = kind.as_api(), after = window.after, before = ?window.before,
                             "crimes/unified answered a time window as too large ({error}): halving it"
@@ -212,7 +217,7 @@ impl Client {
             // it is all there is.
             keep_newest(&mut found, page.malops);
             machines_cut.extend(page.machines_cut);
-            if overflow && queries < max_queries && !pieces.is_empty() {
+            if overflow && fits(queries, &windows, &pieces) && !pieces.is_empty() {
                 tracing::warn!(
                     kind = kind.as_api(), after = window.after, before = ?window.before,
                     "crimes/unified returned {got} of {} Malops (its result limit): narrowing the time window",

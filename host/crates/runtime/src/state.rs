@@ -26,6 +26,8 @@ pub(crate) struct MemoryLimiter {
     limit: usize,
     /// The bytes of every memory of the store now.
     total: usize,
+    /// The last growth allowed, as `(current, desired)`: undone if the grow then fails.
+    last_growth: Option<(usize, usize)>,
     pub(crate) peak: usize,
     pub(crate) hit: bool,
 }
@@ -35,6 +37,7 @@ impl MemoryLimiter {
         Self {
             limit,
             total: 0,
+            last_growth: None,
             peak: 0,
             hit: false,
         }
@@ -54,8 +57,18 @@ impl ResourceLimiter for MemoryLimiter {
             return Ok(false);
         }
         self.total = total;
+        self.last_growth = Some((current, desired));
         self.peak = self.peak.max(total);
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        // wasmtime asks before it checks the memory's own maximum: a grow refused there
+        // did not happen, and must not count.
+        if let Some((current, desired)) = self.last_growth.take() {
+            self.total = self.total.saturating_sub(desired).saturating_add(current);
+        }
+        Ok(())
     }
 
     fn table_growing(
@@ -304,7 +317,7 @@ fn isolation_request(
 
 /// What each log call costs of the output budget besides its message: the line riposte
 /// writes for it carries a time, a level and the plugin's name whatever the message is.
-const LOG_LINE_COST: usize = 64;
+const LOG_LINE_COST: usize = 16;
 
 /// The refusal of a kv key or value past the size bounds (`invalid-argument`, as the WIT
 /// says).
@@ -532,5 +545,12 @@ mod tests {
         // Growing the first memory counts only what it adds.
         assert!(!limiter.memory_growing(40 * MIB, 41 * MIB, None).unwrap());
         assert_eq!(limiter.peak, 64 * MIB);
+        // A grow allowed here and refused by wasmtime afterwards does not count.
+        assert!(limiter.memory_growing(24 * MIB, 20 * MIB, None).unwrap());
+        assert!(limiter.memory_growing(20 * MIB, 24 * MIB, None).unwrap());
+        limiter
+            .memory_grow_failed(wasmtime::Error::msg("past the memory's maximum"))
+            .unwrap();
+        assert!(limiter.memory_growing(20 * MIB, 24 * MIB, None).unwrap());
     }
 }

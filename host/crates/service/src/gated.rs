@@ -309,6 +309,7 @@ impl GatedHost {
         }
         // From here on, reputation keys in one spelling each: the protection check, the
         // ledger's key and the server see the same.
+        let spelled = request.clone();
         let request = riposte_policy::canonical(request);
         // Targets this plugin already asked for on this Malop (a Malop offered again, with
         // more of it readable) are answered from the ledger, not sent again.
@@ -332,6 +333,21 @@ impl GatedHost {
             reason.clone(),
         )
         .with_machine_names(machines.map(|m| (&m.guid, m.name.as_str())));
+        // A reputation request ledgered before keys were made canonical carries the key of
+        // its plugin's spelling: that row is looked for too, so nothing is sent twice.
+        let reputation = matches!(
+            request,
+            ActionRequest::SetReputation { .. } | ActionRequest::RemoveReputation { .. }
+        );
+        let as_spelled = (reputation && spelled != request)
+            .then(|| NewAction::new(self.name().clone(), self.digest, spelled, String::new()).key)
+            .map(|key| {
+                if self.shadows(&request) {
+                    shadow_key(&key)
+                } else {
+                    key
+                }
+            });
         if self.shadows(&request) {
             new.key = shadow_key(&new.key);
         }
@@ -350,8 +366,10 @@ impl GatedHost {
         let step = db::in_place(|| {
             // Asked for before (an earlier run, or a Malop handled again): answer from the
             // ledger, spend nothing and send nothing.
-            if let Some(existing) = store.find_action_by_key(&new.key)? {
-                return Ok(Ledgered::Before(Box::new(existing)));
+            for key in std::iter::once(&new.key).chain(as_spelled.as_ref()) {
+                if let Some(existing) = store.find_action_by_key(key)? {
+                    return Ok(Ledgered::Before(Box::new(existing)));
+                }
             }
             let decision =
                 self.core

@@ -378,6 +378,9 @@ impl Service {
         self.core.drain_followers().await;
         let settled = self.settle_time_boxes().await;
         self.write_activity().await;
+        if let (Err(_), Err(e)) = (&read, &settled) {
+            tracing::error!("settling the time-boxed isolations: {e:#}");
+        }
         read?;
         report.reverted = settled?.reverted;
         self.metrics.cycle();

@@ -1360,7 +1360,7 @@ mod enrichment {
         let before = sim.count("POST", "/rest/crimes/unified");
         let err = client.malops_updated_in(0, i64::MAX, 2).await.unwrap_err();
         assert!(err.to_string().contains("could not all be listed"), "{err}");
-        assert_eq!(sim.count("POST", "/rest/crimes/unified") - before, 2);
+        assert!(sim.count("POST", "/rest/crimes/unified") - before <= 2);
         let within = client.malops_updated_in(0, i64::MAX, 64).await.unwrap();
         assert_eq!(within.len(), 24);
     }
