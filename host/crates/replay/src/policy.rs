@@ -33,6 +33,9 @@ pub(crate) struct PolicyJudge {
     malops: HashMap<MalopId, (MalopScope, TargetFacts)>,
     quotas: QuotaBook,
     invocations: Mutex<HashMap<String, Arc<InvocationQuotas>>>,
+    /// Per invocation, the machines its destructive actions reached (allowed or held), as
+    /// the service keeps them for `[approvals.large]`.
+    reached: Mutex<HashMap<String, Vec<riposte_domain::MachineGuid>>>,
 }
 
 impl PolicyJudge {
@@ -55,6 +58,7 @@ impl PolicyJudge {
                 .collect(),
             quotas: QuotaBook::new(),
             invocations: Mutex::default(),
+            reached: Mutex::default(),
         })
     }
 
@@ -166,18 +170,33 @@ impl Judge for PolicyJudge {
             Some((scope, facts)) => (Scope::Malop(scope), facts.clone()),
             None => (Scope::Interval, TargetFacts::new()),
         };
+        let mut reached = self.reached.lock().unwrap_or_else(|p| p.into_inner());
+        let reached = reached.entry(call.invocation_id.clone()).or_default();
+        let facts = facts.with_reached(reached.iter().cloned());
+        // As the service does: admitted as sent, then judged in its canonical form.
+        let request = match self.gate.admit(&self.plugin, request, reason, scope) {
+            Ok(_) => riposte_policy::canonical(request.clone()),
+            Err(_) => request.clone(),
+        };
         let Evaluation {
             decision,
             approval,
             budget,
         } = self.gate.evaluate(
             &self.plugin,
-            request,
+            &request,
             reason,
             scope,
             &facts,
             Self::now(call),
         );
+        let reaches = matches!(
+            decision,
+            Decision::Allow { .. } | Decision::AwaitApproval { .. }
+        ) && request.action_kinds().iter().any(|k| k.is_destructive());
+        if reaches {
+            reached.extend(request.machines().into_iter().cloned());
+        }
         let mut gate = outcome(&decision);
         gate.approval = kinds(&approval);
         gate.budget = budget.as_ref().map(budget_words);
