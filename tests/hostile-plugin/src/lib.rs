@@ -53,6 +53,14 @@ fn flood_empty_log() {
     }
 }
 
+/// Reads one kv key in a loop until stopped: each read takes the database's lock the
+/// ledger's writes need.
+fn flood_kv_reads() {
+    loop {
+        let _ = kv::get("probe");
+    }
+}
+
 /// One call handing the host more bytes than any call within the bounds needs (six distinct
 /// 1 MiB machine guids): the host must stop it before copying it all.
 fn call_megabytes(malop: &Malop) {
@@ -541,6 +549,7 @@ impl Guest for Hostile {
             "flood" => flood_stdout(),
             "log-flood" => flood_log(),
             "empty-log-flood" => flood_empty_log(),
+            "kv-read-flood" => flood_kv_reads(),
             "call-megabytes" => call_megabytes(&malop),
             "panic" => panic!("hostile plugin panicked on purpose"),
             "read-file" => probe_file(),

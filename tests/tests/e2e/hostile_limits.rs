@@ -112,6 +112,20 @@ async fn an_empty_log_flood_hits_the_output_cap() {
     assert_eq!(reason, StopReason::OutputCap, "{reason}");
 }
 
+/// Reading kv in a loop stops at `MAX_KV_READS` reads, long before the time limit: every
+/// read takes the database lock the other plugins' ledger writes need.
+#[tokio::test]
+async fn a_kv_read_flood_is_stopped_after_its_reads() {
+    let (reason, _) = contain("kv-read-flood", tight()).await;
+    match reason {
+        StopReason::Trap(message) => assert!(
+            message.contains("at most 1024 kv.get calls per invocation"),
+            "{message}"
+        ),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
 /// A call handing the host more than `MAX_CALL_BYTES` (six 1 MiB strings) traps before
 /// wasmtime copies it all: the host's memory is not the plugin's to fill.
 #[tokio::test]

@@ -30,6 +30,11 @@ pub const MAX_ERROR_BYTES: usize = 2_048;
 pub const MAX_KV_KEY_BYTES: usize = 256;
 /// Longest kv value.
 pub const MAX_KV_VALUE_BYTES: usize = 64 * 1024;
+/// Most `kv.get` calls in one invocation: each takes the database's lock, which the ledger's
+/// writes need too, so a plugin reading in a loop until its time runs out would slow every
+/// other plugin's actions. Past it the invocation stops (the WIT gives `get` no error to
+/// return, and "absent" would be a lie).
+pub const MAX_KV_READS: u32 = 1_024;
 /// Longest string of `describe` (name, version, description, one subscription entry).
 pub const MAX_DESCRIBE_BYTES: usize = 1_024;
 /// Most entries of one subscription list in `describe`.

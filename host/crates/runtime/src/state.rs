@@ -130,6 +130,8 @@ pub(crate) struct PluginState {
     pub(crate) stop: Option<StopReason>,
     /// Log lines the plugin wrote, for panic messages and replay reports.
     pub(crate) last_error_log: Option<String>,
+    /// `kv.get` calls so far (at most [`bounds::MAX_KV_READS`]).
+    kv_reads: u32,
 }
 
 impl PluginState {
@@ -174,6 +176,7 @@ impl PluginState {
             stderr,
             stop: None,
             last_error_log: None,
+            kv_reads: 0,
         }
     }
 
@@ -248,11 +251,20 @@ impl PluginState {
         Ok(())
     }
 
-    fn kv_get(&self, key: &str) -> Option<Vec<u8>> {
-        if key.len() > bounds::MAX_KV_KEY_BYTES {
-            return None;
+    fn kv_get(&mut self, key: &str) -> wasmtime::Result<Option<Vec<u8>>> {
+        if self.kv_reads >= bounds::MAX_KV_READS {
+            let reason = format!(
+                "kv reads: at most {} kv.get calls per invocation, all used",
+                bounds::MAX_KV_READS
+            );
+            self.stop = Some(StopReason::Trap(reason.clone()));
+            return Err(wasmtime::Error::msg(reason));
         }
-        self.host.kv_get(&self.call, key)
+        self.kv_reads += 1;
+        if key.len() > bounds::MAX_KV_KEY_BYTES {
+            return Ok(None);
+        }
+        Ok(self.host.kv_get(&self.call, key))
     }
 
     fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), CallError> {
@@ -493,7 +505,7 @@ macro_rules! imports_of_version {
 
         impl $v::kv::Host for PluginState {
             async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-                Ok(self.kv_get(&key))
+                self.kv_get(&key)
             }
 
             async fn set(

@@ -1,5 +1,7 @@
 //! The key-value store each plugin gets (the WIT `kv` interface), scoped by plugin name, with
-//! a total size limit per plugin (keys and values counted).
+//! a total size limit per plugin: each entry counts its key, its value and
+//! [`KV_ENTRY_OVERHEAD_BYTES`] (what a row costs the database), so a plugin cannot fill the
+//! disk with a million empty entries under a 1 MiB limit.
 
 use super::{Refusal, Result, Store};
 use crate::repos::Kv;
@@ -9,6 +11,17 @@ use crate::sql::{OptionalExtension, params};
 pub const KV_MAX_KEY_BYTES: usize = riposte_domain::bounds::MAX_KV_KEY_BYTES;
 /// The largest single value, in bytes.
 pub const KV_MAX_VALUE_BYTES: usize = riposte_domain::bounds::MAX_KV_VALUE_BYTES;
+/// What each entry counts against its plugin's limit besides its key and value.
+pub const KV_ENTRY_OVERHEAD_BYTES: u64 = 64;
+
+/// The query of a plugin's usage (its entries' keys and values, and the overhead of each)
+/// over the rows `filter` selects.
+fn usage_query(filter: &str) -> String {
+    format!(
+        "SELECT CAST(COALESCE(SUM(size_bytes), 0) + {KV_ENTRY_OVERHEAD_BYTES} * COUNT(*) AS BIGINT) \
+         FROM plugin_kv WHERE {filter}"
+    )
+}
 
 impl Kv for Store {
     fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
@@ -48,12 +61,12 @@ impl Kv for Store {
                 .into());
             }
             let others: i64 = tx.query_row(
-                "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM plugin_kv WHERE plugin = ?1 AND kv_key <> ?2",
+                &usage_query("plugin = ?1 AND kv_key <> ?2"),
                 params![plugin, key],
                 |r| r.get(0),
             )?;
             let size = (key.len() + value.len()) as u64;
-            let would_use = others.max(0) as u64 + size;
+            let would_use = others.max(0) as u64 + size + KV_ENTRY_OVERHEAD_BYTES;
             if would_use > limit_bytes {
                 return Err(Refusal::KvQuota {
                     plugin: plugin.to_owned(),
@@ -83,10 +96,8 @@ impl Kv for Store {
 
     fn kv_usage(&self, plugin: &str) -> Result<u64> {
         self.read("kv_usage", |tx| {
-            let used: i64 = tx.query_row(
-                "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM plugin_kv WHERE plugin = ?1", params![plugin],
-                |r| r.get(0),
-            )?;
+            let used: i64 =
+                tx.query_row(&usage_query("plugin = ?1"), params![plugin], |r| r.get(0))?;
             Ok(used.max(0) as u64)
         })
     }
@@ -108,25 +119,34 @@ mod tests {
 
     backend_tests! {
         fn values_are_scoped_by_plugin_and_limited(store) {
-            store.kv_set("a", "k", b"12345", 20, 1).unwrap();
+            // Each entry counts its key, its value and the overhead.
+            const LIMIT: u64 = 20 + KV_ENTRY_OVERHEAD_BYTES;
+            store.kv_set("a", "k", b"12345", LIMIT, 1).unwrap();
             assert_eq!(store.kv_get("a", "k").unwrap(), Some(b"12345".to_vec()));
             assert_eq!(store.kv_get("b", "k").unwrap(), None);
-            assert_eq!(store.kv_usage("a").unwrap(), 6);
+            assert_eq!(store.kv_usage("a").unwrap(), 6 + KV_ENTRY_OVERHEAD_BYTES);
 
             // Overwriting counts the new size, not both.
-            store.kv_set("a", "k", &[0; 19], 20, 2).unwrap();
-            let err = store.kv_set("a", "k2", b"x", 20, 3).unwrap_err();
+            store.kv_set("a", "k", &[0; 19], LIMIT, 2).unwrap();
+            let err = store.kv_set("a", "k2", b"x", LIMIT, 3).unwrap_err();
+            let want = 23 + 2 * KV_ENTRY_OVERHEAD_BYTES;
             assert!(
-                matches!(err.refusal(), Some(Refusal::KvQuota { would_use: 23, .. })),
+                matches!(err.refusal(), Some(Refusal::KvQuota { would_use, .. }) if *would_use == want),
                 "{err}"
             );
             assert_eq!(store.kv_get("a", "k2").unwrap(), None, "nothing written");
-            store.kv_set("b", "k2", b"x", 20, 3).unwrap();
+            store.kv_set("b", "k2", b"x", LIMIT, 3).unwrap();
 
             assert!(store.kv_delete("a", "k").unwrap());
             assert!(!store.kv_delete("a", "k").unwrap());
-            store.kv_set("a", "k2", b"x", 20, 4).unwrap();
+            store.kv_set("a", "k2", b"x", LIMIT, 4).unwrap();
             assert_eq!(store.kv_keys("a").unwrap(), vec!["k2".to_owned()]);
+
+            // Empty entries are not free: a limit of n overheads holds n of them.
+            for i in 0..4 {
+                store.kv_set("c", &i.to_string(), b"", 4 * (KV_ENTRY_OVERHEAD_BYTES + 1), 5).unwrap();
+            }
+            assert!(store.kv_set("c", "4", b"", 4 * (KV_ENTRY_OVERHEAD_BYTES + 1), 5).is_err());
 
             let long = "k".repeat(KV_MAX_KEY_BYTES + 1);
             assert!(matches!(
@@ -136,7 +156,7 @@ mod tests {
                     .refusal(),
                 Some(Refusal::TooLarge { what: "key", .. })
             ));
-            store.kv_set("a", "empty", b"", 20, 6).unwrap();
+            store.kv_set("a", "empty", b"", u64::MAX, 6).unwrap();
             assert_eq!(store.kv_get("a", "empty").unwrap(), Some(Vec::new()));
         }
     }
