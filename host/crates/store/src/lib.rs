@@ -177,7 +177,7 @@ pub use copy::{CopyReport, TableCopied, copy_database};
 pub use fleet::{HostStatus, LeaseGrant, LeaseStatus, MAX_HOLDING_BYTES, MAX_HOST_ID_BYTES};
 pub use health::{Backoff, PauseState, PausedPlugin};
 pub use incomplete::{IncompleteMalop, IncompleteSummary};
-pub use kv::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
+pub use kv::{KV_ENTRY_OVERHEAD_BYTES, KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
 pub use polling::Handled;
 pub use repos::{
     ActionLedger, Activity, Approvals, BudgetCounters, Budgets, BudgetsExt, ChargeCheck,

@@ -481,7 +481,8 @@ pub trait Kv {
     /// Deletes `key` from `plugin`'s store; returns whether it existed.
     fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool>;
 
-    /// The bytes (keys and values) `plugin`'s store uses.
+    /// The bytes `plugin`'s store counts against its limit: keys, values and
+    /// [`crate::KV_ENTRY_OVERHEAD_BYTES`] per entry.
     fn kv_usage(&self, plugin: &str) -> Result<u64>;
 
     /// The keys of `plugin`'s store, sorted.
