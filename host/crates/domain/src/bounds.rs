@@ -30,6 +30,12 @@ pub const MAX_ERROR_BYTES: usize = 2_048;
 pub const MAX_KV_KEY_BYTES: usize = 256;
 /// Longest kv value.
 pub const MAX_KV_VALUE_BYTES: usize = 64 * 1024;
+/// A plugin's kv storage: its entries' keys and values, and [`KV_ENTRY_OVERHEAD_BYTES`]
+/// for each entry.
+pub const MAX_KV_BYTES_PER_PLUGIN: u64 = 1 << 20;
+/// What each kv entry counts against its plugin's storage besides its key and value (what a
+/// row costs the database), so a plugin cannot keep a million empty entries in 1 MiB.
+pub const KV_ENTRY_OVERHEAD_BYTES: u64 = 64;
 /// Most `kv.get` calls in one invocation: each takes the database's lock, which the ledger's
 /// writes need too, so a plugin reading in a loop until its time runs out would slow every
 /// other plugin's actions. Past it the invocation stops (the WIT gives `get` no error to

@@ -278,6 +278,13 @@ pub(crate) async fn run_case(
             );
         }
     }
+    if host.unrecorded() > 0 {
+        result.failures.push(format!(
+            "the plugin made {} calls past the {} MiB the dry run records (refused and not in the plan): it calls far more than a rule needs",
+            host.unrecorded(),
+            riposte_runtime::MAX_RECORDED_BYTES >> 20
+        ));
+    }
 
     result.plan = actual.clone();
     if options.record {
@@ -341,7 +348,7 @@ impl Run<'_> {
         now: i64,
         result: &mut CaseResult,
     ) -> ExpectedInvocation {
-        let before = self.host.calls().len();
+        let before = self.host.recorded();
         let malop = call.malop_id.clone();
         let report = self
             .runtime
@@ -367,10 +374,11 @@ impl Run<'_> {
                 millis(report.duration)
             ));
         }
-        let calls: Vec<RecordedCall> = self.host.calls()[before..]
-            .iter()
+        let calls: Vec<RecordedCall> = self
+            .host
+            .calls_from(before)
+            .into_iter()
             .filter(|c| self.include_logs || !matches!(c, RecordedCall::Log { .. }))
-            .cloned()
             .collect();
         result.usage.push(Usage {
             malop: malop.clone(),

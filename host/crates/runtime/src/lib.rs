@@ -26,7 +26,9 @@ pub use host_api::{BoxFuture, CallContext, Clock, LogLevel, PluginHost, PluginId
 pub use limits::{LimitTooSmall, Limits};
 pub use loader::{Inspection, LoadedPlugin, sha256_hex};
 pub use outcome::{InvocationReport, Outcome, StopReason};
-pub use recording::{FixtureMalops, GateOutcome, Judge, MalopSource, RecordedCall, RecordingHost};
+pub use recording::{
+    FixtureMalops, GateOutcome, Judge, MAX_RECORDED_BYTES, MalopSource, RecordedCall, RecordingHost,
+};
 
 use loader::WorldPre;
 use riposte_domain::{CallError, Malop};

@@ -5,6 +5,7 @@
 //! the call.
 
 use super::host_api::{BoxFuture, CallContext, LogLevel, PluginHost};
+use riposte_domain::bounds::{KV_ENTRY_OVERHEAD_BYTES, MAX_KV_BYTES_PER_PLUGIN};
 use riposte_domain::{
     ActionRequest, CallError, Disposition, Malop, MalopId, Operation, Receipt, RemediationProgress,
     TimestampMs,
@@ -12,6 +13,13 @@ use riposte_domain::{
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The most a [`RecordingHost`] keeps of the calls it records, in bytes of their JSON: a dry
+/// run of a hostile plugin must not fill the author's or operator's memory. From the first
+/// call that does not fit on, calls are counted ([`RecordingHost::unrecorded`]), not
+/// recorded, and actions and kv writes are refused (`quota-exceeded`).
+pub const MAX_RECORDED_BYTES: usize = 16 << 20;
 
 /// What the operator's policy would do with a call (replay with `--config`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,8 +155,16 @@ impl MalopSource for FixtureMalops {
 pub struct RecordingHost {
     source: Box<dyn MalopSource>,
     judge: Option<Box<dyn Judge>>,
-    calls: Mutex<Vec<RecordedCall>>,
+    calls: Mutex<Recorded>,
     kv: Mutex<BTreeMap<String, Vec<u8>>>,
+    unrecorded: AtomicUsize,
+}
+
+/// The calls recorded, and the bytes of their JSON.
+#[derive(Default)]
+struct Recorded {
+    calls: Vec<RecordedCall>,
+    bytes: usize,
 }
 
 impl Default for RecordingHost {
@@ -170,6 +186,7 @@ impl RecordingHost {
             judge: None,
             calls: Mutex::default(),
             kv: Mutex::default(),
+            unrecorded: AtomicUsize::new(0),
         }
     }
 
@@ -181,12 +198,29 @@ impl RecordingHost {
 
     /// Every call recorded so far, in order.
     pub fn calls(&self) -> Vec<RecordedCall> {
-        self.lock_calls().clone()
+        self.lock_calls().calls.clone()
+    }
+
+    /// The calls recorded since the first `from`, in order.
+    pub fn calls_from(&self, from: usize) -> Vec<RecordedCall> {
+        let recorded = self.lock_calls();
+        recorded.calls.get(from..).unwrap_or_default().to_vec()
+    }
+
+    /// How many calls were recorded so far.
+    pub fn recorded(&self) -> usize {
+        self.lock_calls().calls.len()
+    }
+
+    /// Calls not recorded because [`MAX_RECORDED_BYTES`] were.
+    pub fn unrecorded(&self) -> usize {
+        self.unrecorded.load(Ordering::Relaxed)
     }
 
     /// Only the action requests, in order: the plugin's plan.
     pub fn actions(&self) -> Vec<(ActionRequest, String)> {
         self.lock_calls()
+            .calls
             .iter()
             .filter_map(|c| match c {
                 RecordedCall::Action {
@@ -206,15 +240,32 @@ impl RecordingHost {
         self.judge.as_ref()?.query(call, operation, own)
     }
 
-    fn record(&self, call: RecordedCall) -> usize {
-        let mut calls = self.lock_calls();
-        calls.push(call);
-        calls.len()
+    /// Records `call` and returns how many are recorded; `None` (the call counted as
+    /// unrecorded) from the first call that would pass [`MAX_RECORDED_BYTES`] on, so that
+    /// what is recorded is the plan's beginning, with no holes.
+    fn record(&self, call: RecordedCall) -> Option<usize> {
+        let bytes = serde_json::to_vec(&call).map_or(usize::MAX, |json| json.len());
+        let mut recorded = self.lock_calls();
+        if self.unrecorded() > 0 || recorded.bytes.saturating_add(bytes) > MAX_RECORDED_BYTES {
+            self.unrecorded.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        recorded.bytes += bytes;
+        recorded.calls.push(call);
+        Some(recorded.calls.len())
     }
 
-    fn lock_calls(&self) -> std::sync::MutexGuard<'_, Vec<RecordedCall>> {
+    fn lock_calls(&self) -> std::sync::MutexGuard<'_, Recorded> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The answer to an action or kv write past [`MAX_RECORDED_BYTES`].
+fn record_full() -> CallError {
+    CallError::QuotaExceeded(format!(
+        "dry run: {} MiB of calls recorded, the most it keeps",
+        MAX_RECORDED_BYTES >> 20
+    ))
 }
 
 impl PluginHost for RecordingHost {
@@ -270,6 +321,7 @@ impl PluginHost for RecordingHost {
             gate,
         });
         Box::pin(async move {
+            let n = n.ok_or_else(record_full)?;
             answer.map(|disposition| Receipt {
                 action_id: format!("dry-run-{n}"),
                 disposition,
@@ -298,11 +350,22 @@ impl PluginHost for RecordingHost {
     fn kv_set(&self, _call: &CallContext, key: &str, value: Vec<u8>) -> Result<(), CallError> {
         self.record(RecordedCall::KvSet {
             key: key.to_owned(),
-        });
-        self.kv
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.to_owned(), value);
+        })
+        .ok_or_else(record_full)?;
+        let mut kv = self.kv.lock().unwrap_or_else(|p| p.into_inner());
+        let size = |k: &str, v: &[u8]| (k.len() + v.len()) as u64 + KV_ENTRY_OVERHEAD_BYTES;
+        let others: u64 = kv
+            .iter()
+            .filter(|(k, _)| k.as_str() != key)
+            .map(|(k, v)| size(k, v))
+            .sum();
+        let would_use = others + size(key, &value);
+        if would_use > MAX_KV_BYTES_PER_PLUGIN {
+            return Err(CallError::QuotaExceeded(format!(
+                "kv storage: {would_use} bytes, over the limit of {MAX_KV_BYTES_PER_PLUGIN}"
+            )));
+        }
+        kv.insert(key.to_owned(), value);
         Ok(())
     }
 
@@ -321,5 +384,64 @@ impl PluginHost for RecordingHost {
             level,
             message: message.to_owned(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host_api::PluginIdentity;
+    use std::sync::Arc;
+
+    fn call() -> CallContext {
+        let plugin = PluginIdentity {
+            name: "p".into(),
+            digest: "0".repeat(64),
+        };
+        CallContext::for_interval(plugin, 0, Arc::default())
+    }
+
+    fn comment() -> ActionRequest {
+        ActionRequest::AddComment {
+            malop_id: MalopId::new("11.1"),
+            text: "x".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_past_the_recorded_bytes_are_counted_and_their_actions_refused() {
+        let host = RecordingHost::default();
+        let call = call();
+        let megabyte = "m".repeat(1 << 20);
+        while host.unrecorded() == 0 {
+            host.log(&call, LogLevel::Info, &megabyte);
+        }
+        assert_eq!(host.recorded(), (MAX_RECORDED_BYTES >> 20) - 1);
+        let refused = host.act(&call, comment(), "r".into()).await.unwrap_err();
+        assert!(
+            matches!(&refused, CallError::QuotaExceeded(m) if m.contains("16 MiB")),
+            "{refused:?}"
+        );
+        assert!(host.kv_set(&call, "k", b"v".to_vec()).is_err());
+        assert_eq!(host.unrecorded(), 3);
+        assert!(host.calls_from(host.recorded()).is_empty());
+    }
+
+    #[test]
+    fn kv_writes_are_held_to_a_plugins_storage_with_the_entry_overhead() {
+        let host = RecordingHost::default();
+        let call = call();
+        let value = vec![0; 64 * 1024 - 64 - 2];
+        for i in 0..16 {
+            host.kv_set(&call, &format!("{i:02}"), value.clone())
+                .unwrap();
+        }
+        assert!(
+            host.kv_set(&call, "16", Vec::new()).is_err(),
+            "the 1 MiB are used"
+        );
+        // Overwriting an entry counts its new size only.
+        host.kv_set(&call, "00", value).unwrap();
+        assert_eq!(host.kv_get(&call, "16"), None);
     }
 }

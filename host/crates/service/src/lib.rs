@@ -246,7 +246,7 @@ impl Service {
             ),
             client,
             approval_expiry_secs: config.policy.approvals.expiry_secs,
-            kv_limit_bytes: 1 << 20,
+            kv_limit_bytes: riposte_domain::bounds::MAX_KV_BYTES_PER_PLUGIN,
             quotas: Arc::new(riposte_policy::QuotaBook::new()),
             followers: Default::default(),
             notifier,

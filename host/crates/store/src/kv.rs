@@ -12,7 +12,7 @@ pub const KV_MAX_KEY_BYTES: usize = riposte_domain::bounds::MAX_KV_KEY_BYTES;
 /// The largest single value, in bytes.
 pub const KV_MAX_VALUE_BYTES: usize = riposte_domain::bounds::MAX_KV_VALUE_BYTES;
 /// What each entry counts against its plugin's limit besides its key and value.
-pub const KV_ENTRY_OVERHEAD_BYTES: u64 = 64;
+pub const KV_ENTRY_OVERHEAD_BYTES: u64 = riposte_domain::bounds::KV_ENTRY_OVERHEAD_BYTES;
 
 /// The query of a plugin's usage (its entries' keys and values, and the overhead of each)
 /// over the rows `filter` selects.

@@ -339,6 +339,7 @@ async fn run_fixture(args: RunArgs) -> anyhow::Result<()> {
         "plugin": plugin.identity(),
         "malop": malop.id,
         "calls": host.calls(),
+        "unrecorded_calls": host.unrecorded(),
         "report": report,
     });
     println!("{}", serde_json::to_string_pretty(&output)?);
