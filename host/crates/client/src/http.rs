@@ -66,10 +66,13 @@ const ERROR_BODY_BYTES: usize = REASON_SEARCH_BYTES;
 /// throttled after its tries fails, and the service tries again on its next cycle.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
-/// A 429's `Retry-After`, in seconds (the HTTP-date form is not used by API servers), at
-/// most [`RETRY_AFTER_MAX`].
+/// The `Retry-After` of a 429 or a 503, in seconds (the HTTP-date form is not used by API
+/// servers), at most [`RETRY_AFTER_MAX`].
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    if resp.status() != StatusCode::TOO_MANY_REQUESTS {
+    if !matches!(
+        resp.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
         return None;
     }
     let secs: u64 = resp
@@ -280,12 +283,14 @@ impl Client {
         };
         if retryable_status(status) {
             let step = self.server_step(call, status, attempt, &body);
-            // A throttling server says when to come back: the next try waits that long
-            // (bounded) before the backoff's own delay, instead of landing in the same window.
+            // A throttling or unavailable server says when to come back: the next try waits
+            // that long (bounded) before the backoff's own delay, instead of landing in the
+            // same window.
             if let (Step::Retry(_), Some(wait)) = (&step, retry_after)
                 && attempt < self.retry.max_attempts
             {
-                tracing::warn!(endpoint = %endpoint, "throttled (HTTP 429): waiting {wait:?}, as the server's Retry-After asks");
+                let status = status.as_u16();
+                tracing::warn!(endpoint = %endpoint, "HTTP {status}: waiting {wait:?}, as the server's Retry-After asks");
                 tokio::time::sleep(wait).await;
             }
             return step;

@@ -18,7 +18,7 @@ use riposte_domain::{
 use riposte_notify::Notifier;
 use riposte_policy::{BudgetLedger, Charge, TargetKey};
 use riposte_store::prelude::*;
-use riposte_store::{ActionRecord, ActionState, Outcome, RetryDecision, Store};
+use riposte_store::{ActionRecord, ActionState, Outcome, RetryDecision, Store, Unsent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -44,7 +44,8 @@ pub struct FollowPolicy {
 
 /// Sends of an action the server throttles (HTTP 429), in multiples of
 /// [`FollowPolicy::max_attempts`], before giving up: one send a cycle, so with the defaults
-/// (3 attempts, a 30 s poll) about 15 minutes of throttling.
+/// (3 attempts, a 30 s poll) about 15 minutes of throttling. Counted apart from other
+/// failed sends, which keep their own `max_attempts`.
 const THROTTLED_ATTEMPTS_FACTOR: u32 = 10;
 
 impl Default for FollowPolicy {
@@ -749,7 +750,12 @@ impl Executor {
                 .follow
                 .max_attempts
                 .saturating_mul(THROTTLED_ATTEMPTS_FACTOR);
-            return self.give_up_or_retry_within(record, &error.to_string(), patience);
+            return self.give_up_or_retry_within(
+                record,
+                &error.to_string(),
+                Unsent::Throttled,
+                patience,
+            );
         }
         if error.certainly_not_done() && !error.rejected_for_good() {
             return self.give_up_or_retry(record, &error.to_string());
@@ -791,18 +797,19 @@ impl Executor {
     }
 
     fn give_up_or_retry(&self, record: &ActionRecord, error: &str) -> ActionState {
-        self.give_up_or_retry_within(record, error, self.follow.max_attempts)
+        self.give_up_or_retry_within(record, error, Unsent::Failed, self.follow.max_attempts)
     }
 
     fn give_up_or_retry_within(
         &self,
         record: &ActionRecord,
         error: &str,
+        why: Unsent,
         max_attempts: u32,
     ) -> ActionState {
         match self
             .store
-            .record_failed_attempt(&record.id, error, max_attempts, now_ms())
+            .record_failed_attempt(&record.id, error, why, max_attempts, now_ms())
         {
             Ok(RetryDecision::Retry { attempts }) => {
                 tracing::warn!(action = %record.id, attempts, "not sent ({error}); will retry");

@@ -55,8 +55,12 @@ pub(crate) async fn dispatch(
             400,
             &serde_json::json!({"status": "FAILURE", "message": "Bad request"}),
         ),
-        Some(f) if f.kind == FaultKind::Status429 => {
-            let mut reply = Reply::json(429, &serde_json::json!({"message": "Too Many Requests"}));
+        Some(f) if matches!(f.kind, FaultKind::Status429 | FaultKind::Status503) => {
+            let (status, message) = match f.kind {
+                FaultKind::Status429 => (429, "Too Many Requests"),
+                _ => (503, "Service Unavailable"),
+            };
+            let mut reply = Reply::json(status, &serde_json::json!({ "message": message }));
             if let Some(secs) = f.retry_after_secs {
                 reply.headers.push(("retry-after", secs.to_string()));
             }

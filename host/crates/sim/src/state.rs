@@ -29,6 +29,11 @@ pub enum FaultKind {
     #[value(name = "429")]
     #[serde(rename = "429")]
     Status429,
+    /// Answer HTTP 503 without carrying the request out (a server in maintenance, or a
+    /// load balancer with no server behind it).
+    #[value(name = "503")]
+    #[serde(rename = "503")]
+    Status503,
     /// Answer 200 with bytes that are not JSON.
     Garbage,
     /// Answer 200 with the real reply cut in half.

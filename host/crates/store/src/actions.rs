@@ -431,6 +431,27 @@ impl Outcome {
     }
 }
 
+/// Why a send of an action did not reach the server; each kind has its own count of tries
+/// ([`crate::ActionLedger::record_failed_attempt`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsent {
+    /// The server throttled it (HTTP 429).
+    Throttled,
+    /// Anything else that certainly kept it from the server (a refused connection, a 5xx
+    /// before it was carried out).
+    Failed,
+}
+
+impl Unsent {
+    /// The column counting this kind.
+    fn column(self) -> &'static str {
+        match self {
+            Self::Throttled => "throttled_sends",
+            Self::Failed => "attempts",
+        }
+    }
+}
+
 /// What to do after a failed attempt to send an action ([`crate::ActionLedger::record_failed_attempt`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RetryDecision {
@@ -973,13 +994,15 @@ impl ActionLedger for Store {
         &self,
         id: &ActionId,
         error: &str,
+        why: Unsent,
         max_attempts: u32,
         now_ms: i64,
     ) -> Result<RetryDecision> {
+        let column = why.column();
         self.write("record_failed_attempt", |tx| {
             let from = check_state(tx, id, &[ActionState::Planned], ActionState::Planned)?;
             let attempts: i64 = tx.query_row(
-                "SELECT attempts FROM actions WHERE id = ?1",
+                &format!("SELECT {column} FROM actions WHERE id = ?1"),
                 params![id.as_str()],
                 |r| r.get(0),
             )?;
@@ -991,8 +1014,10 @@ impl ActionLedger for Store {
                 ActionState::Planned
             };
             let changed = tx.execute(
-                "UPDATE actions SET state = ?1, attempts = ?2, last_error = ?3, updated_at_ms = ?4, \
-                 finished_at_ms = ?5 WHERE id = ?6 AND state = ?7",
+                &format!(
+                    "UPDATE actions SET state = ?1, {column} = ?2, last_error = ?3, \
+                     updated_at_ms = ?4, finished_at_ms = ?5 WHERE id = ?6 AND state = ?7"
+                ),
                 params![
                     to.as_str(),
                     attempts,
@@ -1305,22 +1330,43 @@ mod tests {
                 .unwrap()
                 .action_id()
                 .clone();
+            // Throttled sends have a count of their own: five of them leave the three
+            // tries of other failures untouched.
+            for n in 1..=5 {
+                assert_eq!(
+                    store.record_failed_attempt(&id, "429", Unsent::Throttled, 30, 1 + n).unwrap(),
+                    RetryDecision::Retry { attempts: n as u32 }
+                );
+            }
             assert_eq!(
-                store.record_failed_attempt(&id, "500", 3, 2).unwrap(),
+                store.record_failed_attempt(&id, "500", Unsent::Failed, 3, 7).unwrap(),
                 RetryDecision::Retry { attempts: 1 }
             );
             assert_eq!(
-                store.record_failed_attempt(&id, "500", 3, 3).unwrap(),
+                store.record_failed_attempt(&id, "500", Unsent::Failed, 3, 8).unwrap(),
                 RetryDecision::Retry { attempts: 2 }
             );
             assert_eq!(
-                store.record_failed_attempt(&id, "503", 3, 4).unwrap(),
+                store.record_failed_attempt(&id, "503", Unsent::Failed, 3, 9).unwrap(),
                 RetryDecision::GaveUp { attempts: 3 }
             );
             let record = store.get_action(&id).unwrap();
             assert_eq!(record.state, ActionState::Failed);
+            assert_eq!(record.attempts, 3);
             assert_eq!(record.last_error.as_deref(), Some("503"));
-            assert!(store.record_failed_attempt(&id, "x", 3, 5).is_err());
+            assert!(store.record_failed_attempt(&id, "x", Unsent::Failed, 3, 10).is_err());
+
+            // At its own bound, throttling gives up too.
+            let id = store
+                .begin_action(&new_action(isolate(&["m2"])), 1)
+                .unwrap()
+                .action_id()
+                .clone();
+            store.record_failed_attempt(&id, "429", Unsent::Throttled, 2, 2).unwrap();
+            assert_eq!(
+                store.record_failed_attempt(&id, "429", Unsent::Throttled, 2, 3).unwrap(),
+                RetryDecision::GaveUp { attempts: 2 }
+            );
         }
     }
 

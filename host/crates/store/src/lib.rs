@@ -166,7 +166,7 @@ mod users;
 
 pub use actions::{
     ActionFilter, ActionId, ActionKey, ActionMode, ActionRecord, ActionState, BeginOutcome,
-    NewAction, OUTCOME_UNKNOWN, Outcome, RetryDecision, request_hash, undo_requester,
+    NewAction, OUTCOME_UNKNOWN, Outcome, RetryDecision, Unsent, request_hash, undo_requester,
 };
 pub use activity::{DecisionCounts, HOUR_MS, PluginActivity};
 pub use approval_queue::ApprovalStatus;

@@ -35,7 +35,7 @@ use crate::{
     BudgetCharge, ChargeItem, Error, Handled, HostStatus, IncompleteMalop, IncompleteSummary,
     LeaseGrant, LeaseStatus, NewAction, Outcome, PauseState, PausedPlugin, PendingApproval,
     PluginActivity, Result, RetryDecision, SessionRecord, SpendOutcome, StatusSnapshot, TimeBox,
-    UndoRecord, UserRecord, Vote,
+    UndoRecord, Unsent, UserRecord, Vote,
 };
 use riposte_domain::{
     ActionKind, ActionRequest, Malop, MalopId, MalopPart, PluginName, RemediationId,
@@ -105,13 +105,15 @@ pub trait ActionLedger {
     ) -> Result<()>;
 
     /// Records a failed attempt to send a `Planned` action whose failure is known to be
-    /// retryable (the server did not take it). Below `max_attempts` failures it stays
-    /// `Planned` and may be sent again; at the bound it becomes `Failed`. An attempt whose
-    /// outcome is *unknown* (a timeout after sending) must be checked on the server first.
+    /// retryable (the server did not take it), counted by `why` (throttled sends and other
+    /// failures apart). Below `max_attempts` of that kind it stays `Planned` and may be sent
+    /// again; at the bound it becomes `Failed`. An attempt whose outcome is *unknown* (a
+    /// timeout after sending) must be checked on the server first.
     fn record_failed_attempt(
         &self,
         id: &ActionId,
         error: &str,
+        why: Unsent,
         max_attempts: u32,
         now_ms: i64,
     ) -> Result<RetryDecision>;

@@ -283,10 +283,19 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX console_sessions_user ON console_sessions (user_name)",
         ],
     },
+    Migration {
+        version: 10,
+        name: "throttled_sends",
+        statements: &[
+            // Sends the server throttled, counted apart from the failed ones: a throttling
+            // server must not use up the tries a connection error gets.
+            "ALTER TABLE actions ADD COLUMN throttled_sends BIGINT NOT NULL DEFAULT 0",
+        ],
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 9;
+pub const LATEST_VERSION: i64 = 10;
 
 /// One table of the schema as [`TABLES`] lists it: what a copy between two databases
 /// ([`crate::copy_database`]) reads and writes.
@@ -368,6 +377,7 @@ pub(crate) const TABLES: &[Table] = &[
             "submitted_at_ms",
             "finished_at_ms",
             "machine_names",
+            "throttled_sends",
         ],
         self_references: &["undo_of"],
     },

@@ -577,29 +577,28 @@ async fn isolate_429_is_throttled_not_resent() {
     );
 }
 
-/// A read throttled with `Retry-After: 1` is tried again no sooner than a second later (not
-/// after the backoff's milliseconds, inside the same throttling window), and succeeds.
+/// A read throttled (429) or refused as unavailable (503) with `Retry-After: 1` is tried
+/// again no sooner than a second later (not after the backoff's milliseconds, inside the same
+/// window), and succeeds.
 #[tokio::test]
-async fn a_throttled_read_waits_for_the_servers_retry_after() {
-    let (sim, client) = start(8).await;
-    sim.inject(
-        Fault::new(FaultKind::Status429, 1)
-            .on("/rest/sensors")
-            .retry_after_secs(1),
-    );
-    client.sensors(serde_json::json!([])).await.unwrap();
-    let tries: Vec<u64> = sim
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/rest/sensors/query")
-        .map(|r| r.received_us)
-        .collect();
-    assert_eq!(tries.len(), 2, "one throttled try, one more");
-    assert!(
-        tries[1] - tries[0] >= 1_000_000,
-        "tried again after {} µs",
-        tries[1] - tries[0]
-    );
+async fn a_read_waits_for_the_servers_retry_after_on_429_and_503() {
+    for kind in [FaultKind::Status429, FaultKind::Status503] {
+        let (sim, client) = start(8).await;
+        sim.inject(Fault::new(kind, 1).on("/rest/sensors").retry_after_secs(1));
+        client.sensors(serde_json::json!([])).await.unwrap();
+        let tries: Vec<u64> = sim
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/rest/sensors/query")
+            .map(|r| r.received_us)
+            .collect();
+        assert_eq!(tries.len(), 2, "{kind:?}: one refused try, one more");
+        assert!(
+            tries[1] - tries[0] >= 1_000_000,
+            "{kind:?}: tried again after {} µs",
+            tries[1] - tries[0]
+        );
+    }
 }
 
 #[tokio::test]

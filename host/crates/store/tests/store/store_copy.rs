@@ -11,8 +11,8 @@ use riposte_store::prelude::*;
 use riposte_store::testing::TestDatabase;
 use riposte_store::{
     ActionFilter, ActionId, ActionMode, ActionRecord, ActionState, Backoff, BeginOutcome,
-    ChargeItem, Error, Handled, NewAction, Outcome, Refusal, Store, copy_database, inverse_of,
-    schema,
+    ChargeItem, Error, Handled, NewAction, Outcome, Refusal, Store, Unsent, copy_database,
+    inverse_of, schema,
 };
 
 /// "Now" for the reads after the copy: after everything was written.
@@ -115,7 +115,7 @@ fn fill(store: &Store) -> Filled {
     let retried = new_action("isolator", isolate("m4"), ActionMode::Execute);
     let retried_id = begin(store, &retried, 400);
     store
-        .record_failed_attempt(&retried_id, "connection reset", 3, 410)
+        .record_failed_attempt(&retried_id, "connection reset", Unsent::Failed, 3, 410)
         .unwrap();
     begun.push(retried);
 
