@@ -39,11 +39,15 @@ pub enum Error {
         /// The user that tried to log in.
         username: String,
     },
-    /// The session was refused again right after a fresh login.
-    #[error("{endpoint}: the server rejected a freshly created session (login page again)")]
+    /// The session was refused again right after a fresh login: nothing was carried out.
+    /// Logins then pause as after a refused login (the API user may log in but not use the
+    /// API, and logging in twice for every call could lock the account).
+    #[error("{endpoint}: the server rejected a freshly created session (login page again){held}")]
     SessionRejected {
         /// The endpoint called.
         endpoint: String,
+        /// Empty, or how long no login is tried (`; no login is tried for 60 s`).
+        held: String,
     },
     /// No answer within the configured timeout (after `attempts` tries).
     #[error("{endpoint}: timed out after {timeout:?} ({attempts} attempt(s))")]
@@ -192,6 +196,7 @@ impl Error {
                 | Error::Certificate { .. }
                 | Error::Throttled { .. }
                 | Error::LoginFailed { .. }
+                | Error::SessionRejected { .. }
                 | Error::TwoFactorRequired { .. }
                 | Error::PasswordExpired { .. }
                 | Error::Config(_)

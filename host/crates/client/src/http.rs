@@ -222,9 +222,14 @@ impl Client {
         loop {
             let result = match self.attempt(call, &tries.session, tries.attempt).await {
                 Step::Done(body) => Ok(body),
-                Step::Expired if tries.relogged => Err(TryError::Final(Error::SessionRejected {
-                    endpoint: call.endpoint(),
-                })),
+                Step::Expired if tries.relogged => {
+                    let error = Error::SessionRejected {
+                        endpoint: call.endpoint(),
+                        held: String::new(),
+                    };
+                    self.reject_session(tries.session.generation, &error).await;
+                    Err(TryError::Final(error))
+                }
                 Step::Expired => {
                     tracing::info!(endpoint = %call.endpoint(), "session expired; logging in again");
                     tries.relogged = true;

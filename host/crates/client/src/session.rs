@@ -48,6 +48,12 @@ fn refusal_copy(error: &Error, wait: Option<Duration>) -> Option<Error> {
         Error::PasswordExpired { username } => Error::PasswordExpired {
             username: username.clone(),
         },
+        Error::SessionRejected { endpoint, .. } => Error::SessionRejected {
+            endpoint: endpoint.clone(),
+            held: wait.map_or_else(String::new, |wait| {
+                format!("; no login is tried for {} s", wait.as_secs().max(1))
+            }),
+        },
         _ => return None,
     })
 }
@@ -153,14 +159,29 @@ impl Client {
     }
 
     fn note_login(&self, result: &Result<Secret>) {
-        let mut hold = self.login_hold.lock().unwrap_or_else(|p| p.into_inner());
-        let Err(error) = result else {
-            *hold = None;
-            return;
-        };
+        match result {
+            Ok(_) => *self.login_hold.lock().unwrap_or_else(|p| p.into_inner()) = None,
+            Err(error) => self.hold_logins(error),
+        }
+    }
+
+    /// Drops the session `rejected` (refused right after its login) and holds logins as
+    /// after a refused login, so that the calls that follow fail at once instead of logging
+    /// in twice each.
+    pub(crate) async fn reject_session(&self, rejected: u64, error: &Error) {
+        let mut guard = self.session.lock().await;
+        if guard.as_ref().is_some_and(|s| s.generation == rejected) {
+            *guard = None;
+        }
+        self.hold_logins(error);
+    }
+
+    /// Starts (or doubles) the login hold for `error` if it is a refusal.
+    fn hold_logins(&self, error: &Error) {
         let Some(refusal) = refusal_copy(error, None) else {
             return;
         };
+        let mut hold = self.login_hold.lock().unwrap_or_else(|p| p.into_inner());
         let pause = hold
             .as_ref()
             .map_or(LOGIN_HOLD_FIRST, |h| (h.pause * 2).min(LOGIN_HOLD_MAX));

@@ -7,7 +7,7 @@
 //! | `POST /sim/malops/{id}/touch` | the Malop is updated now, and its `Malop Updated` event is sent → `{"lastUpdateTime"}` |
 //! | `GET /sim/syslog` | the event sender's counters (`{"enabled": false}` without `--syslog`) |
 //! | `POST /sim/sessions/expire` | every session expires |
-//! | `POST /sim/faults` `{"kind": "500"/"429"/"503"/"garbage"/"truncated"/"delay"/"error-body"/"html"/"reset", "count", "path_prefix", "delay_ms", "after_processing", "retry_after_secs"}` | inject a fault for the next `count` requests |
+//! | `POST /sim/faults` `{"kind": "500"/"429"/"503"/"login-page"/"garbage"/"truncated"/"delay"/"error-body"/"html"/"reset", "count", "path_prefix", "delay_ms", "after_processing", "retry_after_secs"}` | inject a fault for the next `count` requests |
 //! | `DELETE /sim/faults` | drop pending faults |
 //! | `POST /sim/sensors/{pylumId, guid or name}/offline` (or `/online`) | sensor state |
 //! | `POST /sim/investigation/refuse` (or `/allow`) | refuse (or serve again) every `visualsearch` query |

@@ -71,6 +71,7 @@ pub(crate) async fn dispatch(
             403,
             &serde_json::json!({"error": "UnauthorizedRequest", "message": "Forbidden"}),
         ),
+        Some(f) if f.kind == FaultKind::LoginPage => Reply::html(super::pages::LOGIN_PAGE),
         Some(f) if f.kind == FaultKind::ErrorBody => Reply::json(
             200,
             &super::render::failure("Request failed: the server refused to process it"),

@@ -45,6 +45,10 @@ pub enum FaultKind {
     ErrorBody,
     /// Carry the request out, then answer 200 with a proxy's HTML error page.
     Html,
+    /// Answer 200 with the login page without carrying the request out, even on a session
+    /// just created: a server that drops every session at once, or an API user the server
+    /// lets log in but not call the API.
+    LoginPage,
     /// Carry the request out, then break the connection in the middle of the reply.
     Reset,
     /// Answer a visualsearch or `crimes/unified` query with `PARTIAL_SUCCESS`, keeping only

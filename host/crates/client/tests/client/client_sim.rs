@@ -725,6 +725,36 @@ async fn expired_session_means_exactly_one_relogin() {
     );
 }
 
+/// A server that answers the login page even to a session just created (an API user who may
+/// log in but not call the API): the call fails as not carried out, and the calls after it
+/// fail at once, without logging in twice each (which could lock the account), until the
+/// hold passes.
+#[tokio::test]
+async fn a_session_rejected_after_its_login_holds_the_logins() {
+    let (sim, client) = start(4).await;
+    client.login_now().await.unwrap();
+    sim.inject(Fault::new(FaultKind::LoginPage, 1_000).on("/rest/"));
+    let id = MalopId::new(sim.malops()[0].guid.clone());
+    let err = client
+        .set_malop_status(&id, ManagementStatus::Todo)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::SessionRejected { .. }), "{err}");
+    assert!(
+        err.certainly_not_done(),
+        "the login page carries nothing out"
+    );
+    assert_eq!(logins(&sim), 2, "one re-login");
+    let requests = sim.requests().len();
+    let held = client.all_malops_updated_since(0).await.unwrap_err();
+    assert!(
+        matches!(&held, Error::SessionRejected { held, .. } if held.contains("no login is tried")),
+        "{held}"
+    );
+    assert_eq!(sim.requests().len(), requests, "nothing sent while held");
+    no_secret(&format!("{err} {held} {held:?}"), &sim);
+}
+
 #[tokio::test]
 async fn expired_session_on_an_action_relogs_and_sends_once() {
     let (sim, client) = start(4).await;
