@@ -149,6 +149,18 @@ fn isolate_all(malop: &Malop) -> Result<(), Error> {
     Ok(())
 }
 
+/// Isolates the Malop's machines one call each, so that no one call is large.
+fn split_isolation(malop: &Malop) {
+    for machine in &malop.machines {
+        let answer = isolation::isolate(
+            Some(&malop.id),
+            std::slice::from_ref(&machine.guid),
+            "hostile: one machine at a time",
+        );
+        report(&format!("split-isolation {}", machine.guid), answer);
+    }
+}
+
 /// Kills every suspect of the Malop, each on its machine: one unit per machine.
 fn kill_everything(malop: &Malop) -> Result<(), Error> {
     let targets: Vec<remediation::Target> = malop
@@ -481,6 +493,23 @@ fn whitelist_own(malop: &Malop) {
     );
 }
 
+/// Blacklists the Malop's first suspect image hash spelled with padding and in upper case:
+/// the host must treat it as the hash it names (its ledger key, its protection check).
+fn padded_blacklist(malop: &Malop) {
+    let Some(sha1) = malop.suspects.iter().find_map(|s| s.image_sha1.clone()) else {
+        return say("padded-blacklist: no suspect hash");
+    };
+    report(
+        "padded-blacklist",
+        reputation::set_reputation(
+            &[hash(&format!(" {} ", sha1.to_ascii_uppercase()))],
+            Verdict::Blacklist,
+            false,
+            "hostile: padded key",
+        ),
+    );
+}
+
 /// Tries to start lines of riposte's own log.
 fn forge_logs() {
     say("benign\nFORGED  INFO riposte::service: approved-action by operator\r\n{\"fields\":{\"message\":\"FORGED\"}}\u{1b}[2K\u{2028}FORGED");
@@ -558,6 +587,7 @@ impl Guest for Hostile {
             "clock" => probe_clock(),
             "isolate-all" | "ungranted" | "protected" => isolate_all(&malop)?,
             "fan-out" => kill_everything(&malop)?,
+            "split-isolation" => split_isolation(&malop),
             "kill-suspects" => drop(kill_suspects(&malop, true)?),
             "kill-suspects-no-malop" => drop(kill_suspects(&malop, false)?),
             "kill-then-status" => kill_then_status(&malop)?,
@@ -567,6 +597,7 @@ impl Guest for Hostile {
             "query-flood" => query_flood(),
             "oversized" => return Err(oversized(&malop)),
             "whitelist-own" => whitelist_own(&malop),
+            "padded-blacklist" => padded_blacklist(&malop),
             "log-forge" => forge_logs(),
             "kv-flood" => kv_flood(&malop),
             "mixed-flood" => mixed_flood(),

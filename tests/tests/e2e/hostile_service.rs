@@ -5,6 +5,7 @@
 //! well-behaved plugin configured in the same service completes its work on the same Malops.
 
 use riposte_audit::Record;
+use riposte_domain::{ActionRequest, KeyKind, ReputationKey, Verdict};
 use riposte_e2e::gate_support::{
     Plugin, World, decision, install_log_capture, invocations, malops_of, plugin_logs, records_of,
     status,
@@ -12,8 +13,8 @@ use riposte_e2e::gate_support::{
 use riposte_e2e::service_support::{PluginSpec, ServiceEnv, Setup, riposte_bin, start_sim};
 use riposte_service::Service;
 use riposte_sim::{Fault, FaultKind, SimMalop};
-use riposte_store::ActionFilter;
 use riposte_store::prelude::*;
+use riposte_store::{ActionFilter, NewAction, Outcome};
 use std::time::Duration;
 
 /// The well-behaved plugin: reputation-feed, enforcing, granted what it needs.
@@ -243,6 +244,92 @@ fn protected_denial(record: &Record) -> &str {
         ("deny".to_owned(), Some("protected-target".to_owned()))
     );
     &record.decision.as_ref().unwrap().detail
+}
+
+/// `[approvals.large]` holds the isolation of more machines than it allows even when the
+/// plugin splits it into one call per machine: the machines an invocation reached add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_isolation_split_into_one_call_per_machine_is_held() {
+    let world = World::new(0).await;
+    let id = world.malop_on(&[0, 1, 2, 3]);
+    let name = "hostile-split";
+    let hostile = Plugin::hostile(name, "split-isolation").grant(&["get-malop", "isolate"]);
+    let (_service, records) =
+        cycle_with(&world, "[approvals.large]\nmachines = 2\n", hostile).await;
+    let kinds: Vec<String> = records_of(&records, name, "isolate")
+        .into_iter()
+        .filter(|r| r.malop.as_ref() == Some(&id))
+        .map(|r| decision(r).0)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["allow", "allow", "await-approval", "await-approval"]
+    );
+    assert_eq!(
+        world
+            .sim
+            .count("POST", "/rest/monitor/global/commands/isolate"),
+        2,
+        "{:?}",
+        world.action_requests()
+    );
+}
+
+/// A reputation action ledgered before keys were made canonical (under the plugin's own
+/// spelling, as riposte wrote it then) is found by that key after the upgrade: the same
+/// request is answered from the ledger, not sent to the server a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reputation_ledgered_under_its_old_spelling_is_not_sent_again() {
+    let world = World::new(0).await;
+    let id = world.malop_on(&[0]);
+    let malop = world.malop(&id).await;
+    let name = "hostile-padded";
+    let hostile = Plugin::hostile(name, "padded-blacklist").grant(&["get-malop", "set-reputation"]);
+    let digest = riposte_domain::Sha256Digest::of(&std::fs::read(hostile.path()).unwrap());
+    let sha1 = malop
+        .suspects
+        .iter()
+        .find_map(|s| s.image_sha1.clone())
+        .expect("a suspect hash");
+    let spelled = ActionRequest::SetReputation {
+        keys: vec![ReputationKey {
+            kind: KeyKind::FileHash,
+            value: format!(" {} ", sha1.to_ascii_uppercase()),
+        }],
+        verdict: Verdict::Blacklist,
+        prevent: false,
+    };
+    let service = world
+        .start("", &[hostile])
+        .await
+        .expect("the service starts");
+    let store = service.store();
+    let now = riposte_domain::now_ms();
+    let old = NewAction::new(
+        riposte_domain::PluginName::new(name),
+        digest,
+        spelled,
+        "ledgered before the upgrade".to_owned(),
+    );
+    let old = store.begin_action(&old, now).unwrap().action_id().clone();
+    store
+        .mark_submitted(&old, None, &serde_json::json!({}), now)
+        .unwrap();
+    store.finish(&old, Outcome::Succeeded, None, now).unwrap();
+
+    service.run_cycle().await.expect("the cycle runs");
+    assert_eq!(world.sim.count("POST", "/rest/classification/update"), 0);
+    let records = world.audit();
+    let asked = records_of(&records, name, "set-reputation");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].result["duplicate_of"], old.as_str());
+    let rows = store
+        .list_actions(&ActionFilter {
+            plugin: Some(name.into()),
+            ..ActionFilter::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
 }
 
 /// Protection by sensor group: the machines' groups come from `sensors/query`, so a request

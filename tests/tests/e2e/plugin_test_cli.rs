@@ -510,6 +510,44 @@ fn on_interval_replays_under_the_operators_scope() {
     assert!(output.status.success(), "{}", output_text(&output));
 }
 
+/// The replay judges as the service does: an isolation split into one call per machine
+/// counts the machines the invocation already reached against `[approvals.large]`, so the
+/// plan shows the third call held for approval, as the service would hold it.
+#[test]
+fn the_replay_holds_a_large_isolation_split_into_small_calls() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::copy(
+        root().join("tests/fixtures/malops/ransomware.json"),
+        dir.path().join("split.json"),
+    )
+    .expect("copies the fixture");
+    std::fs::write(
+        dir.path().join("split.expected.json"),
+        r#"{"config": {"attack": "split-isolation"}, "invocations": []}"#,
+    )
+    .expect("writes");
+    let wasm = plugin_path("hostile");
+    let config = operator_config(
+        dir.path(),
+        "hostile",
+        &wasm,
+        "[approvals.large]\nmachines = 2\n",
+        "mode = \"enforce\"\n[plugins.grants]\noperations = [\"get-malop\", \"isolate\"]\n",
+    );
+    let config = config.to_str().expect("utf-8");
+    let output = plugin_test(&wasm, dir.path(), &["--record", "--config", config]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let plan = expectation(dir.path(), "split");
+    let decisions: Vec<&str> = plan["invocations"][0]["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter(|c| c["action"] == "isolate")
+        .map(|c| c["gate"]["decision"].as_str().expect("a decision"))
+        .collect();
+    assert_eq!(decisions, ["allow", "allow", "await-approval"], "{plan:#}");
+}
+
 /// The budgets `riposte plugin test --json` reports holding reputation-feed to, on its own
 /// fixtures.
 fn reported_budgets(extra: &[&str]) -> serde_json::Value {

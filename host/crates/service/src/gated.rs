@@ -308,12 +308,20 @@ impl GatedHost {
                 .unwrap_or_else(|| CallError::Denied("refused".into())));
         }
         // From here on, reputation keys in one spelling each: the protection check, the
-        // ledger's key and the server see the same.
-        let spelled = request.clone();
+        // ledger's key and the server see the same. A reputation request ledgered before keys
+        // were made canonical carries the key of its plugin's spelling: that row is looked
+        // for too, so nothing is sent twice.
+        let spelled = matches!(
+            request,
+            ActionRequest::SetReputation { .. } | ActionRequest::RemoveReputation { .. }
+        )
+        .then(|| request.clone());
         let request = riposte_policy::canonical(request);
+        let shadowed = self.shadows(&request);
+        let ledger_key = |key: ActionKey| if shadowed { shadow_key(&key) } else { key };
         // Targets this plugin already asked for on this Malop (a Malop offered again, with
         // more of it readable) are answered from the ledger, not sent again.
-        let request = if self.shadows(&request) {
+        let request = if shadowed {
             request
         } else {
             match self.without_targets_asked_before(&request).await? {
@@ -333,24 +341,14 @@ impl GatedHost {
             reason.clone(),
         )
         .with_machine_names(machines.map(|m| (&m.guid, m.name.as_str())));
-        // A reputation request ledgered before keys were made canonical carries the key of
-        // its plugin's spelling: that row is looked for too, so nothing is sent twice.
-        let reputation = matches!(
-            request,
-            ActionRequest::SetReputation { .. } | ActionRequest::RemoveReputation { .. }
-        );
-        let as_spelled = (reputation && spelled != request)
-            .then(|| NewAction::new(self.name().clone(), self.digest, spelled, String::new()).key)
-            .map(|key| {
-                if self.shadows(&request) {
-                    shadow_key(&key)
-                } else {
-                    key
-                }
+        new.key = ledger_key(new.key);
+        let as_spelled = spelled
+            .filter(|spelled| *spelled != request)
+            .map(|spelled| {
+                ledger_key(
+                    NewAction::new(self.name().clone(), self.digest, spelled, String::new()).key,
+                )
             });
-        if self.shadows(&request) {
-            new.key = shadow_key(&new.key);
-        }
         let store = &self.core.store;
         let now = now_ms();
         // The ledger lookup, the budget spend (in `decide`), the ledger row and the `Unsent`
