@@ -325,20 +325,32 @@ fn limits_and_values_come_from_the_operator_config() {
     assert!(out.contains("ok       allow-list"), "{out}");
 }
 
-#[test]
-fn the_plugin_sees_a_pinned_clock_on_every_run() {
-    // The hostile plugin's `clock` probe logs what the WASI wall and monotonic clocks say.
+/// A directory with one case for the hostile plugin: the ransomware fixture as `case`, and
+/// an expectation with no invocations that runs `attack` (logs included or not).
+fn hostile_case(case: &str, attack: &str, include_logs: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temp dir");
     std::fs::copy(
         root().join("tests/fixtures/malops/ransomware.json"),
-        dir.path().join("clock.json"),
+        dir.path().join(format!("{case}.json")),
     )
     .expect("copies the fixture");
+    let expectation = serde_json::json!({
+        "config": { "attack": attack },
+        "include_logs": include_logs,
+        "invocations": [],
+    });
     std::fs::write(
-        dir.path().join("clock.expected.json"),
-        r#"{"config": {"attack": "clock"}, "include_logs": true, "invocations": []}"#,
+        dir.path().join(format!("{case}.expected.json")),
+        expectation.to_string(),
     )
     .expect("writes");
+    dir
+}
+
+#[test]
+fn the_plugin_sees_a_pinned_clock_on_every_run() {
+    // The hostile plugin's `clock` probe logs what the WASI wall and monotonic clocks say.
+    let dir = hostile_case("clock", "clock", true);
     let wasm = plugin_path("hostile");
     let output = plugin_test(&wasm, dir.path(), &["--record"]);
     assert!(output.status.success(), "{}", output_text(&output));
@@ -455,17 +467,7 @@ fn the_operator_config_puts_the_plan_to_the_gate_and_the_shadow_plan_shows_appro
 
 #[test]
 fn on_interval_replays_under_the_operators_scope() {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    std::fs::copy(
-        root().join("tests/fixtures/malops/ransomware.json"),
-        dir.path().join("interval.json"),
-    )
-    .expect("copies the fixture");
-    std::fs::write(
-        dir.path().join("interval.expected.json"),
-        r#"{"config": {"attack": "interval"}, "invocations": []}"#,
-    )
-    .expect("writes");
+    let dir = hostile_case("interval", "interval", false);
     let wasm = plugin_path("hostile");
     let config = operator_config(
         dir.path(),
@@ -515,17 +517,7 @@ fn on_interval_replays_under_the_operators_scope() {
 /// plan shows the third call held for approval, as the service would hold it.
 #[test]
 fn the_replay_holds_a_large_isolation_split_into_small_calls() {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    std::fs::copy(
-        root().join("tests/fixtures/malops/ransomware.json"),
-        dir.path().join("split.json"),
-    )
-    .expect("copies the fixture");
-    std::fs::write(
-        dir.path().join("split.expected.json"),
-        r#"{"config": {"attack": "split-isolation"}, "invocations": []}"#,
-    )
-    .expect("writes");
+    let dir = hostile_case("split", "split-isolation", false);
     let wasm = plugin_path("hostile");
     let config = operator_config(
         dir.path(),
