@@ -92,11 +92,13 @@ pub fn crimes_unified(body: &[u8], kind: ElementKind) -> Parsed<Vec<Malop>> {
 /// returned when absent): more than returned means the answer hit the result limit.
 pub fn crimes_unified_page(body: &[u8], kind: ElementKind) -> Parsed<MalopsPage> {
     let answer = visual_envelope(body)?;
+    let mut unreadable = UnreadableTimes::default();
     let mut malops = answer
         .elements
         .iter()
-        .map(|e| malop_from_element(body, e, kind))
+        .map(|e| malop_from_element(body, e, kind, &mut unreadable))
         .collect::<Parsed<Vec<_>>>()?;
+    unreadable.warn();
     malops.sort_by(|a, b| (a.last_update_time, &a.id).cmp(&(b.last_update_time, &b.id)));
     let total_hits = answer.total.unwrap_or(0).max(malops.len() as u64);
     // Machines to read with a query of their own: those cut at `perFeatureLimit`, and all
@@ -122,11 +124,18 @@ pub fn crimes_unified_page(body: &[u8], kind: ElementKind) -> Parsed<MalopsPage>
     })
 }
 
-fn malop_from_element(body: &[u8], e: &Element, kind: ElementKind) -> Parsed<Malop> {
+fn malop_from_element(
+    body: &[u8],
+    e: &Element,
+    kind: ElementKind,
+    unreadable: &mut UnreadableTimes,
+) -> Parsed<Malop> {
     // One Malop with an odd time (`""`, `"N/A"`) must not cost the whole listing: its time
     // is read as absent, and the log says so.
-    let creation = lenient_millis(body, e, "creationTime").unwrap_or(0);
-    let updated = lenient_millis(body, e, "malopLastUpdateTime").unwrap_or(creation);
+    let creation = unreadable.read(body, e, "creationTime").unwrap_or(0);
+    let updated = unreadable
+        .read(body, e, "malopLastUpdateTime")
+        .unwrap_or(creation);
     let machines: Vec<Machine> = e
         .refs("affectedMachines")
         .iter()
@@ -186,16 +195,42 @@ fn malop_from_element(body: &[u8], e: &Element, kind: ElementKind) -> Parsed<Mal
     })
 }
 
-/// A time in epoch ms, or `None` when absent or unreadable (a warning then names the Malop
-/// and the field, with the server's reason, bounded).
-fn lenient_millis(body: &[u8], e: &Element, field: &str) -> Option<i64> {
-    sv_millis(body, e, field).unwrap_or_else(|error| {
-        tracing::warn!(
-            malop = %riposte_domain::bounds::log_safe(&e.guid, 64),
-            "crimes/unified: {field} unreadable, read as absent: {error}"
-        );
-        None
-    })
+/// The times of one answer's Malops read as absent because they were unreadable: how many,
+/// and the first (its Malop, its field and the reason), for one warning per answer rather
+/// than one per Malop on every poll.
+#[derive(Default)]
+struct UnreadableTimes {
+    count: usize,
+    first: Option<String>,
+}
+
+impl UnreadableTimes {
+    /// A time in epoch ms, or `None` when absent or unreadable (then counted).
+    fn read(&mut self, body: &[u8], e: &Element, field: &str) -> Option<i64> {
+        sv_millis(body, e, field).unwrap_or_else(|error| {
+            self.count += 1;
+            self.first.get_or_insert_with(|| {
+                let malop = riposte_domain::bounds::log_safe(&e.guid, 64);
+                format!("Malop {malop}, {field}: {error}")
+            });
+            None
+        })
+    }
+
+    /// The one warning for the answer, if any time was unreadable.
+    fn summary(&self) -> Option<String> {
+        let first = self.first.as_ref()?;
+        Some(format!(
+            "crimes/unified: {} Malop time(s) unreadable, read as absent; the first: {first}",
+            self.count
+        ))
+    }
+
+    fn warn(&self) {
+        if let Some(summary) = self.summary() {
+            tracing::warn!("{summary}");
+        }
+    }
 }
 
 /// The Malop's priority: the element's own `malopPriority` member, where real servers put it
@@ -574,6 +609,30 @@ mod tests {
             i += 1;
         }
         body.len()
+    }
+
+    /// Unreadable times are counted over the whole answer for one warning naming the first,
+    /// not one warning per Malop on every poll.
+    #[test]
+    fn unreadable_times_make_one_warning_per_answer() {
+        let body = br#"{"status":"SUCCESS","data":{"resultIdToElementDataMap":{
+            "11.1":{"simpleValues":{"creationTime":{"values":["yesterday"]},"malopLastUpdateTime":{"values":["N/A"]}}},
+            "11.2":{"simpleValues":{"creationTime":{"values":["1700000000000"]},"malopLastUpdateTime":{"values":["soon"]}}},
+            "11.3":{"simpleValues":{"malopLastUpdateTime":{"values":["1700000000001"]}}}}}}"#;
+        let answer = super::visual_envelope(body).unwrap();
+        let mut unreadable = super::UnreadableTimes::default();
+        for e in &answer.elements {
+            super::malop_from_element(body, e, super::ElementKind::Process, &mut unreadable)
+                .unwrap();
+        }
+        assert_eq!(unreadable.count, 3);
+        let summary = unreadable.summary().unwrap();
+        assert!(
+            summary.starts_with("crimes/unified: 3 Malop time(s) unreadable")
+                && summary.contains("the first: Malop 11.1, creationTime"),
+            "{summary}"
+        );
+        assert!(super::UnreadableTimes::default().summary().is_none());
     }
 }
 
