@@ -308,6 +308,6 @@ pub async fn python(malop: &Malop, cache_dir: &Path) -> anyhow::Result<Value> {
         "cached_load": summary(&cached),
         "describe": summary(&describe),
         "invocation": invocations,
-        "method": "Runtime::load with an empty ArtifactCache (Cranelift compile + world check + HMAC-tagged artifact write), then 5 loads from the cache (read + HMAC verify + deserialize + world check + instantiate_pre). describe and on-malop each run in a fresh instance (pooling allocator, copy-on-write memory image).",
+        "method": "Runtime::load with an empty ArtifactCache (Cranelift compile + world check + tagged artifact write), then 5 loads from the cache (read + tag check (keyed BLAKE3) + deserialize + world check + instantiate_pre). describe and on-malop each run in a fresh instance (pooling allocator, copy-on-write memory image).",
     }))
 }
