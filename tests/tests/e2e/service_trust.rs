@@ -212,6 +212,34 @@ each_backend! {
 }
 
 each_backend! {
+    async fn an_isolation_held_back_by_a_rejected_session_keeps_its_tries(db) {
+        let sim = start_sim(7, 12).await;
+        let setup = Setup::new(vec![PluginSpec::ransomware_containment()]);
+        let env = ServiceEnv::on(db, &sim, &setup);
+        let service = env.service(&sim).await;
+        let store = service.store();
+        // Every isolation is answered with the login page, even on a session just created:
+        // the host cannot get the request through, and then holds its logins.
+        sim.inject(riposte_sim::Fault::new(riposte_sim::FaultKind::LoginPage, 10_000).on(ISOLATE));
+        // The first cycle acts on the process Malops, then finds logins held when it polls
+        // the logon-session kind.
+        let first = service.run_cycle().await.expect_err("logins are held after the isolations");
+        assert!(format!("{first:#}").contains("no login is tried"), "{first:#}");
+        let waiting = isolations(store, ActionState::Planned);
+        assert!(!waiting.is_empty(), "isolations wait for a session");
+        // Held back by no fault of their own: the tries a failed send gets are untouched.
+        assert!(waiting.iter().all(|r| r.attempts == 0), "{waiting:?}");
+        for _ in 0..3 {
+            let held = service.run_cycle().await.expect_err("logins are held");
+            assert!(format!("{held:#}").contains("no login is tried"), "{held:#}");
+        }
+        let failed = isolations(store, ActionState::Failed);
+        assert!(failed.is_empty(), "none given up: {failed:?}");
+        assert!(isolations(store, ActionState::Planned).iter().all(|r| r.attempts == 0));
+    }
+}
+
+each_backend! {
     async fn a_throttled_isolation_is_waited_out_and_sent_once(db) {
         let sim = start_sim(7, 12).await;
         let setup = Setup::new(vec![PluginSpec::ransomware_containment()]);

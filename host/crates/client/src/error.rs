@@ -207,6 +207,21 @@ impl Error {
         )
     }
 
+    /// Whether the call was held back by no fault of its own: the server throttled it, or
+    /// the host could not log in (a refused login, a session rejected at once, a second
+    /// factor, an expired password). Nothing was carried out, and the same call may go
+    /// through once the server or the credentials allow.
+    pub fn held_back(&self) -> bool {
+        matches!(
+            self,
+            Error::Throttled { .. }
+                | Error::LoginFailed { .. }
+                | Error::SessionRejected { .. }
+                | Error::TwoFactorRequired { .. }
+                | Error::PasswordExpired { .. }
+        )
+    }
+
     /// Whether the server refused a query as such (a filter it does not take): HTTP 400
     /// and the like, or HTTP 200 with `status: FAILURE`, as some servers answer a bad query.
     pub fn refused_query(&self) -> bool {

@@ -176,15 +176,19 @@ impl Client {
         self.hold_logins(error);
     }
 
-    /// Starts (or doubles) the login hold for `error` if it is a refusal.
+    /// Starts the login hold for `error` if it is a refusal, twice as long as the last one
+    /// when the refusal came again after it. A hold still running is kept as it is: calls
+    /// rejected together (one session, several calls in flight) are one refusal.
     fn hold_logins(&self, error: &Error) {
         let Some(refusal) = refusal_copy(error, None) else {
             return;
         };
         let mut hold = self.login_hold.lock().unwrap_or_else(|p| p.into_inner());
-        let pause = hold
-            .as_ref()
-            .map_or(LOGIN_HOLD_FIRST, |h| (h.pause * 2).min(LOGIN_HOLD_MAX));
+        let pause = match hold.as_ref() {
+            Some(h) if h.until > Instant::now() => return,
+            Some(h) => (h.pause * 2).min(LOGIN_HOLD_MAX),
+            None => LOGIN_HOLD_FIRST,
+        };
         tracing::error!(user = %self.credentials.username, "the server refused the login ({error}); no login is tried for {} s", pause.as_secs());
         *hold = Some(LoginHold {
             until: Instant::now() + pause,

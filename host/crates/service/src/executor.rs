@@ -42,11 +42,11 @@ pub struct FollowPolicy {
     pub max_attempts: u32,
 }
 
-/// Sends of an action the server throttles (HTTP 429), in multiples of
-/// [`FollowPolicy::max_attempts`], before giving up: one send a cycle, so with the defaults
-/// (3 attempts, a 30 s poll) about 15 minutes of throttling. Counted apart from other
-/// failed sends, which keep their own `max_attempts`.
-const THROTTLED_ATTEMPTS_FACTOR: u32 = 10;
+/// Sends of an action held back by no fault of its own (the server throttles it, HTTP 429,
+/// or the host cannot log in), in multiples of [`FollowPolicy::max_attempts`], before giving
+/// up: one send a cycle, so with the defaults (3 attempts, a 30 s poll) about 15 minutes.
+/// Counted apart from other failed sends, which keep their own `max_attempts`.
+const HELD_ATTEMPTS_FACTOR: u32 = 10;
 
 impl Default for FollowPolicy {
     fn default() -> Self {
@@ -362,9 +362,10 @@ impl Executor {
                     }
                     Ok(false) => self.execute(record, pylums).await,
                     Err(error) => {
-                        let error = format!("checking the server before resending: {error}");
-                        self.book(record, move |ex, r| ex.give_up_or_retry(r, &error))
-                            .await
+                        self.book(record, move |ex, r| {
+                            ex.retry_unless_spent(r, "checking the server before resending", &error)
+                        })
+                        .await
                     }
                 }
             }
@@ -400,9 +401,10 @@ impl Executor {
             }
             Ok(None) => self.execute(record, pylums).await,
             Err(error) => {
-                let error = format!("looking for the action on the server: {error}");
-                self.book(record, move |ex, r| ex.give_up_or_retry(r, &error))
-                    .await
+                self.book(record, move |ex, r| {
+                    ex.retry_unless_spent(r, "looking for the action on the server", &error)
+                })
+                .await
             }
         }
     }
@@ -717,9 +719,10 @@ impl Executor {
         {
             Ok(report) => self.follow(record, report).await,
             Err(error) => {
-                let error = format!("reading remediation progress: {error}");
-                self.book(record, move |ex, r| ex.give_up_or_retry(r, &error))
-                    .await
+                self.book(record, move |ex, r| {
+                    ex.retry_unless_spent(r, "reading remediation progress", &error)
+                })
+                .await
             }
         }
     }
@@ -743,22 +746,8 @@ impl Executor {
     }
 
     fn send_failed(&self, record: &ActionRecord, error: &riposte_client::Error) -> ActionState {
-        if let riposte_client::Error::Throttled { .. } = error {
-            // A server throttles for minutes at a time (the API notes' clients wait 60 s):
-            // waited out over more sends than a failure is.
-            let patience = self
-                .follow
-                .max_attempts
-                .saturating_mul(THROTTLED_ATTEMPTS_FACTOR);
-            return self.give_up_or_retry_within(
-                record,
-                &error.to_string(),
-                Unsent::Throttled,
-                patience,
-            );
-        }
-        if error.certainly_not_done() && !error.rejected_for_good() {
-            return self.give_up_or_retry(record, &error.to_string());
+        if error.held_back() || (error.certainly_not_done() && !error.rejected_for_good()) {
+            return self.retry_unless_spent(record, "not sent", error);
         }
         if let riposte_client::Error::OutcomeUnknown { .. } = error {
             // Left unresolved on purpose: reconcile() checks the server before any resend.
@@ -794,6 +783,29 @@ impl Executor {
             _ => {}
         }
         state
+    }
+
+    /// Counts a try of `record` that `error` (from `what`) kept from the server, and gives up
+    /// once its tries are spent. An error that held it back by no fault of its own (a
+    /// throttling server, no login) is counted apart, with more patience: a server throttles
+    /// for minutes at a time (the API notes' clients wait 60 s), and a refused login holds
+    /// for as long as an operator takes to mend it.
+    fn retry_unless_spent(
+        &self,
+        record: &ActionRecord,
+        what: &str,
+        error: &riposte_client::Error,
+    ) -> ActionState {
+        let text = format!("{what}: {error}");
+        if error.held_back() {
+            let patience = self
+                .follow
+                .max_attempts
+                .saturating_mul(HELD_ATTEMPTS_FACTOR);
+            self.give_up_or_retry_within(record, &text, Unsent::Held, patience)
+        } else {
+            self.give_up_or_retry(record, &text)
+        }
     }
 
     fn give_up_or_retry(&self, record: &ActionRecord, error: &str) -> ActionState {

@@ -435,8 +435,9 @@ impl Outcome {
 /// ([`crate::ActionLedger::record_failed_attempt`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unsent {
-    /// The server throttled it (HTTP 429).
-    Throttled,
+    /// Held back by no fault of its own: the server throttled it (HTTP 429), or the host
+    /// could not log in (a refused login, a session rejected at once).
+    Held,
     /// Anything else that certainly kept it from the server (a refused connection, a 5xx
     /// before it was carried out).
     Failed,
@@ -446,7 +447,7 @@ impl Unsent {
     /// The column counting this kind.
     fn column(self) -> &'static str {
         match self {
-            Self::Throttled => "throttled_sends",
+            Self::Held => "held_sends",
             Self::Failed => "attempts",
         }
     }
@@ -1330,11 +1331,11 @@ mod tests {
                 .unwrap()
                 .action_id()
                 .clone();
-            // Throttled sends have a count of their own: five of them leave the three
-            // tries of other failures untouched.
+            // Held sends (throttled, or no login) have a count of their own: five of them
+            // leave the three tries of other failures untouched.
             for n in 1..=5 {
                 assert_eq!(
-                    store.record_failed_attempt(&id, "429", Unsent::Throttled, 30, 1 + n).unwrap(),
+                    store.record_failed_attempt(&id, "429", Unsent::Held, 30, 1 + n).unwrap(),
                     RetryDecision::Retry { attempts: n as u32 }
                 );
             }
@@ -1356,15 +1357,15 @@ mod tests {
             assert_eq!(record.last_error.as_deref(), Some("503"));
             assert!(store.record_failed_attempt(&id, "x", Unsent::Failed, 3, 10).is_err());
 
-            // At its own bound, throttling gives up too.
+            // At its own bound, a held action gives up too.
             let id = store
                 .begin_action(&new_action(isolate(&["m2"])), 1)
                 .unwrap()
                 .action_id()
                 .clone();
-            store.record_failed_attempt(&id, "429", Unsent::Throttled, 2, 2).unwrap();
+            store.record_failed_attempt(&id, "429", Unsent::Held, 2, 2).unwrap();
             assert_eq!(
-                store.record_failed_attempt(&id, "429", Unsent::Throttled, 2, 3).unwrap(),
+                store.record_failed_attempt(&id, "429", Unsent::Held, 2, 3).unwrap(),
                 RetryDecision::GaveUp { attempts: 2 }
             );
         }

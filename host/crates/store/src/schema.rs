@@ -285,11 +285,12 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
-        name: "throttled_sends",
+        name: "held_sends",
         statements: &[
-            // Sends the server throttled, counted apart from the failed ones: a throttling
-            // server must not use up the tries a connection error gets.
-            "ALTER TABLE actions ADD COLUMN throttled_sends BIGINT NOT NULL DEFAULT 0",
+            // Sends held back by no fault of the action (the server throttled it, or the
+            // host could not log in), counted apart from the failed ones: they must not use
+            // up the tries a connection error gets.
+            "ALTER TABLE actions ADD COLUMN held_sends BIGINT NOT NULL DEFAULT 0",
         ],
     },
 ];
@@ -377,7 +378,7 @@ pub(crate) const TABLES: &[Table] = &[
             "submitted_at_ms",
             "finished_at_ms",
             "machine_names",
-            "throttled_sends",
+            "held_sends",
         ],
         self_references: &["undo_of"],
     },
