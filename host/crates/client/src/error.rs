@@ -46,7 +46,9 @@ pub enum Error {
     SessionRejected {
         /// The endpoint called.
         endpoint: String,
-        /// Empty, or how long no login is tried (`; no login is tried for 60 s`).
+        /// Empty, or where the session was rejected and how long no login is tried
+        /// (` at POST /rest/...; no login is tried for 60 s`), for a call refused while
+        /// logins are held.
         held: String,
     },
     /// No answer within the configured timeout (after `attempts` tries).

@@ -160,7 +160,11 @@ impl Call {
 
 enum Step {
     Done(Vec<u8>),
-    Expired,
+    /// The session is taken to have expired: `certain` when the server said so (401, its
+    /// login page, a redirect to it), not when a read got some other page (a proxy's).
+    Expired {
+        certain: bool,
+    },
     Retry(Error),
     Fail(Error),
 }
@@ -219,20 +223,29 @@ impl Client {
         mut tries: Tries,
     ) -> (Tries, std::result::Result<Vec<u8>, TryError>) {
         tries.attempt += 1;
+        let mut relogged_now = false;
         loop {
             let result = match self.attempt(call, &tries.session, tries.attempt).await {
-                Step::Done(body) => Ok(body),
-                Step::Expired if tries.relogged => {
+                Step::Done(body) => {
+                    self.calls_go_through();
+                    Ok(body)
+                }
+                Step::Expired { certain } if tries.relogged => {
                     let error = Error::SessionRejected {
                         endpoint: call.endpoint(),
                         held: String::new(),
                     };
-                    self.reject_session(tries.session.generation, &error).await;
+                    // Only the server's own word, right after the login it answers, says
+                    // that its sessions are refused: then logins are held.
+                    if certain && relogged_now {
+                        self.reject_session(tries.session.generation, &error).await;
+                    }
                     Err(TryError::Final(error))
                 }
-                Step::Expired => {
+                Step::Expired { .. } => {
                     tracing::info!(endpoint = %call.endpoint(), "session expired; logging in again");
                     tries.relogged = true;
+                    relogged_now = true;
                     match self.relogin(tries.session.generation).await {
                         Ok(session) => tries.session = session,
                         Err(e) => return (tries, Err(TryError::Final(e))),
@@ -263,7 +276,7 @@ impl Client {
         };
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
-            return Step::Expired;
+            return Step::Expired { certain: true };
         }
         if status.is_redirection() {
             let to_login = resp
@@ -333,7 +346,7 @@ impl Client {
     /// redirect elsewhere) may come after the server carried it out: its outcome is unknown.
     fn not_a_reply(&self, call: &Call, login: bool, what: impl FnOnce() -> String) -> Step {
         if login || call.safety == Safety::Repeatable {
-            return Step::Expired;
+            return Step::Expired { certain: login };
         }
         Step::Fail(Error::OutcomeUnknown {
             endpoint: call.endpoint(),

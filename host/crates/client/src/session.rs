@@ -48,11 +48,19 @@ fn refusal_copy(error: &Error, wait: Option<Duration>) -> Option<Error> {
         Error::PasswordExpired { username } => Error::PasswordExpired {
             username: username.clone(),
         },
-        Error::SessionRejected { endpoint, .. } => Error::SessionRejected {
-            endpoint: endpoint.clone(),
-            held: wait.map_or_else(String::new, |wait| {
-                format!("; no login is tried for {} s", wait.as_secs().max(1))
-            }),
+        Error::SessionRejected { endpoint, .. } => match wait {
+            // Held: this call was not sent; the login is what waits.
+            Some(wait) => Error::SessionRejected {
+                endpoint: "POST /login.html".to_owned(),
+                held: format!(
+                    " at {endpoint}; no login is tried for {} s",
+                    wait.as_secs().max(1)
+                ),
+            },
+            None => Error::SessionRejected {
+                endpoint: endpoint.clone(),
+                held: String::new(),
+            },
         },
         _ => return None,
     })
@@ -158,22 +166,35 @@ impl Client {
         refusal_copy(&hold.refusal, Some(left))
     }
 
+    /// A refused login holds the next ones. One that succeeds keeps the last hold's length
+    /// (expired) until a call goes through ([`Client::calls_go_through`]): a server that lets
+    /// the user log in but rejects every session must meet longer holds each time, not the
+    /// first one again.
     fn note_login(&self, result: &Result<Secret>) {
-        match result {
-            Ok(_) => *self.login_hold.lock().unwrap_or_else(|p| p.into_inner()) = None,
-            Err(error) => self.hold_logins(error),
+        if let Err(error) = result {
+            self.hold_logins(error);
+        }
+    }
+
+    /// A call went through: the server takes this user's sessions, and the next refusal
+    /// starts the shortest hold again.
+    pub(crate) fn calls_go_through(&self) {
+        let mut hold = self.login_hold.lock().unwrap_or_else(|p| p.into_inner());
+        if hold.is_some() {
+            *hold = None;
         }
     }
 
     /// Drops the session `rejected` (refused right after its login) and holds logins as
     /// after a refused login, so that the calls that follow fail at once instead of logging
-    /// in twice each.
+    /// in twice each. A rejection of a session another call already replaced or dropped
+    /// holds nothing (that call did, or its new session is not known to be refused).
     pub(crate) async fn reject_session(&self, rejected: u64, error: &Error) {
         let mut guard = self.session.lock().await;
         if guard.as_ref().is_some_and(|s| s.generation == rejected) {
             *guard = None;
+            self.hold_logins(error);
         }
-        self.hold_logins(error);
     }
 
     /// Starts the login hold for `error` if it is a refusal, twice as long as the last one

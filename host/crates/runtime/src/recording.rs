@@ -244,7 +244,10 @@ impl RecordingHost {
     /// unrecorded) from the first call that would pass [`MAX_RECORDED_BYTES`] on, so that
     /// what is recorded is the plan's beginning, with no holes.
     fn record(&self, call: RecordedCall) -> Option<usize> {
-        let bytes = serde_json::to_vec(&call).map_or(usize::MAX, |json| json.len());
+        // What the call holds in memory: its record, and the text its JSON carries.
+        let bytes = serde_json::to_vec(&call)
+            .map_or(usize::MAX, |json| json.len())
+            .saturating_add(std::mem::size_of::<RecordedCall>());
         let mut recorded = self.lock_calls();
         if self.unrecorded() > 0 || recorded.bytes.saturating_add(bytes) > MAX_RECORDED_BYTES {
             self.unrecorded.fetch_add(1, Ordering::Relaxed);
@@ -348,10 +351,6 @@ impl PluginHost for RecordingHost {
     }
 
     fn kv_set(&self, _call: &CallContext, key: &str, value: Vec<u8>) -> Result<(), CallError> {
-        self.record(RecordedCall::KvSet {
-            key: key.to_owned(),
-        })
-        .ok_or_else(record_full)?;
         let mut kv = self.kv.lock().unwrap_or_else(|p| p.into_inner());
         let size = |k: &str, v: &[u8]| (k.len() + v.len()) as u64 + KV_ENTRY_OVERHEAD_BYTES;
         let others: u64 = kv
@@ -361,18 +360,26 @@ impl PluginHost for RecordingHost {
             .sum();
         let would_use = others + size(key, &value);
         if would_use > MAX_KV_BYTES_PER_PLUGIN {
-            return Err(CallError::QuotaExceeded(format!(
-                "kv storage: {would_use} bytes, over the limit of {MAX_KV_BYTES_PER_PLUGIN}"
+            // As the service answers it (the store's refusal, `invalid-argument`).
+            return Err(CallError::InvalidArgument(format!(
+                "the plugin would use {would_use} bytes of key-value storage, over its limit of {MAX_KV_BYTES_PER_PLUGIN}"
             )));
         }
+        self.record(RecordedCall::KvSet {
+            key: key.to_owned(),
+        })
+        .ok_or_else(record_full)?;
         kv.insert(key.to_owned(), value);
         Ok(())
     }
 
     fn kv_delete(&self, _call: &CallContext, key: &str) {
-        self.record(RecordedCall::KvDelete {
+        let recorded = self.record(RecordedCall::KvDelete {
             key: key.to_owned(),
         });
+        if recorded.is_none() {
+            return;
+        }
         self.kv
             .lock()
             .unwrap_or_else(|p| p.into_inner())

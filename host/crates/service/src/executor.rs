@@ -787,9 +787,9 @@ impl Executor {
 
     /// Counts a try of `record` that `error` (from `what`) kept from the server, and gives up
     /// once its tries are spent. An error that held it back by no fault of its own (a
-    /// throttling server, no login) is counted apart, with more patience: a server throttles
-    /// for minutes at a time (the API notes' clients wait 60 s), and a refused login holds
-    /// for as long as an operator takes to mend it.
+    /// throttling server, no login) is counted apart, with more patience (ten times the
+    /// tries: about 15 minutes with the defaults): a server throttles for minutes at a time
+    /// (the API notes' clients wait 60 s), and a refused login takes an operator to mend.
     fn retry_unless_spent(
         &self,
         record: &ActionRecord,

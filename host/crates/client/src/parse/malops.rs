@@ -211,6 +211,7 @@ impl UnreadableTimes {
             self.count += 1;
             self.first.get_or_insert_with(|| {
                 let malop = riposte_domain::bounds::log_safe(&e.guid, 64);
+                let error = riposte_domain::bounds::log_safe(&error.to_string(), 256);
                 format!("Malop {malop}, {field}: {error}")
             });
             None

@@ -755,6 +755,24 @@ async fn a_session_rejected_after_its_login_holds_the_logins() {
     no_secret(&format!("{err} {held} {held:?}"), &sim);
 }
 
+/// A proxy's page answering a read twice (before and after the re-login it causes) fails
+/// that read only: it is not the server refusing sessions, so logins are not held and the
+/// next call goes through.
+#[tokio::test]
+async fn a_proxy_page_after_a_relogin_fails_the_call_but_holds_no_logins() {
+    let (sim, client) = start(4).await;
+    client.login_now().await.unwrap();
+    sim.inject(Fault::new(FaultKind::Html, 2).on("/rest/sensors"));
+    let err = client.sensors(serde_json::json!([])).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::SessionRejected { held, .. } if held.is_empty()),
+        "{err}"
+    );
+    assert_eq!(logins(&sim), 2, "one re-login");
+    client.sensors(serde_json::json!([])).await.unwrap();
+    assert_eq!(logins(&sim), 2, "the session is kept, and nothing held");
+}
+
 #[tokio::test]
 async fn expired_session_on_an_action_relogs_and_sends_once() {
     let (sim, client) = start(4).await;
