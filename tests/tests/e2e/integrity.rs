@@ -66,6 +66,29 @@ fn flip(path: &Path, at: impl Fn(usize) -> usize) -> Vec<u8> {
     bytes
 }
 
+/// Artifacts an earlier release tagged with HMAC-SHA256 (`<64 hex>.cwasm`) are never read
+/// again: opening the cache removes them, and nothing else in the directory.
+#[test]
+fn opening_the_cache_removes_artifacts_of_the_old_format_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join(format!("{}.cwasm", "ab".repeat(32)));
+    let other = dir.path().join("notes.cwasm");
+    std::fs::write(&old, b"an HMAC-tagged artifact").unwrap();
+    std::fs::write(&other, b"not ours").unwrap();
+    let cache = ArtifactCache::open(dir.path()).unwrap();
+    assert!(!old.exists(), "the old artifact is removed");
+    assert!(other.exists(), "anything else stays");
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let path = cache.artifact_path(runtime.engine(), &"cd".repeat(32));
+    assert!(
+        path.to_string_lossy().ends_with(".b3.cwasm"),
+        "{}",
+        path.display()
+    );
+    ArtifactCache::open(dir.path()).unwrap();
+    assert!(other.exists());
+}
+
 #[tokio::test]
 async fn a_tampered_precompiled_artifact_is_refused_and_recompiled() {
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();

@@ -22,6 +22,8 @@ const KEY_FILE: &str = "artifact.key";
 /// The tag's format, part of every artifact's name: artifacts of earlier formats
 /// (HMAC-SHA256) are never looked at.
 const TAG_FORMAT: &str = "blake3-keyed";
+/// How an artifact's file name ends: `<64 hex digits>.b3.cwasm`.
+const ARTIFACT_SUFFIX: &str = ".b3.cwasm";
 
 /// A directory of authenticated precompiled components.
 pub struct ArtifactCache {
@@ -46,6 +48,7 @@ impl ArtifactCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => new_key(&key_path)?,
             Err(e) => return Err(e),
         };
+        remove_old_artifacts(dir);
         Ok(Self {
             dir: dir.to_owned(),
             key,
@@ -58,8 +61,10 @@ impl ArtifactCache {
         hasher.0.update(TAG_FORMAT.as_bytes());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         hasher.0.update(component_sha256.as_bytes());
-        self.dir
-            .join(format!("{}.cwasm", hex::encode(hasher.0.finalize())))
+        self.dir.join(format!(
+            "{}{ARTIFACT_SUFFIX}",
+            hex::encode(hasher.0.finalize())
+        ))
     }
 
     /// Loads the precompiled artifact if there is one. A tag that does not verify is an
@@ -157,6 +162,25 @@ impl ArtifactCache {
         mac.update(name.as_bytes());
         mac.update(artifact);
         mac.finalize()
+    }
+}
+
+/// Removes the artifacts an earlier release wrote (`<64 hex digits>.cwasm`, tagged with
+/// HMAC-SHA256): never read again, and about 40 MiB each for an interpreted rule. Anything
+/// else in the directory is left alone; a file that cannot be removed is only logged.
+fn remove_old_artifacts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+        let old = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".cwasm"))
+            .is_some_and(|stem| stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit()));
+        if old && let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!("cannot remove the old artifact {}: {e}", path.display());
+        }
     }
 }
 
