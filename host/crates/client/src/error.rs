@@ -192,21 +192,17 @@ pub enum Error {
 impl Error {
     /// Whether the server certainly did not carry out the request (safe to send again later).
     pub fn certainly_not_done(&self) -> bool {
-        matches!(
-            self,
-            Error::Connect { .. }
-                | Error::Certificate { .. }
-                | Error::Throttled { .. }
-                | Error::LoginFailed { .. }
-                | Error::SessionRejected { .. }
-                | Error::TwoFactorRequired { .. }
-                | Error::PasswordExpired { .. }
-                | Error::Config(_)
-                | Error::CaFile { .. }
-                | Error::NoMatchingSensors { .. }
-                | Error::Refused { .. }
-                | Error::NotSent { .. }
-        )
+        self.held_back()
+            || matches!(
+                self,
+                Error::Connect { .. }
+                    | Error::Certificate { .. }
+                    | Error::Config(_)
+                    | Error::CaFile { .. }
+                    | Error::NoMatchingSensors { .. }
+                    | Error::Refused { .. }
+                    | Error::NotSent { .. }
+            )
     }
 
     /// Whether the call was held back by no fault of its own: the server throttled it, or

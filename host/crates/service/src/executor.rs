@@ -746,7 +746,7 @@ impl Executor {
     }
 
     fn send_failed(&self, record: &ActionRecord, error: &riposte_client::Error) -> ActionState {
-        if error.held_back() || (error.certainly_not_done() && !error.rejected_for_good()) {
+        if error.certainly_not_done() && !error.rejected_for_good() {
             return self.retry_unless_spent(record, "not sent", error);
         }
         if let riposte_client::Error::OutcomeUnknown { .. } = error {
