@@ -606,6 +606,18 @@ impl Decision {
         }
     }
 
+    /// The machines `request` reaches once the gate decided this on it, which
+    /// `[approvals.large]` counts for the rest of the invocation ([`TargetFacts::with_reached`]):
+    /// a destructive request let through or held reaches its machines; any other, none.
+    pub fn reached<'a>(&self, request: &'a ActionRequest) -> Vec<&'a MachineGuid> {
+        let passes = matches!(self, Self::Allow { .. } | Self::AwaitApproval { .. });
+        if passes && request.action_kinds().iter().any(|k| k.is_destructive()) {
+            request.machines().into_iter().collect()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// For accepted calls, the WIT disposition; `None` for denials.
     pub fn disposition(&self) -> Option<Disposition> {
         match self {

@@ -190,13 +190,7 @@ impl Judge for PolicyJudge {
             &facts,
             Self::now(call),
         );
-        let reaches = matches!(
-            decision,
-            Decision::Allow { .. } | Decision::AwaitApproval { .. }
-        ) && request.action_kinds().iter().any(|k| k.is_destructive());
-        if reaches {
-            reached.extend(request.machines().into_iter().cloned());
-        }
+        reached.extend(decision.reached(&request).into_iter().cloned());
         let mut gate = outcome(&decision);
         gate.approval = kinds(&approval);
         gate.budget = budget.as_ref().map(budget_words);

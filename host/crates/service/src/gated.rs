@@ -210,15 +210,12 @@ impl GatedHost {
             .with_reached(reached.iter().cloned())
     }
 
-    /// Notes the machines a destructive request the gate let through or held reaches.
+    /// Notes the machines a request reaches once the gate decided on it.
     fn note_reached(&self, request: &ActionRequest, decision: &Decision) {
-        let reaches = matches!(
-            decision,
-            Decision::Allow { .. } | Decision::AwaitApproval { .. }
-        ) && request.action_kinds().iter().any(|k| k.is_destructive());
-        if reaches {
+        let machines = decision.reached(request);
+        if !machines.is_empty() {
             let mut reached = self.reached.lock().unwrap_or_else(|p| p.into_inner());
-            reached.extend(request.machines().into_iter().cloned());
+            reached.extend(machines.into_iter().cloned());
         }
     }
 
