@@ -4,10 +4,10 @@
 //! arbitrary code. Every artifact is therefore stored with a tag under a key that only the
 //! host can read (BLAKE3 in its keyed mode, a MAC: an interpreter's artifact is 40 MiB, and
 //! BLAKE3 tags it several times faster than HMAC-SHA256, which was half of a cached load),
-//! and its tag is checked before wasmtime sees the bytes. The cache key covers the tag's
-//! format, the engine's compatibility hash and the component's sha256, so an artifact is
-//! only ever used by the engine configuration that produced it, and one tagged in an older
-//! format is not read at all (it is compiled again).
+//! and its tag is checked before wasmtime sees the bytes. The cache key covers the engine's
+//! compatibility hash and the component's sha256, so an artifact is only ever used by the
+//! engine configuration that produced it; the file name also says the tag's format, so one
+//! tagged in an older format is not read at all (it is compiled again).
 
 use super::Error;
 use sha2::{Digest, Sha256};
@@ -19,10 +19,9 @@ use wasmtime::component::Component;
 
 const TAG_LEN: usize = blake3::OUT_LEN;
 const KEY_FILE: &str = "artifact.key";
-/// The tag's format, part of every artifact's name: artifacts of earlier formats
-/// (HMAC-SHA256) are never looked at.
-const TAG_FORMAT: &str = "blake3-keyed";
-/// How an artifact's file name ends: `<64 hex digits>.b3.cwasm`.
+/// How an artifact's file name ends: `<64 hex digits>.b3.cwasm`. The `b3` names the tag's
+/// format, so artifacts of earlier formats (HMAC-SHA256, `<64 hex digits>.cwasm`) are never
+/// looked at.
 const ARTIFACT_SUFFIX: &str = ".b3.cwasm";
 
 /// A directory of authenticated precompiled components.
@@ -58,7 +57,6 @@ impl ArtifactCache {
     /// The artifact file for a component under `engine`.
     pub fn artifact_path(&self, engine: &Engine, component_sha256: &str) -> PathBuf {
         let mut hasher = Sha256Hasher(Sha256::new());
-        hasher.0.update(TAG_FORMAT.as_bytes());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         hasher.0.update(component_sha256.as_bytes());
         self.dir.join(format!(
@@ -149,8 +147,8 @@ impl ArtifactCache {
         std::fs::rename(tmp, path)
     }
 
-    /// The tag binds the artifact to its file name (tag format, engine hash and component
-    /// digest), so an authentic artifact cannot be swapped in for another component.
+    /// The tag binds the artifact to its file name (engine hash, component digest and tag
+    /// format), so an authentic artifact cannot be swapped in for another component.
     fn tag(&self, path: &Path, artifact: &[u8]) -> blake3::Hash {
         let name = path
             .file_name()
