@@ -117,13 +117,7 @@ async fn an_empty_log_flood_hits_the_output_cap() {
 #[tokio::test]
 async fn a_kv_read_flood_is_stopped_after_its_reads() {
     let (reason, _) = contain("kv-read-flood", tight()).await;
-    match reason {
-        StopReason::Trap(message) => assert!(
-            message.contains("at most 1024 kv.get calls per invocation"),
-            "{message}"
-        ),
-        other => panic!("expected a trap, got {other:?}"),
-    }
+    assert_trapped(reason, "at most 1024 kv.get calls per invocation");
 }
 
 /// A call handing the host more than `MAX_CALL_BYTES` (six 1 MiB strings) traps before
@@ -131,10 +125,13 @@ async fn a_kv_read_flood_is_stopped_after_its_reads() {
 #[tokio::test]
 async fn a_call_of_megabytes_is_stopped_before_it_is_copied() {
     let (reason, _) = contain("call-megabytes", tight()).await;
+    assert_trapped(reason, "too much data");
+}
+
+/// Asserts that the plugin was stopped by a trap whose message says `says`.
+fn assert_trapped(reason: StopReason, says: &str) {
     match reason {
-        StopReason::Trap(message) => {
-            assert!(message.contains("too much data"), "{message}")
-        }
+        StopReason::Trap(message) => assert!(message.contains(says), "{message}"),
         other => panic!("expected a trap, got {other:?}"),
     }
 }
